@@ -1,0 +1,76 @@
+"""Command line: ``mogviewer [FILE]`` opens the app; ``mogviewer SUBCOMMAND ...`` runs headless.
+
+Subcommands are contributed by the Qt-free modules listed in :data:`SUBCOMMAND_MODULES`: each
+defines ``register_cli(subparsers)``, adding its parsers with ``set_defaults(func=...)``, where
+``func(args) -> int`` is the exit status. The GUI is imported lazily, only when no subcommand is
+given, so batch use never needs a display or Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+#: Modules that contribute subcommands (in help order).
+SUBCOMMAND_MODULES = ("mogviewer.profiles_cli", "mogviewer.psf", "mogviewer.io_fits",
+                      "mogviewer.batch")
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one clear line, exit status 2."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mogviewer",
+        description="Fit galaxy images with mixtures of Gaussians (Hogg & Lang 2013). "
+                    "With no subcommand, opens the desktop app (on FILE, or the bundled sample).")
+    parser.add_argument("--version", action="version", version=f"mogviewer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a module not written yet: its subcommand is absent
+            if exc.name != name:
+                raise
+            continue
+        mod.register_cli(sub)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    known = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()
+    if not argv or (argv[0] not in known and not argv[0].startswith("-")) or argv[0] == "gui":
+        return _run_gui(argv[1:] if argv and argv[0] == "gui" else argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"mogviewer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mogviewer: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_gui(argv):
+    try:
+        from .gui.app import main as gui_main
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("mogviewer.gui"):
+            from .demo import main as demo_main  # until the app exists: the CLI fit of the sample
+            return demo_main(argv)
+        raise
+    return gui_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
