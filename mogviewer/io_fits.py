@@ -134,6 +134,12 @@ class ImageData:
         object.__setattr__(self, "mask", mask)
         object.__setattr__(self, "notes", tuple(self.notes))
 
+    def __setstate__(self, state):
+        # unpickling bypasses __post_init__: restore the read-only flags
+        self.__dict__.update(state)
+        for name in ("image", "ivar", "mask"):
+            self.__dict__[name].setflags(write=False)
+
     @property
     def shape(self):
         """``(ny, nx)``."""
@@ -827,13 +833,12 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
                              "Poisson noise.")
         elif estimate_noise:
             med, sig = robust_background(image, bad)
-            if not np.isfinite(sig) or sig <= 0:
-                # e.g. a mask or a model image: more than half the pixels share one value
+            if np.isfinite(sig) and sig > 0:
+                noise_source = f"estimate: background sigma {sig:.4g} (3-sigma-clipped MAD)"
+            else:  # e.g. a mask or a model image: more than half the pixels share one value
                 sig = 1.0
-                notes.append("The background noise could not be estimated (the median absolute "
-                             "deviation of the unmasked pixels is 0): sigma 1 assumed.")
+                noise_source = "assumed: sigma 1 (background MAD is 0, no estimate possible)"
             var = np.full(image.shape, sig ** 2)
-            noise_source = f"estimate: background sigma {sig:.4g} (3-sigma-clipped MAD)"
             if poisson:
                 if gain_val is None:
                     raise ImageReadError("poisson=True needs a gain (no GAIN in the header: "
