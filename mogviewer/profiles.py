@@ -39,7 +39,7 @@ from functools import lru_cache
 from importlib import resources
 
 import numpy as np
-from scipy import optimize, special
+from scipy import integrate, optimize, special
 
 __all__ = [
     "PROFILES", "profile_value", "sersic_b", "available", "get_mixture", "ProfileMixture",
@@ -107,8 +107,8 @@ def exact_total(profile, *, n=None):
     cut = {"lux": 4.0, "luv": 8.0}[profile]
     knots = [0.0, 0.02, 0.1, 1.0, cut - 1.0, cut]
     return float(sum(
-        optimize.quad_vec(lambda r: 2 * math.pi * r * profile_value(profile, r), a, b,
-                          epsabs=1e-13, epsrel=1e-12)[0]
+        integrate.quad(lambda r: 2 * math.pi * r * float(profile_value(profile, r)), a, b,
+                       epsabs=1e-13, epsrel=1e-12, limit=200)[0]
         for a, b in zip(knots[:-1], knots[1:])))
 
 
