@@ -214,6 +214,14 @@ def _open_fits(path, what):
     except PermissionError:
         raise ImageReadError(f"{what} file cannot be read (permission denied): {path}") from None
     except Exception as exc:  # noqa: BLE001 - astropy raises OSError, ValueError, TypeError...
+        try:
+            with open(path, "rb") as fh:
+                looks_fits = fh.read(9) == b"SIMPLE  ="
+        except OSError:
+            looks_fits = False
+        if looks_fits:
+            raise ImageReadError(f"{what} file {path} starts like FITS but is truncated or "
+                                 f"corrupt (astropy: {_first_line(exc)})") from None
         raise ImageReadError(
             f"{what} file {path} is neither a FITS file nor a .npy array "
             f"(astropy: {_first_line(exc)})") from None
@@ -330,6 +338,8 @@ def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, ki
         return np.array(arr, dtype=np.float64), "array given", None
     path = os.fspath(source)
     if _is_npy(path):
+        if hdu is not None:
+            notes.append(f"{what}: HDU {hdu!r} ignored for the NumPy file {path}.")
         arr = _to_2d(_load_npy(path, what), f"{what} file {path}", plane, notes)
         return np.array(arr, dtype=np.float64), f"{path}", None
     with _open_fits(path, what) as hdul:
@@ -384,11 +394,30 @@ def _celestial_wcs(header, notes):
         cel = w.celestial
         if cel.naxis != 2:
             return None
+        if not _wcs_scale_defined(header):
+            notes.append("The header WCS has no usable pixel scale (CD matrix singular or "
+                         "missing, CDELT missing or not a number); no WCS used.")
+            return None
         return cel
     except Exception as exc:  # noqa: BLE001 - a broken WCS is a note, not a failure
         notes.append(f"The header WCS could not be interpreted ({_first_line(exc)}); "
                      "no WCS used.")
         return None
+
+
+def _wcs_scale_defined(header):
+    """True when axes 1, 2 have a numeric, non-singular CD matrix or non-zero CDELTs.
+
+    Without this check astropy's fixers silently turn a zero CD matrix or a missing CDELT into
+    1 degree per pixel.
+    """
+    cd = np.array([[_as_float(header.get(f"CD{i}_{j}", 0.0)) for j in (1, 2)] for i in (1, 2)],
+                  dtype=float)
+    has_cd = any(f"CD{i}_{j}" in header for i in (1, 2) for j in (1, 2))
+    if has_cd:
+        return bool(np.all(np.isfinite(cd)) and abs(np.linalg.det(cd)) > 0)
+    cdelt = [_as_float(header.get(f"CDELT{i}")) for i in (1, 2)]
+    return all(c is not None and c != 0 for c in cdelt)
 
 
 def _pixel_scale(wcs, notes):
@@ -673,6 +702,9 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
             if noise is None and noise_hdu is None and auto_noise:
                 auto_pair = _find_noise_pair(hdul, hdu_index, arr.shape)
 
+        if hdul is None and (hdu is not None or noise_hdu is not None and noise is None):
+            raise ImageReadError("hdu= / noise_hdu= select HDUs of a FITS file; the image here "
+                                 "is a .npy file or an array")
         image = np.array(arr, dtype=np.float64)  # a copy: the caller's array is never touched
         ny, nx = image.shape
         if ny < MIN_SIZE or nx < MIN_SIZE:
@@ -1133,7 +1165,8 @@ def _cli_info(args):
             sky_level=args.sky_level, pixel_scale=args.pixel_scale, poisson=args.poisson,
             min_ivar_fraction=args.min_ivar_fraction)
     except ImageReadError as exc:
-        raise UserError(f"{args.file}: {exc}") from None
+        msg = str(exc)
+        raise UserError(msg if str(args.file) in msg else f"{args.file}: {msg}") from None
     print(f"{args.file}")
     print(table)
     print()

@@ -224,15 +224,21 @@ def test_list_hdus_dr9():
 
 def test_hdu_by_extname(tmp_path):
     img = np.arange(30.0).reshape(5, 6)
+    msk = np.zeros((5, 6), dtype=np.int16)
+    msk[0, :2] = 1
     hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, name="SCI"),
-                         fits.ImageHDU(np.full((5, 6), 4.0), name="VAR")])
+                         fits.ImageHDU(np.full((5, 6), 4.0), name="VAR"),
+                         fits.ImageHDU(msk, name="MASK")])
     p = tmp_path / "mef.fits"
     hdul.writeto(p)
-    d = read_image(p, hdu="sci")
+    d = read_image(p, hdu="sci", mask_hdu="MASK")
     assert d.hdu == 1 and d.hdu_name == "SCI"
     np.testing.assert_array_equal(d.image, img)
-    np.testing.assert_allclose(d.ivar, 0.25)  # EXTNAME VAR picked up as a variance map
-    assert _has_note(d, "variance HDU 2")
+    np.testing.assert_allclose(d.ivar[~d.mask], 0.25)  # EXTNAME VAR taken as a variance map
+    assert _has_note(d, "variance HDU 2") and d.mask.sum() == 2
+    assert read_image(p).hdu == 1  # default: the first 2-D image HDU (the primary is empty)
+    with pytest.raises(ImageReadError, match="select HDUs of a FITS file"):
+        read_image(img, hdu=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +367,7 @@ def test_error_not_fits(tmp_path):
 def test_error_truncated_fits(tmp_path):
     p = tmp_path / "trunc.fits"
     p.write_bytes((IMFIT / "ic3478rss_64x64.fits").read_bytes()[:8000])
-    with pytest.raises(ImageReadError, match="trunc"):
+    with pytest.raises(ImageReadError, match="starts like FITS but is truncated or corrupt"):
         read_image(p)
 
 
@@ -437,13 +443,17 @@ def test_error_tiny_image_and_bad_options():
         read_image(np.ones((5, 5)), segmap=np.ones((5, 5)), segment_id=4)
 
 
-def test_broken_wcs_is_a_note_not_an_error():
-    hdr = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": 1.0, "CRPIX2": 1.0,
-                       "CRVAL1": 10.0, "CRVAL2": 95.0, "CD1_1": 0.0, "CD1_2": 0.0,
-                       "CD2_1": 0.0, "CD2_2": 0.0})
-    d = read_image(np.ones((4, 4)) + np.eye(4), header=hdr)
-    assert d.pixel_scale_arcsec is None
-    assert any("WCS" in n for n in d.notes)
+@pytest.mark.parametrize("cards, words", [
+    # astropy's cdfix would silently turn a zero CD matrix into 1 degree per pixel
+    ({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0, "CRVAL2": 5.0,
+      "CD1_1": 0.0, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": 0.0}, ("no usable pixel scale",)),
+    ({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CDELT1": "abc"}, ("no usable pixel scale",)),
+    ({"CTYPE1": "RA---XYZ", "CTYPE2": "DEC--XYZ"}, ("could not be interpreted",)),
+], ids=["zero-cd", "cdelt-text", "unknown-projection"])
+def test_broken_wcs_is_a_note_not_an_error(cards, words):
+    d = read_image(np.ones((4, 4)) + np.eye(4), header=fits.Header(cards))
+    assert d.wcs is None and d.pixel_scale_arcsec is None
+    assert _has_note(d, *words) and _has_note(d, "no WCS used")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +480,8 @@ def test_cli_info_options_and_error(capsys, tmp_path):
     assert rc == 0 and "masked:       2108 px" in out and "[ESTIMATE]" in out
     assert main(["info", str(tmp_path / "missing.fits")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "missing.fits" in err and "not found" in err
+    assert err.count("\n") == 0 and "not found" in err
+    assert err.count("missing.fits") == 1  # the file is named once, not twice
     assert main(["info", str(DR9), "--hdu", "SCI"]) == 2
     assert "no HDU named 'SCI'" in capsys.readouterr().err
 
