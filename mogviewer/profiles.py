@@ -202,7 +202,8 @@ class ProfileMixture:
     badness : float
         The paper's badness of this table (recomputed with :func:`badness`).
     flux_fraction : float
-        ``sum(raw_amps) / exact_total``: the fraction of the target profile's flux the mixture holds.
+        ``sum(raw_amps)`` over the total of the *untruncated* target (exp for lux, dev for luv):
+        the fraction of the target profile's flux the mixture holds.
     half_light_ratio : float
         The mixture's own half-light radius in units of the target's r_e.
     source : str
@@ -220,6 +221,10 @@ class ProfileMixture:
     flux_fraction: float
     half_light_ratio: float
     source: str
+
+
+#: The untruncated law whose r_e a truncated profile keeps (the target of a fit).
+_PARENT = {"lux": "exp", "luv": "dev"}
 
 
 def _half_light_ratio(amps, variances):
@@ -270,7 +275,7 @@ def get_mixture(profile, M, *, n=None):
         profile=profile, M=M, n=None if n is None else float(n), amps=norm, variances=var,
         raw_amps=raw, ie_factor=float(1.0 / raw.sum()),
         badness=badness(profile, raw, var, n=n),
-        flux_fraction=float(raw.sum() / exact_total(profile, n=n)),
+        flux_fraction=float(raw.sum() / exact_total(_PARENT.get(profile, profile), n=n)),
         half_light_ratio=_half_light_ratio(raw, var), source=source)
 
 
