@@ -1,0 +1,767 @@
+"""Fit one galaxy: flux, centre, ellipse and sky by least squares with exact derivatives.
+
+Conventions (as everywhere in mogviewer)
+----------------------------------------
+* ``image[y, x]``; ``x, y`` are 0-based pixel centres (add 1 for FITS/GALFIT/imfit coordinates).
+* ``re``: semi-major half-light radius of the *target* profile (pixels); ``q = b/a`` in (0, 1];
+  ``angle``: degrees counter-clockwise from +x, in [0, 180) (GALFIT/imfit PA = angle - 90).
+* ``flux``: total flux of the model mixture in image units; :attr:`FitResult.flux_target` is the
+  target (untruncated) profile's total, ``flux / flux_fraction``.
+* ``sky``: constant background per pixel; with ``sky='plane'`` also ``sky_dx``, ``sky_dy``, its
+  gradient per pixel about the image centre.
+
+The model is ``render_galaxy(...) + sky`` (see :mod:`mogviewer.render`), compared to the data
+through per-pixel weights ``w = 1/sigma^2`` (zero for masked, NaN or infinite pixels):
+``chi^2 = sum w (data - model)^2``. The optimiser (``scipy.optimize.least_squares``, method
+``trf``) works in an unconstrained vector (``ln r_circ, eta1, eta2`` for the ellipse, see
+:mod:`mogviewer.ellipse`), so it cannot leave the valid region; physical values are reported.
+
+Errors policy
+-------------
+Problems with the *input* (shapes, no usable pixels, invalid start) raise :class:`FitError`
+(a ``ValueError``) before any fitting; what happens *during* a fit (hit a bound, singular
+covariance, no convergence, cancelled) never raises: it is reported in :attr:`FitResult.flags`
+and :attr:`FitResult.status`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Mapping
+
+import numpy as np
+from scipy import ndimage, optimize
+
+from .ellipse import (
+    eta_to_physical,
+    physical_to_eta,
+    shape_jacobian_eta,
+    shape_jacobian_physical,
+    shape_matrix,
+    wrap_angle,
+)
+from .mixture import Mixture
+from .profiles import get_mixture
+from .render import render_galaxy
+
+__all__ = ["GalaxyParams", "FitProblem", "FitProgress", "FitResult", "FitFlags", "FitError",
+           "initial_guess", "fit", "model_image", "PARAM_UNITS"]
+
+#: Units of each parameter, for labels and exports.
+PARAM_UNITS = {"flux": "image units", "x": "pix", "y": "pix", "re": "pix", "q": "",
+               "angle": "deg", "sky": "image units/pix", "sky_dx": "image units/pix^2",
+               "sky_dy": "image units/pix^2"}
+
+
+class FitError(ValueError):
+    """Input that cannot be fitted (raised before fitting starts)."""
+
+
+class FitFlags(enum.IntFlag):
+    """Named bit flags of a fit (0 = nothing to report)."""
+
+    AT_BOUND = 1              #: a free parameter ended at (within 1e-6 of) a bound
+    COV_NONFINITE = 2         #: J^T W J singular: some uncertainties are undefined
+    NOT_CONVERGED = 4         #: stopped by the evaluation limit
+    TOO_FEW_PIXELS = 8        #: fewer usable pixels than free parameters (+1)
+    CANCELLED = 16            #: stopped by the user
+    NEGATIVE_FLUX = 32        #: best flux <= 0
+    CENTRE_OUTSIDE = 64       #: best centre outside the image
+    RE_SUBPIXEL = 128         #: r_e < 0.5 px: the fit is dominated by the PSF
+
+
+@dataclass(frozen=True)
+class GalaxyParams:
+    """Parameters for people (see the module conventions). Immutable; ``replace`` to change."""
+
+    flux: float
+    x: float
+    y: float
+    re: float
+    q: float
+    angle: float
+    sky: float = 0.0
+    sky_dx: float = 0.0
+    sky_dy: float = 0.0
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = float(getattr(self, f.name))
+            if not math.isfinite(v):
+                raise FitError(f"parameter {f.name} is not finite ({v!r})")
+            object.__setattr__(self, f.name, v)
+        if not self.re > 0:
+            raise FitError(f"r_e must be positive, got {self.re!r} px")
+        if not 0 < self.q <= 1:
+            raise FitError(f"q = b/a must be in (0, 1], got {self.q!r}")
+        object.__setattr__(self, "angle", wrap_angle(self.angle))
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def replace(self, **changes):
+        return replace(self, **changes)
+
+    @classmethod
+    def names(cls):
+        return tuple(f.name for f in fields(cls))
+
+
+SHAPE = ("re", "q", "angle")
+
+
+def _weights_from(image, ivar, variance, sigma, weight, mask):
+    given = [(n, a) for n, a in (("ivar", ivar), ("variance", variance), ("sigma", sigma),
+                                 ("weight", weight)) if a is not None]
+    if len(given) > 1:
+        raise FitError("give only one of ivar, variance, sigma, weight "
+                       f"(got {', '.join(n for n, _ in given)})")
+    if not given:
+        w = np.ones(image.shape)
+    else:
+        kind, arr = given[0]
+        arr = np.asarray(arr, dtype=float)
+        if arr.shape != image.shape:
+            raise FitError(f"{kind} map shape {arr.shape} differs from the image's {image.shape}")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if kind in ("ivar", "weight"):
+                w = arr.copy()
+            elif kind == "variance":
+                w = 1.0 / arr
+            else:
+                w = 1.0 / (arr * arr)
+    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
+    w[~np.isfinite(image)] = 0.0
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != image.shape:
+            raise FitError(f"mask shape {mask.shape} differs from the image's {image.shape}")
+        w[mask.astype(bool)] = 0.0
+    return w
+
+
+@dataclass(frozen=True, eq=False)
+class FitProblem:
+    """What to fit: data, weights, PSF, profile, free parameters and bounds.
+
+    Build with :meth:`from_arrays` (or :meth:`from_image_data`); the caller's arrays are copied
+    and never modified.
+
+    Attributes
+    ----------
+    image : ndarray (ny, nx)
+        Data with non-finite pixels set to 0 (they have zero weight).
+    weights : ndarray (ny, nx)
+        ``1/sigma^2``; 0 for masked, NaN or infinite pixels.
+    psf : Mixture or None
+        Pixel-convolved PSF mixture (normalised to unit total here); ``None`` = no PSF.
+    profile, M, n :
+        Profile name, number of components, Sérsic index (``'ser'`` only).
+    free : tuple of str
+        Free parameters, in a fixed order.
+    bounds : dict
+        ``name -> (lo, hi)`` in physical units; ``None`` entries or absent names are unbounded.
+    sky : {'none', 'constant', 'plane'}
+    """
+
+    image: np.ndarray
+    weights: np.ndarray
+    psf: Mixture | None
+    profile: str
+    M: int
+    n: float | None = None
+    free: tuple = ("flux", "x", "y", "re", "q", "angle", "sky")
+    bounds: Mapping = field(default_factory=dict)
+    sky: str = "constant"
+
+    @classmethod
+    def from_arrays(cls, image, *, ivar=None, variance=None, sigma=None, weight=None, mask=None,
+                    psf=None, profile="exp", M=None, n=None, free=None, fixed=(), bounds=None,
+                    sky="constant"):
+        """Build a problem from arrays (copied). One of ``ivar/variance/sigma/weight``, or none
+        for unit weights; ``mask`` nonzero = excluded. ``free`` defaults to every parameter of
+        the sky model; ``fixed`` removes names from it."""
+        img = np.array(image, dtype=float, copy=True)
+        if img.ndim != 2:
+            raise FitError(f"the image must be 2-D, got shape {img.shape}")
+        if min(img.shape) < 3:
+            raise FitError(f"the image is too small to fit ({img.shape})")
+        w = _weights_from(img, ivar, variance, sigma, weight, mask)
+        img[~np.isfinite(img)] = 0.0
+        if M is None:
+            M = {"exp": 6, "dev": 8, "lux": 6, "luv": 8, "ser": 8}.get(profile, 6)
+        if profile != "ser":
+            n = None
+        if profile not in ("exp", "dev", "lux", "luv", "ser"):
+            raise FitError(f"unknown profile {profile!r}; choose exp, dev, lux, luv or ser")
+        try:
+            get_mixture(profile, M, n=n)
+        except ValueError as exc:
+            raise FitError(str(exc)) from None
+        if sky not in ("none", "constant", "plane"):
+            raise FitError(f"sky must be 'none', 'constant' or 'plane', got {sky!r}")
+        allp = ["flux", "x", "y", "re", "q", "angle"] + {
+            "none": [], "constant": ["sky"], "plane": ["sky", "sky_dx", "sky_dy"]}[sky]
+        if free is None:
+            free = allp
+        unknown = set(free) - set(allp) | set(fixed) - set(allp) - {"sky", "sky_dx", "sky_dy"}
+        if unknown:
+            raise FitError(f"unknown or unavailable parameter(s): {', '.join(sorted(unknown))} "
+                           f"(sky model {sky!r} has {', '.join(allp)})")
+        free = tuple(p for p in allp if p in set(free) and p not in set(fixed))
+        if psf is not None:
+            psf = psf.normalized()
+        bounds = {k: (None if v is None else tuple(v)) for k, v in dict(bounds or {}).items()}
+        for k in bounds:
+            if k not in allp:
+                raise FitError(f"bounds given for unknown parameter {k!r}")
+        for a in (img, w):
+            a.setflags(write=False)
+        return cls(img, w, psf, profile, int(M), n, free, bounds, sky)
+
+    @classmethod
+    def from_image_data(cls, data, **kwargs):
+        """Build from a :class:`mogviewer.io_fits.ImageData` (image, ivar, mask)."""
+        return cls.from_arrays(data.image, ivar=data.ivar, mask=data.mask, **kwargs)
+
+    @property
+    def shape(self):
+        return self.image.shape
+
+    @property
+    def n_good(self):
+        return int(np.count_nonzero(self.weights))
+
+    def profile_mixture(self):
+        return get_mixture(self.profile, self.M, n=self.n)
+
+
+def model_image(problem, params, *, out=None):
+    """The model (galaxy + sky) for ``params`` on the problem's grid."""
+    p = params
+    img = render_galaxy(p.flux, p.x, p.y, shape_matrix(p.re, p.q, p.angle),
+                        problem.profile_mixture(), None, problem.psf, problem.shape, out=out)
+    return img + _sky_image(problem, p)
+
+
+def _sky_image(problem, p):
+    if problem.sky == "none":
+        return 0.0
+    if problem.sky == "constant":
+        return p.sky
+    ny, nx = problem.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    return p.sky + p.sky_dx * (xx - (nx - 1) / 2) + p.sky_dy * (yy - (ny - 1) / 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# initial guess
+# ---------------------------------------------------------------------------------------------
+
+def initial_guess(problem, *, centre=None):
+    """Start parameters from image moments in a central aperture.
+
+    1. Sky: median of the unmasked pixels of the outer 10 % border (0 if the sky is not fitted).
+    2. Centre: the brightest pixel of the smoothed (Gaussian sigma 1.5 px), sky-subtracted image
+       within the central half of the stamp (or ``centre`` if given), so a bright neighbour near
+       the edge does not capture the start.
+    3. Ellipse: flux-weighted second moments of positive pixels in an elliptical aperture about
+       that centre, iterated three times (aperture = 3 x the current moment ellipse); ``q`` and
+       the angle from the moment eigenvectors (PSF second moments subtracted when possible).
+    4. ``re``: semi-major axis of the moment-shaped ellipse holding half the aperture flux;
+       ``flux``: the aperture sum minus sky.
+
+    Returns
+    -------
+    GalaxyParams
+    """
+    img, w = problem.image, problem.weights
+    good = w > 0
+    if not good.any():
+        raise FitError("no usable pixels (all masked, NaN or zero weight)")
+    ny, nx = img.shape
+    border = np.zeros(img.shape, bool)
+    b = max(1, int(0.1 * min(ny, nx)))
+    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
+    sky = 0.0
+    if problem.sky != "none":
+        sel = border & good
+        sky = float(np.median(img[sel])) if sel.sum() > 10 else float(np.median(img[good]))
+    data = np.where(good, img - sky, 0.0)
+    if centre is None:
+        sm = ndimage.gaussian_filter(data, 1.5)
+        cy0, cx0 = ny // 4, nx // 4
+        sub = sm[cy0:ny - cy0, cx0:nx - cx0]
+        iy, ix = np.unravel_index(np.argmax(sub), sub.shape)
+        xc, yc = float(ix + cx0), float(iy + cy0)
+    else:
+        xc, yc = map(float, centre)
+    yy, xx = np.mgrid[:ny, :nx].astype(float)
+    # iterate moments in an elliptical aperture
+    C = np.eye(2) * (min(ny, nx) / 8.0) ** 2
+    for _ in range(4):
+        dx, dy = xx - xc, yy - yc
+        P = np.linalg.inv(C)
+        r2 = P[0, 0] * dx * dx + 2 * P[0, 1] * dx * dy + P[1, 1] * dy * dy
+        ap = (r2 <= 9.0) & good & (data > 0)
+        f = data[ap]
+        if f.sum() <= 0 or ap.sum() < 5:
+            break
+        tot = f.sum()
+        xc = float((f * xx[ap]).sum() / tot)
+        yc = float((f * yy[ap]).sum() / tot)
+        ddx, ddy = xx[ap] - xc, yy[ap] - yc
+        Cn = np.array([[(f * ddx * ddx).sum(), (f * ddx * ddy).sum()],
+                       [(f * ddx * ddy).sum(), (f * ddy * ddy).sum()]]) / tot
+        if not np.all(np.isfinite(Cn)) or np.linalg.det(Cn) <= 0:
+            break
+        C = Cn
+    Cg = C.copy()
+    if problem.psf is not None:
+        Cd = C - problem.psf.second_moments()
+        if np.all(np.linalg.eigvalsh(Cd) > 0.25):
+            Cg = Cd
+    evals, evecs = np.linalg.eigh(Cg)
+    q = float(np.clip(math.sqrt(max(evals[0], 1e-6) / max(evals[1], 1e-6)), 0.1, 1.0))
+    angle = wrap_angle(math.degrees(math.atan2(evecs[1, 1], evecs[0, 1])))
+    # half-light semi-major axis in the moment-shaped ellipse (q, angle)
+    t = math.radians(angle)
+    dx, dy = xx - xc, yy - yc
+    u = dx * math.cos(t) + dy * math.sin(t)
+    v = -dx * math.sin(t) + dy * math.cos(t)
+    a = np.sqrt(u * u + (v / q) ** 2)
+    amax = 3.0 * math.sqrt(evals[1]) * 2.0
+    sel = good & (a <= amax)
+    order = np.argsort(a[sel])
+    cum = np.cumsum(data[sel][order])
+    flux = float(cum[-1]) if cum.size else float(data.sum())
+    if cum.size and flux > 0:
+        re = float(a[sel][order][np.searchsorted(cum, 0.5 * flux)])
+    else:
+        re = math.sqrt(evals[1])
+        flux = max(float(data[good].sum()), 1e-3)
+    re = float(np.clip(re, 0.5, 0.5 * max(ny, nx)))
+    xc = float(np.clip(xc, 0, nx - 1))
+    yc = float(np.clip(yc, 0, ny - 1))
+    return GalaxyParams(flux=max(flux, 1e-3 * abs(flux) + 1e-12), x=xc, y=yc, re=re, q=q,
+                        angle=angle, sky=sky)
+
+
+# ---------------------------------------------------------------------------------------------
+# parametrisation
+# ---------------------------------------------------------------------------------------------
+
+class _Param:
+    """Maps between GalaxyParams and the optimiser's free vector ``z``.
+
+    Shape: ``eta`` mode ``(ln r_circ, eta1, eta2)`` when re, q, angle are all free and unbounded;
+    otherwise each free shape parameter on its own: ``ln re``, ``logit q``, ``angle``.
+    """
+
+    def __init__(self, problem, start):
+        self.problem = problem
+        self.start = start
+        self.free = problem.free
+        shape_free = [p for p in SHAPE if p in self.free]
+        bounded_shape = any(problem.bounds.get(p) for p in SHAPE)
+        self.eta_mode = len(shape_free) == 3 and not bounded_shape
+        names = []
+        for p in self.free:
+            if p in SHAPE:
+                if self.eta_mode:
+                    if p == "re":
+                        names += ["ln_rcirc", "eta1", "eta2"]
+                else:
+                    names.append({"re": "ln_re", "q": "logit_q", "angle": "angle"}[p])
+            else:
+                names.append(p)
+        self.znames = names
+
+    def to_z(self, p):
+        z = []
+        for name in self.znames:
+            if name == "ln_rcirc":
+                z.extend(physical_to_eta(p.re, p.q, p.angle))
+            elif name in ("eta1", "eta2"):
+                continue
+            elif name == "ln_re":
+                z.append(math.log(p.re))
+            elif name == "logit_q":
+                qq = min(p.q, 1 - 1e-9)
+                z.append(math.log(qq / (1 - qq)))
+            else:
+                z.append(getattr(p, name))
+        return np.array(z, float)
+
+    def from_z(self, z):
+        d = self.start.as_dict()
+        it = iter(range(len(z)))
+        for i in it:
+            name = self.znames[i]
+            if name == "ln_rcirc":
+                d["re"], d["q"], d["angle"] = eta_to_physical(z[i:i + 3])
+                next(it)
+                next(it)
+            elif name == "ln_re":
+                d["re"] = math.exp(z[i])
+            elif name == "logit_q":
+                d["q"] = 1.0 / (1.0 + math.exp(-z[i])) if z[i] > -700 else 1e-300
+            else:
+                d[name] = float(z[i])
+        d["q"] = min(max(d["q"], 1e-12), 1.0)
+        return GalaxyParams(**d)
+
+    def bounds(self):
+        lo = np.full(len(self.znames), -np.inf)
+        hi = np.full(len(self.znames), np.inf)
+        for i, name in enumerate(self.znames):
+            phys = {"ln_re": "re", "logit_q": "q"}.get(name, name)
+            b = self.problem.bounds.get(phys)
+            if not b:
+                continue
+            l, h = b
+            if name == "ln_re":
+                l = math.log(l) if l and l > 0 else None
+                h = math.log(h) if h and h > 0 else None
+            elif name == "logit_q":
+                l = math.log(l / (1 - l)) if l and 0 < l < 1 else None
+                h = math.log(h / (1 - h)) if h and 0 < h < 1 else None
+            if l is not None:
+                lo[i] = l
+            if h is not None:
+                hi[i] = h
+        return lo, hi
+
+    def shape_S_and_dz(self, z, p):
+        """S (2x2) and d(Sxx, Sxy, Syy)/d(z shape entries) as {z index: 3-vector}."""
+        out = {}
+        if self.eta_mode:
+            i = self.znames.index("ln_rcirc")
+            S3, J = shape_jacobian_eta(z[i:i + 3])
+            for c in range(3):
+                out[i + c] = J[:, c]
+        else:
+            S3 = None
+            Jp = shape_jacobian_physical(p.re, p.q, p.angle)
+            for i, name in enumerate(self.znames):
+                if name == "ln_re":
+                    out[i] = Jp[:, 0] * p.re
+                elif name == "logit_q":
+                    out[i] = Jp[:, 1] * p.q * (1 - p.q)
+                elif name == "angle":
+                    out[i] = Jp[:, 2]
+        S = shape_matrix(p.re, p.q, p.angle) if S3 is None else \
+            np.array([[S3[0], S3[1]], [S3[1], S3[2]]])
+        return S, out
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FitProgress:
+    """Immutable snapshot sent to the progress callback each iteration."""
+
+    params: GalaxyParams
+    chi2: float
+    iteration: int
+    nfev: int
+    elapsed: float
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes
+    ----------
+    params : GalaxyParams
+        Best parameters (the start's values for fixed ones).
+    start : GalaxyParams
+    free : tuple of str
+        Names of the free parameters (order of ``covariance``).
+    covariance : ndarray (n_free, n_free)
+        Formal covariance ``(J^T W J)^-1`` in physical units (angle in degrees), *not* scaled by
+        chi^2/nu; NaN where undefined.
+    chi2, nu, chi2_nu : float, int, float
+        ``sum w (data - model)^2``, usable pixels minus free parameters, and their ratio.
+    nit, nfev : int
+        Iterations and residual evaluations.
+    status : str
+        ``'converged'``, ``'max_evaluations'``, ``'cancelled'`` or ``'failed'``.
+    flags : FitFlags
+    message : str
+    profile, M, n, flux_fraction : profile facts (``flux_fraction`` of the mixture).
+    elapsed : float, seconds
+    """
+
+    params: GalaxyParams
+    start: GalaxyParams
+    free: tuple
+    covariance: np.ndarray
+    chi2: float
+    nu: int
+    nit: int
+    nfev: int
+    status: str
+    flags: FitFlags
+    message: str
+    profile: str
+    M: int
+    n: float | None
+    flux_fraction: float
+    elapsed: float
+
+    @property
+    def chi2_nu(self):
+        return self.chi2 / self.nu if self.nu > 0 else float("nan")
+
+    def errors(self, *, scaled=False):
+        """1-sigma errors ``{name: sigma}`` for free parameters (0 for fixed ones).
+
+        ``scaled=True`` multiplies by ``sqrt(chi2/nu)`` (as GALFIT and imfit do when the noise
+        map is not trusted).
+        """
+        d = np.sqrt(np.where(np.diag(self.covariance) >= 0, np.diag(self.covariance), np.nan))
+        if scaled:
+            d = d * math.sqrt(self.chi2_nu)
+        out = {k: 0.0 for k in GalaxyParams.names()}
+        out.update({k: float(v) for k, v in zip(self.free, d)})
+        return out
+
+    # derived quantities -------------------------------------------------------------
+    @property
+    def flux_target(self):
+        """Total flux of the target (untruncated) profile: ``flux / flux_fraction``."""
+        return self.params.flux / self.flux_fraction
+
+    def magnitude(self, zeropoint):
+        """``zeropoint - 2.5 log10(flux)`` of the model flux (NaN if flux <= 0)."""
+        f = self.params.flux
+        return zeropoint - 2.5 * math.log10(f) if f > 0 else float("nan")
+
+    @property
+    def ell(self):
+        """``1 - q`` (imfit's ellipticity)."""
+        return 1.0 - self.params.q
+
+    @property
+    def e1e2(self):
+        """``((1-q)/(1+q)) (cos 2 angle, sin 2 angle)`` (Tractor's EllipseE magnitude, image
+        axes)."""
+        e = (1 - self.params.q) / (1 + self.params.q)
+        t = 2 * math.radians(self.params.angle)
+        return e * math.cos(t), e * math.sin(t)
+
+    @property
+    def re_circ(self):
+        """Circularised half-light radius ``re sqrt(q)`` (pixels)."""
+        return self.params.re * math.sqrt(self.params.q)
+
+    @property
+    def ok(self):
+        return self.status == "converged" and not (self.flags & (
+            FitFlags.COV_NONFINITE | FitFlags.TOO_FEW_PIXELS | FitFlags.NEGATIVE_FLUX))
+
+
+# ---------------------------------------------------------------------------------------------
+# the fit
+# ---------------------------------------------------------------------------------------------
+
+class _Evaluator:
+    """Residuals and Jacobian of one problem, with reusable render buffers."""
+
+    def __init__(self, problem, par):
+        self.problem = problem
+        self.par = par
+        self.sel = np.flatnonzero(problem.weights.ravel() > 0)
+        self.sw = np.sqrt(problem.weights.ravel()[self.sel])
+        self.data = problem.image.ravel()[self.sel]
+        self.prof = problem.profile_mixture()
+        ny, nx = problem.shape
+        self.buf = np.zeros((6, ny, nx))
+        yy, xx = np.mgrid[:ny, :nx]
+        self.gx = (xx - (nx - 1) / 2).ravel()[self.sel]
+        self.gy = (yy - (ny - 1) / 2).ravel()[self.sel]
+        self.nfev = 0
+
+    def _sky(self, p):
+        if self.problem.sky == "none":
+            return 0.0
+        s = p.sky
+        if self.problem.sky == "plane":
+            s = s + p.sky_dx * self.gx + p.sky_dy * self.gy
+        return s
+
+    def residuals(self, z):
+        self.nfev += 1
+        p = self.par.from_z(z)
+        S, _ = self.par.shape_S_and_dz(z, p) if self.par.eta_mode else (
+            shape_matrix(p.re, p.q, p.angle), None)
+        img = render_galaxy(p.flux, p.x, p.y, S, self.prof, None, self.problem.psf,
+                            self.problem.shape, out=self.buf)
+        return self.sw * (self.data - img.ravel()[self.sel] - self._sky(p))
+
+    def jacobian(self, z):
+        p = self.par.from_z(z)
+        S, dS = self.par.shape_S_and_dz(z, p)
+        img, d = render_galaxy(p.flux, p.x, p.y, S, self.prof, None, self.problem.psf,
+                               self.problem.shape, derivs=True, out=self.buf)
+        flat = d.reshape(5, -1)[:, self.sel]
+        J = np.empty((self.sel.size, len(z)))
+        for i, name in enumerate(self.par.znames):
+            if name == "flux":
+                col = img.ravel()[self.sel] / p.flux if p.flux != 0 else render_galaxy(
+                    1.0, p.x, p.y, S, self.prof, None, self.problem.psf,
+                    self.problem.shape).ravel()[self.sel]
+            elif name == "x":
+                col = flat[0]
+            elif name == "y":
+                col = flat[1]
+            elif name == "sky":
+                col = np.ones(self.sel.size)
+            elif name == "sky_dx":
+                col = self.gx
+            elif name == "sky_dy":
+                col = self.gy
+            else:
+                col = dS[i] @ flat[2:]
+            J[:, i] = -self.sw * col
+        return J
+
+    def physical_jacobian(self, p):
+        """d(residual)/d(free physical parameters) at ``p`` (angle in degrees)."""
+        S = shape_matrix(p.re, p.q, p.angle)
+        img, d = render_galaxy(p.flux, p.x, p.y, S, self.prof, None, self.problem.psf,
+                               self.problem.shape, derivs=True, out=self.buf)
+        flat = d.reshape(5, -1)[:, self.sel]
+        Jp = shape_jacobian_physical(p.re, p.q, p.angle)
+        cols = []
+        for name in self.problem.free:
+            if name == "flux":
+                col = img.ravel()[self.sel] / p.flux if p.flux != 0 else np.zeros(self.sel.size)
+            elif name in ("x", "y"):
+                col = flat[0 if name == "x" else 1]
+            elif name in SHAPE:
+                col = Jp[:, SHAPE.index(name)] @ flat[2:]
+            elif name == "sky":
+                col = np.ones(self.sel.size)
+            elif name == "sky_dx":
+                col = self.gx
+            else:
+                col = self.gy
+            cols.append(-self.sw * col)
+        return np.column_stack(cols)
+
+
+def _covariance(J):
+    """``(J^T J)^-1`` with a check of conditioning; returns (cov, ok)."""
+    A = J.T @ J
+    try:
+        scale = np.sqrt(np.diag(A))
+        if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+            raise np.linalg.LinAlgError
+        An = A / np.outer(scale, scale)
+        if np.linalg.cond(An) > 1e12:
+            raise np.linalg.LinAlgError
+        cov = np.linalg.inv(An) / np.outer(scale, scale)
+        return cov, bool(np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0))
+    except np.linalg.LinAlgError:
+        return np.full(A.shape, np.nan), False
+
+
+def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None, max_nfev=200, xtol=1e-8, ftol=1e-9):
+    """Fit ``problem`` from ``start`` (default :func:`initial_guess`).
+
+    Parameters
+    ----------
+    problem : FitProblem
+    start : GalaxyParams, optional
+    callback : callable, optional
+        Called once per iteration with an immutable :class:`FitProgress`.
+    should_stop : callable, optional
+        Polled every iteration; when it returns true the fit stops cleanly with status
+        ``'cancelled'`` and the best parameters so far.
+    max_nfev : int
+        Evaluation limit (status ``'max_evaluations'`` and flag ``NOT_CONVERGED`` when hit).
+
+    Returns
+    -------
+    FitResult
+    """
+    t0 = time.perf_counter()
+    if start is None:
+        start = initial_guess(problem)
+    prof = problem.profile_mixture()
+    n_free = len(problem.free)
+    nu = problem.n_good - n_free
+    common = dict(start=start, free=problem.free, profile=problem.profile, M=problem.M,
+                  n=problem.n, flux_fraction=prof.flux_fraction)
+    if nu <= 0:
+        return FitResult(params=start, covariance=np.full((n_free, n_free), np.nan),
+                         chi2=float("nan"), nu=nu, nit=0, nfev=0, status="failed",
+                         flags=FitFlags.TOO_FEW_PIXELS,
+                         message=f"{problem.n_good} usable pixels for {n_free} free parameters",
+                         elapsed=time.perf_counter() - t0, **common)
+    par = _Param(problem, start)
+    ev = _Evaluator(problem, par)
+    z0 = par.to_z(start)
+    lo, hi = par.bounds()
+    z0 = np.clip(z0, lo + 1e-12 * np.abs(lo) + 1e-12, hi - 1e-12 * np.abs(hi) - 1e-12) \
+        if np.isfinite(lo).any() or np.isfinite(hi).any() else z0
+
+    def cb(intermediate_result):
+        z = intermediate_result.x
+        if callback is not None:
+            callback(FitProgress(params=par.from_z(z), chi2=2.0 * float(intermediate_result.cost),
+                                 iteration=int(intermediate_result.nit),
+                                 nfev=int(intermediate_result.nfev),
+                                 elapsed=time.perf_counter() - t0))
+        if should_stop is not None and should_stop():
+            raise StopIteration
+
+    if n_free == 0:
+        r = ev.residuals(z0)
+        return FitResult(params=start, covariance=np.zeros((0, 0)), chi2=float(r @ r), nu=nu,
+                         nit=0, nfev=1, status="converged", flags=FitFlags(0),
+                         message="no free parameters", elapsed=time.perf_counter() - t0,
+                         **common)
+    with np.errstate(over="ignore", invalid="ignore"):
+        res = optimize.least_squares(ev.residuals, z0, jac=ev.jacobian, method="trf",
+                                     bounds=(lo, hi), x_scale="jac", max_nfev=max_nfev,
+                                     xtol=xtol, ftol=ftol, gtol=1e-10, callback=cb)
+    flags = FitFlags(0)
+    if res.status == -2:
+        status = "cancelled"
+        flags |= FitFlags.CANCELLED
+    elif res.status == 0:
+        status = "max_evaluations"
+        flags |= FitFlags.NOT_CONVERGED
+    elif res.status > 0:
+        status = "converged"
+    else:
+        status = "failed"
+    p = par.from_z(res.x)
+    r = ev.residuals(res.x)
+    chi2 = float(r @ r)
+    Jphys = ev.physical_jacobian(p)
+    cov, cov_ok = _covariance(Jphys)
+    if not cov_ok:
+        flags |= FitFlags.COV_NONFINITE
+    if np.any(res.active_mask != 0):
+        flags |= FitFlags.AT_BOUND
+    if p.flux <= 0:
+        flags |= FitFlags.NEGATIVE_FLUX
+    ny, nx = problem.shape
+    if not (-0.5 <= p.x <= nx - 0.5 and -0.5 <= p.y <= ny - 0.5):
+        flags |= FitFlags.CENTRE_OUTSIDE
+    if p.re < 0.5:
+        flags |= FitFlags.RE_SUBPIXEL
+    return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=int(getattr(res, "nit", 0)
+                     or res.njev or 0), nfev=int(res.nfev), status=status, flags=flags,
+                     message=str(res.message), elapsed=time.perf_counter() - t0, **common)
