@@ -111,6 +111,9 @@ class GalaxyParams:
 
 
 SHAPE = ("re", "q", "angle")
+# Physical guard rails for the optimiser's trial points (a pure-noise image can send it far):
+# radii 1e-3 .. 1e6 px and q >= exp(-20). Values outside never describe a galaxy in a cutout.
+_LN_R_MIN, _LN_R_MAX, _ETA_MAX = math.log(1e-3), math.log(1e6), 20.0
 
 
 def _weights_from(image, ivar, variance, sigma, weight, mask):
@@ -354,6 +357,15 @@ def initial_guess(problem, *, centre=None):
 # parametrisation
 # ---------------------------------------------------------------------------------------------
 
+def _clip_eta(u):
+    u = np.array(u, float)
+    u[0] = min(max(u[0], _LN_R_MIN), _LN_R_MAX)
+    eta = math.hypot(u[1], u[2])
+    if eta > _ETA_MAX:
+        u[1:] *= _ETA_MAX / eta
+    return u
+
+
 class _Param:
     """Maps between GalaxyParams and the optimiser's free vector ``z``.
 
@@ -402,13 +414,13 @@ class _Param:
         for i in it:
             name = self.znames[i]
             if name == "ln_rcirc":
-                d["re"], d["q"], d["angle"] = eta_to_physical(z[i:i + 3])
+                d["re"], d["q"], d["angle"] = eta_to_physical(_clip_eta(z[i:i + 3]))
                 next(it)
                 next(it)
             elif name == "ln_re":
-                d["re"] = math.exp(z[i])
+                d["re"] = math.exp(min(max(z[i], _LN_R_MIN), _LN_R_MAX))
             elif name == "logit_q":
-                d["q"] = 1.0 / (1.0 + math.exp(-z[i])) if z[i] > -700 else 1e-300
+                d["q"] = 1.0 / (1.0 + math.exp(-min(max(z[i], -40.0), 40.0)))
             else:
                 d[name] = float(z[i])
         d["q"] = min(max(d["q"], 1e-12), 1.0)
@@ -440,7 +452,7 @@ class _Param:
         out = {}
         if self.eta_mode:
             i = self.znames.index("ln_rcirc")
-            S3, J = shape_jacobian_eta(z[i:i + 3])
+            S3, J = shape_jacobian_eta(_clip_eta(z[i:i + 3]))
             for c in range(3):
                 out[i + c] = J[:, c]
         else:
@@ -675,7 +687,8 @@ def _covariance(J):
 
 
 def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None, max_nfev=200, xtol=1e-8, ftol=1e-9):
+        should_stop: Callable[[], bool] | None = None, max_nfev=200, xtol=1e-8, ftol=1e-9,
+        jacobian="analytic"):
     """Fit ``problem`` from ``start`` (default :func:`initial_guess`).
 
     Parameters
@@ -689,31 +702,62 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
         ``'cancelled'`` and the best parameters so far.
     max_nfev : int
         Evaluation limit (status ``'max_evaluations'`` and flag ``NOT_CONVERGED`` when hit).
+    jacobian : {'analytic', '2-point', '3-point'}
+        The renderer's exact derivatives (default), or finite differences (for comparison).
+
+    Never raises for bad data: no usable pixels, a numerical failure or a non-finite start give
+    a result with status ``'failed'`` and flags; only wrong argument types raise ``TypeError``.
 
     Returns
     -------
     FitResult
     """
     t0 = time.perf_counter()
-    if start is None:
-        start = initial_guess(problem)
+    if not isinstance(problem, FitProblem):
+        raise TypeError(f"problem must be a FitProblem, got {type(problem).__name__}")
+    if start is not None and not isinstance(start, GalaxyParams):
+        raise TypeError(f"start must be GalaxyParams, got {type(start).__name__}")
     prof = problem.profile_mixture()
     n_free = len(problem.free)
     nu = problem.n_good - n_free
+
+    def failed(params, flags, message, nfev=0):
+        ny, nx = problem.shape
+        if not (-0.5 <= params.x <= nx - 0.5 and -0.5 <= params.y <= ny - 0.5):
+            flags |= FitFlags.CENTRE_OUTSIDE
+        return FitResult(params=params, start=params, free=problem.free,
+                         covariance=np.full((n_free, n_free), np.nan), chi2=float("nan"), nu=nu,
+                         nit=0, nfev=nfev, status="failed", flags=flags, message=message,
+                         profile=problem.profile, M=problem.M, n=problem.n,
+                         flux_fraction=prof.flux_fraction, elapsed=time.perf_counter() - t0)
+
+    if nu <= 0:
+        ny, nx = problem.shape
+        placeholder = start or GalaxyParams(flux=0.0, x=(nx - 1) / 2, y=(ny - 1) / 2, re=1.0,
+                                            q=1.0, angle=0.0)
+        return failed(placeholder, FitFlags.TOO_FEW_PIXELS,
+                      f"{problem.n_good} usable pixels for {n_free} free parameters: "
+                      "nothing to fit (is everything masked or of zero weight?)")
+    if start is None:
+        try:
+            start = initial_guess(problem)
+        except FitError as exc:
+            ny, nx = problem.shape
+            return failed(GalaxyParams(flux=0.0, x=(nx - 1) / 2, y=(ny - 1) / 2, re=1.0, q=1.0,
+                                       angle=0.0), FitFlags.NOT_CONVERGED,
+                          f"no initial guess from the image moments: {exc}")
     common = dict(start=start, free=problem.free, profile=problem.profile, M=problem.M,
                   n=problem.n, flux_fraction=prof.flux_fraction)
-    if nu <= 0:
-        return FitResult(params=start, covariance=np.full((n_free, n_free), np.nan),
-                         chi2=float("nan"), nu=nu, nit=0, nfev=0, status="failed",
-                         flags=FitFlags.TOO_FEW_PIXELS,
-                         message=f"{problem.n_good} usable pixels for {n_free} free parameters",
-                         elapsed=time.perf_counter() - t0, **common)
     par = _Param(problem, start)
     ev = _Evaluator(problem, par)
     z0 = par.to_z(start)
     lo, hi = par.bounds()
-    z0 = np.clip(z0, lo + 1e-12 * np.abs(lo) + 1e-12, hi - 1e-12 * np.abs(hi) - 1e-12) \
-        if np.isfinite(lo).any() or np.isfinite(hi).any() else z0
+    # a start on or beyond a bound is moved just inside it (TRF needs a strictly feasible start)
+    for i in range(z0.size):
+        if np.isfinite(lo[i]):
+            z0[i] = max(z0[i], lo[i] + 1e-9 * max(1.0, abs(lo[i])))
+        if np.isfinite(hi[i]):
+            z0[i] = min(z0[i], hi[i] - 1e-9 * max(1.0, abs(hi[i])))
 
     def cb(intermediate_result):
         z = intermediate_result.x
@@ -731,10 +775,20 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
                          nit=0, nfev=1, status="converged", flags=FitFlags(0),
                          message="no free parameters", elapsed=time.perf_counter() - t0,
                          **common)
-    with np.errstate(over="ignore", invalid="ignore"):
-        res = optimize.least_squares(ev.residuals, z0, jac=ev.jacobian, method="trf",
-                                     bounds=(lo, hi), x_scale="jac", max_nfev=max_nfev,
-                                     xtol=xtol, ftol=ftol, gtol=1e-10, callback=cb)
+    jac = ev.jacobian if jacobian == "analytic" else jacobian
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            res = optimize.least_squares(ev.residuals, z0, jac=jac, method="trf",
+                                         bounds=(lo, hi), x_scale="jac", max_nfev=max_nfev,
+                                         xtol=xtol, ftol=ftol, gtol=1e-10, callback=cb)
+    except (np.linalg.LinAlgError, FloatingPointError, OverflowError) as exc:
+        return failed(start, FitFlags.NOT_CONVERGED, f"numerical failure: {exc}", ev.nfev)
+    except ValueError as exc:
+        if "not finite" not in str(exc):
+            raise
+        return failed(start, FitFlags.NOT_CONVERGED,
+                      f"the model is not finite at the start ({exc}); check the start values",
+                      ev.nfev)
     flags = FitFlags(0)
     if res.status == -2:
         status = "cancelled"

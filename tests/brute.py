@@ -15,12 +15,15 @@ from scipy.signal import fftconvolve
 from mogviewer.profiles import profile_value
 
 
-def exact_galaxy_image(profile, ie, x0, y0, re, q, angle_deg, shape, psf_sigma, *, n=None,
+def exact_galaxy_image(profile, ie, x0, y0, re, q, angle_deg, shape, psf, *, n=None,
                        s=9, pad=None):
-    """Pixel-centre samples of ``I_e Q(xi)`` convolved with a round Gaussian PSF (sigma, px).
+    """Pixel-centre samples of ``I_e Q(xi)`` convolved with a PSF.
 
     ``xi`` is the elliptical radius in units of ``re`` (semi-major), ``angle`` CCW from +x.
+    ``psf`` is a round Gaussian's sigma in pixels, or a Mixture (evaluated on the fine grid with
+    its own density formula; normalised to unit sum there).
     """
+    psf_sigma = psf if np.isscalar(psf) else float(np.sqrt(np.max(psf.covs[:, [0, 1], [0, 1]])))
     if s % 2 == 0:
         raise ValueError("s must be odd so that pixel centres are grid points")
     ny, nx = shape
@@ -36,8 +39,12 @@ def exact_galaxy_image(profile, ie, x0, y0, re, q, angle_deg, shape, psf_sigma, 
     fine = ie * profile_value(profile, xi, n=n)
     k = int(math.ceil(6 * psf_sigma * s))
     kx = np.arange(-k, k + 1) * h
-    g1 = np.exp(-0.5 * (kx / psf_sigma) ** 2)
-    kern = np.outer(g1, g1)
-    kern /= kern.sum()
+    if np.isscalar(psf):
+        g1 = np.exp(-0.5 * (kx / psf_sigma) ** 2)
+        kern = np.outer(g1, g1)
+    else:
+        KX, KY = np.meshgrid(kx, kx)
+        kern = psf.evaluate(KX, KY)
+    kern = kern / kern.sum()
     conv = fftconvolve(fine, kern, mode="same")
     return conv[pad * s::s, pad * s::s][:ny, :nx]

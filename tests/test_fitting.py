@@ -1,0 +1,237 @@
+"""The fitting engine: Jacobians, simulated recovery, published real-data fits, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import recovery
+
+from mogviewer import io_fits
+from mogviewer.ellipse import shape_matrix
+from mogviewer.fitting import (FitError, FitFlags, FitProblem, GalaxyParams, _Evaluator, _Param,
+                               fit, initial_guess, model_image)
+from mogviewer.mixture import Mixture
+from mogviewer.profiles import PUBLISHED
+from mogviewer.render import render_model
+
+DATA = "tests/data/real"
+PSF3 = recovery.PSF
+
+
+def simulated_problem(profile="exp", M=6, *, free=None, sky="constant", seed=0, **truth_kw):
+    truth = dict(flux=3000.0, x=30.6, y=33.2, re=5.0, q=0.6, angle=70.0, sky=2.0)
+    truth.update(truth_kw)
+    img = render_model(truth, profile, M, PSF3, (64, 64))
+    rng = np.random.default_rng(seed)
+    sigma = 1.0
+    prob = FitProblem.from_arrays(img + rng.normal(0, sigma, img.shape),
+                                  sigma=np.full(img.shape, sigma), psf=PSF3, profile=profile, M=M,
+                                  free=free, sky=sky)
+    return prob, GalaxyParams(**truth)
+
+
+def numeric_jacobian(ev, z, h=1e-6):
+    cols = []
+    for i in range(len(z)):
+        step = h * max(1.0, abs(z[i]))
+        zp, zm = z.copy(), z.copy()
+        zp[i] += step
+        zm[i] -= step
+        cols.append((ev.residuals(zp) - ev.residuals(zm)) / (2 * step))
+    return np.column_stack(cols)
+
+
+@pytest.mark.parametrize("profile,M", sorted(PUBLISHED))
+@pytest.mark.parametrize("mode", ["eta", "fixed_q", "plane"])
+def test_jacobian_matches_central_differences(profile, M, mode):
+    # The optimiser's Jacobian (renderer's analytic derivatives chained through the
+    # parametrisation) against central differences of the *same* residual function, at the
+    # optimum and at a perturbed point. Step 1e-6 relative: truncation ~1e-12 and rounding
+    # ~1e-16 * |r| / 1e-6 ~ 1e-8 of the column scale, so 2e-6 of each column's largest entry
+    # is safe, while a wrong sign, factor or chain-rule term fails by >= 1e-2.
+    free = None
+    sky = "constant"
+    if mode == "fixed_q":
+        free = ["flux", "x", "y", "re", "angle", "sky"]
+    if mode == "plane":
+        sky = "plane"
+    prob, truth = simulated_problem(profile, M, free=free, sky=sky)
+    res = fit(prob, truth)
+    par = _Param(prob, res.params)
+    ev = _Evaluator(prob, par)
+    z_opt = par.to_z(res.params)
+    z_pert = z_opt + np.random.default_rng(1).normal(0, 0.05, z_opt.size) * np.maximum(
+        1.0, np.abs(z_opt)) * np.array([0.01 if n in ("flux",) else 1.0 for n in par.znames])
+    for z in (z_opt, z_pert):
+        J = ev.jacobian(z)
+        Jn = numeric_jacobian(ev, z)
+        for i, name in enumerate(par.znames):
+            scale = np.abs(Jn[:, i]).max()
+            assert scale > 0, name
+            assert np.abs(J[:, i] - Jn[:, i]).max() <= 2e-6 * scale, (name, profile, M, mode)
+
+
+@pytest.fixture(scope="module")
+def recovery_exp():
+    return recovery.run("exp", 6, n_gal=200)
+
+
+@pytest.fixture(scope="module")
+def recovery_lux():
+    return recovery.run("lux", 6, n_gal=200)
+
+
+@pytest.mark.parametrize("which", ["exp", "lux"])
+def test_simulated_recovery(which, request):
+    # Issue 4 acceptance: 200 galaxies simulated with the independent brute-force renderer
+    # (tests/brute.py), r_e 1.5-15 px, q 0.2-1, any angle, S/N 20-500, 3-component elliptical
+    # PSF, fixed seed. No exception, non-convergence < 1 %; at S/N >= 100 the median r_e and
+    # flux biases below 1 % and each pull standard deviation within 0.8-1.25.
+    # (The flux truth is the exact profile's total, so the mixture's own flux deficit --
+    # 0.14 % for exp M=6, +0.5 % for lux M=6 relative to the truncated lux total -- is inside
+    # the bias and must still stay under 1 %.)
+    recs = request.getfixturevalue(f"recovery_{which}")
+    n_exc, n_nc = recovery.failures(recs)
+    assert n_exc == 0, [r["error"] for r in recs if r["error"]][:3]
+    assert n_nc < 0.01 * len(recs)
+    rows, n = recovery.summarise(recs, snr_min=100)
+    assert n >= 50  # about 45 % of a log-uniform 20-500 draw lies above 100
+    for p in ("re", "flux"):
+        assert abs(rows[p]["bias"]) < 0.01, (p, rows[p])
+    for p, r in rows.items():
+        assert 0.8 <= r["pull_std"] <= 1.25, (p, r)
+
+
+def ic3478(**kw):
+    return io_fits.read_image(f"{DATA}/imfit-sdss/ic3478rss_256.fits",
+                              mask=f"{DATA}/imfit-sdss/ic3478rss_256_mask.fits", gain=4.725,
+                              read_noise=4.3, sky_level=130.14, **kw)
+
+
+@pytest.mark.parametrize("M", [6, 8])
+def test_ic3478_exponential_against_imfit(M):
+    # PROVENANCE.md s2 (imfit tutorial, IC 3478 256x256 + mask, no PSF, imfit's data-based noise
+    # with gain 4.725, RN 4.3, sky 130.14): exponential X0 128.8793, Y0 129.0589 (1-based),
+    # PA 18.7492 (CCW from +y), ell 0.220646, h 20.0684 px. Issue 4 tolerances: r_e = 1.67835 h
+    # within 3 %, ell within 0.01, PA within 1 degree (after converting conventions); we also
+    # hold the centre to 0.05 px. Measured when written (M=8): r_e 33.681 vs 33.682,
+    # ell 0.22064, PA 18.749, centre within 0.001 px.
+    prob = FitProblem.from_image_data(ic3478(), psf=None, profile="exp", M=M, sky="none")
+    res = fit(prob)
+    p = res.params
+    assert res.status == "converged" and res.flags == FitFlags(0)
+    assert p.re / (1.67835 * 20.0684) == pytest.approx(1.0, abs=0.03)
+    assert 1 - p.q == pytest.approx(0.220646, abs=0.01)
+    pa_galfit = (p.angle - 90.0 + 90.0) % 180.0 - 90.0
+    assert pa_galfit == pytest.approx(18.7492, abs=1.0)
+    assert p.x + 1 == pytest.approx(128.8793, abs=0.05)
+    assert p.y + 1 == pytest.approx(129.0589, abs=0.05)
+    # imfit's reduced chi^2 1.964467 with the same noise model: ours must be as good (the MoG is
+    # a 1e-4 approximation of the exponential, so within 0.5 %)
+    assert res.chi2_nu == pytest.approx(1.964467, rel=0.005)
+
+
+def test_errors_scale_and_derived_quantities():
+    prob, truth = simulated_problem()
+    res = fit(prob, truth)
+    e = res.errors()
+    es = res.errors(scaled=True)
+    assert es["re"] == pytest.approx(e["re"] * math.sqrt(res.chi2_nu))
+    assert res.magnitude(25.0) == pytest.approx(25.0 - 2.5 * math.log10(res.params.flux))
+    e1, e2 = res.e1e2
+    assert math.hypot(e1, e2) == pytest.approx((1 - res.params.q) / (1 + res.params.q))
+    assert res.re_circ == pytest.approx(res.params.re * math.sqrt(res.params.q))
+    assert res.flux_target == pytest.approx(res.params.flux / 0.99865, rel=1e-3)
+    assert res.nu == prob.n_good - 7
+    np.testing.assert_allclose(res.covariance, res.covariance.T, rtol=1e-10, atol=0)
+
+
+def test_callback_snapshots_and_cancel():
+    prob, truth = simulated_problem()
+    start = truth.replace(re=9.0, q=0.9, x=31.5, flux=2000.0)
+    seen = []
+    full = fit(prob, start, callback=seen.append)
+    assert full.status == "converged" and len(seen) >= 2
+    assert all(b.chi2 <= a.chi2 for a, b in zip(seen, seen[1:]))  # TRF accepts only decreases
+    with pytest.raises(AttributeError):
+        seen[0].chi2 = 0.0  # snapshots are immutable
+    calls = []
+    res = fit(prob, start, callback=calls.append, should_stop=lambda: len(calls) >= 1)
+    assert res.status == "cancelled" and res.flags & FitFlags.CANCELLED
+    assert len(calls) == 1
+    # the cancelled result holds the best parameters so far (the first accepted step)
+    assert res.params == calls[0].params
+
+
+def test_fixed_parameters_stay_fixed_and_bounds_flagged():
+    prob, truth = simulated_problem(free=["flux", "x", "y", "re", "sky"])
+    start = truth.replace(q=0.5, angle=60.0)
+    res = fit(prob, start)
+    assert res.params.q == 0.5 and res.params.angle == 60.0
+    assert res.free == ("flux", "x", "y", "re", "sky")
+    assert res.errors()["q"] == 0.0
+    prob2 = FitProblem.from_arrays(prob.image, weight=prob.weights, psf=PSF3, profile="exp", M=6,
+                                   bounds={"re": (1.0, 4.0)})
+    res2 = fit(prob2, truth.replace(re=3.0))
+    assert res2.params.re == pytest.approx(4.0, rel=1e-5)
+    assert res2.flags & FitFlags.AT_BOUND
+
+
+def test_initial_guess_is_robust_to_a_bright_neighbour():
+    prob, truth = simulated_problem()
+    img = np.array(prob.image)
+    img += render_model(dict(flux=30000.0, x=4.0, y=60.0, re=2.0, q=1.0, angle=0.0), "exp", 6,
+                        PSF3, img.shape)
+    p2 = FitProblem.from_arrays(img, weight=prob.weights, psf=PSF3, profile="exp", M=6)
+    g = initial_guess(p2)
+    assert abs(g.x - truth.x) < 1.5 and abs(g.y - truth.y) < 1.5
+    assert 0.5 < g.re / truth.re < 2.0
+
+
+def test_bad_input_is_flagged_not_raised():
+    prob, truth = simulated_problem()
+    img = np.array(prob.image)
+    # all pixels masked
+    allmask = FitProblem.from_arrays(img, mask=np.ones(img.shape), psf=PSF3)
+    res = fit(allmask)
+    assert res.status == "failed" and res.flags & FitFlags.TOO_FEW_PIXELS
+    assert "usable pixels" in res.message
+    # zero weights
+    zero = FitProblem.from_arrays(img, ivar=np.zeros(img.shape), psf=PSF3)
+    assert fit(zero).flags & FitFlags.TOO_FEW_PIXELS
+    # pure noise: a result, with or without flags, never an exception
+    noise = FitProblem.from_arrays(np.random.default_rng(5).normal(0, 1, (48, 48)),
+                                   sigma=np.ones((48, 48)), psf=PSF3)
+    rn = fit(noise)
+    assert rn.status in ("converged", "max_evaluations", "failed")
+    assert np.isfinite(rn.params.re)
+    # galaxy at the stamp edge and a start outside the image
+    edge, etruth = simulated_problem(x=1.0, y=62.0)
+    re_ = fit(edge)
+    assert re_.status in ("converged", "max_evaluations")
+    out = fit(prob, truth.replace(x=-40.0, y=90.0))
+    assert out.status in ("converged", "max_evaluations", "failed")
+    assert out.flags & FitFlags.CENTRE_OUTSIDE or (abs(out.params.x - truth.x) < 1)
+    # NaN pixels get zero weight; the user's arrays are not modified
+    nanimg = img.copy()
+    nanimg[10:20, 10:20] = np.nan
+    keep = nanimg.copy()
+    p = FitProblem.from_arrays(nanimg, sigma=np.ones(img.shape), psf=PSF3)
+    assert np.count_nonzero(p.weights == 0) == 100
+    np.testing.assert_array_equal(np.isnan(nanimg), np.isnan(keep))
+    # programming errors do raise
+    with pytest.raises(TypeError):
+        fit(img)
+    with pytest.raises(FitError, match="q = b/a"):
+        GalaxyParams(flux=1, x=1, y=1, re=1, q=1.5, angle=0)
+    with pytest.raises(FitError, match="no exp mixture with M = 5"):
+        FitProblem.from_arrays(img, profile="exp", M=5)
+    with pytest.raises(FitError, match="shape"):
+        FitProblem.from_arrays(img, sigma=np.ones((3, 3)))
+
+
+def test_model_image_matches_render():
+    prob, truth = simulated_problem()
+    m = model_image(prob, truth)
+    assert np.allclose(m, render_model(truth.as_dict(), "exp", 6, PSF3, (64, 64)))
+    assert isinstance(prob.psf, Mixture)
