@@ -75,7 +75,11 @@ class FitFlags(enum.IntFlag):
 
 @dataclass(frozen=True)
 class GalaxyParams:
-    """Parameters for people (see the module conventions). Immutable; ``replace`` to change."""
+    """Parameters for people (see the module conventions). Immutable; ``replace`` to change.
+
+    ``flux2, re2, q2, angle2`` describe the second component of a composite (bulge + disk)
+    model, which shares the centre ``x, y``; they are ignored by single-component problems.
+    """
 
     flux: float
     x: float
@@ -86,6 +90,10 @@ class GalaxyParams:
     sky: float = 0.0
     sky_dx: float = 0.0
     sky_dy: float = 0.0
+    flux2: float = 0.0
+    re2: float = 1.0
+    q2: float = 1.0
+    angle2: float = 0.0
 
     def __post_init__(self):
         for f in fields(self):
@@ -93,11 +101,12 @@ class GalaxyParams:
             if not math.isfinite(v):
                 raise FitError(f"parameter {f.name} is not finite ({v!r})")
             object.__setattr__(self, f.name, v)
-        if not self.re > 0:
-            raise FitError(f"r_e must be positive, got {self.re!r} px")
-        if not 0 < self.q <= 1:
-            raise FitError(f"q = b/a must be in (0, 1], got {self.q!r}")
-        object.__setattr__(self, "angle", wrap_angle(self.angle))
+        for sfx in ("", "2"):
+            if not getattr(self, "re" + sfx) > 0:
+                raise FitError(f"r_e{sfx} must be positive, got {getattr(self, 're' + sfx)!r} px")
+            if not 0 < getattr(self, "q" + sfx) <= 1:
+                raise FitError(f"q{sfx} = b/a must be in (0, 1], got {getattr(self, 'q' + sfx)!r}")
+            object.__setattr__(self, "angle" + sfx, wrap_angle(getattr(self, "angle" + sfx)))
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -168,6 +177,9 @@ class FitProblem:
     bounds : dict
         ``name -> (lo, hi)`` in physical units; ``None`` entries or absent names are unbounded.
     sky : {'none', 'constant', 'plane'}
+    profile2, M2 : str or None, int or None
+        Second component sharing the centre (composite bulge + disk, e.g. ``profile='dev'`` with
+        ``profile2='exp'``; mixtures of mixtures cost nothing extra). ``None``: one component.
     """
 
     image: np.ndarray
@@ -179,11 +191,13 @@ class FitProblem:
     free: tuple = ("flux", "x", "y", "re", "q", "angle", "sky")
     bounds: Mapping = field(default_factory=dict)
     sky: str = "constant"
+    profile2: str | None = None
+    M2: int | None = None
 
     @classmethod
     def from_arrays(cls, image, *, ivar=None, variance=None, sigma=None, weight=None, mask=None,
                     psf=None, profile="exp", M=None, n=None, free=None, fixed=(), bounds=None,
-                    sky="constant"):
+                    sky="constant", profile2=None, M2=None):
         """Build a problem from arrays (copied). One of ``ivar/variance/sigma/weight``, or none
         for unit weights; ``mask`` nonzero = excluded. ``free`` defaults to every parameter of
         the sky model; ``fixed`` removes names from it."""
@@ -214,6 +228,19 @@ class FitProblem:
         if unknown:
             raise FitError(f"unknown or unavailable parameter(s): {', '.join(sorted(unknown))} "
                            f"(sky model {sky!r} has {', '.join(allp)})")
+        if profile2 is not None:
+            if profile2 not in ("exp", "dev", "lux", "luv"):
+                raise FitError(f"the second component's profile must be exp, dev, lux or luv, "
+                               f"got {profile2!r}")
+            if M2 is None:
+                M2 = {"exp": 6, "dev": 8, "lux": 6, "luv": 8}[profile2]
+            try:
+                get_mixture(profile2, M2)
+            except ValueError as exc:
+                raise FitError(f"second component: {exc}") from None
+            allp += ["flux2", "re2", "q2", "angle2"]
+            if free is not None and not any(p.endswith("2") for p in free):
+                free = list(free) + ["flux2", "re2", "q2", "angle2"]
         free = tuple(p for p in allp if p in set(free) and p not in set(fixed))
         if psf is not None:
             psf = psf.normalized()
@@ -223,7 +250,8 @@ class FitProblem:
                 raise FitError(f"bounds given for unknown parameter {k!r}")
         for a in (img, w):
             a.setflags(write=False)
-        return cls(img, w, psf, profile, int(M), n, free, bounds, sky)
+        return cls(img, w, psf, profile, int(M), n, free, bounds, sky, profile2,
+                   None if M2 is None else int(M2))
 
     @classmethod
     def from_image_data(cls, data, **kwargs):
@@ -238,7 +266,14 @@ class FitProblem:
     def n_good(self):
         return int(np.count_nonzero(self.weights))
 
-    def profile_mixture(self):
+    @property
+    def suffixes(self):
+        """Parameter-name suffixes of the galaxy components: ``('',)`` or ``('', '2')``."""
+        return ("",) if self.profile2 is None else ("", "2")
+
+    def profile_mixture(self, sfx=""):
+        if sfx == "2":
+            return get_mixture(self.profile2, self.M2)
         return get_mixture(self.profile, self.M, n=self.n)
 
 
@@ -247,6 +282,10 @@ def model_image(problem, params, *, out=None):
     p = params
     img = render_galaxy(p.flux, p.x, p.y, shape_matrix(p.re, p.q, p.angle),
                         problem.profile_mixture(), None, problem.psf, problem.shape, out=out)
+    if problem.profile2 is not None:
+        img = img + render_galaxy(p.flux2, p.x, p.y, shape_matrix(p.re2, p.q2, p.angle2),
+                                  problem.profile_mixture("2"), None, problem.psf,
+                                  problem.shape)
     return img + _sky_image(problem, p)
 
 
@@ -349,8 +388,14 @@ def initial_guess(problem, *, centre=None):
     re = float(np.clip(re, 0.5, 0.5 * max(ny, nx)))
     xc = float(np.clip(xc, 0, nx - 1))
     yc = float(np.clip(yc, 0, ny - 1))
-    return GalaxyParams(flux=max(flux, 1e-3 * abs(flux) + 1e-12), x=xc, y=yc, re=re, q=q,
-                        angle=angle, sky=sky)
+    flux = max(flux, 1e-3 * abs(flux) + 1e-12)
+    if problem.profile2 is not None:
+        # composite: a compact, rounder first component (bulge) holding 40 % of the light and
+        # an extended second one (disk) with the moment ellipse
+        return GalaxyParams(flux=0.4 * flux, x=xc, y=yc, re=0.5 * re, q=min(1.0, q + 0.2),
+                            angle=angle, sky=sky, flux2=0.6 * flux, re2=1.2 * re, q2=q,
+                            angle2=angle)
+    return GalaxyParams(flux=flux, x=xc, y=yc, re=re, q=q, angle=angle, sky=sky)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,25 +414,31 @@ def _clip_eta(u):
 class _Param:
     """Maps between GalaxyParams and the optimiser's free vector ``z``.
 
-    Shape: ``eta`` mode ``(ln r_circ, eta1, eta2)`` when re, q, angle are all free and unbounded;
-    otherwise each free shape parameter on its own: ``ln re``, ``logit q``, ``angle``.
+    For each galaxy component (suffix ``''``, and ``'2'`` for the second component of a
+    bulge + disk model) the shape is in ``eta`` mode ``(ln r_circ, eta1, eta2)`` when its re, q
+    and angle are all free and unbounded; otherwise each free shape parameter is mapped on its
+    own: ``ln re``, ``logit q``, ``angle``.
     """
 
     def __init__(self, problem, start):
         self.problem = problem
         self.start = start
         self.free = problem.free
-        shape_free = [p for p in SHAPE if p in self.free]
-        bounded_shape = any(problem.bounds.get(p) for p in SHAPE)
-        self.eta_mode = len(shape_free) == 3 and not bounded_shape
+        self.suffixes = problem.suffixes
+        self.eta_mode = {}
+        for sfx in self.suffixes:
+            shape = [p + sfx for p in SHAPE]
+            self.eta_mode[sfx] = (all(p in self.free for p in shape)
+                                  and not any(problem.bounds.get(p) for p in shape))
         names = []
         for p in self.free:
-            if p in SHAPE:
-                if self.eta_mode:
-                    if p == "re":
-                        names += ["ln_rcirc", "eta1", "eta2"]
+            base, sfx = _split(p)
+            if base in SHAPE:
+                if self.eta_mode[sfx]:
+                    if base == "re":
+                        names += ["ln_rcirc" + sfx, "eta1" + sfx, "eta2" + sfx]
                 else:
-                    names.append({"re": "ln_re", "q": "logit_q", "angle": "angle"}[p])
+                    names.append({"re": "ln_re", "q": "logit_q", "angle": "angle"}[base] + sfx)
             else:
                 names.append(p)
         self.znames = names
@@ -395,14 +446,16 @@ class _Param:
     def to_z(self, p):
         z = []
         for name in self.znames:
-            if name == "ln_rcirc":
-                z.extend(physical_to_eta(p.re, p.q, p.angle))
-            elif name in ("eta1", "eta2"):
+            base, sfx = _split(name)
+            if base == "ln_rcirc":
+                z.extend(physical_to_eta(getattr(p, "re" + sfx), getattr(p, "q" + sfx),
+                                         getattr(p, "angle" + sfx)))
+            elif base in ("eta1", "eta2"):
                 continue
-            elif name == "ln_re":
-                z.append(math.log(p.re))
-            elif name == "logit_q":
-                qq = min(p.q, 1 - 1e-9)
+            elif base == "ln_re":
+                z.append(math.log(getattr(p, "re" + sfx)))
+            elif base == "logit_q":
+                qq = min(getattr(p, "q" + sfx), 1 - 1e-9)
                 z.append(math.log(qq / (1 - qq)))
             else:
                 z.append(getattr(p, name))
@@ -412,33 +465,36 @@ class _Param:
         d = self.start.as_dict()
         it = iter(range(len(z)))
         for i in it:
-            name = self.znames[i]
-            if name == "ln_rcirc":
-                d["re"], d["q"], d["angle"] = eta_to_physical(_clip_eta(z[i:i + 3]))
+            base, sfx = _split(self.znames[i])
+            if base == "ln_rcirc":
+                d["re" + sfx], d["q" + sfx], d["angle" + sfx] = eta_to_physical(
+                    _clip_eta(z[i:i + 3]))
                 next(it)
                 next(it)
-            elif name == "ln_re":
-                d["re"] = math.exp(min(max(z[i], _LN_R_MIN), _LN_R_MAX))
-            elif name == "logit_q":
-                d["q"] = 1.0 / (1.0 + math.exp(-min(max(z[i], -40.0), 40.0)))
+            elif base == "ln_re":
+                d["re" + sfx] = math.exp(min(max(z[i], _LN_R_MIN), _LN_R_MAX))
+            elif base == "logit_q":
+                d["q" + sfx] = 1.0 / (1.0 + math.exp(-min(max(z[i], -40.0), 40.0)))
             else:
-                d[name] = float(z[i])
-        d["q"] = min(max(d["q"], 1e-12), 1.0)
+                d[self.znames[i]] = float(z[i])
+        for sfx in self.suffixes:
+            d["q" + sfx] = min(max(d["q" + sfx], 1e-12), 1.0)
         return GalaxyParams(**d)
 
     def bounds(self):
         lo = np.full(len(self.znames), -np.inf)
         hi = np.full(len(self.znames), np.inf)
         for i, name in enumerate(self.znames):
-            phys = {"ln_re": "re", "logit_q": "q"}.get(name, name)
+            base, sfx = _split(name)
+            phys = {"ln_re": "re", "logit_q": "q"}.get(base, base) + sfx
             b = self.problem.bounds.get(phys)
             if not b:
                 continue
             l, h = b
-            if name == "ln_re":
+            if base == "ln_re":
                 l = math.log(l) if l and l > 0 else None
                 h = math.log(h) if h and h > 0 else None
-            elif name == "logit_q":
+            elif base == "logit_q":
                 l = math.log(l / (1 - l)) if l and 0 < l < 1 else None
                 h = math.log(h / (1 - h)) if h and 0 < h < 1 else None
             if l is not None:
@@ -447,27 +503,35 @@ class _Param:
                 hi[i] = h
         return lo, hi
 
-    def shape_S_and_dz(self, z, p):
-        """S (2x2) and d(Sxx, Sxy, Syy)/d(z shape entries) as {z index: 3-vector}."""
+    def shape_S_and_dz(self, z, p, sfx=""):
+        """S (2x2) of component ``sfx`` and d(Sxx, Sxy, Syy)/dz as ``{z index: 3-vector}``."""
         out = {}
-        if self.eta_mode:
-            i = self.znames.index("ln_rcirc")
+        re, q, angle = (getattr(p, n + sfx) for n in SHAPE)
+        if self.eta_mode[sfx]:
+            i = self.znames.index("ln_rcirc" + sfx)
             S3, J = shape_jacobian_eta(_clip_eta(z[i:i + 3]))
             for c in range(3):
                 out[i + c] = J[:, c]
-        else:
-            S3 = None
-            Jp = shape_jacobian_physical(p.re, p.q, p.angle)
-            for i, name in enumerate(self.znames):
-                if name == "ln_re":
-                    out[i] = Jp[:, 0] * p.re
-                elif name == "logit_q":
-                    out[i] = Jp[:, 1] * p.q * (1 - p.q)
-                elif name == "angle":
-                    out[i] = Jp[:, 2]
-        S = shape_matrix(p.re, p.q, p.angle) if S3 is None else \
-            np.array([[S3[0], S3[1]], [S3[1], S3[2]]])
-        return S, out
+            return np.array([[S3[0], S3[1]], [S3[1], S3[2]]]), out
+        Jp = shape_jacobian_physical(re, q, angle)
+        for i, name in enumerate(self.znames):
+            base, s2 = _split(name)
+            if s2 != sfx:
+                continue
+            if base == "ln_re":
+                out[i] = Jp[:, 0] * re
+            elif base == "logit_q":
+                out[i] = Jp[:, 1] * q * (1 - q)
+            elif base == "angle":
+                out[i] = Jp[:, 2]
+        return shape_matrix(re, q, angle), out
+
+
+def _split(name):
+    """``'re2' -> ('re', '2')``; ``'sky_dx' -> ('sky_dx', '')``."""
+    if name.endswith("2") and not name.startswith("eta") or name in ("eta12", "eta22"):
+        return name[:-1], "2"
+    return name, ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,6 +572,7 @@ class FitResult:
     flags : FitFlags
     message : str
     profile, M, n, flux_fraction : profile facts (``flux_fraction`` of the mixture).
+    profile2, M2 : the second component of a composite model, or None.
     elapsed : float, seconds
     """
 
@@ -527,6 +592,8 @@ class FitResult:
     n: float | None
     flux_fraction: float
     elapsed: float
+    profile2: str | None = None
+    M2: int | None = None
 
     @property
     def chi2_nu(self):
@@ -593,9 +660,9 @@ class _Evaluator:
         self.sel = np.flatnonzero(problem.weights.ravel() > 0)
         self.sw = np.sqrt(problem.weights.ravel()[self.sel])
         self.data = problem.image.ravel()[self.sel]
-        self.prof = problem.profile_mixture()
+        self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
         ny, nx = problem.shape
-        self.buf = np.zeros((6, ny, nx))
+        self.bufs = {sfx: np.zeros((6, ny, nx)) for sfx in problem.suffixes}
         yy, xx = np.mgrid[:ny, :nx]
         self.gx = (xx - (nx - 1) / 2).ravel()[self.sel]
         self.gy = (yy - (ny - 1) / 2).ravel()[self.sel]
@@ -609,65 +676,61 @@ class _Evaluator:
             s = s + p.sky_dx * self.gx + p.sky_dy * self.gy
         return s
 
+    def _render(self, p, sfx, S, derivs):
+        return render_galaxy(getattr(p, "flux" + sfx), p.x, p.y, S, self.profs[sfx], None,
+                             self.problem.psf, self.problem.shape, derivs=derivs,
+                             out=self.bufs[sfx])
+
     def residuals(self, z):
         self.nfev += 1
         p = self.par.from_z(z)
-        S, _ = self.par.shape_S_and_dz(z, p) if self.par.eta_mode else (
-            shape_matrix(p.re, p.q, p.angle), None)
-        img = render_galaxy(p.flux, p.x, p.y, S, self.prof, None, self.problem.psf,
-                            self.problem.shape, out=self.buf)
-        return self.sw * (self.data - img.ravel()[self.sel] - self._sky(p))
+        model = self._sky(p)
+        for sfx in self.problem.suffixes:
+            S, _ = self.par.shape_S_and_dz(z, p, sfx)
+            model = model + self._render(p, sfx, S, False).ravel()[self.sel]
+        return self.sw * (self.data - model)
+
+    def _columns(self, p, z=None):
+        """{name: d model / d name} over the selected pixels; shape entries by z index when
+        ``z`` is given (optimiser), by physical name otherwise."""
+        cols = {"x": 0.0, "y": 0.0}
+        for sfx in self.problem.suffixes:
+            if z is not None:
+                S, dS = self.par.shape_S_and_dz(z, p, sfx)
+            else:
+                re, q, angle = (getattr(p, n + sfx) for n in SHAPE)
+                S = shape_matrix(re, q, angle)
+                Jp = shape_jacobian_physical(re, q, angle)
+                dS = {n + sfx: Jp[:, k] for k, n in enumerate(SHAPE)}
+            img, d = self._render(p, sfx, S, True)
+            flat = d.reshape(5, -1)[:, self.sel]
+            flux = getattr(p, "flux" + sfx)
+            if flux != 0:
+                cols["flux" + sfx] = img.ravel()[self.sel] / flux
+            else:
+                cols["flux" + sfx] = render_galaxy(
+                    1.0, p.x, p.y, S, self.profs[sfx], None, self.problem.psf,
+                    self.problem.shape).ravel()[self.sel]
+            cols["x"] = cols["x"] + flat[0]
+            cols["y"] = cols["y"] + flat[1]
+            for key, vec in dS.items():
+                cols[key] = vec @ flat[2:]
+        n = self.sel.size
+        cols.update(sky=np.ones(n), sky_dx=self.gx, sky_dy=self.gy)
+        return cols
 
     def jacobian(self, z):
         p = self.par.from_z(z)
-        S, dS = self.par.shape_S_and_dz(z, p)
-        img, d = render_galaxy(p.flux, p.x, p.y, S, self.prof, None, self.problem.psf,
-                               self.problem.shape, derivs=True, out=self.buf)
-        flat = d.reshape(5, -1)[:, self.sel]
+        cols = self._columns(p, z)
         J = np.empty((self.sel.size, len(z)))
         for i, name in enumerate(self.par.znames):
-            if name == "flux":
-                col = img.ravel()[self.sel] / p.flux if p.flux != 0 else render_galaxy(
-                    1.0, p.x, p.y, S, self.prof, None, self.problem.psf,
-                    self.problem.shape).ravel()[self.sel]
-            elif name == "x":
-                col = flat[0]
-            elif name == "y":
-                col = flat[1]
-            elif name == "sky":
-                col = np.ones(self.sel.size)
-            elif name == "sky_dx":
-                col = self.gx
-            elif name == "sky_dy":
-                col = self.gy
-            else:
-                col = dS[i] @ flat[2:]
-            J[:, i] = -self.sw * col
+            J[:, i] = -self.sw * cols[i if i in cols else name]
         return J
 
     def physical_jacobian(self, p):
-        """d(residual)/d(free physical parameters) at ``p`` (angle in degrees)."""
-        S = shape_matrix(p.re, p.q, p.angle)
-        img, d = render_galaxy(p.flux, p.x, p.y, S, self.prof, None, self.problem.psf,
-                               self.problem.shape, derivs=True, out=self.buf)
-        flat = d.reshape(5, -1)[:, self.sel]
-        Jp = shape_jacobian_physical(p.re, p.q, p.angle)
-        cols = []
-        for name in self.problem.free:
-            if name == "flux":
-                col = img.ravel()[self.sel] / p.flux if p.flux != 0 else np.zeros(self.sel.size)
-            elif name in ("x", "y"):
-                col = flat[0 if name == "x" else 1]
-            elif name in SHAPE:
-                col = Jp[:, SHAPE.index(name)] @ flat[2:]
-            elif name == "sky":
-                col = np.ones(self.sel.size)
-            elif name == "sky_dx":
-                col = self.gx
-            else:
-                col = self.gy
-            cols.append(-self.sw * col)
-        return np.column_stack(cols)
+        """d(residual)/d(free physical parameters) at ``p`` (angles in degrees)."""
+        cols = self._columns(p)
+        return np.column_stack([-self.sw * cols[name] for name in self.problem.free])
 
 
 def _covariance(J):
@@ -729,7 +792,8 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
                          covariance=np.full((n_free, n_free), np.nan), chi2=float("nan"), nu=nu,
                          nit=0, nfev=nfev, status="failed", flags=flags, message=message,
                          profile=problem.profile, M=problem.M, n=problem.n,
-                         flux_fraction=prof.flux_fraction, elapsed=time.perf_counter() - t0)
+                         flux_fraction=prof.flux_fraction, elapsed=time.perf_counter() - t0,
+                         profile2=problem.profile2, M2=problem.M2)
 
     if nu <= 0:
         ny, nx = problem.shape
@@ -747,7 +811,8 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
                                        angle=0.0), FitFlags.NOT_CONVERGED,
                           f"no initial guess from the image moments: {exc}")
     common = dict(start=start, free=problem.free, profile=problem.profile, M=problem.M,
-                  n=problem.n, flux_fraction=prof.flux_fraction)
+                  n=problem.n, flux_fraction=prof.flux_fraction, profile2=problem.profile2,
+                  M2=problem.M2)
     par = _Param(problem, start)
     ev = _Evaluator(problem, par)
     z0 = par.to_z(start)
