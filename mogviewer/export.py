@@ -551,6 +551,21 @@ def _pm(value, err, fixed=False):
     return f"{value:.4f} +/- {err:.4f}"
 
 
+def _set(header, key, value, comment=""):
+    """Set a card, shortening the comment so that it fits in 80 characters (no warning).
+
+    FITS has no NaN literal: a non-finite float is written as the string ``'nan'``/``'inf'``.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)
+    if isinstance(value, str):
+        vlen = max(20, len(value) + value.count("'") + 2)
+    else:
+        vlen = 20
+    room = 80 - 10 - vlen - 3
+    header[key] = (value, comment[:room] if room > 0 else "")
+
+
 def _wcs_header(image_data):
     wcs = getattr(image_data, "wcs", None) if image_data is not None else None
     if wcs is None:
@@ -603,8 +618,8 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
 
     prim = fits.PrimaryHDU()
     ph = prim.header
-    ph["ORIGIN"] = (f"mogviewer {__version__}", "GALFIT-style image block")
-    ph["OBJECT"] = (str(row["file"] or "")[-68:], "input image")
+    _set(ph, "ORIGIN", f"mogviewer {__version__}", "GALFIT-style image block")
+    _set(ph, "OBJECT", str(row["file"] or "")[-68:], "input image")
     ph["COMMENT"] = "Extensions: DATA, MODEL, RESIDUAL, CHI, MASK (1 = pixel not used)."
     ph["COMMENT"] = "Fitted parameters are in the MODEL header (1_* GALFIT-like, MOG_* numeric)."
 
@@ -619,28 +634,31 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
                    math.sqrt(result.chi2_nu) if scale_errors else 1.0) if p.flux > 0 else _NAN)
     comp = "sersic"
     n_val = result.n if result.profile == "ser" else _GALFIT_N.get(result.profile, _NAN)
-    h["OBJECT"] = (str(row["file"] or "")[-68:], "input image")
-    h["COMP_1"] = (comp, f"mogviewer profile {result.profile} M={result.M}")
-    h["1_XC"] = (_pm(p.x + 1, row["x_err"], "x" not in free), "x centre, 1-based [pix]")
-    h["1_YC"] = (_pm(p.y + 1, row["y_err"], "y" not in free), "y centre, 1-based [pix]")
-    h["1_MAG"] = (_pm(mag_t, mag_err, "flux" not in free), "total mag of target profile")
-    h["1_RE"] = (_pm(p.re, row["re_pix_err"], "re" not in free), "half-light semi-major [pix]")
-    h["1_N"] = (f"[{n_val:.4f}]", "Sersic index (fixed by the profile)")
-    h["1_AR"] = (_pm(p.q, row["q_err"], "q" not in free), "axis ratio b/a")
-    h["1_PA"] = (_pm(row["pa_galfit_deg"], row["pa_img_deg_err"], "angle" not in free),
+    _set(h, "OBJECT", str(row["file"] or "")[-68:], "input image")
+    _set(h, "COMP_1", comp, f"mogviewer profile {result.profile} M={result.M}")
+    _set(h, "1_XC", _pm(p.x + 1, row["x_err"], "x" not in free), "x centre, 1-based [pix]")
+    _set(h, "1_YC", _pm(p.y + 1, row["y_err"], "y" not in free), "y centre, 1-based [pix]")
+    _set(h, "1_MAG", _pm(mag_t, mag_err, "flux" not in free), "total mag of target profile")
+    _set(h, "1_RE", _pm(p.re, row["re_pix_err"], "re" not in free),
+         "half-light semi-major [pix]")
+    _set(h, "1_N", f"[{n_val:.4f}]", "Sersic index (fixed by the profile)")
+    _set(h, "1_AR", _pm(p.q, row["q_err"], "q" not in free), "axis ratio b/a")
+    _set(h, "1_PA", _pm(row["pa_galfit_deg"], row["pa_img_deg_err"], "angle" not in free),
                  "PA [deg] CCW from +y (GALFIT)")
     if problem.sky != "none":
-        h["COMP_2"] = ("sky", "sky background")
-        h["2_SKY"] = (_pm(p.sky, row["sky_err"], "sky" not in free), "sky [image units]")
+        _set(h, "COMP_2", "sky", "sky background")
+        _set(h, "2_SKY", _pm(p.sky, row["sky_err"], "sky" not in free), "sky [image units]")
         if problem.sky == "plane":
-            h["2_DSDX"] = (_pm(p.sky_dx, row["sky_dx_err"], "sky_dx" not in free), "dsky/dx")
-            h["2_DSDY"] = (_pm(p.sky_dy, row["sky_dy_err"], "sky_dy" not in free), "dsky/dy")
-    h["MAGZPT"] = (zp_used, "zeropoint used for 1_MAG" + ("" if zp is not None
+            _set(h, "2_DSDX", _pm(p.sky_dx, row["sky_dx_err"], "sky_dx" not in free),
+                 "dsky/dx")
+            _set(h, "2_DSDY", _pm(p.sky_dy, row["sky_dy_err"], "sky_dy" not in free),
+                 "dsky/dy")
+    _set(h, "MAGZPT", zp_used, "zeropoint used for 1_MAG" + ("" if zp is not None
                                                           else " (none known: 0)"))
-    h["CHISQ"] = (float(result.chi2), "chi^2")
-    h["NDOF"] = (int(result.nu), "degrees of freedom")
-    h["NFREE"] = (len(result.free), "free parameters")
-    h["CHI2NU"] = (float(result.chi2_nu), "reduced chi^2")
+    _set(h, "CHISQ", float(result.chi2), "chi^2")
+    _set(h, "NDOF", int(result.nu), "degrees of freedom")
+    _set(h, "NFREE", len(result.free), "free parameters")
+    _set(h, "CHI2NU", float(result.chi2_nu), "reduced chi^2")
 
     def num(v):
         return _NAN if v is None else float(v)
@@ -670,9 +688,7 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
         ("MOG_ESCL", bool(scale_errors), "errors scaled by sqrt(chi2_nu)"),
     ]
     for key, value, comment in cards:
-        if isinstance(value, float) and not math.isfinite(value):
-            value = str(value)  # FITS has no NaN literal; keep the card, as text
-        h[key] = (value, comment)
+        _set(h, key, value, comment)
 
     hdul = fits.HDUList([
         prim,
