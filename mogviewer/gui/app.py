@@ -1,0 +1,125 @@
+"""Entry point of the desktop app: ``mogviewer [FILE] [--psf PSF] [--mask MASK] [--noise NOISE]``.
+
+With no FILE the bundled sample galaxy (IC 3478, SDSS r) opens with its mask and PSF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
+
+import pyqtgraph as pg  # noqa: E402
+from PyQt5 import QtCore, QtGui, QtWidgets  # noqa: E402
+
+from . import engine  # noqa: E402
+
+_CONFIGURED = False
+
+
+def configure_pyqtgraph():
+    """Global pyqtgraph options; must run before any pyqtgraph item is created."""
+    global _CONFIGURED
+    if not _CONFIGURED:
+        pg.setConfigOptions(imageAxisOrder="row-major", antialias=True,
+                            background=(25, 25, 30), foreground="#cccccc")
+        _CONFIGURED = True
+
+
+configure_pyqtgraph()
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="mogviewer", description="mogviewer desktop app")
+    p.add_argument("file", nargs="?", help="image to open (FITS or .npy); default: the sample")
+    p.add_argument("--psf", help="PSF file (image, PSFEx or mixture)")
+    p.add_argument("--mask", help="mask file (nonzero = bad)")
+    p.add_argument("--noise", help="1-sigma noise map")
+    return p.parse_args(argv)
+
+
+def install_excepthook(window):
+    """Route uncaught exceptions to an error dialog and the log instead of crashing."""
+    previous = sys.excepthook
+    state = {"last": 0.0}
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, KeyboardInterrupt):
+            return previous(exc_type, exc, tb)
+        sys.__stderr__.write("mogviewer: unexpected error (the app keeps running)\n")
+        import traceback
+        traceback.print_exception(exc_type, exc, tb, file=sys.__stderr__)
+        now = time.monotonic()
+        try:
+            if now - state["last"] > 1.0:     # one dialog per burst, every one in the log
+                state["last"] = now
+                window.report_exception(exc_type, exc, tb)
+            else:
+                window.append_log(f"ERROR (repeated) {exc_type.__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - never let the hook itself crash
+            pass
+
+    sys.excepthook = hook
+    return previous
+
+
+def create_app(argv=None):
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication(list(argv or ["mogviewer"]))
+    app.setOrganizationName("mogviewer")
+    app.setApplicationName("mogviewer")
+    app.setApplicationDisplayName("mogviewer")
+    icon = engine_icon()
+    if icon is not None:
+        app.setWindowIcon(icon)
+    return app
+
+
+def engine_icon():
+    from pathlib import Path
+    here = Path(__file__).resolve().parents[2] / "resources" / "mogviewer.svg"
+    return QtGui.QIcon(str(here)) if here.is_file() else None
+
+
+def build_window(args, *, settings=None):
+    """The main window with the files of ``args`` (or the sample) opening."""
+    from .main_window import MainWindow
+    w = MainWindow(settings=settings)
+    if args.file:
+        opts = {}
+        if args.mask:
+            opts["mask"] = args.mask
+        if args.noise:
+            opts["noise"] = args.noise
+        w.open_image(args.file, options=opts)
+        if args.psf:
+            w.open_psf(args.psf)
+        else:
+            w.session.log("No PSF given (--psf): the model is not convolved. "
+                          "File > Open PSF to add one.")
+    else:
+        w.open_sample()
+        if args.psf:
+            w.open_psf(args.psf)
+    return w
+
+
+def main(argv=None) -> int:
+    """Run the app; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    engine.warmup()          # compile the renderer in the background while the window opens
+    app = create_app([sys.argv[0] if sys.argv else "mogviewer"])
+    w = build_window(args)
+    install_excepthook(w)
+    w.show()
+    QtCore.QTimer.singleShot(0, w.raise_)
+    return int(app.exec_())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""The one place where the GUI meets the Qt-free engine.
+
+Every call the GUI makes into :mod:`mogviewer.io_fits`, :mod:`mogviewer.psf`,
+:mod:`mogviewer.fitting`, :mod:`mogviewer.profiles`, :mod:`mogviewer.render` and
+:mod:`mogviewer.export` goes through a function here, so that an API change in the engine is a
+one-line fix in this file. Nothing here imports Qt.
+
+The GUI adds no numerics of its own: models, fits, PSF mixtures, moments and exports all come from
+the engine; this module only forwards, caches and names things.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import fitting, io_fits, profiles, render
+
+# the pieces written concurrently by others: imported lazily so the GUI runs without them
+_OPTIONAL = {}
+
+
+def _optional(name):
+    """Import ``mogviewer.<name>`` or return None when it does not exist (yet)."""
+    if name not in _OPTIONAL:
+        try:
+            _OPTIONAL[name] = importlib.import_module(f"mogviewer.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mogviewer.{name}":
+                raise
+            _OPTIONAL[name] = None
+    return _OPTIONAL[name]
+
+
+# ------------------------------------------------------------------------------- errors
+ImageReadError = io_fits.ImageReadError
+FitError = fitting.FitError
+GalaxyParams = fitting.GalaxyParams
+FitResult = fitting.FitResult
+FitProgress = fitting.FitProgress
+FitFlags = fitting.FitFlags
+PARAM_UNITS = fitting.PARAM_UNITS
+
+
+def psf_error_types():
+    """Exceptions that mean 'this file is not a usable PSF' (shown to the user, never raised)."""
+    psf = _optional("psf")
+    base = (OSError, ValueError)
+    return base + ((psf.PsfError,) if psf is not None else ())
+
+
+#: Exceptions that mean 'this file cannot be read' for any reader (a dialog, never a crash).
+READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError,
+               UnicodeDecodeError, json.JSONDecodeError)
+
+
+# ------------------------------------------------------------------------------- sample
+SAMPLE_NAME = "ic3478"
+SAMPLE_OPTIONS = dict(gain=4.725, read_noise=4.3, sky_level=130.14)
+SAMPLE_DESCRIPTION = ("IC 3478, SDSS r, 256x256 px, sky-subtracted; imfit noise model "
+                      "gain = 4.725 e-/DN, read noise = 4.3 e-, sky = 130.14 DN")
+
+
+def sample_dir():
+    """The bundled ``sample_data/ic3478`` directory, or None if it cannot be found.
+
+    Looked up relative to this package (the project is installed editable from the repository,
+    so ``mogviewer/gui/engine.py`` sits two levels below the repository root), then the current
+    directory, then ``$MOGVIEWER_SAMPLE_DATA``.
+    """
+    here = Path(__file__).resolve()
+    candidates = [here.parents[2] / "sample_data" / SAMPLE_NAME,
+                  Path.cwd() / "sample_data" / SAMPLE_NAME]
+    env = os.environ.get("MOGVIEWER_SAMPLE_DATA")
+    if env:
+        candidates.insert(0, Path(env) / SAMPLE_NAME)
+        candidates.insert(1, Path(env))
+    for c in candidates:
+        if (c / "ic3478rss_256.fits").is_file():
+            return c
+    return None
+
+
+def sample_files():
+    """``(image, mask, psf)`` paths of the bundled sample, or None."""
+    d = sample_dir()
+    if d is None:
+        return None
+    return (d / "ic3478rss_256.fits", d / "ic3478rss_256_mask.fits", d / "psf_moffat_51.fits")
+
+
+# ------------------------------------------------------------------------------- images
+def read_image(path, **options):
+    """:func:`mogviewer.io_fits.read_image` (raises :class:`ImageReadError` or OSError)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # astropy header warnings are recorded in notes anyway
+        return io_fits.read_image(str(path) if isinstance(path, Path) else path, **options)
+
+
+def pixel_to_world(data, x, y):
+    """``(ra_deg, dec_deg)`` of 0-based pixel ``(x, y)``, or None without a WCS."""
+    wcs = getattr(data, "wcs", None)
+    if wcs is None:
+        return None
+    try:
+        ra, dec = wcs.all_pix2world([[float(x), float(y)]], 0)[0]
+    except Exception:  # noqa: BLE001 - a broken WCS only loses the readout
+        return None
+    if not (np.isfinite(ra) and np.isfinite(dec)):
+        return None
+    return float(ra), float(dec)
+
+
+# ------------------------------------------------------------------------------- PSF
+_psf_cache = {}
+_psf_lock = threading.Lock()
+
+
+def psf_available():
+    return _optional("psf") is not None
+
+
+def read_psf(path, *, n_components=None):
+    """:func:`mogviewer.psf.read_psf`, memoised on (path, mtime, size, K).
+
+    Fitting a mixture to a PSF stamp takes seconds; the same file is often opened again (the
+    sample at every start, the PSF dialog's K choice), so results are kept for the process.
+    Returns a ``PsfModel`` (``.mixture``, ``.stamp``, ``.quality``, ``.notes``, ``.trials``) and
+    the list of warnings raised while reading (as text).
+    """
+    psf = _optional("psf")
+    if psf is None:
+        raise RuntimeError("PSF support (mogviewer.psf) is not installed in this version")
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, n_components)
+    with _psf_lock:
+        hit = _psf_cache.get(key)
+    if hit is not None:
+        return hit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = psf.read_psf(p, n_components=n_components)
+    extra = [str(w.message) for w in caught
+             if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+    out = (model, extra)
+    with _psf_lock:
+        _psf_cache[key] = out
+        if n_components is None:   # the automatic choice is also the answer for its own K
+            _psf_cache[key[:3] + (model.n_components,)] = out
+    return out
+
+
+def psf_mixture(model):
+    """The pixel-convolved, unit-total PSF mixture of a ``PsfModel`` (or None)."""
+    return None if model is None else model.mixture
+
+
+def psf_quality_rows(model):
+    """``[(label, value text)]`` of a PSF's quality figures, for the PSF dialog."""
+    q = getattr(model, "quality", None)
+    rows = [("components K", str(model.n_components)), ("source", str(model.source))]
+    if q is None:
+        return rows
+    rows += [
+        ("max |residual| / peak", f"{100 * q.max_abs_residual_over_peak:.3g} %"),
+        ("|residual| flux fraction", f"{100 * q.residual_flux_fraction:.3g} %"),
+        ("FWHM stamp / mixture (px)", f"{q.fwhm_stamp:.3f} / {q.fwhm_model:.3f}"),
+        ("FWHM ratio (mixture/stamp)", f"{q.fwhm_ratio:.4f}"),
+    ]
+    core = getattr(q, "core_fwhm_ratio", float("nan"))
+    if np.isfinite(core):
+        rows.append(("core FWHM ratio", f"{core:.4f}"))
+    trials = getattr(model, "trials", None) or {}
+    if trials:
+        rows.append(("K tried (max|res|/peak)",
+                     ", ".join(f"K={k}: {100 * v:.2f} %" for k, v in sorted(trials.items()))))
+    return rows
+
+
+def psf_images(model):
+    """``(stamp, model, residual)`` arrays for display; None entries for a mixture file."""
+    stamp = getattr(model, "stamp", None)
+    if stamp is None:
+        # a mixture without a stamp: show the mixture itself on a grid that holds it
+        mix = model.mixture
+        sig = float(np.sqrt(np.max(np.linalg.eigvalsh(mix.covs)))) if len(mix) else 1.0
+        half = int(np.clip(np.ceil(5 * sig), 7, 50))
+        img = render.render(mix.shifted(half, half), (2 * half + 1, 2 * half + 1))
+        return None, img, None
+    mod = model.model_image()
+    res = None if mod is None else np.asarray(stamp) - mod
+    return np.asarray(stamp), mod, res
+
+
+def max_psf_components():
+    psf = _optional("psf")
+    return getattr(psf, "MAX_COMPONENTS", 6) if psf is not None else 6
+
+
+# ------------------------------------------------------------------------------- profiles
+PROFILES = ("exp", "dev", "lux", "luv")
+PROFILE_LABELS = {"exp": "exp (exponential)", "dev": "dev (de Vaucouleurs)",
+                  "lux": "lux (truncated exp)", "luv": "luv (truncated dev)"}
+DEFAULT_M = {"exp": 6, "dev": 8, "lux": 6, "luv": 8}
+
+
+def available_M(profile):
+    return list(profiles.available(profile))
+
+
+def profile_quality(profile, M):
+    """``(badness, flux_fraction)`` of the chosen mixture."""
+    m = profiles.get_mixture(profile, M)
+    return float(m.badness), float(m.flux_fraction)
+
+
+# ------------------------------------------------------------------------------- fitting
+def make_problem(data, *, psf, profile, M, free, sky):
+    """A :class:`mogviewer.fitting.FitProblem` for the current session state."""
+    sky_model = "constant" if sky else "none"
+    allowed = {"flux", "x", "y", "re", "q", "angle"} | ({"sky"} if sky else set())
+    return fitting.FitProblem.from_image_data(
+        data, psf=psf, profile=profile, M=int(M), sky=sky_model,
+        free=tuple(p for p in free if p in allowed))
+
+
+def initial_guess(problem, *, centre=None):
+    return fitting.initial_guess(problem, centre=centre)
+
+
+def run_fit(problem, start, *, callback, should_stop):
+    return fitting.fit(problem, start, callback=callback, should_stop=should_stop)
+
+
+def model_image(problem, params):
+    """Model image (galaxy + sky as the problem's sky model says)."""
+    img = fitting.model_image(problem, params)
+    return np.asarray(img, dtype=float)
+
+
+def galaxy_components(params, profile, M):
+    """The galaxy's Gaussians (no PSF) as ``(means (K, 2), covs (K, 2, 2))``."""
+    mix = render.galaxy_mixture(params.as_dict(), profile, M, None)
+    return np.asarray(mix.means), np.asarray(mix.covs)
+
+
+def warmup():
+    """Compile the renderer's kernels in the background (returns at once)."""
+    return render.warmup(background=True)
+
+
+# ------------------------------------------------------------------------------- export
+def export_available():
+    return _optional("export") is not None
+
+
+def _export():
+    exp = _optional("export")
+    if exp is None:
+        raise RuntimeError("export support (mogviewer.export) is not in this version yet")
+    return exp
+
+
+def export_error_types():
+    exp = _optional("export")
+    extra = ()
+    if exp is not None:
+        extra = tuple(getattr(exp, n) for n in ("ExportError", "ModelFileError") if hasattr(exp, n))
+    return (OSError, ValueError, TypeError) + extra
+
+
+def psf_source(model, path):
+    if model is None:
+        return "none"
+    return f"{path} ({model.source}, K={model.n_components})"
+
+
+def result_row(result, *, data=None, problem=None, psf_text="none"):
+    """One CSV row (dict) for ``result``: :func:`mogviewer.export.result_to_row`."""
+    return _export().result_to_row(result, data, problem=problem, psf_source=psf_text)
+
+
+def write_csv(path, rows, *, append=False):
+    return _export().write_csv(path, rows, append=append)
+
+
+def write_imgblock(path, *, problem, result, data=None, psf_text="none"):
+    return _export().write_imgblock(path, problem, result, data, psf_source=psf_text)
+
+
+def write_region(path, *, params, profile, M, result=None, data=None):
+    """DS9 region of the current ellipse (the fit's if ``result`` is given)."""
+    from types import SimpleNamespace
+    res = result if result is not None else SimpleNamespace(params=params, profile=profile, M=M)
+    wcs = getattr(data, "wcs", None) if data is not None else None
+    return _export().write_region(path, res, wcs)
+
+
+def write_model_json(path, *, params, problem, result=None, source=None):
+    model = result if result is not None and result.params == params else params
+    return _export().write_model_json(path, model, problem=problem, profile=problem.profile,
+                                      M=problem.M, source=source)
+
+
+def read_model_json(path):
+    """A ``SavedModel`` (``.params``, ``.profile``, ``.M``, ``.sky``, ``.free``, ``.psf``)."""
+    return _export().read_model_json(path)
+
+
+# ------------------------------------------------------------------------------- routing
+def classify_file(path, *, current_shape=None):
+    """Guess what a dropped file is, from its content: 'image', 'psf', 'mask', 'model'.
+
+    * JSON: a mogviewer model (``params``) -> 'model'; a mixture (``amps``) -> 'psf'.
+    * FITS with a Tractor/PSFEx mixture (``PSF_P0`` keyword, ``PSF_MASK`` or ``amp/mean/var``
+      columns) -> 'psf'.
+    * A 2-D image with only the values 0 and 1 and the shape of the current image -> 'mask'.
+    * A small (<= 128 px), roughly square image whose brightest pixel is within 2 px of its
+      centre, while a larger image is loaded -> 'psf'.
+    * Anything else readable -> 'image'. Unreadable -> 'image' (the reader then says why).
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(2880)
+    except OSError:
+        return "image"
+    text_head = head.lstrip()[:1]
+    if text_head in (b"{", b"["):
+        try:
+            doc = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return "image"
+        if isinstance(doc, dict) and ("params" in doc or "parameters" in doc
+                                      or doc.get("format", "").startswith("mogviewer-model")):
+            return "model"
+        return "psf"
+    if head[:6] == b"\x93NUMPY":
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError):
+            return "image"
+        return _classify_array(np.asarray(arr), current_shape)
+    if head[:6] != b"SIMPLE" and head[:2] != b"\x1f\x8b":
+        return "image"
+    try:
+        from astropy.io import fits
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(p, memmap=False) as hdul:
+                for h in hdul:
+                    if "PSF_P0" in h.header:
+                        return "psf"
+                    cols = getattr(getattr(h, "columns", None), "names", None) or []
+                    low = {c.lower() for c in cols}
+                    if "psf_mask" in low or {"amp", "mean", "var"} <= low:
+                        return "psf"
+                for h in hdul:
+                    if h.is_image and h.data is not None and np.ndim(h.data) == 2:
+                        return _classify_array(np.asarray(h.data), current_shape)
+    except Exception:  # noqa: BLE001 - the reader gives the real message
+        return "image"
+    return "image"
+
+
+def _classify_array(arr, current_shape):
+    if arr.ndim != 2:
+        return "image"
+    if current_shape is not None and arr.shape == tuple(current_shape):
+        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+        if finite.size and np.all((finite == 0) | (finite == 1)):
+            return "mask"
+    ny, nx = arr.shape
+    if max(ny, nx) <= 128 and abs(ny - nx) <= 2 and (
+            current_shape is None or max(current_shape) > max(ny, nx)):
+        a = np.where(np.isfinite(arr), arr, -np.inf)
+        iy, ix = np.unravel_index(np.argmax(a), a.shape)
+        if abs(iy - (ny - 1) / 2) <= 2 and abs(ix - (nx - 1) / 2) <= 2:
+            return "psf"
+    return "image"

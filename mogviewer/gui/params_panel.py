@@ -1,0 +1,336 @@
+"""The parameter panel: profile and M, parameters with errors and fixed/free, sky, fit controls.
+
+A thin view of the session: it shows ``session.params`` / ``session.result`` and sends edits out
+as signals (the main window turns them into undoable commands). Programmatic updates block the
+widgets' signals, so showing a value never echoes back as an edit.
+"""
+
+from __future__ import annotations
+
+import math
+
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from . import engine
+from .session import PARAM_NAMES
+
+LABELS = {"flux": "flux", "x": "x", "y": "y", "re": "r\u2091", "q": "q = b/a",
+          "angle": "angle", "sky": "sky"}
+TOOLTIPS = {
+    "flux": "Total flux of the model mixture (image units).",
+    "x": "Centre x, 0-based pixels (FITS / GALFIT x = this + 1).",
+    "y": "Centre y, 0-based pixels (FITS / GALFIT y = this + 1).",
+    "re": "Semi-major half-light radius of the target profile (pixels).",
+    "q": "Axis ratio b/a, in (0, 1].",
+    "angle": "Position angle of the major axis, degrees counter-clockwise from +x "
+             "(GALFIT/imfit PA = angle - 90).",
+    "sky": "Constant background per pixel (image units).",
+}
+UNITS = {"flux": "", "x": "px", "y": "px", "re": "px", "q": "", "angle": "\u00b0", "sky": ""}
+FORMATS = {"flux": ".7g", "x": ".3f", "y": ".3f", "re": ".3f", "q": ".4f", "angle": ".2f",
+           "sky": ".5g"}
+RANGES = {"flux": (-1e30, 1e30), "x": (-1e6, 1e6), "y": (-1e6, 1e6), "re": (0.01, 1e6),
+          "q": (0.01, 1.0), "angle": (0.0, 180.0), "sky": (-1e30, 1e30)}
+STEPS = {"flux": ("rel", 0.02), "x": ("abs", 0.5), "y": ("abs", 0.5), "re": ("rel", 0.05),
+         "q": ("abs", 0.02), "angle": ("abs", 2.0), "sky": ("abs", 0.1)}
+
+
+class ParamSpin(QtWidgets.QDoubleSpinBox):
+    """A spin box that shows ``format(value, fmt)`` and steps relatively or additively."""
+
+    def __init__(self, name, parent=None):
+        super().__init__(parent)
+        self.name = name
+        self.fmt = FORMATS[name]
+        self.step_kind, self.step = STEPS[name]
+        self.setDecimals(12)
+        self.setRange(*RANGES[name])
+        self.setKeyboardTracking(False)
+        self.setAccelerated(True)
+        self.setWrapping(name == "angle")
+        self.setButtonSymbols(QtWidgets.QAbstractSpinBox.UpDownArrows)
+        self.setAlignment(QtCore.Qt.AlignRight)
+        self.setMinimumWidth(110)
+        self.setSingleStep(self.step)
+
+    def textFromValue(self, v):
+        return format(v, self.fmt)
+
+    def valueFromText(self, text):
+        try:
+            return float(text.strip())
+        except ValueError:
+            return self.value()
+
+    def validate(self, text, pos):
+        t = text.strip()
+        try:
+            float(t)
+            return QtGui.QValidator.Acceptable, text, pos
+        except ValueError:
+            pass
+        if t in ("", "-", "+", ".", "-.", "+.") or t.lower().endswith(("e", "e-", "e+")):
+            return QtGui.QValidator.Intermediate, text, pos
+        return QtGui.QValidator.Invalid, text, pos
+
+    def fixup(self, text):
+        return self.textFromValue(self.value())
+
+    def stepBy(self, steps):
+        if self.step_kind == "rel":
+            v = self.value()
+            if v == 0:
+                v = 1.0
+            self.setValue(v * (1.0 + self.step) ** steps)
+        else:
+            super().stepBy(steps)
+
+
+class ParamsPanel(QtWidgets.QWidget):
+    """Controls of the model and the fit.
+
+    Signals
+    -------
+    param_edited(str, float) : the user typed or stepped a parameter.
+    fixed_toggled(str, bool) : fixed (True) / free.
+    profile_chosen(str, int) : profile and M.
+    sky_toggled(bool)
+    reset_requested()
+    components_toggled(bool)
+    fit_requested()
+    cancel_requested()
+    """
+
+    param_edited = QtCore.pyqtSignal(str, float)
+    fixed_toggled = QtCore.pyqtSignal(str, bool)
+    profile_chosen = QtCore.pyqtSignal(str, int)
+    sky_toggled = QtCore.pyqtSignal(bool)
+    reset_requested = QtCore.pyqtSignal()
+    components_toggled = QtCore.pyqtSignal(bool)
+    fit_requested = QtCore.pyqtSignal()
+    cancel_requested = QtCore.pyqtSignal()
+
+    def __init__(self, session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.n_param_updates = 0
+        outer = QtWidgets.QVBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 6)
+
+        # profile ---------------------------------------------------------------
+        gp = QtWidgets.QGroupBox("Profile")
+        fl = QtWidgets.QGridLayout(gp)
+        self.profile_combo = QtWidgets.QComboBox()
+        for p in engine.PROFILES:
+            self.profile_combo.addItem(engine.PROFILE_LABELS[p], p)
+        self.M_combo = QtWidgets.QComboBox()
+        self.M_combo.setToolTip("Number of Gaussians M (only the tabulated mixtures)")
+        self.quality_label = QtWidgets.QLabel()
+        self.quality_label.setToolTip(
+            "Approximation quality of the chosen mixture (Hogg & Lang 2013): the badness of "
+            "the fit to the profile, and the fraction of the target profile's flux it holds.")
+        self.quality_label.setWordWrap(True)
+        fl.addWidget(QtWidgets.QLabel("profile"), 0, 0)
+        fl.addWidget(self.profile_combo, 0, 1)
+        fl.addWidget(QtWidgets.QLabel("M"), 0, 2)
+        fl.addWidget(self.M_combo, 0, 3)
+        fl.addWidget(self.quality_label, 1, 0, 1, 4)
+        fl.setColumnStretch(1, 1)
+        outer.addWidget(gp)
+
+        # parameters ---------------------------------------------------------------
+        gpar = QtWidgets.QGroupBox("Parameters")
+        grid = QtWidgets.QGridLayout(gpar)
+        grid.setHorizontalSpacing(6)
+        grid.addWidget(self._small("fixed"), 0, 4)
+        self.spins, self.err_labels, self.fix_boxes = {}, {}, {}
+        for r, name in enumerate(PARAM_NAMES, start=1):
+            lab = QtWidgets.QLabel(LABELS[name])
+            lab.setToolTip(TOOLTIPS[name])
+            sp = ParamSpin(name)
+            sp.setToolTip(TOOLTIPS[name])
+            sp.valueChanged.connect(lambda v, n=name: self._on_spin(n, v))
+            err = QtWidgets.QLabel("")
+            err.setMinimumWidth(70)
+            err.setStyleSheet("color: #6a6a6a;")
+            err.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+            unit = self._small(UNITS[name])
+            fix = QtWidgets.QCheckBox()
+            fix.setToolTip(f"Keep {name} fixed in the fit")
+            fix.toggled.connect(lambda on, n=name: self.fixed_toggled.emit(n, on))
+            grid.addWidget(lab, r, 0)
+            grid.addWidget(sp, r, 1)
+            grid.addWidget(unit, r, 2)
+            grid.addWidget(err, r, 3)
+            grid.addWidget(fix, r, 4, alignment=QtCore.Qt.AlignCenter)
+            self.spins[name], self.err_labels[name], self.fix_boxes[name] = sp, err, fix
+        grid.setColumnStretch(1, 1)
+        r = len(PARAM_NAMES) + 1
+        self.sky_box = QtWidgets.QCheckBox("fit a constant sky")
+        self.sky_box.setChecked(True)
+        self.sky_box.toggled.connect(self.sky_toggled.emit)
+        grid.addWidget(self.sky_box, r, 0, 1, 5)
+        row2 = QtWidgets.QHBoxLayout()
+        self.reset_button = QtWidgets.QPushButton("Start from moments")
+        self.reset_button.setToolTip("Reset the start to the image moments (initial guess)")
+        self.reset_button.clicked.connect(self.reset_requested.emit)
+        self.components_box = QtWidgets.QCheckBox("show Gaussians")
+        self.components_box.setToolTip("Overlay the 1-sigma ellipses of the galaxy mixture's "
+                                       "Gaussians (before PSF convolution)")
+        self.components_box.toggled.connect(self.components_toggled.emit)
+        row2.addWidget(self.reset_button)
+        row2.addWidget(self.components_box)
+        grid.addLayout(row2, r + 1, 0, 1, 5)
+        outer.addWidget(gpar)
+
+        # fit ---------------------------------------------------------------------
+        gfit = QtWidgets.QGroupBox("Fit")
+        v = QtWidgets.QVBoxLayout(gfit)
+        hb = QtWidgets.QHBoxLayout()
+        self.fit_button = QtWidgets.QPushButton("Fit  (F)")
+        self.fit_button.setDefault(True)
+        self.fit_button.setMinimumHeight(30)
+        f = self.fit_button.font()
+        f.setBold(True)
+        self.fit_button.setFont(f)
+        self.fit_button.clicked.connect(self.fit_requested.emit)
+        self.cancel_button = QtWidgets.QPushButton("Cancel  (Esc)")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_requested.emit)
+        hb.addWidget(self.fit_button, 2)
+        hb.addWidget(self.cancel_button, 1)
+        v.addLayout(hb)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("idle")
+        v.addWidget(self.progress)
+        self.chi2_label = QtWidgets.QLabel("\u03c7\u00b2/\u03bd = \u2013")
+        f2 = self.chi2_label.font()
+        f2.setPointSizeF(f2.pointSizeF() * 1.15)
+        self.chi2_label.setFont(f2)
+        self.chi2_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        v.addWidget(self.chi2_label)
+        self.status_label = QtWidgets.QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        v.addWidget(self.status_label)
+        outer.addWidget(gfit)
+        outer.addStretch(1)
+
+        self.profile_combo.currentIndexChanged.connect(self._on_profile_combo)
+        self.M_combo.currentIndexChanged.connect(self._on_M_combo)
+        session.params_changed.connect(self.show_params)
+        session.result_changed.connect(self.show_result)
+        session.config_changed.connect(self.show_config)
+        session.model_changed.connect(self._on_model)
+        session.busy_changed.connect(self.set_busy)
+        self.show_config()
+
+    @staticmethod
+    def _small(text):
+        lab = QtWidgets.QLabel(text)
+        f = lab.font()
+        f.setPointSizeF(f.pointSizeF() * 0.85)
+        lab.setFont(f)
+        lab.setStyleSheet("color: #777;")
+        return lab
+
+    # ------------------------------------------------------------------ session -> widgets
+    def show_config(self):
+        s = self.session
+        for w in (self.profile_combo, self.M_combo, self.sky_box, *self.fix_boxes.values()):
+            w.blockSignals(True)
+        try:
+            self.profile_combo.setCurrentIndex(max(0, self.profile_combo.findData(s.profile)))
+            self.M_combo.clear()
+            for m in engine.available_M(s.profile):
+                self.M_combo.addItem(str(m), m)
+            self.M_combo.setCurrentIndex(max(0, self.M_combo.findData(s.M)))
+            self.sky_box.setChecked(s.sky_on)
+            for n, b in self.fix_boxes.items():
+                b.setChecked(n in s.fixed)
+        finally:
+            for w in (self.profile_combo, self.M_combo, self.sky_box, *self.fix_boxes.values()):
+                w.blockSignals(False)
+        sky_used = s.sky_on
+        self.spins["sky"].setEnabled(sky_used and not s.busy)
+        self.fix_boxes["sky"].setEnabled(sky_used and not s.busy)
+        b, ff = engine.profile_quality(s.profile, s.M)
+        self.quality_label.setText(f"badness {b:.2g}   \u00b7   flux fraction {ff:.4f}")
+
+    def show_params(self, params, origin=""):
+        if params is None:
+            return
+        for n, sp in self.spins.items():
+            sp.blockSignals(True)
+            sp.setValue(getattr(params, n))
+            sp.blockSignals(False)
+        self.n_param_updates += 1
+
+    def show_result(self, result):
+        if result is None:
+            for lab in self.err_labels.values():
+                lab.setText("")
+            self.status_label.setText("")
+            return
+        errs = result.errors()
+        for n, lab in self.err_labels.items():
+            e = errs.get(n, 0.0)
+            if n in result.free:
+                lab.setText("\u00b1 " + (format(e, ".2g") if math.isfinite(e) else "nan"))
+                lab.setStyleSheet("color: #2a6a2a;" if math.isfinite(e) else "color: #a33;")
+            else:
+                lab.setText("fixed" if n != "sky" or self.session.sky_on else "")
+                lab.setStyleSheet("color: #777;")
+        flags = [f.name for f in engine.FitFlags if f in result.flags and f.value]
+        text = (f"{result.status}, {result.nfev} evaluations, {result.elapsed:.2f} s"
+                + ("" if not flags else "\nflags: " + ", ".join(flags)))
+        self.status_label.setText(text)
+        self.status_label.setStyleSheet("color: #a33;" if flags else "")
+        self.chi2_label.setText(f"\u03c7\u00b2/\u03bd = {result.chi2_nu:.4f}  "
+                                f"(\u03bd = {result.nu})")
+
+    def _on_model(self):
+        im = self.session.images
+        if im is None:
+            return
+        if self.session.result is None or self.session.busy:
+            self.chi2_label.setText(f"\u03c7\u00b2/\u03bd = {im.chi2_nu:.4f}  (\u03bd = {im.nu})")
+
+    def set_busy(self, busy):
+        self.fit_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        for w in (*self.spins.values(), *self.fix_boxes.values(), self.profile_combo,
+                  self.M_combo, self.sky_box, self.reset_button):
+            w.setEnabled(not busy)
+        if busy:
+            self.progress.setRange(0, 0)
+            self.progress.setFormat("fitting\u2026")
+            self.status_label.setText("fitting\u2026")
+            self.status_label.setStyleSheet("")
+        else:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+            self.progress.setFormat("done")
+            self.show_config()
+
+    def show_progress(self, snap):
+        self.progress.setFormat(f"iteration {snap.iteration}, {snap.nfev} evaluations")
+        self.status_label.setText(f"fitting\u2026 {snap.elapsed:.1f} s")
+
+    # ------------------------------------------------------------------ widgets -> out
+    def _on_spin(self, name, value):
+        self.param_edited.emit(name, float(value))
+
+    def _on_profile_combo(self, _i):
+        prof = self.profile_combo.currentData()
+        valid = engine.available_M(prof)
+        M = self.session.M if self.session.M in valid else engine.DEFAULT_M.get(prof, valid[-1])
+        self.profile_chosen.emit(prof, int(M))
+
+    def _on_M_combo(self, _i):
+        M = self.M_combo.currentData()
+        if M is not None:
+            self.profile_chosen.emit(self.session.profile, int(M))

@@ -1,0 +1,44 @@
+"""Undoable changes of the parameters (drags, edits, fits, resets)."""
+
+from __future__ import annotations
+
+from PyQt5 import QtWidgets
+
+_MERGE_IDS = {"flux": 101, "x": 102, "y": 103, "re": 104, "q": 105, "angle": 106, "sky": 107}
+
+
+class SetParamsCommand(QtWidgets.QUndoCommand):
+    """Parameters (and the fit result that goes with them) from ``old`` to ``new``.
+
+    Consecutive edits of the same parameter in the panel merge into one step.
+    """
+
+    def __init__(self, session, old, new, text, *, old_result=None, new_result=None,
+                 merge_name=None):
+        super().__init__(text)
+        self.session = session
+        self.old, self.new = old, new
+        self.old_result, self.new_result = old_result, new_result
+        self.merge_name = merge_name
+
+    def id(self):
+        return _MERGE_IDS.get(self.merge_name, -1)
+
+    def mergeWith(self, other):
+        if other.id() != self.id() or self.id() < 0:
+            return False
+        self.new, self.new_result = other.new, other.new_result
+        return True
+
+    def redo(self):
+        self._apply(self.new, self.new_result)
+
+    def undo(self):
+        self._apply(self.old, self.old_result)
+
+    def _apply(self, params, result):
+        s = self.session
+        if result is not s.result:
+            s.set_result(result)
+        s.set_params(params, origin="undo", clear_result=False)
+        s.request_render(immediate=True)

@@ -1,0 +1,196 @@
+"""Run the fit (and other slow engine calls) in a worker thread.
+
+The fit is a plain function with a callback and a stop flag (:func:`mogviewer.fitting.fit`); the
+:class:`FitWorker` only bridges it to Qt signals. It sends immutable snapshots
+(:class:`~mogviewer.fitting.FitProgress`, :class:`~mogviewer.fitting.FitResult`) and never
+touches a widget: only the GUI thread does.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+
+from PyQt5 import QtCore
+
+from . import engine
+
+
+class FitWorker(QtCore.QObject):
+    """Runs one fit in its thread. Signals carry immutable snapshots.
+
+    Signals
+    -------
+    progressed(FitProgress) : once per optimiser iteration.
+    finished(FitResult) : the fit ended (converged, cancelled or not converged).
+    failed(str) : the fit could not start or raised (message for people).
+    """
+
+    progressed = QtCore.pyqtSignal(object)
+    finished = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, problem, start):
+        super().__init__()
+        self.problem = problem
+        self.start = start
+        self._stop = threading.Event()
+
+    def request_stop(self):
+        """Thread-safe: the fit stops at its next iteration (status 'cancelled')."""
+        self._stop.set()
+
+    @QtCore.pyqtSlot()
+    def run(self):
+        try:
+            result = engine.run_fit(self.problem, self.start, callback=self.progressed.emit,
+                                    should_stop=self._stop.is_set)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, never a crash
+            self.failed.emit(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=4)}")
+            return
+        self.finished.emit(result)
+
+
+class FitRunner(QtCore.QObject):
+    """Owns the thread of the current fit; at most one fit runs at a time.
+
+    Signals mirror :class:`FitWorker`'s, re-emitted in the GUI thread, plus ``started()``.
+    """
+
+    started = QtCore.pyqtSignal()
+    progressed = QtCore.pyqtSignal(object)
+    finished = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._thread = None
+        self._worker = None
+        self.n_progress = 0
+
+    @property
+    def running(self):
+        return self._thread is not None
+
+    def start(self, problem, start):
+        if self.running:
+            return False
+        self.n_progress = 0
+        th = QtCore.QThread()
+        th.setObjectName("mogviewer-fit")
+        w = FitWorker(problem, start)
+        w.moveToThread(th)
+        th.started.connect(w.run)
+        w.progressed.connect(self._on_progress, QtCore.Qt.QueuedConnection)
+        w.finished.connect(self._on_finished, QtCore.Qt.QueuedConnection)
+        w.failed.connect(self._on_failed, QtCore.Qt.QueuedConnection)
+        self._thread, self._worker = th, w
+        th.start()
+        self.started.emit()
+        return True
+
+    def cancel(self):
+        if self._worker is not None:
+            self._worker.request_stop()
+
+    def _cleanup(self):
+        th, self._thread, self._worker = self._thread, None, None
+        if th is not None:
+            th.quit()
+            th.wait(5000)
+
+    def _on_progress(self, snap):
+        if self._worker is None:
+            return
+        self.n_progress += 1
+        self.progressed.emit(snap)
+
+    def _on_finished(self, result):
+        self._cleanup()
+        self.finished.emit(result)
+
+    def _on_failed(self, msg):
+        self._cleanup()
+        self.failed.emit(msg)
+
+    def shutdown(self):
+        """Stop and join (window closing)."""
+        if self._worker is not None:
+            self._worker.request_stop()
+        th, self._thread, self._worker = self._thread, None, None
+        if th is not None:
+            th.quit()
+            th.wait(10000)
+
+
+class TaskWorker(QtCore.QObject):
+    """Run ``fn()`` in a thread; ``done(result)`` or ``failed(exception)`` in the GUI thread."""
+
+    done = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(object)
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    @QtCore.pyqtSlot()
+    def run(self):
+        try:
+            out = self.fn()
+        except Exception as exc:  # noqa: BLE001 - delivered to the GUI thread
+            self.failed.emit(exc)
+            return
+        self.done.emit(out)
+
+
+class _Relay(QtCore.QObject):
+    """Lives in the GUI thread: receives a task's queued signals and calls back there."""
+
+    def __init__(self, owner, thread, on_done, on_error):
+        super().__init__(owner)
+        self.owner, self._th, self.on_done, self.on_error = owner, thread, on_done, on_error
+
+    @QtCore.pyqtSlot(object)
+    def done(self, value):
+        self._finish(self.on_done, value)
+
+    @QtCore.pyqtSlot(object)
+    def error(self, exc):
+        self._finish(self.on_error, exc)
+
+    def _finish(self, cb, value):
+        self.owner._live.pop(self, None)
+        self._th.quit()
+        self._th.wait(5000)
+        self.deleteLater()
+        cb(value)
+
+
+class Tasks(QtCore.QObject):
+    """Keeps background tasks (PSF fits) alive until they finish."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._live = {}
+
+    def run(self, fn, on_done, on_error):
+        th = QtCore.QThread()
+        w = TaskWorker(fn)
+        w.moveToThread(th)
+        relay = _Relay(self, th, on_done, on_error)
+        self._live[relay] = (th, w)
+        w.done.connect(relay.done, QtCore.Qt.QueuedConnection)
+        w.failed.connect(relay.error, QtCore.Qt.QueuedConnection)
+        th.started.connect(w.run)
+        th.start()
+        return relay
+
+    @property
+    def pending(self):
+        return len(self._live)
+
+    def shutdown(self):
+        for th, _ in list(self._live.values()):
+            th.quit()
+            th.wait(10000)
+        self._live.clear()
