@@ -32,8 +32,8 @@ from pathlib import Path
 
 from . import export
 
-__all__ = ["FitTask", "BatchSummary", "run_task", "run_batch", "load_psf", "register_cli",
-           "output_stem"]
+__all__ = ["FitTask", "BatchSummary", "BatchInterrupted", "run_task", "run_batch", "load_psf",
+           "register_cli", "output_stem", "TextProgress"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +124,15 @@ class BatchSummary:
         s = (f"{done}/{self.total} files: {self.fitted} fitted, {self.flagged} flagged, "
              f"{self.failed} failed in {self.elapsed:.1f} s")
         return s + (" (interrupted)" if self.interrupted else "")
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_batch`, raised after the finished rows were written;
+    :attr:`summary` describes what was done."""
+
+    def __init__(self, summary):
+        super().__init__(summary.line())
+        self.summary = summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,8 +340,9 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
     ------
     mogviewer.export.ExportError
         The CSV cannot be written (before any fit) or appended to.
-    KeyboardInterrupt
-        Re-raised after the rows finished so far were written.
+    BatchInterrupted
+        (a ``KeyboardInterrupt``) on Ctrl-C or a KeyboardInterrupt from ``progress``, after the
+        rows finished so far were written.
     """
     tasks = list(tasks)
     t0 = time.perf_counter()
@@ -360,6 +370,7 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
             progress(len(results), len(tasks), row)
 
     pool = None
+    completed = False
     try:
         if workers <= 1 or len(tasks) <= 1:
             for i, task in enumerate(tasks):
@@ -379,28 +390,32 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
                     except Exception as exc:  # noqa: BLE001 - a dead worker is one failed row
                         row = export.failed_row(f"worker: {_short(exc)}", file=tasks[i].image)
                     done(i, row)
+        completed = True
     except KeyboardInterrupt:
         interrupted = True
-        raise
     finally:
         if pool is not None:
-            _stop_pool(pool)
+            if completed:
+                pool.shutdown(wait=True)
+            else:
+                _stop_pool(pool)
         if csv_path is not None:
             flush(force=True)
-        if interrupted:
-            _LAST_SUMMARY[:] = [_summary(tasks, results, t0, True)]
+    if interrupted:
+        raise BatchInterrupted(_summary(tasks, results, t0, True))
     return _summary(tasks, results, t0, False)
 
 
-_LAST_SUMMARY = []
-
-
 def _stop_pool(pool):
+    """Cancel queued tasks and terminate this pool's own worker processes (running fits are
+    abandoned: their rows are not written)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list(getattr(pool, "_processes", {}).values()):  # only our own workers
+    for proc in procs:
         if proc.is_alive():
             proc.terminate()
-    pool.shutdown(wait=True)
+    for proc in procs:
+        proc.join(timeout=5)
 
 
 def _summary(tasks, results, t0, interrupted):
@@ -551,10 +566,9 @@ def _cli_fit(args):
                             progress=progress)
     except export.ExportError as exc:
         raise UserError(str(exc)) from None
-    except KeyboardInterrupt:
-        s = _LAST_SUMMARY[0] if _LAST_SUMMARY else None
-        if s is not None:
-            print(f"\nmogviewer fit: {s.line()}; rows written to {args.csv}", file=sys.stderr)
+    except BatchInterrupted as exc:
+        print(f"\nmogviewer fit: {exc.summary.line()}; rows done so far are in {args.csv}",
+              file=sys.stderr)
         raise
     print(f"mogviewer fit: {summary.line()}; wrote {args.csv}", file=sys.stderr)
     for row in summary.rows:

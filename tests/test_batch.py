@@ -1,0 +1,263 @@
+"""Batch fitting: one row per file, failures are rows, interrupted batches leave a valid CSV.
+
+Reference for the IC 3478 row: imfit's exponential fit of the same 256x256 image and mask
+(PROVENANCE.md section 2: X0 128.8793, Y0 129.0589, PA 18.7492, ell 0.220646, no PSF). Our fit
+adds the Moffat PSF and a different noise model, so the tolerances are loose (0.2 px, 1 deg,
+0.015 in ell): they catch a 1-pixel origin slip or a 90-degree angle error, not model details.
+"""
+
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from mogviewer import batch, cli, export
+
+REAL = Path(__file__).parent / "data" / "real"
+IC = REAL / "imfit-sdss"
+HSC = REAL / "pysersic-hsc"
+
+
+def ic3478_task(**kw):
+    opts = dict(image=str(IC / "ic3478rss_256.fits"), mask=str(IC / "ic3478rss_256_mask.fits"),
+                gain=4.725, read_noise=4.3, sky_level=130.14,
+                psf=str(IC / "psf_moffat_51.fits"), profile="exp", M=6)
+    opts.update(kw)
+    return batch.FitTask(**opts)
+
+
+def hsc_task(**kw):
+    opts = dict(image=str(HSC / "gal2_im.npy"), noise=str(HSC / "gal2_sig.npy"),
+                noise_kind="sigma", mask=str(HSC / "gal2_mask.npy"),
+                psf=str(HSC / "gal2_psf.npy"), profile="dev", M=8, sky="none")
+    opts.update(kw)
+    return batch.FitTask(**opts)
+
+
+def small_task(**kw):
+    opts = dict(image=str(IC / "ic3478rss_64x64.fits"),
+                noise=str(IC / "ic3478rss_64x64_sigma.fits"), profile="exp", M=6)
+    opts.update(kw)
+    return batch.FitTask(**opts)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    corrupt = d / "corrupt.fits"
+    good = (IC / "ic3478rss_64x64.fits").read_bytes()
+    corrupt.write_bytes(good[:4000])  # a FITS header cut in the middle of the data
+    nan = d / "allnan.fits"
+    fits.writeto(nan, np.full((40, 40), np.nan, np.float32))
+    notpsf = d / "notpsf.fits"
+    notpsf.write_bytes(b"this is not a PSF")
+    return {"corrupt": str(corrupt), "nan": str(nan), "notpsf": str(notpsf), "dir": d}
+
+
+def read_csv(path):
+    return Table.read(path, format="csv", comment="#")
+
+
+def test_task_is_frozen_hashable_and_picklable():
+    t = ic3478_task(imgblock_dir="/tmp/x")
+    assert pickle.loads(pickle.dumps(t)) == t
+    assert hash(t) == hash(pickle.loads(pickle.dumps(t)))
+    with pytest.raises(AttributeError):
+        t.image = "other.fits"
+    assert batch.output_stem(batch.FitTask(image="a/b/cut.fits", band="r")) == "cut_r"
+
+
+def test_ic3478_row_agrees_with_imfit(tmp_path):
+    row = batch.run_task(ic3478_task(zeropoint=26.0, imgblock_dir=str(tmp_path),
+                                     region_dir=str(tmp_path), model_json_dir=str(tmp_path)))
+    assert row["status"] == "converged", row["reason"]
+    assert row["reason"] == "" and row["flags"] == 0
+    assert list(row) == list(export.COLUMN_NAMES)
+    assert row["x_fits"] == pytest.approx(128.8793, abs=0.2)
+    assert row["y_fits"] == pytest.approx(129.0589, abs=0.2)
+    assert row["pa_galfit_deg"] == pytest.approx(18.7492, abs=1.0)
+    assert row["ell"] == pytest.approx(0.220646, abs=0.015)
+    assert row["psf_source"].startswith("psf_moffat_51.fits (image, K=")
+    assert row["noise_estimated"] is True and "imfit model" in row["noise_source"]
+    assert row["ra_deg"] is not None and row["pa_eofn_deg"] is not None
+    assert (tmp_path / "ic3478rss_256_imgblock.fits").exists()
+    assert (tmp_path / "ic3478rss_256.reg").exists()
+    saved = export.read_model_json(tmp_path / "ic3478rss_256_model.json")
+    assert saved.params.x == row["x"] and saved.psf is not None
+
+
+def test_batch_over_real_and_broken_files(bad_files, tmp_path):
+    tasks = [small_task(), hsc_task(),
+             batch.FitTask(image=bad_files["corrupt"]),
+             batch.FitTask(image=bad_files["nan"]),
+             batch.FitTask(image=str(tmp_path / "missing.fits")),
+             small_task(psf=bad_files["notpsf"])]
+    seen = []
+    out = tmp_path / "rows.csv"
+    summary = batch.run_batch(tasks, out, progress=lambda d, n, r: seen.append((d, n)))
+    assert seen == [(i, 6) for i in range(1, 7)]
+    rows = summary.rows
+    assert len(rows) == 6
+    assert [r["status"] for r in rows[:2]] == ["converged", "converged"]
+    assert all(r["status"] == "failed" for r in rows[2:])
+    assert rows[2]["reason"].startswith("reading the image") and "corrupt" in rows[2]["reason"]
+    assert "no finite pixel" in rows[3]["reason"]
+    assert "not found" in rows[4]["reason"]
+    assert rows[5]["reason"].startswith("reading the PSF")
+    assert summary.failed == 4 and summary.fitted + summary.flagged == 2
+    t = read_csv(out)
+    assert len(t) == 6 and t.colnames == list(export.COLUMN_NAMES)
+    assert list(t["status"]) == [r["status"] for r in rows]
+    # HSC galaxy vs pysersic's published fit (PROVENANCE.md section 7; Sersic n=3.6 there, deV
+    # here, so only the centre and the axis ratio are compared)
+    hsc = rows[1]
+    assert hsc["x"] == pytest.approx(60.437, abs=0.3) and hsc["y"] == pytest.approx(59.252,
+                                                                                 abs=0.3)
+    assert hsc["ell"] == pytest.approx(0.312, abs=0.04)
+    assert hsc["sky_model"] == "none" and hsc["sky"] is None
+
+
+def test_fit_exception_and_output_failure_become_rows(monkeypatch, tmp_path):
+    import mogviewer.fitting
+
+    real_fit = mogviewer.fitting.fit
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated optimiser crash")
+
+    monkeypatch.setattr(mogviewer.fitting, "fit", boom)
+    row = batch.run_task(small_task())
+    assert row["status"] == "failed"
+    assert row["reason"] == "fitting: RuntimeError: simulated optimiser crash"
+    monkeypatch.setattr(mogviewer.fitting, "fit", real_fit)
+    row = batch.run_task(small_task(imgblock_dir=str(tmp_path / "no" / "dir")))
+    assert row["status"] == "converged" and row["x"] is not None
+    assert "image block not written" in row["reason"] and "does not exist" in row["reason"]
+
+
+def test_keyboard_interrupt_leaves_valid_csv(bad_files, tmp_path):
+    tasks = [batch.FitTask(image=bad_files["corrupt"]), small_task(),
+             batch.FitTask(image=bad_files["nan"]), small_task()]
+    out = tmp_path / "interrupted.csv"
+
+    def progress(done, total, row):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as exc:
+        batch.run_batch(tasks, out, progress=progress, flush_interval=1e9)
+    assert exc.value.summary.interrupted and len(exc.value.summary.rows) == 2
+    t = read_csv(out)
+    assert len(t) == 2
+    assert list(t["status"]) == ["failed", "converged"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interrupted.csv"]
+
+
+def test_process_pool_gives_the_same_rows(bad_files, tmp_path):
+    tasks = [small_task(), batch.FitTask(image=bad_files["corrupt"]), small_task(sky="plane")]
+    summary = batch.run_batch(tasks, tmp_path / "pool.csv", workers=2)
+    assert [r["status"] for r in summary.rows] == ["converged", "failed", "converged"]
+    serial = batch.run_task(tasks[0])
+    assert summary.rows[0]["x"] == pytest.approx(serial["x"], rel=1e-10)
+    assert len(read_csv(tmp_path / "pool.csv")) == 3
+
+
+def test_start_model_json_is_accepted(tmp_path):
+    first = batch.run_task(small_task(profile="dev", M=8, model_json_dir=str(tmp_path)))
+    model = tmp_path / "ic3478rss_64x64_model.json"
+    row = batch.run_task(small_task(profile=None, M=None, start=str(model)))
+    assert row["status"] == "converged"
+    assert row["profile"] == "dev" and row["M"] == 8  # taken from the model file
+    assert row["x"] == pytest.approx(first["x"], abs=1e-3)
+    assert row["re_pix"] == pytest.approx(first["re_pix"], rel=1e-3)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    row = batch.run_task(small_task(start=str(bad)))
+    assert row["status"] == "failed" and row["reason"].startswith("reading the start model")
+
+
+def test_keyboard_interrupt_with_process_pool(bad_files, tmp_path):
+    tasks = [batch.FitTask(image=bad_files["corrupt"]), small_task(), small_task(),
+             small_task(), small_task()]
+    out = tmp_path / "pool_interrupted.csv"
+
+    def progress(done, total, row):
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_batch(tasks, out, workers=2, progress=progress)
+    t = read_csv(out)
+    assert 1 <= len(t) < 5 and t.colnames == list(export.COLUMN_NAMES)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+def test_cli_ctrl_c_exits_130_with_valid_csv(bad_files, tmp_path, capsys, monkeypatch):
+    def interrupt(self, done, total, row):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch.TextProgress, "__call__", interrupt)
+    out = tmp_path / "c.csv"
+    assert cli.main(["fit", bad_files["corrupt"], bad_files["nan"], "--csv", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "1/2 files" in err and "interrupted" in err
+    assert len(read_csv(out)) == 1
+
+
+def test_cli_end_to_end(bad_files, tmp_path, capsys):
+    out = tmp_path / "cli.csv"
+    blk = tmp_path / "blk"
+    args = ["fit", str(IC / "ic3478rss_64x64.fits"), bad_files["nan"],
+            "--noise", str(IC / "ic3478rss_64x64_sigma.fits"), "--profile", "exp", "-M", "6",
+            "--psf", str(IC / "psf_moffat_51.fits"), "--psf-components", "2",
+            "--csv", str(out), "--imgblock", str(blk), "--region", str(tmp_path / "reg"),
+            "--model-json", str(tmp_path / "js"), "--zeropoint", "26"]
+    # the all-NaN file fails (and has no matching noise map): exit status 1, one row each
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "1 fitted" in err or "1 flagged" in err
+    assert "1 failed" in err and "allnan.fits" in err
+    t = read_csv(out)
+    assert len(t) == 2 and t["status"][0] == "converged" and t["status"][1] == "failed"
+    assert t["zeropoint"][0] == 26.0
+    with fits.open(blk / "ic3478rss_64x64_imgblock.fits") as hdul:
+        assert [h.name for h in hdul[1:]] == list(export.IMGBLOCK_EXTENSIONS)
+    # append a run started from the saved model: header not repeated
+    model = tmp_path / "js" / "ic3478rss_64x64_model.json"
+    assert cli.main(["fit", str(IC / "ic3478rss_64x64.fits"), "--noise",
+                     str(IC / "ic3478rss_64x64_sigma.fits"), "--start", str(model),
+                     "--csv", str(out), "--append", "--quiet"]) == 0
+    t = read_csv(out)
+    assert len(t) == 3 and math.isclose(t["x"][2], t["x"][0], abs_tol=1e-3)
+    assert out.read_text().count("\nfile,hdu,") == 1
+    assert t["psf_source"][2].startswith("ic3478rss_64x64_model.json (mixture")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--csv", "{tmp}"], "is a directory"),
+    (["--csv", "{tmp}/no/such/out.csv"], "does not exist"),
+    (["--csv", "{tmp}/o.csv", "--psf", "{tmp}/nopsf.fits"], "--psf file not found"),
+    (["--csv", "{tmp}/o.csv", "--workers", "0"], "--workers must be >= 1"),
+    (["--csv", "{tmp}/o.csv", "--start", "{tmp}/o.csv"], "not a readable JSON model"),
+])
+def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys, extra, message):
+    (tmp_path / "o.csv").write_text("x")
+    argv = ["fit", str(IC / "ic3478rss_64x64.fits")] + [a.format(tmp=tmp_path) for a in extra]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("mogviewer: error:")
+    assert message in err
+
+
+def test_cli_append_refuses_other_columns(tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    assert cli.main(["fit", str(IC / "ic3478rss_64x64.fits"), "--csv", str(other),
+                     "--append", "--quiet"]) == 2
+    assert "columns differ" in capsys.readouterr().err
+    assert other.read_text() == "a,b\n1,2\n"
