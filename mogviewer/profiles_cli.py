@@ -1,0 +1,111 @@
+"""``mogviewer profiles ...``: show or re-derive a mixture table, and draw the paper's Figure 1.
+
+    mogviewer profiles show --profile luv -M 8
+    mogviewer profiles derive --profile luv -M 8 [--starts 4] [--plot fig.png]
+
+``derive`` prints the table (amplitudes in units of I(r_e) r_e^2, root-variances in units of r_e),
+its badness and the published badness when there is one; ``--plot`` draws the four panels of
+Hogg & Lang (2013) Figure 1: profile and mixture (log intensity vs radius), the residual, and the
+fractional residual. Qt-free (matplotlib with the Agg backend).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import profiles
+
+
+def _table_text(profile, M, amps, variances, bad, n=None):
+    lines = [f"{profile}{'' if n is None else f'(n={n:g})'} M={M}: badness {bad:.4g}"]
+    pub = profiles.PUBLISHED.get((profile, M)) if profile != "ser" else None
+    if pub is not None:
+        lines[0] += f" (published {pub[2]:.3g}; ratio {bad / pub[2]:.4f})"
+    lines.append(f"{'m':>3} {'a_m':>12} {'sqrt(v_m)':>12}")
+    for i, (a, v) in enumerate(zip(amps, variances)):
+        lines.append(f"{i + 1:>3} {a:12.5f} {np.sqrt(v):12.5f}")
+    lines.append(f"sum a = {np.sum(amps):.4f} (units of I(r_e) r_e^2)")
+    return "\n".join(lines)
+
+
+def plot_figure1(path, profile, amps, variances, *, n=None):
+    """The paper's Figure 1 panels for one mixture, written to ``path`` (PNG/PDF)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xi, target, _ = profiles.badness_grid(profile, n=n)
+    mog = profiles._mog_radial(xi, amps, variances)
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
+    ax[0].semilogy(xi, target, "k-", lw=2, label=f"{profile} (exact)")
+    ax[0].semilogy(xi, mog, "r--", lw=1.2, label=f"MoG, M={len(amps)}")
+    for a, v in zip(amps, variances):
+        ax[0].semilogy(xi, a / (2 * np.pi * v) * np.exp(-xi ** 2 / (2 * v)), color="0.6", lw=0.6)
+    ax[0].set_ylim(max(target[target > 0].min(), 1e-6), target.max() * 2)
+    ax[0].set(xlabel="radius / r_e", ylabel="intensity / I(r_e)", title="profile and mixture")
+    ax[0].legend(fontsize=8)
+    ax[1].plot(xi, mog - target, "k-", lw=1)
+    ax[1].axhline(0, color="0.5", lw=0.5)
+    ax[1].set(xlabel="radius / r_e", ylabel="MoG - exact", title="residual")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(target > 0, (mog - target) / target, np.nan)
+    ax[2].plot(xi, frac, "k-", lw=1)
+    ax[2].axhline(0, color="0.5", lw=0.5)
+    ax[2].set_ylim(-0.2, 0.2)
+    ax[2].set(xlabel="radius / r_e", ylabel="(MoG - exact) / exact", title="fractional residual")
+    bad = profiles.badness(profile, amps, variances, n=n)
+    fig.suptitle(f"{profile} M={len(amps)}: badness {bad:.3g}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cmd_show(args):
+    from .cli import UserError
+    try:
+        mix = profiles.get_mixture(args.profile, args.M, n=args.n)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(_table_text(args.profile, args.M, mix.raw_amps, mix.variances, mix.badness, n=args.n))
+    print(f"flux fraction of the target profile {mix.flux_fraction:.4f}; "
+          f"mixture half-light radius {mix.half_light_ratio:.4f} r_e; source: {mix.source}")
+    if args.plot:
+        plot_figure1(args.plot, args.profile, mix.raw_amps, mix.variances, n=args.n)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _cmd_derive(args):
+    from .cli import UserError
+    if args.profile not in profiles.PROFILES:
+        raise UserError(f"unknown profile {args.profile!r}; choose one of "
+                        f"{', '.join(profiles.PROFILES)}")
+    if args.profile == "ser" and args.n is None:
+        raise UserError("--profile ser needs --n (the Sérsic index)")
+    if not 1 <= args.M <= 20:
+        raise UserError("-M must be between 1 and 20")
+    t0 = time.time()
+    d = profiles.derive(args.profile, args.M, n=args.n, n_starts=args.starts, seed=args.seed)
+    print(_table_text(args.profile, args.M, d.amps, d.variances, d.badness, n=args.n))
+    print(f"derived in {time.time() - t0:.1f} s")
+    if args.plot:
+        plot_figure1(args.plot, args.profile, d.amps, d.variances, n=args.n)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def register_cli(sub):
+    p = sub.add_parser("profiles", help="show or re-derive the MoG profile tables")
+    ps = p.add_subparsers(dest="profiles_command", metavar="ACTION", required=True)
+    for name, func, helptext in (("show", _cmd_show, "print a shipped table"),
+                                 ("derive", _cmd_derive, "re-derive a table from the badness")):
+        q = ps.add_parser(name, help=helptext)
+        q.add_argument("--profile", required=True, help="exp, dev, lux, luv or ser")
+        q.add_argument("-M", type=int, required=True, help="number of Gaussian components")
+        q.add_argument("--n", type=float, default=None, help="Sérsic index (profile ser)")
+        q.add_argument("--plot", metavar="FILE", help="draw the paper's Figure 1 panels")
+        if name == "derive":
+            q.add_argument("--starts", type=int, default=4, help="random starts per M")
+            q.add_argument("--seed", type=int, default=0)
+        q.set_defaults(func=func)
