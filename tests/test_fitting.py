@@ -270,3 +270,91 @@ def test_composite_bulge_disk_jacobian_and_recovery():
     for i, name in enumerate(par.znames):
         assert np.abs(J[:, i] - Jn[:, i]).max() <= 2e-6 * np.abs(Jn[:, i]).max(), name
     np.testing.assert_allclose(model_image(prob, truth).sum(), 8000.0 + 0.5 * 80 * 80, rtol=0.02)
+
+
+def _read_psf_quiet(path, **kw):
+    import warnings
+
+    from mogviewer.psf import PsfWarning, read_psf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PsfWarning)  # e.g. "multi-HDU file", asserted in test_psf
+        return read_psf(path, **kw)
+
+
+def test_decals_dr3_dev_against_the_tractor_catalogue():
+    # PROVENANCE.md s1: DECaLS DR3 z-band CCD cutout (sky NOT subtracted), invvar (< 0.1 median
+    # set to 0, as the Tractor example does), PSFEx evaluated at full-CCD (70, 1500); catalogue
+    # DEV source: flux_z 62.73 nmgy (1 nmgy = 1361.7 counts), r_e 6.394", b/a 0.298,
+    # PA 46.4 deg E of N, at (29.27, 49.12). The compact source the catalogue misses (45, 35) and
+    # the catalogue's SIMP source (37.89, 16.73) are masked.
+    from mogviewer.export import local_jacobian, pa_east_of_north
+    D = f"{DATA}/tractor-decals-dr3"
+    d = io_fits.read_image(f"{D}/decam-520206-S16-image-sub.fits", hdu=1,
+                           noise=f"{D}/decam-520206-S16-invvar-sub.fits", noise_kind="ivar",
+                           noise_hdu=1, min_ivar_fraction=0.1)
+    psf = _read_psf_quiet(f"{D}/decam-520206-S16-psfex.fits", position=(70, 1500),
+                          n_components=4).mixture
+    yy, xx = np.mgrid[:70, :70]
+    mask = d.mask | ((xx - 45) ** 2 + (yy - 35) ** 2 < 36) | (
+        (xx - 37.89) ** 2 + (yy - 16.73) ** 2 < 25)
+    scale = d.pixel_scale_arcsec
+    J, _, _ = local_jacobian(d.wcs, 29.27, 49.12)
+    angles = np.linspace(0, 180, 18001)
+    pa = np.array([pa_east_of_north(J, a)[0] for a in angles])
+    cat_angle = float(angles[np.argmin(np.abs((pa - 46.4 + 90) % 180 - 90))])
+
+    def problem(free=None):
+        return FitProblem.from_arrays(d.image, ivar=d.ivar, mask=mask, psf=psf, profile="dev",
+                                      M=8, free=free)
+    frac = problem().profile_mixture().flux_fraction
+    cat = GalaxyParams(flux=62.73 * 1361.7 * frac, x=29.27, y=49.12, re=6.394 / scale, q=0.298,
+                       angle=cat_angle, sky=8239.0)
+    # (1) the catalogue model on these pixels, sky fitted: chi^2/pix 1.13 in the PROVENANCE
+    # cross-check with the same mask; we hold it to 0.02
+    r_sky = fit(problem(["sky"]), cat)
+    assert r_sky.chi2_nu == pytest.approx(1.13, abs=0.02)
+    # (2) with the catalogue's shape, our flux agrees with the catalogue's (measured +2.1 %;
+    # tolerance 5 %: one z exposure at airmass 2.1 against the DR3 multi-epoch fit)
+    r_flux = fit(problem(["flux", "x", "y", "sky"]), cat)
+    assert r_flux.flux_target / 1361.7 == pytest.approx(62.73, rel=0.05)
+    # (3) all free: this single exposure prefers a smaller, rounder galaxy than the catalogue's
+    # joint g/r/z multi-epoch fit (measured r_e 2.7", b/a 0.49, PA 76 deg, chi^2/nu 1.090): the
+    # stamp spans only +-1.4 catalogue r_e, so the de Vaucouleurs wings trade against the sky.
+    # We assert that the free fit is at least as good as the catalogue model on these pixels,
+    # lands on the same centre (0.5 px), and is elongated in the same quadrant (PA 30-90).
+    r_free = fit(problem(), cat)
+    p = r_free.params
+    assert r_free.status == "converged"
+    assert r_free.chi2 <= r_flux.chi2
+    assert math.hypot(p.x - 29.27, p.y - 49.12) < 0.5
+    pa_fit = pa_east_of_north(local_jacobian(d.wcs, p.x, p.y)[0], p.angle)[0]
+    assert 30 < pa_fit < 90 and p.q < 0.7
+    assert 1.5 < p.re * scale < 6.4
+
+
+def test_decals_dr9_r_band_disk_against_pysersic():
+    # PROVENANCE.md s6: DECaLS DR9 r band (HDU 3 image + HDU 4 invvar, nanomaggies), crop
+    # [68:188, 68:188], other sources masked, flat sky, coadd PSF (HDU 1 of copsf) -> 4-component
+    # mixture. Published (pysersic joint fit): r_eff 6.666 px, n 0.796, ellip 0.285; the single-band
+    # cross-check: r_eff 6.91, n 0.83, ellip 0.290, flux 25.40 nmgy, major axis -0.15 rad from +x,
+    # centre (58.44, 62.41). We fit exp (n = 1; Sérsic n comes with issue 7), so r_e is expected
+    # a little larger than the n ~ 0.8 value (measured 7.25 px, +8.8 %): tolerance 12 %.
+    # Ellipticity within 0.015, angle within 2 deg, centre within 0.2 px, flux within 5 %.
+    from scipy import ndimage
+    d = io_fits.read_image(f"{DATA}/pysersic-decals-dr9/cutout_59.1067_-30.4848.fits", band="r")
+    img, ivar, bad = (a[68:188, 68:188] for a in (d.image, d.ivar, d.mask))
+    sig = 1 / np.sqrt(np.median(ivar))
+    lab, _ = ndimage.label(ndimage.gaussian_filter(img, 1.5) > 3 * sig / (2 * np.sqrt(np.pi) * 1.5))
+    others = ndimage.binary_dilation((lab > 0) & (lab != lab[62, 58]), iterations=3)
+    psf = _read_psf_quiet(f"{DATA}/pysersic-decals-dr9/copsf_59.1067_-30.4848.fits", hdu=1,
+                          n_components=4).mixture
+    res = fit(FitProblem.from_arrays(img, ivar=ivar, mask=bad | others, psf=psf, profile="exp",
+                                     M=8))
+    p = res.params
+    assert res.status == "converged" and res.flags == FitFlags(0)
+    assert p.re == pytest.approx(6.666, rel=0.12)
+    assert 1 - p.q == pytest.approx(0.285, abs=0.015)
+    assert (p.angle - math.degrees(-0.15) + 90) % 180 - 90 == pytest.approx(0.0, abs=2.0)
+    assert math.hypot(p.x - 58.44, p.y - 62.41) < 0.2
+    assert p.flux == pytest.approx(25.40, rel=0.05)
+    assert res.chi2_nu == pytest.approx(1.0, abs=0.05)
