@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
-from mogviewer.ellipse import (eta_to_physical, physical_to_eta, shape_jacobian_eta,
-                               shape_jacobian_physical, shape_matrix, shape_to_physical,
-                               wrap_angle)
+from mogviewer.ellipse import (
+    eta_to_physical,
+    physical_to_eta,
+    shape_jacobian_eta,
+    shape_jacobian_physical,
+    shape_matrix,
+    shape_to_physical,
+    wrap_angle,
+)
 
 CASES = [(3.0, 0.4, 30.0), (5.0, 1.0, 0.0), (2.0, 0.999999, 77.0), (7.0, 0.05, 135.0),
          (0.8, 0.7, 179.9), (12.0, 0.2, 90.0)]

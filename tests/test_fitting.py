@@ -7,9 +7,17 @@ import pytest
 import recovery
 
 from mogviewer import io_fits
-from mogviewer.ellipse import shape_matrix
-from mogviewer.fitting import (FitError, FitFlags, FitProblem, GalaxyParams, _Evaluator, _Param,
-                               fit, initial_guess, model_image)
+from mogviewer.fitting import (
+    FitError,
+    FitFlags,
+    FitProblem,
+    GalaxyParams,
+    _Evaluator,
+    _Param,
+    fit,
+    initial_guess,
+    model_image,
+)
 from mogviewer.mixture import Mixture
 from mogviewer.profiles import PUBLISHED
 from mogviewer.render import render_model
@@ -245,8 +253,9 @@ def composite_problem(seed=3):
            + render_model(dict(flux=truth.flux2, x=truth.x, y=truth.y, re=truth.re2, q=truth.q2,
                                angle=truth.angle2), "exp", 6, PSF3, (80, 80)))
     rng = np.random.default_rng(seed)
-    prob = FitProblem.from_arrays(img + rng.normal(0, 0.5, img.shape), sigma=np.full(img.shape, 0.5),
-                                  psf=PSF3, profile="dev", M=8, profile2="exp", M2=6)
+    prob = FitProblem.from_arrays(img + rng.normal(0, 0.5, img.shape),
+                                  sigma=np.full(img.shape, 0.5), psf=PSF3, profile="dev", M=8,
+                                  profile2="exp", M2=6)
     return prob, truth
 
 

@@ -35,11 +35,14 @@ def test_user_arrays_are_copied():
     assert m.amps[0] == 1.0 and m.covs[0, 0, 0] == 1.0
 
 
+I2 = [[1.0, 0.0], [0.0, 1.0]]
+
+
 @pytest.mark.parametrize("covs,msg", [
-    ([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 2.0], [2.0, 1.0]]], "component 1: covariance .* not positive definite"),
-    ([[[1.0, 0.0], [0.0, 1.0]], [[-1.0, 0.0], [0.0, 1.0]]], "component 1: covariance"),
-    ([[[1.0, 0.5], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]], "component 0: covariance is not symmetric"),
-    ([[[np.nan, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]], "component 0: covariance is not finite"),
+    ([I2, [[1.0, 2.0], [2.0, 1.0]]], "component 1: covariance .* not positive definite"),
+    ([I2, [[-1.0, 0.0], [0.0, 1.0]]], "component 1: covariance"),
+    ([[[1.0, 0.5], [0.0, 1.0]], I2], "component 0: covariance is not symmetric"),
+    ([[[np.nan, 0.0], [0.0, 1.0]], I2], "component 0: covariance is not finite"),
 ])
 def test_invalid_covariances_name_the_component(covs, msg):
     with pytest.raises(ValueError, match=msg):

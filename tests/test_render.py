@@ -17,7 +17,8 @@ def random_mixture(rng, shape):
     K = int(rng.integers(1, 6))
     covs = [shape_matrix(rng.uniform(0.3, 25), 0.05 if k == 0 else rng.uniform(0.05, 1),
                          rng.uniform(0, 180)) for k in range(K)]
-    means = np.column_stack([rng.uniform(-10, shape[1] + 10, K), rng.uniform(-10, shape[0] + 10, K)])
+    means = np.column_stack([rng.uniform(-10, shape[1] + 10, K),
+                             rng.uniform(-10, shape[0] + 10, K)])
     return Mixture(rng.uniform(0.1, 2, K), means, covs), rng.uniform(0.1, 2, K)
 
 

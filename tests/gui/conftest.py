@@ -1,0 +1,68 @@
+"""pytest-qt fixtures for the desktop app (headless: offscreen platform, settings in tmp)."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
+
+import pytest  # noqa: E402
+from PyQt5 import QtCore, QtWidgets  # noqa: E402
+
+import mogviewer.gui.app as gui_app  # noqa: E402,F401  (sets pyqtgraph options before any item)
+from mogviewer.gui import engine  # noqa: E402
+from mogviewer.gui.main_window import MainWindow  # noqa: E402
+
+PSF_TIMEOUT_MS = 60000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _settings_in_tmp(tmp_path_factory):
+    """Never touch the user's settings: every QSettings of the tests lives under tmp."""
+    root = tmp_path_factory.mktemp("qsettings")
+    for fmt in (QtCore.QSettings.IniFormat, QtCore.QSettings.NativeFormat):
+        for scope in (QtCore.QSettings.UserScope, QtCore.QSettings.SystemScope):
+            QtCore.QSettings.setPath(fmt, scope, str(root))
+    QtCore.QSettings.setDefaultFormat(QtCore.QSettings.IniFormat)
+    yield root
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return QtCore.QSettings(str(tmp_path / "mogviewer.ini"), QtCore.QSettings.IniFormat)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Record error dialogs instead of blocking on them."""
+    seen = []
+
+    def fake(parent, title, text, *a, **k):
+        seen.append((title, text))
+        return QtWidgets.QMessageBox.Ok
+
+    monkeypatch.setattr(QtWidgets.QMessageBox, "critical", staticmethod(fake))
+    return seen
+
+
+@pytest.fixture
+def window(qtbot, settings, errors):
+    """The main window on the bundled sample, PSF loaded, shown."""
+    w = MainWindow(settings=settings)
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    with qtbot.waitSignal(w.psf_loaded, timeout=PSF_TIMEOUT_MS):
+        assert w.open_sample()
+    w.show()
+    qtbot.waitExposed(w)
+    qtbot.wait(20)
+    assert w.session.psf_model is not None
+    yield w
+    w.runner.shutdown()
+    w.tasks.shutdown()
+
+
+@pytest.fixture
+def sample_files():
+    files = engine.sample_files()
+    assert files is not None, "sample_data/ic3478 not found"
+    return files
