@@ -76,8 +76,8 @@ class MainWindow(QtWidgets.QMainWindow):
         cl = QtWidgets.QVBoxLayout(central)
         cl.setContentsMargins(4, 2, 4, 2)
         cl.setSpacing(2)
-        cl.addWidget(self._build_display_bar())
         cl.addWidget(self.panels, 1)
+        self.addToolBar(QtCore.Qt.TopToolBarArea, self._build_display_bar())
         self.setCentralWidget(central)
 
         self.params = ParamsPanel(self.session)
@@ -119,10 +119,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ================================================================== construction
     def _build_display_bar(self):
-        bar = QtWidgets.QWidget()
-        h = QtWidgets.QHBoxLayout(bar)
-        h.setContentsMargins(2, 0, 2, 0)
-        h.setSpacing(6)
+        bar = QtWidgets.QToolBar("Display")
+        bar.setObjectName("display_toolbar")
+        bar.setMovable(False)
 
         def combo(items, tip):
             c = QtWidgets.QComboBox()
@@ -157,14 +156,14 @@ class MainWindow(QtWidgets.QMainWindow):
         zoom.clicked.connect(self.panels.reset_zoom)
         for label, w in (("stretch", self.stretch_combo), ("limits", self.limits_combo),
                          ("min", self.lo_spin), ("max", self.hi_spin),
-                         ("colours", self.cmap_combo), ("residual, chi", self.nsig_spin)):
-            lab = QtWidgets.QLabel(label)
+                         ("colours", self.cmap_combo), ("resid/chi", self.nsig_spin)):
+            lab = QtWidgets.QLabel(f" {label} ")
             lab.setStyleSheet("color: #666;")
-            h.addWidget(lab)
-            h.addWidget(w)
-        h.addWidget(self.mask_box)
-        h.addStretch(1)
-        h.addWidget(zoom)
+            bar.addWidget(lab)
+            bar.addWidget(w)
+        bar.addSeparator()
+        bar.addWidget(self.mask_box)
+        bar.addWidget(zoom)
         self.display_bar = bar
         return bar
 
@@ -279,7 +278,7 @@ class MainWindow(QtWidgets.QMainWindow):
         for sp in (self.lo_spin, self.hi_spin, self.nsig_spin):
             sp.valueChanged.connect(self._on_display_changed)
         self.mask_box.toggled.connect(self._on_display_changed)
-        self.undo_stack.indexChanged.connect(lambda _i: self._update_actions())
+        self.undo_stack.indexChanged.connect(self._update_actions)
 
     # ================================================================== settings
     def _restore_settings(self):
@@ -337,6 +336,11 @@ class MainWindow(QtWidgets.QMainWindow):
         st.sync()
 
     def closeEvent(self, ev):
+        # the undo stack emits while it is destroyed with the window: stop listening first
+        try:
+            self.undo_stack.indexChanged.disconnect()
+        except TypeError:
+            pass
         self.runner.shutdown()
         self.tasks.shutdown()
         if self._psf_dialog is not None:
@@ -385,6 +389,8 @@ class MainWindow(QtWidgets.QMainWindow):
         stamp = time.strftime("%H:%M:%S")
         for i, line in enumerate(str(text).splitlines() or [""]):
             self.log_view.appendPlainText(f"{stamp}  {line}" if i == 0 else f"          {line}")
+        sb = self.log_view.verticalScrollBar()
+        sb.setValue(sb.maximum())
 
     def show_error(self, title, text, *, details=None):
         """A modal error dialog (and a log line); the app carries on with what it had."""

@@ -338,7 +338,7 @@ def test_cancel_mid_fit(window, qtbot, monkeypatch):
 
 
 def test_window_responds_during_fit(window, qtbot, monkeypatch):
-    w, s = window, window.session
+    w = window
     real = engine.run_fit
 
     def slow_fit(problem, start, *, callback, should_stop):
