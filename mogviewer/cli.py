@@ -15,8 +15,8 @@ import sys
 from . import __version__
 
 #: Modules that contribute subcommands (in help order).
-SUBCOMMAND_MODULES = ("mogviewer.profiles_cli", "mogviewer.psf", "mogviewer.io_fits",
-                      "mogviewer.batch")
+SUBCOMMAND_MODULES = ("mogviewer.batch", "mogviewer.io_fits", "mogviewer.psf",
+                      "mogviewer.profiles_cli", "mogviewer.sersic")
 
 
 class UserError(Exception):
@@ -64,11 +64,10 @@ def main(argv=None):
 def _run_gui(argv):
     try:
         from .gui.app import main as gui_main
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("mogviewer.gui"):
-            from .demo import main as demo_main  # until the app exists: the CLI fit of the sample
-            return demo_main(argv)
-        raise
+    except ImportError as exc:  # e.g. PyQt5 missing or no display libraries on a server
+        print(f"mogviewer: the desktop app cannot start ({exc}). The headless commands still "
+              f"work: see 'mogviewer --help'.", file=sys.stderr)
+        return 1
     return gui_main(argv)
 
 

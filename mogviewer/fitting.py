@@ -618,9 +618,11 @@ class FitResult:
         """Total flux of the target (untruncated) profile: ``flux / flux_fraction``."""
         return self.params.flux / self.flux_fraction
 
-    def magnitude(self, zeropoint):
-        """``zeropoint - 2.5 log10(flux)`` of the model flux (NaN if flux <= 0)."""
-        f = self.params.flux
+    def magnitude(self, zeropoint, *, target=False):
+        """``zeropoint - 2.5 log10(flux)`` of the model flux, or with ``target=True`` of the
+        target profile's total (``flux_target``, comparable with GALFIT/imfit totals); NaN if
+        the flux is not positive."""
+        f = self.flux_target if target else self.params.flux
         return zeropoint - 2.5 * math.log10(f) if f > 0 else float("nan")
 
     @property
