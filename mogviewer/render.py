@@ -277,15 +277,16 @@ def _mixture_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs, col, cstep
                        col, cstep, cross, gbuf)
 
 
-def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, pa, pv, qa, qmx, qmy, qcxx, qcxy, qcyy, out,
-                      derivs, col, cstep, cross, gbuf):
+def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, pa, pv, pw, qa, qmx, qmy, qcxx, qcxy, qcyy,
+                      out, derivs, col, cstep, cross, gbuf):
     """Add a galaxy: profile (amplitudes ``pa``, variances ``pv`` in r_e^2) stretched by the
-    shape matrix ``S`` and convolved with the PSF mixture ``q*`` (M x K components)."""
+    shape matrix ``S`` and convolved with the PSF mixture ``q*`` (M x K components). The shape
+    derivative planes are weighted by ``pw`` (``pv`` for d/dS; ``dv/dn`` for a Sérsic index)."""
     for m in range(pa.shape[0]):
         for k in range(qa.shape[0]):
             _add_component(flux * pa[m] * qa[k], x + qmx[k], y + qmy[k],
                            pv[m] * sxx + qcxx[k], pv[m] * sxy + qcxy[k], pv[m] * syy + qcyy[k],
-                           pv[m], out, derivs, col, cstep, cross, gbuf)
+                           pw[m], out, derivs, col, cstep, cross, gbuf)
 
 
 if numba_available:
@@ -331,8 +332,8 @@ def warmup(*, background=False):
             for derivs in (False, True):
                 _mixture_kernel(one, one * 1.5, one * 1.5, one, one * 0.1, one, one, out,
                                 derivs, col, cstep, cross, gbuf)
-                _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, one, one, one, one * 0, one * 0,
-                               one, one * 0, one, out, derivs, col, cstep, cross, gbuf)
+                _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, one, one, one, one, one * 0,
+                               one * 0, one, one * 0, one, out, derivs, col, cstep, cross, gbuf)
             _warm["done"] = True
 
     if background:
@@ -482,7 +483,7 @@ def render_galaxy(flux, x, y, S, profile, M=None, psf=None, shape=(64, 64), *, n
     qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
     buf = _output(shape, derivs, out)
     if _use_numba(backend):
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, pa, pv, qa, qmx, qmy,
+        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, pa, pv, pv, qa, qmx, qmy,
                        qcxx, qcxy, qcyy, buf, derivs, *_scratch.get(buf.shape[2]))
     else:
         amp = float(flux) * np.multiply.outer(pa, qa).ravel()
@@ -495,6 +496,48 @@ def render_galaxy(flux, x, y, S, profile, M=None, psf=None, shape=(64, 64), *, n
     if derivs:
         return buf[0], buf[1:]
     return buf[0]
+
+
+def render_galaxy_dn(flux, x, y, S, profile, damps, dvariances, psf=None, shape=(64, 64), *,
+                     backend="numba"):
+    """``d image / d n`` of a galaxy whose profile amplitudes and variances depend on a
+    parameter ``n`` (the Sérsic index of an interpolated family).
+
+    ``profile`` gives the amplitudes ``a_m`` (unit sum) and variances ``v_m`` (r_e^2) at ``n``;
+    ``damps`` and ``dvariances`` are ``da_m/dn`` and ``dv_m/dn``. With ``G_m`` the m-th galaxy
+    component convolved with the PSF and ``u = Sigma^-1 (p - mu)``:
+
+        dI/dn = sum_m (da_m/dn) G_m / a_m + (dv_m/dn) G_m (u^T S u - tr(Sigma^-1 S)) / 2,
+
+    the first sum is a render with amplitudes ``da_m/dn`` (signed), the second the shape-derivative
+    planes weighted by ``dv_m/dn`` contracted with ``S``.
+    """
+    sxx, sxy, syy = _as_s3(S)
+    pa = np.ascontiguousarray(profile.amps, dtype=np.float64)
+    pv = np.ascontiguousarray(profile.variances, dtype=np.float64)
+    da = np.ascontiguousarray(damps, dtype=np.float64)
+    dv = np.ascontiguousarray(dvariances, dtype=np.float64)
+    qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
+    H, W = int(shape[0]), int(shape[1])
+    amp_part = np.zeros((1, H, W))
+    var_part = np.zeros((6, H, W))
+    if _use_numba(backend):
+        sc = _scratch.get(W)
+        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, da, pv, pv, qa, qmx, qmy,
+                       qcxx, qcxy, qcyy, amp_part, False, *sc)
+        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, pa, pv, dv, qa, qmx, qmy,
+                       qcxx, qcxy, qcyy, var_part, True, *sc)
+    else:
+        K = len(qa)
+        args = (np.add.outer(np.full(len(pa), float(x)), qmx).ravel(),
+                np.add.outer(np.full(len(pa), float(y)), qmy).ravel(),
+                np.add.outer(pv * sxx, qcxx).ravel(), np.add.outer(pv * sxy, qcxy).ravel(),
+                np.add.outer(pv * syy, qcyy).ravel())
+        _render_numpy(float(flux) * np.multiply.outer(da, qa).ravel(), *args,
+                      np.zeros(len(pa) * K), amp_part, False)
+        _render_numpy(float(flux) * np.multiply.outer(pa, qa).ravel(), *args, np.repeat(dv, K),
+                      var_part, True)
+    return amp_part[0] + sxx * var_part[3] + sxy * var_part[4] + syy * var_part[5]
 
 
 def render_model(params, profile, M=None, psf=None, shape=(64, 64), *, n=None, jacobian=False,
