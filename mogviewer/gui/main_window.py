@@ -25,6 +25,8 @@ from .worker import FitRunner, Tasks
 
 ORG, APP = "mogviewer", "mogviewer"
 MAX_RECENT = 10
+HOVER_HINT = "Point at an image for pixel values; drag the green ellipse or its handles."
+
 FILE_FILTERS = {
     "image": "Images (*.fits *.fit *.fts *.fits.gz *.fz *.npy);;All files (*)",
     "psf": "PSF (*.fits *.fit *.fits.gz *.npy *.json *.psf);;All files (*)",
@@ -69,7 +71,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._hover = None
         self.setWindowTitle("mogviewer")
         self.setAcceptDrops(True)
-        self.resize(1560, 900)
+        self.resize(1560, 940)
 
         self.panels = ImagePanels(self.session)
         central = QtWidgets.QWidget()
@@ -96,17 +98,20 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log_view = QtWidgets.QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
-        self.log_view.setLineWrapMode(QtWidgets.QPlainTextEdit.NoWrap)
+        self.log_view.setLineWrapMode(QtWidgets.QPlainTextEdit.WidgetWidth)
         f = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.FixedFont)
         f.setPointSizeF(max(7.0, f.pointSizeF() * 0.9))
         self.log_view.setFont(f)
         self.log_dock = QtWidgets.QDockWidget("Log", self)
         self.log_dock.setObjectName("log_dock")
         self.log_dock.setWidget(self.log_view)
-        self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.log_dock)
-        self.resizeDocks([self.log_dock], [130], QtCore.Qt.Vertical)
+        # the log sits under the parameters, so the panels get the full height
+        self.addDockWidget(QtCore.Qt.RightDockWidgetArea, self.log_dock)
+        self.splitDockWidget(self.params_dock, self.log_dock, QtCore.Qt.Vertical)
+        self.resizeDocks([self.params_dock, self.log_dock],
+                         [self.params.sizeHint().height() + 10, 160], QtCore.Qt.Vertical)
 
-        self.readout = QtWidgets.QLabel(" ")
+        self.readout = QtWidgets.QLabel(HOVER_HINT)
         self.readout.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         self.readout.setFont(f)
         self.statusBar().addPermanentWidget(self.readout, 1)
@@ -612,7 +617,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._refresh_readout()
 
     def _refresh_readout(self):
-        self.readout.setText(self.readout_text(self._hover) if self._hover else " ")
+        self.readout.setText(self.readout_text(self._hover) if self._hover else HOVER_HINT)
 
     def readout_text(self, pix):
         """Status-bar text for integer pixel ``(ix, iy)`` (0-based)."""

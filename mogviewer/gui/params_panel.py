@@ -204,7 +204,7 @@ class ParamsPanel(QtWidgets.QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
-        self.progress.setFormat("idle")
+        self.progress.setFormat("not fitted")
         v.addWidget(self.progress)
         self.chi2_label = QtWidgets.QLabel("\u03c7\u00b2/\u03bd = \u2013")
         f2 = self.chi2_label.font()
@@ -274,7 +274,15 @@ class ParamsPanel(QtWidgets.QWidget):
             for lab in self.err_labels.values():
                 lab.setText("")
             self.status_label.setText("")
+            if not self.session.busy:
+                self.progress.setRange(0, 1)
+                self.progress.setValue(0)
+                self.progress.setFormat("not fitted")
             return
+        if not self.session.busy:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+            self.progress.setFormat(result.status.replace("_", " "))
         errs = result.errors()
         for n, lab in self.err_labels.items():
             e = errs.get(n, 0.0)
@@ -313,7 +321,7 @@ class ParamsPanel(QtWidgets.QWidget):
         else:
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
-            self.progress.setFormat("done")
+            self.progress.setFormat("fitted" if self.session.result is not None else "stopped")
             self.show_config()
 
     def show_progress(self, snap):

@@ -26,7 +26,7 @@ class PsfDialog(QtWidgets.QDialog):
         self.session = session
         self.tasks = tasks
         self.preview = None
-        self.resize(820, 460)
+        self.resize(900, 640)
         lay = QtWidgets.QVBoxLayout(self)
         self.path_label = QtWidgets.QLabel()
         self.path_label.setWordWrap(True)
@@ -51,7 +51,7 @@ class PsfDialog(QtWidgets.QDialog):
                 p.setYLink(self._plots[0])
             self._plots.append(p)
             self.items.append(it)
-        lay.addWidget(self.view, 1)
+        lay.addWidget(self.view, 3)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(QtWidgets.QLabel("Gaussians K:"))
         self.K_combo = QtWidgets.QComboBox()
@@ -69,9 +69,10 @@ class PsfDialog(QtWidgets.QDialog):
         self.table.setHorizontalHeaderLabels(["quality figure", "value"])
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
-        self.table.setMaximumHeight(190)
-        lay.addWidget(self.table)
+        self.table.setMinimumHeight(150)
+        lay.addWidget(self.table, 2)
         buttons = QtWidgets.QDialogButtonBox()
         self.use_button = buttons.addButton("Use this PSF for the fit",
                                             QtWidgets.QDialogButtonBox.AcceptRole)
@@ -105,15 +106,18 @@ class PsfDialog(QtWidgets.QDialog):
             if a is None:
                 it.clear()
                 continue
-            disp = np.arcsinh(np.nan_to_num(a) / (0.01 * peak))  # display stretch only
+            disp = np.arcsinh(np.nan_to_num(a) / (1e-3 * peak))  # display stretch only
             it.setLookupTable(cm)
-            it.setImage(disp, autoLevels=False, levels=(0, np.arcsinh(100.0)))
+            it.setImage(disp, autoLevels=False, levels=(0, np.arcsinh(1000.0)))
         if res is not None:
             r = float(np.nanmax(np.abs(res))) or 1.0
             self.items[2].setLookupTable(colormap(DIVERGING).getLookupTable(0.0, 1.0, 256))
             self.items[2].setImage(np.nan_to_num(res), autoLevels=False, levels=(-r, r))
         else:
             self.items[2].clear()
+        shape = (stamp if stamp is not None else mod).shape
+        self._plots[0].getViewBox().setRange(xRange=(0, shape[1]), yRange=(0, shape[0]),
+                                             padding=0.02)
         rows = engine.psf_quality_rows(model)
         if res is not None:
             rows.append(("residual colour range", f"\u00b1 {100 * r / peak:.2g} % of the peak"))

@@ -1,0 +1,93 @@
+"""Render the README screenshots: the main window before and after a fit, and the PSF dialog.
+
+    python -m mogviewer.gui.screenshots [OUTDIR]      (default docs/screenshots)
+
+Runs offscreen unless DISPLAY is set (e.g. under ``xvfb-run``). Opens the bundled sample, waits
+for its PSF, grabs the window at the moments-based start, fits, grabs again, and grabs the PSF
+dialog. The PNGs are reduced to 256-colour palettes (Pillow) to stay small.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PyQt5 import QtCore  # noqa: E402
+
+from . import app as gui_app  # noqa: E402
+from . import engine  # noqa: E402
+
+
+def _wait(app, cond, timeout=120):
+    t0 = time.time()
+    while not cond() and time.time() - t0 < timeout:
+        app.processEvents()
+        time.sleep(0.01)
+    if not cond():
+        raise TimeoutError("timed out")
+
+
+def _settle(app, seconds=0.4):
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _save(widget, path, width=None):
+    pix = widget.grab()
+    if width and pix.width() > width:
+        pix = pix.scaledToWidth(width, QtCore.Qt.SmoothTransformation)
+    pix.save(str(path), "PNG")
+    try:
+        from PIL import Image
+        im = Image.open(path).convert("RGB")
+        pal = im.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        im.quantize(palette=pal, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+    except ImportError:
+        pass
+    return path
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Path(argv[0] if argv else "docs/screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    from .main_window import MainWindow
+    app = gui_app.create_app()
+    engine.warmup()
+    settings = QtCore.QSettings(os.devnull, QtCore.QSettings.IniFormat)
+    w = MainWindow(settings=settings)
+    w.resize(1500, 900)
+    w.show()
+    loaded = []
+    w.psf_loaded.connect(loaded.append)
+    w.open_sample()
+    _wait(app, lambda: loaded)
+    _settle(app)
+    paths = [_save(w, out / "main_start.png", 1280)]
+    done = []
+    w.fit_finished.connect(done.append)
+    w.start_fit()
+    _wait(app, lambda: done)
+    w.components_action.setChecked(True)
+    _settle(app)
+    paths.append(_save(w, out / "main_fitted.png", 1280))
+    dlg = w.show_psf_dialog()
+    dlg.resize(900, 640)
+    _settle(app)
+    paths.append(_save(dlg, out / "psf_dialog.png", 900))
+    dlg.close()
+    w.close()
+    for p in paths:
+        print(f"{p}  {p.stat().st_size / 1024:.0f} KB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
