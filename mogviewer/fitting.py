@@ -45,7 +45,7 @@ from .ellipse import (
 )
 from .mixture import Mixture
 from .profiles import get_mixture
-from .render import render_galaxy
+from .render import render_galaxy, render_galaxy_dn
 
 __all__ = ["GalaxyParams", "FitProblem", "FitProgress", "FitResult", "FitFlags", "FitError",
            "initial_guess", "fit", "model_image", "PARAM_UNITS"]
@@ -53,7 +53,8 @@ __all__ = ["GalaxyParams", "FitProblem", "FitProgress", "FitResult", "FitFlags",
 #: Units of each parameter, for labels and exports.
 PARAM_UNITS = {"flux": "image units", "x": "pix", "y": "pix", "re": "pix", "q": "",
                "angle": "deg", "sky": "image units/pix", "sky_dx": "image units/pix^2",
-               "sky_dy": "image units/pix^2"}
+               "sky_dy": "image units/pix^2", "n": "", "flux2": "image units", "re2": "pix",
+               "q2": "", "angle2": "deg"}
 
 
 class FitError(ValueError):
@@ -79,6 +80,7 @@ class GalaxyParams:
 
     ``flux2, re2, q2, angle2`` describe the second component of a composite (bulge + disk)
     model, which shares the centre ``x, y``; they are ignored by single-component problems.
+    ``n`` is the Sérsic index of a ``'ser'`` profile (ignored by the other profiles).
     """
 
     flux: float
@@ -94,6 +96,7 @@ class GalaxyParams:
     re2: float = 1.0
     q2: float = 1.0
     angle2: float = 0.0
+    n: float = 1.0
 
     def __post_init__(self):
         for f in fields(self):
@@ -101,6 +104,8 @@ class GalaxyParams:
             if not math.isfinite(v):
                 raise FitError(f"parameter {f.name} is not finite ({v!r})")
             object.__setattr__(self, f.name, v)
+        if not self.n > 0:
+            raise FitError(f"the Sérsic index n must be positive, got {self.n!r}")
         for sfx in ("", "2"):
             if not getattr(self, "re" + sfx) > 0:
                 raise FitError(f"r_e{sfx} must be positive, got {getattr(self, 're' + sfx)!r} px")
@@ -120,6 +125,29 @@ class GalaxyParams:
 
 
 SHAPE = ("re", "q", "angle")
+
+
+def _family():
+    """The Sérsic family module, or None where it is not available."""
+    try:
+        from . import sersic
+    except ImportError:
+        return None
+    return sersic
+
+
+class _FamilyProfile:
+    """Amplitudes, variances and their n-derivatives of the Sérsic family at one n (cached)."""
+
+    def __init__(self):
+        self.n = None
+
+    def at(self, n):
+        if n != self.n:
+            self.amps, self.variances, self.damps, self.dvariances = \
+                _family().sersic_mixture(n)
+            self.n = n
+        return self
 # Physical guard rails for the optimiser's trial points (a pure-noise image can send it far):
 # radii 1e-3 .. 1e6 px and q >= exp(-20). Values outside never describe a galaxy in a cutout.
 _LN_R_MIN, _LN_R_MAX, _ETA_MAX = math.log(1e-3), math.log(1e6), 20.0
@@ -208,19 +236,31 @@ class FitProblem:
             raise FitError(f"the image is too small to fit ({img.shape})")
         w = _weights_from(img, ivar, variance, sigma, weight, mask)
         img[~np.isfinite(img)] = 0.0
-        if M is None:
-            M = {"exp": 6, "dev": 8, "lux": 6, "luv": 8, "ser": 8}.get(profile, 6)
-        if profile != "ser":
-            n = None
         if profile not in ("exp", "dev", "lux", "luv", "ser"):
             raise FitError(f"unknown profile {profile!r}; choose exp, dev, lux, luv or ser")
-        try:
-            get_mixture(profile, M, n=n)
-        except ValueError as exc:
-            raise FitError(str(exc)) from None
+        fam = _family() if profile == "ser" else None
+        if fam is not None:
+            # Sérsic: the smooth family of mogviewer.sersic, any n in its range, n fittable
+            if M is not None and int(M) != fam.M_FAMILY:
+                raise FitError(f"the Sérsic family has M = {fam.M_FAMILY} components; M cannot "
+                               f"be chosen for profile 'ser'")
+            M = fam.M_FAMILY
+            n = 2.5 if n is None else float(n)
+            if not fam.N_MIN <= n <= fam.N_MAX:
+                raise FitError(f"Sérsic index n = {n:g} is outside the family's range "
+                               f"{fam.N_MIN:g} <= n <= {fam.N_MAX:g}")
+        else:
+            if M is None:
+                M = {"exp": 6, "dev": 8, "lux": 6, "luv": 8, "ser": 8}.get(profile, 6)
+            if profile != "ser":
+                n = None
+            try:
+                get_mixture(profile, M, n=n)
+            except ValueError as exc:
+                raise FitError(str(exc)) from None
         if sky not in ("none", "constant", "plane"):
             raise FitError(f"sky must be 'none', 'constant' or 'plane', got {sky!r}")
-        allp = ["flux", "x", "y", "re", "q", "angle"] + {
+        allp = ["flux", "x", "y", "re", "q", "angle"] + (["n"] if fam is not None else []) + {
             "none": [], "constant": ["sky"], "plane": ["sky", "sky_dx", "sky_dy"]}[sky]
         if free is None:
             free = allp
@@ -245,6 +285,8 @@ class FitProblem:
         if psf is not None:
             psf = psf.normalized()
         bounds = {k: (None if v is None else tuple(v)) for k, v in dict(bounds or {}).items()}
+        if fam is not None and not bounds.get("n"):
+            bounds["n"] = (fam.N_MIN, fam.N_MAX)
         for k in bounds:
             if k not in allp:
                 raise FitError(f"bounds given for unknown parameter {k!r}")
@@ -271,17 +313,27 @@ class FitProblem:
         """Parameter-name suffixes of the galaxy components: ``('',)`` or ``('', '2')``."""
         return ("",) if self.profile2 is None else ("", "2")
 
-    def profile_mixture(self, sfx=""):
+    @property
+    def uses_family(self):
+        """True for ``'ser'`` with the smooth Sérsic family (n may be free)."""
+        return self.profile == "ser" and "n" in self.bounds
+
+    def profile_mixture(self, sfx="", n=None):
+        """The profile's :class:`~mogviewer.profiles.ProfileMixture` (at Sérsic index ``n``, by
+        default the problem's, for the family)."""
         if sfx == "2":
             return get_mixture(self.profile2, self.M2)
+        if self.uses_family:
+            return _family().sersic_profile_mixture(self.n if n is None else n)
         return get_mixture(self.profile, self.M, n=self.n)
 
 
 def model_image(problem, params, *, out=None):
     """The model (galaxy + sky) for ``params`` on the problem's grid."""
     p = params
-    img = render_galaxy(p.flux, p.x, p.y, shape_matrix(p.re, p.q, p.angle),
-                        problem.profile_mixture(), None, problem.psf, problem.shape, out=out)
+    prof = _FamilyProfile().at(p.n) if problem.uses_family else problem.profile_mixture()
+    img = render_galaxy(p.flux, p.x, p.y, shape_matrix(p.re, p.q, p.angle), prof, None,
+                        problem.psf, problem.shape, out=out)
     if problem.profile2 is not None:
         img = img + render_galaxy(p.flux2, p.x, p.y, shape_matrix(p.re2, p.q2, p.angle2),
                                   problem.profile_mixture("2"), None, problem.psf,
@@ -394,8 +446,9 @@ def initial_guess(problem, *, centre=None):
         # an extended second one (disk) with the moment ellipse
         return GalaxyParams(flux=0.4 * flux, x=xc, y=yc, re=0.5 * re, q=min(1.0, q + 0.2),
                             angle=angle, sky=sky, flux2=0.6 * flux, re2=1.2 * re, q2=q,
-                            angle2=angle)
-    return GalaxyParams(flux=flux, x=xc, y=yc, re=re, q=q, angle=angle, sky=sky)
+                            angle2=angle, n=problem.n if problem.uses_family else 1.0)
+    return GalaxyParams(flux=flux, x=xc, y=yc, re=re, q=q, angle=angle, sky=sky,
+                        n=problem.n if problem.uses_family else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,6 +716,7 @@ class _Evaluator:
         self.sw = np.sqrt(problem.weights.ravel()[self.sel])
         self.data = problem.image.ravel()[self.sel]
         self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
+        self.family = _FamilyProfile() if problem.uses_family else None
         ny, nx = problem.shape
         self.bufs = {sfx: np.zeros((6, ny, nx)) for sfx in problem.suffixes}
         yy, xx = np.mgrid[:ny, :nx]
@@ -678,8 +732,13 @@ class _Evaluator:
             s = s + p.sky_dx * self.gx + p.sky_dy * self.gy
         return s
 
+    def _prof(self, p, sfx):
+        if sfx == "" and self.family is not None:
+            return self.family.at(p.n)
+        return self.profs[sfx]
+
     def _render(self, p, sfx, S, derivs):
-        return render_galaxy(getattr(p, "flux" + sfx), p.x, p.y, S, self.profs[sfx], None,
+        return render_galaxy(getattr(p, "flux" + sfx), p.x, p.y, S, self._prof(p, sfx), None,
                              self.problem.psf, self.problem.shape, derivs=derivs,
                              out=self.bufs[sfx])
 
@@ -711,8 +770,13 @@ class _Evaluator:
                 cols["flux" + sfx] = img.ravel()[self.sel] / flux
             else:
                 cols["flux" + sfx] = render_galaxy(
-                    1.0, p.x, p.y, S, self.profs[sfx], None, self.problem.psf,
+                    1.0, p.x, p.y, S, self._prof(p, sfx), None, self.problem.psf,
                     self.problem.shape).ravel()[self.sel]
+            if sfx == "" and self.family is not None and "n" in self.problem.free:
+                fp = self.family.at(p.n)
+                cols["n"] = render_galaxy_dn(p.flux, p.x, p.y, S, fp, fp.damps, fp.dvariances,
+                                             self.problem.psf,
+                                             self.problem.shape).ravel()[self.sel]
             cols["x"] = cols["x"] + flat[0]
             cols["y"] = cols["y"] + flat[1]
             for key, vec in dS.items():
@@ -883,6 +947,8 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
         flags |= FitFlags.CENTRE_OUTSIDE
     if p.re < 0.5:
         flags |= FitFlags.RE_SUBPIXEL
+    if problem.uses_family:
+        common.update(n=p.n, flux_fraction=problem.profile_mixture(n=p.n).flux_fraction)
     return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=int(getattr(res, "nit", 0)
                      or res.njev or 0), nfev=int(res.nfev), status=status, flags=flags,
                      message=str(res.message), elapsed=time.perf_counter() - t0, **common)
