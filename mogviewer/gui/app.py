@@ -24,8 +24,11 @@ def configure_pyqtgraph():
     """Global pyqtgraph options; must run before any pyqtgraph item is created."""
     global _CONFIGURED
     if not _CONFIGURED:
+        # mouseRateLimit=0: pyqtgraph would otherwise drop mouse moves closer than 10 ms, and a
+        # dropped last move before the release leaves the ellipse short of where the user let
+        # go; the model re-render has its own throttle (Session.render_interval_ms)
         pg.setConfigOptions(imageAxisOrder="row-major", antialias=True,
-                            background=(25, 25, 30), foreground="#cccccc")
+                            background=(25, 25, 30), foreground="#cccccc", mouseRateLimit=0)
         _CONFIGURED = True
 
 

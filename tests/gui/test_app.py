@@ -558,3 +558,29 @@ def test_display_controls(window):
     assert pan.chi_item.levels[1] == pytest.approx(3.0)
     w.mask_box.setChecked(False)
     assert not pan.mask_items[0].isVisible()
+
+
+def test_drop_event_routes_files(window, qtbot, sample_files):
+    w, s = window, window.session
+    img, mask, psf = sample_files
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(mask))])
+    pos = QtCore.QPointF(200, 200)
+    enter = QtGui.QDragEnterEvent(pos.toPoint(), QtCore.Qt.CopyAction, mime,
+                                  QtCore.Qt.LeftButton, QtCore.Qt.NoModifier)
+    w.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    drop = QtGui.QDropEvent(pos, QtCore.Qt.CopyAction, mime, QtCore.Qt.LeftButton,
+                            QtCore.Qt.NoModifier)
+    d0 = s.data
+    w.dropEvent(drop)
+    assert s.data is not d0 and "recognised as mask" in w.log_view.toPlainText()
+
+
+def test_build_window_without_args_opens_sample(qtbot, settings, errors):
+    w = None
+    w = gui_app.build_window(gui_app.parse_args([]), settings=settings)
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: w.session.psf_model is not None, timeout=60000)
+    assert w.session.data.shape == (256, 256) and not errors
+    assert gui_app.engine_icon() is not None
