@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean venv
+.PHONY: run test bench lint clean venv screenshots
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_render.py
+	$(PY) benchmarks/bench_fit.py
+
+screenshots: $(STAMP)
+	$(PY) -m mogviewer.gui.screenshots docs/screenshots
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mogviewer tests benchmarks scripts
