@@ -399,6 +399,18 @@ def derive(profile, M, *, n=None, n_starts=12, seed=0, previous=None):
     """
     if M < 1:
         raise ValueError("M must be >= 1")
+    if previous is None:  # deterministic: share the recursion (M-1, M-2, ...) between calls
+        return _derive_cached(profile, int(M), None if n is None else float(n), int(n_starts),
+                              int(seed))
+    return _derive(profile, M, n=n, n_starts=n_starts, seed=seed, previous=previous)
+
+
+@lru_cache(maxsize=256)
+def _derive_cached(profile, M, n, n_starts, seed):
+    return _derive(profile, M, n=n, n_starts=n_starts, seed=seed, previous=None)
+
+
+def _derive(profile, M, *, n, n_starts, seed, previous):
     xi, target, w = badness_grid(profile, n=n)
     sw = np.sqrt(w)
     rng = np.random.default_rng(seed)
@@ -429,5 +441,7 @@ def derive(profile, M, *, n=None, n_starts=12, seed=0, previous=None):
         if best is None or bad < best[2]:
             best = (a, v, bad)
     a, v, bad = best
+    for arr in (a, v):
+        arr.setflags(write=False)
     return DerivedTable(profile, M, None if n is None else float(n), a, v,
                         badness(profile, a, v, n=n))
