@@ -58,6 +58,13 @@ class FitTask:
         PSF file (any format :func:`mogviewer.psf.read_psf` reads), its HDU, and the number of
         Gaussians to fit to a PSF image (None = automatic). No PSF: ``psf=None`` (unless the
         ``start`` model file carries a PSF mixture, which is then used).
+    psf_position : (x, y) or None
+        Where to evaluate a position-dependent (PSFEx) PSF: the cutout centre's pixel position
+        on the original image, as :func:`mogviewer.psf.read_psf` takes it.
+    centre : (x, y) or None
+        Where the target is, 0-based pixels of this cutout (the CLI's ``--centre`` takes 1-based
+        FITS/DS9 coordinates): the initial guess uses the source there instead of the one at the
+        stamp centre.
     profile, M, n :
         Target profile (``exp``, ``dev``, ``lux``, ``luv``, ``ser``), its number of Gaussians and
         Sersic index. ``None`` = from the start model, else ``exp`` and the profile's default M.
@@ -93,6 +100,8 @@ class FitTask:
     psf: str | None = None
     psf_hdu: int | str | None = None
     psf_components: int | None = None
+    psf_position: tuple | None = None
+    centre: tuple | None = None
     profile: str | None = None
     M: int | None = None
     n: float | None = None
@@ -142,18 +151,19 @@ class BatchInterrupted(KeyboardInterrupt):
 _PSF_CACHE = {}
 
 
-def load_psf(path, *, hdu=None, n_components=None):
+def load_psf(path, *, hdu=None, n_components=None, position=None):
     """Read a PSF file as a pixel-convolved mixture: returns ``(Mixture, description)``.
 
     Adapter over :func:`mogviewer.psf.read_psf` (cached per process by path, HDU, K and file
     modification time, so a batch fits a PSF image once per worker).
     """
     p = Path(path)
-    key = (str(p.resolve()), hdu, n_components, p.stat().st_mtime_ns)
+    position = None if position is None else tuple(float(v) for v in position)
+    key = (str(p.resolve()), hdu, n_components, position, p.stat().st_mtime_ns)
     if key not in _PSF_CACHE:
         from .psf import read_psf
 
-        model = read_psf(p, hdu=hdu, n_components=n_components)
+        model = read_psf(p, hdu=hdu, n_components=n_components, position=position)
         desc = f"{p.name} ({model.source}, K={model.n_components})"
         if len(_PSF_CACHE) > 16:
             _PSF_CACHE.clear()
@@ -248,7 +258,8 @@ def _run_task(task, base, caught, step):
 
     set_step("reading the PSF")
     if task.psf:
-        psf, psf_source = load_psf(task.psf, hdu=task.psf_hdu, n_components=task.psf_components)
+        psf, psf_source = load_psf(task.psf, hdu=task.psf_hdu, n_components=task.psf_components,
+                                   position=task.psf_position)
     elif saved is not None and saved.psf is not None:
         psf, psf_source = saved.psf, f"{Path(task.start).name} (mixture, K={len(saved.psf)})"
     else:
@@ -266,6 +277,11 @@ def _run_task(task, base, caught, step):
         elif sky == "constant":
             d.update(sky_dx=0.0, sky_dy=0.0)
         start = saved.params.replace(**d)
+
+    if start is None and task.centre is not None:
+        from .fitting import initial_guess
+        set_step("finding the target at --centre")
+        start = initial_guess(problem, centre=task.centre)
 
     set_step("fitting")
     result = fit(problem, start, max_nfev=task.max_nfev)
@@ -480,6 +496,12 @@ def register_cli(sub):
     p.add_argument("--psf-hdu", help="HDU of the PSF (number or EXTNAME)")
     p.add_argument("--psf-components", type=int, help="Gaussians fitted to a PSF image "
                    "(default: automatic)")
+    p.add_argument("--psf-position", type=float, nargs=2, metavar=("X", "Y"),
+                   help="for a PSFEx file: the cutout centre's pixel position on the original "
+                        "image, where the PSF model is evaluated")
+    p.add_argument("--centre", type=float, nargs=2, metavar=("X", "Y"),
+                   help="where the target is, 1-based FITS/DS9 pixel coordinates of the cutout "
+                        "(default: the source at the stamp centre)")
     p.add_argument("--profile", choices=("exp", "dev", "lux", "luv", "ser"),
                    help="target profile (default exp, or the --start model's)")
     p.add_argument("-M", type=int, help="Gaussians in the profile mixture (default: the "
@@ -534,7 +556,8 @@ def _cli_fit(args):
             raise UserError(str(exc)) from None
     if args.psf:
         try:
-            load_psf(args.psf, hdu=_hdu_arg(args.psf_hdu), n_components=args.psf_components)
+            load_psf(args.psf, hdu=_hdu_arg(args.psf_hdu), n_components=args.psf_components,
+                     position=args.psf_position)
         except Exception as exc:  # noqa: BLE001 - a PSF that cannot be read stops the batch
             raise UserError(f"PSF {args.psf}: {_short(exc)}") from None
     for opt in ("imgblock", "region", "model_json"):
@@ -554,7 +577,11 @@ def _cli_fit(args):
                   invert_mask=args.invert_mask, segmap=args.segmap, zeropoint=args.zeropoint,
                   gain=args.gain, read_noise=args.read_noise, sky_level=args.sky_level,
                   pixel_scale=args.pixel_scale, psf=args.psf, psf_hdu=_hdu_arg(args.psf_hdu),
-                  psf_components=args.psf_components, profile=args.profile, M=args.M,
+                  psf_components=args.psf_components,
+                  psf_position=None if args.psf_position is None else tuple(args.psf_position),
+                  centre=None if args.centre is None else (args.centre[0] - 1.0,
+                                                           args.centre[1] - 1.0),
+                  profile=args.profile, M=args.M,
                   n=args.sersic_n, sky=args.sky, start=args.start,
                   imgblock_dir=args.imgblock, region_dir=args.region,
                   model_json_dir=args.model_json, scale_errors=args.scale_errors,

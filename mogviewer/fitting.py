@@ -72,6 +72,7 @@ class FitFlags(enum.IntFlag):
     NEGATIVE_FLUX = 32        #: best flux <= 0
     CENTRE_OUTSIDE = 64       #: best centre outside the image
     RE_SUBPIXEL = 128         #: r_e < 0.5 px: the fit is dominated by the PSF
+    RE_BEYOND_STAMP = 256     #: r_e larger than the stamp: size, flux and sky are degenerate
 
 
 @dataclass(frozen=True)
@@ -355,13 +356,47 @@ def _sky_image(problem, p):
 # initial guess
 # ---------------------------------------------------------------------------------------------
 
+def _target_segment(data, good, border, centre):
+    """Start centre and a mask of the *other* sources (see :func:`initial_guess`, step 2)."""
+    ny, nx = data.shape
+    cx, cy = ((nx - 1) / 2, (ny - 1) / 2) if centre is None else map(float, centre)
+    sm = ndimage.gaussian_filter(data, 1.5)
+    ref = data[border & good] if (border & good).sum() > 10 else data[good]
+    sigma = 1.4826 * float(np.median(np.abs(ref - np.median(ref))))
+    # a Gaussian filter of sigma s scales white noise by 1 / (2 sqrt(pi) s)
+    thresh = 3.0 * sigma / (2.0 * math.sqrt(math.pi) * 1.5)
+    det = (sm > thresh) & good if sigma > 0 else np.zeros(data.shape, bool)
+    lab, nlab = ndimage.label(det)
+    icx = int(np.clip(round(cx), 0, nx - 1))
+    icy = int(np.clip(round(cy), 0, ny - 1))
+    if nlab == 0:
+        if centre is not None:
+            return float(cx), float(cy), np.zeros(data.shape, bool)
+        box = sm[ny // 4:ny - ny // 4, nx // 4:nx - nx // 4]
+        iy, ix = np.unravel_index(np.argmax(box), box.shape)
+        return float(ix + nx // 4), float(iy + ny // 4), np.zeros(data.shape, bool)
+    target = lab[icy, icx]
+    if target == 0:  # the centre is on sky: the segment that comes nearest to it
+        dist = ndimage.distance_transform_edt(lab == 0, return_indices=True)[1]
+        target = lab[dist[0][icy, icx], dist[1][icy, icx]]
+    seg = lab == target
+    iy, ix = np.unravel_index(np.argmax(np.where(seg, sm, -np.inf)), sm.shape)
+    others = ndimage.binary_dilation((lab > 0) & ~seg, iterations=2) & ~seg
+    if centre is not None:
+        return float(cx), float(cy), others
+    return float(ix), float(iy), others
+
+
 def initial_guess(problem, *, centre=None):
     """Start parameters from image moments in a central aperture.
 
     1. Sky: median of the unmasked pixels of the outer 10 % border (0 if the sky is not fitted).
-    2. Centre: the brightest pixel of the smoothed (Gaussian sigma 1.5 px), sky-subtracted image
-       within the central half of the stamp (or ``centre`` if given), so a bright neighbour near
-       the edge does not capture the start.
+    2. Target: the sky-subtracted image is smoothed (Gaussian sigma 1.5 px) and thresholded at
+       3 sigma of its noise (1.48 MAD of the border); the connected segment that contains the
+       stamp centre (or ``centre``, 0-based pixels, if given) -- or else the one that comes
+       nearest to it -- is the target, and its brightest smoothed pixel the start centre. Other
+       segments (neighbours, stars) are left out of the moments below, so a bright neighbour,
+       even one brighter than the target, does not capture the start.
     3. Ellipse: flux-weighted second moments of positive pixels in an elliptical aperture about
        that centre, iterated three times (aperture = 3 x the current moment ellipse); ``q`` and
        the angle from the moment eigenvectors (PSF second moments subtracted when possible).
@@ -376,6 +411,8 @@ def initial_guess(problem, *, centre=None):
     good = w > 0
     if not good.any():
         raise FitError("no usable pixels (all masked, NaN or zero weight)")
+    if np.ptp(img[good]) == 0:
+        raise FitError(f"the image holds no signal: every usable pixel equals {img[good][0]:g}")
     ny, nx = img.shape
     border = np.zeros(img.shape, bool)
     b = max(1, int(0.1 * min(ny, nx)))
@@ -385,14 +422,9 @@ def initial_guess(problem, *, centre=None):
         sel = border & good
         sky = float(np.median(img[sel])) if sel.sum() > 10 else float(np.median(img[good]))
     data = np.where(good, img - sky, 0.0)
-    if centre is None:
-        sm = ndimage.gaussian_filter(data, 1.5)
-        cy0, cx0 = ny // 4, nx // 4
-        sub = sm[cy0:ny - cy0, cx0:nx - cx0]
-        iy, ix = np.unravel_index(np.argmax(sub), sub.shape)
-        xc, yc = float(ix + cx0), float(iy + cy0)
-    else:
-        xc, yc = map(float, centre)
+    xc, yc, others = _target_segment(data, good, border, centre)
+    good = good & ~others
+    data = np.where(good, data, 0.0)
     yy, xx = np.mgrid[:ny, :nx].astype(float)
     # iterate moments in an elliptical aperture
     C = np.eye(2) * (min(ny, nx) / 8.0) ** 2
@@ -947,6 +979,8 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
         flags |= FitFlags.CENTRE_OUTSIDE
     if p.re < 0.5:
         flags |= FitFlags.RE_SUBPIXEL
+    if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
+        flags |= FitFlags.RE_BEYOND_STAMP
     if problem.uses_family:
         common.update(n=p.n, flux_fraction=problem.profile_mixture(n=p.n).flux_fraction)
     return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=int(getattr(res, "nit", 0)

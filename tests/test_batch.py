@@ -261,3 +261,27 @@ def test_cli_append_refuses_other_columns(tmp_path, capsys):
                      "--append", "--quiet"]) == 2
     assert "columns differ" in capsys.readouterr().err
     assert other.read_text() == "a,b\n1,2\n"
+
+
+def test_cli_centre_and_psfex_position(tmp_path, capsys):
+    # new-user report: a PSFEx file needs its position on the CCD (PROVENANCE.md s1: full-CCD
+    # (70, 1500) for this cutout), and the target may not be the source at the stamp centre.
+    # --centre takes 1-based FITS/DS9 coordinates: (30.3, 50.1) is the DEV galaxy at 0-based
+    # (29.27, 49.12) of the DR3 catalogue row.
+    D = REAL / "tractor-decals-dr3"
+    out = tmp_path / "dr3.csv"
+    status = cli.main(["fit", str(D / "decam-520206-S16-image-sub.fits"), "--hdu", "1",
+                       "--noise", str(D / "decam-520206-S16-invvar-sub.fits"), "--noise-kind",
+                       "ivar", "--noise-hdu", "1", "--psf", str(D / "decam-520206-S16-psfex.fits"),
+                       "--psf-position", "70", "1500", "--profile", "dev", "-M", "8",
+                       "--centre", "30.3", "50.1", "--csv", str(out), "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    row = Table.read(out, format="csv", comment="#")[0]
+    assert row["status"] == "converged"
+    assert math.hypot(row["x"] - 29.27, row["y"] - 49.12) < 1.5
+    assert "PSF_MASK" in row["psf_source"] or "psfex" in row["psf_source"].lower()
+    # without the position the PSFEx file is refused with one clear line (exit 2)
+    status = cli.main(["fit", str(D / "decam-520206-S16-image-sub.fits"), "--hdu", "1",
+                       "--psf", str(D / "decam-520206-S16-psfex.fits"), "--csv",
+                       str(tmp_path / "x.csv"), "--quiet"])
+    assert status == 2 and "position" in capsys.readouterr().err

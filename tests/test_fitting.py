@@ -185,6 +185,26 @@ def test_fixed_parameters_stay_fixed_and_bounds_flagged():
     assert res2.flags & FitFlags.AT_BOUND
 
 
+def test_initial_guess_picks_the_central_target_not_a_brighter_star():
+    # new-user report: on the DECaLS DR9 cutout (PROVENANCE.md s6) a bright star 70 px below the
+    # target captured the start; the target segment at the stamp centre must win. The target is
+    # at (126.45, 130.40) in the full cutout (pysersic autoprior); the start must be within 5 px.
+    d = io_fits.read_image(f"{DATA}/pysersic-decals-dr9/cutout_59.1067_-30.4848.fits", band="r")
+    g = initial_guess(FitProblem.from_image_data(d, profile="exp", M=6))
+    assert math.hypot(g.x - 126.45, g.y - 130.40) < 5.0
+    # and an explicit centre selects another object
+    g2 = initial_guess(FitProblem.from_image_data(d, profile="exp", M=6), centre=(121.9, 58.3))
+    assert math.hypot(g2.x - 121.9, g2.y - 58.3) < 1.0
+
+
+def test_size_beyond_the_stamp_is_flagged():
+    # new-user report: IC 3478's 64x64 cutout is all galaxy (imfit: r_e 60.8 px); a dev fit with a
+    # free sky runs off to r_e ~ 690 px. That must carry RE_BEYOND_STAMP, not look clean.
+    d = io_fits.read_image(f"{DATA}/imfit-sdss/ic3478rss_64x64.fits")
+    res = fit(FitProblem.from_image_data(d, profile="dev", M=8))
+    assert res.params.re > 64 and res.flags & FitFlags.RE_BEYOND_STAMP
+
+
 def test_initial_guess_is_robust_to_a_bright_neighbour():
     prob, truth = simulated_problem()
     img = np.array(prob.image)
@@ -207,6 +227,9 @@ def test_bad_input_is_flagged_not_raised():
     # zero weights
     zero = FitProblem.from_arrays(img, ivar=np.zeros(img.shape), psf=PSF3)
     assert fit(zero).flags & FitFlags.TOO_FEW_PIXELS
+    # an all-zero image: no signal, a failed result that says so
+    flat = fit(FitProblem.from_arrays(np.zeros((40, 40)), sigma=np.ones((40, 40)), psf=PSF3))
+    assert flat.status == "failed" and "no signal" in flat.message
     # pure noise: a result, with or without flags, never an exception
     noise = FitProblem.from_arrays(np.random.default_rng(5).normal(0, 1, (48, 48)),
                                    sigma=np.ones((48, 48)), psf=PSF3)
