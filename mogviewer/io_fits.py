@@ -223,8 +223,8 @@ def _open_fits(path, what):
             raise ImageReadError(f"{what} file {path} starts like FITS but is truncated or "
                                  f"corrupt (astropy: {_first_line(exc)})") from None
         raise ImageReadError(
-            f"{what} file {path} is neither a FITS file nor a .npy array "
-            f"(astropy: {_first_line(exc)})") from None
+            f"{what} file {path} is neither a FITS file nor a .npy array: it does not start "
+            f"with a FITS header (SIMPLE card) or the NumPy file signature") from None
 
 
 def _first_line(exc):

@@ -171,12 +171,13 @@ def psf_quality_rows(model):
     rows += [
         ("max |residual| / peak", f"{100 * q.max_abs_residual_over_peak:.3g} %"),
         ("|residual| flux fraction", f"{100 * q.residual_flux_fraction:.3g} %"),
-        ("FWHM stamp / mixture (px)", f"{q.fwhm_stamp:.3f} / {q.fwhm_model:.3f}"),
-        ("FWHM ratio (mixture/stamp)", f"{q.fwhm_ratio:.4f}"),
+        ("second-moment FWHM, stamp / mixture (px)",
+         f"{q.fwhm_stamp:.3f} / {q.fwhm_model:.3f}"),
+        ("second-moment FWHM ratio (mixture/stamp)", f"{q.fwhm_ratio:.4f}"),
     ]
     core = getattr(q, "core_fwhm_ratio", float("nan"))
     if np.isfinite(core):
-        rows.append(("core FWHM ratio", f"{core:.4f}"))
+        rows.append(("core FWHM ratio (Gaussian-weighted moments)", f"{core:.4f}"))
     trials = getattr(model, "trials", None) or {}
     if trials:
         rows.append(("K tried (max|res|/peak)",

@@ -435,9 +435,10 @@ class MainWindow(QtWidgets.QMainWindow):
         try:
             data = engine.read_image(path, **options)
         except engine.READ_ERRORS as exc:
+            keep = ("The current image is unchanged." if self.session.data is not None
+                    else "No image is open: use File > Open Image or File > Open Sample Galaxy.")
             self.show_error(f"Cannot open {kind_label}",
-                            f"{Path(str(path)).name} could not be read:\n\n{exc}\n\n"
-                            "The current image is unchanged.")
+                            f"{Path(str(path)).name} could not be read:\n\n{exc}\n\n{keep}")
             return False
         self._edits_since_load = 0
         self.session.set_image(data, path=path, options=options, keep_params=keep_params)
@@ -751,7 +752,11 @@ class MainWindow(QtWidgets.QMainWindow):
     # ================================================================== fit
     def start_fit(self):
         s = self.session
-        if s.data is None or s.busy or self.runner.running:
+        if s.data is None:
+            self.statusBar().showMessage("Nothing to fit: open an image first (File > Open "
+                                         "Image, or File > Open Sample Galaxy).", 8000)
+            return False
+        if s.busy or self.runner.running:
             return False
         try:
             problem = s.problem()

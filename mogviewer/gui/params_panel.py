@@ -284,11 +284,17 @@ class ParamsPanel(QtWidgets.QWidget):
             self.progress.setValue(1)
             self.progress.setFormat(result.status.replace("_", " "))
         errs = result.errors()
+        converged = result.status == "converged"
         for n, lab in self.err_labels.items():
             e = errs.get(n, 0.0)
             if n in result.free:
+                # green only for a converged fit; a cancelled or unconverged fit's errors are
+                # those of an intermediate point (amber), undefined ones red
                 lab.setText("\u00b1 " + (format(e, ".2g") if math.isfinite(e) else "nan"))
-                lab.setStyleSheet("color: #2a6a2a;" if math.isfinite(e) else "color: #a33;")
+                lab.setStyleSheet("color: #a33;" if not math.isfinite(e) else
+                                  "color: #2a6a2a;" if converged else "color: #b36b00;")
+                lab.setToolTip("" if converged else
+                               f"fit {result.status.replace('_', ' ')}: not a converged error")
             else:
                 lab.setText("fixed" if n != "sky" or self.session.sky_on else "")
                 lab.setStyleSheet("color: #777;")
