@@ -443,17 +443,29 @@ def _fmt(v):
     return str(v)
 
 
-def _comment_lines(columns):
-    units = "; ".join(f"{c.name} [{c.unit}]" for c in COLUMNS if c.unit and c.name in columns)
-    conv = "; ".join(f"{k}: {v}" for k, v in CONVENTIONS.items())
-    return [f"# mogviewer {__version__} fit results, one row per fit; read with "
-            "astropy Table.read(path, format='csv', comment='#')",
-            f"# units: {units}",
-            f"# conventions: {conv}"]
+def columns_doc_path(path):
+    """The sidecar file documenting a CSV's columns: ``fits.csv -> fits.csv.columns.txt``."""
+    path = Path(path)
+    return path.with_name(path.name + ".columns.txt")
+
+
+def columns_doc(columns=COLUMN_NAMES):
+    """Text documenting every column (name, unit, description) and the conventions."""
+    lines = [f"Columns of a mogviewer {__version__} fit-results CSV (one row per fit).",
+             "Read it with astropy.table.Table.read(path, format='csv') or pandas.read_csv.",
+             "Units are also in the column names (re_pix, pa_img_deg, ...); '_err' columns hold",
+             "the 1-sigma error of the column before them.", "", "Conventions:"]
+    lines += [f"  {k}: {v}" for k, v in CONVENTIONS.items()]
+    lines += ["", f"{'column':<22} {'unit':<16} description"]
+    for c in COLUMNS:
+        if c.name in columns:
+            lines.append(f"{c.name:<22} {c.unit or '-':<16} {c.description}")
+    return "\n".join(lines) + "\n"
 
 
 def read_csv_columns(path):
-    """Column names of an existing CSV (first line that is not a ``#`` comment); None if empty."""
+    """Column names of an existing CSV (first line that is not a ``#`` comment, so files of
+    earlier versions, which began with comment lines, are read too); None if empty."""
     with open(path, newline="", encoding="utf-8") as f:
         for line in f:
             if line.startswith("#") or not line.strip():
@@ -465,9 +477,11 @@ def read_csv_columns(path):
 def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES):
     """Write ``rows`` (dicts) as CSV, atomically.
 
-    The file starts with ``#`` comment lines (units of every column and the conventions), then
-    the header row, then one line per row. Floats are written with full precision (``repr``),
-    ``None`` as an empty field and NaN as ``nan``.
+    A plain CSV that ``astropy.table.Table.read(path, format="csv")`` reads as it is: the
+    header row (units in the column names), then one line per row. Floats are written with full
+    precision (``repr``), ``None`` as an empty field and NaN as ``nan``. Every column's unit and
+    description and the conventions go to a sidecar text file beside it
+    (:func:`columns_doc_path`), written when the CSV is created.
 
     Parameters
     ----------
@@ -525,16 +539,20 @@ def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES):
     def write(f):
         if old is not None:
             f.write(old)
-        else:
-            for line in _comment_lines(columns):
-                f.write(line + "\n")
         w = csv.writer(f, lineterminator="\n")
         if old is None:
             w.writerow(columns)
         for r in rows:
             w.writerow([_fmt(r.get(c)) for c in columns])
 
-    return _atomic_write(path, write, what="CSV")
+    out = _atomic_write(path, write, what="CSV")
+    if old is None:
+        doc = columns_doc(columns)
+        try:
+            _atomic_write(columns_doc_path(path), lambda f: f.write(doc), what="CSV column notes")
+        except ExportError:
+            pass  # the CSV itself is complete; its notes are a convenience
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -890,8 +908,6 @@ def read_model_json(path):
 def rows_to_text(rows, columns=COLUMN_NAMES):
     """The CSV text :func:`write_csv` would write for ``rows`` (for previews and tests)."""
     buf = io.StringIO()
-    for line in _comment_lines(columns):
-        buf.write(line + "\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:

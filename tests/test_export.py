@@ -235,7 +235,7 @@ def test_failed_result_gives_a_row_without_raising():
 # ---------------------------------------------------------------------------------------- CSV
 
 def _rows(path):
-    t = Table.read(path, format="csv", comment="#")
+    t = Table.read(path, format="csv")
     return t
 
 
@@ -247,11 +247,12 @@ def test_csv_header_units_and_append_without_duplicate_header(ic64, tmp_path):
     export.write_csv(path, [row, row], append=True)
     text = path.read_text()
     lines = text.splitlines()
-    assert lines[0].startswith("# mogviewer")
-    assert any(line.startswith("# units:") and "re_pix [pix]" in line for line in lines)
-    assert any(line.startswith("# conventions:") and "x_fits = x + 1" in line for line in lines)
     header = ",".join(export.COLUMN_NAMES)
-    assert text.count(header + "\n") == 1
+    # issue 5: a plain CSV astropy reads with format="csv" as it is -- the header row first
+    assert lines[0] == header and text.count(header + "\n") == 1
+    # units and conventions documented beside it
+    doc = export.columns_doc_path(path).read_text()
+    assert "re_pix" in doc and "pix" in doc and "x_fits = x + 1" in doc
     t = _rows(path)
     assert t.colnames == list(export.COLUMN_NAMES)
     assert len(t) == 3
@@ -299,7 +300,7 @@ def test_failure_mid_write_leaves_old_file_intact(ic64, tmp_path, monkeypatch):
     with pytest.raises(export.ExportError, match="no space left"):
         export.write_csv(path, [row], append=True)
     assert path.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["keep.csv"]  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == ["keep.csv", "keep.csv.columns.txt"]  # no temp file
 
 
 def test_unwritable_paths_give_clear_export_errors(tmp_path):

@@ -169,7 +169,8 @@ def test_galaxy_mixture_matches_render():
 def test_derivative_with_respect_to_a_profile_parameter():
     # render_galaxy_dn: d image / d n for a family whose amplitudes (unit sum) and variances
     # depend on n, against central differences of render_galaxy. A synthetic smooth family is
-    # used (the Sérsic family plugs in the same way): a_m(n) ~ a0_m exp(c_m n), v_m = v0_m e^{d_m n}.
+    # used (the Sérsic family plugs in the same way): a_m(n) ~ a0_m exp(c_m n),
+    # v_m = v0_m exp(d_m n).
     from types import SimpleNamespace
     base = get_mixture("dev", 8)
     c = np.linspace(-0.5, 0.5, 8)
