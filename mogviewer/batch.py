@@ -323,6 +323,10 @@ def _classify(row):
     return "fitted"
 
 
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS")
+
+
 def _worker_init():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
 
@@ -393,9 +397,21 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
                 done(i, run_task(task))
         else:
             ctx = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
-                                       initializer=_worker_init)
-            futures = {pool.submit(run_task, t): i for i, t in enumerate(tasks)}
+            # one BLAS/OpenMP thread per worker: with N worker processes on N cores, the
+            # default threaded BLAS oversubscribes and was measured 12x slower (bench_batch.py)
+            saved_env = {k: os.environ.get(k) for k in _THREAD_VARS}
+            for k in _THREAD_VARS:
+                os.environ.setdefault(k, "1")
+            try:
+                pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
+                                           initializer=_worker_init)
+                futures = {pool.submit(run_task, t): i for i, t in enumerate(tasks)}
+            finally:
+                for k, v in saved_env.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
             remaining = set(futures)
             while remaining:
                 finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
