@@ -206,29 +206,58 @@ def max_psf_components():
 
 
 # ------------------------------------------------------------------------------- profiles
-PROFILES = ("exp", "dev", "lux", "luv")
+def _sersic():
+    """The smooth Sérsic family (mogviewer.sersic with its data file), or None."""
+    fam = fitting._family()
+    if fam is None:
+        return None
+    try:
+        fam.family_knots()
+    except Exception:  # noqa: BLE001 - no data file: the app offers the four tables only
+        return None
+    return fam
+
+
+SERSIC = _sersic()
+PROFILES = ("exp", "dev", "lux", "luv") + (("ser",) if SERSIC is not None else ())
 PROFILE_LABELS = {"exp": "exp (exponential)", "dev": "dev (de Vaucouleurs)",
-                  "lux": "lux (truncated exp)", "luv": "luv (truncated dev)"}
+                  "lux": "lux (truncated exp)", "luv": "luv (truncated dev)",
+                  "ser": "ser (S\u00e9rsic, any n)"}
 DEFAULT_M = {"exp": 6, "dev": 8, "lux": 6, "luv": 8}
+if SERSIC is not None:
+    DEFAULT_M["ser"] = SERSIC.M_FAMILY
+N_RANGE = (SERSIC.N_MIN, SERSIC.N_MAX) if SERSIC is not None else (0.5, 8.0)
 
 
 def available_M(profile):
+    if profile == "ser" and SERSIC is not None:
+        return [SERSIC.M_FAMILY]
     return list(profiles.available(profile))
 
 
-def profile_quality(profile, M):
-    """``(badness, flux_fraction)`` of the chosen mixture."""
-    m = profiles.get_mixture(profile, M)
+def profile_object(profile, M, n=None):
+    """The ProfileMixture to render: the table, or the Sérsic family at ``n``."""
+    if profile == "ser" and SERSIC is not None:
+        return SERSIC.sersic_profile_mixture(min(max(float(n or 1.0), N_RANGE[0]), N_RANGE[1]))
+    return profiles.get_mixture(profile, M)
+
+
+def profile_quality(profile, M, n=None):
+    """``(badness, flux_fraction)`` of the chosen mixture (for 'ser': at index ``n``)."""
+    m = profile_object(profile, M, n)
     return float(m.badness), float(m.flux_fraction)
 
 
 # ------------------------------------------------------------------------------- fitting
-def make_problem(data, *, psf, profile, M, free, sky):
+def make_problem(data, *, psf, profile, M, free, sky, n=None):
     """A :class:`mogviewer.fitting.FitProblem` for the current session state."""
     sky_model = "constant" if sky else "none"
-    allowed = {"flux", "x", "y", "re", "q", "angle"} | ({"sky"} if sky else set())
+    allowed = ({"flux", "x", "y", "re", "q", "angle"} | ({"sky"} if sky else set())
+               | ({"n"} if profile == "ser" else set()))
+    if profile == "ser":
+        n = min(max(float(n or 1.0), N_RANGE[0]), N_RANGE[1])
     return fitting.FitProblem.from_image_data(
-        data, psf=psf, profile=profile, M=int(M), sky=sky_model,
+        data, psf=psf, profile=profile, M=int(M), sky=sky_model, n=n,
         free=tuple(p for p in free if p in allowed))
 
 
@@ -248,7 +277,7 @@ def model_image(problem, params):
 
 def galaxy_components(params, profile, M):
     """The galaxy's Gaussians (no PSF) as ``(means (K, 2), covs (K, 2, 2))``."""
-    mix = render.galaxy_mixture(params.as_dict(), profile, M, None)
+    mix = render.galaxy_mixture(params.as_dict(), profile_object(profile, M, params.n), M, None)
     return np.asarray(mix.means), np.asarray(mix.covs)
 
 

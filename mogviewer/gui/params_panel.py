@@ -15,7 +15,7 @@ from . import engine
 from .session import PARAM_NAMES
 
 LABELS = {"flux": "flux", "x": "x", "y": "y", "re": "r\u2091", "q": "q = b/a",
-          "angle": "angle", "sky": "sky"}
+          "angle": "angle", "n": "S\u00e9rsic n", "sky": "sky"}
 TOOLTIPS = {
     "flux": "Total flux of the model mixture (image units).",
     "x": "Centre x, 0-based pixels (FITS / GALFIT x = this + 1).",
@@ -25,14 +25,18 @@ TOOLTIPS = {
     "angle": "Position angle of the major axis, degrees counter-clockwise from +x "
              "(GALFIT/imfit PA = angle - 90).",
     "sky": "Constant background per pixel (image units).",
+    "n": "S\u00e9rsic index of profile 'ser' (the smooth family, 0.5 <= n <= 8); fixed or "
+         "free like the others.",
 }
-UNITS = {"flux": "", "x": "px", "y": "px", "re": "px", "q": "", "angle": "\u00b0", "sky": ""}
+UNITS = {"flux": "", "x": "px", "y": "px", "re": "px", "q": "", "angle": "\u00b0", "sky": "",
+         "n": ""}
 FORMATS = {"flux": ".7g", "x": ".3f", "y": ".3f", "re": ".3f", "q": ".4f", "angle": ".2f",
-           "sky": ".5g"}
+           "sky": ".5g", "n": ".3f"}
 RANGES = {"flux": (-1e30, 1e30), "x": (-1e6, 1e6), "y": (-1e6, 1e6), "re": (0.01, 1e6),
-          "q": (0.01, 1.0), "angle": (0.0, 180.0), "sky": (-1e30, 1e30)}
+          "q": (0.01, 1.0), "angle": (0.0, 180.0), "sky": (-1e30, 1e30),
+          "n": engine.N_RANGE}
 STEPS = {"flux": ("rel", 0.02), "x": ("abs", 0.5), "y": ("abs", 0.5), "re": ("rel", 0.05),
-         "q": ("abs", 0.02), "angle": ("abs", 2.0), "sky": ("abs", 0.1)}
+         "q": ("abs", 0.02), "angle": ("abs", 2.0), "sky": ("abs", 0.1), "n": ("abs", 0.1)}
 
 
 class ParamSpin(QtWidgets.QDoubleSpinBox):
@@ -257,7 +261,10 @@ class ParamsPanel(QtWidgets.QWidget):
         sky_used = s.sky_on
         self.spins["sky"].setEnabled(sky_used and not s.busy)
         self.fix_boxes["sky"].setEnabled(sky_used and not s.busy)
-        b, ff = engine.profile_quality(s.profile, s.M)
+        ser = s.profile == "ser"
+        self.spins["n"].setEnabled(ser and not s.busy)
+        self.fix_boxes["n"].setEnabled(ser and not s.busy)
+        b, ff = engine.profile_quality(s.profile, s.M, s.params.n if s.params else None)
         self.quality_label.setText(f"badness {b:.2g}   \u00b7   flux fraction {ff:.4f}")
 
     def show_params(self, params, origin=""):
@@ -296,7 +303,9 @@ class ParamsPanel(QtWidgets.QWidget):
                 lab.setToolTip("" if converged else
                                f"fit {result.status.replace('_', ' ')}: not a converged error")
             else:
-                lab.setText("fixed" if n != "sky" or self.session.sky_on else "")
+                used = ((n != "sky" or self.session.sky_on)
+                        and (n != "n" or self.session.profile == "ser"))
+                lab.setText("fixed" if used else "")
                 lab.setStyleSheet("color: #777;")
         flags = [f.name for f in engine.FitFlags if f in result.flags and f.value]
         text = (f"{result.status}, {result.nfev} evaluations, {result.elapsed:.2f} s"

@@ -21,7 +21,7 @@ from PyQt5 import QtCore
 
 from . import engine
 
-PARAM_NAMES = ("flux", "x", "y", "re", "q", "angle", "sky")
+PARAM_NAMES = ("flux", "x", "y", "re", "q", "angle", "n", "sky")
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,8 @@ class Session(QtCore.QObject):
             return
         self.profile, self.M = profile, int(M)
         self._problem = None
-        b, ff = engine.profile_quality(self.profile, self.M)
+        b, ff = engine.profile_quality(self.profile, self.M,
+                                       self.params.n if self.params is not None else None)
         self.log(f"Profile {profile}, M = {self.M} (badness {b:.3g}, flux fraction {ff:.4f})")
         self.config_changed.emit()
         self.request_render(immediate=True)
@@ -182,16 +183,18 @@ class Session(QtCore.QObject):
     @property
     def free(self):
         names = [p for p in PARAM_NAMES if p not in self.fixed]
-        return tuple(p for p in names if p != "sky" or self.sky_on)
+        return tuple(p for p in names if (p != "sky" or self.sky_on)
+                     and (p != "n" or self.profile == "ser"))
 
     def problem(self):
         """The FitProblem of the current state (cached until something changes)."""
         if self.data is None:
             return None
         if self._problem is None:
-            self._problem = engine.make_problem(self.data, psf=self.psf_mixture,
-                                                profile=self.profile, M=self.M,
-                                                free=self.free, sky=self.sky_on)
+            self._problem = engine.make_problem(
+                self.data, psf=self.psf_mixture, profile=self.profile, M=self.M,
+                free=self.free, sky=self.sky_on,
+                n=self.params.n if self.params is not None else None)
         return self._problem
 
     # ------------------------------------------------------------------ parameters
@@ -277,4 +280,4 @@ class Session(QtCore.QObject):
 
 def format_params(p):
     return (f"flux={p.flux:.6g}, x={p.x:.3f}, y={p.y:.3f}, re={p.re:.3f} px, q={p.q:.4f}, "
-            f"angle={p.angle:.2f} deg, sky={p.sky:.4g}")
+            f"angle={p.angle:.2f} deg, n={p.n:.3f}, sky={p.sky:.4g}")
