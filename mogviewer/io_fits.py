@@ -754,7 +754,7 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
                 if target <= 0:
                     raise ImageReadError(
                         f"segmentation map ({sdesc}) is sky (0) at the image centre "
-                        f"(x={cx}, y={cy}); pass segment_id= (ids present: "
+                        f"(x={cx}, y={cy}); pass segment_id= / --segment-id (ids present: "
                         f"{', '.join(str(i) for i in ids[:20])})")
                 how = f"the id at the image centre (x={cx}, y={cy})"
             else:
@@ -836,13 +836,13 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
             noise_source = f"{kind} map from HDU {_hdu_label(idx, h)} of the image file"
             is_estimate = False
             notes.append(f"Noise: found {kind} HDU {idx} ({tag}) matching image HDU "
-                         f"{hdu_index}; used it (pass noise_hdu= to choose another, or "
-                         "auto_noise=False).")
+                         f"{hdu_index}; used it (pass noise_hdu= / --noise-hdu to choose "
+                         "another, or auto_noise=False).")
             _ignored_noise_options(notes, read_noise, sky_level, poisson)
         elif read_noise is not None or sky_level is not None:
             if gain_val is None:
                 raise ImageReadError("the gain/read-noise noise model needs a gain "
-                                     "(no GAIN in the header: pass gain=)")
+                                     "(no GAIN in the header: pass gain= / --gain)")
             rn = 0.0 if read_noise is None else float(read_noise)
             sky = 0.0 if sky_level is None else float(sky_level)
             if read_noise is None:
@@ -874,7 +874,7 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
             if poisson:
                 if gain_val is None:
                     raise ImageReadError("poisson=True needs a gain (no GAIN in the header: "
-                                         "pass gain=)")
+                                         "pass gain= / --gain)")
                 var = var + np.clip(image - med, 0.0, None) / gain_val
                 noise_source += f" + Poisson (data - {med:.4g}) / gain {gain_val:g}"
             ivar = 1.0 / var
@@ -960,7 +960,7 @@ def _zeropoint(header, primary, given, notes):
         notes.append(f"Zeropoint {found[1]:g} from {found[0]} (mag of 1 image unit).")
         return found[1]
     notes.append(f"No zeropoint ({', '.join(ZEROPOINT_KEYS)} not in the header): magnitudes "
-                 "unknown; pass zeropoint=.")
+                 "unknown; pass zeropoint= (CLI: --zeropoint).")
     return None
 
 
@@ -971,7 +971,7 @@ def _choose_image_hdu(hdul, path, hdu, band, notes):
         hb = str(hdul[idx].header.get("BAND", "") or "").strip()
         if band is not None and hb and hb.lower() != str(band).lower():
             raise ImageReadError(f"HDU {_hdu_label(idx, hdul[idx])} of {path} is band {hb!r}, "
-                                 f"not {band!r}; give either hdu= or band=")
+                                 f"not {band!r}; give either hdu= or band= (CLI: --hdu or --band)")
         notes.append(f"Image from HDU {_hdu_label(idx, hdul[idx])} (asked for).")
         return idx
     bands = {}
@@ -993,7 +993,7 @@ def _choose_image_hdu(hdul, path, hdu, band, notes):
         if shape and len([n for n in shape if n > 1]) >= 2 and _hdu_kind(h) == "image":
             msg = f"Image from HDU {_hdu_label(i, h)}, the first image HDU"
             if len(bands) > 1:
-                msg += (f"; the file has bands {', '.join(bands)} (choose with band= or "
+                msg += (f"; the file has bands {', '.join(bands)} (choose with band= / "
                         "--band)")
             notes.append(msg + ".")
             return i
