@@ -369,22 +369,28 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
     if csv_path is not None:
         export.write_csv(csv_path, [], append=append)  # header, or check an appended file
     results = {}
-    pending_rows = []
+    written = set()
+    next_i = 0  # rows are written in task order: up to the first task still running
     last_flush = time.perf_counter()
     interrupted = False
 
     def flush(force=False):
-        nonlocal last_flush
-        if csv_path is None or not pending_rows:
+        nonlocal last_flush, next_i
+        if csv_path is None:
             return
-        if force or time.perf_counter() - last_flush >= flush_interval:
-            export.write_csv(csv_path, pending_rows, append=True)
-            pending_rows.clear()
-            last_flush = time.perf_counter()
+        if not force and time.perf_counter() - last_flush < flush_interval:
+            return
+        while next_i in results:
+            next_i += 1
+        # in order up to the first unfinished task; at the end (or on Ctrl-C) everything done
+        order = [i for i in sorted(results) if i not in written and (force or i < next_i)]
+        if order:
+            export.write_csv(csv_path, [results[i] for i in order], append=True)
+            written.update(order)
+        last_flush = time.perf_counter()
 
     def done(i, row):
         results[i] = row
-        pending_rows.append(row)
         flush()
         if progress is not None:
             progress(len(results), len(tasks), row)
