@@ -287,7 +287,10 @@ class FitProblem:
             psf = psf.normalized()
         bounds = {k: (None if v is None else tuple(v)) for k, v in dict(bounds or {}).items()}
         if fam is not None and not bounds.get("n"):
-            bounds["n"] = (fam.N_MIN, fam.N_MAX)
+            # just above the family's lower end: within ~1e-3 of n = 0.5 its spline knots crowd
+            # (the mixture collapses to one Gaussian there) and d/dn of the tiny inner
+            # components is erratic
+            bounds["n"] = (max(fam.N_MIN, 0.51), fam.N_MAX)
         for k in bounds:
             if k not in allp:
                 raise FitError(f"bounds given for unknown parameter {k!r}")
