@@ -235,6 +235,28 @@ def test_profile_and_M_controls(window):
     assert s.M == items[0]
 
 
+def test_sersic_profile_with_n_spin(window, qtbot):
+    # issue 7: profile 'ser' in the app, with a spin box for n (fixed or free)
+    w, s = window, window.session
+    pp = w.params
+    assert not pp.spins["n"].isEnabled()  # exp: n is not a parameter
+    pp.profile_combo.setCurrentIndex(pp.profile_combo.findData("ser"))
+    assert s.profile == "ser" and pp.spins["n"].isEnabled() and "n" in s.free
+    assert [pp.M_combo.itemData(k) for k in range(pp.M_combo.count())] == [10]
+    r0 = s.render_count
+    pp.spins["n"].setValue(3.0)
+    qtbot.waitUntil(lambda: s.render_count > r0, timeout=2000)
+    assert s.params.n == pytest.approx(3.0)
+    # fixing n keeps it at 3 through a fit; freeing it lets the fit move it (IC 3478: ~2.4)
+    pp.fix_boxes["n"].setChecked(True)
+    res = wait_fit(qtbot, w, w.start_fit)
+    assert res.params.n == pytest.approx(3.0) and "n" not in res.free
+    pp.fix_boxes["n"].setChecked(False)
+    res = wait_fit(qtbot, w, w.start_fit)
+    assert "n" in res.free and 1.8 < res.params.n < 3.0
+    assert res.errors()["n"] > 0 and pp.err_labels["n"].text().startswith("\u00b1")
+
+
 def test_fixed_free_and_sky(window):
     w, s = window, window.session
     w.params.fix_boxes["q"].setChecked(True)
