@@ -84,7 +84,7 @@ _C = [
     ("reason", "", "why the fit failed or what went wrong after it (empty if nothing)"),
     ("profile", "", "target profile: exp, dev, lux, luv or ser"),
     ("M", "", "number of Gaussians in the profile mixture"),
-    ("n", "", "Sersic index (profile ser only)"),
+    ("n", "", "Sersic index (profile ser only; fitted or fixed)", True),
     ("sky_model", "", "none, constant or plane"),
     ("psf_source", "", "PSF file and what it held (none = no PSF)"),
     ("x", "pix", "centre x, 0-based pixel centres", True),
@@ -110,6 +110,13 @@ _C = [
      True),
     ("mag", "mag", "zeropoint - 2.5 log10(flux)", True),
     ("mag_target", "mag", "zeropoint - 2.5 log10(flux_target) (GALFIT/imfit-like total)", True),
+    ("profile2", "", "second component of a composite (bulge + disk) model, sharing x, y"),
+    ("M2", "", "number of Gaussians of the second component"),
+    ("flux2", "image units", "total flux of the second component's mixture", True),
+    ("re2_pix", "pix", "semi-major half-light radius of the second component", True),
+    ("q2", "", "axis ratio b/a of the second component", True),
+    ("pa2_img_deg", "deg", "second component's major axis CCW from +x, [0, 180)", True),
+    ("bt", "", "flux / (flux + flux2): the first component's fraction of the model flux"),
     ("zeropoint", "mag", "magnitude of 1 image unit (given or from the header)"),
     ("sky", "image units/pix", "constant sky level (at the image centre for a plane)", True),
     ("sky_dx", "image units/pix^2", "sky gradient along x (sky plane)", True),
@@ -330,6 +337,14 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
     row["e1"], row["e2"] = result.e1e2
     row["e1_err"] = prop(q=de_dq * math.cos(t2), angle=-2 * e * math.sin(t2) * math.pi / 180)
     row["e2_err"] = prop(q=de_dq * math.sin(t2), angle=2 * e * math.cos(t2) * math.pi / 180)
+    if result.profile == "ser":
+        row["n_err"] = err.get("n", 0.0)
+    if getattr(result, "profile2", None):
+        row.update(profile2=result.profile2, M2=result.M2, flux2=p.flux2,
+                   flux2_err=err["flux2"], re2_pix=p.re2, re2_pix_err=err["re2"], q2=p.q2,
+                   q2_err=err["q2"], pa2_img_deg=p.angle2, pa2_img_deg_err=err["angle2"])
+        tot = p.flux + p.flux2
+        row["bt"] = p.flux / tot if tot != 0 else _NAN
     if sky_model != "none":
         row["sky"], row["sky_err"] = p.sky, err["sky"]
     if sky_model == "plane":

@@ -472,3 +472,30 @@ def test_csv_readable_by_the_csv_module(ic64, tmp_path):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     assert len(rows) == 1 and float(rows[0]["x_fits"]) == float(rows[0]["x"]) + 1
+
+
+def test_rows_for_sersic_and_composite_models():
+    # issue 7 / issue 4: the fitted Sérsic n with its error, and the second component of a
+    # bulge + disk model (profile2, flux2, re2, q2, PA2, B/T) have their own columns
+    from mogviewer.fitting import FitProblem, GalaxyParams, fit
+    from mogviewer.mixture import Mixture
+    from mogviewer.render import render_model
+    psf = Mixture.isotropic([1.0], [1.5 ** 2])
+    rng = np.random.default_rng(3)
+    img = (render_model(dict(flux=1500.0, x=30.2, y=31.1, re=2.0, q=0.9, angle=10.0), "dev", 8,
+                        psf, (64, 64))
+           + render_model(dict(flux=4500.0, x=30.2, y=31.1, re=8.0, q=0.5, angle=60.0), "exp", 6,
+                          psf, (64, 64)) + rng.normal(0, 0.5, (64, 64)))
+    sig = np.full(img.shape, 0.5)
+    comp = fit(FitProblem.from_arrays(img, sigma=sig, psf=psf, profile="dev", M=8,
+                                      profile2="exp", M2=6, sky="none"))
+    row = export.result_to_row(comp)
+    assert row["profile2"] == "exp" and row["M2"] == 6
+    assert row["bt"] == pytest.approx(comp.params.flux / (comp.params.flux + comp.params.flux2))
+    assert row["re2_pix"] == comp.params.re2 and row["re2_pix_err"] > 0
+    assert row["pa2_img_deg"] == comp.params.angle2 and row["q2_err"] > 0
+    ser = fit(FitProblem.from_arrays(img, sigma=sig, psf=psf, profile="ser", n=2.0, sky="none"),
+              GalaxyParams(flux=6000.0, x=30.0, y=31.0, re=5.0, q=0.6, angle=50.0, n=2.0))
+    row = export.result_to_row(ser)
+    assert row["n"] == ser.params.n and row["n_err"] == pytest.approx(ser.errors()["n"])
+    assert row["profile2"] is None and row["bt"] is None
