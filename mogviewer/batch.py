@@ -68,6 +68,9 @@ class FitTask:
     profile, M, n :
         Target profile (``exp``, ``dev``, ``lux``, ``luv``, ``ser``), its number of Gaussians and
         Sersic index. ``None`` = from the start model, else ``exp`` and the profile's default M.
+    profile2, M2 : str or None, int or None
+        A second component sharing the centre (composite bulge + disk, e.g. ``profile='dev'``
+        or ``'ser'`` with ``profile2='exp'``).
     sky : {'none', 'constant', 'plane'} or None
         Sky model (None = from the start model, else ``constant``).
     start : str or None
@@ -105,6 +108,9 @@ class FitTask:
     profile: str | None = None
     M: int | None = None
     n: float | None = None
+    profile2: str | None = None
+    M2: int | None = None
+    fix_n: bool = False
     sky: str | None = None
     start: str | None = None
     imgblock_dir: str | None = None
@@ -267,7 +273,9 @@ def _run_task(task, base, caught, step):
     base["psf_source"] = psf_source
 
     set_step("setting up the fit")
-    problem = FitProblem.from_image_data(data, psf=psf, profile=profile, M=M, n=n, sky=sky)
+    problem = FitProblem.from_image_data(data, psf=psf, profile=profile, M=M, n=n, sky=sky,
+                                         profile2=task.profile2, M2=task.M2,
+                                         fixed=("n",) if task.fix_n and profile == "ser" else ())
     base.update(M=problem.M, n=problem.n)
     start = None
     if saved is not None:
@@ -528,7 +536,13 @@ def register_cli(sub):
                    help="target profile (default exp, or the --start model's)")
     p.add_argument("-M", type=int, help="Gaussians in the profile mixture (default: the "
                    "profile's)")
-    p.add_argument("-n", "--sersic-n", type=float, help="Sersic index (profile ser)")
+    p.add_argument("-n", "--sersic-n", type=float,
+                   help="Sersic index of profile ser: the start, free unless --fix-n "
+                        "(0.5 <= n <= 8, the smooth family)")
+    p.add_argument("--fix-n", action="store_true", help="keep the Sersic index fixed")
+    p.add_argument("--profile2", choices=("exp", "dev", "lux", "luv"),
+                   help="add a second component sharing the centre (bulge + disk)")
+    p.add_argument("--M2", type=int, help="Gaussians of the second component")
     p.add_argument("--sky", choices=("none", "constant", "plane"),
                    help="sky model (default constant, or the --start model's)")
     p.add_argument("--hdu", help="image HDU number or EXTNAME")
@@ -605,6 +619,7 @@ def _cli_fit(args):
                                                            args.centre[1] - 1.0),
                   profile=args.profile, M=args.M,
                   n=args.sersic_n, sky=args.sky, start=args.start,
+                  profile2=args.profile2, M2=args.M2, fix_n=args.fix_n,
                   imgblock_dir=args.imgblock, region_dir=args.region,
                   model_json_dir=args.model_json, scale_errors=args.scale_errors,
                   max_nfev=args.max_nfev)

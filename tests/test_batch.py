@@ -289,3 +289,27 @@ def test_cli_centre_and_psfex_position(tmp_path, capsys):
                        "--psf", str(D / "decam-520206-S16-psfex.fits"), "--csv",
                        str(tmp_path / "x.csv"), "--quiet"])
     assert status == 2 and "position" in capsys.readouterr().err
+
+
+def test_cli_sersic_and_bulge_disk(tmp_path, capsys):
+    # issue 7 / issue 4 from the shell: Sérsic n free (then fixed), and Sérsic + exp composite
+    # on the HSC sample (pysersic: n 3.643 with no sky, PROVENANCE.md s7)
+    H = Path(__file__).parent.parent / "sample_data" / "hsc_gal2"
+    common = [str(H / "gal2_im.npy"), "--noise", str(H / "gal2_sig.npy"), "--mask",
+              str(H / "gal2_mask.npy"), "--psf", str(H / "gal2_psf.npy"), "--sky", "none",
+              "--quiet"]
+    out = tmp_path / "ser.csv"
+    assert cli.main(["fit", *common, "--profile", "ser", "-n", "2", "--csv", str(out)]) == 0
+    row = read_csv(out)[0]
+    assert row["M"] == 10 and abs(row["n"] - 3.643) < 0.15 and row["n_err"] > 0
+    out2 = tmp_path / "fixed.csv"
+    assert cli.main(["fit", *common, "--profile", "ser", "-n", "2.5", "--fix-n", "--csv",
+                     str(out2)]) == 0
+    row = read_csv(out2)[0]
+    assert row["n"] == 2.5 and "n" not in row["free"].split("|")
+    out3 = tmp_path / "bd.csv"
+    assert cli.main(["fit", *common, "--profile", "ser", "-n", "4", "--profile2", "exp",
+                     "--csv", str(out3)]) == 0
+    row = read_csv(out3)[0]
+    assert row["profile2"] == "exp" and 0 < row["bt"] < 1 and row["status"] == "converged"
+    capsys.readouterr()
