@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import recovery
+from realdata import dr9_crop, quiet_psf
 
 from mogviewer import io_fits
 from mogviewer.fitting import (
@@ -304,15 +305,6 @@ def test_composite_bulge_disk_jacobian_and_recovery():
     np.testing.assert_allclose(model_image(prob, truth).sum(), 8000.0 + 0.5 * 80 * 80, rtol=0.02)
 
 
-def _read_psf_quiet(path, **kw):
-    import warnings
-
-    from mogviewer.psf import PsfWarning, read_psf
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PsfWarning)  # e.g. "multi-HDU file", asserted in test_psf
-        return read_psf(path, **kw)
-
-
 def test_decals_dr3_dev_against_the_tractor_catalogue():
     # PROVENANCE.md s1: DECaLS DR3 z-band CCD cutout (sky NOT subtracted), invvar (< 0.1 median
     # set to 0, as the Tractor example does), PSFEx evaluated at full-CCD (70, 1500); catalogue
@@ -324,8 +316,7 @@ def test_decals_dr3_dev_against_the_tractor_catalogue():
     d = io_fits.read_image(f"{D}/decam-520206-S16-image-sub.fits", hdu=1,
                            noise=f"{D}/decam-520206-S16-invvar-sub.fits", noise_kind="ivar",
                            noise_hdu=1, min_ivar_fraction=0.1)
-    psf = _read_psf_quiet(f"{D}/decam-520206-S16-psfex.fits", position=(70, 1500),
-                          n_components=4).mixture
+    psf = quiet_psf(f"{D}/decam-520206-S16-psfex.fits", position=(70, 1500), n_components=4)
     yy, xx = np.mgrid[:70, :70]
     mask = d.mask | ((xx - 45) ** 2 + (yy - 35) ** 2 < 36) | (
         (xx - 37.89) ** 2 + (yy - 16.73) ** 2 < 25)
@@ -372,16 +363,8 @@ def test_decals_dr9_r_band_disk_against_pysersic():
     # centre (58.44, 62.41). We fit exp (n = 1; Sérsic n comes with issue 7), so r_e is expected
     # a little larger than the n ~ 0.8 value (measured 7.25 px, +8.8 %): tolerance 12 %.
     # Ellipticity within 0.015, angle within 2 deg, centre within 0.2 px, flux within 5 %.
-    from scipy import ndimage
-    d = io_fits.read_image(f"{DATA}/pysersic-decals-dr9/cutout_59.1067_-30.4848.fits", band="r")
-    img, ivar, bad = (a[68:188, 68:188] for a in (d.image, d.ivar, d.mask))
-    sig = 1 / np.sqrt(np.median(ivar))
-    lab, _ = ndimage.label(ndimage.gaussian_filter(img, 1.5) > 3 * sig / (2 * np.sqrt(np.pi) * 1.5))
-    others = ndimage.binary_dilation((lab > 0) & (lab != lab[62, 58]), iterations=3)
-    psf = _read_psf_quiet(f"{DATA}/pysersic-decals-dr9/copsf_59.1067_-30.4848.fits", hdu=1,
-                          n_components=4).mixture
-    res = fit(FitProblem.from_arrays(img, ivar=ivar, mask=bad | others, psf=psf, profile="exp",
-                                     M=8))
+    img, ivar, mask, psf = dr9_crop("r")
+    res = fit(FitProblem.from_arrays(img, ivar=ivar, mask=mask, psf=psf, profile="exp", M=8))
     p = res.params
     assert res.status == "converged" and res.flags == FitFlags(0)
     assert p.re == pytest.approx(6.666, rel=0.12)

@@ -1,6 +1,6 @@
 """Profiles and MoG tables against the design reference (REFERENCE.md section 1).
 
-Every reference number below is quoted from ../shared/design/REFERENCE.md section 1 (itself from
+Every reference number below is quoted from the design reference REFERENCE.md section 1 (itself from
 Hogg & Lang 2013, arXiv:1210.6563 v1); the line is named where it is used.
 """
 

@@ -1,6 +1,6 @@
 """The Sérsic mixture family (issue 7, derivation and interpolation half).
 
-Reference numbers are from ../shared/design/REFERENCE.md section 1 ("Published tables": dev M=10
+Reference numbers are from the design reference REFERENCE.md section 1 ("Published tables": dev M=10
 badness 3.90e-5; "Badness": the discrete recipe, xi_max = 8). The family has M = 10; the paper
 publishes no exp M = 10 table, so at n = 1 the family is compared with a direct derivation at
 M = 10 (mogviewer.profiles.derive), and at n = 2, 3, 5 with the globally derived M = 10 tables

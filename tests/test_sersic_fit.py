@@ -2,29 +2,21 @@
 force, and the published n of real galaxies (PROVENANCE.md in tests/data/real)."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 import recovery
 from brute import exact_galaxy_image
-from scipy import ndimage
+from realdata import dr9_crop, quiet_psf
 
 from mogviewer import io_fits, sersic
 from mogviewer.ellipse import shape_matrix
 from mogviewer.fitting import FitFlags, FitProblem, GalaxyParams, _Evaluator, _Param, fit
 from mogviewer.profiles import exact_total
-from mogviewer.psf import PsfWarning, read_psf
 from mogviewer.render import render_galaxy
 
 DATA = "tests/data/real"
 PSF3 = recovery.PSF
-
-
-def quiet_psf(path, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PsfWarning)
-        return read_psf(path, **kw).mixture
 
 
 def test_sersic_problem_setup_and_errors():
@@ -133,15 +125,8 @@ def test_hsc_sersic_n_against_pysersic():
 def test_decals_dr9_r_band_n_against_pysersic():
     # PROVENANCE.md s6: published r-band n 0.796 (joint multiband fit; single-band cross-check
     # 0.83). Issue 7: within 0.1. Measured when written: 0.852 +- 0.010.
-    d = io_fits.read_image(f"{DATA}/pysersic-decals-dr9/cutout_59.1067_-30.4848.fits", band="r")
-    img, ivar, bad = (a[68:188, 68:188] for a in (d.image, d.ivar, d.mask))
-    sig = 1 / np.sqrt(np.median(ivar))
-    lab, _ = ndimage.label(ndimage.gaussian_filter(img, 1.5) > 3 * sig / (2 * np.sqrt(np.pi) * 1.5))
-    others = ndimage.binary_dilation((lab > 0) & (lab != lab[62, 58]), iterations=3)
-    psf = quiet_psf(f"{DATA}/pysersic-decals-dr9/copsf_59.1067_-30.4848.fits", hdu=1,
-                    n_components=4)
-    res = fit(FitProblem.from_arrays(img, ivar=ivar, mask=bad | others, psf=psf, profile="ser",
-                                     n=1.0))
+    img, ivar, mask, psf = dr9_crop("r")
+    res = fit(FitProblem.from_arrays(img, ivar=ivar, mask=mask, psf=psf, profile="ser", n=1.0))
     assert res.status == "converged"
     assert res.params.n == pytest.approx(0.796, abs=0.1)
     assert 1 - res.params.q == pytest.approx(0.285, abs=0.015)
