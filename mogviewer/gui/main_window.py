@@ -285,6 +285,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.mask_box.toggled.connect(self._on_display_changed)
         self.undo_stack.indexChanged.connect(self._update_actions)
 
+    def showEvent(self, event):
+        super().showEvent(event)
+        if not getattr(self, "_docks_sized", False):
+            # first show: the window has its final size now, so give the parameter panel its
+            # full height and the log the rest (unless the user's saved layout was restored)
+            self._docks_sized = True
+            if not getattr(self, "_dock_layout_restored", False):
+                self.resizeDocks([self.params_dock, self.log_dock],
+                                 [self.params.sizeHint().height() + 10, 120],
+                                 QtCore.Qt.Vertical)
+
     # ================================================================== settings
     def _restore_settings(self):
         st = self.settings
@@ -292,8 +303,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if isinstance(geom, QtCore.QByteArray) and not geom.isEmpty():
             self.restoreGeometry(geom)
         state = st.value("window/state")
+        self._dock_layout_restored = False
         if isinstance(state, QtCore.QByteArray) and not state.isEmpty():
-            self.restoreState(state)
+            self._dock_layout_restored = bool(self.restoreState(state))
         d = DisplaySettings()
         d = d.replace(stretch=self._setting("display/stretch", d.stretch, str),
                       limits=self._setting("display/limits", d.limits, str),

@@ -147,7 +147,7 @@ class ParamsPanel(QtWidgets.QWidget):
         grid = QtWidgets.QGridLayout(gpar)
         grid.setHorizontalSpacing(6)
         grid.addWidget(self._small("fixed"), 0, 4)
-        self.spins, self.err_labels, self.fix_boxes = {}, {}, {}
+        self.spins, self.err_labels, self.fix_boxes, self.param_rows = {}, {}, {}, {}
         for r, name in enumerate(PARAM_NAMES, start=1):
             lab = QtWidgets.QLabel(LABELS[name])
             lab.setToolTip(TOOLTIPS[name])
@@ -168,6 +168,7 @@ class ParamsPanel(QtWidgets.QWidget):
             grid.addWidget(err, r, 3)
             grid.addWidget(fix, r, 4, alignment=QtCore.Qt.AlignCenter)
             self.spins[name], self.err_labels[name], self.fix_boxes[name] = sp, err, fix
+            self.param_rows[name] = (lab, sp, unit, err, fix)
         grid.setColumnStretch(1, 1)
         r = len(PARAM_NAMES) + 1
         self.sky_box = QtWidgets.QCheckBox("fit a constant sky")
@@ -264,6 +265,8 @@ class ParamsPanel(QtWidgets.QWidget):
         ser = s.profile == "ser"
         self.spins["n"].setEnabled(ser and not s.busy)
         self.fix_boxes["n"].setEnabled(ser and not s.busy)
+        for w in self.param_rows["n"]:  # the Sérsic index row only for profile 'ser'
+            w.setVisible(ser)
         b, ff = engine.profile_quality(s.profile, s.M, s.params.n if s.params else None)
         self.quality_label.setText(f"badness {b:.2g}   \u00b7   flux fraction {ff:.4f}")
 
