@@ -1227,6 +1227,8 @@ def plot_psf_model(model, path):
 def _cli_fit(args):
     from .cli import UserError
 
+    if not args.output and not args.plot:
+        raise UserError("nothing to write: give -o OUTPUT (.fits or .json) and/or --plot PNG")
     caught = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -1241,16 +1243,18 @@ def _cli_fit(args):
 
     for w in caught:
         print(f"mogviewer: warning: {w.message}", file=sys.stderr)
-    try:
-        write_psf(args.output, model)
-    except OSError as exc:
-        raise UserError(f"cannot write {args.output}: {exc}") from None
+    if args.output:
+        try:
+            write_psf(args.output, model)
+        except OSError as exc:
+            raise UserError(f"cannot write {args.output}: {exc}") from None
     print(f"{args.psf}: {model.source}, K = {model.n_components}")
     if model.quality is not None:
         print("  " + model.quality.summary())
     for n in model.notes:
         print(f"  - {n}")
-    print(f"wrote {args.output}")
+    if args.output:
+        print(f"wrote {args.output}")
     if args.plot:
         if model.stamp is None:
             raise UserError(f"{args.psf} holds a mixture, not an image: nothing to plot")
@@ -1276,7 +1280,8 @@ def register_cli(sub):
     f.add_argument("psf", metavar="PSFFILE")
     f.add_argument("-K", type=int, default=None,
                    help="number of Gaussians (default: smallest K <= 6 with max|res|/peak < 1%%)")
-    f.add_argument("-o", "--output", required=True, help="output mixture file (.fits or .json)")
+    f.add_argument("-o", "--output", default=None,
+                   help="output mixture file (.fits or .json); -o and/or --plot")
     f.add_argument("--plot", default=None, help="write stamp / model / residual to this PNG")
     f.add_argument("--hdu", type=_hdu_arg, default=None, help="FITS HDU index or name")
     f.add_argument("--plane", type=int, default=None, help="plane of a 3-D cube")

@@ -464,3 +464,14 @@ def test_psf_module_is_qt_free():
             "sys.meta_path.insert(0, Block())\n"
             "import mogviewer.psf\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_plot_without_output_and_nothing_to_write(tmp_path, capsys):
+    # new-user report: `psf fit --plot` alone must work; with neither -o nor --plot, one line
+    from mogviewer import cli
+    png = tmp_path / "p.png"
+    assert cli.main(["psf", "fit", str(REAL / "pysersic-hsc" / "gal2_psf.npy"), "-K", "2",
+                     "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000
+    assert cli.main(["psf", "fit", str(REAL / "pysersic-hsc" / "gal2_psf.npy")]) == 2
+    assert "nothing to write" in capsys.readouterr().err
