@@ -258,6 +258,20 @@ def _propagate(result, grads, scale):
     return math.sqrt(var) * scale
 
 
+def _dlnf_dn(result, h=1e-3):
+    """d ln(flux_fraction) / dn of a Sérsic-family fit (0 for the tables)."""
+    if result.profile != "ser":
+        return 0.0
+    from .sersic import N_MAX, N_MIN, sersic_profile_mixture
+    n = result.params.n
+    lo, hi = max(N_MIN, n - h), min(N_MAX, n + h)
+    if hi <= lo:
+        return 0.0
+    flo = sersic_profile_mixture(lo).flux_fraction
+    fhi = sersic_profile_mixture(hi).flux_fraction
+    return (math.log(fhi) - math.log(flo)) / (hi - lo)
+
+
 def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_source="none",
                   file=None, hdu=None, band=None, scale_errors=False, reason="",
                   warnings_text=""):
@@ -350,13 +364,20 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
     if sky_model == "plane":
         row.update(sky_dx=p.sky_dx, sky_dx_err=err["sky_dx"], sky_dy=p.sky_dy,
                    sky_dy_err=err["sky_dy"])
+    # flux_target = flux / f(n): with a free Sérsic index the flux fraction f varies too
+    dlnf_dn = _dlnf_dn(result) if "n" in result.free else 0.0
+    if dlnf_dn:
+        f = result.flux_fraction
+        row["flux_target_err"] = prop(flux=1.0 / f, n=-p.flux * dlnf_dn / f)
     if zeropoint is not None:
         zp = float(zeropoint)
-        dmag = prop(flux=-2.5 / (math.log(10) * p.flux)) if p.flux > 0 else _NAN
+        k = 2.5 / math.log(10)
+        dmag = prop(flux=-k / p.flux) if p.flux > 0 else _NAN
         row["mag"], row["mag_err"] = result.magnitude(zp), dmag
         ft = result.flux_target
         row["mag_target"] = zp - 2.5 * math.log10(ft) if ft > 0 else _NAN
-        row["mag_target_err"] = dmag  # same relative error: flux_target is flux / constant
+        row["mag_target_err"] = (prop(flux=-k / p.flux, n=k * dlnf_dn) if p.flux > 0 and dlnf_dn
+                                 else dmag)
     wcs = getattr(d, "wcs", None) if d is not None else None
     pixscale = getattr(d, "pixel_scale_arcsec", None) if d is not None else None
     row["pixel_scale_arcsec"] = pixscale

@@ -151,7 +151,10 @@ class _FamilyProfile:
         return self
 # Physical guard rails for the optimiser's trial points (a pure-noise image can send it far):
 # radii 1e-3 .. 1e6 px and q >= exp(-20). Values outside never describe a galaxy in a cutout.
-_LN_R_MIN, _LN_R_MAX, _ETA_MAX = math.log(1e-3), math.log(1e6), 20.0
+# q >= 1e-4 (eta <= ln 1e4): thinner components make the covariance determinant lose all its
+# digits to cancellation (the renderer forms it as Cxx Cyy - Cxy^2).
+_LN_R_MIN, _LN_R_MAX, _ETA_MAX = math.log(1e-3), math.log(1e6), math.log(1e4)
+_Q_MIN = 1e-4
 
 
 def _weights_from(image, ivar, variance, sigma, weight, mask):
@@ -263,12 +266,6 @@ class FitProblem:
             raise FitError(f"sky must be 'none', 'constant' or 'plane', got {sky!r}")
         allp = ["flux", "x", "y", "re", "q", "angle"] + (["n"] if fam is not None else []) + {
             "none": [], "constant": ["sky"], "plane": ["sky", "sky_dx", "sky_dy"]}[sky]
-        if free is None:
-            free = allp
-        unknown = set(free) - set(allp) | set(fixed) - set(allp) - {"sky", "sky_dx", "sky_dy"}
-        if unknown:
-            raise FitError(f"unknown or unavailable parameter(s): {', '.join(sorted(unknown))} "
-                           f"(sky model {sky!r} has {', '.join(allp)})")
         if profile2 is not None:
             if profile2 not in ("exp", "dev", "lux", "luv"):
                 raise FitError(f"the second component's profile must be exp, dev, lux or luv, "
@@ -282,15 +279,33 @@ class FitProblem:
             allp += ["flux2", "re2", "q2", "angle2"]
             if free is not None and not any(p.endswith("2") for p in free):
                 free = list(free) + ["flux2", "re2", "q2", "angle2"]
+        if free is None:
+            free = list(allp)
+        unknown = ((set(free) - set(allp))
+                   | (set(fixed) - set(allp) - {"sky", "sky_dx", "sky_dy"}))
+        if unknown:
+            raise FitError(f"unknown or unavailable parameter(s): {', '.join(sorted(unknown))} "
+                           f"(this model has {', '.join(allp)})")
         free = tuple(p for p in allp if p in set(free) and p not in set(fixed))
         if psf is not None:
             psf = psf.normalized()
         bounds = {k: (None if v is None else tuple(v)) for k, v in dict(bounds or {}).items()}
-        if fam is not None and not bounds.get("n"):
-            # just above the family's lower end: within ~1e-3 of n = 0.5 its spline knots crowd
-            # (the mixture collapses to one Gaussian there) and d/dn of the tiny inner
-            # components is erratic
-            bounds["n"] = (max(fam.N_MIN, 0.51), fam.N_MAX)
+        if fam is not None:
+            # never beyond the family; and just above its lower end: within ~1e-3 of n = 0.5
+            # its knots crowd (the mixture collapses to one Gaussian there) and d/dn of the tiny
+            # inner components is erratic
+            lo, hi = bounds.get("n") or (None, None)
+            bounds["n"] = (max(fam.N_MIN + 0.01, lo if lo is not None else -np.inf),
+                           min(fam.N_MAX, hi if hi is not None else np.inf))
+        for k, b in bounds.items():
+            if b is None:
+                continue
+            if len(b) != 2:
+                raise FitError(f"bounds for {k} must be (low, high), got {b!r}")
+            lo, hi = b
+            if lo is not None and hi is not None and not lo < hi:
+                raise FitError(f"bounds for {k} must have low < high, got ({lo!r}, {hi!r}); "
+                               f"to keep {k} at one value, fix it instead")
         for k in bounds:
             if k not in allp:
                 raise FitError(f"bounds given for unknown parameter {k!r}")
@@ -393,7 +408,7 @@ def _target_segment(data, good, border, centre):
 def initial_guess(problem, *, centre=None):
     """Start parameters from image moments in a central aperture.
 
-    1. Sky: median of the unmasked pixels of the outer 10 % border (0 if the sky is not fitted).
+    1. Sky: median of the unmasked pixels of the outer 10 % border (0 if the sky is not free).
     2. Target: the sky-subtracted image is smoothed (Gaussian sigma 1.5 px) and thresholded at
        3 sigma of its noise (1.48 MAD of the border); the connected segment that contains the
        stamp centre (or ``centre``, 0-based pixels, if given) -- or else the one that comes
@@ -421,7 +436,7 @@ def initial_guess(problem, *, centre=None):
     b = max(1, int(0.1 * min(ny, nx)))
     border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
     sky = 0.0
-    if problem.sky != "none":
+    if "sky" in problem.free:  # a fixed sky starts at 0 (the image is taken as sky-subtracted)
         sel = border & good
         sky = float(np.median(img[sel])) if sel.sum() > 10 else float(np.median(img[good]))
     data = np.where(good, img - sky, 0.0)
@@ -526,7 +541,7 @@ class _Param:
                     if base == "re":
                         names += ["ln_rcirc" + sfx, "eta1" + sfx, "eta2" + sfx]
                 else:
-                    names.append({"re": "ln_re", "q": "logit_q", "angle": "angle"}[base] + sfx)
+                    names.append({"re": "ln_re", "q": "q", "angle": "angle"}[base] + sfx)
             else:
                 names.append(p)
         self.znames = names
@@ -542,9 +557,6 @@ class _Param:
                 continue
             elif base == "ln_re":
                 z.append(math.log(getattr(p, "re" + sfx)))
-            elif base == "logit_q":
-                qq = min(getattr(p, "q" + sfx), 1 - 1e-9)
-                z.append(math.log(qq / (1 - qq)))
             else:
                 z.append(getattr(p, name))
         return np.array(z, float)
@@ -561,12 +573,10 @@ class _Param:
                 next(it)
             elif base == "ln_re":
                 d["re" + sfx] = math.exp(min(max(z[i], _LN_R_MIN), _LN_R_MAX))
-            elif base == "logit_q":
-                d["q" + sfx] = 1.0 / (1.0 + math.exp(-min(max(z[i], -40.0), 40.0)))
             else:
                 d[self.znames[i]] = float(z[i])
         for sfx in self.suffixes:
-            d["q" + sfx] = min(max(d["q" + sfx], 1e-12), 1.0)
+            d["q" + sfx] = min(max(d["q" + sfx], _Q_MIN), 1.0)
         return GalaxyParams(**d)
 
     def bounds(self):
@@ -574,17 +584,14 @@ class _Param:
         hi = np.full(len(self.znames), np.inf)
         for i, name in enumerate(self.znames):
             base, sfx = _split(name)
-            phys = {"ln_re": "re", "logit_q": "q"}.get(base, base) + sfx
-            b = self.problem.bounds.get(phys)
-            if not b:
-                continue
-            l, h = b
+            phys = {"ln_re": "re"}.get(base, base) + sfx
+            l, h = self.problem.bounds.get(phys) or (None, None)
+            if base == "q":  # q is optimised directly, always inside [1e-4, 1]
+                l = _Q_MIN if l is None else max(l, _Q_MIN)
+                h = 1.0 if h is None else min(h, 1.0)
             if base == "ln_re":
                 l = math.log(l) if l and l > 0 else None
                 h = math.log(h) if h and h > 0 else None
-            elif base == "logit_q":
-                l = math.log(l / (1 - l)) if l and 0 < l < 1 else None
-                h = math.log(h / (1 - h)) if h and 0 < h < 1 else None
             if l is not None:
                 lo[i] = l
             if h is not None:
@@ -608,8 +615,8 @@ class _Param:
                 continue
             if base == "ln_re":
                 out[i] = Jp[:, 0] * re
-            elif base == "logit_q":
-                out[i] = Jp[:, 1] * q * (1 - q)
+            elif base == "q":
+                out[i] = Jp[:, 1]
             elif base == "angle":
                 out[i] = Jp[:, 2]
         return shape_matrix(re, q, angle), out
@@ -911,6 +918,8 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
             return failed(GalaxyParams(flux=0.0, x=(nx - 1) / 2, y=(ny - 1) / 2, re=1.0, q=1.0,
                                        angle=0.0), FitFlags.NOT_CONVERGED,
                           f"no initial guess from the image moments: {exc}")
+    if problem.uses_family and "n" not in problem.free and start.n != problem.n:
+        start = start.replace(n=problem.n)  # a fixed index is the problem's, not the start's
     common = dict(start=start, free=problem.free, profile=problem.profile, M=problem.M,
                   n=problem.n, flux_fraction=prof.flux_fraction, profile2=problem.profile2,
                   M2=problem.M2)
@@ -947,8 +956,9 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
             res = optimize.least_squares(ev.residuals, z0, jac=jac, method="trf",
                                          bounds=(lo, hi), x_scale="jac", max_nfev=max_nfev,
                                          xtol=xtol, ftol=ftol, gtol=1e-10, callback=cb)
-    except (np.linalg.LinAlgError, FloatingPointError, OverflowError) as exc:
-        return failed(start, FitFlags.NOT_CONVERGED, f"numerical failure: {exc}", ev.nfev)
+    except (np.linalg.LinAlgError, ArithmeticError) as exc:  # incl. ZeroDivision, Overflow
+        return failed(start, FitFlags.NOT_CONVERGED,
+                      f"numerical failure ({type(exc).__name__}: {exc})", ev.nfev)
     except ValueError as exc:
         if "not finite" not in str(exc):
             raise
@@ -975,12 +985,12 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
         flags |= FitFlags.COV_NONFINITE
     if np.any(res.active_mask != 0):
         flags |= FitFlags.AT_BOUND
-    if p.flux <= 0:
+    if p.flux <= 0 or (problem.profile2 is not None and p.flux2 <= 0):
         flags |= FitFlags.NEGATIVE_FLUX
     ny, nx = problem.shape
     if not (-0.5 <= p.x <= nx - 0.5 and -0.5 <= p.y <= ny - 0.5):
         flags |= FitFlags.CENTRE_OUTSIDE
-    if p.re < 0.5:
+    if min(p.re, p.re2 if problem.profile2 else np.inf) < 0.5:
         flags |= FitFlags.RE_SUBPIXEL
     if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
         flags |= FitFlags.RE_BEYOND_STAMP

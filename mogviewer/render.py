@@ -167,6 +167,10 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, cr
     W = out.shape[2]
     cut = 36.0
     det = cxx * cyy - cxy * cxy
+    if not (det > 0.0 and cxx > 0.0 and cyy > 0.0) or not math.isfinite(det):
+        # not positive definite in floating point (q below ~1e-8 loses the determinant to
+        # cancellation): nothing sensible to draw; callers keep q >= 1e-4
+        return
     p00 = cyy / det
     p01 = -cxy / det
     p11 = cxx / det

@@ -149,3 +149,20 @@ def test_sersic_plus_exponential_composite():
     assert res.status == "converged"
     assert res.params.n == pytest.approx(3.0, abs=0.3)
     assert res.params.re2 == pytest.approx(9.0, rel=0.03)
+
+
+def test_fixed_index_is_the_problems_not_the_starts():
+    # review: with n fixed, a start carrying another n (GalaxyParams defaults to 1) was used
+    truth = dict(flux=1000.0, x=20.3, y=19.8, re=4.0, q=0.7, angle=40.0)
+    img = render_galaxy(truth["flux"], truth["x"], truth["y"],
+                        shape_matrix(truth["re"], truth["q"], truth["angle"]),
+                        sersic.sersic_profile_mixture(4.0), None, PSF3, (41, 41))
+    img = img + np.random.default_rng(2).normal(0, 0.05, img.shape)
+    prob = FitProblem.from_arrays(img, sigma=np.full(img.shape, 0.05), psf=PSF3, profile="ser",
+                                  n=4.0, fixed=("n",), sky="none")
+    res = fit(prob, GalaxyParams(flux=800, x=20, y=20, re=3, q=0.8, angle=30))  # n=1 default
+    assert res.params.n == 4.0 and res.n == 4.0 and res.chi2_nu < 1.5
+    # user bounds are kept inside the family's range
+    wide = FitProblem.from_arrays(img, sigma=np.full(img.shape, 0.05), psf=PSF3, profile="ser",
+                                  n=4.0, bounds={"n": (0.3, 20)})
+    assert wide.bounds["n"] == (0.51, 8.0)
