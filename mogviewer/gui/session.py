@@ -190,6 +190,9 @@ class Session(QtCore.QObject):
         """The FitProblem of the current state (cached until something changes)."""
         if self.data is None:
             return None
+        if (self._problem is not None and self.profile == "ser" and self.params is not None
+                and self._problem.n != self.params.n):
+            self._problem = None  # a fixed Sérsic index is taken from the problem
         if self._problem is None:
             self._problem = engine.make_problem(
                 self.data, psf=self.psf_mixture, profile=self.profile, M=self.M,

@@ -251,6 +251,10 @@ def test_sersic_profile_with_n_spin(window, qtbot):
     pp.fix_boxes["n"].setChecked(True)
     res = wait_fit(qtbot, w, w.start_fit)
     assert res.params.n == pytest.approx(3.0) and "n" not in res.free
+    # edit n while it is fixed: the fit keeps the edited value
+    pp.spins["n"].setValue(2.0)
+    res = wait_fit(qtbot, w, w.start_fit)
+    assert res.params.n == pytest.approx(2.0)
     pp.fix_boxes["n"].setChecked(False)
     res = wait_fit(qtbot, w, w.start_fit)
     assert "n" in res.free and 1.8 < res.params.n < 3.0
