@@ -695,7 +695,10 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
     _set(h, "1_MAG", _pm(mag_t, mag_err, "flux" not in free), "total mag of target profile")
     _set(h, "1_RE", _pm(p.re, row["re_pix_err"], "re" not in free),
          "half-light semi-major [pix]")
-    _set(h, "1_N", f"[{n_val:.4f}]", "Sersic index (fixed by the profile)")
+    if "n" in free:
+        _set(h, "1_N", _pm(result.n, row["n_err"], False), "Sersic index (fitted)")
+    else:
+        _set(h, "1_N", f"[{n_val:.4f}]", "Sersic index (fixed)")
     _set(h, "1_AR", _pm(p.q, row["q_err"], "q" not in free), "axis ratio b/a")
     _set(h, "1_PA", _pm(row["pa_galfit_deg"], row["pa_img_deg_err"], "angle" not in free),
                  "PA [deg] CCW from +y (GALFIT)")

@@ -527,3 +527,24 @@ def test_flux_target_error_includes_the_sersic_index():
     expected = float(np.sqrt(g @ res.covariance @ g))
     assert row["flux_target_err"] == pytest.approx(expected, rel=1e-3)
     assert row["flux_target_err"] > res.errors()["flux"] / f * 1.05  # n matters here
+
+
+def test_imgblock_reports_a_fitted_sersic_index_with_its_error(tmp_path):
+    from astropy.io import fits as afits
+
+    from mogviewer import sersic
+    from mogviewer.ellipse import shape_matrix
+    from mogviewer.fitting import FitProblem, fit
+    from mogviewer.mixture import Mixture
+    from mogviewer.render import render_galaxy
+    psf = Mixture.isotropic([1.0], [2.25])
+    img = render_galaxy(1000.0, 20.2, 20.7, shape_matrix(4.0, 0.7, 30.0),
+                        sersic.sersic_profile_mixture(3.0), None, psf, (41, 41))
+    img = img + np.random.default_rng(5).normal(0, 0.2, img.shape)
+    prob = FitProblem.from_arrays(img, sigma=np.full(img.shape, 0.2), psf=psf, profile="ser",
+                                  n=2.0, sky="none")
+    res = fit(prob)
+    export.write_imgblock(tmp_path / "b.fits", prob, res)
+    card = afits.getheader(tmp_path / "b.fits", "MODEL")["1_N"]
+    value, err = (float(v) for v in card.split("+/-"))
+    assert value == pytest.approx(res.params.n, abs=1e-4) and err > 0
