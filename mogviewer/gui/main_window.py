@@ -20,7 +20,7 @@ from .panels import COLORMAPS, LIMITS, STRETCHES, DisplaySettings, ImagePanels, 
 from .params_panel import ParamsPanel
 from .psf_dialog import PsfDialog
 from .session import Session, format_params
-from .undo import SetParamsCommand
+from .undo import SetParamsCommand, SetProfileCommand
 from .worker import FitRunner, Tasks
 
 ORG, APP = "mogviewer", "mogviewer"
@@ -716,7 +716,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self._push_params(new, f"Edit {name}", merge_name=name)
 
     def _on_profile_chosen(self, profile, M):
-        self.session.set_profile(profile, M)
+        s = self.session
+        old = (s.profile, s.M)
+        s.set_profile(profile, M)  # validates M (falls back to the profile's default)
+        new = (s.profile, s.M)
+        if new != old:
+            cmd = SetProfileCommand(s, old, new)
+            # already applied: push without applying it twice (redo() is idempotent)
+            self.undo_stack.push(cmd)
 
     def _reset_start(self):
         s = self.session

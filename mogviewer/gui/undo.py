@@ -1,10 +1,11 @@
-"""Undoable changes of the parameters (drags, edits, fits, resets)."""
+"""Undoable changes: the parameters (drags, edits, fits, resets) and the profile / M."""
 
 from __future__ import annotations
 
 from PyQt5 import QtWidgets
 
-_MERGE_IDS = {"flux": 101, "x": 102, "y": 103, "re": 104, "q": 105, "angle": 106, "sky": 107}
+_MERGE_IDS = {"flux": 101, "x": 102, "y": 103, "re": 104, "q": 105, "angle": 106, "sky": 107,
+              "n": 108}
 
 
 class SetParamsCommand(QtWidgets.QUndoCommand):
@@ -42,3 +43,18 @@ class SetParamsCommand(QtWidgets.QUndoCommand):
             s.set_result(result)
         s.set_params(params, origin="undo", clear_result=False)
         s.request_render(immediate=True)
+
+
+class SetProfileCommand(QtWidgets.QUndoCommand):
+    """The profile and M from ``old`` to ``new`` (each a ``(profile, M)`` pair)."""
+
+    def __init__(self, session, old, new):
+        super().__init__(f"Profile {new[0]} M={new[1]}")
+        self.session = session
+        self.old, self.new = tuple(old), tuple(new)
+
+    def redo(self):
+        self.session.set_profile(*self.new)
+
+    def undo(self):
+        self.session.set_profile(*self.old)

@@ -235,6 +235,22 @@ def test_profile_and_M_controls(window):
     assert s.M == items[0]
 
 
+def test_profile_change_is_undoable(window):
+    w, s = window, window.session
+    pp = w.params
+    start = (s.profile, s.M)
+    pp.profile_combo.setCurrentIndex(pp.profile_combo.findData("dev"))
+    changed = (s.profile, s.M)
+    assert changed[0] == "dev" and changed != start
+    count = w.undo_stack.count()
+    w.undo_stack.undo()
+    assert w.undo_stack.count() == count  # syncing the panel pushed nothing new
+    assert (s.profile, s.M) == start
+    assert pp.profile_combo.currentData() == start[0]  # the panel follows
+    w.undo_stack.redo()
+    assert (s.profile, s.M) == changed
+
+
 def test_sersic_profile_with_n_spin(window, qtbot):
     # issue 7: profile 'ser' in the app, with a spin box for n (fixed or free)
     w, s = window, window.session
