@@ -40,7 +40,11 @@ def parse_args(argv):
     p.add_argument("file", nargs="?", help="image to open (FITS or .npy); default: the sample")
     p.add_argument("--psf", help="PSF file (image, PSFEx or mixture)")
     p.add_argument("--mask", help="mask file (nonzero = bad)")
-    p.add_argument("--noise", help="1-sigma noise map")
+    p.add_argument("--noise", help="noise map (1-sigma unless --noise-kind says otherwise)")
+    p.add_argument("--noise-kind", choices=("sigma", "variance", "ivar", "weight"),
+                   default="sigma", help="what the noise map holds (default sigma)")
+    p.add_argument("--hdu", help="image HDU number or EXTNAME")
+    p.add_argument("--band", help="band of a multi-band file (BAND keyword), e.g. r")
     return p.parse_args(argv)
 
 
@@ -98,6 +102,11 @@ def build_window(args, *, settings=None):
             opts["mask"] = args.mask
         if args.noise:
             opts["noise"] = args.noise
+            opts["noise_kind"] = args.noise_kind
+        if args.band:
+            opts["band"] = args.band
+        if args.hdu is not None:
+            opts["hdu"] = int(args.hdu) if str(args.hdu).isdigit() else args.hdu
         w.open_image(args.file, options=opts)
         if args.psf:
             w.open_psf(args.psf)

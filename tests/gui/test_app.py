@@ -235,6 +235,16 @@ def test_profile_and_M_controls(window):
     assert s.M == items[0]
 
 
+def test_app_opens_a_band_of_a_multiband_file(qtbot, settings, errors):
+    # new-user report: the app could only open the first band of the DECaLS DR9 cutout
+    from mogviewer.gui.app import build_window, parse_args
+    f = "tests/data/real/pysersic-decals-dr9/cutout_59.1067_-30.4848.fits"
+    w = build_window(parse_args([f, "--band", "z"]), settings=settings)
+    qtbot.addWidget(w)
+    assert w.session.data.band == "z" and w.session.data.hdu == 5 and not errors
+    w.runner.shutdown()
+
+
 def test_profile_change_is_undoable(window):
     w, s = window, window.session
     pp = w.params
