@@ -58,6 +58,8 @@ class FitTask:
         PSF file (any format :func:`mogviewer.psf.read_psf` reads), its HDU, and the number of
         Gaussians to fit to a PSF image (None = automatic). No PSF: ``psf=None`` (unless the
         ``start`` model file carries a PSF mixture, which is then used).
+    psf_centre : {'centroid', 'peak', 'geometric'}
+        Which point of a PSF image becomes the PSF's origin (see :func:`mogviewer.psf.read_psf`).
     psf_position : (x, y) or None
         Where to evaluate a position-dependent (PSFEx) PSF: the cutout centre's pixel position
         on the original image, as :func:`mogviewer.psf.read_psf` takes it.
@@ -104,6 +106,7 @@ class FitTask:
     psf_hdu: int | str | None = None
     psf_components: int | None = None
     psf_position: tuple | None = None
+    psf_centre: str = "centroid"
     centre: tuple | None = None
     profile: str | None = None
     M: int | None = None
@@ -157,7 +160,7 @@ class BatchInterrupted(KeyboardInterrupt):
 _PSF_CACHE = {}
 
 
-def load_psf(path, *, hdu=None, n_components=None, position=None):
+def load_psf(path, *, hdu=None, n_components=None, position=None, centre="centroid"):
     """Read a PSF file as a pixel-convolved mixture: returns ``(Mixture, description)``.
 
     Adapter over :func:`mogviewer.psf.read_psf` (cached per process by path, HDU, K and file
@@ -165,11 +168,12 @@ def load_psf(path, *, hdu=None, n_components=None, position=None):
     """
     p = Path(path)
     position = None if position is None else tuple(float(v) for v in position)
-    key = (str(p.resolve()), hdu, n_components, position, p.stat().st_mtime_ns)
+    key = (str(p.resolve()), hdu, n_components, position, centre, p.stat().st_mtime_ns)
     if key not in _PSF_CACHE:
         from .psf import read_psf
 
-        model = read_psf(p, hdu=hdu, n_components=n_components, position=position)
+        model = read_psf(p, hdu=hdu, n_components=n_components, position=position,
+                         centre=centre)
         desc = f"{p.name} ({model.source}, K={model.n_components})"
         if len(_PSF_CACHE) > 16:
             _PSF_CACHE.clear()
@@ -265,7 +269,7 @@ def _run_task(task, base, caught, step):
     set_step("reading the PSF")
     if task.psf:
         psf, psf_source = load_psf(task.psf, hdu=task.psf_hdu, n_components=task.psf_components,
-                                   position=task.psf_position)
+                                   position=task.psf_position, centre=task.psf_centre)
     elif saved is not None and saved.psf is not None:
         psf, psf_source = saved.psf, f"{Path(task.start).name} (mixture, K={len(saved.psf)})"
     else:
@@ -529,6 +533,9 @@ def register_cli(sub):
     p.add_argument("--psf-position", type=float, nargs=2, metavar=("X", "Y"),
                    help="for a PSFEx file: the cutout centre's pixel position on the original "
                         "image, where the PSF model is evaluated")
+    p.add_argument("--psf-centre", choices=("centroid", "peak", "geometric"),
+                   default="centroid",
+                   help="which point of a PSF image is its centre (default: flux centroid)")
     p.add_argument("--centre", type=float, nargs=2, metavar=("X", "Y"),
                    help="where the target is, 1-based FITS/DS9 pixel coordinates of the cutout "
                         "(default: the source at the stamp centre)")
@@ -593,7 +600,7 @@ def _cli_fit(args):
     if args.psf:
         try:
             load_psf(args.psf, hdu=_hdu_arg(args.psf_hdu), n_components=args.psf_components,
-                     position=args.psf_position)
+                     position=args.psf_position, centre=args.psf_centre)
         except Exception as exc:  # noqa: BLE001 - a PSF that cannot be read stops the batch
             raise UserError(f"PSF {args.psf}: {_short(exc)}") from None
     for opt in ("imgblock", "region", "model_json"):
@@ -615,6 +622,7 @@ def _cli_fit(args):
                   pixel_scale=args.pixel_scale, psf=args.psf, psf_hdu=_hdu_arg(args.psf_hdu),
                   psf_components=args.psf_components,
                   psf_position=None if args.psf_position is None else tuple(args.psf_position),
+                  psf_centre=args.psf_centre,
                   centre=None if args.centre is None else (args.centre[0] - 1.0,
                                                            args.centre[1] - 1.0),
                   profile=args.profile, M=args.M,

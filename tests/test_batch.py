@@ -313,3 +313,24 @@ def test_cli_sersic_and_bulge_disk(tmp_path, capsys):
     row = read_csv(out3)[0]
     assert row["profile2"] == "exp" and 0 < row["bt"] < 1 and row["status"] == "converged"
     capsys.readouterr()
+
+
+def test_cli_psf_centre_convention(tmp_path, capsys):
+    # new-user report: pysersic takes the HSC PSF's array centre as its origin; its published
+    # centre (60.437, 59.252 +- 0.004, PROVENANCE.md s7) is reproduced with --psf-centre
+    # geometric (measured 60.444, 59.253), while the default (the PSF's flux centroid, which
+    # sits at (-0.055, +0.0375) px from the array centre) moves our centre by that offset
+    H = Path(__file__).parent.parent / "sample_data" / "hsc_gal2"
+    rows = {}
+    for centre in ("geometric", "centroid"):
+        out = tmp_path / f"{centre}.csv"
+        assert cli.main(["fit", str(H / "gal2_im.npy"), "--noise", str(H / "gal2_sig.npy"),
+                         "--mask", str(H / "gal2_mask.npy"), "--psf", str(H / "gal2_psf.npy"),
+                         "--psf-centre", centre, "--profile", "ser", "-n", "2", "--sky", "none",
+                         "--csv", str(out), "--quiet"]) == 0
+        rows[centre] = read_csv(out)[0]
+    g = rows["geometric"]
+    assert abs(g["x"] - 60.437) < 0.02 and abs(g["y"] - 59.252) < 0.02
+    c = rows["centroid"]
+    assert abs((c["x"] - g["x"]) - (-0.055)) < 0.02 and abs((c["y"] - g["y"]) - 0.0375) < 0.02
+    capsys.readouterr()
