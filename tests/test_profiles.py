@@ -160,3 +160,20 @@ def test_derive_reproduces_a_shipped_sersic_table():
     # the shipped ser n=2, M=6 table is what derive() gives with the recorded settings
     d = derive("ser", 6, n=2.0, n_starts=4, seed=0)
     assert d.badness == pytest.approx(get_mixture("ser", 6, n=2.0).badness, rel=0.01)
+
+
+def test_profiles_cli_show_and_derive_with_figure(tmp_path, capsys):
+    # `mogviewer profiles derive --profile exp -M 4 --plot fig.png` prints the table with its
+    # badness against the published one and draws the Figure 1 panels; bad input is one line
+    from mogviewer import cli
+    png = tmp_path / "fig.png"
+    assert cli.main(["profiles", "derive", "--profile", "exp", "-M", "4", "--starts", "2",
+                     "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "exp M=4: badness 4.35" in out and "published 4.35e-06" in out
+    assert png.stat().st_size > 10000
+    assert cli.main(["profiles", "show", "--profile", "luv", "-M", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "0.04263" in out and "flux fraction of the target profile 0.93" in out
+    assert cli.main(["profiles", "show", "--profile", "exp", "-M", "5"]) == 2
+    assert "available M: [4, 6, 8]" in capsys.readouterr().err
