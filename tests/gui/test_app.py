@@ -478,7 +478,6 @@ def test_status_bar_readout_at_known_pixel(window, qtbot):
 
 
 # ------------------------------------------------------------------------------ export
-@pytest.mark.skipif(not engine.export_available(), reason="mogviewer.export not there yet")
 def test_exports(window, qtbot, tmp_path):
     w, s = window, window.session
     assert not w.export_actions["csv"].isEnabled()          # nothing fitted yet
