@@ -15,11 +15,12 @@ Two backends give identical results (to ~1e-13 of the peak):
     A compiled kernel that keeps ``exp`` out of the pixel loop. For every component and every
     block of rows it completes the square in x about the row-wise peak ``x_c(y)``,
     ``A (x - x_c(y0) - s t)^2 + R dy^2`` with ``s = C_xy / C_yy``, and factors it into a column
-    vector ``exp(A X^2)``, a cross vector ``exp(-2 A s t X)`` that advances row by row by one
-    multiplication, and one ``exp`` per row. Blocks are short enough (``|s| t sqrt(-A) <= 15``)
-    that no factor can overflow or underflow, however elongated the component (q -> 0.05 at any
-    angle); column vectors are built by multiplicative recurrences started at the peak. The inner
-    loops have no loop-carried dependency, so they vectorise.
+    vector ``exp(A X^2)`` times a cross vector ``exp(-2 A s t X)``: one vector that advances row
+    by row by one multiplication, scaled by a row factor that follows a recurrence too. Blocks
+    are short enough (``|s| t sqrt(-A) <= 15``) that no factor can overflow or underflow,
+    however elongated the component (q -> 0.05 at any angle); column vectors are built by
+    multiplicative recurrences started at the peak. The inner loops have no loop-carried
+    dependency and use unsigned indices, so they vectorise.
 ``numpy``
     A plain per-component reference, used for testing and as a fallback.
 
@@ -108,50 +109,44 @@ def _render_numpy(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs):
 # numba kernel
 # ---------------------------------------------------------------------------------------------
 
-def _row_image_py(out, r, ja, nw, col, cross, rowterm):
-    """``out[0, r, ja:ja+nw] += rowterm * col * cross`` (zero-based loop over slices: it vectorises;
+def _row_image_py(out, r, ja, nw, cc, rowterm):
+    """``out[0, r, ja:ja+nw] += rowterm * cc`` (zero-based loop over slices: it vectorises;
     in its own function so that the derivative branch's array views cost nothing here)."""
     o0 = out[0, r, ja:ja + nw]
-    c = col[ja:ja + nw]
-    x = cross[ja:ja + nw]
+    c = cc[ja:ja + nw]
     for i in range(nw):
-        o0[i] += rowterm * c[i] * x[i]
+        o0[i] += rowterm * c[i]
 
 
-def _row_derivs_py(out, r, ja, nw, col, cross, rowterm, dx0, dy, p00, p01, p11, v, gbuf):
+def _row_derivs_py(out, r, ja, nw, cc, rowterm, dx0, dy, p00, p01, p11, v, gbuf):
     """Image and the five derivative planes for one row of one component (see module doc).
 
-    One short loop per plane: a loop touching all eight arrays would need more run-time alias
-    checks than LLVM allows and would not vectorise.
+    One short loop per plane (a loop touching all eight arrays would need more run-time alias
+    checks than LLVM allows and would not vectorise), with unsigned indices (no negative-index
+    wraparound, no array views to build).
     """
-    g = gbuf[:nw]
-    c = col[ja:ja + nw]
-    x = cross[ja:ja + nw]
-    for i in range(nw):
-        g[i] = rowterm * c[i] * x[i]
+    n = np.uint64(nw)
+    jau = np.uint64(ja)
+    for i in range(n):
+        gbuf[i] = rowterm * cc[jau + i]
     bx = p00 * dx0 + p01 * dy
     by = p01 * dx0 + p11 * dy
-    o = out[0, r, ja:ja + nw]
-    for i in range(nw):
-        o[i] += g[i]
-    o = out[1, r, ja:ja + nw]
-    for i in range(nw):
-        o[i] += g[i] * (bx + p00 * i)
-    o = out[2, r, ja:ja + nw]
-    for i in range(nw):
-        o[i] += g[i] * (by + p01 * i)
     hv = 0.5 * v
-    o = out[3, r, ja:ja + nw]
-    for i in range(nw):
-        ux = bx + p00 * i
-        o[i] += hv * g[i] * (ux * ux - p00)
-    o = out[4, r, ja:ja + nw]
-    for i in range(nw):
-        o[i] += v * g[i] * ((bx + p00 * i) * (by + p01 * i) - p01)
-    o = out[5, r, ja:ja + nw]
-    for i in range(nw):
-        uy = by + p01 * i
-        o[i] += hv * g[i] * (uy * uy - p11)
+    for i in range(n):
+        out[0, r, jau + i] += gbuf[i]
+    for i in range(n):
+        out[1, r, jau + i] += gbuf[i] * (bx + p00 * np.float64(i))
+    for i in range(n):
+        out[2, r, jau + i] += gbuf[i] * (by + p01 * np.float64(i))
+    for i in range(n):
+        ux = bx + p00 * np.float64(i)
+        out[3, r, jau + i] += hv * gbuf[i] * (ux * ux - p00)
+    for i in range(n):
+        fi = np.float64(i)
+        out[4, r, jau + i] += v * gbuf[i] * ((bx + p00 * fi) * (by + p01 * fi) - p01)
+    for i in range(n):
+        uy = by + p01 * np.float64(i)
+        out[5, r, jau + i] += hv * gbuf[i] * (uy * uy - p11)
 
 
 if numba_available:
@@ -161,7 +156,7 @@ else:  # pragma: no cover
     _row_image, _row_derivs = _row_image_py, _row_derivs_py
 
 
-def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, cross, gbuf):
+def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gbuf):
     """Add one Gaussian (and its derivative planes) to ``out`` (see the module docstring)."""
     H = out.shape[1]
     W = out.shape[2]
@@ -233,11 +228,10 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, cr
                 cstep[j] = math.exp(g * (j - xc0))
             else:
                 cstep[j] = cstep[j - 1] * eg
+        # from here on col holds col * cross: exp(A X^2) exp(-2 A s t X), advanced row by row
         nu = jhi - jlo + 1
-        cr = cross[jlo:jhi + 1]
+        cr = col[jlo:jhi + 1]
         cs = cstep[jlo:jhi + 1]
-        for i in range(nu):
-            cr[i] = 1.0
         # row term norm * exp(A s^2 t^2 + R dy^2) = norm * exp(alpha t^2 + beta t + gamma)
         dy0 = r0 - my
         alpha = A * s * s + R
@@ -255,10 +249,15 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, cr
                 jb = min(jhi, int(math.floor(xc + half)))
                 nw = jb - ja + 1
                 if derivs:
-                    _row_derivs(out, r, ja, nw, col, cross, rowterm, ja - mx, dy,
+                    _row_derivs(out, r, ja, nw, col, rowterm, ja - mx, dy,
                                 p00, p01, p11, v, gbuf)
                 else:
-                    _row_image(out, r, ja, nw, col, cross, rowterm)
+                    # unsigned indices: no negative-index wraparound, so the loop vectorises
+                    # without the per-row cost of building array views
+                    jau = np.uint64(ja)
+                    for i in range(np.uint64(nw)):
+                        jj = jau + i
+                        out[0, r, jj] += rowterm * col[jj]
             if r < r1:
                 for i in range(nu):
                     cr[i] *= cs[i]
@@ -274,15 +273,15 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, cr
 
 
 
-def _mixture_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs, col, cstep, cross, gbuf):
+def _mixture_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs, col, cstep, gbuf):
     """Add every component of a mixture (arrays of length K) to ``out``."""
     for k in range(amp.shape[0]):
         _add_component(amp[k], mx[k], my[k], cxx[k], cxy[k], cyy[k], vfac[k], out, derivs,
-                       col, cstep, cross, gbuf)
+                       col, cstep, gbuf)
 
 
 def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, pa, pv, pw, qa, qmx, qmy, qcxx, qcxy, qcyy,
-                      out, derivs, col, cstep, cross, gbuf):
+                      out, derivs, col, cstep, gbuf):
     """Add a galaxy: profile (amplitudes ``pa``, variances ``pv`` in r_e^2) stretched by the
     shape matrix ``S`` and convolved with the PSF mixture ``q*`` (M x K components). The shape
     derivative planes are weighted by ``pw`` (``pv`` for d/dS; ``dv/dn`` for a Sérsic index)."""
@@ -290,7 +289,7 @@ def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, pa, pv, pw, qa, qmx, qmy, qcxx,
         for k in range(qa.shape[0]):
             _add_component(flux * pa[m] * qa[k], x + qmx[k], y + qmy[k],
                            pv[m] * sxx + qcxx[k], pv[m] * sxy + qcxy[k], pv[m] * syy + qcyy[k],
-                           pw[m], out, derivs, col, cstep, cross, gbuf)
+                           pw[m], out, derivs, col, cstep, gbuf)
 
 
 if numba_available:
@@ -305,13 +304,13 @@ _warm = {"done": False}
 
 
 class _Scratch(threading.local):
-    """Per-thread scratch vectors for the kernels (column, cross-step, cross, derivative row)."""
+    """Per-thread scratch vectors for the kernels (column x cross, cross step, derivative row)."""
 
     def get(self, W):
         buf = getattr(self, "buf", None)
         if buf is None or buf.shape[1] < W:
-            buf = self.buf = np.empty((4, max(W, 64)))
-        return buf[0], buf[1], buf[2], buf[3]
+            buf = self.buf = np.empty((3, max(W, 64)))
+        return buf[0], buf[1], buf[2]
 
 
 _scratch = _Scratch()
@@ -332,12 +331,12 @@ def warmup(*, background=False):
                 return
             out = np.zeros((6, 4, 4))
             one = np.ones(1)
-            col, cstep, cross, gbuf = _scratch.get(4)
+            col, cstep, gbuf = _scratch.get(4)
             for derivs in (False, True):
                 _mixture_kernel(one, one * 1.5, one * 1.5, one, one * 0.1, one, one, out,
-                                derivs, col, cstep, cross, gbuf)
+                                derivs, col, cstep, gbuf)
                 _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, one, one, one, one, one * 0,
-                               one * 0, one, one * 0, one, out, derivs, col, cstep, cross, gbuf)
+                               one * 0, one, one * 0, one, out, derivs, col, cstep, gbuf)
             _warm["done"] = True
 
     if background:
