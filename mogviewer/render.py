@@ -109,15 +109,6 @@ def _render_numpy(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs):
 # numba kernel
 # ---------------------------------------------------------------------------------------------
 
-def _row_image_py(out, r, ja, nw, cc, rowterm):
-    """``out[0, r, ja:ja+nw] += rowterm * cc`` (zero-based loop over slices: it vectorises;
-    in its own function so that the derivative branch's array views cost nothing here)."""
-    o0 = out[0, r, ja:ja + nw]
-    c = cc[ja:ja + nw]
-    for i in range(nw):
-        o0[i] += rowterm * c[i]
-
-
 def _row_derivs_py(out, r, ja, nw, cc, rowterm, dx0, dy, p00, p01, p11, v, gbuf):
     """Image and the five derivative planes for one row of one component (see module doc).
 
@@ -150,10 +141,9 @@ def _row_derivs_py(out, r, ja, nw, cc, rowterm, dx0, dy, p00, p01, p11, v, gbuf)
 
 
 if numba_available:
-    _row_image = numba.njit(cache=True, nogil=True)(_row_image_py)
     _row_derivs = numba.njit(cache=True, nogil=True)(_row_derivs_py)
 else:  # pragma: no cover
-    _row_image, _row_derivs = _row_image_py, _row_derivs_py
+    _row_derivs = _row_derivs_py
 
 
 def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gbuf):
