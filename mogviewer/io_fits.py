@@ -227,6 +227,16 @@ def _open_fits(path, what):
             f"with a FITS header (SIMPLE card) or the NumPy file signature") from None
 
 
+def _read_companion(src, hdu, what, hdu_option, image, hdul, notes, same_file):
+    """A mask / noise map / segmentation map from its own file or an HDU of the image file,
+    checked against the image's shape; returns ``(array, description)``."""
+    if src is None and hdul is None:
+        raise ImageReadError(f"{hdu_option} given but the image is not a FITS file")
+    arr, desc, _ = _read_array(src, what=what, hdu=hdu, notes=notes, same_file=same_file)
+    _check_shape(arr, image, what, desc)
+    return arr, desc
+
+
 def _first_line(exc):
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -724,11 +734,8 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
 
         # ---- mask ------------------------------------------------------------------------
         if mask is not None or mask_hdu is not None:
-            if mask is None and hdul is None:
-                raise ImageReadError("mask_hdu given but the image is not a FITS file")
-            m, mdesc, _ = _read_array(mask, what="mask", hdu=mask_hdu, notes=notes,
-                                      same_file=same_file)
-            _check_shape(m, image, "mask", mdesc)
+            m, mdesc = _read_companion(mask, mask_hdu, "mask", "mask_hdu", image, hdul,
+                                       notes, same_file)
             mbad = ~np.isfinite(m) | (m != 0)
             if invert_mask:
                 mbad = np.isfinite(m) & (m == 0)
@@ -741,11 +748,8 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
 
         # ---- segmentation map ------------------------------------------------------------
         if segmap is not None or segmap_hdu is not None:
-            if segmap is None and hdul is None:
-                raise ImageReadError("segmap_hdu given but the image is not a FITS file")
-            s, sdesc, _ = _read_array(segmap, what="segmentation map", hdu=segmap_hdu,
-                                      notes=notes, same_file=same_file)
-            _check_shape(s, image, "segmentation map", sdesc)
+            s, sdesc = _read_companion(segmap, segmap_hdu, "segmentation map", "segmap_hdu",
+                                       image, hdul, notes, same_file)
             s = np.where(np.isfinite(s), np.rint(s), -1).astype(np.int64)
             ids = np.unique(s[s > 0])
             if segment_id is None:
@@ -816,11 +820,8 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
 
         # ---- noise -----------------------------------------------------------------------
         if noise is not None or noise_hdu is not None:
-            if noise is None and hdul is None:
-                raise ImageReadError("noise_hdu given but the image is not a FITS file")
-            n, ndesc, _ = _read_array(noise, what="noise map", hdu=noise_hdu, notes=notes,
-                                      same_file=same_file)
-            _check_shape(n, image, "noise map", ndesc)
+            n, ndesc = _read_companion(noise, noise_hdu, "noise map", "noise_hdu", image, hdul,
+                                       notes, same_file)
             ivar = _noise_to_ivar(n, noise_kind, ndesc, notes)
             noise_source = f"{noise_kind} map from {ndesc}"
             is_estimate = False

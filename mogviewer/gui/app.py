@@ -35,6 +35,20 @@ def configure_pyqtgraph():
 configure_pyqtgraph()
 
 
+def wait_until(app, cond, timeout=60.0, *, poll=0.005):
+    """Process Qt events until ``cond()`` is true or ``timeout`` seconds passed (scripts only:
+    benchmarks and screenshots; tests use pytest-qt's waitUntil)."""
+    t0 = time.time()
+    while not cond() and time.time() - t0 < timeout:
+        app.processEvents()
+        time.sleep(poll)
+
+
+def settle(app, seconds=0.4):
+    """Process Qt events for ``seconds`` (let repaints and deferred layouts finish)."""
+    wait_until(app, lambda: False, seconds, poll=0.01)
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="mogviewer", description="mogviewer desktop app")
     p.add_argument("file", nargs="?", help="image to open (FITS or .npy); default: the sample")

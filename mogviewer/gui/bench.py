@@ -25,13 +25,6 @@ from . import engine  # noqa: E402
 from .ellipse_handle import roi_state_for  # noqa: E402
 
 
-def _wait(app, cond, timeout=60):
-    t0 = time.time()
-    while not cond() and time.time() - t0 < timeout:
-        app.processEvents()
-        time.sleep(0.005)
-
-
 def measure(window, app, n=60):
     s, roi, view = window.session, window.panels.ellipse, window.panels.view
     s.render_interval_ms = 0
@@ -61,7 +54,7 @@ def main(argv=None):
     done = []
     w.psf_loaded.connect(done.append)
     w.open_sample()
-    _wait(app, lambda: done)
+    gui_app.wait_until(app, lambda: done, 60)
     img, mask, _ = engine.sample_files()
     full = w.session.data
     rows = []

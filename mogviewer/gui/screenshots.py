@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 if not os.environ.get("DISPLAY"):
@@ -21,22 +20,6 @@ from PyQt5 import QtCore  # noqa: E402
 
 from . import app as gui_app  # noqa: E402
 from . import engine  # noqa: E402
-
-
-def _wait(app, cond, timeout=120):
-    t0 = time.time()
-    while not cond() and time.time() - t0 < timeout:
-        app.processEvents()
-        time.sleep(0.01)
-    if not cond():
-        raise TimeoutError("timed out")
-
-
-def _settle(app, seconds=0.4):
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.01)
 
 
 def _save(widget, path, width=None):
@@ -68,19 +51,19 @@ def main(argv=None):
     loaded = []
     w.psf_loaded.connect(loaded.append)
     w.open_sample()
-    _wait(app, lambda: loaded)
-    _settle(app)
+    gui_app.wait_until(app, lambda: loaded, 120)
+    gui_app.settle(app)
     paths = [_save(w, out / "main_start.png", 1280)]
     done = []
     w.fit_finished.connect(done.append)
     w.start_fit()
-    _wait(app, lambda: done)
+    gui_app.wait_until(app, lambda: done, 120)
     w.components_action.setChecked(True)
-    _settle(app)
+    gui_app.settle(app)
     paths.append(_save(w, out / "main_fitted.png", 1280))
     dlg = w.show_psf_dialog()
     dlg.resize(900, 640)
-    _settle(app)
+    gui_app.settle(app)
     paths.append(_save(dlg, out / "psf_dialog.png", 900))
     dlg.close()
     w.close()
