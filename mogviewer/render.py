@@ -146,6 +146,70 @@ else:  # pragma: no cover
     _row_derivs = _row_derivs_py
 
 
+def _rows_image_py(out, r0, r1, jlo, nu, col, cstep, rowterm, rstep, e2alpha, norm, As2, R,
+                   alpha, dy0):
+    """Add the rows ``r0..r1`` of one block of one component to the image plane ``out[0]``.
+
+    Row ``t = r - r0`` is ``rowterm_t * col``, after which ``col *= cstep`` (see the module
+    docstring). The whole block width ``jlo .. jlo + nu - 1`` is evaluated (pixels outside the
+    component's ellipse but inside the block's box are below ``exp(-36)`` of its peak), so one
+    loop both adds a row and advances the vector; four rows go through each pass, loading and
+    storing ``col`` once per four rows: the per-row loop overhead, not the arithmetic, is what
+    costs at small stamps (1.5-1.7x faster at 64-256 px than one row per pass).
+    """
+    jau = np.uint64(jlo)
+    n = np.uint64(nu)
+    r = r0
+    while r <= r1:
+        t = r - r0
+        if r + 3 <= r1 and t % RESEED <= RESEED - 4:   # four rows, no reseed among them
+            rt0 = rowterm
+            rowterm *= rstep
+            rstep *= e2alpha
+            rt1 = rowterm
+            rowterm *= rstep
+            rstep *= e2alpha
+            rt2 = rowterm
+            rowterm *= rstep
+            rstep *= e2alpha
+            rt3 = rowterm
+            for i in range(n):
+                jj = jau + i
+                c = col[jj]
+                st = cstep[jj]
+                out[0, r, jj] += rt0 * c
+                c *= st
+                out[0, r + 1, jj] += rt1 * c
+                c *= st
+                out[0, r + 2, jj] += rt2 * c
+                c *= st
+                out[0, r + 3, jj] += rt3 * c
+                col[jj] = c * st
+            r += 4
+        else:
+            for i in range(n):
+                jj = jau + i
+                out[0, r, jj] += rowterm * col[jj]
+                col[jj] *= cstep[jj]
+            r += 1
+        if r <= r1:
+            t = r - r0
+            if t % RESEED == 0:   # restart the row recurrence exactly
+                tt = float(t)
+                dyn = dy0 + tt
+                rowterm = norm * math.exp(As2 * tt * tt + R * dyn * dyn)
+                rstep = math.exp(alpha * (2.0 * tt + 1.0) + 2.0 * R * dy0)
+            else:
+                rowterm *= rstep
+                rstep *= e2alpha
+
+
+if numba_available:
+    _rows_image = numba.njit(cache=True, nogil=True)(_rows_image_py)
+else:  # pragma: no cover
+    _rows_image = _rows_image_py
+
+
 def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gbuf):
     """Add one Gaussian (and its derivative planes) to ``out`` (see the module docstring)."""
     H = out.shape[1]
@@ -228,39 +292,34 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gb
         rowterm = norm * math.exp(R * dy0 * dy0)
         rstep = math.exp(alpha + 2.0 * R * dy0)
         e2alpha = math.exp(2.0 * alpha)
-        for r in range(r0, r1 + 1):
-            t = r - r0
-            dy = r - my
-            h2 = cut + R * dy * dy
-            if h2 >= 0.0:
-                half = math.sqrt(h2) / sa
-                xc = xc0 + s * t
-                ja = max(jlo, int(math.ceil(xc - half)))
-                jb = min(jhi, int(math.floor(xc + half)))
-                nw = jb - ja + 1
-                if derivs:
+        if not derivs:
+            _rows_image(out, r0, r1, jlo, nu, col, cstep, rowterm, rstep, e2alpha, norm,
+                        A * s * s, R, alpha, dy0)
+        else:
+            for r in range(r0, r1 + 1):
+                t = r - r0
+                dy = r - my
+                h2 = cut + R * dy * dy
+                if h2 >= 0.0:
+                    half = math.sqrt(h2) / sa
+                    xc = xc0 + s * t
+                    ja = max(jlo, int(math.ceil(xc - half)))
+                    jb = min(jhi, int(math.floor(xc + half)))
+                    nw = jb - ja + 1
                     _row_derivs(out, r, ja, nw, col, rowterm, ja - mx, dy,
                                 p00, p01, p11, v, gbuf)
-                else:
-                    # unsigned indices: no negative-index wraparound, so the loop vectorises
-                    # without the per-row cost of building array views
-                    jau = np.uint64(ja)
-                    for i in range(np.uint64(nw)):
-                        jj = jau + i
-                        out[0, r, jj] += rowterm * col[jj]
-            if r < r1:
-                for i in range(nu):
-                    cr[i] *= cs[i]
-                if (t + 1) % RESEED == 0:
-                    tt = t + 1.0
-                    dyn = dy + 1.0
-                    rowterm = norm * math.exp(A * s * s * tt * tt + R * dyn * dyn)
-                    rstep = math.exp(alpha * (2.0 * tt + 1.0) + 2.0 * R * dy0)
-                else:
-                    rowterm *= rstep
-                    rstep *= e2alpha
+                if r < r1:
+                    for i in range(nu):
+                        cr[i] *= cs[i]
+                    if (t + 1) % RESEED == 0:
+                        tt = t + 1.0
+                        dyn = dy + 1.0
+                        rowterm = norm * math.exp(A * s * s * tt * tt + R * dyn * dyn)
+                        rstep = math.exp(alpha * (2.0 * tt + 1.0) + 2.0 * R * dy0)
+                    else:
+                        rowterm *= rstep
+                        rstep *= e2alpha
         r0 = r1 + 1
-
 
 
 def _mixture_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs, col, cstep, gbuf):
