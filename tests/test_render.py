@@ -199,3 +199,19 @@ def test_derivative_with_respect_to_a_profile_parameter():
         # central differences: truncation ~h^2 ~ 1e-10, rounding ~1e-16/1e-5 relative to the
         # image: 1e-6 of the derivative's peak is safe; dropping either term fails by > 1e-2
         assert np.abs(ana - num).max() <= 1e-6 * np.abs(num).max(), backend
+
+
+def test_image_kernel_adds_below_the_cut_only_at_the_cut_level():
+    # The image kernel evaluates whole blocks (four rows per pass), so beside the exp(-36)
+    # ellipse it may add pixels the numpy reference leaves at 0. Each must be below exp(-36) of
+    # its component's peak (plus rounding): here a component centred 20 px off the stamp, whose
+    # visible tail is ~1e-10 of its peak, is the worst case for a comparison scaled to the stamp.
+    m = Mixture([0.18], [[-4.65, 50.7]], [[[0.968, 9.598], [9.598, 215.1]]])
+    a = R.render(m, (64, 80))
+    b = R.render(m, (64, 80), backend="numpy")
+    peak = m.evaluate(-4.65, 50.7)
+    assert np.isfinite(a).all()
+    assert b.max() > 1e-11 * peak          # the stamp holds a real (if faint) tail
+    assert np.abs(a - b).max() <= np.exp(-36.0) * peak
+    inside = b > 0
+    assert np.abs(a - b)[inside].max() <= 1e-12 * b.max()
