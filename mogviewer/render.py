@@ -383,16 +383,21 @@ def _mixture_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs, col, cstep
                        col, cstep, gbuf)
 
 
-def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, pa, pv, pw, qa, qmx, qmy, qcxx, qcxy, qcyy,
-                      out, derivs, col, cstep, gbuf):
-    """Add a galaxy: profile (amplitudes ``pa``, variances ``pv`` in r_e^2) stretched by the
-    shape matrix ``S`` and convolved with the PSF mixture ``q*`` (M x K components). The shape
-    derivative planes are weighted by ``pw`` (``pv`` for d/dS; ``dv/dn`` for a Sérsic index)."""
-    for m in range(pa.shape[0]):
-        for k in range(qa.shape[0]):
-            _add_component(flux * pa[m] * qa[k], x + qmx[k], y + qmy[k],
-                           pv[m] * sxx + qcxx[k], pv[m] * sxy + qcxy[k], pv[m] * syy + qcyy[k],
-                           pw[m], out, derivs, col, cstep, gbuf)
+def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, prof, psf, out, derivs, scratch):
+    """Add a galaxy: profile ``prof`` (3, M) -- amplitudes, variances in r_e^2, and the weights
+    of the shape-derivative planes (the variances for d/dS; ``dv/dn`` for a Sérsic index) --
+    stretched by the shape matrix ``S`` and convolved with the PSF ``psf`` (6, K): amplitudes,
+    mean x, mean y, Cxx, Cxy, Cyy. M x K components. ``scratch`` (6, W) holds the kernel's
+    vectors. Few arguments keep the call cheap (numba types each argument on every call)."""
+    col = scratch[0]
+    cstep = scratch[1]
+    gbuf = scratch[2:6]
+    for m in range(prof.shape[1]):
+        vm = prof[1, m]
+        for k in range(psf.shape[1]):
+            _add_component(flux * prof[0, m] * psf[0, k], x + psf[1, k], y + psf[2, k],
+                           vm * sxx + psf[3, k], vm * sxy + psf[4, k], vm * syy + psf[5, k],
+                           prof[2, m], out, derivs, col, cstep, gbuf)
 
 
 if numba_available:
@@ -410,11 +415,21 @@ class _Scratch(threading.local):
     """Per-thread scratch for the kernels: column x cross vector, cross step, and four rows of
     component values for the derivative planes."""
 
-    def get(self, W):
-        buf = getattr(self, "buf", None)
+    buf = None
+    views = None
+
+    def full(self, W):
+        """The whole (6, >= W) scratch array."""
+        buf = self.buf
         if buf is None or buf.shape[1] < W:
             buf = self.buf = np.empty((6, max(W, 64)))
-        return buf[0], buf[1], buf[2:6]
+            self.views = (buf[0], buf[1], buf[2:6])
+        return buf
+
+    def get(self, W):
+        """``col, cstep, gbuf`` views of :meth:`full`."""
+        self.full(W)
+        return self.views
 
 
 _scratch = _Scratch()
@@ -436,11 +451,12 @@ def warmup(*, background=False):
             out = np.zeros((6, 4, 4))
             one = np.ones(1)
             col, cstep, gbuf = _scratch.get(4)
+            prof = np.ones((3, 1))
             for derivs in (False, True):
                 _mixture_kernel(one, one * 1.5, one * 1.5, one, one * 0.1, one, one, out,
                                 derivs, col, cstep, gbuf)
-                _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, one, one, one, one, one * 0,
-                               one * 0, one, one * 0, one, out, derivs, col, cstep, gbuf)
+                _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, prof, _DELTA_PACKED, out, derivs,
+                               _scratch.full(4))
             _warm["done"] = True
 
     if background:
@@ -514,26 +530,59 @@ def _profile(profile, M, n):
 
 
 _DELTA = (np.ones(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
+_DELTA_PACKED = np.vstack(_DELTA)
 
 
-def _psf_arrays(psf):
-    if psf is None:
-        return _DELTA
+def _psf_entry(psf):
+    """``(psf, six arrays, packed (6, K) array)``, cached by identity (Mixtures are immutable)."""
     key = id(psf)
     cached = _psf_cache.get(key)
     if cached is not None and cached[0] is psf:
-        return cached[1]
+        return cached
     arrays = _component_arrays(psf.amps, psf.means, psf.covs)
     if len(_psf_cache) > 32:
         _psf_cache.clear()
-    _psf_cache[key] = (psf, arrays)
-    return arrays
+    entry = _psf_cache[key] = (psf, arrays, np.vstack(arrays))
+    return entry
+
+
+def _psf_arrays(psf):
+    return _DELTA if psf is None else _psf_entry(psf)[1]
+
+
+def _psf_packed(psf):
+    return _DELTA_PACKED if psf is None else _psf_entry(psf)[2]
+
+
+def _profile_packed(prof):
+    """``(3, M)`` amplitudes, variances, variances of a profile mixture.
+
+    Cached by the identity of its two arrays when both are read-only (the tables and the Sérsic
+    family's mixtures are), so an object whose arrays are swapped or written is never stale.
+    """
+    a, v = prof.amps, prof.variances
+    frozen = (type(a) is np.ndarray and type(v) is np.ndarray and not a.flags.writeable
+              and not v.flags.writeable)
+    if frozen:
+        cached = _prof_cache.get((id(a), id(v)))
+        if cached is not None and cached[0] is a and cached[1] is v:
+            return cached[2]
+    packed = np.vstack([np.asarray(a, np.float64), np.asarray(v, np.float64),
+                        np.asarray(v, np.float64)])
+    if frozen:
+        if len(_prof_cache) > 64:
+            _prof_cache.clear()
+        _prof_cache[(id(a), id(v))] = (a, v, packed)
+    return packed
 
 
 _psf_cache = {}
+_prof_cache = {}
 
 
 def _as_s3(S):
+    if type(S) is np.ndarray and S.shape == (2, 2) and S.dtype == np.float64:   # the fast path
+        return S.item(0), S.item(1), S.item(3)
     S = np.asarray(S, float)
     if S.shape == (2, 2):
         return float(S[0, 0]), float(S[0, 1]), float(S[1, 1])
@@ -585,14 +634,14 @@ def render_galaxy(flux, x, y, S, profile, M=None, psf=None, shape=(64, 64), *, n
     """
     sxx, sxy, syy = _as_s3(S)
     prof = _profile(profile, M, n)
-    pa = np.ascontiguousarray(prof.amps, dtype=np.float64)
-    pv = np.ascontiguousarray(prof.variances, dtype=np.float64)
-    qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
     buf = _output(shape, derivs, out)
     if _use_numba(backend):
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, pa, pv, pv, qa, qmx, qmy,
-                       qcxx, qcxy, qcyy, buf, derivs, *_scratch.get(buf.shape[2]))
+        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, _profile_packed(prof),
+                       _psf_packed(psf), buf, derivs, _scratch.full(buf.shape[2]))
     else:
+        pa = np.ascontiguousarray(prof.amps, dtype=np.float64)
+        pv = np.ascontiguousarray(prof.variances, dtype=np.float64)
+        qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
         amp = float(flux) * np.multiply.outer(pa, qa).ravel()
         mx = np.add.outer(np.full(len(pa), float(x)), qmx).ravel()
         my = np.add.outer(np.full(len(pa), float(y)), qmy).ravel()
@@ -629,11 +678,12 @@ def render_galaxy_dn(flux, x, y, S, profile, damps, dvariances, psf=None, shape=
     amp_part = np.zeros((1, H, W))
     var_part = np.zeros((6, H, W))
     if _use_numba(backend):
-        sc = _scratch.get(W)
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, da, pv, pv, qa, qmx, qmy,
-                       qcxx, qcxy, qcyy, amp_part, False, *sc)
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, pa, pv, dv, qa, qmx, qmy,
-                       qcxx, qcxy, qcyy, var_part, True, *sc)
+        sc = _scratch.full(W)
+        q = _psf_packed(psf)
+        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, np.vstack([da, pv, pv]),
+                       q, amp_part, False, sc)
+        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, np.vstack([pa, pv, dv]),
+                       q, var_part, True, sc)
     else:
         K = len(qa)
         args = (np.add.outer(np.full(len(pa), float(x)), qmx).ravel(),
