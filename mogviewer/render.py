@@ -347,6 +347,57 @@ else:  # pragma: no cover
     _fill_col, _fill_geom = _fill_col_py, _fill_geom_py
 
 
+def _block_vectors_py(col, cstep, jlo, jhi, xc0, A, s, h):
+    """Fill ``col[j] = exp(A (j - xc0)^2)`` and ``cstep[j] = exp(-2 A s (j - xc0))`` for
+    ``jlo <= j <= jhi`` (one block of one component; ``h`` is scratch)."""
+    nu = jhi - jlo + 1
+    X0 = jlo - xc0
+    Xm = max(abs(X0), abs(X0 + nu - 1))
+    g = -2.0 * A * s
+    if nu >= 16 and -A * (16.0 * Xm + 128.0) < 700.0 and -A * Xm * Xm < 700.0:
+        # wide blocks: stride-8 recurrences across the block, which vectorise (no factor
+        # leaves [exp(-700), exp(700)] under the condition above)
+        _fill_col(col, jlo, nu, X0, A, h)
+        _fill_geom(cstep, jlo, nu, X0, g)
+    else:
+        # column vector exp(A X^2), X = j - xc0, by recurrences from the peak outwards
+        jp = int(math.floor(xc0 + 0.5))
+        if jp < jlo:
+            jp = jlo
+        if jp > jhi:
+            jp = jhi
+        X = jp - xc0
+        e2a = math.exp(2.0 * A)
+        col[jp] = math.exp(A * X * X)
+        ratio = math.exp(A * (2.0 * X + 1.0))
+        for j in range(jp + 1, jhi + 1):
+            if (j - jp) % RESEED == 0:   # restart the recurrence exactly (bounded rounding)
+                Xj = j - 1 - xc0
+                ratio = math.exp(A * (2.0 * Xj + 1.0))
+            col[j] = col[j - 1] * ratio
+            ratio *= e2a
+        ratio = math.exp(A * (1.0 - 2.0 * X))
+        for j in range(jp - 1, jlo - 1, -1):
+            if (jp - j) % RESEED == 0:
+                Xj = j + 1 - xc0
+                ratio = math.exp(A * (1.0 - 2.0 * Xj))
+            col[j] = col[j + 1] * ratio
+            ratio *= e2a
+        # cross step exp(-2 A s X_j), linear in j
+        eg = math.exp(g)
+        for j in range(jlo, jhi + 1):
+            if (j - jlo) % RESEED == 0:
+                cstep[j] = math.exp(g * (j - xc0))
+            else:
+                cstep[j] = cstep[j - 1] * eg
+
+
+if numba_available:
+    _block_vectors = numba.njit(cache=True, nogil=True)(_block_vectors_py)
+else:  # pragma: no cover
+    _block_vectors = _block_vectors_py
+
+
 def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gbuf):
     """Add one Gaussian (and its derivative planes) to ``out`` (see the module docstring)."""
     H = out.shape[1]
@@ -389,45 +440,7 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gb
             r0 = r1 + 1
             continue
         nu = jhi - jlo + 1
-        X0 = jlo - xc0
-        Xm = max(abs(X0), abs(X0 + nu - 1))
-        g = -2.0 * A * s
-        if nu >= 16 and -A * (16.0 * Xm + 128.0) < 700.0 and -A * Xm * Xm < 700.0:
-            # wide blocks: stride-8 recurrences across the block, which vectorise (no factor
-            # leaves [exp(-700), exp(700)] under the condition above)
-            _fill_col(col, jlo, nu, X0, A, gbuf[0])
-            _fill_geom(cstep, jlo, nu, X0, g)
-        else:
-            # column vector exp(A X^2), X = j - xc0, by recurrences from the peak outwards
-            jp = int(math.floor(xc0 + 0.5))
-            if jp < jlo:
-                jp = jlo
-            if jp > jhi:
-                jp = jhi
-            X = jp - xc0
-            e2a = math.exp(2.0 * A)
-            col[jp] = math.exp(A * X * X)
-            ratio = math.exp(A * (2.0 * X + 1.0))
-            for j in range(jp + 1, jhi + 1):
-                if (j - jp) % RESEED == 0:   # restart the recurrence exactly (bounded rounding)
-                    Xj = j - 1 - xc0
-                    ratio = math.exp(A * (2.0 * Xj + 1.0))
-                col[j] = col[j - 1] * ratio
-                ratio *= e2a
-            ratio = math.exp(A * (1.0 - 2.0 * X))
-            for j in range(jp - 1, jlo - 1, -1):
-                if (jp - j) % RESEED == 0:
-                    Xj = j + 1 - xc0
-                    ratio = math.exp(A * (1.0 - 2.0 * Xj))
-                col[j] = col[j + 1] * ratio
-                ratio *= e2a
-            # cross step exp(-2 A s X_j), linear in j
-            eg = math.exp(g)
-            for j in range(jlo, jhi + 1):
-                if (j - jlo) % RESEED == 0:
-                    cstep[j] = math.exp(g * (j - xc0))
-                else:
-                    cstep[j] = cstep[j - 1] * eg
+        _block_vectors(col, cstep, jlo, jhi, xc0, A, s, gbuf[0])
         # from here on col holds col * cross: exp(A X^2) exp(-2 A s t X), advanced row by row
         # row term norm * exp(A s^2 t^2 + R dy^2) = norm * exp(alpha t^2 + beta t + gamma)
         dy0 = r0 - my
