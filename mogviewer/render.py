@@ -457,12 +457,13 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gb
         r0 = r1 + 1
 
 
-def _group_pass_py(out, r, ua, n, G, c0, c1, c2, c3, BX, BY, P00, P01, P11, HV):
-    """Add four components' values ``G[c, ua + i]`` (``0 <= i < n``) on row ``r`` to the image
+def _group_pass_py(out, r, ua, n, G, k, c0, c1, c2, c3, BX, BY, P00, P01, P11, HV, assign):
+    """Add four components' values ``G[c, k, ua + i]`` (``0 <= i < n``) on row ``r`` to the image
     plane and, times their derivative factors (module docstring), to the planes 1-5.
 
     The six sums are formed in registers and stored once per four components: storing every
-    plane for every component costs more than the arithmetic (1.8x at 256 px rows).
+    plane for every component costs more than the arithmetic (1.8x at 256 px rows). With
+    ``assign`` the sums replace what ``out`` holds (the first group of a row: no zeroing).
     """
     bx0, bx1, bx2, bx3 = BX[c0], BX[c1], BX[c2], BX[c3]
     by0, by1, by2, by3 = BY[c0], BY[c1], BY[c2], BY[c3]
@@ -470,56 +471,108 @@ def _group_pass_py(out, r, ua, n, G, c0, c1, c2, c3, BX, BY, P00, P01, P11, HV):
     b0, b1, b2, b3 = P01[c0], P01[c1], P01[c2], P01[c3]
     d0, d1, d2, d3 = P11[c0], P11[c1], P11[c2], P11[c3]
     h0, h1, h2, h3 = HV[c0], HV[c1], HV[c2], HV[c3]
-    u = np.uint64(ua)
-    for i in range(np.uint64(n)):
-        fi = np.float64(i)
-        j = u + i
-        g = G[c0, j]
-        ux = bx0 + a0 * fi
-        uy = by0 + b0 * fi
-        hg = h0 * g
-        s0 = g
-        s1 = g * ux
-        s2 = g * uy
-        s3 = hg * (ux * ux - a0)
-        s4 = 2.0 * hg * (ux * uy - b0)
-        s5 = hg * (uy * uy - d0)
-        g = G[c1, j]
-        ux = bx1 + a1 * fi
-        uy = by1 + b1 * fi
-        hg = h1 * g
-        s0 += g
-        s1 += g * ux
-        s2 += g * uy
-        s3 += hg * (ux * ux - a1)
-        s4 += 2.0 * hg * (ux * uy - b1)
-        s5 += hg * (uy * uy - d1)
-        g = G[c2, j]
-        ux = bx2 + a2 * fi
-        uy = by2 + b2 * fi
-        hg = h2 * g
-        s0 += g
-        s1 += g * ux
-        s2 += g * uy
-        s3 += hg * (ux * ux - a2)
-        s4 += 2.0 * hg * (ux * uy - b2)
-        s5 += hg * (uy * uy - d2)
-        g = G[c3, j]
-        ux = bx3 + a3 * fi
-        uy = by3 + b3 * fi
-        hg = h3 * g
-        s0 += g
-        s1 += g * ux
-        s2 += g * uy
-        s3 += hg * (ux * ux - a3)
-        s4 += 2.0 * hg * (ux * uy - b3)
-        s5 += hg * (uy * uy - d3)
-        out[0, r, j] += s0
-        out[1, r, j] += s1
-        out[2, r, j] += s2
-        out[3, r, j] += s3
-        out[4, r, j] += s4
-        out[5, r, j] += s5
+    if assign:
+        u = np.uint64(ua)
+        for i in range(np.uint64(n)):
+            fi = np.float64(i)
+            j = u + i
+            g = G[c0, k, j]
+            ux = bx0 + a0 * fi
+            uy = by0 + b0 * fi
+            hg = h0 * g
+            s0 = g
+            s1 = g * ux
+            s2 = g * uy
+            s3 = hg * (ux * ux - a0)
+            s4 = hg * ((ux + ux) * uy - (b0 + b0))
+            s5 = hg * (uy * uy - d0)
+            g = G[c1, k, j]
+            ux = bx1 + a1 * fi
+            uy = by1 + b1 * fi
+            hg = h1 * g
+            s0 += g
+            s1 += g * ux
+            s2 += g * uy
+            s3 += hg * (ux * ux - a1)
+            s4 += hg * ((ux + ux) * uy - (b1 + b1))
+            s5 += hg * (uy * uy - d1)
+            g = G[c2, k, j]
+            ux = bx2 + a2 * fi
+            uy = by2 + b2 * fi
+            hg = h2 * g
+            s0 += g
+            s1 += g * ux
+            s2 += g * uy
+            s3 += hg * (ux * ux - a2)
+            s4 += hg * ((ux + ux) * uy - (b2 + b2))
+            s5 += hg * (uy * uy - d2)
+            g = G[c3, k, j]
+            ux = bx3 + a3 * fi
+            uy = by3 + b3 * fi
+            hg = h3 * g
+            s0 += g
+            s1 += g * ux
+            s2 += g * uy
+            s3 += hg * (ux * ux - a3)
+            s4 += hg * ((ux + ux) * uy - (b3 + b3))
+            s5 += hg * (uy * uy - d3)
+            out[0, r, j] = s0
+            out[1, r, j] = s1
+            out[2, r, j] = s2
+            out[3, r, j] = s3
+            out[4, r, j] = s4
+            out[5, r, j] = s5
+    else:
+        u = np.uint64(ua)
+        for i in range(np.uint64(n)):
+            fi = np.float64(i)
+            j = u + i
+            g = G[c0, k, j]
+            ux = bx0 + a0 * fi
+            uy = by0 + b0 * fi
+            hg = h0 * g
+            s0 = g
+            s1 = g * ux
+            s2 = g * uy
+            s3 = hg * (ux * ux - a0)
+            s4 = hg * ((ux + ux) * uy - (b0 + b0))
+            s5 = hg * (uy * uy - d0)
+            g = G[c1, k, j]
+            ux = bx1 + a1 * fi
+            uy = by1 + b1 * fi
+            hg = h1 * g
+            s0 += g
+            s1 += g * ux
+            s2 += g * uy
+            s3 += hg * (ux * ux - a1)
+            s4 += hg * ((ux + ux) * uy - (b1 + b1))
+            s5 += hg * (uy * uy - d1)
+            g = G[c2, k, j]
+            ux = bx2 + a2 * fi
+            uy = by2 + b2 * fi
+            hg = h2 * g
+            s0 += g
+            s1 += g * ux
+            s2 += g * uy
+            s3 += hg * (ux * ux - a2)
+            s4 += hg * ((ux + ux) * uy - (b2 + b2))
+            s5 += hg * (uy * uy - d2)
+            g = G[c3, k, j]
+            ux = bx3 + a3 * fi
+            uy = by3 + b3 * fi
+            hg = h3 * g
+            s0 += g
+            s1 += g * ux
+            s2 += g * uy
+            s3 += hg * (ux * ux - a3)
+            s4 += hg * ((ux + ux) * uy - (b3 + b3))
+            s5 += hg * (uy * uy - d3)
+            out[0, r, j] += s0
+            out[1, r, j] += s1
+            out[2, r, j] += s2
+            out[3, r, j] += s3
+            out[4, r, j] += s4
+            out[5, r, j] += s5
 
 
 def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear):
@@ -540,7 +593,7 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear):
     Wp = W + 8
     col = np.empty((C, Wp))
     cst = np.empty((C, Wp))
-    G = np.zeros((C + 1, Wp))          # row C stays zero: the padding member of a short group
+    G = np.zeros((C + 1, 4, Wp))       # component C stays zero: the padding of a short group
     h = np.empty(Wp)
     ok = np.zeros(C, np.bool_)
     NORM = np.zeros(C + 1)
@@ -566,8 +619,8 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear):
     ROWT = np.zeros(C)
     RSTEP = np.zeros(C)
     E2AL = np.zeros(C)
-    JA = np.zeros(C, np.int64)
-    JB = np.zeros(C, np.int64)
+    JA = np.zeros((C, 4), np.int64)
+    JB = np.zeros((C, 4), np.int64)
     size = np.zeros(C)
     rmin = H
     rmax = -1
@@ -597,101 +650,147 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear):
         rmin = min(rmin, RLO[c])
         rmax = max(rmax, RHI[c])
     order = np.argsort(size)
-    act = np.empty(C, np.int64)
+    act = np.empty((4, C), np.int64)
+    nact = np.zeros(4, np.int64)
     if clear:
         for r in range(H):
             if r < rmin or r > rmax:
-                _zero_row(out, r)
-    for r in range(rmin, rmax + 1):
-        if clear:
-            _zero_row(out, r)
-        na = 0
+                _zero_row(out, r, 0, W)
+    for r4 in range(rmin, rmax + 1, 4):        # four rows at a time
+        nk = min(4, rmax + 1 - r4)
+        nact[:] = 0
         for q in range(C):
             c = order[q]
-            if not ok[c] or r < RLO[c] or r > RHI[c]:
+            if not ok[c] or r4 + nk - 1 < RLO[c] or r4 > RHI[c]:
                 continue
             A = A_[c]
             R = R_[c]
             s = S_[c]
-            dy = r - my[c]
-            if r > B1[c]:                       # a new block starts on this row
-                r1 = min(r + LL[c] - 1, RHI[c])
-                xc0 = mx[c] + s * dy
-                span = s * (r1 - r)
-                jlo = max(0, int(math.ceil(xc0 + min(0.0, span) - WMAX[c])))
-                jhi = min(W - 1, int(math.floor(xc0 + max(0.0, span) + WMAX[c])))
-                B0[c] = r
-                B1[c] = r1
-                JLO[c] = jlo
-                JHI[c] = jhi
-                XC0[c] = xc0
-                if jlo > jhi:
+            k = 0
+            while k < nk:
+                r = r4 + k
+                if r < RLO[c] or r > RHI[c]:
+                    k += 1
                     continue
-                _block_vectors(col[c], cst[c], jlo, jhi, xc0, A, s, h)
-                alpha = A * s * s + R
-                ROWT[c] = NORM[c] * math.exp(R * dy * dy)
-                RSTEP[c] = math.exp(alpha + 2.0 * R * dy)
-                E2AL[c] = math.exp(2.0 * alpha)
-            else:
+                dy = r - my[c]
+                if r > B1[c]:                   # a new block starts on this row
+                    r1 = min(r + LL[c] - 1, RHI[c])
+                    xc0 = mx[c] + s * dy
+                    span = s * (r1 - r)
+                    JLO[c] = max(0, int(math.ceil(xc0 + min(0.0, span) - WMAX[c])))
+                    JHI[c] = min(W - 1, int(math.floor(xc0 + max(0.0, span) + WMAX[c])))
+                    B0[c] = r
+                    B1[c] = r1
+                    XC0[c] = xc0
+                    if JLO[c] <= JHI[c]:
+                        _block_vectors(col[c], cst[c], JLO[c], JHI[c], xc0, A, s, h)
+                        alpha = A * s * s + R
+                        ROWT[c] = NORM[c] * math.exp(R * dy * dy)
+                        RSTEP[c] = math.exp(alpha + 2.0 * R * dy)
+                        E2AL[c] = math.exp(2.0 * alpha)
+                elif JLO[c] <= JHI[c]:         # the row factor moves on to this row
+                    t = r - B0[c]
+                    if t % RESEED == 0:         # restart its recurrence exactly
+                        dy0 = B0[c] - my[c]
+                        alpha = A * s * s + R
+                        ROWT[c] = NORM[c] * math.exp(A * s * s * t * t + R * dy * dy)
+                        RSTEP[c] = math.exp(alpha * (2.0 * t + 1.0) + 2.0 * R * dy0)
+                    else:
+                        ROWT[c] *= RSTEP[c]
+                        RSTEP[c] *= E2AL[c]
                 jlo = JLO[c]
                 jhi = JHI[c]
                 if jlo > jhi:
+                    k += 1
                     continue
+                base = np.uint64(jlo)
+                n = np.uint64(jhi - jlo + 1)
                 t = r - B0[c]
-                if t % RESEED == 0:             # restart the row recurrence exactly
-                    dy0 = B0[c] - my[c]
-                    alpha = A * s * s + R
-                    ROWT[c] = NORM[c] * math.exp(A * s * s * t * t + R * dy * dy)
-                    RSTEP[c] = math.exp(alpha * (2.0 * t + 1.0) + 2.0 * R * dy0)
-                else:
-                    ROWT[c] *= RSTEP[c]
+                if k == 0 and nk == 4 and r + 3 <= B1[c] and t % RESEED <= RESEED - 4:
+                    # four rows in one pass over the block (no reseed among them)
+                    rt0 = ROWT[c]
+                    rt1 = rt0 * RSTEP[c]
                     RSTEP[c] *= E2AL[c]
-            # this row's values over the block, then the vector advances to the next row
-            rt = ROWT[c]
-            base = np.uint64(jlo)
-            for i in range(np.uint64(jhi - jlo + 1)):
-                jj = base + i
-                G[c, jj] = rt * col[c, jj]
-                col[c, jj] *= cst[c, jj]
-            h2 = cut + R * dy * dy
-            if h2 < 0.0:
-                continue
-            half = math.sqrt(h2) / SA[c]
-            xc = XC0[c] + s * (r - B0[c])
-            ja = max(jlo, int(math.ceil(xc - half)))
-            jb = min(jhi, int(math.floor(xc + half)))
-            if ja > jb:
-                continue
-            JA[c] = ja
-            JB[c] = jb
-            act[na] = c
-            na += 1
-        for q0 in range(0, na, 4):
-            q1 = min(q0 + 4, na)
-            ua = W
-            ub = -1
-            for q in range(q0, q1):
-                ua = min(ua, JA[act[q]])
-                ub = max(ub, JB[act[q]])
-            for q in range(q0, q1):             # zero outside each member's own span
-                c = act[q]
-                for j in range(ua, JA[c]):
-                    G[c, j] = 0.0
-                for j in range(JB[c] + 1, ub + 1):
-                    G[c, j] = 0.0
-                BX[c] = P00[c] * (ua - mx[c]) + P01[c] * (r - my[c])
-                BY[c] = P01[c] * (ua - mx[c]) + P11[c] * (r - my[c])
-            c0 = act[q0]
-            c1 = act[q0 + 1] if q0 + 1 < q1 else C
-            c2 = act[q0 + 2] if q0 + 2 < q1 else C
-            c3 = act[q0 + 3] if q0 + 3 < q1 else C
-            _group_pass(out, r, ua, ub - ua + 1, G, c0, c1, c2, c3, BX, BY, P00, P01, P11, HV)
+                    rt2 = rt1 * RSTEP[c]
+                    RSTEP[c] *= E2AL[c]
+                    rt3 = rt2 * RSTEP[c]
+                    RSTEP[c] *= E2AL[c]
+                    ROWT[c] = rt3
+                    for i in range(n):
+                        jj = base + i
+                        v = col[c, jj]
+                        st = cst[c, jj]
+                        G[c, 0, jj] = rt0 * v
+                        v *= st
+                        G[c, 1, jj] = rt1 * v
+                        v *= st
+                        G[c, 2, jj] = rt2 * v
+                        v *= st
+                        G[c, 3, jj] = rt3 * v
+                        col[c, jj] = v * st
+                    kend = 4
+                else:
+                    rt = ROWT[c]
+                    for i in range(n):
+                        jj = base + i
+                        G[c, k, jj] = rt * col[c, jj]
+                        col[c, jj] *= cst[c, jj]
+                    kend = k + 1
+                # the rows' spans inside the exp(-36) ellipse
+                for kk in range(k, kend):
+                    dyk = r4 + kk - my[c]
+                    h2 = cut + R * dyk * dyk
+                    if h2 < 0.0:
+                        continue
+                    half = math.sqrt(h2) / SA[c]
+                    xc = XC0[c] + s * (r4 + kk - B0[c])
+                    ja = max(jlo, int(math.ceil(xc - half)))
+                    jb = min(jhi, int(math.floor(xc + half)))
+                    if ja > jb:
+                        continue
+                    JA[c, kk] = ja
+                    JB[c, kk] = jb
+                    act[kk, nact[kk]] = c
+                    nact[kk] += 1
+                k = kend
+        for k in range(nk):
+            r = r4 + k
+            na = nact[k]
+            if na == 0 and clear:
+                _zero_row(out, r, 0, W)
+            first = clear
+            for q0 in range(((na - 1) // 4) * 4, -1, -4):   # largest components first
+                q1 = min(q0 + 4, na)
+                ua = W
+                ub = -1
+                for q in range(q0, q1):
+                    ua = min(ua, JA[act[k, q], k])
+                    ub = max(ub, JB[act[k, q], k])
+                for q in range(q0, q1):         # zero outside each member's own span
+                    c = act[k, q]
+                    for i in range(np.uint64(JA[c, k] - ua)):
+                        G[c, k, np.uint64(ua) + i] = 0.0
+                    for i in range(np.uint64(ub - JB[c, k])):
+                        G[c, k, np.uint64(JB[c, k] + 1) + i] = 0.0
+                    BX[c] = P00[c] * (ua - mx[c]) + P01[c] * (r - my[c])
+                    BY[c] = P01[c] * (ua - mx[c]) + P11[c] * (r - my[c])
+                c0 = act[k, q0]
+                c1 = act[k, q0 + 1] if q0 + 1 < q1 else C
+                c2 = act[k, q0 + 2] if q0 + 2 < q1 else C
+                c3 = act[k, q0 + 3] if q0 + 3 < q1 else C
+                if first:                       # zero the rest of the row, assign the span
+                    _zero_row(out, r, 0, ua)
+                    _zero_row(out, r, ub + 1, W)
+                _group_pass(out, r, ua, ub - ua + 1, G, k, c0, c1, c2, c3, BX, BY, P00, P01,
+                            P11, HV, first)
+                first = False
 
 
-def _zero_row_py(out, r):
+def _zero_row_py(out, r, j0, j1):
+    """Zero ``out[:, r, j0:j1]``."""
     for p in range(out.shape[0]):
-        for j in range(out.shape[2]):
-            out[p, r, j] = 0.0
+        for i in range(np.uint64(max(0, j1 - j0))):
+            out[p, r, np.uint64(j0) + i] = 0.0
 
 
 if numba_available:
