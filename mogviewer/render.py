@@ -24,15 +24,17 @@ Two backends give identical results (to ~1e-13 of the peak):
     inner loops have no loop-carried dependency and use unsigned indices, so they vectorise.
     The image is added four rows per pass over the block's whole width (the vector is loaded
     and stored once per four rows), so it also receives pixels just outside the cut, each below
-    ``exp(-36)`` of its component's peak; the derivative planes keep the exact per-row cut.
+    ``exp(-36)`` of its component's peak. The derivative planes are drawn row by row for all
+    components at once: each component keeps its block state, writes its values on the row
+    (zero outside its exact exp(-36) span), and the six planes are updated four components per
+    pass with the sums held in registers, so each plane is stored once per four components.
     Arguments are packed into few arrays: numba types every argument on every call.
-
-Speed (``benchmarks/bench_render.py``): the image costs ~2 floating-point operations and ~1.25
-stores per pixel and component; the five derivative planes ~15 operations and 6 stores more,
-so render + derivatives take 4-7 render-times (more at large stamps, where the image loop runs
-at full vector speed and per-row overheads no longer count).
 ``numpy``
     A plain per-component reference, used for testing and as a fallback.
+
+Speed (``benchmarks/bench_render.py``): per pixel and component the image costs ~2
+floating-point operations and ~1.25 stores, the derivative planes ~12 operations and ~1.5
+stores more; render + derivatives take 3.5-5.5 render-times.
 
 Derivatives
 -----------
@@ -119,112 +121,6 @@ def _render_numpy(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs):
 # numba kernel
 # ---------------------------------------------------------------------------------------------
 
-def _planes_py(out, r, k, jau, i0, i1, g, dx0, dy, p00, p01, p11, v):
-    """Add row ``k`` of ``g`` (one component's values on row ``r``, columns ``jau + i`` for
-    ``i0 <= i < i1``) to the image plane and, times the derivative factors, to the planes 1-5 of
-    ``out`` (formulas in the module docstring).
-
-    Two loops of three planes each: with three stores and one load LLVM needs six run-time
-    alias checks and vectorises (six planes in one loop would need 21, beyond its limit).
-    """
-    bx = p00 * dx0 + p01 * dy
-    by = p01 * dx0 + p11 * dy
-    hv = 0.5 * v
-    for i in range(i0, i1):
-        gi = g[k, i]
-        fi = np.float64(i)
-        out[0, r, jau + i] += gi
-        out[1, r, jau + i] += gi * (bx + p00 * fi)
-        out[2, r, jau + i] += gi * (by + p01 * fi)
-    for i in range(i0, i1):
-        gi = g[k, i]
-        fi = np.float64(i)
-        ux = bx + p00 * fi
-        uy = by + p01 * fi
-        out[3, r, jau + i] += hv * gi * (ux * ux - p00)
-        out[4, r, jau + i] += v * gi * (ux * uy - p01)
-        out[5, r, jau + i] += hv * gi * (uy * uy - p11)
-
-
-def _row_span_py(dy, t, jlo, nu, xc0, s, sa, R):
-    """Offsets ``i0, i1`` (from ``jlo``, end exclusive) of the pixels of row ``t`` of a block
-    that lie inside the component's exp(-36) ellipse (empty if none)."""
-    h2 = CUT_EXPONENT + R * dy * dy
-    if h2 < 0.0:
-        return np.uint64(0), np.uint64(0)
-    half = math.sqrt(h2) / sa
-    xc = xc0 + s * t
-    a = max(jlo, int(math.ceil(xc - half)))
-    b = min(jlo + nu - 1, int(math.floor(xc + half)))
-    if b < a:
-        return np.uint64(0), np.uint64(0)
-    return np.uint64(a - jlo), np.uint64(b - jlo + 1)
-
-
-def _rows_derivs_py(out, r0, r1, jlo, nu, col, cstep, rowterm, rstep, e2alpha, norm, As2, R,
-                    alpha, dy0, dx0, p00, p01, p11, v, g, xc0, s, sa):
-    """As :func:`_rows_image_py`, and the derivative planes 1-5 too.
-
-    Four rows of component values go into the scratch ``g`` (4, W) in one pass that also adds
-    them to the image and advances ``col``; the planes then take them row by row.
-    """
-    jau = np.uint64(jlo)
-    n = np.uint64(nu)
-    r = r0
-    while r <= r1:
-        t = r - r0
-        if r + 3 <= r1 and t % RESEED <= RESEED - 4:   # four rows, no reseed among them
-            rt0 = rowterm
-            rowterm *= rstep
-            rstep *= e2alpha
-            rt1 = rowterm
-            rowterm *= rstep
-            rstep *= e2alpha
-            rt2 = rowterm
-            rowterm *= rstep
-            rstep *= e2alpha
-            rt3 = rowterm
-            for i in range(n):
-                jj = jau + i
-                c = col[jj]
-                st = cstep[jj]
-                g0 = rt0 * c
-                c *= st
-                g1 = rt1 * c
-                c *= st
-                g2 = rt2 * c
-                c *= st
-                g3 = rt3 * c
-                col[jj] = c * st
-                g[0, i] = g0
-                g[1, i] = g1
-                g[2, i] = g2
-                g[3, i] = g3
-            for k in range(4):
-                dy = dy0 + t + k
-                i0, i1 = _row_span(dy, t + k, jlo, nu, xc0, s, sa, R)
-                _planes_py(out, r + k, k, jau, i0, i1, g, dx0, dy, p00, p01, p11, v)
-            r += 4
-        else:
-            for i in range(n):
-                jj = jau + i
-                g[0, i] = rowterm * col[jj]
-                col[jj] *= cstep[jj]
-            i0, i1 = _row_span(dy0 + t, t, jlo, nu, xc0, s, sa, R)
-            _planes_py(out, r, 0, jau, i0, i1, g, dx0, dy0 + t, p00, p01, p11, v)
-            r += 1
-        if r <= r1:
-            t = r - r0
-            if t % RESEED == 0:   # restart the row recurrence exactly
-                tt = float(t)
-                dyn = dy0 + tt
-                rowterm = norm * math.exp(As2 * tt * tt + R * dyn * dyn)
-                rstep = math.exp(alpha * (2.0 * tt + 1.0) + 2.0 * R * dy0)
-            else:
-                rowterm *= rstep
-                rstep *= e2alpha
-
-
 def _rows_image_py(out, r0, r1, jlo, nu, col, cstep, rowterm, rstep, e2alpha, norm, As2, R,
                    alpha, dy0):
     """Add the rows ``r0..r1`` of one block of one component to the image plane ``out[0]``.
@@ -285,13 +181,8 @@ def _rows_image_py(out, r0, r1, jlo, nu, col, cstep, rowterm, rstep, e2alpha, no
 
 if numba_available:
     _rows_image = numba.njit(cache=True, nogil=True)(_rows_image_py)
-    _planes_py = numba.njit(cache=True, nogil=True, fastmath={"contract"})(_planes_py)
-    _row_span = numba.njit(cache=True, nogil=True)(_row_span_py)
-    _rows_derivs = numba.njit(cache=True, nogil=True, fastmath={"contract"})(_rows_derivs_py)
 else:  # pragma: no cover
     _rows_image = _rows_image_py
-    _rows_derivs = _rows_derivs_py
-    _row_span = _row_span_py
 
 
 def _fill_col_py(col, jlo, nu, X0, A, h):
@@ -398,8 +289,9 @@ else:  # pragma: no cover
     _block_vectors = _block_vectors_py
 
 
-def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gbuf):
-    """Add one Gaussian (and its derivative planes) to ``out`` (see the module docstring)."""
+def _add_component_py(amp, mx, my, cxx, cxy, cyy, out, col, cstep, h):
+    """Add one Gaussian to the image plane ``out[0]`` (see the module docstring); ``col``,
+    ``cstep`` and ``h`` are scratch vectors of length >= W."""
     H = out.shape[1]
     W = out.shape[2]
     cut = 36.0
@@ -409,8 +301,6 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gb
         # cancellation): nothing sensible to draw; callers keep q >= 1e-4
         return
     p00 = cyy / det
-    p01 = -cxy / det
-    p11 = cxx / det
     norm = amp / (2.0 * math.pi * math.sqrt(det))
     A = -0.5 * p00                 # x-curvature of the exponent at fixed y (< 0)
     R = -0.5 / cyy                 # exponent at the row peak: R dy^2
@@ -440,7 +330,7 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gb
             r0 = r1 + 1
             continue
         nu = jhi - jlo + 1
-        _block_vectors(col, cstep, jlo, jhi, xc0, A, s, gbuf[0])
+        _block_vectors(col, cstep, jlo, jhi, xc0, A, s, h)
         # from here on col holds col * cross: exp(A X^2) exp(-2 A s t X), advanced row by row
         # row term norm * exp(A s^2 t^2 + R dy^2) = norm * exp(alpha t^2 + beta t + gamma)
         dy0 = r0 - my
@@ -448,12 +338,8 @@ def _add_component_py(amp, mx, my, cxx, cxy, cyy, v, out, derivs, col, cstep, gb
         rowterm = norm * math.exp(R * dy0 * dy0)
         rstep = math.exp(alpha + 2.0 * R * dy0)
         e2alpha = math.exp(2.0 * alpha)
-        if not derivs:
-            _rows_image(out, r0, r1, jlo, nu, col, cstep, rowterm, rstep, e2alpha, norm,
-                        A * s * s, R, alpha, dy0)
-        else:
-            _rows_derivs(out, r0, r1, jlo, nu, col, cstep, rowterm, rstep, e2alpha, norm,
-                         A * s * s, R, alpha, dy0, jlo - mx, p00, p01, p11, v, gbuf, xc0, s, sa)
+        _rows_image(out, r0, r1, jlo, nu, col, cstep, rowterm, rstep, e2alpha, norm,
+                    A * s * s, R, alpha, dy0)
         r0 = r1 + 1
 
 
@@ -802,17 +688,20 @@ else:  # pragma: no cover
 
 
 def _mixture_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs, col, cstep, gbuf):
-    """Add every component of a mixture (arrays of length K) to ``out``."""
+    """Add every component of a mixture (arrays of length K) to ``out`` (and, with
+    ``derivs``, to its derivative planes, weighted by ``vfac``)."""
+    if derivs:
+        _derivs_kernel(amp, mx, my, cxx, cxy, cyy, vfac, out, False)
+        return
     for k in range(amp.shape[0]):
-        _add_component(amp[k], mx[k], my[k], cxx[k], cxy[k], cyy[k], vfac[k], out, derivs,
-                       col, cstep, gbuf)
+        _add_component(amp[k], mx[k], my[k], cxx[k], cxy[k], cyy[k], out, col, cstep, gbuf[0])
 
 
 def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, prof, psf, out, derivs, scratch, clear):
     """Add a galaxy: profile ``prof`` (3, M) -- amplitudes, variances in r_e^2, and the weights
     of the shape-derivative planes (the variances for d/dS; ``dv/dn`` for a Sérsic index) --
     stretched by the shape matrix ``S`` and convolved with the PSF ``psf`` (6, K): amplitudes,
-    mean x, mean y, Cxx, Cxy, Cyy. M x K components. ``scratch`` (6, W) holds the kernel's
+    mean x, mean y, Cxx, Cxy, Cyy. M x K components. ``scratch`` (3, W) holds the kernel's
     vectors; ``clear`` zeroes ``out`` first. Few arguments keep the call cheap (numba types
     each argument on every call)."""
     if clear and not derivs:
@@ -842,13 +731,13 @@ def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, prof, psf, out, derivs, scratch
         return
     col = scratch[0]
     cstep = scratch[1]
-    gbuf = scratch[2:6]
+    h = scratch[2]
     for m in range(prof.shape[1]):
         vm = prof[1, m]
         for k in range(psf.shape[1]):
             _add_component(flux * prof[0, m] * psf[0, k], x + psf[1, k], y + psf[2, k],
                            vm * sxx + psf[3, k], vm * sxy + psf[4, k], vm * syy + psf[5, k],
-                           prof[2, m], out, derivs, col, cstep, gbuf)
+                           out, col, cstep, h)
 
 
 if numba_available:
@@ -863,18 +752,18 @@ _warm = {"done": False}
 
 
 class _Scratch(threading.local):
-    """Per-thread scratch for the kernels: column x cross vector, cross step, and four rows of
-    component values for the derivative planes."""
+    """Per-thread scratch for the image kernel: column x cross vector, cross step, and a vector
+    for the stride-8 recurrences (the derivative kernel allocates its own per-component rows)."""
 
     buf = None
     views = None
 
     def full(self, W):
-        """The whole (6, >= W) scratch array."""
+        """The whole (3, >= W) scratch array."""
         buf = self.buf
         if buf is None or buf.shape[1] < W:
-            buf = self.buf = np.empty((6, max(W, 64)))
-            self.views = (buf[0], buf[1], buf[2:6])
+            buf = self.buf = np.empty((3, max(W, 64)))
+            self.views = (buf[0], buf[1], buf[2:3])
         return buf
 
     def get(self, W):
