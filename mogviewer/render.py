@@ -33,8 +33,8 @@ Two backends give identical results (to ~1e-13 of the peak):
     A plain per-component reference, used for testing and as a fallback.
 
 Speed (``benchmarks/bench_render.py``): per pixel and component the image costs ~2
-floating-point operations and ~1.25 stores, the derivative planes ~12 operations and ~1.5
-stores more; render + derivatives take 3.5-5.5 render-times.
+floating-point operations and ~1.25 stores, the derivative planes ~11 operations and ~1.5
+stores more; render + derivatives take 3.7-5.4 render-times (32-256 px, luv M=8, K=3).
 
 Derivatives
 -----------
