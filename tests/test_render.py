@@ -215,3 +215,55 @@ def test_image_kernel_adds_below_the_cut_only_at_the_cut_level():
     assert np.abs(a - b).max() <= np.exp(-36.0) * peak
     inside = b > 0
     assert np.abs(a - b)[inside].max() <= 1e-12 * b.max()
+
+
+def test_out_must_be_writeable_and_contiguous_every_call():
+    # A read-only buffer is refused with the same message as any unusable one (numba would
+    # otherwise fail to compile for it), and so is a buffer whose layout changed after a call.
+    S = shape_matrix(5, 0.5, 30)
+    ro = np.zeros((6, 20, 30))
+    ro.setflags(write=False)
+    for derivs in (False, True):
+        with pytest.raises(ValueError, match="writeable C-contiguous"):
+            R.render_galaxy(1.0, 10.3, 8.7, S, "exp", 6, None, (20, 30), derivs=derivs, out=ro)
+    buf = np.zeros((6, 20, 30))
+    R.render_galaxy(1.0, 10.3, 8.7, S, "exp", 6, None, (20, 30), derivs=True, out=buf)
+    buf.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable C-contiguous"):
+        R.render_galaxy(1.0, 10.3, 8.7, S, "exp", 6, None, (20, 30), derivs=True, out=buf)
+
+
+def test_tall_stamp_with_nearly_aligned_large_component_keeps_1e12():
+    # Within a block of rows the column x cross vector is advanced by one multiplication per
+    # row; before blocks were capped at RESTART_ROWS rows its rounding error grew over 3000 rows
+    # to 7e-12 of the peak for this case (found in review, against a long-double reference).
+    import dataclasses
+    one = dataclasses.replace(get_mixture("exp", 6), amps=np.ones(1), variances=np.ones(1))
+    S = shape_matrix(1000.0, 0.9, 0.01)
+    a, da = R.render_galaxy(1.0, 150.3, 1500.7, S, one, None, None, (3001, 300), derivs=True)
+    b, db = R.render_galaxy(1.0, 150.3, 1500.7, S, one, None, None, (3001, 300), derivs=True,
+                            backend="numpy")
+    assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
+    for p in range(5):
+        assert np.abs(da[p] - db[p]).max() <= 1e-12 * np.abs(db[p]).max()
+
+
+def test_profile_given_as_object_is_never_packed_from_a_stale_cache():
+    # The packed profile is cached only for arrays that own their data and are read-only; a
+    # read-only *view* of arrays that are then changed must be repacked (found in review).
+    import dataclasses
+    S = shape_matrix(5, 0.5, 30)
+    base = get_mixture("exp", 6)
+    a, v = np.array(base.amps), np.array(base.variances)
+    av, vv = a.view(), v.view()
+    av.flags.writeable = vv.flags.writeable = False
+    prof = dataclasses.replace(base, amps=av, variances=vv)
+    R.render_galaxy(1.0, 10.3, 8.7, S, prof, None, None, (20, 30))
+    v *= 4.0
+    got = R.render_galaxy(1.0, 10.3, 8.7, S, prof, None, None, (20, 30))
+    ref = R.render_galaxy(1.0, 10.3, 8.7, S, prof, None, None, (20, 30), backend="numpy")
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * ref.max())
+    # a numpy scalar n names the same table as the float
+    np.testing.assert_array_equal(
+        R.render_galaxy(1.0, 10.3, 8.7, S, "ser", 8, None, (20, 30), n=np.array(2.0)),
+        R.render_galaxy(1.0, 10.3, 8.7, S, "ser", 8, None, (20, 30), n=2.0))
