@@ -49,6 +49,23 @@ def settle(app, seconds=0.4):
     wait_until(app, lambda: False, seconds, poll=0.01)
 
 
+def sample_window(width, height, *, timeout=120.0):
+    """Scripts only (benchmarks, screenshots): the app, compiled kernels, and a shown main
+    window of ``width`` x ``height`` with throwaway settings, on the bundled sample with its PSF
+    loaded. Returns ``(app, window)``."""
+    from .main_window import MainWindow
+    app = create_app()
+    engine.warmup()
+    w = MainWindow(settings=QtCore.QSettings(os.devnull, QtCore.QSettings.IniFormat))
+    w.resize(width, height)
+    w.show()
+    loaded = []
+    w.psf_loaded.connect(loaded.append)
+    w.open_sample()
+    wait_until(app, lambda: loaded, timeout)
+    return app, w
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="mogviewer", description="mogviewer desktop app")
     p.add_argument("file", nargs="?", help="image to open (FITS or .npy); default: the sample")

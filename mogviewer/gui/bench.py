@@ -43,18 +43,8 @@ def measure(window, app, n=60):
 
 
 def main(argv=None):
-    from .main_window import MainWindow
     QtCore.QSettings.setDefaultFormat(QtCore.QSettings.IniFormat)
-    app = gui_app.create_app()
-    engine.warmup()
-    settings = QtCore.QSettings(os.devnull, QtCore.QSettings.IniFormat)
-    w = MainWindow(settings=settings)
-    w.resize(1560, 940)
-    w.show()
-    done = []
-    w.psf_loaded.connect(done.append)
-    w.open_sample()
-    gui_app.wait_until(app, lambda: done, 60)
+    app, w = gui_app.sample_window(1560, 940, timeout=60)
     img, mask, _ = engine.sample_files()
     full = w.session.data
     rows = []

@@ -19,7 +19,6 @@ if not os.environ.get("DISPLAY"):
 from PyQt5 import QtCore  # noqa: E402
 
 from . import app as gui_app  # noqa: E402
-from . import engine  # noqa: E402
 
 
 def _save(widget, path, width=None):
@@ -41,17 +40,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     out = Path(argv[0] if argv else "docs/screenshots")
     out.mkdir(parents=True, exist_ok=True)
-    from .main_window import MainWindow
-    app = gui_app.create_app()
-    engine.warmup()
-    settings = QtCore.QSettings(os.devnull, QtCore.QSettings.IniFormat)
-    w = MainWindow(settings=settings)
-    w.resize(1500, 900)
-    w.show()
-    loaded = []
-    w.psf_loaded.connect(loaded.append)
-    w.open_sample()
-    gui_app.wait_until(app, lambda: loaded, 120)
+    app, w = gui_app.sample_window(1500, 900)
     gui_app.settle(app)
     paths = [_save(w, out / "main_start.png", 1280)]
     done = []
