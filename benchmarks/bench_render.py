@@ -10,9 +10,13 @@ same grid, then 5x5 binning), plus GalSim when it is installed.
 
     python benchmarks/bench_render.py [--quick]
 
-Timings are the median of repeated calls after a warm-up; ratios are between timings taken in
-this same run, so they are comparable even on a busy machine. Output buffers are reused, as the
-fitter does.
+The timings of one size are taken side by side: the renderers take turns in slices of ~2 ms
+(or one call), and each timing is the median over slices of the median call in a slice. So a
+burst of load from the machine's neighbours falls on all of them alike, and the ratios are
+between timings taken over the same seconds. The output buffer is reused within a slice, as the
+fitter does, and changes from slice to slice among eight buffers 512 bytes apart mod 4096: how
+fast the kernels run depends on where the buffer lies relative to their own work arrays (up to
+1.5x at 128 px, through 4K aliasing and cache sets), and a user gets one placement at random.
 """
 
 import argparse
@@ -33,15 +37,43 @@ PSF = Mixture([0.6, 0.3, 0.1], [[0.0, 0.0], [0.15, -0.1], [-0.2, 0.1]],
               [1.2 * np.eye(2), shape_matrix(2.0, 0.8, 30.0), 9.0 * np.eye(2)])
 
 
-def timeit(fn, *, min_time=0.3, max_reps=2000):
-    fn()
-    times = []
-    t_end = time.perf_counter() + min_time
-    while (time.perf_counter() < t_end or len(times) < 5) and len(times) < max_reps:
+def side_by_side(fns, *, min_time, slice_time=0.05, min_rounds=5, max_rounds=2000):
+    """Time ``fns`` (each called as ``fn(i)`` in round ``i``) by turns: in every round each runs
+    for one slice of ``slice_time`` (at least one call). A function faster than half a slice
+    first gets one untimed call per slice, so that it is timed with its buffers in cache (as in
+    a fit) and not just after another function swept the caches. Returns, for each, the median
+    over rounds of the median call time in its slice (s)."""
+    fast = []
+    for f in fns:
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        f(0)
+        fast.append(time.perf_counter() - t0 < slice_time / 2)
+    samples = [[] for _ in fns]
+    t_end = time.perf_counter() + min_time * len(fns)
+    i = 0
+    while i < min_rounds or (time.perf_counter() < t_end and i < max_rounds):
+        for f, smp, warm in zip(fns, samples, fast):
+            if warm:
+                f(i)
+            times = []
+            s_end = time.perf_counter() + slice_time
+            while not times or time.perf_counter() < s_end:
+                t0 = time.perf_counter()
+                f(i)
+                times.append(time.perf_counter() - t0)
+            smp.append(statistics.median(times))
+        i += 1
+    return [statistics.median(smp) for smp in samples]
+
+
+def placed_buffers(N, count=8, step=512):
+    """``count`` reusable (6, N, N) buffers whose addresses are ``step`` bytes apart mod 4096."""
+    out = []
+    for k in range(count):
+        raw = np.zeros(6 * N * N + 4096 // 8)
+        off = ((k * step - raw.ctypes.data) % 4096) // 8
+        out.append(raw[off:off + 6 * N * N].reshape(6, N, N))
+    return out
 
 
 def gaussian_pixels(params, N):
@@ -108,22 +140,23 @@ def main(argv=None):
     for N in (32, 64, 128, 256):
         p = dict(flux=1000.0, x=N / 2 - 0.3, y=N / 2 + 0.2, re=N / 8, q=0.6, angle=30.0)
         S = shape_matrix(p["re"], p["q"], p["angle"])
-        buf = np.zeros((6, N, N))
-        t_r = timeit(lambda: R.render_galaxy(1000.0, p["x"], p["y"], S, "luv", 8, PSF, (N, N),
-                                             out=buf), min_time=min_time)
-        t_d = timeit(lambda: R.render_galaxy(1000.0, p["x"], p["y"], S, "luv", 8, PSF, (N, N),
-                                             out=buf, derivs=True), min_time=min_time)
-        t_np = timeit(lambda: R.render_galaxy(1000.0, p["x"], p["y"], S, "luv", 8, PSF, (N, N),
-                                              out=buf, backend="numpy"), min_time=min_time,
-                      max_reps=50)
-        t_bf = timeit(lambda: brute_force_astropy(p, N), min_time=min_time, max_reps=20)
+        bufs = placed_buffers(N)
+
+        def ours(i, derivs=False, backend="numba"):
+            R.render_galaxy(1000.0, p["x"], p["y"], S, "luv", 8, PSF, (N, N),
+                            out=bufs[i % len(bufs)], derivs=derivs, backend=backend)
+
+        fns = [ours, lambda i: ours(i, derivs=True), lambda i: ours(i, backend="numpy"),
+               lambda i: brute_force_astropy(p, N)]
+        if have_galsim:
+            fns.append(lambda i: galsim_render(p, N))
+        t_r, t_d, t_np, t_bf, *t_gs = side_by_side(fns, min_time=min_time)
         gp = gaussian_pixels(p, N)
         row = (f"| {N} | {t_r * 1e6:.1f} | {t_d * 1e6:.1f} | {t_d / t_r:.2f} | "
                f"{t_r * 1e9 / gp:.2f} | {t_np * 1e6:.0f} | {t_np / t_r:.1f} | "
                f"{t_bf * 1e3:.1f} | {t_bf / t_r:.0f} |")
         if have_galsim:
-            t_gs = timeit(lambda: galsim_render(p, N), min_time=min_time, max_reps=50)
-            row += f" {t_gs * 1e3:.2f} | {t_gs / t_r:.0f} |"
+            row += f" {t_gs[0] * 1e3:.2f} | {t_gs[0] / t_r:.0f} |"
         print(row, flush=True)
     if not have_galsim:
         print("(GalSim is not installed: `pip install galsim` adds its column.)")

@@ -30,7 +30,9 @@ def test_numba_matches_numpy_for_100_random_mixtures():
     # slip is O(1). "Peak" is the mixture's peak (its value at the brightest component centre,
     # which may lie off the stamp): the image kernel evaluates whole blocks, so it also adds
     # pixels just beyond the exp(-36) cut that the reference leaves at 0 -- each below 2.3e-16
-    # of its component's peak, but 1e-9 of a stamp that holds only a far tail.
+    # of its component's peak, but 1e-9 of a stamp that holds only a far tail. The derivative
+    # kernel's passes are likewise padded to whole vectors with values beyond the cut, so each
+    # plane is compared with its own peak over the whole plane (``plane_peaks``).
     rng = np.random.default_rng(20131210)
     shape = (64, 80)
     worst = 0.0
@@ -44,11 +46,22 @@ def test_numba_matches_numpy_for_100_random_mixtures():
         arr = R._component_arrays(m.amps, m.means, m.covs)
         o1 = np.zeros((6,) + shape)
         o2 = np.zeros((6,) + shape)
-        R._mixture_kernel(*arr, vfac, o1, True, *R._scratch.get(shape[1]))
+        R._mixture_kernel(*arr, vfac, o1, True, R._scratch.full(shape[1], len(arr[0])))
         R._render_numpy(*arr, vfac, o2, True)
+        peaks = plane_peaks(arr, vfac, shape)
         for p in range(6):
-            worst = max(worst, np.abs(o1[p] - o2[p]).max() / max(np.abs(o2[p]).max(), 1e-300))
+            worst = max(worst, np.abs(o1[p] - o2[p]).max() / peaks[p])
     assert worst < 1e-12
+
+
+def plane_peaks(arr, vfac, shape, pad=80):
+    """Each of the six planes' largest magnitude over the whole plane: the numpy reference on a
+    stamp grown by ``pad`` px on every side (components are centred at most 10 px off the
+    stamp, and a plane's extremum lies within ~2 sigma <= 50 px of its centre)."""
+    amp, mx, my, cxx, cxy, cyy = arr
+    big = np.zeros((6, shape[0] + 2 * pad, shape[1] + 2 * pad))
+    R._render_numpy(amp, mx + pad, my + pad, cxx, cxy, cyy, vfac, big, True)
+    return np.abs(big).reshape(6, -1).max(axis=1)
 
 
 @pytest.mark.parametrize("angle", [0.0, 17.0, 45.0, 90.0, 133.0, 179.0])
@@ -215,6 +228,30 @@ def test_image_kernel_adds_below_the_cut_only_at_the_cut_level():
     assert np.abs(a - b).max() <= np.exp(-36.0) * peak
     inside = b > 0
     assert np.abs(a - b)[inside].max() <= 1e-12 * b.max()
+
+
+def test_derivative_planes_add_below_the_cut_only_at_the_cut_level():
+    # The derivative kernel pads each pass to whole 8-wide vectors (at least two), so pixels
+    # just outside a component's exp(-36) ellipse may receive its (true, below-cut) values where
+    # the numpy reference has 0. The worst case for a stamp-scaled comparison is a component
+    # whose stamp holds only a faint tail: the same one as for the image kernel, and a small
+    # one whose whole ellipse is narrower than one padded pass.
+    for mean, cov in (([-4.65, 50.7], [[0.968, 9.598], [9.598, 215.1]]),
+                      ([40.2, 30.7], [[0.09, 0.02], [0.02, 0.05]])):
+        arr = R._component_arrays([0.18], [mean], [cov])
+        vfac = np.array([1.3])
+        o1 = np.zeros((6, 64, 80))
+        o2 = np.zeros((6, 64, 80))
+        R._mixture_kernel(*arr, vfac, o1, True, R._scratch.full(80, 1))
+        R._render_numpy(*arr, vfac, o2, True)
+        peaks = plane_peaks(arr, vfac, (64, 80))
+        assert np.isfinite(o1).all()
+        for p in range(6):
+            # below the cut a plane is at most exp(-36) x its component's peak value times its
+            # factor (|u| ~ 8.5 sigma^-1, u^2 ~ 72 sigma^-2), i.e. < 1e-13 of the plane's peak
+            assert np.abs(o1[p] - o2[p]).max() <= 1e-13 * peaks[p], p
+            inside = o2[p] != 0
+            assert np.abs(o1[p] - o2[p])[inside].max() <= 1e-12 * np.abs(o2[p]).max(), p
 
 
 def test_out_must_be_writeable_and_contiguous_every_call():
