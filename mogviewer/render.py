@@ -34,9 +34,15 @@ Two backends give identical results (to ~1e-13 of the peak):
 ``numpy``
     A plain per-component reference, used for testing and as a fallback.
 
+All work arrays of both kernels live in one per-thread buffer placed at a fixed offset (mod
+4096 bytes) from the output (:func:`_placed_py`): where the allocator happened to put them
+changed the time of a render by up to 1.7x.
+
 Speed (``benchmarks/bench_render.py``): per pixel and component the image costs ~2
 floating-point operations and ~1.25 stores, the derivative planes ~11 operations and ~1.5
-stores more; render + derivatives take 3.7-5.4 render-times (32-256 px, luv M=8, K=3).
+stores more; render + derivatives take 3.7-7.6 render-times (32-256 px, luv M=8, K=3; the
+render is bound by memory traffic, the derivatives by arithmetic, so the ratio moves with the
+load on the machine).
 
 Derivatives
 -----------
@@ -494,8 +500,9 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
 
     Each component keeps the state of :func:`_add_component_py` (its current block's column x
     cross vector, row factor and recurrences) in per-component arrays; on every row each writes
-    its values over its block's width to a row buffer ``G`` (zero elsewhere, kept so by
-    :func:`_refill_span_py` and by zeroing each buffer at most once per pixel), and the planes
+    its values over its block's width to a row buffer ``G`` (zero elsewhere within the passes:
+    :func:`_refill_span_py` clears what an earlier block left, and a pass zeroes the pixels
+    outside the interval a buffer is known to hold), and the planes
     are updated four components at a time (:func:`_group_pass_py`) over the union of the
     members' exp(-36) spans on the row, padded to whole vectors; components are taken in order
     of size so that the four spans are alike.
