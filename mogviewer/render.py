@@ -544,7 +544,9 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
     JA = Iw[8:12].T
     JB = Iw[12:16].T
     # G[c, k] holds the component's values on its fill span [FA, FB] and zeros on the rest of
-    # [VA, VB] (an interval that only grows, so zeroing costs at most W per row buffer)
+    # [VA, VB] (an interval that grows as passes need it, so most pixels are zeroed once); the
+    # zeroing loops are written out here and in _refill_span: a shared helper made the kernel
+    # 12-34 % slower (measured side by side)
     FA = Iw[16:20].T
     FB = Iw[20:24].T
     VA = Iw[24:28].T
