@@ -544,9 +544,7 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
     JA = Iw[8:12].T
     JB = Iw[12:16].T
     # G[c, k] holds the component's values on its fill span [FA, FB] and zeros on the rest of
-    # [VA, VB] (an interval that grows as passes need it, so most pixels are zeroed once); the
-    # zeroing loops are written out here and in _refill_span: a shared helper made the kernel
-    # 12-34 % slower (measured side by side)
+    # [VA, VB] (an interval that grows as passes need it, so most pixels are zeroed once)
     FA = Iw[16:20].T
     FB = Iw[20:24].T
     VA = Iw[24:28].T
@@ -716,12 +714,10 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
                 for q in range(q0, q1):         # each member is zero outside its fill span
                     c = act[k, q]
                     if ua < VA[c, k]:
-                        for i in range(np.uint64(VA[c, k] - ua)):
-                            G[c, k, np.uint64(ua) + i] = 0.0
+                        _zero_span(G, c, k, ua, VA[c, k] - 1)
                         VA[c, k] = ua
                     if ub > VB[c, k]:
-                        for i in range(np.uint64(ub - VB[c, k])):
-                            G[c, k, np.uint64(VB[c, k] + 1) + i] = 0.0
+                        _zero_span(G, c, k, VB[c, k] + 1, ub)
                         VB[c, k] = ub
                     BX[c] = P00[c] * (ua - mx[c]) + P01[c] * (r - my[c])
                     BY[c] = P01[c] * (ua - mx[c]) + P11[c] * (r - my[c])
@@ -746,11 +742,20 @@ def _work_size_py(C, W):
     return 19 * (C + 1) + 37 * C + 4 + (6 * C + 5) * (W + 8)
 
 
+def _zero_span_py(G, c, k, j0, j1):
+    """Zero the row buffer ``G[c, k, j0:j1 + 1]`` (nothing if ``j1 < j0``)."""
+    for i in range(np.uint64(max(0, j1 - j0 + 1))):
+        G[c, k, np.uint64(j0) + i] = 0.0
+
+
 def _refill_span_py(G, c, k, jlo, jhi, FA, FB, VA, VB):
     """Before ``G[c, k]`` is filled on ``[jlo, jhi]``: zero what the previous fill left outside
     it, and make ``[VA, VB]`` (values or zeros) cover the new span."""
     fa = FA[c, k]
     fb = FB[c, k]
+    # the zeroing is written out, not a call to _zero_span: this function runs for every
+    # component and row, and with a call inside it the kernel took 1.12-1.40x longer (twice,
+    # side by side), presumably because it was then no longer inlined
     if fa < jlo:
         for i in range(np.uint64(min(fb, jlo - 1) - fa + 1)):
             G[c, k, np.uint64(fa) + i] = 0.0
@@ -778,12 +783,13 @@ def _zero_row_py(out, r, j0, j1):
 if numba_available:
     _work_size = numba.njit(cache=True, nogil=True)(_work_size_py)
     _zero_row = numba.njit(cache=True, nogil=True)(_zero_row_py)
+    _zero_span = numba.njit(cache=True, nogil=True)(_zero_span_py)
     _refill_span = numba.njit(cache=True, nogil=True)(_refill_span_py)
     _group_pass = numba.njit(cache=True, nogil=True, fastmath={"contract"})(_group_pass_py)
     _derivs_kernel = numba.njit(cache=True, nogil=True)(_derivs_kernel_py)
 else:  # pragma: no cover
     _group_pass, _derivs_kernel, _zero_row = _group_pass_py, _derivs_kernel_py, _zero_row_py
-    _refill_span, _work_size = _refill_span_py, _work_size_py
+    _refill_span, _work_size, _zero_span = _refill_span_py, _work_size_py, _zero_span_py
 
 
 #: Where the kernels' work arrays start relative to the image, in bytes mod 4096 (image kernel,
