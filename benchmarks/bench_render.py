@@ -10,8 +10,9 @@ same grid, then 5x5 binning), plus GalSim when it is installed.
 
     python benchmarks/bench_render.py [--quick]
 
-The timings of one size are taken side by side: the renderers take turns in slices of ~2 ms
-(or one call), and each timing is the median over slices of the median call in a slice. So a
+The timings of one size are taken side by side: the renderers take turns in slices of ~50 ms
+(or one call; a fast one first gets an untimed call, so it is timed warm), and each timing is
+the median over slices of the median call in a slice. So a
 burst of load from the machine's neighbours falls on all of them alike, and the ratios are
 between timings taken over the same seconds. The output buffer is reused within a slice, as the
 fitter does, and changes from slice to slice among eight buffers 512 bytes apart mod 4096: how
