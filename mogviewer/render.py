@@ -520,6 +520,26 @@ def _group_pass_py(o0, o1, o2, o3, o4, o5, g0, g1, g2, g3, ua, n, c0, c1, c2, c3
             o5[j] = v5 + s5
 
 
+def _fill_four_py(g0, g1, g2, g3, col, cst, base, n, rt0, rt1, rt2, rt3):
+    """Write four rows of a component's values, ``g_k[j] = rt_k col[j] cst[j]^k`` for
+    ``base <= j < base + n``, and advance ``col`` by four rows (``col *= cst^4``). Separate
+    rows, compiled ``noalias`` and inlined: LLVM then needs no run-time overlap checks
+    between the five rows it stores and the two it loads (they cost ~1.7 % of a derivative
+    call at 128 px)."""
+    for i in range(n):
+        jj = base + i
+        v = col[jj]
+        st = cst[jj]
+        g0[jj] = rt0 * v
+        v *= st
+        g1[jj] = rt1 * v
+        v *= st
+        g2[jj] = rt2 * v
+        v *= st
+        g3[jj] = rt3 * v
+        col[jj] = v * st
+
+
 def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
     """Add C components and their derivative planes to ``out`` (6, H, W), row by row; with
     ``clear``, ``out`` is zeroed first, one row at a time just before the row is drawn (while
@@ -676,18 +696,8 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
                     rt3 = rt2 * RSTEP[c]
                     RSTEP[c] *= E2AL[c]
                     ROWT[c] = rt3
-                    for i in range(n):
-                        jj = base + i
-                        v = col[c, jj]
-                        st = cst[c, jj]
-                        G[c, 0, jj] = rt0 * v
-                        v *= st
-                        G[c, 1, jj] = rt1 * v
-                        v *= st
-                        G[c, 2, jj] = rt2 * v
-                        v *= st
-                        G[c, 3, jj] = rt3 * v
-                        col[c, jj] = v * st
+                    _fill_four(G[c, 0], G[c, 1], G[c, 2], G[c, 3], col[c], cst[c], base, n, rt0,
+                               rt1, rt2, rt3)
                     kend = 4
                 else:
                     rt = ROWT[c]
@@ -820,9 +830,11 @@ if numba_available:
     # one) removes the ~40 run-time overlap checks LLVM put before each pass: 0.88-0.96
     _group_pass = _njit_noalias(cache=True, nogil=True, fastmath={"contract"},
                                 forceinline=True)(_group_pass_py)
+    _fill_four = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_four_py)
     _derivs_kernel = numba.njit(cache=True, nogil=True)(_derivs_kernel_py)
 else:  # pragma: no cover
     _group_pass, _derivs_kernel, _zero_row = _group_pass_py, _derivs_kernel_py, _zero_row_py
+    _fill_four = _fill_four_py
     _refill_span, _work_size, _zero_span = _refill_span_py, _work_size_py, _zero_span_py
 
 
