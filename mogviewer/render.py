@@ -635,7 +635,7 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
         nk = min(4, rmax + 1 - r4)
         nact[:] = 0
         for q in range(C):
-            c = order[q]
+            c = np.uint64(order[q])      # unsigned: indexing needs no wraparound code
             if okv[c] == 0 or r4 + nk - 1 < RLO[c] or r4 > RHI[c]:
                 continue
             A = A_[c]
