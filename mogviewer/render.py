@@ -540,6 +540,14 @@ def _fill_four_py(g0, g1, g2, g3, col, cst, base, n, rt0, rt1, rt2, rt3):
         col[jj] = v * st
 
 
+def _fill_one_py(g, col, cst, base, n, rt):
+    """One row of :func:`_fill_four_py`: ``g[j] = rt col[j]``, then ``col *= cst``."""
+    for i in range(n):
+        jj = base + i
+        g[jj] = rt * col[jj]
+        col[jj] *= cst[jj]
+
+
 def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
     """Add C components and their derivative planes to ``out`` (6, H, W), row by row; with
     ``clear``, ``out`` is zeroed first, one row at a time just before the row is drawn (while
@@ -700,11 +708,7 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
                                rt1, rt2, rt3)
                     kend = 4
                 else:
-                    rt = ROWT[c]
-                    for i in range(n):
-                        jj = base + i
-                        G[c, k, jj] = rt * col[c, jj]
-                        col[c, jj] *= cst[c, jj]
+                    _fill_one(G[c, k], col[c], cst[c], base, n, ROWT[c])
                     kend = k + 1
                 # the rows' spans inside the exp(-36) ellipse
                 for kk in range(k, kend):
@@ -791,9 +795,12 @@ def _refill_span_py(G, c, k, jlo, jhi, FA, FB, VA, VB):
     it, and make ``[VA, VB]`` (values or zeros) cover the new span."""
     fa = FA[c, k]
     fb = FB[c, k]
+    if fa == jlo and fb == jhi:         # same span as the last fill (within a block: the rule)
+        return                          # and [FA, FB] lies inside [VA, VB]: nothing to do
     # the zeroing is written out, not a call to _zero_span: this function runs for every
     # component and row, and with a call inside it the kernel took 1.12-1.40x longer (twice,
-    # side by side), presumably because it was then no longer inlined
+    # side by side), presumably because it was then no longer inlined (an early return did the
+    # same, 1.11-1.34x: it is now compiled forceinline)
     if fa < jlo:
         for i in range(np.uint64(min(fb, jlo - 1) - fa + 1)):
             G[c, k, np.uint64(fa) + i] = 0.0
@@ -822,7 +829,7 @@ if numba_available:
     _work_size = numba.njit(cache=True, nogil=True)(_work_size_py)
     _zero_row = numba.njit(cache=True, nogil=True)(_zero_row_py)
     _zero_span = numba.njit(cache=True, nogil=True)(_zero_span_py)
-    _refill_span = numba.njit(cache=True, nogil=True)(_refill_span_py)
+    _refill_span = numba.njit(cache=True, nogil=True, forceinline=True)(_refill_span_py)
     # forceinline: LLVM inlines the pass into the kernel with its own flags (contraction kept,
     # results bit for bit the same); as a call it passed ~75 words of array structs on the
     # stack, 486 times per 128 px render: inlined, the derivatives took 0.89-0.93 of the time
@@ -831,10 +838,11 @@ if numba_available:
     _group_pass = _njit_noalias(cache=True, nogil=True, fastmath={"contract"},
                                 forceinline=True)(_group_pass_py)
     _fill_four = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_four_py)
+    _fill_one = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_one_py)
     _derivs_kernel = numba.njit(cache=True, nogil=True)(_derivs_kernel_py)
 else:  # pragma: no cover
     _group_pass, _derivs_kernel, _zero_row = _group_pass_py, _derivs_kernel_py, _zero_row_py
-    _fill_four = _fill_four_py
+    _fill_four, _fill_one = _fill_four_py, _fill_one_py
     _refill_span, _work_size, _zero_span = _refill_span_py, _work_size_py, _zero_span_py
 
 
