@@ -29,7 +29,10 @@ Two backends give identical results (to ~1e-13 of the peak):
     row, and the six planes are updated four components per pass with the sums held in
     registers, so each plane is stored once per four components. A pass covers its members'
     exp(-36) spans on the row, padded to whole 8-wide vectors (at least two), so the planes too
-    receive values just beyond the cut (each below ~1e-14 of its plane's peak).
+    receive values just beyond the cut (each below ~1e-14 of its plane's peak). The pass and
+    the row-buffer fills are inlined into the kernel and take each row as its own argument,
+    compiled ``noalias`` (:func:`_njit_noalias`): as calls, and with the run-time overlap
+    checks LLVM otherwise puts before every vectorised loop, they cost about a fifth of it.
     Arguments are packed into few arrays: numba types every argument on every call.
 ``numpy``
     A plain per-component reference, used for testing and as a fallback.
@@ -40,9 +43,9 @@ changed the time of a render by up to 1.7x.
 
 Speed (``benchmarks/bench_render.py``): per pixel and component the image costs ~2
 floating-point operations and ~1.25 stores, the derivative planes ~11 operations and ~1.5
-stores more; render + derivatives take 3.7-7.6 render-times (32-256 px, luv M=8, K=3; the
-render is bound by memory traffic, the derivatives by arithmetic, so the ratio moves with the
-load on the machine).
+stores more; render + derivatives take a median 3.6, 4.1, 4.7 and 4.6 render-times at 32, 64,
+128 and 256 px (luv M=8, K=3; ten runs on 2026-12-03; the render is bound by memory traffic,
+the derivatives by arithmetic, so the ratio moves with the load on the machine).
 
 Derivatives
 -----------
