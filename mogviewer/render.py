@@ -837,7 +837,8 @@ if numba_available:
     # results bit for bit the same); as a call it passed ~75 words of array structs on the
     # stack, 486 times per 128 px render: inlined, the derivatives took 0.89-0.93 of the time
     # (8 processes, A/B both ways). noalias (the planes' and buffers' rows are passed one by
-    # one) removes the ~40 run-time overlap checks LLVM put before each pass: 0.88-0.96
+    # one) removes the ~40 run-time overlap checks LLVM put before each pass: 0.88-0.96 of the
+    # time again
     _group_pass = _njit_noalias(cache=True, nogil=True, fastmath={"contract"},
                                 forceinline=True)(_group_pass_py)
     _fill_four = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_four_py)
