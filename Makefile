@@ -1,34 +1,46 @@
-# mogviewer: `make run` opens the app on the bundled sample galaxy, `make test` runs the suite.
-# Both create .venv and install the project into it first.
+# mogviewer: `make run` opens the app on the bundled sample galaxy, `make test` runs the fast
+# suite (< 5 min), `make test-all` adds the slow proofs. Each creates .venv and installs the
+# project into it first (the app with the gui extra, the tests with the test extra).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+TESTENV := QT_QPA_PLATFORM=offscreen PYQTGRAPH_QT_LIB=PyQt5
+# the suite's two halves run side by side on a 2-core machine (pytest-xdist, one process per
+# test file so module fixtures are computed once)
+XDIST := -n 2 --dist loadfile
 
-.PHONY: run test bench lint clean venv screenshots
+.PHONY: run test test-all bench lint clean screenshots
 
-venv: $(STAMP)
-
-$(STAMP): pyproject.toml
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $@
 
-run: $(STAMP)
+$(VENV)/.installed-gui: pyproject.toml $(VENV)/.created
+	$(PY) -m pip install --quiet -e '.[gui]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.created
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed-gui
 	$(PY) -m mogviewer
 
-test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen PYQTGRAPH_QT_LIB=PyQt5 $(PY) -m pytest -q
+test: $(VENV)/.installed-test
+	$(TESTENV) $(PY) -m pytest -q $(XDIST)
 
-bench: $(STAMP)
+test-all: $(VENV)/.installed-test
+	$(TESTENV) $(PY) -m pytest -q $(XDIST) -m ''
+
+bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_render.py
 	$(PY) benchmarks/bench_fit.py
 
-screenshots: $(STAMP)
+screenshots: $(VENV)/.installed-test
 	$(PY) -m mogviewer.gui.screenshots docs/screenshots
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check mogviewer tests benchmarks scripts
 
 clean:

@@ -186,7 +186,8 @@ class Mixture:
 
     # ------------------------------------------------------ value semantics
     def _key(self):
-        return (self.amps.tobytes(), self.means.tobytes(), self.covs.tobytes())
+        # ``+ 0.0`` turns -0.0 into 0.0: the two compare equal, so they must hash alike
+        return tuple((a + 0.0).tobytes() for a in (self.amps, self.means, self.covs))
 
     def __eq__(self, other):
         if not isinstance(other, Mixture):

@@ -42,7 +42,8 @@ import numpy as np
 import scipy
 
 from mogviewer import __version__, profiles
-from mogviewer.sersic import BADNESS_FLOOR, build_spline, eval_spline
+from mogviewer.profiles import derivation
+from mogviewer.profiles.sersic import BADNESS_FLOOR, build_spline, eval_spline
 
 N_LO, N_HI = 0.5, 8.0
 ACCEPTANCE_N = (0.73, 1.55, 2.5, 3.33, 6.1)
@@ -58,10 +59,10 @@ def bad(n, a, v):
 
 
 def polish(n, p_start):
-    """The LM of profiles.derive (mogviewer.profiles._polish) from ``p_start = [ln a, ln v]``."""
+    """The LM of profiles.derive (mogviewer.derivation._polish) from ``p_start = [ln a, ln v]``."""
     xi, target, sw = grid(n)
     M = len(p_start) // 2
-    a, v, _ = profiles._polish(xi, target, sw, np.exp(p_start[:M]), np.exp(p_start[M:]))
+    a, v, _ = derivation._polish(xi, target, sw, np.exp(p_start[:M]), np.exp(p_start[M:]))
     return np.concatenate([np.log(a), np.log(v)]), bad(n, a, v)
 
 
@@ -139,7 +140,7 @@ class Family:
         if bi <= BADNESS_FLOOR:
             return a, v, bi, None, 1.0
         xi, target, sw = grid(n)
-        _, _, bd = profiles._polish(xi, target, sw, a, v)
+        _, _, bd = derivation._polish(xi, target, sw, a, v)
         return a, v, bi, bd, max(bi, BADNESS_FLOOR) / max(bd, BADNESS_FLOOR)
 
 

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from mogviewer import io_fits
+from mogviewer import io as io_fits
 from mogviewer.psf import PsfWarning, read_psf
 
 DATA = "tests/data/real"

@@ -122,18 +122,18 @@ def test_batch_over_real_and_broken_files(bad_files, tmp_path):
 
 
 def test_fit_exception_and_output_failure_become_rows(monkeypatch, tmp_path):
-    import mogviewer.fitting
+    import mogviewer.batch.tasks
 
-    real_fit = mogviewer.fitting.fit
+    real_fit = mogviewer.batch.tasks.fit
 
     def boom(*a, **k):
         raise RuntimeError("simulated optimiser crash")
 
-    monkeypatch.setattr(mogviewer.fitting, "fit", boom)
+    monkeypatch.setattr(mogviewer.batch.tasks, "fit", boom)
     row = batch.run_task(small_task())
     assert row["status"] == "failed"
     assert row["reason"] == "fitting: RuntimeError: simulated optimiser crash"
-    monkeypatch.setattr(mogviewer.fitting, "fit", real_fit)
+    monkeypatch.setattr(mogviewer.batch.tasks, "fit", real_fit)
     row = batch.run_task(small_task(imgblock_dir=str(tmp_path / "no" / "dir")))
     assert row["status"] == "converged" and row["x"] is not None
     assert "image block not written" in row["reason"] and "does not exist" in row["reason"]
@@ -205,7 +205,8 @@ def test_cli_ctrl_c_exits_130_with_valid_csv(bad_files, tmp_path, capsys, monkey
     def interrupt(self, done, total, row):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(batch.TextProgress, "__call__", interrupt)
+    from mogviewer.cli.fit import TextProgress
+    monkeypatch.setattr(TextProgress, "__call__", interrupt)
     out = tmp_path / "c.csv"
     assert cli.main(["fit", bad_files["corrupt"], bad_files["nan"], "--csv", str(out)]) == 130
     err = capsys.readouterr().err

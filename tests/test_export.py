@@ -22,7 +22,7 @@ from astropy.wcs import WCS
 
 from mogviewer import __version__, export
 from mogviewer.fitting import FitFlags, FitProblem, FitResult, GalaxyParams, fit
-from mogviewer.io_fits import read_image
+from mogviewer.io import read_image
 
 REAL = Path(__file__).parent / "data" / "real"
 IC64 = REAL / "imfit-sdss" / "ic3478rss_64x64.fits"
@@ -296,7 +296,8 @@ def test_failure_mid_write_leaves_old_file_intact(ic64, tmp_path, monkeypatch):
     # an OS error (disk full) at the end of the write
     def no_space(fd):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(export.os, "fsync", no_space)
+    import mogviewer.export.files
+    monkeypatch.setattr(mogviewer.export.files.os, "fsync", no_space)
     with pytest.raises(export.ExportError, match="no space left"):
         export.write_csv(path, [row], append=True)
     assert path.read_bytes() == before
@@ -505,10 +506,10 @@ def test_flux_target_error_includes_the_sersic_index():
     # review: flux_target = flux / f(n); with n free its error must carry d f/dn (for an n = 4
     # galaxy corr(flux, n) ~ 0.9 and the error was 20 % too small without it). Check against a
     # direct propagation with the covariance and a numerical d f/dn.
-    from mogviewer import sersic
     from mogviewer.ellipse import shape_matrix
     from mogviewer.fitting import FitProblem, fit
     from mogviewer.mixture import Mixture
+    from mogviewer.profiles import sersic
     from mogviewer.render import render_galaxy
     psf = Mixture.isotropic([1.0], [1.5 ** 2])
     img = render_galaxy(1000.0, 20.2, 20.7, shape_matrix(4.0, 0.7, 30.0),
@@ -532,10 +533,10 @@ def test_flux_target_error_includes_the_sersic_index():
 def test_imgblock_reports_a_fitted_sersic_index_with_its_error(tmp_path):
     from astropy.io import fits as afits
 
-    from mogviewer import sersic
     from mogviewer.ellipse import shape_matrix
     from mogviewer.fitting import FitProblem, fit
     from mogviewer.mixture import Mixture
+    from mogviewer.profiles import sersic
     from mogviewer.render import render_galaxy
     psf = Mixture.isotropic([1.0], [2.25])
     img = render_galaxy(1000.0, 20.2, 20.7, shape_matrix(4.0, 0.7, 30.0),

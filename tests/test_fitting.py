@@ -7,18 +7,18 @@ import pytest
 import recovery
 from realdata import dr9_crop, quiet_psf
 
-from mogviewer import io_fits
+from mogviewer import io as io_fits
 from mogviewer.fitting import (
     FitError,
     FitFlags,
     FitProblem,
     GalaxyParams,
-    _Evaluator,
-    _Param,
     fit,
     initial_guess,
     model_image,
 )
+from mogviewer.fitting.parametrisation import _Param
+from mogviewer.fitting.solver import _Evaluator
 from mogviewer.mixture import Mixture
 from mogviewer.profiles import PUBLISHED
 from mogviewer.render import render_model
@@ -80,35 +80,43 @@ def test_jacobian_matches_central_differences(profile, M, mode):
             assert np.abs(J[:, i] - Jn[:, i]).max() <= 2e-6 * scale, (name, profile, M, mode)
 
 
-@pytest.fixture(scope="module")
-def recovery_exp():
-    return recovery.run("exp", 6, n_gal=200)
+def _cache_dir(request):
+    cache = getattr(request.config, "cache", None)   # absent under -p no:cacheprovider
+    return None if cache is None else cache.mkdir("recovery")
 
 
-@pytest.fixture(scope="module")
-def recovery_lux():
-    return recovery.run("lux", 6, n_gal=200)
+@pytest.fixture(scope="module", params=[
+    pytest.param(("exp", 80), id="exp-80"), pytest.param(("lux", 80), id="lux-80"),
+    pytest.param(("exp", 200), id="exp-200", marks=pytest.mark.slow),
+    pytest.param(("lux", 200), id="lux-200", marks=pytest.mark.slow)])
+def recovery_records(request):
+    profile, n_gal = request.param
+    return recovery.run(profile, 6, n_gal=n_gal, cache_dir=_cache_dir(request))
 
 
-@pytest.mark.parametrize("which", ["exp", "lux"])
-def test_simulated_recovery(which, request):
-    # Issue 4 acceptance: 200 galaxies simulated with the independent brute-force renderer
+def test_simulated_recovery(recovery_records):
+    # Issue 4 acceptance: galaxies simulated with the independent brute-force renderer
     # (tests/brute.py), r_e 1.5-15 px, q 0.2-1, any angle, S/N 20-500, 3-component elliptical
     # PSF, fixed seed. No exception, non-convergence < 1 %; at S/N >= 100 the median r_e and
     # flux biases below 1 % and each pull standard deviation within 0.8-1.25.
     # (The flux truth is the exact profile's total, so the mixture's own flux deficit --
     # 0.14 % for exp M=6, +0.5 % for lux M=6 relative to the truncated lux total -- is inside
-    # the bias and must still stay under 1 %.)
-    recs = request.getfixturevalue(f"recovery_{which}")
+    # the bias and must still stay under 1 %.) The default suite fits the first 80 galaxies of
+    # the seed (their images cached between runs); `make test-all` the full 200.
+    recs = recovery_records
     n_exc, n_nc = recovery.failures(recs)
     assert n_exc == 0, [r["error"] for r in recs if r["error"]][:3]
     assert n_nc < 0.01 * len(recs)
     rows, n = recovery.summarise(recs, snr_min=100)
-    assert n >= 50  # about 45 % of a log-uniform 20-500 draw lies above 100
+    assert n >= 0.25 * len(recs)  # about 45 % of a log-uniform 20-500 draw lies above 100
     for p in ("re", "flux"):
         assert abs(rows[p]["bias"]) < 0.01, (p, rows[p])
     for p, r in rows.items():
-        assert 0.8 <= r["pull_std"] <= 1.25, (p, r)
+        # the std of N unit pulls scatters by 1/sqrt(2N): 0.8-1.25 is about +-3 of those at the
+        # full run's N ~ 90 (angle ~ 80); the 80-galaxy run (N ~ 35-40) gets the same 3 sigma
+        lo, hi = (0.8, 1.25) if len(recs) >= 200 else (1 - 3 / math.sqrt(2 * r["n"]),
+                                                        1 + 3 / math.sqrt(2 * r["n"]))
+        assert lo <= r["pull_std"] <= hi, (p, r, lo, hi)
 
 
 def ic3478(**kw):

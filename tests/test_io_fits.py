@@ -1,4 +1,4 @@
-"""Tests of mogviewer.io_fits: every real dataset opens with its documented noise and mask.
+"""Tests of mogviewer.io: every real dataset opens with its documented noise and mask.
 
 Reference values come from tests/data/real/PROVENANCE.md (the data's own documentation):
 mask counts, pixel scales, noise conventions. Where a value is measured from the files
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mogviewer.io_fits import ImageData, ImageReadError, describe, list_hdus, read_image
+from mogviewer.io import ImageData, ImageReadError, describe, list_hdus, read_image
 
 REAL = Path(__file__).parent / "data" / "real"
 IMFIT = REAL / "imfit-sdss"
@@ -488,5 +488,5 @@ def test_cli_info_options_and_error(capsys, tmp_path):
 
 def test_io_fits_is_qt_free():
     code = ("import sys; sys.modules['PyQt5'] = None; sys.modules['pyqtgraph'] = None; "
-            "import mogviewer.io_fits")
+            "import mogviewer.io")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,6 +17,9 @@ from astropy.io import fits
 
 from mogviewer import psf as P
 from mogviewer.mixture import Mixture
+from mogviewer.psf import fit as PF
+from mogviewer.psf import formats as PFMT
+from mogviewer.psf import quality as PQ
 
 REAL = Path(__file__).parent / "data" / "real"
 DECALS = REAL / "pysersic-decals-dr9" / "copsf_59.1067_-30.4848.fits"
@@ -159,7 +162,7 @@ def _sorted(mix):
 
 
 def test_synthetic_three_components_recovered():
-    stamp = P._render(TRUTH, (51, 51))
+    stamp = PQ._render(TRUTH, (51, 51))
     fit = P.fit_psf(stamp, 3)
     a, m, c = _sorted(fit.mixture)
     ta, tm, tc = _sorted(TRUTH)
@@ -174,7 +177,7 @@ def test_synthetic_three_components_recovered():
 
 def test_synthetic_with_negative_component():
     truth = Mixture([1.2, -0.2], [[15, 15], [15, 15]], [[[4, 0], [0, 4]], [[1.2, 0], [0, 1.2]]])
-    stamp = P._render(truth, (31, 31))
+    stamp = PQ._render(truth, (31, 31))
     fit = P.fit_psf(stamp, 2, allow_negative=True, init=truth.scaled(1.01).shifted(0.05, -0.05))
     a, _, c = _sorted(fit.mixture)
     assert np.allclose(a, [-0.2, 1.2], rtol=1e-6)
@@ -185,21 +188,21 @@ def test_synthetic_with_negative_component():
 @pytest.mark.parametrize("nonneg,min_sigma", [(False, 0.0), (True, 0.2)])
 @pytest.mark.parametrize("perturb", [0.0, 0.05])
 def test_analytic_jacobian_matches_central_differences(perturb, nonneg, min_sigma):
-    x, y = (g.ravel() for g in P._grid((21, 21)))
+    x, y = (g.ravel() for g in PQ._grid((21, 21)))
     mix = Mixture([0.7, 0.3], [[10.2, 9.8], [10.6, 10.1]],
                   [[[2.0, 0.3], [0.3, 1.6]], [[7.0, -1.0], [-1.0, 5.0]]])
     kw = dict(nonneg=nonneg, min_sigma=min_sigma)
-    p = P._pack(mix, **kw)
-    assert P._to_mixture(p, 2, **kw).allclose(mix, rtol=1e-12, atol=1e-14)
+    p = PF._pack(mix, **kw)
+    assert PF._to_mixture(p, 2, **kw).allclose(mix, rtol=1e-12, atol=1e-14)
     p = p + perturb * np.random.default_rng(1).standard_normal(12)
-    _, J = P._model_and_jacobian(p, 2, x, y, **kw)
+    _, J = PF._model_and_jacobian(p, 2, x, y, **kw)
     h = 1e-6
     num = np.empty_like(J)
     for i in range(p.size):
         dp = np.zeros_like(p)
         dp[i] = h
-        num[:, i] = (P._model_and_jacobian(p + dp, 2, x, y, jac=False, **kw)[0]
-                     - P._model_and_jacobian(p - dp, 2, x, y, jac=False, **kw)[0]) / (2 * h)
+        num[:, i] = (PF._model_and_jacobian(p + dp, 2, x, y, jac=False, **kw)[0]
+                     - PF._model_and_jacobian(p - dp, 2, x, y, jac=False, **kw)[0]) / (2 * h)
     # central differences err by O(h^2 f''') ~ 1e-12 plus rounding eps*f/h ~ 1e-10 (f <= 0.1):
     # 1e-8 of the largest derivative leaves a margin of 100
     assert np.abs(num - J).max() < 1e-8 * np.abs(J).max()
@@ -369,12 +372,12 @@ def test_cube_needs_plane(tmp_path):
 def test_non_pd_covariance_in_mixture_files(tmp_path):
     bad = Mixture([0.7, 0.3], [[0, 0], [0, 0]],
                   [[[2, 0], [0, 2]], [[1, 2], [2, 1]]], validate=False)
-    t = P._table_hdu(bad)
+    t = PFMT._table_hdu(bad)
     fits.HDUList([fits.PrimaryHDU(), t]).writeto(tmp_path / "t.fits")
     with pytest.raises(P.PsfError, match="component 1: covariance.*not positive definite"):
         P.read_psf(tmp_path / "t.fits")
     hdr = fits.Header()
-    P._header_form(hdr, bad)
+    PFMT._header_form(hdr, bad)
     fits.PrimaryHDU(header=hdr).writeto(tmp_path / "h.fits")
     with pytest.raises(P.PsfError, match="component 1: covariance.*not positive definite"):
         P.read_psf(tmp_path / "h.fits")
@@ -422,9 +425,9 @@ def test_even_sized_and_off_centre_stamps_warn(tmp_path):
 
 
 def test_centre_choices():
-    stamp = P._render(TRUTH, (51, 51))
+    stamp = PQ._render(TRUTH, (51, 51))
     fit = P.fit_psf(stamp, 3)
-    peak = P._mixture_peak(fit.mixture)
+    peak = PF._mixture_peak(fit.mixture)
     assert fit.mixture.evaluate(*peak) >= fit.mixture.evaluate(*(peak + 0.01))
     with pytest.raises(P.PsfError, match="centre must be"):
         P.read_psf(REAL / "pysersic-hsc" / "gal2_psf.npy", n_components=1, centre="middle")

@@ -17,8 +17,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from mogviewer import profiles, sersic
-from mogviewer.profiles import ProfileMixture
+from mogviewer import profiles
+from mogviewer.cli import sersic as sersic_cli
+from mogviewer.profiles import ProfileMixture, sersic
 
 OFF_GRID = [0.73, 1.55, 2.5, 3.33, 6.1]
 
@@ -61,12 +62,18 @@ def test_n1_against_a_global_derivation_at_M10():
     assert profiles.badness("exp", raw, var) / d.badness < 2.0
 
 
+#: Global optima at M = 10 (profiles.derive, grown and random starts) recorded by
+#: scripts/derive_ser_tables.py (command: --n 2 3 5 --M 6 8 10), shipped in
+#: mogviewer/data/ser_tables.json up to commit 1128723; the tables themselves were dropped when
+#: the family became the one source of Sérsic mixtures.
+GLOBAL_M10 = {2.0: 4.3657307090685943e-07, 3.0: 8.378337137480585e-06, 5.0: 1.024911622094236e-04}
+
+
 @pytest.mark.parametrize("n", [2.0, 3.0, 5.0])
-def test_against_shipped_global_tables(n):
-    # ser_tables.json: M = 10 at n = 2, 3, 5 from profiles.derive (global search); the family
-    # found by continuation must be as good (within a factor 2, in practice equal)
-    glob = profiles.get_mixture("ser", sersic.M_FAMILY, n=n)
-    assert sersic.family_badness(n) / glob.badness < 2.0
+def test_against_global_derivations(n):
+    # the family, found by continuation in n, must be as good as a global search at fixed n
+    # (within a factor 2; in practice equal)
+    assert sersic.family_badness(n) / GLOBAL_M10[n] < 2.0
 
 
 @pytest.mark.parametrize("n", OFF_GRID)
@@ -194,8 +201,10 @@ def test_data_file_provenance_and_badness():
     assert max(c["ratio"] for c in doc["midpoint_checks"]) <= doc["options"]["target"]
     for k in doc["knots"]:
         assert len(k["amps"]) == len(k["variances"]) == sersic.M_FAMILY
+        # abs: near n = 0.5 the badness is ~1e-23, a sum of squared residuals of ~3e-12 against
+        # terms of order 1, whose rounding (1e-16) moves it by ~1e-27 from one BLAS to another
         assert profiles.badness("ser", k["amps"], k["variances"], n=k["n"]) == pytest.approx(
-            k["badness"], rel=1e-9, abs=1e-30)
+            k["badness"], rel=1e-9, abs=1e-26)
     # the interpolant reproduces the knots
     for k in doc["knots"][::7]:
         raw, var = sersic.raw_mixture(k["n"])
@@ -243,7 +252,7 @@ def test_renders_like_a_table():
 def _run_cli(argv):
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="command")
-    sersic.register_cli(sub)
+    sersic_cli.register_cli(sub)
     args = ap.parse_args(argv)
     return args.func(args)
 
@@ -259,7 +268,7 @@ def test_cli_show_and_check(capsys):
 
 
 def test_cli_errors():
-    from mogviewer.cli import UserError
+    from mogviewer.errors import UserError
     with pytest.raises(UserError, match=r"0\.5 <= n <= 8"):
         _run_cli(["sersic", "show", "--n", "9"])
     with pytest.raises(UserError, match="cannot write"):

@@ -9,10 +9,12 @@ import recovery
 from brute import exact_galaxy_image
 from realdata import dr9_crop, quiet_psf
 
-from mogviewer import io_fits, sersic
+from mogviewer import io as io_fits
 from mogviewer.ellipse import shape_matrix
-from mogviewer.fitting import FitFlags, FitProblem, GalaxyParams, _Evaluator, _Param, fit
-from mogviewer.profiles import exact_total
+from mogviewer.fitting import FitFlags, FitProblem, GalaxyParams, fit
+from mogviewer.fitting.parametrisation import _Param
+from mogviewer.fitting.solver import _Evaluator
+from mogviewer.profiles import exact_total, sersic
 from mogviewer.render import render_galaxy
 
 DATA = "tests/data/real"

@@ -118,9 +118,10 @@ def create_app(argv=None):
 
 
 def engine_icon():
-    from pathlib import Path
-    here = Path(__file__).resolve().parents[2] / "resources" / "mogviewer.svg"
-    return QtGui.QIcon(str(here)) if here.is_file() else None
+    """The app icon from ``resources/`` (installed as ``mogviewer.resources``), or None."""
+    from ..sample import resource
+    path = resource("mogviewer.svg")
+    return None if path is None else QtGui.QIcon(str(path))
 
 
 def build_window(args, *, settings=None):

@@ -1,6 +1,6 @@
 """The one place where the GUI meets the Qt-free engine.
 
-Every call the GUI makes into :mod:`mogviewer.io_fits`, :mod:`mogviewer.psf`,
+Every call the GUI makes into :mod:`mogviewer.io`, :mod:`mogviewer.psf`,
 :mod:`mogviewer.fitting`, :mod:`mogviewer.profiles`, :mod:`mogviewer.render` and
 :mod:`mogviewer.export` goes through a function here, so that an API change in the engine is a
 one-line fix in this file. Nothing here imports Qt.
@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .. import fitting, io_fits, profiles, render
+from .. import fitting, profiles, render, sample
+from .. import io as mio
+from ..profiles import sersic as _sersic_family
 
 # the pieces written concurrently by others: imported lazily so the GUI runs without them
 _OPTIONAL = {}
@@ -39,7 +40,7 @@ def _optional(name):
 
 
 # ------------------------------------------------------------------------------- errors
-ImageReadError = io_fits.ImageReadError
+ImageReadError = mio.ImageReadError
 FitError = fitting.FitError
 GalaxyParams = fitting.GalaxyParams
 FitResult = fitting.FitResult
@@ -68,23 +69,8 @@ SAMPLE_DESCRIPTION = ("IC 3478, SDSS r, 256x256 px, sky-subtracted; imfit noise 
 
 
 def sample_dir():
-    """The bundled ``sample_data/ic3478`` directory, or None if it cannot be found.
-
-    Looked up relative to this package (the project is installed editable from the repository,
-    so ``mogviewer/gui/engine.py`` sits two levels below the repository root), then the current
-    directory, then ``$MOGVIEWER_SAMPLE_DATA``.
-    """
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / "sample_data" / SAMPLE_NAME,
-                  Path.cwd() / "sample_data" / SAMPLE_NAME]
-    env = os.environ.get("MOGVIEWER_SAMPLE_DATA")
-    if env:
-        candidates.insert(0, Path(env) / SAMPLE_NAME)
-        candidates.insert(1, Path(env))
-    for c in candidates:
-        if (c / "ic3478rss_256.fits").is_file():
-            return c
-    return None
+    """The bundled ``sample_data/ic3478`` directory, or None (see :mod:`mogviewer.sample`)."""
+    return sample.sample_dir(SAMPLE_NAME)
 
 
 def sample_files():
@@ -97,10 +83,10 @@ def sample_files():
 
 # ------------------------------------------------------------------------------- images
 def read_image(path, **options):
-    """:func:`mogviewer.io_fits.read_image` (raises :class:`ImageReadError` or OSError)."""
+    """:func:`mogviewer.io.read_image` (raises :class:`ImageReadError` or OSError)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # astropy header warnings are recorded in notes anyway
-        return io_fits.read_image(str(path) if isinstance(path, Path) else path, **options)
+        return mio.read_image(str(path) if isinstance(path, Path) else path, **options)
 
 
 def pixel_to_world(data, x, y):
@@ -207,10 +193,8 @@ def max_psf_components():
 
 # ------------------------------------------------------------------------------- profiles
 def _sersic():
-    """The smooth Sérsic family (mogviewer.sersic with its data file), or None."""
-    fam = fitting._family()
-    if fam is None:
-        return None
+    """The smooth Sérsic family (mogviewer.profiles.sersic with its data file), or None."""
+    fam = _sersic_family
     try:
         fam.family_knots()
     except Exception:  # noqa: BLE001 - no data file: the app offers the four tables only

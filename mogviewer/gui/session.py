@@ -1,6 +1,6 @@
 """The session: the one state object every view renders and edits through setters.
 
-It holds the image (:class:`~mogviewer.io_fits.ImageData`), the PSF, the profile and M, the sky
+It holds the image (:class:`~mogviewer.io.ImageData`), the PSF, the profile and M, the sky
 switch, the fixed parameters, the current :class:`~mogviewer.fitting.GalaxyParams`, the last
 :class:`~mogviewer.fitting.FitResult` and the model/residual/chi images, and says when any of
 them changed. Views never talk to each other, only to the session.

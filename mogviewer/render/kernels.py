@@ -1,64 +1,34 @@
-"""Evaluate mixtures of Gaussians at pixel centres; model images with analytic derivatives.
+"""The compiled (numba) kernels that evaluate mixtures of Gaussians at pixel centres.
 
-Conventions
------------
-* Output images are ``image[y, x]``; pixel ``(x, y)`` has its centre at integer 0-based coordinates.
-* The PSF mixture is the *pixel-convolved* PSF (Hogg & Lang 2013, section 2), so the model image
-  is the galaxy-convolved-with-PSF mixture **evaluated** at pixel centres: no further pixel
-  integration.
-* Each Gaussian is cut where it drops below ``exp(-36)`` (chi^2 > 72) of its peak, i.e. beyond
-  8.5 sigma; the omitted flux is below 2.3e-16 of the component's peak per pixel.
-
-Two backends give identical results (to ~1e-13 of the peak):
-
-``numba`` (default)
-    A compiled kernel that keeps ``exp`` out of the pixel loop. For every component and every
-    block of rows it completes the square in x about the row-wise peak ``x_c(y)``,
-    ``A (x - x_c(y0) - s t)^2 + R dy^2`` with ``s = C_xy / C_yy``, and factors it into a column
-    vector ``exp(A X^2)`` times a cross vector ``exp(-2 A s t X)``: one vector that advances row
-    by row by one multiplication, scaled by a row factor that follows a recurrence too. Blocks
-    are short enough (``|s| t sqrt(-A) <= 15``) that no factor can overflow or underflow,
-    however elongated the component (q -> 0.05 at any angle); column vectors of wide blocks are
-    built by stride-8 multiplicative recurrences (which vectorise), narrow or extreme ones by
-    recurrences started at the peak; all restart from an exact ``exp`` at fixed intervals. The
-    inner loops have no loop-carried dependency and use unsigned indices, so they vectorise.
-    The image is added four rows per pass over the block's whole width (the vector is loaded
-    and stored once per four rows), so it also receives pixels just outside the cut, each below
-    ``exp(-36)`` of its component's peak. The derivative planes are drawn row by row for all
-    components at once: each component keeps its block state and writes its values on the
-    row, and the six planes are updated four components per pass with the sums held in
-    registers, so each plane is stored once per four components. A pass covers its members'
-    exp(-36) spans on the row, padded to whole 8-wide vectors (at least two), so the planes too
-    receive values just beyond the cut (each below ~1e-14 of its plane's peak). The pass and
-    the row-buffer fills are inlined into the kernel and take each row as its own argument,
-    compiled ``noalias`` (:func:`_njit_noalias`): as calls, and with the run-time overlap
-    checks LLVM otherwise puts before every vectorised loop, they cost about a fifth of it.
-    Arguments are packed into few arrays: numba types every argument on every call.
-``numpy``
-    A plain per-component reference, used for testing and as a fallback.
+A compiled kernel that keeps ``exp`` out of the pixel loop. For every component and every
+block of rows it completes the square in x about the row-wise peak ``x_c(y)``,
+``A (x - x_c(y0) - s t)^2 + R dy^2`` with ``s = C_xy / C_yy``, and factors it into a column
+vector ``exp(A X^2)`` times a cross vector ``exp(-2 A s t X)``: one vector that advances row
+by row by one multiplication, scaled by a row factor that follows a recurrence too. Blocks
+are short enough (``|s| t sqrt(-A) <= 15``) that no factor can overflow or underflow,
+however elongated the component (q -> 0.05 at any angle); column vectors of wide blocks are
+built by stride-8 multiplicative recurrences (which vectorise), narrow or extreme ones by
+recurrences started at the peak; all restart from an exact ``exp`` at fixed intervals. The
+inner loops have no loop-carried dependency and use unsigned indices, so they vectorise.
+The image is added four rows per pass over the block's whole width (the vector is loaded
+and stored once per four rows), so it also receives pixels just outside the cut, each below
+``exp(-36)`` of its component's peak. The derivative planes are drawn row by row for all
+components at once: each component keeps its block state and writes its values on the
+row, and the six planes are updated four components per pass with the sums held in
+registers, so each plane is stored once per four components. A pass covers its members'
+exp(-36) spans on the row, padded to whole 8-wide vectors (at least two), so the planes too
+receive values just beyond the cut (each below ~1e-14 of its plane's peak). The pass and
+the row-buffer fills are inlined into the kernel and take each row as its own argument,
+compiled ``noalias`` (:func:`_njit_noalias`): as calls, and with the run-time overlap
+checks LLVM otherwise puts before every vectorised loop, they cost about a fifth of it.
+Arguments are packed into few arrays: numba types every argument on every call.
 
 All work arrays of both kernels live in one per-thread buffer placed at a fixed offset (mod
 4096 bytes) from the output (:func:`_placed_py`): where the allocator happened to put them
 changed the time of a render by up to 1.7x.
 
-Speed (``benchmarks/bench_render.py``): per pixel and component the image costs ~2
-floating-point operations and ~1.25 stores, the derivative planes ~11 operations and ~1.5
-stores more; render + derivatives take a median 3.6, 4.1, 4.7 and 4.6 render-times at 32, 64,
-128 and 256 px (luv M=8, K=3; ten runs on 2026-12-03; the render is bound by memory traffic,
-the derivatives by arithmetic, so the ratio moves with the load on the machine).
-
-Derivatives
------------
-:func:`render_galaxy` returns, in the same pass as the image, derivatives with respect to the
-galaxy centre ``(x, y)`` and the three entries ``(Sxx, Sxy, Syy)`` of the shape matrix ``S``
-(see :mod:`mogviewer.ellipse`). For a component ``G = a N(p | mu, Sigma)`` with
-``Sigma = v S + V_psf`` and ``u = Sigma^{-1} (p - mu)``:
-
-* ``dG/dmu = G u``,
-* ``dG/dS_xx = v G (u_x^2 - P_xx) / 2``, ``dG/dS_yy = v G (u_y^2 - P_yy) / 2``,
-  ``dG/dS_xy = v G (u_x u_y - P_xy)`` (``S_xy`` is the shared off-diagonal entry),
-
-with ``P = Sigma^{-1}``. :func:`render_model` chains these to the people's parameters.
+The kernels agree with :mod:`mogviewer.render.reference` to ~1e-13 of the peak
+(``tests/test_render.py``). Speed and its history: ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -66,17 +36,11 @@ from __future__ import annotations
 import math
 import threading
 
+import numba
 import numpy as np
 
-from .ellipse import affine_matrix, shape_jacobian_physical, shape_matrix
-from .mixture import Mixture
-from .profiles import ProfileMixture, get_mixture
+from .reference import CUT_EXPONENT
 
-__all__ = ["render", "render_galaxy", "render_model", "galaxy_mixture", "warmup",
-           "CUT_EXPONENT", "numba_available", "PARAM_NAMES"]
-
-#: Components are evaluated where their exponent exceeds -CUT_EXPONENT (chi^2 < 72).
-CUT_EXPONENT = 36.0
 #: Multiplicative recurrences in the kernel restart from an exact ``exp`` every RESEED steps,
 #: which bounds their rounding error to ~RESEED^2 * 1e-16 relative.
 RESEED = 32
@@ -84,17 +48,7 @@ RESEED = 32
 #: advanced by one multiplication per row, restarts from exact values (its rounding error grows
 #: with the row count: up to 7e-12 of the peak over 1500 rows without this).
 RESTART_ROWS = 128
-#: Order of the derivative planes returned by :func:`render_galaxy`.
-DERIV_NAMES = ("x", "y", "Sxx", "Sxy", "Syy")
-#: Parameters of :func:`render_model`, in Jacobian order.
-PARAM_NAMES = ("flux", "x", "y", "re", "q", "angle", "sky")
 
-try:  # numba is a hard dependency, but keep the reference path usable if it fails to import
-    import numba
-    numba_available = True
-except ImportError:  # pragma: no cover - exercised only on broken installs
-    numba = None
-    numba_available = False
 
 
 def _njit_noalias(**options):
@@ -119,45 +73,6 @@ def _njit_noalias(**options):
         return disp
     return deco
 
-
-# ---------------------------------------------------------------------------------------------
-# numpy reference
-# ---------------------------------------------------------------------------------------------
-
-def _component_arrays(amps, means, covs):
-    amps = np.ascontiguousarray(amps, dtype=np.float64)
-    means = np.ascontiguousarray(means, dtype=np.float64)
-    covs = np.ascontiguousarray(covs, dtype=np.float64)
-    return (amps, means[:, 0].copy(), means[:, 1].copy(), covs[:, 0, 0].copy(),
-            covs[:, 0, 1].copy(), covs[:, 1, 1].copy())
-
-
-def _render_numpy(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs):
-    H, W = out.shape[1:]
-    xx = np.arange(W, dtype=np.float64)[None, :]
-    yy = np.arange(H, dtype=np.float64)[:, None]
-    for k in range(amp.shape[0]):
-        det = cxx[k] * cyy[k] - cxy[k] ** 2
-        p00, p01, p11 = cyy[k] / det, -cxy[k] / det, cxx[k] / det
-        dx = xx - mx[k]
-        dy = yy - my[k]
-        e = -0.5 * (p00 * dx * dx + 2 * p01 * dx * dy + p11 * dy * dy)
-        g = np.where(e >= -CUT_EXPONENT, amp[k] / (2 * np.pi * math.sqrt(det)) * np.exp(e), 0.0)
-        out[0] += g
-        if derivs:
-            ux = p00 * dx + p01 * dy
-            uy = p01 * dx + p11 * dy
-            v = vfac[k]
-            out[1] += g * ux
-            out[2] += g * uy
-            out[3] += 0.5 * v * g * (ux * ux - p00)
-            out[4] += v * g * (ux * uy - p01)
-            out[5] += 0.5 * v * g * (uy * uy - p11)
-
-
-# ---------------------------------------------------------------------------------------------
-# numba kernel
-# ---------------------------------------------------------------------------------------------
 
 def _geometry_py(amp, mx, my, cxx, cxy, cyy, H):
     """A component's drawing constants (module docstring): ``ok, norm, A, R, s, sa, wmax, r_lo,
@@ -203,12 +118,9 @@ def _row_factor_py(norm, A, R, s, t, dy0):
             math.exp(alpha * (2.0 * t + 1.0) + 2.0 * R * dy0))
 
 
-if numba_available:
-    _geometry = numba.njit(cache=True, nogil=True)(_geometry_py)
-    _block_box = numba.njit(cache=True, nogil=True)(_block_box_py)
-    _row_factor = numba.njit(cache=True, nogil=True)(_row_factor_py)
-else:  # pragma: no cover
-    _geometry, _block_box, _row_factor = _geometry_py, _block_box_py, _row_factor_py
+_geometry = numba.njit(cache=True, nogil=True)(_geometry_py)
+_block_box = numba.njit(cache=True, nogil=True)(_block_box_py)
+_row_factor = numba.njit(cache=True, nogil=True)(_row_factor_py)
 
 
 def _rows_image_py(out, r0, r1, jlo, nu, col, cstep, norm, A, R, s, dy0):
@@ -267,10 +179,7 @@ def _rows_image_py(out, r0, r1, jlo, nu, col, cstep, norm, A, R, s, dy0):
                 rstep *= e2alpha
 
 
-if numba_available:
-    _rows_image = numba.njit(cache=True, nogil=True)(_rows_image_py)
-else:  # pragma: no cover
-    _rows_image = _rows_image_py
+_rows_image = numba.njit(cache=True, nogil=True)(_rows_image_py)
 
 
 def _fill_col_py(col, jlo, nu, X0, A, h):
@@ -319,11 +228,8 @@ def _fill_geom_py(cstep, jlo, nu, X0, g):
             cstep[b + d] = cstep[b + d - np.uint64(8)] * eg8
 
 
-if numba_available:
-    _fill_col = numba.njit(cache=True, nogil=True)(_fill_col_py)
-    _fill_geom = numba.njit(cache=True, nogil=True)(_fill_geom_py)
-else:  # pragma: no cover
-    _fill_col, _fill_geom = _fill_col_py, _fill_geom_py
+_fill_col = numba.njit(cache=True, nogil=True)(_fill_col_py)
+_fill_geom = numba.njit(cache=True, nogil=True)(_fill_geom_py)
 
 
 def _block_vectors_py(col, cstep, jlo, jhi, xc0, A, s, h):
@@ -371,10 +277,7 @@ def _block_vectors_py(col, cstep, jlo, jhi, xc0, A, s, h):
                 cstep[j] = cstep[j - 1] * eg
 
 
-if numba_available:
-    _block_vectors = numba.njit(cache=True, nogil=True)(_block_vectors_py)
-else:  # pragma: no cover
-    _block_vectors = _block_vectors_py
+_block_vectors = numba.njit(cache=True, nogil=True)(_block_vectors_py)
 
 
 def _add_component_py(amp, mx, my, cxx, cxy, cyy, out, col, cstep, h):
@@ -828,26 +731,21 @@ def _zero_row_py(out, r, j0, j1):
             out[p, r, np.uint64(j0) + i] = 0.0
 
 
-if numba_available:
-    _work_size = numba.njit(cache=True, nogil=True)(_work_size_py)
-    _zero_row = numba.njit(cache=True, nogil=True)(_zero_row_py)
-    _zero_span = numba.njit(cache=True, nogil=True)(_zero_span_py)
-    _refill_span = numba.njit(cache=True, nogil=True, forceinline=True)(_refill_span_py)
-    # forceinline: LLVM inlines the pass into the kernel with its own flags (contraction kept,
-    # results bit for bit the same); as a call it passed ~75 words of array structs on the
-    # stack, 486 times per 128 px render: inlined, the derivatives took 0.89-0.93 of the time
-    # (8 processes, A/B both ways). noalias (the planes' and buffers' rows are passed one by
-    # one) removes the ~40 run-time overlap checks LLVM put before each pass: 0.88-0.96 of the
-    # time again
-    _group_pass = _njit_noalias(cache=True, nogil=True, fastmath={"contract"},
-                                forceinline=True)(_group_pass_py)
-    _fill_four = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_four_py)
-    _fill_one = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_one_py)
-    _derivs_kernel = numba.njit(cache=True, nogil=True)(_derivs_kernel_py)
-else:  # pragma: no cover
-    _group_pass, _derivs_kernel, _zero_row = _group_pass_py, _derivs_kernel_py, _zero_row_py
-    _fill_four, _fill_one = _fill_four_py, _fill_one_py
-    _refill_span, _work_size, _zero_span = _refill_span_py, _work_size_py, _zero_span_py
+_work_size = numba.njit(cache=True, nogil=True)(_work_size_py)
+_zero_row = numba.njit(cache=True, nogil=True)(_zero_row_py)
+_zero_span = numba.njit(cache=True, nogil=True)(_zero_span_py)
+_refill_span = numba.njit(cache=True, nogil=True, forceinline=True)(_refill_span_py)
+# forceinline: LLVM inlines the pass into the kernel with its own flags (contraction kept,
+# results bit for bit the same); as a call it passed ~75 words of array structs on the
+# stack, 486 times per 128 px render: inlined, the derivatives took 0.89-0.93 of the time
+# (8 processes, A/B both ways). noalias (the planes' and buffers' rows are passed one by
+# one) removes the ~40 run-time overlap checks LLVM put before each pass: 0.88-0.96 of the
+# time again
+_group_pass = _njit_noalias(cache=True, nogil=True, fastmath={"contract"},
+                            forceinline=True)(_group_pass_py)
+_fill_four = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_four_py)
+_fill_one = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_one_py)
+_derivs_kernel = numba.njit(cache=True, nogil=True)(_derivs_kernel_py)
 
 
 #: Where the kernels' work arrays start relative to the image, in bytes mod 4096 (image kernel,
@@ -872,10 +770,7 @@ def _placed_py(out, scratch, derivs):
     return scratch[o // 8:]
 
 
-if numba_available:
-    _placed = numba.njit(cache=True, nogil=True)(_placed_py)
-else:  # pragma: no cover
-    _placed = _placed_py
+_placed = numba.njit(cache=True, nogil=True)(_placed_py)
 
 
 def _mixture_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, derivs, scratch):
@@ -938,12 +833,9 @@ def _galaxy_kernel_py(flux, x, y, sxx, sxy, syy, prof, psf, out, derivs, scratch
                            out, col, cstep, h)
 
 
-if numba_available:
-    _add_component = numba.njit(cache=True, nogil=True)(_add_component_py)
-    _mixture_kernel = numba.njit(cache=True, nogil=True)(_mixture_kernel_py)
-    _galaxy_kernel = numba.njit(cache=True, nogil=True)(_galaxy_kernel_py)
-else:  # pragma: no cover
-    _add_component = _mixture_kernel = _galaxy_kernel = None
+_add_component = numba.njit(cache=True, nogil=True)(_add_component_py)
+_mixture_kernel = numba.njit(cache=True, nogil=True)(_mixture_kernel_py)
+_galaxy_kernel = numba.njit(cache=True, nogil=True)(_galaxy_kernel_py)
 
 _warm_lock = threading.Lock()
 _warm = {"done": False}
@@ -976,9 +868,6 @@ def warmup(*, background=False):
     With ``background=True`` this runs in a daemon thread and returns the thread at once, so an
     app can start while the kernels compile; the first render waits for it if needed.
     """
-    if not numba_available:
-        return None
-
     def _go():
         with _warm_lock:
             if _warm["done"]:
@@ -1001,319 +890,5 @@ def warmup(*, background=False):
     return None
 
 
-def _use_numba(backend):
-    if backend not in ("numba", "numpy"):
-        raise ValueError(f"unknown backend {backend!r}; use 'numba' or 'numpy'")
-    if backend == "numba" and numba_available:
-        if not _warm["done"]:
-            warmup()
-        return True
-    return False
-
-
-def _output(shape, derivs, out, zero=True):
-    """A ``(6 or 1, ny, nx)`` buffer: ``out`` reused when given (saves page faults), zeroed
-    unless ``zero`` is false, in which case the second value says whether the caller must zero
-    it (a new buffer is already zero)."""
-    H, W = (int(shape[0]), int(shape[1]))
-    if H <= 0 or W <= 0:
-        raise ValueError(f"image shape must be positive, got {tuple(shape)}")
-    planes = 6 if derivs else 1
-    if out is None:
-        buf = np.zeros((planes, H, W))
-        return buf if zero else (buf, False)
-    shp = out.shape
-    flags = out.flags
-    if len(shp) != 3 or shp[0] < planes or shp[1] != H or shp[2] != W \
-            or out.dtype != np.float64 or not (flags.c_contiguous and flags.writeable):
-        raise ValueError(f"out must be a writeable C-contiguous float64 array of shape "
-                         f"({planes}, {H}, {W})")
-    out = out[:planes]
-    if zero:
-        out.fill(0.0)
-        return out
-    return out, True
-
-
-
-
-def render(mixture, shape, *, backend="numba", out=None):
-    """Evaluate a :class:`~mogviewer.mixture.Mixture` at the pixel centres of an image.
-
-    Parameters
-    ----------
-    mixture : Mixture
-        Means in 0-based pixel coordinates ``(x, y)``; covariances in pixels^2.
-    shape : tuple of int
-        ``(ny, nx)`` of the output.
-    backend : {'numba', 'numpy'}
-    out : ndarray (1, ny, nx), optional
-        Buffer to reuse.
-
-    Returns
-    -------
-    ndarray, shape ``(ny, nx)``
-        ``sum_k amps[k] N((x, y) | means[k], covs[k])`` at every pixel centre (flux per pixel).
-    """
-    buf = _output(shape, False, out)
-    arrays = _component_arrays(mixture.amps, mixture.means, mixture.covs)
-    vfac = np.zeros(len(mixture))
-    if _use_numba(backend):
-        _mixture_kernel(*arrays, vfac, buf, False, _scratch.full(buf.shape[2]))
-    else:
-        _render_numpy(*arrays, vfac, buf, False)
-    return buf[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# galaxy models
-# ---------------------------------------------------------------------------------------------
-
-def _profile(profile, M, n):
-    if hasattr(profile, "amps"):
-        return profile
-    try:
-        key = (profile, M, None if n is None else float(n))
-    except (TypeError, ValueError):        # let get_mixture say what is wrong with n
-        return get_mixture(profile, M, n=n)
-    prof = _named_profiles.get(key)
-    if prof is None:
-        prof = get_mixture(profile, M, n=key[2])
-        if len(_named_profiles) > 256:
-            _named_profiles.clear()
-        _named_profiles[key] = prof
-    return prof
-
-
-_named_profiles = {}
-
-
 _DELTA = (np.ones(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
 _DELTA_PACKED = np.vstack(_DELTA)
-
-
-def _psf_entry(psf):
-    """``(psf, six arrays, packed (6, K) array)``, cached by identity (Mixtures are immutable)."""
-    key = id(psf)
-    cached = _psf_cache.get(key)
-    if cached is not None and cached[0] is psf:
-        return cached
-    arrays = _component_arrays(psf.amps, psf.means, psf.covs)
-    if len(_psf_cache) > 32:
-        _psf_cache.clear()
-    entry = _psf_cache[key] = (psf, arrays, np.vstack(arrays))
-    return entry
-
-
-def _psf_arrays(psf):
-    return _DELTA if psf is None else _psf_entry(psf)[1]
-
-
-def _psf_packed(psf):
-    return _DELTA_PACKED if psf is None else _psf_entry(psf)[2]
-
-
-def _profile_packed(prof):
-    """``(3, M)`` amplitudes, variances, variances of a profile mixture.
-
-    Cached by the identity of its two arrays when both own their data and are read-only (the
-    tables and the Sérsic family's mixtures are), so an object whose arrays are swapped or
-    written is never stale (writing needs an explicit ``setflags(write=True)`` on a table,
-    which is not supported). Anything else is packed afresh on every call (~1 us).
-    """
-    if type(prof) is ProfileMixture:   # frozen, read-only arrays: cache by the object
-        cached = _prof_cache.get(id(prof))
-        if cached is not None and cached[0] is prof:
-            return cached[2]
-    a, v = prof.amps, prof.variances
-    frozen = (type(a) is np.ndarray and type(v) is np.ndarray and a.base is None
-              and v.base is None and not a.flags.writeable and not v.flags.writeable)
-    if frozen:
-        cached = _prof_cache.get((id(a), id(v)))
-        if cached is not None and cached[0] is a and cached[1] is v:
-            return cached[2]
-    packed = np.vstack([np.asarray(a, np.float64), np.asarray(v, np.float64),
-                        np.asarray(v, np.float64)])
-    if frozen:
-        if len(_prof_cache) > 64:
-            _prof_cache.clear()
-        _prof_cache[(id(a), id(v))] = (a, v, packed)
-        if type(prof) is ProfileMixture:
-            _prof_cache[id(prof)] = (prof, None, packed)
-    return packed
-
-
-_psf_cache = {}
-_prof_cache = {}
-
-
-def _as_s3(S):
-    if type(S) is np.ndarray and S.shape == (2, 2):   # the common case, quickly
-        return float(S.item(0)), float(S.item(1)), float(S.item(3))
-    S = np.asarray(S, float)
-    if S.shape == (2, 2):
-        return float(S[0, 0]), float(S[0, 1]), float(S[1, 1])
-    if S.shape == (3,):
-        return float(S[0]), float(S[1]), float(S[2])
-    raise ValueError(f"S must be a 2x2 matrix or (Sxx, Sxy, Syy), got shape {S.shape}")
-
-
-def galaxy_mixture(params, profile, M, psf=None, *, n=None):
-    """The galaxy's :class:`Mixture` (profile x ellipse, convolved with ``psf`` if given).
-
-    ``params`` has ``flux, x, y, re, q, angle`` (see :func:`render_model`).
-    """
-    prof = _profile(profile, M, n)
-    base = Mixture.isotropic(np.asarray(prof.amps) * float(params["flux"]), prof.variances)
-    gal = base.transformed(affine_matrix(params["re"], params["q"], params["angle"]),
-                           (params["x"], params["y"]))
-    return gal if psf is None else gal.convolve(psf)
-
-
-def render_galaxy(flux, x, y, S, profile, M=None, psf=None, shape=(64, 64), *, n=None,
-                  derivs=False, backend="numba", out=None):
-    """Image of one galaxy and, optionally, derivatives w.r.t. centre and shape matrix.
-
-    Parameters
-    ----------
-    flux : float
-        Total flux of the *mixture* (its amplitudes are normalised to unit sum).
-    x, y : float
-        Centre, 0-based pixels.
-    S : array_like (2, 2) or (3,)
-        Shape matrix ``Rot diag(re^2, q^2 re^2) Rot^T`` in pixels^2, or ``(Sxx, Sxy, Syy)``.
-    profile : str or ProfileMixture
-    M : int
-    psf : Mixture or None
-        Pixel-convolved PSF mixture (means relative to the star's centre); ``None`` = no PSF.
-    shape : (ny, nx)
-    derivs : bool
-        Also return the derivative planes.
-    out : ndarray (6, ny, nx) or (1, ny, nx), optional
-        Buffer to reuse (the returned arrays are views of it).
-
-    Returns
-    -------
-    image : ndarray (ny, nx)
-    d : ndarray (5, ny, nx), only if ``derivs``
-        ``dI/dx, dI/dy, dI/dSxx, dI/dSxy, dI/dSyy`` (see :data:`DERIV_NAMES`). ``dI/dflux`` is
-        ``image / flux``.
-    """
-    sxx, sxy, syy = _as_s3(S)
-    prof = _profile(profile, M, n)
-    buf, clear = _output(shape, derivs, out, zero=False)
-    if _use_numba(backend):
-        pp = _profile_packed(prof)
-        qq = _psf_packed(psf)
-        sc = _scratch.full(buf.shape[2], pp.shape[1] * qq.shape[1] if derivs else 0)
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, pp, qq, buf, derivs, sc,
-                       clear)
-    else:
-        if clear:
-            buf.fill(0.0)
-        pa = np.ascontiguousarray(prof.amps, dtype=np.float64)
-        pv = np.ascontiguousarray(prof.variances, dtype=np.float64)
-        qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
-        amp = float(flux) * np.multiply.outer(pa, qa).ravel()
-        mx = np.add.outer(np.full(len(pa), float(x)), qmx).ravel()
-        my = np.add.outer(np.full(len(pa), float(y)), qmy).ravel()
-        cxx = np.add.outer(pv * sxx, qcxx).ravel()
-        cxy = np.add.outer(pv * sxy, qcxy).ravel()
-        cyy = np.add.outer(pv * syy, qcyy).ravel()
-        _render_numpy(amp, mx, my, cxx, cxy, cyy, np.repeat(pv, len(qa)), buf, derivs)
-    if derivs:
-        return buf[0], buf[1:]
-    return buf[0]
-
-
-def render_galaxy_dn(flux, x, y, S, profile, damps, dvariances, psf=None, shape=(64, 64), *,
-                     backend="numba"):
-    """``d image / d n`` of a galaxy whose profile amplitudes and variances depend on a
-    parameter ``n`` (the Sérsic index of an interpolated family).
-
-    ``profile`` gives the amplitudes ``a_m`` (unit sum) and variances ``v_m`` (r_e^2) at ``n``;
-    ``damps`` and ``dvariances`` are ``da_m/dn`` and ``dv_m/dn``. With ``G_m`` the m-th galaxy
-    component convolved with the PSF and ``u = Sigma^-1 (p - mu)``:
-
-        dI/dn = sum_m (da_m/dn) G_m / a_m + (dv_m/dn) G_m (u^T S u - tr(Sigma^-1 S)) / 2,
-
-    the first sum is a render with amplitudes ``da_m/dn`` (signed), the second the shape-derivative
-    planes weighted by ``dv_m/dn`` contracted with ``S``.
-    """
-    sxx, sxy, syy = _as_s3(S)
-    pa = np.ascontiguousarray(profile.amps, dtype=np.float64)
-    pv = np.ascontiguousarray(profile.variances, dtype=np.float64)
-    da = np.ascontiguousarray(damps, dtype=np.float64)
-    dv = np.ascontiguousarray(dvariances, dtype=np.float64)
-    qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
-    H, W = int(shape[0]), int(shape[1])
-    amp_part = np.zeros((1, H, W))
-    var_part = np.zeros((6, H, W))
-    if _use_numba(backend):
-        q = _psf_packed(psf)
-        sc = _scratch.full(W, len(pa) * q.shape[1])
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, np.vstack([da, pv, pv]),
-                       q, amp_part, False, sc, False)
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, np.vstack([pa, pv, dv]),
-                       q, var_part, True, sc, False)
-    else:
-        K = len(qa)
-        args = (np.add.outer(np.full(len(pa), float(x)), qmx).ravel(),
-                np.add.outer(np.full(len(pa), float(y)), qmy).ravel(),
-                np.add.outer(pv * sxx, qcxx).ravel(), np.add.outer(pv * sxy, qcxy).ravel(),
-                np.add.outer(pv * syy, qcyy).ravel())
-        _render_numpy(float(flux) * np.multiply.outer(da, qa).ravel(), *args,
-                      np.zeros(len(pa) * K), amp_part, False)
-        _render_numpy(float(flux) * np.multiply.outer(pa, qa).ravel(), *args, np.repeat(dv, K),
-                      var_part, True)
-    return amp_part[0] + sxx * var_part[3] + sxy * var_part[4] + syy * var_part[5]
-
-
-def render_model(params, profile, M=None, psf=None, shape=(64, 64), *, n=None, jacobian=False,
-                 backend="numba"):
-    """Model image of one galaxy plus a constant sky, and optionally its Jacobian.
-
-    Parameters
-    ----------
-    params : mapping
-        ``flux`` (total flux of the mixture, image units), ``x``, ``y`` (0-based pixel centre),
-        ``re`` (semi-major half-light radius of the target profile, pixels), ``q`` (b/a in
-        (0, 1]), ``angle`` (degrees counter-clockwise from +x), optional ``sky`` (per pixel).
-    profile : str or ProfileMixture
-        ``'exp'``, ``'dev'``, ``'lux'``, ``'luv'`` or ``'ser'`` (with ``n``).
-    M : int
-        Number of profile components (see :func:`mogviewer.profiles.available`).
-    psf : Mixture or None
-        Pixel-convolved PSF mixture, unit total (means relative to the star's centre).
-    shape : (ny, nx)
-    jacobian : bool
-        If true, also return a dict ``{name: d image / d param}`` for :data:`PARAM_NAMES`
-        (``angle`` in degrees).
-
-    Returns
-    -------
-    image : ndarray (ny, nx)
-    jac : dict, only if ``jacobian``
-    """
-    flux = float(params["flux"])
-    sky = float(params.get("sky", 0.0))
-    re, q, ang = float(params["re"]), float(params["q"]), float(params["angle"])
-    S = shape_matrix(re, q, ang)
-    if not jacobian:
-        img = render_galaxy(flux, params["x"], params["y"], S, profile, M, psf, shape, n=n,
-                            backend=backend)
-        if sky:
-            img += sky
-        return img
-    img, d = render_galaxy(flux, params["x"], params["y"], S, profile, M, psf, shape, n=n,
-                           derivs=True, backend=backend)
-    Js = shape_jacobian_physical(re, q, ang)  # d(Sxx, Sxy, Syy)/d(re, q, angle)
-    dS = np.tensordot(Js.T, d[2:], axes=1)    # (3, ny, nx)
-    if flux != 0:
-        dflux = img / flux
-    else:
-        dflux = render_galaxy(1.0, params["x"], params["y"], S, profile, M, psf, shape, n=n,
-                              backend=backend)
-    jac = {"flux": dflux, "x": d[0], "y": d[1], "re": dS[0], "q": dS[1], "angle": dS[2],
-           "sky": np.ones(img.shape)}
-    return img + sky, jac

@@ -1,26 +1,24 @@
 """Command line: ``mogviewer [FILE]`` opens the app; ``mogviewer SUBCOMMAND ...`` runs headless.
 
-Subcommands are contributed by the Qt-free modules listed in :data:`SUBCOMMAND_MODULES`: each
-defines ``register_cli(subparsers)``, adding its parsers with ``set_defaults(func=...)``, where
-``func(args) -> int`` is the exit status. The GUI is imported lazily, only when no subcommand is
-given, so batch use never needs a display or Qt.
+Each subcommand lives in a module of this package (:data:`SUBCOMMAND_MODULES`) that defines
+``register_cli(subparsers)``, adding its parsers with ``set_defaults(func=...)``, where
+``func(args) -> int`` is the exit status. This package is the only place that formats for a
+terminal. Any :class:`~mogviewer.errors.MogviewerError` that reaches :func:`main` is printed as one
+line (``mogviewer: error: ...``) with exit status 2, never a traceback. The GUI is imported only
+when no subcommand is given, so batch use never needs a display or Qt.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from . import __version__
+from .. import __version__
+from ..errors import MogviewerError
+from . import fit, info, profiles, psf, sersic
 
 #: Modules that contribute subcommands (in help order).
-SUBCOMMAND_MODULES = ("mogviewer.batch", "mogviewer.io_fits", "mogviewer.psf",
-                      "mogviewer.profiles_cli", "mogviewer.sersic")
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one clear line, exit status 2."""
+SUBCOMMAND_MODULES = (fit, info, psf, profiles, sersic)
 
 
 def build_parser():
@@ -30,13 +28,7 @@ def build_parser():
                     "With no subcommand, opens the desktop app (on FILE, or the bundled sample).")
     parser.add_argument("--version", action="version", version=f"mogviewer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a module not written yet: its subcommand is absent
-            if exc.name != name:
-                raise
-            continue
+    for mod in SUBCOMMAND_MODULES:
         mod.register_cli(sub)
     return parser
 
@@ -53,7 +45,7 @@ def main(argv=None):
         return 0
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except MogviewerError as exc:
         print(f"mogviewer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -63,7 +55,7 @@ def main(argv=None):
 
 def _run_gui(argv):
     try:
-        from .gui.app import main as gui_main
+        from ..gui.app import main as gui_main
     except ImportError as exc:  # e.g. PyQt5 missing or no display libraries on a server
         print(f"mogviewer: the desktop app cannot start ({exc}). The headless commands still "
               f"work: see 'mogviewer --help'.", file=sys.stderr)

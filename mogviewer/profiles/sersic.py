@@ -7,9 +7,9 @@ log-amplitudes and log-variances are cubic splines in ``ln n`` through knots der
 paper's badness, by ``scripts/derive_sersic_family.py`` (stored, with its generating command and
 per-knot badness, in ``mogviewer/data/sersic_family.json``).
 
-Units as in :mod:`mogviewer.profiles`: radius in units of the half-light radius r_e, the profile
-normalised to ``Q(1) = 1``, raw amplitudes in units of ``I(r_e) r_e^2`` and variances in units of
-``r_e^2``.
+Units as in :mod:`mogviewer.profiles.laws`: radius in units of the half-light radius r_e, the
+profile normalised to ``Q(1) = 1``, raw amplitudes in units of ``I(r_e) r_e^2`` and variances in
+units of ``r_e^2``.
 
 Why M = 10
 ----------
@@ -57,11 +57,14 @@ from importlib import resources
 import numpy as np
 from scipy import interpolate
 
-from . import profiles
+from ..errors import ProfileError
+from .derivation import _mog_radial, _polish, badness_grid
+from .laws import exact_total, profile_value
+from .profile_mixture import ProfileMixture, _half_light_ratio
 
 __all__ = ["N_MIN", "N_MAX", "M_FAMILY", "BADNESS_FLOOR", "sersic_mixture", "raw_mixture",
            "ie_factor", "family_badness", "sersic_profile_mixture", "family_knots",
-           "direct_derivation", "plot_figure4", "register_cli"]
+           "direct_derivation"]
 
 #: Valid range of the Sérsic index.
 N_MIN = 0.5
@@ -131,9 +134,9 @@ def _check_n(n):
     try:
         n = float(n)
     except (TypeError, ValueError):
-        raise ValueError(f"Sérsic index n must be a number, got {n!r}") from None
+        raise ProfileError(f"Sérsic index n must be a number, got {n!r}") from None
     if not (N_MIN <= n <= N_MAX):        # also rejects NaN
-        raise ValueError(f"Sérsic index n = {n:g} is outside the valid range "
+        raise ProfileError(f"Sérsic index n = {n:g} is outside the valid range "
                          f"{N_MIN:g} <= n <= {N_MAX:g}")
     return n
 
@@ -180,7 +183,7 @@ def ie_factor(n):
 
 @lru_cache(maxsize=1)
 def _xi_weights():
-    # the paper's badness radii, exactly as profiles.badness_grid (xi_max = 8), computed here
+    # the paper's badness radii, exactly as badness_grid (xi_max = 8), computed here
     # once so that badness at many n does not fill that function's per-n cache
     xi = (np.arange(int(round(8.0 / 0.001))) + 0.5) * 0.001
     xi = xi[xi < 8.0]
@@ -189,7 +192,7 @@ def _xi_weights():
 
 def _badness(n, amps, variances):
     xi, w = _xi_weights()
-    r = profiles._mog_radial(xi, amps, variances) - profiles.profile_value("ser", xi, n=n)
+    r = _mog_radial(xi, amps, variances) - profile_value("ser", xi, n=n)
     return float(np.sum(w * r * r))
 
 
@@ -205,15 +208,15 @@ def _profile_mixture(n):
     w = a / a.sum()
     for arr in (a, v, w):
         arr.setflags(write=False)
-    return profiles.ProfileMixture(
+    return ProfileMixture(
         profile="ser", M=M_FAMILY, n=n, amps=w, variances=v, raw_amps=a,
         ie_factor=float(1.0 / a.sum()), badness=_badness(n, a, v),
-        flux_fraction=float(a.sum() / profiles.exact_total("ser", n=n)),
-        half_light_ratio=profiles._half_light_ratio(a, v), source=SOURCE)
+        flux_fraction=float(a.sum() / exact_total("ser", n=n)),
+        half_light_ratio=_half_light_ratio(a, v), source=SOURCE)
 
 
 def sersic_profile_mixture(n):
-    """The family at ``n`` as a :class:`mogviewer.profiles.ProfileMixture` (profile ``'ser'``),
+    """The family at ``n`` as a :class:`mogviewer.ProfileMixture` (profile ``'ser'``),
     usable wherever a table from :func:`profiles.get_mixture` is (e.g. ``render_galaxy``)."""
     return _profile_mixture(_check_n(n))
 
@@ -227,104 +230,7 @@ def direct_derivation(n, start=None):
     """
     n = _check_n(n)
     a0, v0 = raw_mixture(n) if start is None else start
-    xi, target, w = profiles.badness_grid("ser", n=n)
-    a, v, _ = profiles._polish(xi, target, np.sqrt(w), np.asarray(a0, float),
+    xi, target, w = badness_grid("ser", n=n)
+    a, v, _ = _polish(xi, target, np.sqrt(w), np.asarray(a0, float),
                                np.asarray(v0, float))
     return a, v, _badness(n, a, v)
-
-
-# --------------------------------------------------------------------------------------------
-# Figure 4 and the command line
-# --------------------------------------------------------------------------------------------
-
-def plot_figure4(path, *, n_fine=400):
-    """The paper's Figure 4 for the family: amplitudes (units of I(r_e) r_e^2) and root-variances
-    (units of r_e) of every component vs n, log axes, knots marked; plus the badness vs n."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kn, ka, kv, kb = family_knots()
-    ns = np.exp(np.linspace(math.log(N_MIN), math.log(N_MAX), n_fine))
-    ns[0], ns[-1] = N_MIN, N_MAX
-    A = np.array([raw_mixture(x)[0] for x in ns])
-    V = np.array([raw_mixture(x)[1] for x in ns])
-    B = np.array([family_badness(x) for x in ns])
-    fig, ax = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, M_FAMILY))
-    for m in range(M_FAMILY):
-        ax[0].loglog(ns, A[:, m], color=colors[m], lw=1.2)
-        ax[0].loglog(kn, ka[:, m], ".", color=colors[m], ms=3)
-        ax[1].loglog(ns, np.sqrt(V[:, m]), color=colors[m], lw=1.2)
-        ax[1].loglog(kn, np.sqrt(kv[:, m]), ".", color=colors[m], ms=3)
-    ax[0].set(xlabel="Sérsic index n", ylabel="amplitude a_m / (I(r_e) r_e^2)",
-              title=f"amplitudes (M = {M_FAMILY})")
-    ax[1].set(xlabel="Sérsic index n", ylabel="sqrt(v_m) / r_e", title="root-variances")
-    ax[2].loglog(ns, np.maximum(B, 1e-20), "k-", lw=1.2, label="interpolated family")
-    ax[2].loglog(kn, np.maximum(kb, 1e-20), "r.", ms=4, label="knots")
-    for (p, M), (_, _, pb, _) in profiles.PUBLISHED.items():
-        if p in ("exp", "dev") and M == M_FAMILY:
-            ax[2].loglog({"exp": 1.0, "dev": 4.0}[p], pb, "bs", ms=5, label=f"paper {p} M={M}")
-    ax[2].set_ylim(1e-16, None)
-    ax[2].set(xlabel="Sérsic index n", ylabel="badness", title="badness")
-    ax[2].legend(fontsize=8)
-    for a in ax:
-        a.grid(True, which="major", alpha=0.3)
-        a.set_xticks([0.5, 1, 2, 4, 8], ["0.5", "1", "2", "4", "8"])
-        a.minorticks_off()
-    fig.suptitle("Sérsic mixture family vs n (cf. Hogg & Lang 2013 Figure 4); dots: knots")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _table_text(n, check=None):
-    raw, v = raw_mixture(n)
-    w, _, dw, dv = sersic_mixture(n)
-    lines = [f"ser(n={n:g}) M={M_FAMILY}: interpolated badness {family_badness(n):.4g}"]
-    lines.append(f"{'m':>3} {'a_m':>12} {'a_m/sum':>12} {'sqrt(v_m)':>12} {'da_m/dn':>12} "
-                 f"{'dv_m/dn':>12}")
-    for i in range(M_FAMILY):
-        lines.append(f"{i + 1:>3} {raw[i]:12.6f} {w[i]:12.6e} {math.sqrt(v[i]):12.6f} "
-                     f"{dw[i]:12.4e} {dv[i]:12.4e}")
-    lines.append(f"sum a = {raw.sum():.5f} (units of I(r_e) r_e^2); ie_factor {1 / raw.sum():.6g}; "
-                 f"flux fraction {raw.sum() / profiles.exact_total('ser', n=n):.5f}")
-    if check is not None:
-        bi, bd = family_badness(n), check[2]
-        lines.append(f"direct derivation (warm-started LM at n={n:g}): badness {bd:.4g}; "
-                     f"interpolated / direct = {bi / bd if bd > 0 else math.inf:.3f}")
-    return "\n".join(lines)
-
-
-def _cmd_show(args):
-    from .cli import UserError
-    try:
-        n = _check_n(args.n)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    check = direct_derivation(n) if args.check else None
-    print(_table_text(n, check))
-    print(f"source: {SOURCE}")
-    return 0
-
-
-def _cmd_plot(args):
-    from .cli import UserError
-    try:
-        plot_figure4(args.output)
-    except OSError as exc:
-        raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    print(f"wrote {args.output}")
-    return 0
-
-
-def register_cli(sub):
-    p = sub.add_parser("sersic", help=f"the Sérsic mixture family ({N_MIN:g} <= n <= {N_MAX:g})")
-    ps = p.add_subparsers(dest="sersic_command", metavar="ACTION", required=True)
-    q = ps.add_parser("show", help="print the interpolated mixture at one n")
-    q.add_argument("--n", type=float, required=True, help="Sérsic index")
-    q.add_argument("--check", action="store_true",
-                   help="compare with a direct (warm-started) derivation at this n")
-    q.set_defaults(func=_cmd_show)
-    q = ps.add_parser("plot", help="draw the paper's Figure 4 (amplitudes, root-variances vs n)")
-    q.add_argument("-o", "--output", default="fig4.png", metavar="FILE")
-    q.set_defaults(func=_cmd_plot)

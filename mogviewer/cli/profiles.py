@@ -15,7 +15,9 @@ import time
 
 import numpy as np
 
-from . import profiles
+from .. import profiles
+from ..errors import UserError
+from .plots import plot_figure1
 
 
 def _table_text(profile, M, amps, variances, bad, n=None):
@@ -30,39 +32,9 @@ def _table_text(profile, M, amps, variances, bad, n=None):
     return "\n".join(lines)
 
 
-def plot_figure1(path, profile, amps, variances, *, n=None):
-    """The paper's Figure 1 panels for one mixture, written to ``path`` (PNG/PDF)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xi, target, _ = profiles.badness_grid(profile, n=n)
-    mog = profiles._mog_radial(xi, amps, variances)
-    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
-    ax[0].semilogy(xi, target, "k-", lw=2, label=f"{profile} (exact)")
-    ax[0].semilogy(xi, mog, "r--", lw=1.2, label=f"MoG, M={len(amps)}")
-    for a, v in zip(amps, variances):
-        ax[0].semilogy(xi, a / (2 * np.pi * v) * np.exp(-xi ** 2 / (2 * v)), color="0.6", lw=0.6)
-    ax[0].set_ylim(max(target[target > 0].min(), 1e-6), target.max() * 2)
-    ax[0].set(xlabel="radius / r_e", ylabel="intensity / I(r_e)", title="profile and mixture")
-    ax[0].legend(fontsize=8)
-    ax[1].plot(xi, mog - target, "k-", lw=1)
-    ax[1].axhline(0, color="0.5", lw=0.5)
-    ax[1].set(xlabel="radius / r_e", ylabel="MoG - exact", title="residual")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(target > 0, (mog - target) / target, np.nan)
-    ax[2].plot(xi, frac, "k-", lw=1)
-    ax[2].axhline(0, color="0.5", lw=0.5)
-    ax[2].set_ylim(-0.2, 0.2)
-    ax[2].set(xlabel="radius / r_e", ylabel="(MoG - exact) / exact", title="fractional residual")
-    bad = profiles.badness(profile, amps, variances, n=n)
-    fig.suptitle(f"{profile} M={len(amps)}: badness {bad:.3g}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _cmd_show(args):
-    from .cli import UserError
     try:
         mix = profiles.get_mixture(args.profile, args.M, n=args.n)
     except ValueError as exc:
@@ -77,7 +49,6 @@ def _cmd_show(args):
 
 
 def _cmd_derive(args):
-    from .cli import UserError
     if args.profile not in profiles.PROFILES:
         raise UserError(f"unknown profile {args.profile!r}; choose one of "
                         f"{', '.join(profiles.PROFILES)}")

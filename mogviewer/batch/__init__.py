@@ -1,0 +1,25 @@
+"""Fit many cutouts headlessly: one row per file, a failing file is a row, never a crash.
+
+The unit of work is a :class:`FitTask`: a frozen, picklable description of one fit (input
+paths and reading options, PSF, profile, sky model, start model, output directories).
+:func:`run_task` turns it into a CSV row (see :data:`mogviewer.export.COLUMNS`) and **never
+raises** for anything the data can do wrong: an unreadable file, an all-NaN image, a bad PSF, a
+failing fit or an unwritable output give a row with ``status='failed'`` (or the fit's status) and
+the ``reason``. Because :func:`run_task` is a pure function of the task, any executor can map it:
+:func:`run_batch` uses a :class:`concurrent.futures.ProcessPoolExecutor` for ``workers > 1``.
+
+Output policy of :func:`run_batch`: the CSV is written atomically (temporary file + rename) with a
+header at the start, then completed rows are appended atomically as they finish (at most every
+``flush_interval`` seconds, and always at the end or on interruption), so the file on disk is a
+valid CSV at every moment; Ctrl-C (KeyboardInterrupt) writes the rows finished so far and
+re-raises.
+
+Modules: :mod:`~mogviewer.batch.tasks` (one fit), :mod:`~mogviewer.batch.runner` (many). The
+command line over them is :mod:`mogviewer.cli.fit`.
+"""
+
+from .runner import BatchInterrupted, BatchSummary, run_batch
+from .tasks import FitTask, load_psf, output_stem, run_task
+
+__all__ = ["FitTask", "BatchSummary", "BatchInterrupted", "run_task", "run_batch", "load_psf",
+           "output_stem"]

@@ -1,0 +1,267 @@
+"""One fit as a task: a frozen, picklable :class:`FitTask` and :func:`run_task`, which turns it
+into a result row and never raises for anything the data can do wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+from .. import export
+from ..fitting import FitProblem, fit, initial_guess
+from ..io import read_image
+from ..psf import read_psf
+
+
+@dataclasses.dataclass(frozen=True)
+class FitTask:
+    """Everything needed to fit one cutout (immutable, hashable and picklable).
+
+    Attributes
+    ----------
+    image : str
+        Image file (FITS or ``.npy``).
+    hdu, band, plane :
+        Which image HDU / band / cube plane (see :func:`mogviewer.io.read_image`).
+    noise, noise_kind, noise_hdu :
+        Noise map file, what it holds (``sigma``, ``variance``, ``ivar``, ``weight``) and its HDU.
+    mask, mask_hdu, invert_mask :
+        Mask file (nonzero = bad unless inverted) and its HDU.
+    segmap, segment_id :
+        Segmentation map (other segments masked) and the target id.
+    zeropoint, gain, read_noise, sky_level, pixel_scale :
+        Header overrides / noise model (mag, e-/unit, e-, image units, arcsec/px).
+    psf, psf_hdu, psf_components :
+        PSF file (any format :func:`mogviewer.psf.read_psf` reads), its HDU, and the number of
+        Gaussians to fit to a PSF image (None = automatic). No PSF: ``psf=None`` (unless the
+        ``start`` model file carries a PSF mixture, which is then used).
+    psf_centre : {'centroid', 'peak', 'geometric'}
+        Which point of a PSF image becomes the PSF's origin (see :func:`mogviewer.psf.read_psf`).
+    psf_position : (x, y) or None
+        Where to evaluate a position-dependent (PSFEx) PSF: the cutout centre's pixel position
+        on the original image, as :func:`mogviewer.psf.read_psf` takes it.
+    centre : (x, y) or None
+        Where the target is, 0-based pixels of this cutout (the CLI's ``--centre`` takes 1-based
+        FITS/DS9 coordinates): the initial guess uses the source there instead of the one at the
+        stamp centre.
+    profile, M, n :
+        Target profile (``exp``, ``dev``, ``lux``, ``luv``, ``ser``), its number of Gaussians and
+        Sersic index. ``None`` = from the start model, else ``exp`` and the profile's default M.
+    profile2, M2 : str or None, int or None
+        A second component sharing the centre (composite bulge + disk, e.g. ``profile='dev'``
+        or ``'ser'`` with ``profile2='exp'``).
+    sky : {'none', 'constant', 'plane'} or None
+        Sky model (None = from the start model, else ``constant``).
+    start : str or None
+        A JSON model file (:func:`mogviewer.export.write_model_json`) used as the starting point.
+    imgblock_dir, region_dir, model_json_dir : str or None
+        Directories for the image block FITS, the DS9 region and the JSON model of this fit.
+    scale_errors : bool
+        Scale the errors by ``sqrt(chi2_nu)``.
+    max_nfev : int
+        Evaluation limit of the fit.
+    """
+
+    image: str
+    hdu: int | str | None = None
+    band: str | None = None
+    plane: int | None = None
+    noise: str | None = None
+    noise_kind: str = "sigma"
+    noise_hdu: int | str | None = None
+    mask: str | None = None
+    mask_hdu: int | str | None = None
+    invert_mask: bool = False
+    segmap: str | None = None
+    segment_id: int | None = None
+    zeropoint: float | None = None
+    gain: float | None = None
+    read_noise: float | None = None
+    sky_level: float | None = None
+    pixel_scale: float | None = None
+    psf: str | None = None
+    psf_hdu: int | str | None = None
+    psf_components: int | None = None
+    psf_position: tuple | None = None
+    psf_centre: str = "centroid"
+    centre: tuple | None = None
+    profile: str | None = None
+    M: int | None = None
+    n: float | None = None
+    profile2: str | None = None
+    M2: int | None = None
+    fix_n: bool = False
+    sky: str | None = None
+    start: str | None = None
+    imgblock_dir: str | None = None
+    region_dir: str | None = None
+    model_json_dir: str | None = None
+    scale_errors: bool = False
+    max_nfev: int = 200
+
+
+
+# ---------------------------------------------------------------------------------------------
+# PSF adapter: the one place that knows mogviewer.psf's API
+# ---------------------------------------------------------------------------------------------
+
+_PSF_CACHE = {}
+
+
+def load_psf(path, *, hdu=None, n_components=None, position=None, centre="centroid"):
+    """Read a PSF file as a pixel-convolved mixture: returns ``(Mixture, description)``.
+
+    Adapter over :func:`mogviewer.psf.read_psf` (cached per process by path, HDU, K and file
+    modification time, so a batch fits a PSF image once per worker).
+    """
+    p = Path(path)
+    position = None if position is None else tuple(float(v) for v in position)
+    key = (str(p.resolve()), hdu, n_components, position, centre, p.stat().st_mtime_ns)
+    if key not in _PSF_CACHE:
+        model = read_psf(p, hdu=hdu, n_components=n_components, position=position,
+                         centre=centre)
+        desc = f"{p.name} ({model.source}, K={model.n_components})"
+        if len(_PSF_CACHE) > 16:
+            _PSF_CACHE.clear()
+        _PSF_CACHE[key] = (model.mixture, desc)
+    return _PSF_CACHE[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# one task
+# ---------------------------------------------------------------------------------------------
+
+def output_stem(task):
+    """File-name stem of a task's outputs: the image name without extension, plus the band or
+    HDU when given (``cutout_r``, ``cutout_hdu3``)."""
+    name = Path(task.image).name
+    for ext in (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts", ".npy"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    if task.band is not None:
+        name += f"_{task.band}"
+    elif task.hdu is not None:
+        name += f"_hdu{task.hdu}"
+    if task.plane is not None:
+        name += f"_plane{task.plane}"
+    return name
+
+
+def _short(exc):
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_task(task):
+    """Fit one cutout and return its CSV row (a dict with every column); never raises.
+
+    Steps: read the start model (if any), read the image with its noise and mask, read the
+    PSF, build the :class:`mogviewer.fitting.FitProblem`, fit, write the requested outputs. Any
+    exception in a step becomes a row with ``status='failed'`` and ``reason`` naming the step
+    and the problem; an output that cannot be written keeps the fit's values and says so in
+    ``reason``. Warnings raised on the way are recorded in the ``warnings`` column (they are
+    not errors). ``KeyboardInterrupt`` and ``SystemExit`` propagate.
+    """
+    caught = []
+    step = ["start"]
+    base = dict(file=str(task.image), hdu=task.hdu if isinstance(task.hdu, int) else None,
+                band=task.band, profile=task.profile, M=task.M, n=task.n,
+                sky_model=task.sky, psf_source=task.psf or "none")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return _run_task(task, base, caught, step)
+    except Exception as exc:  # noqa: BLE001 - the batch policy: every failure is a row
+        return export.failed_row(f"{step[0]}: {_short(exc)}",
+                                 warnings_text=_warnings_text(caught), **base)
+
+
+def _warnings_text(caught):
+    seen = []
+    for w in caught or ():
+        text = f"{w.category.__name__}: {' '.join(str(w.message).split())}"
+        if text not in seen:
+            seen.append(text)
+    return " | ".join(seen)
+
+
+def _run_task(task, base, caught, step):
+
+    def set_step(text):
+        step[0] = text
+
+    saved = None
+    if task.start:
+        set_step("reading the start model")
+        saved = export.read_model_json(task.start)
+    profile = task.profile or (saved.profile if saved else "exp")
+    M = task.M or (saved.M if saved and saved.profile == profile else None)
+    n = task.n if task.n is not None else (saved.n if saved and profile == "ser" else None)
+    sky = task.sky or (saved.sky if saved else "constant")
+    base.update(profile=profile, M=M, n=n, sky_model=sky)
+
+    set_step("reading the image")
+    data = read_image(task.image, hdu=task.hdu, band=task.band, plane=task.plane,
+                      noise=task.noise, noise_kind=task.noise_kind, noise_hdu=task.noise_hdu,
+                      mask=task.mask, mask_hdu=task.mask_hdu, invert_mask=task.invert_mask,
+                      segmap=task.segmap, segment_id=task.segment_id, zeropoint=task.zeropoint,
+                      gain=task.gain, read_noise=task.read_noise, sky_level=task.sky_level,
+                      pixel_scale=task.pixel_scale)
+    base.update(hdu=data.hdu, band=data.band)
+
+    set_step("reading the PSF")
+    if task.psf:
+        psf, psf_source = load_psf(task.psf, hdu=task.psf_hdu, n_components=task.psf_components,
+                                   position=task.psf_position, centre=task.psf_centre)
+    elif saved is not None and saved.psf is not None:
+        psf, psf_source = saved.psf, f"{Path(task.start).name} (mixture, K={len(saved.psf)})"
+    else:
+        psf, psf_source = None, "none"
+    base["psf_source"] = psf_source
+
+    set_step("setting up the fit")
+    problem = FitProblem.from_image_data(data, psf=psf, profile=profile, M=M, n=n, sky=sky,
+                                         profile2=task.profile2, M2=task.M2,
+                                         fixed=("n",) if task.fix_n and profile == "ser" else ())
+    base.update(M=problem.M, n=problem.n)
+    start = None
+    if saved is not None:
+        d = saved.params.as_dict()
+        if sky == "none":
+            d.update(sky=0.0, sky_dx=0.0, sky_dy=0.0)
+        elif sky == "constant":
+            d.update(sky_dx=0.0, sky_dy=0.0)
+        start = saved.params.replace(**d)
+
+    if start is None and task.centre is not None:
+        set_step("finding the target at --centre")
+        start = initial_guess(problem, centre=task.centre)
+
+    set_step("fitting")
+    result = fit(problem, start, max_nfev=task.max_nfev)
+
+    set_step("writing outputs")
+    problems = []
+    if result.status == "failed":
+        problems.append(f"fit failed: {result.message}")
+    stem = output_stem(task)
+    outputs = [(task.imgblock_dir, "_imgblock.fits", "image block",
+                lambda p: export.write_imgblock(p, problem, result, data, psf_source=psf_source,
+                                                scale_errors=task.scale_errors)),
+               (task.region_dir, ".reg", "region",
+                lambda p: export.write_region(p, result, data.wcs)),
+               (task.model_json_dir, "_model.json", "model JSON",
+                lambda p: export.write_model_json(p, result, problem=problem, source=task.image,
+                                                  scale_errors=task.scale_errors))]
+    for directory, suffix, what, writer in outputs:
+        if not directory:
+            continue
+        try:
+            writer(Path(directory) / f"{stem}{suffix}")
+        except Exception as exc:  # noqa: BLE001 - an output problem is reported in the row
+            problems.append(f"{what} not written: {_short(exc)}")
+    return export.result_to_row(result, data, problem=problem, psf_source=psf_source,
+                                file=str(task.image), scale_errors=task.scale_errors,
+                                reason="; ".join(problems), warnings_text=_warnings_text(caught))

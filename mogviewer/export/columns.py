@@ -1,0 +1,110 @@
+"""The columns of a result table: names, units, descriptions, and the conventions they follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+#: One sentence per convention; written into the CSV comment lines and the JSON model file.
+CONVENTIONS = {
+    "array_order": "arrays are image[y, x]",
+    "pixel_origin": "x, y are 0-based pixel centres; x_fits = x + 1, y_fits = y + 1 (FITS, "
+                    "GALFIT, imfit, DS9)",
+    "pa_img_deg": "major axis, degrees counter-clockwise from +x, in [0, 180)",
+    "pa_galfit_deg": "GALFIT/imfit PA, counter-clockwise from +y = pa_img_deg - 90 wrapped to "
+                     "(-90, 90]",
+    "pa_eofn_deg": "position angle east of north from the local WCS Jacobian, in [0, 180)",
+    "q": "axis ratio b/a <= 1; ell = 1 - q",
+    "re": "semi-major half-light radius of the target profile",
+    "errors": "formal 1-sigma errors from (J^T W J)^-1, scaled by sqrt(chi2_nu) iff "
+              "err_scaled; derived quantities by linear propagation",
+}
+
+_NAN = float("nan")
+
+# (name, unit, description); value columns with an error are followed by "<name>_err".
+_C = [
+    ("file", "", "input image file"),
+    ("hdu", "", "HDU index of the image (empty for .npy)"),
+    ("band", "", "photometric band (argument or BAND/FILTER keyword)"),
+    ("status", "", "converged, max_evaluations, cancelled or failed"),
+    ("flags", "", "FitFlags bit mask (0 = nothing to report)"),
+    ("flag_names", "", "names of the set FitFlags bits, joined by |"),
+    ("reason", "", "why the fit failed or what went wrong after it (empty if nothing)"),
+    ("profile", "", "target profile: exp, dev, lux, luv or ser"),
+    ("M", "", "number of Gaussians in the profile mixture"),
+    ("n", "", "Sersic index (profile ser only; fitted or fixed)", True),
+    ("sky_model", "", "none, constant or plane"),
+    ("psf_source", "", "PSF file and what it held (none = no PSF)"),
+    ("x", "pix", "centre x, 0-based pixel centres", True),
+    ("y", "pix", "centre y, 0-based pixel centres", True),
+    ("x_fits", "pix", "centre x, 1-based (FITS/GALFIT/DS9) = x + 1", True),
+    ("y_fits", "pix", "centre y, 1-based (FITS/GALFIT/DS9) = y + 1", True),
+    ("ra_deg", "deg", "world longitude of the centre (RA for an equatorial WCS); "
+                      "error in RA itself, not RA cos(Dec)", True),
+    ("dec_deg", "deg", "world latitude of the centre (Dec)", True),
+    ("re_pix", "pix", "semi-major half-light radius of the target profile", True),
+    ("re_arcsec", "arcsec", "re_pix times the local WCS scale along the major axis", True),
+    ("re_circ_pix", "pix", "circularised half-light radius re_pix sqrt(q)", True),
+    ("q", "", "axis ratio b/a <= 1", True),
+    ("ell", "", "ellipticity 1 - q (imfit ell)", True),
+    ("e1", "", "(1-q)/(1+q) cos(2 pa_img), image axes", True),
+    ("e2", "", "(1-q)/(1+q) sin(2 pa_img), image axes", True),
+    ("pa_img_deg", "deg", "major axis CCW from +x, [0, 180) (DS9 image angle)", True),
+    ("pa_galfit_deg", "deg", "GALFIT/imfit PA CCW from +y = pa_img_deg - 90 in (-90, 90]",
+     True),
+    ("pa_eofn_deg", "deg", "PA east of north from the local WCS Jacobian, [0, 180)", True),
+    ("flux", "image units", "total flux of the fitted mixture", True),
+    ("flux_target", "image units", "total flux of the target profile = flux / flux_fraction",
+     True),
+    ("mag", "mag", "zeropoint - 2.5 log10(flux)", True),
+    ("mag_target", "mag", "zeropoint - 2.5 log10(flux_target) (GALFIT/imfit-like total)", True),
+    ("profile2", "", "second component of a composite (bulge + disk) model, sharing x, y"),
+    ("M2", "", "number of Gaussians of the second component"),
+    ("flux2", "image units", "total flux of the second component's mixture", True),
+    ("re2_pix", "pix", "semi-major half-light radius of the second component", True),
+    ("q2", "", "axis ratio b/a of the second component", True),
+    ("pa2_img_deg", "deg", "second component's major axis CCW from +x, [0, 180)", True),
+    ("bt", "", "flux / (flux + flux2): the first component's fraction of the model flux"),
+    ("zeropoint", "mag", "magnitude of 1 image unit (given or from the header)"),
+    ("sky", "image units/pix", "constant sky level (at the image centre for a plane)", True),
+    ("sky_dx", "image units/pix^2", "sky gradient along x (sky plane)", True),
+    ("sky_dy", "image units/pix^2", "sky gradient along y (sky plane)", True),
+    ("err_scaled", "", "True if the _err columns are scaled by sqrt(chi2_nu)"),
+    ("chi2", "", "sum of w (data - model)^2 over usable pixels"),
+    ("nu", "", "degrees of freedom: usable pixels - free parameters"),
+    ("chi2_nu", "", "chi2 / nu"),
+    ("nfev", "", "residual evaluations"),
+    ("free", "", "free parameters, joined by |"),
+    ("pixel_scale_arcsec", "arcsec/pix", "mean pixel scale"),
+    ("noise_source", "", "where the inverse variance came from"),
+    ("noise_estimated", "", "True if the noise is an estimate, not a supplied map"),
+    ("warnings", "", "warnings raised while reading or fitting, joined by |"),
+    ("elapsed_s", "s", "wall time of the fit"),
+    ("mogviewer_version", "", "mogviewer version that wrote the row"),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One CSV column: ``name``, ``unit`` ('' = dimensionless or text) and ``description``."""
+
+    name: str
+    unit: str
+    description: str
+
+
+def _build_columns():
+    cols = []
+    for entry in _C:
+        name, unit, desc = entry[:3]
+        cols.append(Column(name, unit, desc))
+        if len(entry) > 3 and entry[3]:
+            cols.append(Column(f"{name}_err", unit, f"1-sigma error of {name}"))
+    return tuple(cols)
+
+
+#: The CSV columns, in order (data, not code: the GUI and docs read this).
+COLUMNS = _build_columns()
+#: Column names, in order.
+COLUMN_NAMES = tuple(c.name for c in COLUMNS)

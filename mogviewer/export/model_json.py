@@ -1,0 +1,160 @@
+"""Model JSON files: a fit's parameters and settings, to restart from (``--start``) or share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ModelFileError
+from ..fitting import FitResult, GalaxyParams
+from ..mixture import Mixture
+from .columns import CONVENTIONS
+from .conventions import flag_names, pa_galfit
+from .files import _atomic_write
+
+# ---------------------------------------------------------------------------------------------
+# JSON model
+# ---------------------------------------------------------------------------------------------
+
+#: The ``format`` entry of a model JSON file.
+MODEL_FORMAT = "mogviewer-model"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SavedModel:
+    """What :func:`read_model_json` returns.
+
+    Attributes
+    ----------
+    params : GalaxyParams
+    profile : str
+    M : int
+    n : float or None
+    sky : {'none', 'constant', 'plane'}
+    psf : Mixture or None
+        The PSF mixture used (pixel-convolved, pixels), or None.
+    free : tuple of str or None
+    errors : dict or None
+        ``{name: 1-sigma}`` when the file came from a fit (None = undefined).
+    meta : dict
+        Everything else in the file (fit statistics, conventions, source file...).
+    """
+
+    params: GalaxyParams
+    profile: str
+    M: int
+    n: float | None = None
+    sky: str = "constant"
+    psf: Mixture | None = None
+    free: tuple | None = None
+    errors: dict | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+
+def _jnum(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def write_model_json(path, model, *, problem=None, profile=None, M=None, n=None, psf=None,
+                     sky=None, source=None, scale_errors=False):
+    """Write a re-loadable JSON model file (atomic).
+
+    Parameters
+    ----------
+    path : str or Path
+    model : FitResult or GalaxyParams
+        A fit result (parameters, errors and fit statistics are saved) or bare parameters (the
+        GUI's current ellipse); with bare parameters ``profile`` and ``M`` are required.
+    problem : FitProblem, optional
+        Supplies the PSF mixture and sky model.
+    profile, M, n, psf, sky : optional
+        Override what ``model``/``problem`` say.
+    source : str, optional
+        The image file the model belongs to (informative).
+
+    The file holds ``format`` (:data:`MODEL_FORMAT`), ``version``, ``profile``, ``M``, ``n``,
+    ``sky``, ``params`` (0-based x, y; ``angle`` CCW from +x, degrees; ``re`` pixels),
+    ``derived`` (``x_fits``, ``y_fits``, ``pa_galfit_deg``), ``errors``, ``free``, ``fit``,
+    ``psf`` (``amps``, ``means`` [pix], ``covs`` [pix^2]) and ``conventions``. Floats are
+    written with ``repr`` precision, so :func:`read_model_json` restores them exactly.
+    """
+
+    result = model if isinstance(model, FitResult) else None
+    params = result.params if result is not None else model
+    if not isinstance(params, GalaxyParams):
+        raise TypeError(f"model must be a FitResult or GalaxyParams, not {type(model).__name__}")
+    profile = profile or (result.profile if result else problem.profile if problem else None)
+    M = M or (result.M if result else problem.M if problem else None)
+    if n is None:
+        n = result.n if result else (problem.n if problem else None)
+    if psf is None and problem is not None:
+        psf = problem.psf
+    if sky is None:
+        sky = problem.sky if problem is not None else "constant"
+    if profile is None or M is None:
+        raise ValueError("profile and M are required when saving bare parameters")
+    doc = {
+        "format": MODEL_FORMAT, "version": 1, "mogviewer_version": __version__,
+        "source": None if source is None else str(source),
+        "profile": profile, "M": int(M), "n": None if n is None else float(n), "sky": sky,
+        "params": params.as_dict(),
+        "derived": {"x_fits": params.x + 1, "y_fits": params.y + 1,
+                    "pa_galfit_deg": pa_galfit(params.angle)},
+        "psf": None if psf is None else {
+            "amps": [float(a) for a in psf.amps],
+            "means": [[float(v) for v in m] for m in psf.means],
+            "covs": [[[float(v) for v in r] for r in c] for c in psf.covs]},
+        "conventions": CONVENTIONS,
+    }
+    if result is not None:
+        doc["free"] = list(result.free)
+        doc["errors"] = {k: _jnum(v) for k, v in result.errors(scaled=scale_errors).items()}
+        doc["errors_scaled"] = bool(scale_errors)
+        doc["fit"] = {"status": result.status, "flags": int(result.flags),
+                      "flag_names": flag_names(result.flags), "chi2": _jnum(result.chi2),
+                      "nu": int(result.nu), "chi2_nu": _jnum(result.chi2_nu),
+                      "flux_fraction": float(result.flux_fraction)}
+    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    return _atomic_write(path, lambda f: f.write(text), what="model file")
+
+
+def read_model_json(path):
+    """Read a file written by :func:`write_model_json`.
+
+    Returns
+    -------
+    SavedModel
+
+    Raises
+    ------
+    ModelFileError
+        Not JSON, not a mogviewer model file, or invalid parameters (message names the file).
+    FileNotFoundError
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: not a readable JSON model file ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a mogviewer model file (format must be "
+                             f"{MODEL_FORMAT!r})")
+    try:
+        params = GalaxyParams(**doc["params"])
+        psf = doc.get("psf")
+        mix = None if psf is None else Mixture(psf["amps"], psf["means"], psf["covs"])
+        meta = {k: v for k, v in doc.items()
+                if k not in ("params", "psf", "profile", "M", "n", "sky", "free", "errors")}
+        return SavedModel(params=params, profile=str(doc["profile"]), M=int(doc["M"]),
+                          n=doc.get("n"), sky=doc.get("sky", "constant"), psf=mix,
+                          free=None if doc.get("free") is None else tuple(doc["free"]),
+                          errors=doc.get("errors"), meta=meta)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: invalid model file ({exc})") from None

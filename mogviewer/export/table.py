@@ -1,0 +1,331 @@
+"""Rows of the result table (one per fit, or a flagged row per failure) and the CSV that holds them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ExportError
+from ..profiles.sersic import N_MAX, N_MIN, sersic_profile_mixture
+from .columns import _NAN, COLUMN_NAMES, COLUMNS, CONVENTIONS
+from .conventions import flag_names, local_jacobian, pa_east_of_north, pa_galfit
+from .files import _atomic_write, _check_target, _describe_oserror
+
+# ---------------------------------------------------------------------------------------------
+# rows
+# ---------------------------------------------------------------------------------------------
+
+def _empty_row():
+    return {name: None for name in COLUMN_NAMES}
+
+
+def failed_row(reason, *, file=None, hdu=None, band=None, profile=None, M=None, n=None,
+               sky_model=None, psf_source=None, status="failed", warnings_text=""):
+    """A row with every column, ``status='failed'`` and the ``reason``; numbers empty."""
+    row = _empty_row()
+    row.update(file=file, hdu=hdu, band=band, profile=profile, M=M, n=n, sky_model=sky_model,
+               psf_source=psf_source, status=status, reason=str(reason), flags=0,
+               flag_names="", warnings=warnings_text, mogviewer_version=__version__)
+    return row
+
+
+def _propagate(result, grads, scale):
+    """``sqrt(g^T C g)`` over the free parameters (derivatives by name); NaN if undefined."""
+    free = list(result.free)
+    g = np.array([grads.get(name, 0.0) for name in free], float)
+    if not np.any(g):
+        return 0.0
+    idx = np.flatnonzero(g)
+    C = np.asarray(result.covariance, float)[np.ix_(idx, idx)]
+    var = float(g[idx] @ C @ g[idx])
+    if not math.isfinite(var) or var < 0:
+        return _NAN
+    return math.sqrt(var) * scale
+
+
+def _dlnf_dn(result, h=1e-3):
+    """d ln(flux_fraction) / dn of a Sérsic-family fit (0 for the tables)."""
+    if result.profile != "ser":
+        return 0.0
+    n = result.params.n
+    lo, hi = max(N_MIN, n - h), min(N_MAX, n + h)
+    if hi <= lo:
+        return 0.0
+    flo = sersic_profile_mixture(lo).flux_fraction
+    fhi = sersic_profile_mixture(hi).flux_fraction
+    return (math.log(fhi) - math.log(flo)) / (hi - lo)
+
+
+def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_source="none",
+                  file=None, hdu=None, band=None, scale_errors=False, reason="",
+                  warnings_text=""):
+    """One CSV row (a dict with every column of :data:`COLUMNS`) for a :class:`FitResult`.
+
+    Parameters
+    ----------
+    result : mogviewer.fitting.FitResult
+    image_data : mogviewer.io.ImageData, optional
+        Source of the WCS (RA/Dec, ``pa_eofn_deg``, ``re_arcsec``), pixel scale, zeropoint,
+        file, HDU, band and noise description.
+    problem : mogviewer.fitting.FitProblem, optional
+        Source of the sky model (``sky_model``); without it, guessed from ``result.free``.
+    zeropoint : float, optional
+        Magnitude zeropoint (mag of 1 image unit); overrides ``image_data.zeropoint``. Without
+        any, the magnitudes are NaN.
+    psf_source : str
+        Description of the PSF used (``'none'`` without PSF).
+    file, hdu, band : optional
+        Override what ``image_data`` says.
+    scale_errors : bool
+        Scale every error by ``sqrt(chi2_nu)`` (as GALFIT does); recorded in ``err_scaled``.
+    reason, warnings_text : str
+        Text for the ``reason`` and ``warnings`` columns.
+
+    Returns
+    -------
+    dict
+        ``{column name: value}`` in :data:`COLUMN_NAMES` order; ``None`` = not applicable (no
+        WCS, no zeropoint), NaN = undefined (e.g. a singular covariance).
+    """
+    p = result.params
+    err = result.errors(scaled=False)
+    scale = math.sqrt(result.chi2_nu) if scale_errors else 1.0
+    if scale_errors and not math.isfinite(scale):
+        scale = _NAN
+    err = {k: v * scale for k, v in err.items()}
+    d = image_data
+    row = _empty_row()
+
+    def prop(**grads):
+        return _propagate(result, grads, scale)
+
+    if problem is not None:
+        sky_model = problem.sky
+    else:
+        sky_model = ("plane" if "sky_dx" in result.free else
+                     "constant" if "sky" in result.free else "none")
+    if zeropoint is None and d is not None:
+        zeropoint = d.zeropoint
+    row.update(
+        file=file if file is not None else (d.path if d is not None else None),
+        hdu=hdu if hdu is not None else (d.hdu if d is not None else None),
+        band=band if band is not None else (d.band if d is not None else None),
+        status=result.status, flags=int(result.flags), flag_names=flag_names(result.flags),
+        reason=reason, profile=result.profile, M=int(result.M),
+        n=result.n, sky_model=sky_model, psf_source=psf_source,
+        x=p.x, x_err=err["x"], y=p.y, y_err=err["y"],
+        x_fits=p.x + 1.0, x_fits_err=err["x"], y_fits=p.y + 1.0, y_fits_err=err["y"],
+        re_pix=p.re, re_pix_err=err["re"], q=p.q, q_err=err["q"],
+        pa_img_deg=p.angle, pa_img_deg_err=err["angle"],
+        pa_galfit_deg=pa_galfit(p.angle), pa_galfit_deg_err=err["angle"],
+        flux=p.flux, flux_err=err["flux"],
+        flux_target=result.flux_target, flux_target_err=err["flux"] / result.flux_fraction,
+        err_scaled=bool(scale_errors), chi2=result.chi2, nu=int(result.nu),
+        chi2_nu=result.chi2_nu, nfev=int(result.nfev), free="|".join(result.free),
+        elapsed_s=result.elapsed, warnings=warnings_text, mogviewer_version=__version__,
+        zeropoint=zeropoint,
+    )
+    sq = math.sqrt(p.q)
+    row["re_circ_pix"] = result.re_circ
+    row["re_circ_pix_err"] = prop(re=sq, q=p.re / (2 * sq))
+    row["ell"], row["ell_err"] = result.ell, err["q"]
+    e = (1 - p.q) / (1 + p.q)
+    de_dq = -2.0 / (1 + p.q) ** 2
+    t2 = 2 * math.radians(p.angle)
+    row["e1"], row["e2"] = result.e1e2
+    row["e1_err"] = prop(q=de_dq * math.cos(t2), angle=-2 * e * math.sin(t2) * math.pi / 180)
+    row["e2_err"] = prop(q=de_dq * math.sin(t2), angle=2 * e * math.cos(t2) * math.pi / 180)
+    if result.profile == "ser":
+        row["n_err"] = err.get("n", 0.0)
+    if getattr(result, "profile2", None):
+        row.update(profile2=result.profile2, M2=result.M2, flux2=p.flux2,
+                   flux2_err=err["flux2"], re2_pix=p.re2, re2_pix_err=err["re2"], q2=p.q2,
+                   q2_err=err["q2"], pa2_img_deg=p.angle2, pa2_img_deg_err=err["angle2"])
+        tot = p.flux + p.flux2
+        row["bt"] = p.flux / tot if tot != 0 else _NAN
+    if sky_model != "none":
+        row["sky"], row["sky_err"] = p.sky, err["sky"]
+    if sky_model == "plane":
+        row.update(sky_dx=p.sky_dx, sky_dx_err=err["sky_dx"], sky_dy=p.sky_dy,
+                   sky_dy_err=err["sky_dy"])
+    # flux_target = flux / f(n): with a free Sérsic index the flux fraction f varies too
+    dlnf_dn = _dlnf_dn(result) if "n" in result.free else 0.0
+    if dlnf_dn:
+        f = result.flux_fraction
+        row["flux_target_err"] = prop(flux=1.0 / f, n=-p.flux * dlnf_dn / f)
+    if zeropoint is not None:
+        zp = float(zeropoint)
+        k = 2.5 / math.log(10)
+        dmag = prop(flux=-k / p.flux) if p.flux > 0 else _NAN
+        row["mag"], row["mag_err"] = result.magnitude(zp), dmag
+        ft = result.flux_target
+        row["mag_target"] = zp - 2.5 * math.log10(ft) if ft > 0 else _NAN
+        row["mag_target_err"] = (prop(flux=-k / p.flux, n=k * dlnf_dn) if p.flux > 0 and dlnf_dn
+                                 else dmag)
+    wcs = getattr(d, "wcs", None) if d is not None else None
+    pixscale = getattr(d, "pixel_scale_arcsec", None) if d is not None else None
+    row["pixel_scale_arcsec"] = pixscale
+    if d is not None:
+        row["noise_source"] = d.noise_source
+        row["noise_estimated"] = bool(d.noise_is_estimate)
+    if wcs is not None:
+        J, lon, lat = local_jacobian(wcs, p.x, p.y)
+        coslat = math.cos(math.radians(lat))
+        row["ra_deg"], row["dec_deg"] = lon, lat
+        row["ra_deg_err"] = prop(x=J[0, 0] / coslat, y=J[0, 1] / coslat) if coslat > 0 else _NAN
+        row["dec_deg_err"] = prop(x=J[1, 0], y=J[1, 1])
+        pa, dpa = pa_east_of_north(J, p.angle)
+        row["pa_eofn_deg"], row["pa_eofn_deg_err"] = pa, abs(dpa) * err["angle"]
+        t = math.radians(p.angle)
+        s_major = float(np.hypot(*(J @ np.array([math.cos(t), math.sin(t)])))) * 3600.0
+        row["re_arcsec"], row["re_arcsec_err"] = p.re * s_major, err["re"] * s_major
+    elif pixscale is not None:
+        row["re_arcsec"], row["re_arcsec_err"] = p.re * pixscale, err["re"] * pixscale
+    return row
+
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+# ---------------------------------------------------------------------------------------------
+
+def _fmt(v):
+    if v is None:
+        return ""
+    if isinstance(v, bool | np.bool_):
+        return "True" if v else "False"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        return repr(float(v))
+    return str(v)
+
+
+def columns_doc_path(path):
+    """The sidecar file documenting a CSV's columns: ``fits.csv -> fits.csv.columns.txt``."""
+    path = Path(path)
+    return path.with_name(path.name + ".columns.txt")
+
+
+def columns_doc(columns=COLUMN_NAMES):
+    """Text documenting every column (name, unit, description) and the conventions."""
+    lines = [f"Columns of a mogviewer {__version__} fit-results CSV (one row per fit).",
+             "Read it with astropy.table.Table.read(path, format='csv') or pandas.read_csv.",
+             "Units are also in the column names (re_pix, pa_img_deg, ...); '_err' columns hold",
+             "the 1-sigma error of the column before them.", "", "Conventions:"]
+    lines += [f"  {k}: {v}" for k, v in CONVENTIONS.items()]
+    lines += ["", f"{'column':<22} {'unit':<16} description"]
+    for c in COLUMNS:
+        if c.name in columns:
+            lines.append(f"{c.name:<22} {c.unit or '-':<16} {c.description}")
+    return "\n".join(lines) + "\n"
+
+
+def read_csv_columns(path):
+    """Column names of an existing CSV (first line that is not a ``#`` comment, so files of
+    earlier versions, which began with comment lines, are read too); None if empty."""
+    with open(path, newline="", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            return tuple(next(csv.reader([line])))
+    return None
+
+
+def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES):
+    """Write ``rows`` (dicts) as CSV, atomically.
+
+    A plain CSV that ``astropy.table.Table.read(path, format="csv")`` reads as it is: the
+    header row (units in the column names), then one line per row. Floats are written with full
+    precision (``repr``), ``None`` as an empty field and NaN as ``nan``. Every column's unit and
+    description and the conventions go to a sidecar text file beside it
+    (:func:`columns_doc_path`), written when the CSV is created.
+
+    Parameters
+    ----------
+    path : str or Path
+    rows : iterable of dict
+        Keys must be within ``columns``; missing keys are written empty.
+    append : bool
+        Add ``rows`` to an existing file without repeating its header (an absent or empty file is
+        created). The existing file's columns must equal ``columns``, else :class:`ExportError`.
+        The whole file is rewritten to a temporary file and renamed, so a failure leaves the old
+        file intact.
+    columns : sequence of str
+        Column order (default :data:`COLUMN_NAMES`).
+
+    Raises
+    ------
+    ExportError
+        Unwritable path, target is a directory, or append to a file with other columns.
+    """
+    path = _check_target(path, "CSV")
+    rows = list(rows)
+    columns = tuple(columns)
+    for r in rows:
+        extra = set(r) - set(columns)
+        if extra:
+            raise ValueError(f"row has unknown columns: {', '.join(sorted(extra))}")
+    old = None
+    if append and path.exists():
+        try:
+            old = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ExportError(f"cannot append to CSV {path}: {_describe_oserror(exc)}") from None
+        except UnicodeDecodeError:
+            raise ExportError(f"cannot append to {path}: it is not a text CSV file") from None
+        have = read_csv_columns(path) if old.strip() else None
+        if have is None:
+            old = None
+        elif have != columns:
+            missing = [c for c in columns if c not in have]
+            extra = [c for c in have if c not in columns]
+            detail = []
+            if missing:
+                detail.append(f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5
+                                                                     else ""))
+            if extra:
+                detail.append(f"unexpected {', '.join(extra[:5])}" + (" ..." if len(extra) > 5
+                                                                      else ""))
+            if not detail:
+                detail.append("same names in another order")
+            raise ExportError(f"cannot append to {path}: its columns differ from this version's "
+                              f"({'; '.join(detail)}); write to a new file instead")
+        if old is not None and not old.endswith("\n"):
+            old += "\n"
+
+    def write(f):
+        if old is not None:
+            f.write(old)
+        w = csv.writer(f, lineterminator="\n")
+        if old is None:
+            w.writerow(columns)
+        for r in rows:
+            w.writerow([_fmt(r.get(c)) for c in columns])
+
+    out = _atomic_write(path, write, what="CSV")
+    if old is None:
+        doc = columns_doc(columns)
+        try:
+            _atomic_write(columns_doc_path(path), lambda f: f.write(doc), what="CSV column notes")
+        except ExportError:
+            pass  # the CSV itself is complete; its notes are a convenience
+    return out
+
+
+
+
+def rows_to_text(rows, columns=COLUMN_NAMES):
+    """The CSV text :func:`write_csv` would write for ``rows`` (for previews and tests)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_fmt(r.get(c)) for c in columns])
+    return buf.getvalue()

@@ -1,0 +1,247 @@
+""":class:`FitProblem`: the data, weights, PSF, profile and parameters a fit works on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from ..ellipse import shape_matrix
+from ..errors import FitError
+from ..mixture import Mixture
+from ..profiles import get_mixture, sersic
+from ..render import render_galaxy
+
+
+class _FamilyProfile:
+    """Amplitudes, variances and their n-derivatives of the Sérsic family at one n (cached)."""
+
+    def __init__(self):
+        self.n = None
+
+    def at(self, n):
+        if n != self.n:
+            self.amps, self.variances, self.damps, self.dvariances = \
+                sersic.sersic_mixture(n)
+            self.n = n
+        return self
+# Physical guard rails for the optimiser's trial points (a pure-noise image can send it far):
+# radii 1e-3 .. 1e6 px and q >= exp(-20). Values outside never describe a galaxy in a cutout.
+# q >= 1e-4 (eta <= ln 1e4): thinner components make the covariance determinant lose all its
+# digits to cancellation (the renderer forms it as Cxx Cyy - Cxy^2).
+_LN_R_MIN, _LN_R_MAX, _ETA_MAX = math.log(1e-3), math.log(1e6), math.log(1e4)
+_Q_MIN = 1e-4
+
+
+def _weights_from(image, ivar, variance, sigma, weight, mask):
+    given = [(n, a) for n, a in (("ivar", ivar), ("variance", variance), ("sigma", sigma),
+                                 ("weight", weight)) if a is not None]
+    if len(given) > 1:
+        raise FitError("give only one of ivar, variance, sigma, weight "
+                       f"(got {', '.join(n for n, _ in given)})")
+    if not given:
+        w = np.ones(image.shape)
+    else:
+        kind, arr = given[0]
+        arr = np.asarray(arr, dtype=float)
+        if arr.shape != image.shape:
+            raise FitError(f"{kind} map shape {arr.shape} differs from the image's {image.shape}")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if kind in ("ivar", "weight"):
+                w = arr.copy()
+            elif kind == "variance":
+                w = 1.0 / arr
+            else:
+                w = 1.0 / (arr * arr)
+    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
+    w[~np.isfinite(image)] = 0.0
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != image.shape:
+            raise FitError(f"mask shape {mask.shape} differs from the image's {image.shape}")
+        w[mask.astype(bool)] = 0.0
+    return w
+
+
+@dataclass(frozen=True, eq=False)
+class FitProblem:
+    """What to fit: data, weights, PSF, profile, free parameters and bounds.
+
+    Build with :meth:`from_arrays` (or :meth:`from_image_data`); the caller's arrays are copied
+    and never modified.
+
+    Attributes
+    ----------
+    image : ndarray (ny, nx)
+        Data with non-finite pixels set to 0 (they have zero weight).
+    weights : ndarray (ny, nx)
+        ``1/sigma^2``; 0 for masked, NaN or infinite pixels.
+    psf : Mixture or None
+        Pixel-convolved PSF mixture (normalised to unit total here); ``None`` = no PSF.
+    profile, M, n :
+        Profile name, number of components, Sérsic index (``'ser'`` only).
+    free : tuple of str
+        Free parameters, in a fixed order.
+    bounds : dict
+        ``name -> (lo, hi)`` in physical units; ``None`` entries or absent names are unbounded.
+    sky : {'none', 'constant', 'plane'}
+    profile2, M2 : str or None, int or None
+        Second component sharing the centre (composite bulge + disk, e.g. ``profile='dev'`` with
+        ``profile2='exp'``; mixtures of mixtures cost nothing extra). ``None``: one component.
+    """
+
+    image: np.ndarray
+    weights: np.ndarray
+    psf: Mixture | None
+    profile: str
+    M: int
+    n: float | None = None
+    free: tuple = ("flux", "x", "y", "re", "q", "angle", "sky")
+    bounds: Mapping = field(default_factory=dict)
+    sky: str = "constant"
+    profile2: str | None = None
+    M2: int | None = None
+
+    @classmethod
+    def from_arrays(cls, image, *, ivar=None, variance=None, sigma=None, weight=None, mask=None,
+                    psf=None, profile="exp", M=None, n=None, free=None, fixed=(), bounds=None,
+                    sky="constant", profile2=None, M2=None):
+        """Build a problem from arrays (copied). One of ``ivar/variance/sigma/weight``, or none
+        for unit weights; ``mask`` nonzero = excluded. ``free`` defaults to every parameter of
+        the sky model; ``fixed`` removes names from it."""
+        img = np.array(image, dtype=float, copy=True)
+        if img.ndim != 2:
+            raise FitError(f"the image must be 2-D, got shape {img.shape}")
+        if min(img.shape) < 3:
+            raise FitError(f"the image is too small to fit ({img.shape})")
+        w = _weights_from(img, ivar, variance, sigma, weight, mask)
+        img[~np.isfinite(img)] = 0.0
+        if profile not in ("exp", "dev", "lux", "luv", "ser"):
+            raise FitError(f"unknown profile {profile!r}; choose exp, dev, lux, luv or ser")
+        if profile == "ser":
+            # Sérsic: the smooth family of mogviewer.profiles.sersic, any n in its range, fittable
+            if M is not None and int(M) != sersic.M_FAMILY:
+                raise FitError(f"the Sérsic family has M = {sersic.M_FAMILY} components; M "
+                               f"cannot be chosen for profile 'ser'")
+            M = sersic.M_FAMILY
+            n = 2.5 if n is None else float(n)
+            if not sersic.N_MIN <= n <= sersic.N_MAX:
+                raise FitError(f"Sérsic index n = {n:g} is outside the family's range "
+                               f"{sersic.N_MIN:g} <= n <= {sersic.N_MAX:g}")
+        else:
+            if M is None:
+                M = {"exp": 6, "dev": 8, "lux": 6, "luv": 8}[profile]
+            n = None
+            try:
+                get_mixture(profile, M, n=n)
+            except ValueError as exc:
+                raise FitError(str(exc)) from None
+        if sky not in ("none", "constant", "plane"):
+            raise FitError(f"sky must be 'none', 'constant' or 'plane', got {sky!r}")
+        allp = ["flux", "x", "y", "re", "q", "angle"] + (["n"] if profile == "ser" else []) + {
+            "none": [], "constant": ["sky"], "plane": ["sky", "sky_dx", "sky_dy"]}[sky]
+        if profile2 is not None:
+            if profile2 not in ("exp", "dev", "lux", "luv"):
+                raise FitError(f"the second component's profile must be exp, dev, lux or luv, "
+                               f"got {profile2!r}")
+            if M2 is None:
+                M2 = {"exp": 6, "dev": 8, "lux": 6, "luv": 8}[profile2]
+            try:
+                get_mixture(profile2, M2)
+            except ValueError as exc:
+                raise FitError(f"second component: {exc}") from None
+            allp += ["flux2", "re2", "q2", "angle2"]
+            if free is not None and not any(p.endswith("2") for p in free):
+                free = list(free) + ["flux2", "re2", "q2", "angle2"]
+        if free is None:
+            free = list(allp)
+        unknown = ((set(free) - set(allp))
+                   | (set(fixed) - set(allp) - {"sky", "sky_dx", "sky_dy"}))
+        if unknown:
+            raise FitError(f"unknown or unavailable parameter(s): {', '.join(sorted(unknown))} "
+                           f"(this model has {', '.join(allp)})")
+        free = tuple(p for p in allp if p in set(free) and p not in set(fixed))
+        if psf is not None:
+            psf = psf.normalized()
+        bounds = {k: (None if v is None else tuple(v)) for k, v in dict(bounds or {}).items()}
+        if profile == "ser":
+            # never beyond the family; and just above its lower end: within ~1e-3 of n = 0.5
+            # its knots crowd (the mixture collapses to one Gaussian there) and d/dn of the tiny
+            # inner components is erratic
+            lo, hi = bounds.get("n") or (None, None)
+            bounds["n"] = (max(sersic.N_MIN + 0.01, lo if lo is not None else -np.inf),
+                           min(sersic.N_MAX, hi if hi is not None else np.inf))
+        for k, b in bounds.items():
+            if b is None:
+                continue
+            if len(b) != 2:
+                raise FitError(f"bounds for {k} must be (low, high), got {b!r}")
+            lo, hi = b
+            if lo is not None and hi is not None and not lo < hi:
+                raise FitError(f"bounds for {k} must have low < high, got ({lo!r}, {hi!r}); "
+                               f"to keep {k} at one value, fix it instead")
+        for k in bounds:
+            if k not in allp:
+                raise FitError(f"bounds given for unknown parameter {k!r}")
+        for a in (img, w):
+            a.setflags(write=False)
+        return cls(img, w, psf, profile, int(M), n, free, bounds, sky, profile2,
+                   None if M2 is None else int(M2))
+
+    @classmethod
+    def from_image_data(cls, data, **kwargs):
+        """Build from a :class:`mogviewer.io.ImageData` (image, ivar, mask)."""
+        return cls.from_arrays(data.image, ivar=data.ivar, mask=data.mask, **kwargs)
+
+    @property
+    def shape(self):
+        return self.image.shape
+
+    @property
+    def n_good(self):
+        return int(np.count_nonzero(self.weights))
+
+    @property
+    def suffixes(self):
+        """Parameter-name suffixes of the galaxy components: ``('',)`` or ``('', '2')``."""
+        return ("",) if self.profile2 is None else ("", "2")
+
+    @property
+    def uses_family(self):
+        """True for ``'ser'``: the smooth Sérsic family (n may be free)."""
+        return self.profile == "ser"
+
+    def profile_mixture(self, sfx="", n=None):
+        """The profile's :class:`~mogviewer.profiles.ProfileMixture` (at Sérsic index ``n``, by
+        default the problem's, for the family)."""
+        if sfx == "2":
+            return get_mixture(self.profile2, self.M2)
+        if self.uses_family:
+            return sersic.sersic_profile_mixture(self.n if n is None else n)
+        return get_mixture(self.profile, self.M, n=self.n)
+
+
+def model_image(problem, params, *, out=None):
+    """The model (galaxy + sky) for ``params`` on the problem's grid."""
+    p = params
+    prof = _FamilyProfile().at(p.n) if problem.uses_family else problem.profile_mixture()
+    img = render_galaxy(p.flux, p.x, p.y, shape_matrix(p.re, p.q, p.angle), prof, None,
+                        problem.psf, problem.shape, out=out)
+    if problem.profile2 is not None:
+        img = img + render_galaxy(p.flux2, p.x, p.y, shape_matrix(p.re2, p.q2, p.angle2),
+                                  problem.profile_mixture("2"), None, problem.psf,
+                                  problem.shape)
+    return img + _sky_image(problem, p)
+
+
+def _sky_image(problem, p):
+    if problem.sky == "none":
+        return 0.0
+    if problem.sky == "constant":
+        return p.sky
+    ny, nx = problem.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    return p.sky + p.sky_dx * (xx - (nx - 1) / 2) + p.sky_dy * (yy - (ny - 1) / 2)

@@ -1,0 +1,276 @@
+""":func:`fit`: least squares on the unconstrained vector with the analytic Jacobian.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+from scipy import optimize
+
+from ..ellipse import shape_jacobian_physical, shape_matrix
+from ..errors import FitError
+from ..render import render_galaxy, render_galaxy_dn
+from .flags import FitFlags
+from .parametrisation import _Param
+from .params import SHAPE, GalaxyParams
+from .problem import FitProblem, _FamilyProfile
+from .result import FitProgress, FitResult
+from .start import initial_guess
+
+# ---------------------------------------------------------------------------------------------
+# the fit
+# ---------------------------------------------------------------------------------------------
+
+class _Evaluator:
+    """Residuals and Jacobian of one problem, with reusable render buffers."""
+
+    def __init__(self, problem, par):
+        self.problem = problem
+        self.par = par
+        self.sel = np.flatnonzero(problem.weights.ravel() > 0)
+        self.sw = np.sqrt(problem.weights.ravel()[self.sel])
+        self.data = problem.image.ravel()[self.sel]
+        self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
+        self.family = _FamilyProfile() if problem.uses_family else None
+        ny, nx = problem.shape
+        self.bufs = {sfx: np.zeros((6, ny, nx)) for sfx in problem.suffixes}
+        yy, xx = np.mgrid[:ny, :nx]
+        self.gx = (xx - (nx - 1) / 2).ravel()[self.sel]
+        self.gy = (yy - (ny - 1) / 2).ravel()[self.sel]
+        self.nfev = 0
+
+    def _sky(self, p):
+        if self.problem.sky == "none":
+            return 0.0
+        s = p.sky
+        if self.problem.sky == "plane":
+            s = s + p.sky_dx * self.gx + p.sky_dy * self.gy
+        return s
+
+    def _prof(self, p, sfx):
+        if sfx == "" and self.family is not None:
+            return self.family.at(p.n)
+        return self.profs[sfx]
+
+    def _render(self, p, sfx, S, derivs):
+        return render_galaxy(getattr(p, "flux" + sfx), p.x, p.y, S, self._prof(p, sfx), None,
+                             self.problem.psf, self.problem.shape, derivs=derivs,
+                             out=self.bufs[sfx])
+
+    def residuals(self, z):
+        self.nfev += 1
+        p = self.par.from_z(z)
+        model = self._sky(p)
+        for sfx in self.problem.suffixes:
+            S, _ = self.par.shape_S_and_dz(z, p, sfx)
+            model = model + self._render(p, sfx, S, False).ravel()[self.sel]
+        return self.sw * (self.data - model)
+
+    def _columns(self, p, z=None):
+        """{name: d model / d name} over the selected pixels; shape entries by z index when
+        ``z`` is given (optimiser), by physical name otherwise."""
+        cols = {"x": 0.0, "y": 0.0}
+        for sfx in self.problem.suffixes:
+            if z is not None:
+                S, dS = self.par.shape_S_and_dz(z, p, sfx)
+            else:
+                re, q, angle = (getattr(p, n + sfx) for n in SHAPE)
+                S = shape_matrix(re, q, angle)
+                Jp = shape_jacobian_physical(re, q, angle)
+                dS = {n + sfx: Jp[:, k] for k, n in enumerate(SHAPE)}
+            img, d = self._render(p, sfx, S, True)
+            flat = d.reshape(5, -1)[:, self.sel]
+            flux = getattr(p, "flux" + sfx)
+            if flux != 0:
+                cols["flux" + sfx] = img.ravel()[self.sel] / flux
+            else:
+                cols["flux" + sfx] = render_galaxy(
+                    1.0, p.x, p.y, S, self._prof(p, sfx), None, self.problem.psf,
+                    self.problem.shape).ravel()[self.sel]
+            if sfx == "" and self.family is not None and "n" in self.problem.free:
+                fp = self.family.at(p.n)
+                cols["n"] = render_galaxy_dn(p.flux, p.x, p.y, S, fp, fp.damps, fp.dvariances,
+                                             self.problem.psf,
+                                             self.problem.shape).ravel()[self.sel]
+            cols["x"] = cols["x"] + flat[0]
+            cols["y"] = cols["y"] + flat[1]
+            for key, vec in dS.items():
+                cols[key] = vec @ flat[2:]
+        n = self.sel.size
+        cols.update(sky=np.ones(n), sky_dx=self.gx, sky_dy=self.gy)
+        return cols
+
+    def jacobian(self, z):
+        p = self.par.from_z(z)
+        cols = self._columns(p, z)
+        J = np.empty((self.sel.size, len(z)))
+        for i, name in enumerate(self.par.znames):
+            J[:, i] = -self.sw * cols[i if i in cols else name]
+        return J
+
+    def physical_jacobian(self, p):
+        """d(residual)/d(free physical parameters) at ``p`` (angles in degrees)."""
+        cols = self._columns(p)
+        return np.column_stack([-self.sw * cols[name] for name in self.problem.free])
+
+
+def _covariance(J):
+    """``(J^T J)^-1`` with a check of conditioning; returns (cov, ok)."""
+    A = J.T @ J
+    try:
+        scale = np.sqrt(np.diag(A))
+        if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+            raise np.linalg.LinAlgError
+        An = A / np.outer(scale, scale)
+        if np.linalg.cond(An) > 1e12:
+            raise np.linalg.LinAlgError
+        cov = np.linalg.inv(An) / np.outer(scale, scale)
+        return cov, bool(np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0))
+    except np.linalg.LinAlgError:
+        return np.full(A.shape, np.nan), False
+
+
+def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None, max_nfev=200, xtol=1e-8, ftol=1e-9,
+        jacobian="analytic"):
+    """Fit ``problem`` from ``start`` (default :func:`initial_guess`).
+
+    Parameters
+    ----------
+    problem : FitProblem
+    start : GalaxyParams, optional
+    callback : callable, optional
+        Called once per iteration with an immutable :class:`FitProgress`.
+    should_stop : callable, optional
+        Polled every iteration; when it returns true the fit stops cleanly with status
+        ``'cancelled'`` and the best parameters so far.
+    max_nfev : int
+        Evaluation limit (status ``'max_evaluations'`` and flag ``NOT_CONVERGED`` when hit).
+    jacobian : {'analytic', '2-point', '3-point'}
+        The renderer's exact derivatives (default), or finite differences (for comparison).
+
+    Never raises for bad data: no usable pixels, a numerical failure or a non-finite start give
+    a result with status ``'failed'`` and flags; only wrong argument types raise ``TypeError``.
+
+    Returns
+    -------
+    FitResult
+    """
+    t0 = time.perf_counter()
+    if not isinstance(problem, FitProblem):
+        raise TypeError(f"problem must be a FitProblem, got {type(problem).__name__}")
+    if start is not None and not isinstance(start, GalaxyParams):
+        raise TypeError(f"start must be GalaxyParams, got {type(start).__name__}")
+    prof = problem.profile_mixture()
+    n_free = len(problem.free)
+    nu = problem.n_good - n_free
+
+    def failed(params, flags, message, nfev=0):
+        ny, nx = problem.shape
+        if not (-0.5 <= params.x <= nx - 0.5 and -0.5 <= params.y <= ny - 0.5):
+            flags |= FitFlags.CENTRE_OUTSIDE
+        return FitResult(params=params, start=params, free=problem.free,
+                         covariance=np.full((n_free, n_free), np.nan), chi2=float("nan"), nu=nu,
+                         nit=0, nfev=nfev, status="failed", flags=flags, message=message,
+                         profile=problem.profile, M=problem.M, n=problem.n,
+                         flux_fraction=prof.flux_fraction, elapsed=time.perf_counter() - t0,
+                         profile2=problem.profile2, M2=problem.M2)
+
+    if nu <= 0:
+        ny, nx = problem.shape
+        placeholder = start or GalaxyParams(flux=0.0, x=(nx - 1) / 2, y=(ny - 1) / 2, re=1.0,
+                                            q=1.0, angle=0.0)
+        return failed(placeholder, FitFlags.TOO_FEW_PIXELS,
+                      f"{problem.n_good} usable pixels for {n_free} free parameters: "
+                      "nothing to fit (is everything masked or of zero weight?)")
+    if start is None:
+        try:
+            start = initial_guess(problem)
+        except FitError as exc:
+            ny, nx = problem.shape
+            return failed(GalaxyParams(flux=0.0, x=(nx - 1) / 2, y=(ny - 1) / 2, re=1.0, q=1.0,
+                                       angle=0.0), FitFlags.NOT_CONVERGED,
+                          f"no initial guess from the image moments: {exc}")
+    if problem.uses_family and "n" not in problem.free and start.n != problem.n:
+        start = start.replace(n=problem.n)  # a fixed index is the problem's, not the start's
+    common = dict(start=start, free=problem.free, profile=problem.profile, M=problem.M,
+                  n=problem.n, flux_fraction=prof.flux_fraction, profile2=problem.profile2,
+                  M2=problem.M2)
+    par = _Param(problem, start)
+    ev = _Evaluator(problem, par)
+    z0 = par.to_z(start)
+    lo, hi = par.bounds()
+    # a start on or beyond a bound is moved just inside it (TRF needs a strictly feasible start)
+    for i in range(z0.size):
+        if np.isfinite(lo[i]):
+            z0[i] = max(z0[i], lo[i] + 1e-9 * max(1.0, abs(lo[i])))
+        if np.isfinite(hi[i]):
+            z0[i] = min(z0[i], hi[i] - 1e-9 * max(1.0, abs(hi[i])))
+
+    def cb(intermediate_result):
+        z = intermediate_result.x
+        if callback is not None:
+            callback(FitProgress(params=par.from_z(z), chi2=2.0 * float(intermediate_result.cost),
+                                 iteration=int(intermediate_result.nit),
+                                 nfev=int(intermediate_result.nfev),
+                                 elapsed=time.perf_counter() - t0))
+        if should_stop is not None and should_stop():
+            raise StopIteration
+
+    if n_free == 0:
+        r = ev.residuals(z0)
+        return FitResult(params=start, covariance=np.zeros((0, 0)), chi2=float(r @ r), nu=nu,
+                         nit=0, nfev=1, status="converged", flags=FitFlags(0),
+                         message="no free parameters", elapsed=time.perf_counter() - t0,
+                         **common)
+    jac = ev.jacobian if jacobian == "analytic" else jacobian
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            res = optimize.least_squares(ev.residuals, z0, jac=jac, method="trf",
+                                         bounds=(lo, hi), x_scale="jac", max_nfev=max_nfev,
+                                         xtol=xtol, ftol=ftol, gtol=1e-10, callback=cb)
+    except (np.linalg.LinAlgError, ArithmeticError) as exc:  # incl. ZeroDivision, Overflow
+        return failed(start, FitFlags.NOT_CONVERGED,
+                      f"numerical failure ({type(exc).__name__}: {exc})", ev.nfev)
+    except ValueError as exc:
+        if "not finite" not in str(exc):
+            raise
+        return failed(start, FitFlags.NOT_CONVERGED,
+                      f"the model is not finite at the start ({exc}); check the start values",
+                      ev.nfev)
+    flags = FitFlags(0)
+    if res.status == -2:
+        status = "cancelled"
+        flags |= FitFlags.CANCELLED
+    elif res.status == 0:
+        status = "max_evaluations"
+        flags |= FitFlags.NOT_CONVERGED
+    elif res.status > 0:
+        status = "converged"
+    else:
+        status = "failed"
+    p = par.from_z(res.x)
+    r = ev.residuals(res.x)
+    chi2 = float(r @ r)
+    Jphys = ev.physical_jacobian(p)
+    cov, cov_ok = _covariance(Jphys)
+    if not cov_ok:
+        flags |= FitFlags.COV_NONFINITE
+    if np.any(res.active_mask != 0):
+        flags |= FitFlags.AT_BOUND
+    if p.flux <= 0 or (problem.profile2 is not None and p.flux2 <= 0):
+        flags |= FitFlags.NEGATIVE_FLUX
+    ny, nx = problem.shape
+    if not (-0.5 <= p.x <= nx - 0.5 and -0.5 <= p.y <= ny - 0.5):
+        flags |= FitFlags.CENTRE_OUTSIDE
+    if min(p.re, p.re2 if problem.profile2 else np.inf) < 0.5:
+        flags |= FitFlags.RE_SUBPIXEL
+    if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
+        flags |= FitFlags.RE_BEYOND_STAMP
+    if problem.uses_family:
+        common.update(n=p.n, flux_fraction=problem.profile_mixture(n=p.n).flux_fraction)
+    return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=int(getattr(res, "nit", 0)
+                     or res.njev or 0), nfev=int(res.nfev), status=status, flags=flags,
+                     message=str(res.message), elapsed=time.perf_counter() - t0, **common)
