@@ -98,14 +98,14 @@ def test_column_table_is_data_with_units_and_error_pairs():
             assert export.COLUMNS[names.index(value)].unit == c.unit
     required = ["x", "y", "x_fits", "y_fits", "ra_deg", "dec_deg", "re_pix", "re_arcsec",
                 "re_circ_pix", "q", "ell", "e1", "e2", "pa_img_deg", "pa_galfit_deg",
-                "pa_eofn_deg", "flux", "flux_target", "mag", "sky", "chi2", "nu", "chi2_nu",
+                "pa_eofn_deg", "flux", "mag", "flux_mog", "mag_mog", "sky", "chi2", "nu", "chi2_nu",
                 "status", "flags", "flag_names", "reason", "profile", "M", "psf_source", "file",
                 "hdu", "mogviewer_version", "err_scaled"]
     for name in required:
         assert name in names, name
     for name in ["x", "y", "x_fits", "y_fits", "ra_deg", "dec_deg", "re_pix", "re_arcsec",
                  "re_circ_pix", "q", "ell", "e1", "e2", "pa_img_deg", "pa_galfit_deg",
-                 "pa_eofn_deg", "flux", "flux_target", "mag", "sky"]:
+                 "pa_eofn_deg", "flux", "mag", "flux_mog", "mag_mog", "sky"]:
         assert f"{name}_err" in names, name
 
 
@@ -129,10 +129,16 @@ def test_row_has_every_column_and_is_consistent(ic64):
     assert row["ell"] == pytest.approx(1 - row["q"])
     assert row["re_circ_pix"] == pytest.approx(row["re_pix"] * math.sqrt(row["q"]))
     assert (row["e1"], row["e2"]) == pytest.approx(result.e1e2)
-    assert row["flux_target"] == pytest.approx(row["flux"] / result.flux_fraction)
+    # flux and mag are the target profile's total (as GALFIT/imfit report it); the mixture's
+    # own in flux_mog, mag_mog
+    assert row["flux_mog"] == result.params.flux
+    assert row["flux"] == pytest.approx(row["flux_mog"] / result.flux_fraction)
+    assert row["flux"] == pytest.approx(result.flux_target) and row["flux"] > row["flux_mog"]
     assert row["zeropoint"] == 26.0
     assert row["mag"] == pytest.approx(26.0 - 2.5 * math.log10(row["flux"]))
+    assert row["mag_mog"] == pytest.approx(26.0 - 2.5 * math.log10(row["flux_mog"]))
     assert row["mag_err"] == pytest.approx(1.0857362 * row["flux_err"] / row["flux"], rel=1e-6)
+    assert row["mag_mog_err"] == pytest.approx(row["mag_err"], rel=1e-9)  # fixed profile
     assert row["chi2_nu"] == pytest.approx(row["chi2"] / row["nu"])
     assert row["status"] == "converged" and row["flags"] == 0 and row["flag_names"] == ""
     assert row["profile"] == "exp" and row["M"] == 6 and row["sky_model"] == "constant"
@@ -350,7 +356,7 @@ def test_imgblock_has_five_extensions_wcs_and_galfit_cards(ic64, tmp_path):
         assert _pm(h["1_PA"])[0] == pytest.approx(row["pa_galfit_deg"], abs=1e-4)
         assert _pm(h["1_AR"])[0] == pytest.approx(p.q, abs=1e-4)
         assert _pm(h["1_RE"])[0] == pytest.approx(p.re, abs=1e-4)
-        assert _pm(h["1_MAG"])[0] == pytest.approx(row["mag_target"], abs=1e-4)
+        assert _pm(h["1_MAG"])[0] == pytest.approx(row["mag"], abs=1e-4)
         assert h["1_N"] == "[1.0000]" and h["COMP_1"] == "sersic"
         assert h["MOG_X"] == p.x and h["MOG_ANG"] == p.angle and h["MOG_Q"] == p.q
         assert h["MOG_PAEN"] == pytest.approx(row["pa_eofn_deg"])
@@ -502,8 +508,8 @@ def test_rows_for_sersic_and_composite_models():
     assert row["profile2"] is None and row["bt"] is None
 
 
-def test_flux_target_error_includes_the_sersic_index():
-    # review: flux_target = flux / f(n); with n free its error must carry d f/dn (for an n = 4
+def test_flux_error_includes_the_sersic_index():
+    # review: flux (the target's) = flux_mog / f(n); with n free its error must carry d f/dn (for an n = 4
     # galaxy corr(flux, n) ~ 0.9 and the error was 20 % too small without it). Check against a
     # direct propagation with the covariance and a numerical d f/dn.
     from mogviewer.ellipse import shape_matrix
@@ -526,8 +532,8 @@ def test_flux_target_error_includes_the_sersic_index():
     g[res.free.index("flux")] = 1 / f
     g[res.free.index("n")] = -res.params.flux * fp / f ** 2
     expected = float(np.sqrt(g @ res.covariance @ g))
-    assert row["flux_target_err"] == pytest.approx(expected, rel=1e-3)
-    assert row["flux_target_err"] > res.errors()["flux"] / f * 1.05  # n matters here
+    assert row["flux_err"] == pytest.approx(expected, rel=1e-3)
+    assert row["flux_err"] > res.errors()["flux"] / f * 1.05  # n matters here
 
 
 def test_imgblock_reports_a_fitted_sersic_index_with_its_error(tmp_path):

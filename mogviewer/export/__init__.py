@@ -16,9 +16,9 @@ Conventions carried by every export (and stated in each file)
 * ``re_pix``: semi-major half-light radius of the *target* profile (pixels); ``re_circ_pix =
   re_pix sqrt(q)``; ``re_arcsec`` from the local WCS scale along the major axis (or the pixel
   scale when there is no WCS).
-* ``flux``: total of the fitted mixture (image units); ``flux_target = flux / flux_fraction``: the
-  target (untruncated) profile's total. ``mag = zeropoint - 2.5 log10(flux)``, ``mag_target``
-  the same for ``flux_target`` (comparable with GALFIT/imfit total magnitudes).
+* ``flux``: total flux of the *target* profile (the untruncated law, as GALFIT and imfit report
+  it), ``mag = zeropoint - 2.5 log10(flux)``; ``flux_mog``, ``mag_mog``: the fitted mixture's own
+  total (``flux = flux_mog / flux_fraction``).
 * ``<name>_err``: formal 1-sigma error in the unit of ``<name>`` from the covariance
   ``(J^T W J)^-1`` (scaled by ``sqrt(chi2_nu)`` when ``err_scaled`` is true); errors of derived
   quantities by linear propagation with the full covariance (correlations included), e.g.

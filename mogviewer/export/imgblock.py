@@ -66,7 +66,7 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
     (galaxy + sky), ``RESIDUAL`` (data - model), ``CHI`` (residual x sqrt(weight), 0 where
     masked) and ``MASK`` (uint8, 1 = pixel not used). The celestial WCS of ``image_data`` is copied
     into every extension. The MODEL header holds GALFIT-like cards ``1_XC``, ``1_YC`` (1-based),
-    ``1_MAG`` (``mag_target``), ``1_RE`` (half-light semi-major, px), ``1_N``, ``1_AR`` (q),
+    ``1_MAG`` (``mag``, the target profile's), ``1_RE`` (half-light semi-major, px), ``1_N``, ``1_AR`` (q),
     ``1_PA`` (GALFIT PA) as ``'value +/- err'`` strings (``'[value]'`` when fixed), ``2_SKY``
     etc., and numeric ``MOG_*`` keywords with 0-based coordinates and image angles.
 
@@ -109,7 +109,7 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
     zp = row["zeropoint"]
     zp_used = 0.0 if zp is None else float(zp)
     mag_t = (zp_used - 2.5 * math.log10(result.flux_target)) if result.flux_target > 0 else _NAN
-    mag_err = row["mag_target_err"] if zp is not None else (
+    mag_err = row["mag_err"] if zp is not None else (
         _propagate(result, {"flux": -2.5 / (math.log(10) * p.flux)},
                    math.sqrt(result.chi2_nu) if scale_errors else 1.0) if p.flux > 0 else _NAN)
     comp = "sersic"
@@ -159,10 +159,11 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
         ("MOG_PAGF", row["pa_galfit_deg"], "[deg] GALFIT PA, CCW from +y"),
         ("MOG_PAEN", num(row["pa_eofn_deg"]), "[deg] east of north (NaN: no WCS)"),
         ("MOG_FLUX", p.flux, "mixture total [image units]"),
-        ("MOG_FLXE", row["flux_err"], "[image units]"),
+        ("MOG_FLXE", row["flux_mog_err"], "[image units]"),
         ("MOG_FTGT", result.flux_target, "target profile total [image units]"),
-        ("MOG_MAG", num(row["mag"]), "mag of MOG_FLUX (NaN: no zeropoint)"),
-        ("MOG_MAGE", num(row["mag_err"]), "[mag]"),
+        ("MOG_FTGE", row["flux_err"], "[image units]"),
+        ("MOG_MAG", num(row["mag_mog"]), "mag of MOG_FLUX (NaN: no zeropoint)"),
+        ("MOG_MAGE", num(row["mag_mog_err"]), "[mag]"),
         ("MOG_SKY", p.sky, "sky [image units/pix]"), ("MOG_SKYE", num(row["sky_err"]), ""),
         ("MOG_SKYM", problem.sky, "sky model"),
         ("MOG_CHI2", float(result.chi2), "chi^2"), ("MOG_NU", int(result.nu), "dof"),

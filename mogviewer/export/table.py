@@ -124,8 +124,8 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
         re_pix=p.re, re_pix_err=err["re"], q=p.q, q_err=err["q"],
         pa_img_deg=p.angle, pa_img_deg_err=err["angle"],
         pa_galfit_deg=pa_galfit(p.angle), pa_galfit_deg_err=err["angle"],
-        flux=p.flux, flux_err=err["flux"],
-        flux_target=result.flux_target, flux_target_err=err["flux"] / result.flux_fraction,
+        flux_mog=p.flux, flux_mog_err=err["flux"],
+        flux=result.flux_target, flux_err=err["flux"] / result.flux_fraction,
         err_scaled=bool(scale_errors), chi2=result.chi2, nu=int(result.nu),
         chi2_nu=result.chi2_nu, nfev=int(result.nfev), free="|".join(result.free),
         elapsed_s=result.elapsed, warnings=warnings_text, mogviewer_version=__version__,
@@ -154,20 +154,21 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
     if sky_model == "plane":
         row.update(sky_dx=p.sky_dx, sky_dx_err=err["sky_dx"], sky_dy=p.sky_dy,
                    sky_dy_err=err["sky_dy"])
-    # flux_target = flux / f(n): with a free Sérsic index the flux fraction f varies too
+    # flux (the target's) = flux_mog / f(n): with a free Sérsic index the flux fraction f
+    # varies too
     dlnf_dn = _dlnf_dn(result) if "n" in result.free else 0.0
     if dlnf_dn:
         f = result.flux_fraction
-        row["flux_target_err"] = prop(flux=1.0 / f, n=-p.flux * dlnf_dn / f)
+        row["flux_err"] = prop(flux=1.0 / f, n=-p.flux * dlnf_dn / f)
     if zeropoint is not None:
         zp = float(zeropoint)
         k = 2.5 / math.log(10)
         dmag = prop(flux=-k / p.flux) if p.flux > 0 else _NAN
-        row["mag"], row["mag_err"] = result.magnitude(zp), dmag
+        row["mag_mog"], row["mag_mog_err"] = result.magnitude(zp), dmag
         ft = result.flux_target
-        row["mag_target"] = zp - 2.5 * math.log10(ft) if ft > 0 else _NAN
-        row["mag_target_err"] = (prop(flux=-k / p.flux, n=k * dlnf_dn) if p.flux > 0 and dlnf_dn
-                                 else dmag)
+        row["mag"] = zp - 2.5 * math.log10(ft) if ft > 0 else _NAN
+        row["mag_err"] = (prop(flux=-k / p.flux, n=k * dlnf_dn) if p.flux > 0 and dlnf_dn
+                          else dmag)
     wcs = getattr(d, "wcs", None) if d is not None else None
     pixscale = getattr(d, "pixel_scale_arcsec", None) if d is not None else None
     row["pixel_scale_arcsec"] = pixscale
