@@ -509,9 +509,9 @@ def test_rows_for_sersic_and_composite_models():
 
 
 def test_flux_error_includes_the_sersic_index():
-    # review: flux (the target's) = flux_mog / f(n); with n free its error must carry d f/dn (for an n = 4
-    # galaxy corr(flux, n) ~ 0.9 and the error was 20 % too small without it). Check against a
-    # direct propagation with the covariance and a numerical d f/dn.
+    # review: flux (the target's) = flux_mog / f(n); with n free its error must carry d f/dn
+    # (for an n = 4 galaxy corr(flux, n) ~ 0.9 and the error was 20 % too small without it).
+    # Check against a direct propagation with the covariance and a numerical d f/dn.
     from mogviewer.ellipse import shape_matrix
     from mogviewer.fitting import FitProblem, fit
     from mogviewer.mixture import Mixture

@@ -63,12 +63,12 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
 
     HDU 0 is an empty primary with a summary; then the image extensions
     :data:`IMGBLOCK_EXTENSIONS`: ``DATA`` (the fitted pixels, non-finite set to 0), ``MODEL``
-    (galaxy + sky), ``RESIDUAL`` (data - model), ``CHI`` (residual x sqrt(weight), 0 where
-    masked) and ``MASK`` (uint8, 1 = pixel not used). The celestial WCS of ``image_data`` is copied
-    into every extension. The MODEL header holds GALFIT-like cards ``1_XC``, ``1_YC`` (1-based),
-    ``1_MAG`` (``mag``, the target profile's), ``1_RE`` (half-light semi-major, px), ``1_N``, ``1_AR`` (q),
-    ``1_PA`` (GALFIT PA) as ``'value +/- err'`` strings (``'[value]'`` when fixed), ``2_SKY``
-    etc., and numeric ``MOG_*`` keywords with 0-based coordinates and image angles.
+    (galaxy + sky), ``RESIDUAL`` (data - model), ``CHI`` (residual x sqrt(weight), 0 where masked)
+    and ``MASK`` (uint8, 1 = pixel not used). The celestial WCS of ``image_data`` is copied into
+    every extension. The MODEL header holds GALFIT-like cards ``1_XC``, ``1_YC`` (1-based),
+    ``1_MAG`` (``mag``, the target profile's), ``1_RE`` (half-light semi-major, px), ``1_N``,
+    ``1_AR`` (q), ``1_PA`` (GALFIT PA) as ``'value +/- err'`` strings (``'[value]'`` when fixed),
+    ``2_SKY`` etc., and numeric ``MOG_*`` keywords with 0-based coordinates and image angles.
 
     Raises
     ------
