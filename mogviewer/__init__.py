@@ -30,8 +30,7 @@ _API = {
     "read_image": "io", "ImageData": "io", "describe": "io", "list_hdus": "io",
     "read_psf": "psf", "write_psf": "psf", "fit_psf": "psf", "PsfModel": "psf",
     "get_mixture": "profiles", "available": "profiles", "ProfileMixture": "profiles",
-    "render": "render", "render_galaxy": "render", "render_model": "render",
-    "galaxy_mixture": "render",
+    "render_galaxy": "render", "render_model": "render", "galaxy_mixture": "render",
     "FitProblem": "fitting", "FitResult": "fitting", "FitFlags": "fitting",
     "GalaxyParams": "fitting", "fit": "fitting", "initial_guess": "fitting",
     "model_image": "fitting",
@@ -48,6 +47,8 @@ __all__ = ["__version__", *_API]
 
 
 def __getattr__(name):
+    # a name of the API never equals a subpackage's (``from mogviewer import render`` must give
+    # the subpackage; tests/test_packaging.py checks)
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'mogviewer' has no attribute {name!r}")

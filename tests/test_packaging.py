@@ -40,3 +40,16 @@ def test_public_api_is_lazy_and_complete():
                          check=True).stdout.strip()
     assert out == "[]"
     assert mogviewer.fit is mogviewer.fitting.fit
+    # no API name shadows a subpackage or module: in a fresh process, before anything imported
+    # them, 'from mogviewer import X' must give the module X (PEP 562's __getattr__ runs first)
+    modules = sorted(p.stem if p.is_file() else p.name
+                     for p in (ROOT / "mogviewer").iterdir()
+                     if (p.suffix == ".py" or (p / "__init__.py").is_file())
+                     and not p.name.startswith("_"))
+    assert not set(modules) & set(mogviewer.__all__)
+    code = ("import types, mogviewer\n"
+            f"for m in {modules!r}:\n"
+            "    exec(f'from mogviewer import {m} as x')\n"
+            "    assert isinstance(x, types.ModuleType), m\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ,
+                                                                  "QT_QPA_PLATFORM": "offscreen"})

@@ -562,8 +562,8 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
                     k += 1
                     continue
                 dy = r - my[c]
-                # the next two branches are _block_box and _row_factor written out: calling
-                # them from this loop made the kernel 5-10 % slower (measured side by side)
+                # the next two branches are _block_box and _row_factor written out: calls here
+                # cost measurably (benchmarks/NOTES.md, "Renderer kernels")
                 if r > B1[c]:                   # a new block starts on this row
                     r1 = min(r + LL[c] - 1, RHI[c])
                     xc0 = mx[c] + s * dy
@@ -704,9 +704,8 @@ def _refill_span_py(G, c, k, jlo, jhi, FA, FB, VA, VB):
     if fa == jlo and fb == jhi:         # same span as the last fill (within a block: the rule)
         return                          # and [FA, FB] lies inside [VA, VB]: nothing to do
     # the zeroing is written out, not a call to _zero_span: this function runs for every
-    # component and row, and with a call inside it the kernel took 1.12-1.40x longer (twice,
-    # side by side), presumably because it was then no longer inlined (an early return did the
-    # same, 1.11-1.34x: it is now compiled forceinline)
+    # component and row and must stay inlined (compiled forceinline), which a call inside it
+    # prevented (benchmarks/NOTES.md, "Renderer kernels")
     if fa < jlo:
         for i in range(np.uint64(min(fb, jlo - 1) - fa + 1)):
             G[c, k, np.uint64(fa) + i] = 0.0
@@ -736,11 +735,10 @@ _zero_row = numba.njit(cache=True, nogil=True)(_zero_row_py)
 _zero_span = numba.njit(cache=True, nogil=True)(_zero_span_py)
 _refill_span = numba.njit(cache=True, nogil=True, forceinline=True)(_refill_span_py)
 # forceinline: LLVM inlines the pass into the kernel with its own flags (contraction kept,
-# results bit for bit the same); as a call it passed ~75 words of array structs on the
-# stack, 486 times per 128 px render: inlined, the derivatives took 0.89-0.93 of the time
-# (8 processes, A/B both ways). noalias (the planes' and buffers' rows are passed one by
-# one) removes the ~40 run-time overlap checks LLVM put before each pass: 0.88-0.96 of the
-# time again
+# results bit for bit the same); as a call it passed ~75 words of array structs on the stack
+# for every pass. noalias (the planes' and buffers' rows are passed one by one) removes the
+# run-time overlap checks LLVM puts before each vectorised pass. Both measured in
+# benchmarks/NOTES.md, "Renderer kernels".
 _group_pass = _njit_noalias(cache=True, nogil=True, fastmath={"contract"},
                             forceinline=True)(_group_pass_py)
 _fill_four = _njit_noalias(cache=True, nogil=True, forceinline=True)(_fill_four_py)
@@ -759,11 +757,9 @@ def _placed_py(out, scratch, derivs):
     ``PLACE_DERIVS`` bytes (mod 4096) after ``out``.
 
     A load whose address matches a pending store's in its low 12 bits waits for it (4K
-    aliasing), and arrays whose addresses agree there share L1 sets. With the work arrays
-    wherever the allocator put them, the same render took 1.5-1.7x longer for some placements
-    of the two (image and derivative kernels, 32-256 px); with all of them in one buffer at
-    these offsets from ``out``, the median over 16 placements of ``out`` is within 1-8 % of
-    the best (measured for offsets 0-4096 in steps of 256 at 32, 64, 100, 128, 256 px).
+    aliasing), and arrays whose addresses agree there share L1 sets, so where the allocator
+    puts the work arrays relative to ``out`` changes the time of a render; these two offsets
+    were the best of a scan (benchmarks/NOTES.md, "Renderer kernels").
     """
     rel = PLACE_DERIVS if derivs else PLACE_IMAGE
     o = (np.int64(out.ctypes.data % 4096) + rel - np.int64(scratch.ctypes.data % 4096)) % 4096
