@@ -29,6 +29,7 @@ from typing import Union
 import numpy as np
 
 from .ellipse import shape_matrix
+from .mixture import Mixture
 from .profiles import get_mixture
 from .render import render, render_galaxy
 
@@ -57,10 +58,9 @@ class PointSource:
         """Add this source to ``out`` (or a new image) on the observation's grid."""
         img = np.zeros(observation.shape) if out is None else out
         if observation.psf is None:
-            # no PSF: a point source is a pixel's worth of flux at the nearest pixel centre
-            ix, iy = int(round(self.x)), int(round(self.y))
-            if 0 <= iy < img.shape[0] and 0 <= ix < img.shape[1]:
-                img[iy, ix] += self.flux
+            # no PSF: the pixel itself, as a Gaussian of variance 1/12 px^2 (a box's)
+            pixel = Mixture.isotropic([1.0], [1.0 / 12.0]).shifted(self.x, self.y)
+            img += self.flux * render(pixel, observation.shape)
             return img
         # the unit PSF scaled afterwards: any flux (0 or negative during a fit) is valid
         img += self.flux * render(observation.psf.shifted(self.x, self.y), observation.shape)

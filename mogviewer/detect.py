@@ -1,0 +1,291 @@
+"""Find the sources in a cutout (photutils segmentation and deblending), point or extended.
+
+:func:`detect_sources` thresholds the PSF-smoothed, background-subtracted image at ``nsigma``
+times the per-pixel noise, keeps segments of at least ``npixels`` pixels, deblends them
+(photutils' multi-threshold watershed), and measures each with photutils' ``SourceCatalog``
+(centroid, segment flux, second-moment ellipse). Each detection is classified as a point
+source or a galaxy by its size against the PSF's.
+
+Conventions: ``image[y, x]``, 0-based pixel centres; ``angle`` degrees counter-clockwise from
++x; sizes are Gaussian sigmas of the segment's intensity-weighted second moments (pixels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+
+from .errors import MogviewerError
+
+__all__ = ["Detection", "Detections", "detect_sources", "classify"]
+
+#: A source whose concentration (peak pixel / segment flux) is above this fraction of the PSF's
+#: is a point source. A segment's second moments cannot tell (a bright star's segment reaches
+#: far into its wings and has 2-3x the PSF's core size), its peak can: an exponential galaxy
+#: with r_e equal to the PSF's sigma already has ~0.45 of a star's concentration.
+POINT_CONCENTRATION = 0.6
+#: A detection whose minor sigma is below this fraction of the PSF's cannot be a source seen through
+#: the PSF: a cosmic ray, a hot pixel or an edge artefact (kind 'artefact', masked, never fitted).
+ARTEFACT_SIZE = 0.35
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """One detected source.
+
+    Attributes
+    ----------
+    label : int
+        Its label in :attr:`Detections.segmap` (1, 2, ...).
+    x, y : float
+        Centroid, 0-based pixels.
+    flux : float
+        Sum of the background-subtracted image over its segment (image units).
+    area : int
+        Segment area, pixels.
+    sigma_major, sigma_minor : float
+        Second-moment sigmas of the segment's light, pixels.
+    angle : float
+        Major axis, degrees counter-clockwise from +x, in [0, 180).
+    kind : {'point', 'galaxy', 'artefact'}
+        From the concentration and size against the PSF's (:func:`classify`).
+    """
+
+    label: int
+    x: float
+    y: float
+    flux: float
+    area: int
+    sigma_major: float
+    sigma_minor: float
+    angle: float
+    kind: str
+
+    @property
+    def q(self):
+        """Axis ratio of the second-moment ellipse, in (0, 1]."""
+        return float(min(1.0, max(self.sigma_minor / self.sigma_major, 1e-3)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Detections:
+    """What :func:`detect_sources` found: the sources, brightest first, and the segment map."""
+
+    sources: tuple
+    segmap: np.ndarray
+    background: float
+    threshold: float
+
+    def __len__(self):
+        return len(self.sources)
+
+    def at(self, x, y):
+        """The detection whose segment holds pixel ``(round(x), round(y))``, else the one
+        whose centroid is nearest (None when there are none)."""
+        if not self.sources:
+            return None
+        iy, ix = int(round(y)), int(round(x))
+        if 0 <= iy < self.segmap.shape[0] and 0 <= ix < self.segmap.shape[1]:
+            lab = int(self.segmap[iy, ix])
+            for s in self.sources:
+                if s.label == lab:
+                    return s
+        return min(self.sources, key=lambda s: (s.x - x) ** 2 + (s.y - y) ** 2)
+
+    def mask_of(self, detections):
+        """Boolean mask of the segments of ``detections``."""
+        labels = [d.label for d in detections]
+        return np.isin(self.segmap, labels) if labels else np.zeros(self.segmap.shape, bool)
+
+
+def _psf_concentration(psf):
+    """Peak pixel / total of the PSF centred at a typical sub-pixel offset (0.25, 0.25) px."""
+    from .render import render
+    if psf is None:
+        return 1.0
+    half = 15
+    img = render(psf.normalized().shifted(half + 0.25, half + 0.25), (2 * half + 1, 2 * half + 1))
+    return float(img.max() / img.sum())
+
+
+def _psf_sigma(psf):
+    """Geometric-mean sigma of a PSF mixture's second moments (pixels); 1 px without a PSF."""
+    if psf is None:
+        return 1.0 / math.sqrt(12.0)      # the pixel itself
+    cov = np.asarray(psf.second_moments())
+    ev = np.linalg.eigvalsh(cov)
+    return float(math.sqrt(math.sqrt(max(ev[0], 1e-12) * max(ev[1], 1e-12))))
+
+
+def classify(concentration, sigma_minor, psf_concentration, psf_sigma):
+    """``'artefact'`` when the segment's minor sigma is below :data:`ARTEFACT_SIZE` times the
+    PSF's; ``'point'`` when its concentration (peak / flux) is above
+    :data:`POINT_CONCENTRATION` times the PSF's; else ``'galaxy'``."""
+    if sigma_minor < ARTEFACT_SIZE * psf_sigma:
+        return "artefact"
+    return "point" if concentration > POINT_CONCENTRATION * psf_concentration else "galaxy"
+
+
+def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels=5,
+                   deblend=True, nlevels=32, contrast=0.005, max_sources=1000):
+    """Detect and deblend the sources of an image.
+
+    Parameters
+    ----------
+    image : ndarray (ny, nx)
+        Pixels ``image[y, x]``; the background is estimated (sigma-clipped median of the
+        unmasked pixels) and subtracted first, so a sky-subtracted image is fine too.
+    ivar : ndarray, optional
+        Inverse variance; the threshold is ``nsigma / sqrt(ivar)`` per pixel. Without it, the
+        background's robust sigma.
+    mask : ndarray of bool, optional
+        True = not used (never part of a segment).
+    psf : Mixture, optional
+        The PSF: the image is smoothed with a Gaussian of its size before thresholding, and
+        sources are classified against it.
+    nsigma, npixels :
+        Threshold in noise sigmas (of the smoothed image) and minimum segment area (pixels).
+    deblend, nlevels, contrast :
+        photutils' deblending (``deblend_sources``) and its parameters.
+    max_sources : int
+        More detections than this raise :class:`~mogviewer.errors.MogviewerError` (a crowded
+        field wants a catalogue, not a cutout fit).
+
+    Returns
+    -------
+    Detections
+        Sources brightest first, the segment map (0 = background) and the threshold used.
+    """
+    from astropy.convolution import Gaussian2DKernel, convolve
+    from astropy.stats import sigma_clipped_stats
+    from photutils.segmentation import SourceCatalog, deblend_sources
+    from photutils.segmentation import detect_sources as _segment
+
+    img = np.asarray(image, dtype=np.float64)
+    bad = ~np.isfinite(img) if mask is None else (np.asarray(mask, bool) | ~np.isfinite(img))
+    if ivar is not None:
+        bad = bad | ~(np.asarray(ivar) > 0)
+    if bad.all():
+        raise MogviewerError("no usable pixels to detect sources in")
+    _, bkg, bsig = sigma_clipped_stats(img[~bad], sigma=3.0, maxiters=10)
+    data = np.where(bad, 0.0, img - bkg)
+    psf_sigma = _psf_sigma(psf)
+    psf_conc = _psf_concentration(psf)
+    ksig = max(psf_sigma, 0.5)
+    kernel = Gaussian2DKernel(ksig, x_size=int(2 * math.ceil(3 * ksig) + 1))
+    kernel.normalize()
+    smooth = convolve(data, kernel, mask=bad, normalize_kernel=True, boundary="extend")
+    # the noise of the smoothed image: sigma times the kernel's root-sum-square
+    knorm = float(np.sqrt(np.sum(kernel.array ** 2)))
+    if ivar is not None:
+        with np.errstate(divide="ignore"):
+            sig = np.where(bad, np.inf, 1.0 / np.sqrt(np.asarray(ivar, dtype=np.float64)))
+    else:
+        sig = np.where(bad, np.inf, bsig)
+    threshold = nsigma * knorm * sig
+    smooth = np.where(bad, 0.0, smooth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # photutils warns when nothing is found
+        segm = _segment(smooth, threshold, npixels=npixels, mask=bad)
+        if segm is None:
+            return Detections((), np.zeros(img.shape, np.int32), float(bkg),
+                              float(np.nanmedian(threshold[~bad])))
+        if segm.nlabels > max_sources:
+            raise MogviewerError(f"{segm.nlabels} sources detected (more than {max_sources}): "
+                                 "a crowded field; raise the threshold or fit from a catalogue")
+        if deblend and segm.nlabels:
+            # deblend on a lightly smoothed image (sigma 1 px): the PSF-matched smoothing that
+            # is best for detection fills the saddle between close neighbours
+            light = Gaussian2DKernel(1.0, x_size=7)
+            light.normalize()
+            sharp = convolve(data, light, mask=bad, normalize_kernel=True, boundary="extend")
+            segm = deblend_sources(np.where(bad, 0.0, sharp), segm, npixels=npixels,
+                                   nlevels=nlevels, contrast=contrast, progress_bar=False)
+        cat = SourceCatalog(data, segm, convolved_data=smooth, mask=bad)
+    out = []
+    for row in cat:
+        x, y = float(row.x_centroid), float(row.y_centroid)
+        a, b = float(row.semimajor_axis.value), float(row.semiminor_axis.value)
+        if not all(np.isfinite(v) for v in (x, y, a, b)):
+            continue
+        ang = float(row.orientation.value) % 180.0
+        flux = float(row.segment_flux)
+        conc = float(row.max_value) / flux if flux > 0 else 0.0
+        out.append(Detection(label=int(row.label), x=x, y=y, flux=flux,
+                             area=int(row.area.value), sigma_major=a, sigma_minor=b, angle=ang,
+                             kind=classify(conc, b, psf_conc, psf_sigma)))
+    out.sort(key=lambda d: -d.flux)
+    return Detections(tuple(out), np.asarray(segm.data, dtype=np.int32), float(bkg),
+                      float(np.nanmedian(threshold[~bad])))
+
+
+def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2.0,
+                          neighbour_profile="exp", max_fitted=10, psf=None,
+                          neighbours="fit"):
+    """A starting :class:`~mogviewer.scene.Scene` from detections, and which are fitted.
+
+    Parameters
+    ----------
+    detections : Detections
+    target : (x, y), optional
+        The target's position (default: the image centre); the detection there is the
+        target, modelled with ``profile`` (``M``, ``n``).
+    neighbour_profile : str
+        Profile of the other detections classified as galaxies (point sources are the PSF).
+    max_fitted : int
+        How many neighbours are modelled, brightest first (the Tractor's order); the rest, and
+        every artefact, are masked.
+    neighbours : {'fit', 'mask', 'ignore'}
+        ``'fit'``: model them (up to ``max_fitted``); ``'mask'``: mask every other segment;
+        ``'ignore'``: neither (the target alone, nothing masked).
+
+    Returns
+    -------
+    scene : Scene
+        Target first (``scene.target == 0``), then the modelled neighbours; the sky starts at
+        the detection's background estimate.
+    mask : ndarray of bool
+        The segments to exclude from the fit.
+    ids : tuple of int
+        The detection label of each source of the scene.
+    """
+    from .scene import Galaxy, PointSource, Scene
+
+    if neighbours not in ("fit", "mask", "ignore"):
+        raise ValueError(f"neighbours must be 'fit', 'mask' or 'ignore', got {neighbours!r}")
+    ny, nx = detections.segmap.shape
+    tx, ty = target if target is not None else ((nx - 1) / 2, (ny - 1) / 2)
+    t = detections.at(tx, ty)
+    if t is None:
+        raise MogviewerError("no source detected in the image: nothing to fit")
+    psf_var = float(np.mean(np.linalg.eigvalsh(np.asarray(psf.second_moments())))) \
+        if psf is not None else 1.0 / 12.0
+
+    def galaxy(d, prof, m, nn):
+        # r_e from the segment's second moments with the PSF's taken out (a start, no more)
+        var = max(d.sigma_major * d.sigma_minor - psf_var, 0.25)
+        return Galaxy(profile=prof, M=None if prof == "ser" else m, flux=max(d.flux, 1e-30),
+                      x=d.x, y=d.y, re=float(np.sqrt(var)), q=max(d.q, 0.1),
+                      angle=d.angle, n=nn if prof == "ser" else None)
+
+    sources = [galaxy(t, profile, M, n)]
+    ids = [t.label]
+    others = [d for d in detections.sources if d.label != t.label]
+    masked = []
+    if neighbours == "fit":
+        for d in others:
+            if d.kind == "artefact" or len(sources) > max_fitted:
+                masked.append(d)
+            elif d.kind == "point":
+                sources.append(PointSource(d.flux, d.x, d.y))
+                ids.append(d.label)
+            else:
+                sources.append(galaxy(d, neighbour_profile, None, 1.0))
+                ids.append(d.label)
+    elif neighbours == "mask":
+        masked = others
+    scene = Scene(tuple(sources), sky=detections.background, target=0)
+    return scene, detections.mask_of(masked), tuple(ids)

@@ -1,0 +1,143 @@
+"""Scenes: detection (photutils), neighbours fitted jointly, on real and simulated cutouts."""
+
+import warnings
+
+import numpy as np
+import pytest
+from realdata import DATA, quiet_psf
+from test_fitting import PSF3
+
+from mogviewer import io
+from mogviewer.detect import classify, detect_sources, scene_from_detections
+from mogviewer.errors import FitError, MogviewerError
+from mogviewer.fitting import FitFlags
+from mogviewer.fitting.scene_fit import fit_scene
+from mogviewer.observation import Observation
+from mogviewer.scene import Galaxy, PointSource, Scene
+
+DR3 = f"{DATA}/tractor-decals-dr3"
+
+
+def _dr3():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")    # the TPV header's astropy warnings
+        d = io.read_image(f"{DR3}/decam-520206-S16-image-sub.fits",
+                          noise=f"{DR3}/decam-520206-S16-invvar-sub.fits", noise_kind="ivar")
+    psf = quiet_psf(f"{DR3}/decam-520206-S16-psfex.fits", position=(70.0, 1500.0))
+    return d, psf
+
+
+def test_dr3_three_sources_detected_and_fitted():
+    # PROVENANCE.md s1: the DR3 catalogue has the DEV galaxy at (29.27, 49.12) and a compact
+    # SIMP source at (37.89, 16.73); a third compact source near (45, 35) is missing from it
+    # (the Tractor example exists to add it). Detection must find all three (and label the
+    # one- or two-pixel-wide edge and hot-pixel segments artefacts), and the joint fit must
+    # model them to chi2/nu ~ 1 (measured 1.02) with the target at no bound.
+    d, psf = _dr3()
+    det = detect_sources(d.image, ivar=d.ivar, mask=d.mask, psf=psf)
+    real = [s for s in det.sources if s.kind != "artefact"]
+    assert len(real) == 3
+    for x, y in [(29.27, 49.12), (37.89, 16.73), (45.0, 35.0)]:
+        assert min(np.hypot(s.x - x, s.y - y) for s in real) < 1.5
+    scene, mask, ids = scene_from_detections(det, target=(29.3, 49.1), profile="dev", M=8,
+                                             psf=psf)
+    assert len(scene) == 3 and scene.target == 0 and len(ids) == 3
+    res = fit_scene(Observation.from_arrays(d.image, ivar=d.ivar, mask=d.mask | mask, psf=psf),
+                    scene)
+    assert res.status == "converged"
+    assert 0.8 < res.chi2_nu < 1.3
+    assert res.flags[0] == FitFlags(0)
+    g = res.scene.sources[0]
+    assert np.hypot(g.x - 29.27, g.y - 49.12) < 0.5
+    assert all(np.isfinite(v) and v > 0 for v in res.errors[0].values())
+    # the fit improves significantly on the sources held at their detection values (only the
+    # sky fitted): 12 more parameters; a chi2 drop above 60 is beyond 5 sigma for them
+    # (measured 4792 -> 4615)
+    held = fit_scene(Observation.from_arrays(d.image, ivar=d.ivar, mask=d.mask | mask, psf=psf),
+                     scene, fitted=[False, False, False])
+    assert held.chi2 > res.chi2 + 60 and held.names == ((-1, "sky"),)
+
+
+def _pair(sep_re, ratio, seed, *, shape=(72, 72)):
+    """Target exp galaxy (r_e 4 px) and a neighbour exp galaxy ``sep_re`` r_e away, fainter by
+    ``ratio``; rendered by our renderer with PSF3, Gaussian noise at S/N ~ 200 for the target."""
+    tgt = Galaxy(profile="exp", M=6, flux=5000.0, x=33.3, y=35.6, re=4.0, q=0.7, angle=30.0)
+    nb = Galaxy(profile="exp", M=6, flux=5000.0 / ratio, x=33.3 + sep_re * 4.0, y=36.4, re=3.0,
+                q=0.6, angle=120.0)
+    truth = Scene((tgt, nb), sky=0.0)
+    obs0 = Observation.from_arrays(np.zeros(shape), psf=PSF3)
+    img = truth.render(obs0)
+    sigma = np.sqrt((tgt.render_into(obs0) ** 2).sum()) / 200.0
+    img = img + np.random.default_rng(seed).normal(0.0, sigma, shape)
+    return Observation.from_arrays(img, sigma=np.full(shape, sigma), psf=PSF3), truth
+
+
+@pytest.mark.parametrize("sep,ratio", [(2.0, 1.0), (3.0, 3.0)])
+def test_blended_pair_fitted_jointly_is_unbiased(sep, ratio):
+    # The neighbour fitted: target flux and r_e within 1 % (the issue's bound; S/N 200 gives
+    # ~0.3 % statistical scatter); ignored, the neighbour's light biases them by far more.
+    obs, truth = _pair(sep, ratio, seed=4)
+    det = detect_sources(obs.image, ivar=obs.ivar, psf=PSF3)
+    scene, mask, _ = scene_from_detections(det, target=(33.3, 35.6), profile="exp", M=6,
+                                           neighbour_profile="exp", psf=PSF3)
+    res = fit_scene(obs.replace(mask=obs.mask | mask), scene, sky="none")
+    g, t = res.scene.sources[0], truth.sources[0]
+    assert len(res.scene) >= 2
+    assert abs(g.flux / t.flux - 1) < 0.01 and abs(g.re / t.re - 1) < 0.01
+    scene1, _, _ = scene_from_detections(det, target=(33.3, 35.6), profile="exp", M=6,
+                                         psf=PSF3, neighbours="ignore")
+    alone = fit_scene(obs, scene1, sky="none").scene.sources[0]
+    assert abs(alone.flux / t.flux - 1) > 0.03 or abs(alone.re / t.re - 1) > 0.03
+
+
+def test_point_source_fit_recovers_flux_and_position():
+    obs0 = Observation.from_arrays(np.zeros((40, 40)), psf=PSF3)
+    truth = Scene((PointSource(800.0, 18.3, 21.7),), sky=3.0)
+    img = truth.render(obs0) + np.random.default_rng(1).normal(0, 0.5, (40, 40))
+    obs = Observation.from_arrays(img, sigma=np.full((40, 40), 0.5), psf=PSF3)
+    res = fit_scene(obs, Scene((PointSource(500.0, 19.0, 21.0),), sky=0.0))
+    p, e = res.scene.sources[0], res.errors[0]
+    # pulls within 4 sigma (a wrong derivative or error would be off by far more)
+    assert abs(p.flux - 800.0) < 4 * e["flux"] and abs(p.x - 18.3) < 4 * e["x"]
+    assert abs(p.y - 21.7) < 4 * e["y"] and abs(res.scene.sky - 3.0) < 4 * res.sky_errors["sky"]
+    assert 0.8 < res.chi2_nu < 1.2
+
+
+def test_classification_and_bad_input():
+    assert classify(0.05, 2.0, 0.05, 2.0) == "point"
+    assert classify(0.01, 4.0, 0.05, 2.0) == "galaxy"
+    assert classify(0.3, 0.3, 0.05, 2.0) == "artefact"
+    img = np.zeros((30, 30))
+    det = detect_sources(img, ivar=np.ones(img.shape), psf=PSF3)    # a blank image
+    with pytest.raises(MogviewerError, match="no source detected"):
+        scene_from_detections(det, psf=PSF3)
+    with pytest.raises(MogviewerError, match="no usable pixels"):
+        detect_sources(img, mask=np.ones(img.shape, bool))
+    obs = Observation.from_arrays(img, psf=PSF3)
+    with pytest.raises(FitError, match="no sources"):
+        fit_scene(obs, Scene(()))
+    with pytest.raises(FitError, match="sky must be"):
+        fit_scene(obs, Scene((PointSource(1.0, 3.0, 3.0),)), sky="rainbow")
+
+
+@pytest.mark.slow
+def test_decals_dr9_r_neighbours_fitted():
+    # Issue 17 acceptance on the full 256 px DECaLS DR9 r cutout (PROVENANCE.md s6): with the
+    # 20 brightest neighbours fitted (the rest masked) chi2/nu < 1.5 (measured 1.087; the
+    # target alone with nothing masked: 17.4), and the target's r_e, q and PA within 3 %,
+    # 0.02 and 2 deg of the fit with every other segment masked (measured 0.04 %, 0.0005,
+    # 0.02 deg).
+    d = io.read_image(f"{DATA}/pysersic-decals-dr9/cutout_59.1067_-30.4848.fits", band="r")
+    psf = quiet_psf(f"{DATA}/pysersic-decals-dr9/copsf_59.1067_-30.4848.fits", hdu=1,
+                    n_components=4)
+    det = detect_sources(d.image, ivar=d.ivar, mask=d.mask, psf=psf)
+    out = {}
+    for mode in ("mask", "fit"):
+        scene, mask, _ = scene_from_detections(det, target=(126.4, 130.3), profile="ser",
+                                               psf=psf, neighbours=mode, max_fitted=20)
+        obs = Observation.from_arrays(d.image, ivar=d.ivar, mask=d.mask | mask, psf=psf)
+        out[mode] = fit_scene(obs, scene)
+    assert out["fit"].chi2_nu < 1.5
+    a, b = out["fit"].scene.sources[0], out["mask"].scene.sources[0]
+    assert abs(a.re / b.re - 1) < 0.03 and abs(a.q - b.q) < 0.02
+    assert abs((a.angle - b.angle + 90) % 180 - 90) < 2.0
