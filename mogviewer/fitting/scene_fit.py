@@ -32,7 +32,7 @@ from ..render import render_galaxy, render_galaxy_dn
 from ..scene import Galaxy, PointSource, Scene
 from .flags import FitFlags
 
-__all__ = ["SceneFitResult", "fit_scene"]
+__all__ = ["SceneFitResult", "fit_scene", "MultiBandResult", "fit_multiband"]
 
 _LN_RC = (math.log(0.05), math.log(1e4))      # circularised radius 0.05 px .. 1e4 px
 _ETA = math.log(1e3)                          # q >= 1e-3
@@ -462,3 +462,229 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
                           flags=tuple(flags), fitted=fitted, chi2=chi2, nu=nu,
                           chi2_nu=chi2 / nu if nu > 0 else math.nan, status=status, nfev=nfev,
                           elapsed=time.perf_counter() - t0, covariance=cov, names=tuple(names))
+
+
+# ------------------------------------------------------------------------------ several bands
+_PER_BAND = ("flux", "flux2")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MultiBandResult:
+    """What :func:`fit_multiband` returns: one scene per band sharing positions and shapes.
+
+    Attributes
+    ----------
+    bands : tuple of str
+    scenes : tuple of Scene
+        Per band: the same sources (centre, shape, n shared) with that band's fluxes and sky.
+    errors : tuple of tuple of dict
+        ``errors[b][i]``: 1-sigma errors of source ``i``'s physical parameters in band ``b``
+        (shared parameters have the same error in every band).
+    chi2, nu, chi2_nu : float, int, float
+        Over all bands' used pixels.
+    chi2_band : tuple of float
+    status : str
+    nfev : int
+    elapsed : float
+    covariance : ndarray
+        Over :attr:`names`: ``(band or None, source index, parameter)``; the sky is source -1.
+    names : tuple
+    ties : str
+        Which parameters were shared, in words (for the CSV).
+    """
+
+    bands: tuple
+    scenes: tuple
+    errors: tuple
+    chi2: float
+    nu: int
+    chi2_nu: float
+    chi2_band: tuple
+    status: str
+    nfev: int
+    elapsed: float
+    covariance: np.ndarray
+    names: tuple
+    ties: str = "centre, shape and n shared; flux and sky per band"
+
+    def flux_covariance(self, source, band1, band2):
+        """Covariance of the (mixture) fluxes of ``source`` in two bands."""
+        i = self.names.index((band1, source, "flux"))
+        j = self.names.index((band2, source, "flux"))
+        return float(self.covariance[i, j])
+
+    def colour(self, source, band1, band2):
+        """``mag_band1 - mag_band2`` of a source and its error (the covariance included)."""
+        f1 = self.scenes[self.bands.index(band1)].sources[source].flux
+        f2 = self.scenes[self.bands.index(band2)].sources[source].flux
+        k = 2.5 / math.log(10)
+        c11 = self.flux_covariance(source, band1, band1)
+        c22 = self.flux_covariance(source, band2, band2)
+        c12 = self.flux_covariance(source, band1, band2)
+        var = k * k * (c11 / f1 ** 2 + c22 / f2 ** 2 - 2 * c12 / (f1 * f2))
+        return -2.5 * math.log10(f1 / f2), math.sqrt(var) if var >= 0 else math.nan
+
+
+def fit_multiband(observations, scene, *, bands=None, fitted=None, sky="constant",
+                  single_first=True, should_stop=None, max_nfev=400):
+    """Fit one scene to several observations at once: shared centre, shape and Sérsic n, a flux
+    (and sky) per band.
+
+    The observations must share one pixel grid (same shape; bands of one coadd, or images
+    resampled to one grid). Each band's fit starts from a single-band fit of that band
+    (``single_first``), the shared parameters from their inverse-variance weighted mean.
+
+    Parameters
+    ----------
+    observations : sequence of Observation
+    scene : Scene
+        The start (fluxes are rescaled per band by the single-band fits).
+    bands : sequence of str, optional
+        Names of the bands (default: each observation's ``band``, else ``b0, b1, ...``).
+
+    Returns
+    -------
+    MultiBandResult
+    """
+    t0 = time.perf_counter()
+    obs = list(observations)
+    if not obs:
+        raise FitError("no observations to fit")
+    shapes = {o.shape for o in obs}
+    if len(shapes) > 1:
+        raise FitError(f"the bands have different pixel grids {sorted(shapes)}: resample them "
+                       "to one grid (bands with their own WCS are not fitted jointly yet)")
+    bands = tuple(bands or [o.band or f"b{i}" for i, o in enumerate(obs)])
+    if len(set(bands)) != len(bands) or len(bands) != len(obs):
+        raise FitError(f"band names must be unique, one per observation: {bands}")
+    fitted = tuple(bool(f) for f in (fitted if fitted is not None else [True] * len(scene)))
+    nfev = 0
+    starts = []
+    for o in obs:
+        if single_first:
+            r = fit_scene(o, scene, fitted=fitted, sky=sky, should_stop=should_stop,
+                          max_nfev=max_nfev)
+            nfev += r.nfev
+            starts.append(r.scene)
+        else:
+            starts.append(scene)
+    models = [_Model(o, s, fitted, sky) for o, s in zip(obs, starts)]
+    # the global vector: per source its shared names, then its per-band fluxes; then skies
+    gnames, index = [], [[] for _ in obs]
+    z_local = [m.to_z(s) for m, s in zip(models, starts)]
+    z0 = []
+    k_local = 0
+    for _i, names in models[0].blocks:
+        for j, n in enumerate(names):
+            if n in _PER_BAND:
+                for b in range(len(obs)):
+                    index[b].append(len(gnames))
+                    gnames.append((bands[b], _i, n))
+                    z0.append(z_local[b][k_local + j])
+            else:
+                for b in range(len(obs)):
+                    index[b].append(len(gnames))
+                gnames.append((None, _i, n))
+                z0.append(float(np.mean([z_local[b][k_local + j] for b in range(len(obs))])))
+        k_local += len(names)
+    for b in range(len(obs)):
+        for j, n in enumerate(models[0].sky_names):
+            index[b].append(len(gnames))
+            gnames.append((bands[b], -1, n))
+            z0.append(z_local[b][k_local + j])
+    index = [np.array(ix) for ix in index]
+    z0 = np.array(z0)
+    lo1, hi1 = models[0].bounds()
+    lo, hi = np.full(z0.size, -np.inf), np.full(z0.size, np.inf)
+    for j, g in enumerate(index[0]):
+        lo[g], hi[g] = max(lo[g], lo1[j]), min(hi[g], hi1[j])
+    for ix in index[1:]:
+        for j, g in enumerate(ix):
+            if np.isfinite(lo1[j]) and gnames[g][0] is None:
+                lo[g], hi[g] = lo1[j], hi1[j]
+
+    class _Joint:
+        nfev = 0
+
+        def bounds(self):
+            return lo, hi
+
+        def residuals(self, z):
+            self.nfev += 1
+            return np.concatenate([m.residuals(z[ix]) for m, ix in zip(models, index)])
+
+        def jacobian(self, z):
+            rows = [m.jacobian(z[ix]) for m, ix in zip(models, index)]
+            J = np.zeros((sum(r.shape[0] for r in rows), z.size))
+            r0 = 0
+            for Jb, ix in zip(rows, index):
+                np.add.at(J[r0:r0 + Jb.shape[0]].T, ix, Jb.T)
+                r0 += Jb.shape[0]
+            return J
+
+    joint = _Joint()
+    z, status = _solve(joint, z0, should_stop, max_nfev)
+    nfev += joint.nfev
+    chi2_band = tuple(float(np.sum(m.residuals(z[ix]) ** 2)) for m, ix in zip(models, index))
+    chi2 = float(sum(chi2_band))
+    npix = sum(m.sel.size for m in models)
+    nu = int(npix - z.size)
+    # covariance in physical parameters: per band the local dz/dphys, on the shared vector
+    Jz = joint.jacobian(z)
+    phys_names, cols = [], []
+    D = np.zeros((z.size, 0))
+    blocks_local = []
+    k = 0
+    for i, names in models[0].blocks:
+        phys, Dl = _dz_dphys(names, z[index[0][k:k + len(names)]])
+        blocks_local.append((i, names, phys, Dl, k))
+        k += len(names)
+    for i, names, phys, Dl, k in blocks_local:
+        for pj, p in enumerate(phys):
+            if p in _PER_BAND:
+                for b in range(len(obs)):
+                    col = np.zeros(z.size)
+                    for r, n in enumerate(names):
+                        col[index[b][k + r]] = Dl[r, pj] if n == p else col[index[b][k + r]]
+                    cols.append(col)
+                    phys_names.append((bands[b], i, p))
+            else:
+                col = np.zeros(z.size)
+                for r in range(len(names)):
+                    col[index[0][k + r]] = Dl[r, pj] if names[r] not in _PER_BAND else 0.0
+                cols.append(col)
+                phys_names.append((None, i, p))
+    n_local = sum(len(names) for _, names in models[0].blocks)     # the skies follow
+    for b in range(len(obs)):
+        for j, n in enumerate(models[0].sky_names):
+            col = np.zeros(z.size)
+            col[index[b][n_local + j]] = 1.0
+            cols.append(col)
+            phys_names.append((bands[b], -1, n))
+    D = np.column_stack(cols)
+    Jp = Jz @ D
+    A = Jp.T @ Jp
+    try:
+        sc = np.sqrt(np.diag(A))
+        if np.any(sc <= 0) or not np.all(np.isfinite(sc)):
+            raise np.linalg.LinAlgError
+        An = A / np.outer(sc, sc)
+        if np.linalg.cond(An) > 1e12:
+            raise np.linalg.LinAlgError
+        cov = np.linalg.inv(An) / np.outer(sc, sc)
+    except np.linalg.LinAlgError:
+        cov = np.full(A.shape, np.nan)
+    err = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
+    scenes, errors = [], []
+    for b, (m, ix) in enumerate(zip(models, index)):
+        scenes.append(m.from_z(z[ix]))
+        eb = [dict() for _ in scene.sources]
+        for (band, i, p), e in zip(phys_names, err):
+            if i >= 0 and band in (None, bands[b]):
+                eb[i][p] = float(e)
+        errors.append(tuple(eb))
+    return MultiBandResult(bands=bands, scenes=tuple(scenes), errors=tuple(errors), chi2=chi2,
+                           nu=nu, chi2_nu=chi2 / nu if nu > 0 else math.nan,
+                           chi2_band=chi2_band, status=status, nfev=nfev,
+                           elapsed=time.perf_counter() - t0, covariance=cov,
+                           names=tuple(phys_names))
