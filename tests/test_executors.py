@@ -1,0 +1,90 @@
+"""Executors: serial, process pool and a real Dask LocalCluster give the same rows, once each."""
+
+import os
+import signal
+
+import pytest
+
+from mogviewer.batch import FitTask, run_task
+from mogviewer.batch.executors import DaskExecutor, PoolExecutor, SerialExecutor
+from mogviewer.io.manifest import read_manifest
+
+DATA = "tests/data/real/imfit-sdss"
+
+
+def _tasks():
+    return [FitTask(image=f"{DATA}/ic3478rss_64x64.fits",
+                    noise=f"{DATA}/ic3478rss_64x64_sigma.fits", profile=p, M=m)
+            for p, m in (("exp", 6), ("dev", 8), ("lux", 6))] + [
+        FitTask(image="tests/data/bad/does-not-exist.fits")]
+
+
+def _key(row):
+    return (row["file"], row["profile"], row["status"],
+            None if row["re_pix"] is None else round(row["re_pix"], 9))
+
+
+def test_dask_localcluster_gives_the_serial_rows():
+    tasks = _tasks()
+    serial = dict(SerialExecutor(run_task).map(tasks))
+    ex = DaskExecutor(run_task, workers=2)
+    try:
+        rows = list(ex.map(tasks))
+    finally:
+        ex.close()
+    assert sorted(i for i, _ in rows) == list(range(len(tasks)))     # every task, once
+    for i, row in rows:
+        assert _key(row) == _key(serial[i])
+    assert serial[3]["status"] == "failed"                            # bad data is a row
+
+
+def _suicide(task):
+    # a worker that dies on its first attempt at the 'dev' task (a marker file says it did)
+    marker = f"{task.image}.died"
+    if task.profile == "dev" and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_task(task)
+
+
+def test_a_dead_pool_worker_loses_no_row(tmp_path):
+    import shutil
+    img = tmp_path / "g.fits"
+    shutil.copy(f"{DATA}/ic3478rss_64x64.fits", img)
+    tasks = [FitTask(image=str(img), profile=p, M=m) for p, m in (("exp", 6), ("dev", 8))]
+    rows = dict(PoolExecutor(_suicide, workers=2).map(tasks))
+    assert sorted(rows) == [0, 1]
+    assert rows[1]["status"] != "failed" and rows[1]["profile"] == "dev"
+    assert (tmp_path / "g.fits.died").exists()                       # it really died once
+
+
+def test_manifest_rows_resolve_paths_and_ids(tmp_path):
+    m = tmp_path / "objects.csv"
+    sub = tmp_path / "cut"
+    sub.mkdir()
+    m.write_text("id,image,noise,x,y,profile,M\n"
+                 "gal-1,cut/a.fits,cut/a_sig.fits,31.5,30.2,exp,6\n"
+                 "gal-2,/abs/b.fits,,,,dev,\n")
+    rows = read_manifest(m, fields={f for f in FitTask.__dataclass_fields__})
+    assert [r[0] for r in rows] == ["gal-1", "gal-2"]
+    a, b = rows[0][1], rows[1][1]
+    assert a["image"] == str(sub / "a.fits") and a["noise"] == str(sub / "a_sig.fits")
+    assert a["centre"] == (31.5, 30.2) and a["M"] == 6 and a["profile"] == "exp"
+    assert b["image"] == "/abs/b.fits" and "noise" not in b and "centre" not in b
+    assert "M" not in b                                            # empty: the CLI's default
+    FitTask(**a)                                                   # a valid task
+
+
+@pytest.mark.parametrize("text,message", [
+    ("image,colour\na.fits,red\n", "unknown column"),
+    ("noise\nn.fits\n", "no 'image' column"),
+    ("id,image\n1,a.fits\n1,b.fits\n", "repeats"),
+    ("image,x\na.fits,3\n", "both x and y"),
+    ("image,M\na.fits,six\n", "not an integer"),
+])
+def test_manifest_errors_name_row_and_column(tmp_path, text, message):
+    from mogviewer.errors import UserError
+    m = tmp_path / "m.csv"
+    m.write_text(text)
+    with pytest.raises(UserError, match=message):
+        read_manifest(m, fields={f for f in FitTask.__dataclass_fields__})
