@@ -284,6 +284,21 @@ def _physical(lnrc, e1, e2):
     return float(re), float(min(q, 1.0)), float(ang)
 
 
+def _covariance(J):
+    """``(J^T J)^-1`` through the unit-diagonal scaling, or NaNs (and False) when ``J^T J`` is
+    singular or its scaled condition number exceeds 1e12 (the one-galaxy fit's rule)."""
+    A = J.T @ J
+    sc = np.sqrt(np.diag(A))
+    if np.all(sc > 0) and np.all(np.isfinite(sc)):
+        An = A / np.outer(sc, sc)
+        if np.linalg.cond(An) <= 1e12:
+            try:
+                return np.linalg.inv(An) / np.outer(sc, sc), True
+            except np.linalg.LinAlgError:
+                pass
+    return np.full(A.shape, np.nan), False
+
+
 class _Cancelled(Exception):
     pass
 
@@ -414,20 +429,7 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         D[r0:r0 + b.shape[0], c0:c0 + b.shape[1]] = b
         r0 += b.shape[0]
         c0 += b.shape[1]
-    Jp = Jz @ D
-    A = Jp.T @ Jp
-    cov_ok = True
-    try:
-        sc = np.sqrt(np.diag(A))
-        if np.any(sc <= 0) or not np.all(np.isfinite(sc)):
-            raise np.linalg.LinAlgError
-        An = A / np.outer(sc, sc)
-        if np.linalg.cond(An) > 1e12:
-            raise np.linalg.LinAlgError
-        cov = np.linalg.inv(An) / np.outer(sc, sc)
-    except np.linalg.LinAlgError:
-        cov = np.full(A.shape, np.nan)
-        cov_ok = False
+    cov, cov_ok = _covariance(Jz @ D)
     err_all = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
     errors = [dict() for _ in scene.sources]
     sky_errors = {}
@@ -662,18 +664,7 @@ def fit_multiband(observations, scene, *, bands=None, fitted=None, sky="constant
             cols.append(col)
             phys_names.append((bands[b], -1, n))
     D = np.column_stack(cols)
-    Jp = Jz @ D
-    A = Jp.T @ Jp
-    try:
-        sc = np.sqrt(np.diag(A))
-        if np.any(sc <= 0) or not np.all(np.isfinite(sc)):
-            raise np.linalg.LinAlgError
-        An = A / np.outer(sc, sc)
-        if np.linalg.cond(An) > 1e12:
-            raise np.linalg.LinAlgError
-        cov = np.linalg.inv(An) / np.outer(sc, sc)
-    except np.linalg.LinAlgError:
-        cov = np.full(A.shape, np.nan)
+    cov, _ = _covariance(Jz @ D)
     err = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
     scenes, errors = [], []
     for b, (m, ix) in enumerate(zip(models, index)):
