@@ -18,8 +18,9 @@ Modules: :mod:`~mogviewer.batch.tasks` (one fit), :mod:`~mogviewer.batch.runner`
 command line over them is :mod:`mogviewer.cli.fit`.
 """
 
+from .outputs import plan_outputs
 from .runner import BatchInterrupted, BatchSummary, run_batch
 from .tasks import FitTask, load_psf, output_stem, run_task
 
 __all__ = ["FitTask", "BatchSummary", "BatchInterrupted", "run_task", "run_batch", "load_psf",
-           "output_stem"]
+           "output_stem", "plan_outputs"]

@@ -7,10 +7,14 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from .. import export
+from ..export.files import InputSet
+from .outputs import plan_outputs
 from .tasks import _short, run_task
 
 
@@ -61,8 +65,32 @@ _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                 "NUMBA_NUM_THREADS")
 
 
-def _worker_init():
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+def _worker_init(parent_pid):
+    """Initializer of every worker process: ignore Ctrl-C (the parent handles it) and end with
+    the parent, however the parent ends (SIGTERM, SIGKILL, a crash): on Linux the kernel sends
+    SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); everywhere a watchdog thread
+    polls ``os.getppid()`` twice a second and exits when the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watchdog alone
+            pass
+    if os.getppid() != parent_pid:  # the parent died before we got here
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="mogviewer-parent-watchdog").start()
+
+
+def _watch_parent(parent_pid, interval=0.5):
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent_pid:
+            os._exit(1)  # orphaned: no cleanup to do, the parent owns every output file
 
 
 def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
@@ -90,18 +118,24 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
     BatchSummary
         With ``rows`` in task order (tasks not run are absent).
 
+    Output names follow :func:`mogviewer.batch.plan_outputs` (unique, never an input); the CSV
+    is appended to under a lock, so two runs appending to one file at once lose no rows.
+
     Raises
     ------
     mogviewer.export.ExportError
-        The CSV cannot be written (before any fit) or appended to.
+        The CSV cannot be written (before any fit) or appended to, or an output would be an
+        input (before any fit).
     BatchInterrupted
         (a ``KeyboardInterrupt``) on Ctrl-C or a KeyboardInterrupt from ``progress``, after the
         rows finished so far were written.
     """
-    tasks = list(tasks)
     t0 = time.perf_counter()
+    tasks, _ = plan_outputs(tasks, csv_path)  # unique output names, none of them an input
+    inputs = InputSet(p for t in tasks for p in t.input_files())
     if csv_path is not None:
-        export.write_csv(csv_path, [], append=append)  # header, or check an appended file
+        # header, or check an appended file
+        export.write_csv(csv_path, [], append=append, inputs=inputs)
     results = {}
     written = set()
     next_i = 0  # rows are written in task order: up to the first task still running
@@ -119,7 +153,7 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
         # in order up to the first unfinished task; at the end (or on Ctrl-C) everything done
         order = [i for i in sorted(results) if i not in written and (force or i < next_i)]
         if order:
-            export.write_csv(csv_path, [results[i] for i in order], append=True)
+            export.write_csv(csv_path, [results[i] for i in order], append=True, inputs=inputs)
             written.update(order)
         last_flush = time.perf_counter()
 
@@ -142,11 +176,17 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
             saved_env = {k: os.environ.get(k) for k in _THREAD_VARS}
             for k in _THREAD_VARS:
                 os.environ.setdefault(k, "1")
+            # the workers are started by the submits below with Ctrl-C ignored, which they
+            # inherit: a Ctrl-C while they import gives no traceback from them
+            in_main = threading.current_thread() is threading.main_thread()
+            saved_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
             try:
                 pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
-                                           initializer=_worker_init)
+                                           initializer=_worker_init, initargs=(os.getpid(),))
                 futures = {pool.submit(run_task, t): i for i, t in enumerate(tasks)}
             finally:
+                if in_main:
+                    signal.signal(signal.SIGINT, saved_int)
                 for k, v in saved_env.items():
                     if v is None:
                         os.environ.pop(k, None)

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from .. import export
+from ..export.files import check_output_path
 from ..fitting import FitProblem, fit, initial_guess
 from ..io import read_image
 from ..psf import read_psf
@@ -61,6 +62,9 @@ class FitTask:
         Scale the errors by ``sqrt(chi2_nu)``.
     max_nfev : int
         Evaluation limit of the fit.
+    output_name : str or None
+        File-name stem of the per-file outputs; None = :func:`output_stem`'s rule.
+        :func:`mogviewer.batch.plan_outputs` sets it when two inputs would share a name.
     """
 
     image: str
@@ -99,6 +103,24 @@ class FitTask:
     model_json_dir: str | None = None
     scale_errors: bool = False
     max_nfev: int = 200
+    output_name: str | None = None
+
+    def input_files(self):
+        """Every file this task reads (image, noise, mask, segmentation map, PSF, start)."""
+        return tuple(p for p in (self.image, self.noise, self.mask, self.segmap, self.psf,
+                                 self.start) if isinstance(p, (str, bytes)) or hasattr(
+                                     p, "__fspath__"))
+
+    def output_files(self):
+        """``[(path, what), ...]``: the per-file outputs this task writes."""
+        stem = output_stem(self)
+        out = []
+        for directory, suffix, what in ((self.imgblock_dir, "_imgblock.fits", "image block"),
+                                         (self.region_dir, ".reg", "region"),
+                                         (self.model_json_dir, "_model.json", "model JSON")):
+            if directory:
+                out.append((str(Path(directory) / f"{stem}{suffix}"), what))
+        return out
 
 
 
@@ -133,8 +155,14 @@ def load_psf(path, *, hdu=None, n_components=None, position=None, centre="centro
 # ---------------------------------------------------------------------------------------------
 
 def output_stem(task):
-    """File-name stem of a task's outputs: the image name without extension, plus the band or
-    HDU when given (``cutout_r``, ``cutout_hdu3``)."""
+    """File-name stem of a task's outputs: ``task.output_name`` when set, else the image name
+    without extension, plus the band or HDU when given (``cutout_r``, ``cutout_hdu3``)."""
+    if task.output_name:
+        return task.output_name
+    return _simple_stem(task)
+
+
+def _simple_stem(task):
     name = Path(task.image).name
     for ext in (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts", ".npy"):
         if name.lower().endswith(ext):
@@ -259,7 +287,9 @@ def _run_task(task, base, caught, step):
         if not directory:
             continue
         try:
-            writer(Path(directory) / f"{stem}{suffix}")
+            target = Path(directory) / f"{stem}{suffix}"
+            check_output_path(target, what, inputs=task.input_files())
+            writer(target)
         except Exception as exc:  # noqa: BLE001 - an output problem is reported in the row
             problems.append(f"{what} not written: {_short(exc)}")
     return export.result_to_row(result, data, problem=problem, psf_source=psf_source,

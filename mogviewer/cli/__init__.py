@@ -1,44 +1,110 @@
 """Command line: ``mogviewer [FILE]`` opens the app; ``mogviewer SUBCOMMAND ...`` runs headless.
 
-Each subcommand lives in a module of this package (:data:`SUBCOMMAND_MODULES`) that defines
+Each subcommand lives in a module of this package (:data:`SUBCOMMAND_NAMES`) that defines
 ``register_cli(subparsers)``, adding its parsers with ``set_defaults(func=...)``, where
 ``func(args) -> int`` is the exit status. This package is the only place that formats for a
 terminal. Any :class:`~mogviewer.errors.MogviewerError` that reaches :func:`main` is printed as one
-line (``mogviewer: error: ...``) with exit status 2, never a traceback. The GUI is imported only
-when no subcommand is given, so batch use never needs a display or Qt.
+line (``mogviewer: error: ...``) with exit status 2, never a traceback. Option values are checked
+by argparse with the checkers of :mod:`mogviewer.cli.options` before any file is read (also exit
+status 2). Ctrl-C at any moment, start-up included, prints one line and exits with 130; SIGTERM
+(``kill``, a batch system's time limit) is handled like Ctrl-C (rows done so far are written, no
+temporary file is left) and exits with 143. The GUI is imported only when no subcommand is given,
+so batch use never needs a display or Qt.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
+import os
+import signal
 import sys
 
 from .. import __version__
-from ..errors import MogviewerError
-from . import fit, info, profiles, psf, sersic
 
-#: Modules that contribute subcommands (in help order).
-SUBCOMMAND_MODULES = (fit, info, psf, profiles, sersic)
+#: Modules that contribute subcommands (in help order), imported by :func:`main`.
+SUBCOMMAND_NAMES = ("fit", "info", "psf", "profiles", "sersic")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that every ``finally`` runs (files are completed or
+    removed) before the process exits."""
+
+
+_TERMINATED = []
+
+
+def _on_sigterm(signum, frame):
+    _TERMINATED.append(signum)
+    raise _Terminated()
+
+
+def _subcommand_modules():
+    return tuple(importlib.import_module(f"{__name__}.{name}") for name in SUBCOMMAND_NAMES)
+
+
+def __getattr__(name):  # SUBCOMMAND_MODULES stays available, imported on first use
+    if name == "SUBCOMMAND_MODULES":
+        return _subcommand_modules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _parser_class():
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        """Option errors as two short lines (the problem, where to look), not the whole usage."""
+
+        def error(self, message):
+            self.exit(2, f"{self.prog}: error: {message}\n"
+                         f"  ('{self.prog} --help' lists the options)\n")
+
+    return Parser
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _parser_class()(
         prog="mogviewer",
         description="Fit galaxy images with mixtures of Gaussians (Hogg & Lang 2013). "
                     "With no subcommand, opens the desktop app (on FILE, or the bundled sample).")
     parser.add_argument("--version", action="version", version=f"mogviewer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for mod in SUBCOMMAND_MODULES:
+    for mod in _subcommand_modules():
         mod.register_cli(sub)
     return parser
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status (Ctrl-C and SIGTERM included)."""
+    in_main_thread = _in_main_thread()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        if _TERMINATED:  # SIGTERM, possibly re-raised as BatchInterrupted after the clean-up
+            _TERMINATED.clear()
+            print("mogviewer: terminated (SIGTERM)", file=sys.stderr)
+            return 143
+        print("mogviewer: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _in_main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    known = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()
-    if not argv or (argv[0] not in known and not argv[0].startswith("-")) or argv[0] == "gui":
+    if not argv or (argv[0] not in SUBCOMMAND_NAMES and not argv[0].startswith("-")) \
+            or argv[0] == "gui":
         return _run_gui(argv[1:] if argv and argv[0] == "gui" else argv)
+    from ..errors import MogviewerError
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
@@ -46,14 +112,36 @@ def main(argv=None):
     try:
         return int(args.func(args) or 0)
     except MogviewerError as exc:
-        print(f"mogviewer: error: {exc}", file=sys.stderr)
+        print(f"mogviewer: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mogviewer: interrupted", file=sys.stderr)
-        return 130
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())
+
+
+def _display_problem(environ=None, platform=None):
+    """Why the app cannot open a window here, or None. Only the certain case is caught: Linux
+    (or another X11 system) with neither DISPLAY nor WAYLAND_DISPLAY and no QT_QPA_PLATFORM
+    chosen by the user (``offscreen`` and ``vnc`` need no display); Qt would abort there."""
+    environ = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    if platform.startswith(("win", "darwin", "cygwin")):
+        return None
+    if environ.get("QT_QPA_PLATFORM"):
+        return None
+    if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("mogviewer: the desktop app needs a display, and there is none here (DISPLAY and "
+            "WAYLAND_DISPLAY are unset). Log in with 'ssh -X', start it under 'xvfb-run "
+            "mogviewer', or use the headless commands: 'mogviewer --help'.")
 
 
 def _run_gui(argv):
+    problem = _display_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     try:
         from ..gui.app import main as gui_main
     except ImportError as exc:  # e.g. PyQt5 missing or no display libraries on a server

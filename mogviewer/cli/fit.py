@@ -11,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from .. import export
-from ..batch import BatchInterrupted, FitTask, load_psf, run_batch
+from .. import export, profiles
+from ..batch import BatchInterrupted, FitTask, load_psf, plan_outputs, run_batch
 from ..batch.tasks import _short
-from ..errors import UserError
+from ..errors import MogviewerError, UserError
+from ..export.files import same_file_as_any
+from ..profiles.sersic import N_MAX, N_MIN
+from . import options as opt
 
 
 class TextProgress:
@@ -43,12 +46,6 @@ class TextProgress:
         self.stream.flush()
 
 
-def _hdu_arg(v):
-    if v is None:
-        return None
-    return int(v) if str(v).strip().lstrip("-").isdigit() else v
-
-
 def register_cli(sub):
     """Add ``mogviewer fit FILES... --csv OUT [options]`` to an argparse subparsers object."""
     p = sub.add_parser(
@@ -60,102 +57,122 @@ def register_cli(sub):
                     "failed, 2 bad command-line input, 130 interrupted (the CSV keeps the rows "
                     "done so far).")
     p.add_argument("files", nargs="+", metavar="FILE", help="image files (FITS or .npy)")
-    p.add_argument("--csv", required=True, help="output CSV")
+    p.add_argument("--csv", required=True, type=opt.nonempty_name, help="output CSV")
     p.add_argument("--append", action="store_true",
                    help="append to an existing CSV with the same columns")
     p.add_argument("--psf", help="PSF file (image, .npy, PSFEx, Tractor mixture, JSON)")
-    p.add_argument("--psf-hdu", help="HDU of the PSF (number or EXTNAME)")
-    p.add_argument("--psf-components", type=int, help="Gaussians fitted to a PSF image "
+    p.add_argument("--psf-hdu", type=opt.hdu, help="HDU of the PSF (number or EXTNAME)")
+    p.add_argument("--psf-components", type=opt.int_range(1, opt.MAX_PSF_COMPONENTS), help="Gaussians fitted to a PSF image "
                    "(default: automatic)")
-    p.add_argument("--psf-position", type=float, nargs=2, metavar=("X", "Y"),
+    p.add_argument("--psf-position", type=opt.finite_float, nargs=2, metavar=("X", "Y"),
                    help="for a PSFEx file: the cutout centre's pixel position on the original "
                         "image, where the PSF model is evaluated")
     p.add_argument("--psf-centre", choices=("centroid", "peak", "geometric"),
                    default="centroid",
                    help="which point of a PSF image is its centre (default: flux centroid)")
-    p.add_argument("--centre", type=float, nargs=2, metavar=("X", "Y"),
+    p.add_argument("--centre", type=opt.finite_float, nargs=2, metavar=("X", "Y"),
                    help="where the target is, 1-based FITS/DS9 pixel coordinates of the cutout "
                         "(default: the source at the stamp centre)")
     p.add_argument("--profile", choices=("exp", "dev", "lux", "luv", "ser"),
                    help="target profile (default exp, or the --start model's)")
-    p.add_argument("-M", type=int, help="Gaussians in the profile mixture (default: the "
+    p.add_argument("-M", type=opt.int_range(1, opt.MAX_M), help="Gaussians in the profile mixture (default: the "
                    "profile's)")
-    p.add_argument("-n", "--sersic-n", type=float,
+    p.add_argument("-n", "--sersic-n", type=opt.float_range(N_MIN, N_MAX),
                    help="Sersic index of profile ser: the start, free unless --fix-n "
                         "(0.5 <= n <= 8, the smooth family)")
     p.add_argument("--fix-n", action="store_true", help="keep the Sersic index fixed")
     p.add_argument("--profile2", choices=("exp", "dev", "lux", "luv"),
                    help="add a second component sharing the centre (bulge + disk)")
-    p.add_argument("--M2", type=int, help="Gaussians of the second component")
+    p.add_argument("--M2", type=opt.int_range(1, opt.MAX_M), help="Gaussians of the second component")
     p.add_argument("--sky", choices=("none", "constant", "plane"),
                    help="sky model (default constant, or the --start model's)")
-    p.add_argument("--hdu", help="image HDU number or EXTNAME")
+    p.add_argument("--hdu", type=opt.hdu, help="image HDU number or EXTNAME")
     p.add_argument("--band", help="band of a multi-band file (BAND keyword)")
-    p.add_argument("--plane", type=int, help="plane of a 3-D cube (0-based)")
+    p.add_argument("--plane", type=opt.int_range(0, 100000), help="plane of a 3-D cube (0-based)")
     p.add_argument("--noise", help="noise map file (one for all FILEs)")
     p.add_argument("--noise-kind", default="sigma", choices=("sigma", "variance", "ivar",
                                                              "weight"),
                    help="what the noise map holds (default sigma)")
-    p.add_argument("--noise-hdu", help="HDU of the noise map (in --noise, or in FILE)")
+    p.add_argument("--noise-hdu", type=opt.hdu, help="HDU of the noise map (in --noise, or in FILE)")
     p.add_argument("--mask", help="mask file, nonzero = bad (one for all FILEs)")
-    p.add_argument("--mask-hdu", help="HDU of the mask (in --mask, or in FILE)")
+    p.add_argument("--mask-hdu", type=opt.hdu, help="HDU of the mask (in --mask, or in FILE)")
     p.add_argument("--invert-mask", action="store_true", help="mask: zero = bad")
     p.add_argument("--segmap", help="segmentation map (other segments masked)")
-    p.add_argument("--zeropoint", type=float, help="magnitude zeropoint for image units")
-    p.add_argument("--gain", type=float, help="gain, e-/image unit")
-    p.add_argument("--read-noise", type=float, help="read noise, e- (imfit noise model)")
-    p.add_argument("--sky-level", type=float, help="subtracted sky level (imfit noise model)")
-    p.add_argument("--pixel-scale", type=float, help="pixel scale, arcsec/px")
+    p.add_argument("--zeropoint", type=opt.finite_float, help="magnitude zeropoint for image units")
+    p.add_argument("--gain", type=opt.positive_float, help="gain, e-/image unit")
+    p.add_argument("--read-noise", type=opt.nonnegative_float, help="read noise, e- (imfit noise model)")
+    p.add_argument("--sky-level", type=opt.finite_float, help="subtracted sky level (imfit noise model)")
+    p.add_argument("--pixel-scale", type=opt.positive_float, help="pixel scale, arcsec/px")
     p.add_argument("--start", help="JSON model file to start from (written by --model-json)")
     p.add_argument("--imgblock", metavar="DIR", help="write a GALFIT-style image block per file")
     p.add_argument("--region", metavar="DIR", help="write a DS9 region file per file")
     p.add_argument("--model-json", metavar="DIR", help="write a JSON model file per file")
     p.add_argument("--scale-errors", action="store_true",
                    help="scale errors by sqrt(chi2/nu)")
-    p.add_argument("--max-nfev", type=int, default=200, help="evaluation limit per fit")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--max-nfev", type=opt.int_range(1, 100000), default=200, help="evaluation limit per fit")
+    p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1, help="parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_fit)
 
 
 def _cli_fit(args):
-
-    if args.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {args.workers}")
-    if args.M is not None and args.M < 1:
-        raise UserError(f"-M must be >= 1, got {args.M}")
-    for opt in ("noise", "mask", "segmap", "start", "psf"):
-        val = getattr(args, opt)
-        if val is not None and not os.path.isfile(val):
-            raise UserError(f"--{opt.replace('_', '-')} file not found: {val}")
+    """Check every option and path, then plan the outputs, then fit: nothing is read before
+    the options are known to be usable, nothing is written before the outputs are."""
+    if args.M2 is not None and args.profile2 is None:
+        raise UserError("--M2 needs --profile2 (the second component's profile)")
+    if args.profile is not None and args.M is not None and args.profile != "ser":
+        valid = profiles.available(args.profile)
+        if args.M not in valid:
+            raise UserError(f"-M {args.M}: there is no {args.profile} mixture with M = {args.M};"
+                            f" choose one of {', '.join(map(str, valid))}")
+    if args.profile2 is not None and args.M2 is not None and args.M2 not in \
+            profiles.available(args.profile2):
+        raise UserError(f"--M2 {args.M2}: there is no {args.profile2} mixture with M = "
+                        f"{args.M2}; choose one of "
+                        f"{', '.join(map(str, profiles.available(args.profile2)))}")
+    if args.fix_n and args.profile not in (None, "ser"):
+        raise UserError("--fix-n applies to --profile ser only")
+    if args.invert_mask and args.mask is None and args.mask_hdu is None:
+        raise UserError("--invert-mask needs --mask or --mask-hdu")
+    inputs = [("FILE", f) for f in args.files] + [
+        (f"--{o.replace('_', '-')}", getattr(args, o))
+        for o in ("noise", "mask", "segmap", "start", "psf")]
+    opt.check_inputs(inputs)
+    input_paths = [p for _, p in inputs if p is not None]
+    opt.check_output(args.csv, "--csv", inputs=input_paths)
+    for o in ("imgblock", "region", "model_json"):
+        d = getattr(args, o)
+        if d is None:
+            continue
+        name = f"--{o.replace('_', '-')}"
+        if same_file_as_any(d, input_paths):
+            raise UserError(f"{name} {d}: it is one of the input files, not a directory")
+        try:
+            os.makedirs(d, exist_ok=True)
+        except FileExistsError:
+            raise UserError(f"{name} {d}: it exists and is not a directory") from None
+        except OSError as exc:
+            raise UserError(f"{name} directory {d} cannot be created: "
+                            f"{exc.strerror or exc}") from None
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise UserError(f"{name} directory {d} is not writable")
     if args.start:
         try:
             export.read_model_json(args.start)
         except (export.ModelFileError, OSError) as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(f"--start {args.start}: {_one_line(exc)}") from None
     if args.psf:
         try:
-            load_psf(args.psf, hdu=_hdu_arg(args.psf_hdu), n_components=args.psf_components,
+            load_psf(args.psf, hdu=args.psf_hdu, n_components=args.psf_components,
                      position=args.psf_position, centre=args.psf_centre)
         except Exception as exc:  # noqa: BLE001 - a PSF that cannot be read stops the batch
-            raise UserError(f"PSF {args.psf}: {_short(exc)}") from None
-    for opt in ("imgblock", "region", "model_json"):
-        d = getattr(args, opt)
-        if d is None:
-            continue
-        try:
-            os.makedirs(d, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"--{opt.replace('_', '-')} directory {d} cannot be created: "
-                            f"{exc.strerror or exc}") from None
-        if not os.access(d, os.W_OK):
-            raise UserError(f"--{opt.replace('_', '-')} directory {d} is not writable")
-    common = dict(hdu=_hdu_arg(args.hdu), band=args.band, plane=args.plane, noise=args.noise,
-                  noise_kind=args.noise_kind, noise_hdu=_hdu_arg(args.noise_hdu),
-                  mask=args.mask, mask_hdu=_hdu_arg(args.mask_hdu),
+            raise UserError(f"--psf {args.psf}: {_psf_reason(exc, args)}") from None
+    common = dict(hdu=args.hdu, band=args.band, plane=args.plane, noise=args.noise,
+                  noise_kind=args.noise_kind, noise_hdu=args.noise_hdu,
+                  mask=args.mask, mask_hdu=args.mask_hdu,
                   invert_mask=args.invert_mask, segmap=args.segmap, zeropoint=args.zeropoint,
                   gain=args.gain, read_noise=args.read_noise, sky_level=args.sky_level,
-                  pixel_scale=args.pixel_scale, psf=args.psf, psf_hdu=_hdu_arg(args.psf_hdu),
+                  pixel_scale=args.pixel_scale, psf=args.psf, psf_hdu=args.psf_hdu,
                   psf_components=args.psf_components,
                   psf_position=None if args.psf_position is None else tuple(args.psf_position),
                   psf_centre=args.psf_centre,
@@ -168,6 +185,16 @@ def _cli_fit(args):
                   model_json_dir=args.model_json, scale_errors=args.scale_errors,
                   max_nfev=args.max_nfev)
     tasks = [FitTask(image=f, **common) for f in args.files]
+    try:
+        tasks, renamed = plan_outputs(tasks, args.csv)
+    except export.ExportError as exc:
+        raise UserError(str(exc)) from None
+    for image, stem in renamed[:20]:
+        print(f"mogviewer fit: note: outputs of {image} are named {stem}* (another input has "
+              "the same file name)", file=sys.stderr)
+    if len(renamed) > 20:
+        print(f"mogviewer fit: note: ... and {len(renamed) - 20} more renamed outputs",
+              file=sys.stderr)
     progress = None if args.quiet else TextProgress(sys.stderr)
     try:
         summary = run_batch(tasks, args.csv, workers=args.workers, append=args.append,
@@ -183,3 +210,19 @@ def _cli_fit(args):
         if row.get("status") == "failed":
             print(f"  failed: {row['file']}: {row['reason']}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())
+
+
+def _psf_reason(exc, args):
+    """A PSF problem in the user's words: the option, not the file, when an option is wrong."""
+    text = _one_line(exc)
+    if isinstance(exc, RecursionError):
+        return "not a readable PSF file (JSON nested too deeply)"
+    if isinstance(exc, (UnicodeDecodeError,)):
+        return "not a readable PSF file (a JSON file must be UTF-8 text)"
+    if isinstance(exc, MemoryError):
+        return "the PSF it describes is too large to build"
+    return text if isinstance(exc, MogviewerError) else _short(exc)

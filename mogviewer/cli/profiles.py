@@ -11,12 +11,16 @@ fractional residual. Qt-free (matplotlib with the Agg backend).
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 
 from .. import profiles
 from ..errors import UserError
+from ..profiles.sersic import N_MAX, N_MIN
+from . import options as opt
+from .options import atomic_output_or_user_error, check_output
 from .plots import plot_figure1
 
 
@@ -35,6 +39,8 @@ def _table_text(profile, M, amps, variances, bad, n=None):
 
 
 def _cmd_show(args):
+    if args.plot:
+        check_output(args.plot, "--plot")
     try:
         mix = profiles.get_mixture(args.profile, args.M, n=args.n)
     except ValueError as exc:
@@ -43,7 +49,8 @@ def _cmd_show(args):
     print(f"flux fraction of the target profile {mix.flux_fraction:.4f}; "
           f"mixture half-light radius {mix.half_light_ratio:.4f} r_e; source: {mix.source}")
     if args.plot:
-        plot_figure1(args.plot, args.profile, mix.raw_amps, mix.variances, n=args.n)
+        with atomic_output_or_user_error(args.plot, "--plot") as tmp:
+            plot_figure1(tmp, args.profile, mix.raw_amps, mix.variances, n=args.n)
         print(f"wrote {args.plot}")
     return 0
 
@@ -54,14 +61,24 @@ def _cmd_derive(args):
                         f"{', '.join(profiles.PROFILES)}")
     if args.profile == "ser" and args.n is None:
         raise UserError("--profile ser needs --n (the Sérsic index)")
-    if not 1 <= args.M <= 20:
-        raise UserError("-M must be between 1 and 20")
+    if args.M > opt.MAX_DERIVE_M:
+        raise UserError(f"-M {args.M}: profiles derive goes up to M = {opt.MAX_DERIVE_M} (the "
+                        "cost grows steeply with M; the published tables stop at 10)")
+    if args.plot:
+        check_output(args.plot, "--plot")
+    print(f"deriving {args.profile} M={args.M} from {args.starts} start(s); Ctrl-C stops it",
+          file=sys.stderr)
     t0 = time.time()
-    d = profiles.derive(args.profile, args.M, n=args.n, n_starts=args.starts, seed=args.seed)
+    try:
+        d = profiles.derive(args.profile, args.M, n=args.n, n_starts=args.starts,
+                            seed=args.seed)
+    except ValueError as exc:
+        raise UserError(" ".join(str(exc).split())) from None
     print(_table_text(args.profile, args.M, d.amps, d.variances, d.badness, n=args.n))
     print(f"derived in {time.time() - t0:.1f} s")
     if args.plot:
-        plot_figure1(args.plot, args.profile, d.amps, d.variances, n=args.n)
+        with atomic_output_or_user_error(args.plot, "--plot") as tmp:
+            plot_figure1(tmp, args.profile, d.amps, d.variances, n=args.n)
         print(f"wrote {args.plot}")
     return 0
 
@@ -72,11 +89,16 @@ def register_cli(sub):
     for name, func, helptext in (("show", _cmd_show, "print a shipped table"),
                                  ("derive", _cmd_derive, "re-derive a table from the badness")):
         q = ps.add_parser(name, help=helptext)
-        q.add_argument("--profile", required=True, help="exp, dev, lux, luv or ser")
-        q.add_argument("-M", type=int, required=True, help="number of Gaussian components")
-        q.add_argument("--n", type=float, default=None, help="Sérsic index (profile ser)")
-        q.add_argument("--plot", metavar="FILE", help="draw the paper's Figure 1 panels")
+        q.add_argument("--profile", required=True, choices=profiles.PROFILES,
+                       help="exp, dev, lux, luv or ser")
+        q.add_argument("-M", type=opt.int_range(1, opt.MAX_M), required=True,
+                       help="number of Gaussian components")
+        q.add_argument("--n", type=opt.float_range(N_MIN, N_MAX), default=None,
+                       help=f"Sérsic index (profile ser, {N_MIN:g} to {N_MAX:g})")
+        q.add_argument("--plot", metavar="FILE", type=opt.plot_file,
+                       help="draw the paper's Figure 1 panels")
         if name == "derive":
-            q.add_argument("--starts", type=int, default=4, help="random starts per M")
-            q.add_argument("--seed", type=int, default=0)
+            q.add_argument("--starts", type=opt.int_range(1, 64), default=4,
+                           help="random starts per M")
+            q.add_argument("--seed", type=opt.int_range(0, 2 ** 32 - 1), default=0)
         q.set_defaults(func=func)

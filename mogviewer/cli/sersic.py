@@ -18,6 +18,8 @@ from ..profiles.sersic import (
     raw_mixture,
     sersic_mixture,
 )
+from . import options as opt
+from .options import atomic_output_or_user_error
 from .plots import plot_figure4
 
 
@@ -51,10 +53,8 @@ def _cmd_show(args):
 
 
 def _cmd_plot(args):
-    try:
-        plot_figure4(args.output)
-    except OSError as exc:
-        raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    with atomic_output_or_user_error(args.output, "-o") as tmp:
+        plot_figure4(tmp)
     print(f"wrote {args.output}")
     return 0
 
@@ -63,10 +63,11 @@ def register_cli(sub):
     p = sub.add_parser("sersic", help=f"the Sérsic mixture family ({N_MIN:g} <= n <= {N_MAX:g})")
     ps = p.add_subparsers(dest="sersic_command", metavar="ACTION", required=True)
     q = ps.add_parser("show", help="print the interpolated mixture at one n")
-    q.add_argument("--n", type=float, required=True, help="Sérsic index")
+    q.add_argument("--n", type=opt.float_range(N_MIN, N_MAX), required=True,
+                   help=f"Sérsic index ({N_MIN:g} to {N_MAX:g})")
     q.add_argument("--check", action="store_true",
                    help="compare with a direct (warm-started) derivation at this n")
     q.set_defaults(func=_cmd_show)
     q = ps.add_parser("plot", help="draw the paper's Figure 4 (amplitudes, root-variances vs n)")
-    q.add_argument("-o", "--output", default="fig4.png", metavar="FILE")
+    q.add_argument("-o", "--output", default="fig4.png", metavar="FILE", type=opt.plot_file)
     q.set_defaults(func=_cmd_plot)

@@ -123,6 +123,10 @@ def write_model_json(path, model, *, problem=None, profile=None, M=None, n=None,
     return _atomic_write(path, lambda f: f.write(text), what="model file")
 
 
+#: Largest model file read (bytes): a model is a few kB; this bounds what a wrong file costs.
+MAX_MODEL_BYTES = 16 * 2 ** 20
+
+
 def read_model_json(path):
     """Read a file written by :func:`write_model_json`.
 
@@ -133,27 +137,75 @@ def read_model_json(path):
     Raises
     ------
     ModelFileError
-        Not JSON, not a mogviewer model file, or invalid parameters (message names the file).
+        Not a regular file, larger than :data:`MAX_MODEL_BYTES`, not UTF-8 JSON, nested too
+        deeply, not a mogviewer model file, or invalid contents: an unknown profile, an M with no
+        table, an unknown sky model, non-finite parameters (the message names the file).
     FileNotFoundError
     """
+    import os
+    import stat
+
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        st = os.stat(path)
     except FileNotFoundError:
         raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFileError(f"{path}: not a regular file (a directory, FIFO or device); a "
+                             "model file is a JSON file")
+    if st.st_size > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{path}: {st.st_size / 2 ** 20:.0f} MB is far too large for a "
+                             "model JSON file (a few kB); is it the right file?")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MODEL_BYTES + 1)
+        doc = json.loads(raw.decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except UnicodeDecodeError:
+        raise ModelFileError(f"{path}: not a readable JSON model file (not UTF-8 text)") \
+            from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: not a mogviewer model file (JSON nested too deeply)") \
+            from None
+    except (OSError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: not a readable JSON model file ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a mogviewer model file (format must be "
                              f"{MODEL_FORMAT!r})")
+    from ..profiles import PROFILES, available
+
+    profile = doc.get("profile")
+    if profile not in PROFILES:
+        raise ModelFileError(f"{path}: unknown profile {profile!r}; a model file's profile is "
+                             f"one of {', '.join(PROFILES)}")
+    M = doc.get("M")
+    if isinstance(M, bool) or not isinstance(M, int) or M not in available(profile):
+        raise ModelFileError(f"{path}: M = {M!r} has no {profile} table; valid M: "
+                             f"{', '.join(map(str, available(profile)))}")
+    sky = doc.get("sky", "constant")
+    if sky not in ("none", "constant", "plane"):
+        raise ModelFileError(f"{path}: sky {sky!r} is not a sky model; use none, constant or "
+                             "plane")
+    n = doc.get("n")
+    if profile == "ser" and not (isinstance(n, (int, float)) and not isinstance(n, bool)
+                                 and math.isfinite(n)):
+        raise ModelFileError(f"{path}: profile 'ser' needs a finite Sérsic index n, got {n!r}")
     try:
+        if not isinstance(doc.get("params"), dict):
+            raise TypeError("'params' must be an object of parameter values")
+        for k, v in doc["params"].items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"parameter {k} = {v!r} is not a finite number")
         params = GalaxyParams(**doc["params"])
         psf = doc.get("psf")
         mix = None if psf is None else Mixture(psf["amps"], psf["means"], psf["covs"])
         meta = {k: v for k, v in doc.items()
                 if k not in ("params", "psf", "profile", "M", "n", "sky", "free", "errors")}
-        return SavedModel(params=params, profile=str(doc["profile"]), M=int(doc["M"]),
-                          n=doc.get("n"), sky=doc.get("sky", "constant"), psf=mix,
+        return SavedModel(params=params, profile=str(profile), M=int(M),
+                          n=None if n is None else float(n), sky=sky, psf=mix,
                           free=None if doc.get("free") is None else tuple(doc["free"]),
                           errors=doc.get("errors"), meta=meta)
     except (KeyError, TypeError, ValueError) as exc:

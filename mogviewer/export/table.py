@@ -15,7 +15,7 @@ from ..errors import ExportError
 from ..profiles.sersic import N_MAX, N_MIN, sersic_profile_mixture
 from .columns import _NAN, COLUMN_NAMES, COLUMNS, CONVENTIONS
 from .conventions import flag_names, local_jacobian, pa_east_of_north, pa_galfit
-from .files import _atomic_write, _check_target, _describe_oserror
+from .files import _atomic_write, append_locked, check_output_path
 
 # ---------------------------------------------------------------------------------------------
 # rows
@@ -239,7 +239,7 @@ def read_csv_columns(path):
     return None
 
 
-def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES):
+def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES, inputs=()):
     """Write ``rows`` (dicts) as CSV, atomically.
 
     A plain CSV that ``astropy.table.Table.read(path, format="csv")`` reads as it is: the
@@ -256,35 +256,48 @@ def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES):
     append : bool
         Add ``rows`` to an existing file without repeating its header (an absent or empty file is
         created). The existing file's columns must equal ``columns``, else :class:`ExportError`.
-        The whole file is rewritten to a temporary file and renamed, so a failure leaves the old
-        file intact.
+        The rows are appended in place under an exclusive lock (two runs appending at once lose
+        no rows); a failure cuts the file back to its previous length.
     columns : sequence of str
         Column order (default :data:`COLUMN_NAMES`).
+    inputs : sequence of paths
+        Files that must not be overwritten (the run's inputs; see
+        :func:`mogviewer.export.files.check_output_path`).
 
     Raises
     ------
     ExportError
         Unwritable path, target is a directory, or append to a file with other columns.
     """
-    path = _check_target(path, "CSV")
+    path = check_output_path(path, "CSV", inputs=inputs)
     rows = list(rows)
     columns = tuple(columns)
     for r in rows:
         extra = set(r) - set(columns)
         if extra:
             raise ValueError(f"row has unknown columns: {', '.join(sorted(extra))}")
-    old = None
-    if append and path.exists():
-        try:
-            old = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ExportError(f"cannot append to CSV {path}: {_describe_oserror(exc)}") from None
-        except UnicodeDecodeError:
-            raise ExportError(f"cannot append to {path}: it is not a text CSV file") from None
-        have = read_csv_columns(path) if old.strip() else None
+    # format every row first: a row that cannot be formatted leaves the file untouched
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for r in rows:
+        w.writerow([_fmt(r.get(c)) for c in columns])
+    body = buf.getvalue()
+    header = rows_to_text([], columns)
+    created = []
+
+    def append_text(head, size):
+        have = None
+        for line in head.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            have = tuple(next(csv.reader([line])))
+            break
         if have is None:
-            old = None
-        elif have != columns:
+            if head.strip():
+                raise ExportError(f"cannot append to {path}: it holds no CSV header row")
+            created.append(True)
+            return header + body
+        if have != columns:
             missing = [c for c in columns if c not in have]
             extra = [c for c in have if c not in columns]
             detail = []
@@ -298,28 +311,22 @@ def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES):
                 detail.append("same names in another order")
             raise ExportError(f"cannot append to {path}: its columns differ from this version's "
                               f"({'; '.join(detail)}); write to a new file instead")
-        if old is not None and not old.endswith("\n"):
-            old += "\n"
+        return body
 
-    def write(f):
-        if old is not None:
-            f.write(old)
-        w = csv.writer(f, lineterminator="\n")
-        if old is None:
-            w.writerow(columns)
-        for r in rows:
-            w.writerow([_fmt(r.get(c)) for c in columns])
-
-    out = _atomic_write(path, write, what="CSV")
-    if old is None:
+    if append:
+        out = append_locked(path, append_text, what="CSV", inputs=inputs)
+    else:
+        out = _atomic_write(path, lambda f: f.write(header + body), what="CSV", inputs=inputs)
+        created.append(True)
+    if created:
         doc = columns_doc(columns)
         try:
-            _atomic_write(columns_doc_path(path), lambda f: f.write(doc), what="CSV column notes")
+            _atomic_write(columns_doc_path(out), lambda f: f.write(doc), what="CSV column notes",
+                          inputs=inputs)
         except ExportError:
-            pass  # the CSV itself is complete; its notes are a convenience
+            pass  # the CSV itself is complete; its notes are a convenience (and may be named
+            # too long: a 250-byte CSV name plus ".columns.txt" exceeds NAME_MAX)
     return out
-
-
 
 
 def rows_to_text(rows, columns=COLUMN_NAMES):

@@ -112,6 +112,12 @@ class FitProblem:
         """Build a problem from arrays (copied). One of ``ivar/variance/sigma/weight``, or none
         for unit weights; ``mask`` nonzero = excluded. ``free`` defaults to every parameter of
         the sky model; ``fixed`` removes names from it."""
+        if np.asarray(image).dtype.kind not in "biuf":  # complex, strings, objects: a bug
+            raise TypeError(f"image must be a real numeric array, not dtype "
+                            f"{np.asarray(image).dtype}")
+        if psf is not None and not callable(getattr(psf, "normalized", None)):
+            raise TypeError(f"psf must be a mogviewer Mixture (e.g. read_psf(path).mixture) or "
+                            f"None, not {type(psf).__name__}")
         img = np.array(image, dtype=float, copy=True)
         if img.ndim != 2:
             raise FitError(f"the image must be 2-D, got shape {img.shape}")

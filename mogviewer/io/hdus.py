@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 from astropy.io import fits
@@ -44,8 +45,46 @@ def _hdu_kind(h):
     return "image"
 
 
+#: Most pixels read from one HDU or array (2**27, 1 GiB as float64): a cutout is far smaller,
+#: and a corrupt header claiming 1e10 pixels must not make the reader allocate them.
+MAX_PIXELS = 1 << 27
+
+
+def check_regular_file(path, what):
+    """Refuse what is not a regular file before opening it: a FIFO would block for ever and a
+    device such as /dev/zero would be read until memory runs out."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageReadError(f"{what} file not found: {path}") from None
+    except OSError as exc:
+        raise ImageReadError(f"{what} file {path} cannot be read "
+                             f"({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageReadError(f"{what} path is a directory, not a file: {path}")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(f"{what} {path} is not a regular file (a FIFO, device or socket); "
+                             "mogviewer reads only regular files")
+    return st
+
+
+def _check_pixels(h, label, path, what):
+    """Refuse an HDU whose header promises more than :data:`MAX_PIXELS` pixels, or more bytes
+    than the file holds, before its data are read."""
+    shape = _hdu_shape(h)
+    if not shape:
+        return
+    n = int(np.prod([int(v) for v in shape], dtype=np.float64))
+    if n > MAX_PIXELS:
+        raise ImageReadError(f"{what} file {path}: HDU {label} holds "
+                             f"{'x'.join(str(v) for v in shape[::-1])} = {n:.3g} pixels, more "
+                             f"than the {MAX_PIXELS:.3g} mogviewer reads; cut out the galaxy "
+                             "first (astropy.nddata.Cutout2D)")
+
+
 def _open_fits(path, what):
     """Open a FITS file or raise ImageReadError naming the file and the problem."""
+    check_regular_file(path, what)
     try:
         return fits.open(path, memmap=False)
     except FileNotFoundError:
@@ -89,10 +128,16 @@ def _is_npy(path):
 
 def _load_npy(path, what):
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ImageReadError(f"{what} file not found: {path}")
+    check_regular_file(path, what)
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+        if isinstance(arr, np.ndarray) and arr.size > MAX_PIXELS:
+            raise ImageReadError(f"{what} file {path} holds {arr.size:.3g} values, more than the "
+                                 f"{MAX_PIXELS:.3g} mogviewer reads; cut out the galaxy first")
+        if isinstance(arr, np.ndarray):
+            arr = np.array(arr)  # read it now, and close the map
+    except ImageReadError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise ImageReadError(f"{what} file {path} is not a readable .npy array "
                              f"({_first_line(exc)})") from None
@@ -181,7 +226,13 @@ def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, ki
         h = hdul[idx]
         if _hdu_shape(h) in (None, ()):
             raise ImageReadError(f"{what} HDU {_hdu_label(idx, h)} of {path} has no image data")
-        arr = _to_2d(h.data, f"{what} HDU {_hdu_label(idx, h)}", plane, notes)
+        _check_pixels(h, _hdu_label(idx, h), path, what)
+        try:
+            data = h.data
+        except Exception as exc:  # noqa: BLE001
+            raise ImageReadError(f"{what} HDU {_hdu_label(idx, h)} of {path} cannot be read "
+                                 f"(truncated or corrupt? {_first_line(exc)})") from None
+        arr = _to_2d(data, f"{what} HDU {_hdu_label(idx, h)}", plane, notes)
         return np.array(arr, dtype=np.float64), f"HDU {_hdu_label(idx, h)} of the image file", \
             h.header
     if isinstance(source, np.ndarray) or (not isinstance(source, (str, os.PathLike))):
@@ -199,6 +250,7 @@ def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, ki
         h = hdul[idx]
         if _hdu_shape(h) in (None, ()):
             raise ImageReadError(f"{what} HDU {_hdu_label(idx, h)} of {path} has no image data")
+        _check_pixels(h, _hdu_label(idx, h), path, what)
         try:
             data = h.data
         except Exception as exc:  # noqa: BLE001

@@ -11,9 +11,35 @@ from ..errors import ImageReadError
 # noise
 # --------------------------------------------------------------------------------------------
 
+#: Pixel values (and noise sigmas) must lie within this range of magnitudes: beyond it squares
+#: and inverse variances overflow or underflow double precision (1e300 ** 2 is inf).
+SCALE_LIMITS = (1e-100, 1e100)
+
+
+def _check_scale(values, what, *, kind="values"):
+    """Refuse an array whose typical magnitude lies outside :data:`SCALE_LIMITS`."""
+    mags = np.abs(values[values != 0])
+    if mags.size == 0:
+        return
+    hi, typical = float(mags.max()), float(np.median(mags))
+    lo_lim, hi_lim = SCALE_LIMITS
+    if hi > hi_lim or typical < lo_lim:
+        shown = hi if hi > hi_lim else typical
+        raise ImageReadError(
+            f"{what}: {kind} of order {shown:.1e} are outside the range mogviewer can fit "
+            f"({lo_lim:.0e} to {hi_lim:.0e} in the file's units; squares and inverse variances "
+            f"would overflow or underflow); rescale the data (e.g. multiply by {1 / shown:.0e})")
+
+
+
 def _noise_to_ivar(arr, kind, src, notes):
     """Convert a noise map to inverse variance once; unusable values -> 0 (and noted)."""
     finite = np.isfinite(arr)
+    good_vals = arr[finite & (arr > 0)]
+    if good_vals.size:  # in sigma's scale (ivar's square root is 1/sigma: the limits are
+        # symmetric in the exponent, so it is checked the same way)
+        _check_scale(good_vals if kind == "sigma" else np.sqrt(good_vals),
+                     f"noise map ({src}, read as {kind})", kind="noise levels")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if kind == "sigma":
             good = finite & (arr > 0)

@@ -13,6 +13,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from ..errors import ImageReadError
 from .hdus import (
+    _check_pixels,
     _find_hdu,
     _first_image_hdu,
     _first_line,
@@ -25,6 +26,7 @@ from .hdus import (
     _open_fits,
     _read_companion,
     _to_2d,
+    check_regular_file,
 )
 from .header import (
     _as_float,
@@ -36,7 +38,7 @@ from .header import (
     _zeropoint,
 )
 from .image_data import MIN_SIZE, NOISE_KINDS, ImageData
-from .noise import _noise_to_ivar, robust_background
+from .noise import _check_scale, _noise_to_ivar, robust_background
 
 # --------------------------------------------------------------------------------------------
 # read_image
@@ -134,6 +136,18 @@ def read_image(path, *, hdu=None, band=None, plane=None, header=None,
     The caller's arrays are never modified.
     """
     kwargs = dict(locals())
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        raise TypeError("read_image: path must be a file path or a 2-D array, not "
+                        f"{type(path).__name__} (to read FITS bytes, wrap them: "
+                        "astropy.io.fits.open(io.BytesIO(data))[0].data)")
+    if segment_id is not None and (isinstance(segment_id, bool) or
+                                   not isinstance(segment_id, (int, np.integer))):
+        raise TypeError(f"segment_id must be an integer, not {segment_id!r}")
+    if segment_id is not None and segmap is None and segmap_hdu is None:
+        raise ImageReadError("segment_id given without a segmentation map (segmap= / --segmap)")
+    if plane is not None and (isinstance(plane, bool) or
+                              not isinstance(plane, (int, np.integer))):
+        raise TypeError(f"plane must be an integer, not {plane!r}")
     if noise_kind not in NOISE_KINDS:
         raise ImageReadError(f"noise_kind must be one of {', '.join(NOISE_KINDS)}, "
                              f"not {noise_kind!r}")
@@ -169,11 +183,8 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
     auto_pair = None  # (index, kind) of a noise HDU found next to the image
     try:
         if isinstance(path, (str, os.PathLike)):
-            src_path = os.fspath(path)
-            if not os.path.exists(src_path):
-                raise ImageReadError(f"image file not found: {src_path}")
-            if os.path.isdir(src_path):
-                raise ImageReadError(f"image path is a directory, not a file: {src_path}")
+            src_path = os.fsdecode(os.fspath(path))
+            check_regular_file(src_path, "image")
         if src_path is None:
             arr = _to_2d(np.asarray(path), "image array", plane, notes)
             img_header = header
@@ -192,6 +203,7 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
                 raise ImageReadError(
                     f"image HDU {_hdu_label(hdu_index, h)} of {src_path} has no data; "
                     f"HDUs are: {_hdu_table(hdul)}")
+            _check_pixels(h, _hdu_label(hdu_index, h), src_path, "image")
             try:
                 data = h.data
             except Exception as exc:  # noqa: BLE001
@@ -213,6 +225,9 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
         if hdul is None and (hdu is not None or noise_hdu is not None and noise is None):
             raise ImageReadError("hdu= / noise_hdu= select HDUs of a FITS file; the image here "
                                  "is a .npy file or an array")
+        if plane is not None and not any("plane" in n and "cube" in n for n in notes):
+            raise ImageReadError(f"plane={plane} (--plane) given, but the image"
+                                 f"{' ' + src_path if src_path else ''} is 2-D, not a cube")
         image = np.array(arr, dtype=np.float64)  # a copy: the caller's array is never touched
         ny, nx = image.shape
         if ny < MIN_SIZE or nx < MIN_SIZE:
@@ -223,6 +238,7 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
         finite = np.isfinite(image)
         if not finite.any():
             raise ImageReadError("image has no finite pixel values (all NaN or inf)")
+        _check_scale(image[finite], f"image {src_path or 'array'}")
         bad = ~finite
         if bad.any():
             notes.append(f"{int(bad.sum())} non-finite (NaN/inf) image pixels masked and set "
@@ -328,7 +344,13 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
         elif auto_pair is not None:
             idx, kind = auto_pair
             h = hdul[idx]
-            n = np.array(_to_2d(h.data, f"noise HDU {idx}", plane, notes), dtype=np.float64)
+            _check_pixels(h, _hdu_label(idx, h), src_path, "noise")
+            try:
+                ndata = h.data
+            except Exception as exc:  # noqa: BLE001 - e.g. a truncated noise extension
+                raise ImageReadError(f"noise HDU {_hdu_label(idx, h)} of {src_path} cannot be "
+                                     f"read (truncated or corrupt? {_first_line(exc)})") from None
+            n = np.array(_to_2d(ndata, f"noise HDU {idx}", plane, notes), dtype=np.float64)
             ivar = _noise_to_ivar(n, kind, f"HDU {idx}", notes)
             tag = ", ".join(f"{k}={str(h.header[k]).strip()!r}" for k in
                             ("EXTNAME", "IMAGETYP", "BAND") if k in h.header)
