@@ -62,7 +62,8 @@ def register_cli(sub):
                    help="append to an existing CSV with the same columns")
     p.add_argument("--psf", help="PSF file (image, .npy, PSFEx, Tractor mixture, JSON)")
     p.add_argument("--psf-hdu", type=opt.hdu, help="HDU of the PSF (number or EXTNAME)")
-    p.add_argument("--psf-components", type=opt.int_range(1, opt.MAX_PSF_COMPONENTS), help="Gaussians fitted to a PSF image "
+    p.add_argument("--psf-components", type=opt.int_range(1, opt.MAX_PSF_COMPONENTS),
+                   help="Gaussians fitted to a PSF image "
                    "(default: automatic)")
     p.add_argument("--psf-position", type=opt.finite_float, nargs=2, metavar=("X", "Y"),
                    help="for a PSFEx file: the cutout centre's pixel position on the original "
@@ -75,7 +76,8 @@ def register_cli(sub):
                         "(default: the source at the stamp centre)")
     p.add_argument("--profile", choices=("exp", "dev", "lux", "luv", "ser"),
                    help="target profile (default exp, or the --start model's)")
-    p.add_argument("-M", type=opt.int_range(1, opt.MAX_M), help="Gaussians in the profile mixture (default: the "
+    p.add_argument("-M", type=opt.int_range(1, opt.MAX_M),
+                   help="Gaussians in the profile mixture (default: the "
                    "profile's)")
     p.add_argument("-n", "--sersic-n", type=opt.float_range(N_MIN, N_MAX),
                    help="Sersic index of profile ser: the start, free unless --fix-n "
@@ -83,7 +85,8 @@ def register_cli(sub):
     p.add_argument("--fix-n", action="store_true", help="keep the Sersic index fixed")
     p.add_argument("--profile2", choices=("exp", "dev", "lux", "luv"),
                    help="add a second component sharing the centre (bulge + disk)")
-    p.add_argument("--M2", type=opt.int_range(1, opt.MAX_M), help="Gaussians of the second component")
+    p.add_argument("--M2", type=opt.int_range(1, opt.MAX_M),
+                   help="Gaussians of the second component")
     p.add_argument("--sky", choices=("none", "constant", "plane"),
                    help="sky model (default constant, or the --start model's)")
     p.add_argument("--hdu", type=opt.hdu, help="image HDU number or EXTNAME")
@@ -93,15 +96,18 @@ def register_cli(sub):
     p.add_argument("--noise-kind", default="sigma", choices=("sigma", "variance", "ivar",
                                                              "weight"),
                    help="what the noise map holds (default sigma)")
-    p.add_argument("--noise-hdu", type=opt.hdu, help="HDU of the noise map (in --noise, or in FILE)")
+    p.add_argument("--noise-hdu", type=opt.hdu,
+                   help="HDU of the noise map (in --noise, or in FILE)")
     p.add_argument("--mask", help="mask file, nonzero = bad (one for all FILEs)")
     p.add_argument("--mask-hdu", type=opt.hdu, help="HDU of the mask (in --mask, or in FILE)")
     p.add_argument("--invert-mask", action="store_true", help="mask: zero = bad")
     p.add_argument("--segmap", help="segmentation map (other segments masked)")
     p.add_argument("--zeropoint", type=opt.finite_float, help="magnitude zeropoint for image units")
     p.add_argument("--gain", type=opt.positive_float, help="gain, e-/image unit")
-    p.add_argument("--read-noise", type=opt.nonnegative_float, help="read noise, e- (imfit noise model)")
-    p.add_argument("--sky-level", type=opt.finite_float, help="subtracted sky level (imfit noise model)")
+    p.add_argument("--read-noise", type=opt.nonnegative_float,
+                   help="read noise, e- (imfit noise model)")
+    p.add_argument("--sky-level", type=opt.finite_float,
+                   help="subtracted sky level (imfit noise model)")
     p.add_argument("--pixel-scale", type=opt.positive_float, help="pixel scale, arcsec/px")
     p.add_argument("--start", help="JSON model file to start from (written by --model-json)")
     p.add_argument("--imgblock", metavar="DIR", help="write a GALFIT-style image block per file")
@@ -109,8 +115,10 @@ def register_cli(sub):
     p.add_argument("--model-json", metavar="DIR", help="write a JSON model file per file")
     p.add_argument("--scale-errors", action="store_true",
                    help="scale errors by sqrt(chi2/nu)")
-    p.add_argument("--max-nfev", type=opt.int_range(1, 100000), default=200, help="evaluation limit per fit")
-    p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1, help="parallel processes (default 1)")
+    p.add_argument("--max-nfev", type=opt.int_range(1, 100000), default=200,
+                   help="evaluation limit per fit")
+    p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1,
+                   help="parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_fit)
 

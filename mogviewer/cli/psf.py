@@ -84,9 +84,11 @@ def register_cli(sub):
                    help="number of Gaussians (default: smallest K <= 6 with max|res|/peak < 1%%)")
     f.add_argument("-o", "--output", default=None, type=opt.nonempty_name,
                    help="output mixture file (.fits or .json); -o and/or --plot")
-    f.add_argument("--plot", default=None, type=opt.plot_file, help="write stamp / model / residual to this PNG")
+    f.add_argument("--plot", default=None, type=opt.plot_file,
+                   help="write stamp / model / residual to this PNG")
     f.add_argument("--hdu", type=opt.hdu, default=None, help="FITS HDU index or name")
-    f.add_argument("--plane", type=opt.int_range(0, 100000), default=None, help="plane of a 3-D cube")
+    f.add_argument("--plane", type=opt.int_range(0, 100000), default=None,
+                   help="plane of a 3-D cube")
     f.add_argument("--position", type=opt.finite_float, nargs=2, metavar=("X", "Y"), default=None,
                    help="PSFEx: cutout centre on the original image (PSFEx X_IMAGE, Y_IMAGE)")
     f.add_argument("--allow-negative", action="store_true", help="allow negative amplitudes")

@@ -63,7 +63,7 @@ def register_cli(sub):
     p = sub.add_parser("sersic", help=f"the Sérsic mixture family ({N_MIN:g} <= n <= {N_MAX:g})")
     ps = p.add_subparsers(dest="sersic_command", metavar="ACTION", required=True)
     q = ps.add_parser("show", help="print the interpolated mixture at one n")
-    q.add_argument("--n", type=opt.float_range(N_MIN, N_MAX), required=True,
+    q.add_argument("--n", type=opt.finite_float, required=True,
                    help=f"Sérsic index ({N_MIN:g} to {N_MAX:g})")
     q.add_argument("--check", action="store_true",
                    help="compare with a direct (warm-started) derivation at this n")

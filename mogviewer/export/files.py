@@ -246,9 +246,9 @@ def append_locked(path, make_text, *, what, inputs=()):
 
     ``make_text(head, size)`` is called with the lock held, the file's first 64 kB as text
     (``''`` for a new or empty file) and its size in bytes; it returns the text to append, or
-    raises to refuse (e.g. the columns differ). The text is written, flushed and fsynced; on failure the file is truncated
-    back to its previous length, so the file is never left with a partial line. A file replaced
-    by another process while waiting for the lock is reopened.
+    raises to refuse (e.g. the columns differ). The text is written, flushed and fsynced; on
+    failure the file is truncated back to its previous length, so the file is never left with a
+    partial line. A file replaced by another process while waiting for the lock is reopened.
     """
     path = check_output_path(path, what, inputs=inputs)
     for _ in range(20):
