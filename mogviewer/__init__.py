@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import importlib
 
+from ._numba_cache import configure as _configure_numba_cache
+
 __version__ = "0.1.0"
+_configure_numba_cache()  # a writable numba cache even on a read-only shared install
 
 #: Public name -> module that defines it.
 _API = {
