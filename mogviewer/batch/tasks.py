@@ -206,6 +206,35 @@ def run_task(task):
                                  warnings_text=_warnings_text(caught), **base)
 
 
+def _chi2(result):
+    v = getattr(result, "chi2", None)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return float("inf")
+    return v if v == v else float("inf")
+
+
+def _far_from(start, moments):
+    """Why a start model is far from the image's moments, or '' (flux off by more than 10x,
+    r_e by more than 5x, or the centre further than 3 moment radii and 5 px)."""
+    import math
+
+    why = []
+    if moments.flux > 0 and start.flux > 0:
+        ratio = start.flux / moments.flux
+        if not 0.1 <= ratio <= 10:
+            why.append(f"flux {start.flux:.4g} vs {moments.flux:.4g} from the image")
+    elif moments.flux > 0:
+        why.append(f"flux {start.flux:.4g}")
+    if moments.re > 0 and start.re > 0 and not 0.2 <= start.re / moments.re <= 5:
+        why.append(f"r_e {start.re:.4g} px vs {moments.re:.4g} px")
+    dist = math.hypot(start.x - moments.x, start.y - moments.y)
+    if dist > max(5.0, 3 * moments.re):
+        why.append(f"centre {dist:.1f} px away")
+    return ", ".join(why)
+
+
 def _warnings_text(caught):
     seen = []
     for w in caught or ():
@@ -269,9 +298,25 @@ def _run_task(task, base, caught, step):
 
     set_step("fitting")
     result = fit(problem, start, max_nfev=task.max_nfev)
+    problems = []
+    if saved is not None:
+        set_step("checking the start model against the data")
+        moments = initial_guess(problem, centre=task.centre)
+        far = _far_from(start, moments)
+        if far:
+            # a start far from the data can end "converged" in a wrong minimum (issue 15: flux 1
+            # against 2252 ended at flux 32.7, q 0.006): fit again from the image moments and
+            # keep the better chi-squared, saying so in the row
+            alt = fit(problem, moments, max_nfev=task.max_nfev)
+            better = _chi2(alt) < _chi2(result)
+            problems.append(f"start model far from the data ({far}); refitted from the image "
+                            f"moments: chi2 {_chi2(alt):.6g} vs {_chi2(result):.6g} from the "
+                            f"start model; kept the {'moments' if better else 'start model'} "
+                            "fit")
+            if better:
+                result = alt
 
     set_step("writing outputs")
-    problems = []
     if result.status == "failed":
         problems.append(f"fit failed: {result.message}")
     stem = output_stem(task)

@@ -31,6 +31,16 @@ def _pm(value, err, fixed=False):
     return f"{value:.4f} +/- {err:.4f}"
 
 
+def _ascii(text):
+    """``text`` as printable ASCII: other characters as Python escapes (``gälaxy`` ->
+    ``g\\xe4laxy``), so the card is valid and the name still recognisable."""
+    text = str(text)
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isascii() and c.isprintable() else
+                   c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _set(header, key, value, comment=""):
     """Set a card, shortening the comment so that it fits in 80 characters (no warning).
 
@@ -38,6 +48,9 @@ def _set(header, key, value, comment=""):
     """
     if isinstance(value, float) and not math.isfinite(value):
         value = str(value)
+    if isinstance(value, str):  # FITS cards are printable ASCII: escape a non-ASCII file name
+        value = _ascii(value)
+    comment = _ascii(comment)
     if isinstance(value, str):
         vlen = max(20, len(value) + value.count("'") + 2)
     else:
@@ -93,7 +106,7 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
         h = fits.ImageHDU(arr, name=name)
         if wcs_hdr is not None:
             h.header.extend(wcs_hdr, update=True)
-        h.header["COMMENT"] = comment
+        h.header["COMMENT"] = _ascii(comment)
         return h
 
     prim = fits.PrimaryHDU()
