@@ -96,7 +96,17 @@ def psfex_stamp(hdu, position=None, *, what="PSFEx file"):
         X, Y = (float(v) for v in position)
         z1, z2 = float(hdr["POLZERO1"]), float(hdr["POLZERO2"])
         s1, s2 = float(hdr["POLSCAL1"]), float(hdr["POLSCAL2"])
+        if not (s1 > 0 and s2 > 0 and math.isfinite(s1 + s2 + z1 + z2)):
+            raise PsfError(f"{what}: POLSCAL1, POLSCAL2 = {s1:g}, {s2:g} (POLZERO {z1:g}, "
+                           f"{z2:g}); the scales must be positive and finite: the PSFEx header "
+                           "is broken")
         u, v = (X - z1) / s1, (Y - z2) / s2
+        if abs(u) > 1.5 or abs(v) > 1.5:  # a full fitted range beyond its edge
+            raise PsfError(f"{what}: position ({X:g}, {Y:g}) is far outside the range PSFEx "
+                           f"fitted (x {z1 - s1 / 2:.1f} .. {z1 + s1 / 2:.1f}, y "
+                           f"{z2 - s2 / 2:.1f} .. {z2 + s2 / 2:.1f}); the PSF model cannot be "
+                           "extrapolated that far. Give the cutout centre's pixel position on "
+                           "the image PSFEx was run on")
         if abs(u) > 0.5 + 1e-9 or abs(v) > 0.5 + 1e-9:
             msg = (f"{what}: position ({X:g}, {Y:g}) is outside the range PSFEx fitted "
                    f"(x {z1 - s1 / 2:.1f} .. {z1 + s1 / 2:.1f}, y {z2 - s2 / 2:.1f} .. "
@@ -108,8 +118,14 @@ def psfex_stamp(hdu, position=None, *, what="PSFEx file"):
         notes.append(f"PSFEx: degree-{deg} polynomial evaluated at ({X:g}, {Y:g}) "
                      f"(u = {u:+.4f}, v = {v:+.4f})")
     samp = float(hdr["PSF_SAMP"])
-    if not samp > 0:
+    if not (samp > 0 and math.isfinite(samp)):
         raise PsfError(f"{what}: PSF_SAMP = {samp}; it must be positive")
+    side = 2 * math.floor(min(img.shape) / 2 * samp) + 1
+    if side > 1025:  # a resampled stamp of 54 PiB was asked for in issue 15
+        raise PsfError(f"{what}: PSF_SAMP = {samp:g} would resample the {img.shape[1]}x"
+                       f"{img.shape[0]} PSFEx stamp to about {side}x{side} image pixels; "
+                       "PSF_SAMP (image pixels per PSF pixel) is usually 0.3 to 2: the header "
+                       "is broken")
     if abs(samp - 1.0) > 1e-9:
         from scipy.ndimage import map_coordinates
 
@@ -315,6 +331,8 @@ def _dispatch_fits(hdul, *, hdu, plane, position, what, **opts):
         if hdu is not None:
             try:
                 idx = hdul.index_of(hdu)
+                if not 0 <= idx < len(hdul):  # index_of passes any integer through
+                    raise IndexError(idx)
             except (KeyError, IndexError):
                 avail = ", ".join(_hdu_label(i, h) for i, h in enumerate(hdul))
                 raise PsfError(f"{what}: there is no HDU {hdu!r}; the file has {avail}") from None
