@@ -129,21 +129,33 @@ def _is_npy(path):
 def _load_npy(path, what):
     path = os.fspath(path)
     check_regular_file(path, what)
+    size = _npy_size(path)
+    if size is not None and size > MAX_PIXELS:
+        raise ImageReadError(f"{what} file {path} holds {size:.3g} values, more than the "
+                             f"{MAX_PIXELS:.3g} mogviewer reads; cut out the galaxy first")
     try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-        if isinstance(arr, np.ndarray) and arr.size > MAX_PIXELS:
-            raise ImageReadError(f"{what} file {path} holds {arr.size:.3g} values, more than the "
-                                 f"{MAX_PIXELS:.3g} mogviewer reads; cut out the galaxy first")
-        if isinstance(arr, np.ndarray):
-            arr = np.array(arr)  # read it now, and close the map
-    except ImageReadError:
-        raise
+        arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001
         raise ImageReadError(f"{what} file {path} is not a readable .npy array "
                              f"({_first_line(exc)})") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         raise ImageReadError(f"{what} file {path} does not hold a numeric array")
     return arr
+
+
+def _npy_size(path):
+    """Number of values a .npy file's header promises (read without the data), or None."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                return None
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read(fh)
+        return int(np.prod(shape, dtype=np.float64))
+    except Exception:  # noqa: BLE001 - np.load reports a broken file in its own words
+        return None
 
 
 def _hdu_table(hdul):
