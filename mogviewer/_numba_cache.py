@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
-from pathlib import Path
+
+# only os and stat at import: this runs first in every process (the command line's start-up
+# included, where a Ctrl-C must find mogviewer's own handler as soon as possible)
 
 
 def _writable_dir(path):
+    path = os.fspath(path)
+    probe = os.path.join(path, f".mogviewer-probe-{os.getpid()}")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        os.makedirs(path, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
         return True
     except OSError:
         return False
@@ -30,10 +34,12 @@ def _writable_dir(path):
 def _private_tmp_dir():
     """``$TMPDIR/mogviewer-numba-UID``, created mode 0700; None if it is not ours (another user
     could have planted it or a link there)."""
+    import tempfile
+
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    path = Path(tempfile.gettempdir()) / f"mogviewer-numba-{uid}"
+    path = os.path.join(tempfile.gettempdir(), f"mogviewer-numba-{uid}")
     try:
-        path.mkdir(mode=0o700, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.lstat(path)
     except OSError:
         return None
@@ -47,11 +53,11 @@ def choose_cache_dir(package_dir=None, environ=None):
     environ = os.environ if environ is None else environ
     if environ.get("NUMBA_CACHE_DIR"):
         return None
-    package_dir = Path(package_dir or Path(__file__).parent)
-    if _writable_dir(package_dir / "render" / "__pycache__"):
+    package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
+    if _writable_dir(os.path.join(package_dir, "render", "__pycache__")):
         return None
     base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if _writable_dir(Path(base) / "numba"):
+    if _writable_dir(os.path.join(base, "numba")):
         return None
     path = _private_tmp_dir()
     return None if path is None else str(path)
