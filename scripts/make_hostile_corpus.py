@@ -284,8 +284,10 @@ def _cases():
     case("bounded", "fit_psf_components_40", fit + ["--psf", "{in}/psf.fits",
                                                     "--psf-components", "40", "--csv",
                                                     "{out}/o.csv"], 2, "from 1 to 10")
+    case("bounded", "derive_M_11", ["profiles", "derive", "--profile", "exp", "-M", "11"], 2,
+         "goes up to M = 10")
     case("bounded", "derive_M_20", ["profiles", "derive", "--profile", "exp", "-M", "20"], 2,
-         "goes up to M = 12")
+         "goes up to M = 10")
     case("bounded", "workers_1000", fit + ["--workers", "1000", "--csv", "{out}/o.csv"], 2,
          "from 1 to 256")
     # ---- names -----------------------------------------------------------------------------

@@ -12,9 +12,10 @@ The bounds, and why:
 * ``-K`` / ``--psf-components`` <= :data:`MAX_PSF_COMPONENTS`: the PSF fit tries K = 1, 2, ...
   in turn; on the bundled 51x51 Moffat stamp K = 8, 10, 12 took 18, 30 and 60 s (2026-12-03,
   shared 2-core machine), and a PSF never needs more than ~6 (the automatic choice's limit).
-* ``profiles derive -M`` <= :data:`MAX_DERIVE_M`: the derivation's cost grows steeply with M
-  (M = 12 takes a minute or two, M = 20 ran for many minutes in issue 15); the published tables
-  stop at 10.
+* ``profiles derive -M`` <= :data:`MAX_DERIVE_M`, the largest published table: the cost grows
+  steeply with M (exp M = 10 and M = 12 were both still running after 300 s on the shared
+  2-core machine, 2026-12-03); the command says that Ctrl-C stops it, and Ctrl-C or SIGTERM end
+  it with one line.
 * ``--max-nfev`` <= 100000, ``--workers`` <= :data:`MAX_WORKERS`, ``--starts`` <= 64: larger
   values only hang a run.
 * Every float must be finite; scales (gain, pixel scale) must be positive.
@@ -34,7 +35,7 @@ from ..errors import UserError
 #: Largest number of Gaussians fitted to a PSF image (``-K``, ``--psf-components``).
 MAX_PSF_COMPONENTS = 10
 #: Largest M that ``profiles derive`` re-derives.
-MAX_DERIVE_M = 12
+MAX_DERIVE_M = 10
 #: Largest mixture size accepted by ``-M`` / ``--M2`` (the shipped tables stop at 10).
 MAX_M = 20
 #: Largest number of worker processes.

@@ -62,12 +62,13 @@ def _cmd_derive(args):
     if args.profile == "ser" and args.n is None:
         raise UserError("--profile ser needs --n (the Sérsic index)")
     if args.M > opt.MAX_DERIVE_M:
-        raise UserError(f"-M {args.M}: profiles derive goes up to M = {opt.MAX_DERIVE_M} (the "
-                        "cost grows steeply with M; the published tables stop at 10)")
+        raise UserError(f"-M {args.M}: profiles derive goes up to M = {opt.MAX_DERIVE_M}, the "
+                        "largest published table (the cost grows steeply with M: M = 10 "
+                        "already takes minutes)")
     if args.plot:
         check_output(args.plot, "--plot")
-    print(f"deriving {args.profile} M={args.M} from {args.starts} start(s); Ctrl-C stops it",
-          file=sys.stderr)
+    print(f"deriving {args.profile} M={args.M} from {args.starts} start(s) per M (a large M "
+          "takes minutes); Ctrl-C stops it", file=sys.stderr)
     t0 = time.time()
     try:
         d = profiles.derive(args.profile, args.M, n=args.n, n_starts=args.starts,
