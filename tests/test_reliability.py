@@ -358,3 +358,30 @@ def test_cli_ctrl_c_and_errors_return_statuses(capsys):
     assert cli.main(["fit", "--help"]) == 0
     assert cli.main(["fit"]) == 2  # missing arguments: argparse's message, status 2
     assert "error" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ output names
+
+def test_output_names_follow_the_stated_rule(tmp_path):
+    from mogviewer.batch import FitTask, plan_outputs
+
+    for rel in ("a/cut.fits", "a/b/cut.fits", "c/d/cut.fits", "x/g.fits", "x/g.npy",
+                "x/g_2.fits", "y/other.fits"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(GOOD, tmp_path / rel)
+    images = ["a/cut.fits", "a/b/cut.fits", "c/d/cut.fits", "x/g.fits", "x/g.npy", "x/g_2.fits",
+              "y/other.fits", "y/other.fits"]
+    tasks = [FitTask(image=str(tmp_path / i), region_dir=str(tmp_path / "reg")) for i in images]
+    (tmp_path / "reg").mkdir()
+    planned, renamed = plan_outputs(tasks, tmp_path / "o.csv")
+    # rule 2: from the first directory where the paths differ; rule 3: _2, _3 in order,
+    # skipping a name another input already has (x/g_2.fits is itself "g_2")
+    assert [t.output_name for t in planned] == [
+        "a__cut", "a__b__cut", "c__d__cut", "g", "g_3", "g_2", "other", "other_2"]
+    assert {Path(i).name for i, _ in renamed} == {"cut.fits", "g.npy", "other.fits"}
+    paths = [p for t in planned for p, _ in t.output_files()]
+    assert len(set(paths)) == len(paths)
+    # rule 4: an output that is an input stops the batch, naming both
+    shutil.copy(GOOD, tmp_path / "reg" / "g.reg")
+    with pytest.raises(ExportError, match="it is the input file"):
+        plan_outputs(tasks + [FitTask(image=str(tmp_path / "reg" / "g.reg"))], None)

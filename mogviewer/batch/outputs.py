@@ -10,7 +10,7 @@ The rule (also in the README's Reliability section):
    where their paths differ, joined by ``__`` (``A/cut.fits`` -> ``A__cut``, ``B/cut.fits`` ->
    ``B__cut``).
 3. A name still shared after that (the same file listed twice, ``cut.fits`` and ``cut.npy``) gets
-   ``_2``, ``_3``, ... in command-line order.
+   ``_2``, ``_3``, ... in command-line order, skipping any name another input has anyway.
 4. An output that would be one of the batch's inputs (an image, noise map, mask, segmentation
    map, PSF or start model; or the CSV) stops the batch before any fit, with a message naming
    both.
@@ -73,18 +73,19 @@ def plan_outputs(tasks, csv_path=None):
             rest = [c for c in p[common:] if c not in ("/", "\\")]
             if rest:
                 stems[i] = "__".join(rest + [simple[i]])
-    seen = {}
+    # rule 3: a name taken again gets _2, _3, ... skipping every name some input has anyway
+    taken = {stem.casefold() for stem in stems}
+    seen = set()
     for i, stem in enumerate(stems):
         key = stem.casefold()
         if key in seen:
-            seen[key] += 1
-            stems[i] = f"{stem}_{seen[key]}"
-            while stems[i].casefold() in seen:  # a file really named cut_2.fits
-                seen[key] += 1
-                stems[i] = f"{stem}_{seen[key]}"
-            seen[stems[i].casefold()] = 1
-        else:
-            seen[key] = 1
+            k = 2
+            while f"{stem}_{k}".casefold() in taken:
+                k += 1
+            stems[i] = f"{stem}_{k}"
+            key = stems[i].casefold()
+            taken.add(key)
+        seen.add(key)
     renamed = [(t.image, s) for t, s, s0 in zip(tasks, stems, simple) if s != s0]
     tasks = [dataclasses.replace(t, output_name=s) if s != t.output_name else t
              for t, s in zip(tasks, stems)]
