@@ -385,3 +385,15 @@ def test_output_names_follow_the_stated_rule(tmp_path):
     shutil.copy(GOOD, tmp_path / "reg" / "g.reg")
     with pytest.raises(ExportError, match="it is the input file"):
         plan_outputs(tasks + [FitTask(image=str(tmp_path / "reg" / "g.reg"))], None)
+
+
+def test_read_psf_refuses_a_fifo_and_broken_json(tmp_path):
+    from mogviewer.errors import PsfError
+    from mogviewer.psf import read_psf
+
+    os.mkfifo(tmp_path / "psf.fits")
+    with pytest.raises(PsfError, match="not a regular file"):
+        read_psf(tmp_path / "psf.fits")
+    (tmp_path / "l1.json").write_bytes(b'{"amps": [1.0], "note": "caf\xe9"}')
+    with pytest.raises(PsfError, match="not UTF-8"):
+        read_psf(tmp_path / "l1.json")

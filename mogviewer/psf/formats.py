@@ -282,10 +282,22 @@ def read_psf(path, *, hdu=None, plane=None, position=None, n_components=None,
         No such file.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
+        raise PsfError(f"{path}: not a regular file (a directory, FIFO or device); a PSF is "
+                       "read from a regular file")
     kind = _sniff(path)
     what = str(path)
     if kind == "json":
-        mix = _read_json(path.read_text(), what)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise PsfError(f"{what}: not a mogviewer PSF mixture JSON file (not UTF-8 "
+                           "text)") from None
+        try:
+            mix = _read_json(text, what)
+        except RecursionError:
+            raise PsfError(f"{what}: not a mogviewer PSF mixture JSON file (nested too "
+                           "deeply)") from None
         return PsfModel(mixture=mix, source="json", notes=(f"read mogviewer JSON mixture "
                                                            f"({len(mix)} components)",))
     opts = dict(n_components=n_components, allow_negative=allow_negative, centre=centre,
