@@ -428,7 +428,7 @@ def _cases():
                                   "1100", "-K", "1", "-o", "{out}/p.json"], 0, None,
          creates=["p.json"])
     case("psf", "psf_latin1_json", ["psf", "fit", "{in}/psf_latin1.json", "-o", "{out}/p.json"],
-         2, "PSFFILE")
+         2, "not UTF-8")
     case("psf", "psf_empty_json", ["psf", "fit", "{in}/empty.json", "-o", "{out}/p.json"], 2,
          "empty")
     case("psf", "fit_psf_deep_json", fit + ["--psf", "{in}/deep.json", "--csv", "{out}/o.csv"],
