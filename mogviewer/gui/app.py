@@ -60,8 +60,8 @@ def sample_window(width, height, *, timeout=120.0):
     w.resize(width, height)
     w.show()
     loaded = []
-    w.psf_loaded.connect(loaded.append)
-    w.open_sample()
+    w.commands.psf_loaded.connect(loaded.append)
+    w.commands.open_sample()
     wait_until(app, lambda: loaded, timeout)
     return app, w
 
@@ -128,6 +128,13 @@ def build_window(args, *, settings=None):
     """The main window with the files of ``args`` (or the sample) opening."""
     from .main_window import MainWindow
     w = MainWindow(settings=settings)
+    open_args(w, args)
+    return w
+
+
+def open_args(w, args):
+    """Open the files of the command line ``args`` (or the sample) in window ``w``."""
+    c = w.commands
     if args.file:
         opts = {}
         if args.mask:
@@ -139,29 +146,33 @@ def build_window(args, *, settings=None):
             opts["band"] = args.band
         if args.hdu is not None:
             opts["hdu"] = int(args.hdu) if str(args.hdu).isdigit() else args.hdu
-        w.open_image(args.file, options=opts)
+        c.open_image(args.file, options=opts, ask_psf=False)
         if args.psf:
-            w.open_psf(args.psf)
+            c.open_psf(args.psf)
         else:
-            w.session.log("No PSF given (--psf): the model is not convolved. "
-                          "File > Open PSF to add one.")
+            w.state.log("No PSF given (--psf): the model is not convolved. "
+                        "File > Open PSF to add one.")
     else:
-        w.open_sample()
+        c.open_sample(psf=not args.psf)
         if args.psf:
-            w.open_psf(args.psf)
-    return w
+            c.open_psf(args.psf)
 
 
 def main(argv=None) -> int:
     """Run the app; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    engine.warmup()          # compile the renderer in the background while the window opens
+    engine.install_warning_filters()
+    # compile the renderer in the background while the window opens; the files open when it is
+    # ready (the first render would wait for it anyway, with the window frozen and blank)
+    warm = engine.warmup()
     app = create_app([sys.argv[0] if sys.argv else "mogviewer"])
-    w = build_window(args)
+    from .main_window import MainWindow
+    w = MainWindow()
     install_excepthook(w)
     w.show()
     QtCore.QTimer.singleShot(0, w.raise_)
+    w.wait_for_warmup(warm, then=lambda: open_args(w, args))
     return int(app.exec_())
 
 

@@ -26,7 +26,7 @@ from .ellipse_handle import roi_state_for  # noqa: E402
 
 
 def measure(window, app, n=60):
-    s, roi, view = window.session, window.panels.ellipse, window.panels.view
+    s, roi, view = window.state, window.panels.ellipse, window.panels.view
     s.render_interval_ms = 0
     p0 = s.params
     times = []
@@ -46,7 +46,7 @@ def main(argv=None):
     QtCore.QSettings.setDefaultFormat(QtCore.QSettings.IniFormat)
     app, w = gui_app.sample_window(1560, 940, timeout=60)
     img, mask, _ = engine.sample_files()
-    full = w.session.data
+    full = w.state.data
     rows = []
     for size in (64, 256):
         if size == 64:
@@ -54,17 +54,17 @@ def main(argv=None):
             crop = engine.read_image(np.array(full.image[c:c + 64, c:c + 64]),
                                      noise=np.array(full.sigma[c:c + 64, c:c + 64]),
                                      mask=np.array(full.mask[c:c + 64, c:c + 64]))
-            w.session.set_image(crop, path=None)
+            w.state.set_image(crop, path=None)
         else:
-            w.open_sample(psf=False)
+            w.commands.open_sample(psf=False)
         for _ in range(20):
             app.processEvents()
         ms, render_ms = measure(w, app)
         med = float(np.median(ms))
         rows.append((size, med, float(np.percentile(ms, 90)), 1000.0 / med, render_ms))
     print("drag-to-redraw latency (ROI moved -> session -> model/residual/chi -> 4 panels "
-          "repainted), PSF K = %d, %s %d" % (w.session.psf_model.n_components,
-                                             w.session.profile, w.session.M))
+          "repainted), PSF K = %d, %s %d" % (w.state.psf_model.n_components,
+                                             w.state.profile, w.state.M))
     print(f"{'cutout':>8} {'median ms':>10} {'p90 ms':>8} {'redraws/s':>10} {'model ms':>9}")
     for size, med, p90, rate, rms in rows:
         print(f"{size:>5}x{size:<3}{med:>10.2f} {p90:>8.2f} {rate:>10.0f} {rms:>9.2f}")

@@ -11,33 +11,20 @@ the engine; this module only forwards, caches and names things.
 
 from __future__ import annotations
 
-import importlib
 import json
 import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
+from astropy.utils.exceptions import AstropyWarning
 
+from .. import export as mexport
 from .. import fitting, profiles, render, sample
 from .. import io as mio
-from ..profiles import sersic as _sersic_family
-
-# the pieces written concurrently by others: imported lazily so the GUI runs without them
-_OPTIONAL = {}
-
-
-def _optional(name):
-    """Import ``mogviewer.<name>`` or return None when it does not exist (yet)."""
-    if name not in _OPTIONAL:
-        try:
-            _OPTIONAL[name] = importlib.import_module(f"mogviewer.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mogviewer.{name}":
-                raise
-            _OPTIONAL[name] = None
-    return _OPTIONAL[name]
-
+from .. import psf as mpsf
+from ..errors import MogviewerWarning
+from ..profiles import sersic as SERSIC
 
 # ------------------------------------------------------------------------------- errors
 ImageReadError = mio.ImageReadError
@@ -51,9 +38,21 @@ PARAM_UNITS = fitting.PARAM_UNITS
 
 def psf_error_types():
     """Exceptions that mean 'this file is not a usable PSF' (shown to the user, never raised)."""
-    psf = _optional("psf")
-    base = (OSError, ValueError)
-    return base + ((psf.PsfError,) if psf is not None else ())
+    return (OSError, ValueError, mpsf.PsfError)
+
+
+def install_warning_filters():
+    """Silence mogviewer's own warnings (PsfWarning, ...) process-wide, once, at app start.
+
+    Each of them (and astropy's warnings about odd headers) is also recorded in the notes of
+    what the reader returns (``PsfModel.notes``, ``ImageData.notes``), which the app shows in
+    the log; the PSF is read in a worker thread, where ``warnings.catch_warnings``
+    (process-wide, not thread-safe) must not be used to collect them.
+    ``filterwarnings`` moves an existing identical filter to the front, so calling this again
+    changes nothing.
+    """
+    warnings.filterwarnings("ignore", category=MogviewerWarning)
+    warnings.filterwarnings("ignore", category=AstropyWarning)
 
 
 #: Exceptions that mean 'this file cannot be read' for any reader (a dialog, never a crash).
@@ -83,10 +82,67 @@ def sample_files():
 
 # ------------------------------------------------------------------------------- images
 def read_image(path, **options):
-    """:func:`mogviewer.io.read_image` (raises :class:`ImageReadError` or OSError)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # astropy header warnings are recorded in notes anyway
-        return mio.read_image(str(path) if isinstance(path, Path) else path, **options)
+    """:func:`mogviewer.io.read_image` (raises :class:`ImageReadError` or OSError); astropy's
+    header warnings are recorded in the result's notes by the reader."""
+    return mio.read_image(str(path) if isinstance(path, Path) else path, **options)
+
+
+def image_hdus(path):
+    """``[(index, label)]`` of the image HDUs of a FITS file a user can choose between (with
+    their ``BAND``), or ``[]`` for a ``.npy`` file, an array or a file with one image HDU."""
+    if path is None or not isinstance(path, (str, Path)):
+        return []
+    try:
+        rows = mio.list_hdus(path)
+    except READ_ERRORS + (mio.ImageReadError,):
+        return []
+    out = []
+    for r in rows:
+        if r["kind"] != "image" or not r["shape"] or len(r["shape"]) < 2:
+            continue
+        label = f"HDU {r['index']}"
+        if r["name"] and r["name"] != "PRIMARY":
+            label += f" {r['name']}"
+        if r["band"]:
+            label += f" \u00b7 band {r['band']}"
+        out.append((int(r["index"]), label))
+    return out if len(out) > 1 else []
+
+
+def psf_hdu_for_band(path, band):
+    """Index of the HDU of a multi-band PSF file whose ``BAND`` is ``band``, else None."""
+    if not band:
+        return None
+    try:
+        rows = mio.list_hdus(path)
+    except READ_ERRORS + (mio.ImageReadError,):
+        return None
+    hits = [r["index"] for r in rows if (r["band"] or "").lower() == str(band).lower()]
+    bands = {r["band"] for r in rows if r["band"]}
+    return hits[0] if hits and len(bands) > 1 else None
+
+
+def psfex_needs_position(path):
+    """``(POLNAME1, POLNAME2)`` when ``path`` is a PSFEx file whose PSF varies with position (a
+    position must be given), else None."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            if fh.read(6) != b"SIMPLE":
+                return None
+        from astropy.io import fits
+        with fits.open(p, memmap=False) as hdul:
+            for h in hdul:
+                cols = getattr(getattr(h, "columns", None), "names", None) or []
+                if "PSF_MASK" in [c.upper() for c in cols]:
+                    hdr = h.header
+                    if int(hdr.get("POLNAXIS", 2)) > 0 and int(hdr.get("POLDEG1", 0)) > 0:
+                        return (str(hdr.get("POLNAME1", "X_IMAGE")).strip(),
+                                str(hdr.get("POLNAME2", "Y_IMAGE")).strip())
+                    return None
+    except Exception:  # noqa: BLE001 - not a readable FITS file: read_psf says why
+        return None
+    return None
 
 
 def pixel_to_world(data, x, y):
@@ -103,44 +159,44 @@ def pixel_to_world(data, x, y):
     return float(ra), float(dec)
 
 
+def sexagesimal(ra_deg, dec_deg):
+    """``('hh:mm:ss.ss', '+dd:mm:ss.s')`` of an RA and Dec in degrees (DS9's sexagesimal)."""
+    from astropy.coordinates import Angle
+    ra = Angle(ra_deg, unit="deg").wrap_at("360d").to_string(unit="hourangle", sep=":",
+                                                              precision=2, pad=True)
+    dec = Angle(dec_deg, unit="deg").to_string(unit="deg", sep=":", precision=1, pad=True,
+                                               alwayssign=True)
+    return ra, dec
+
+
 # ------------------------------------------------------------------------------- PSF
 _psf_cache = {}
 _psf_lock = threading.Lock()
 
 
-def psf_available():
-    return _optional("psf") is not None
-
-
-def read_psf(path, *, n_components=None):
-    """:func:`mogviewer.psf.read_psf`, memoised on (path, mtime, size, K).
+def read_psf(path, *, n_components=None, hdu=None, position=None):
+    """:func:`mogviewer.psf.read_psf`, memoised on (path, mtime, size, K, HDU, position).
 
     Fitting a mixture to a PSF stamp takes seconds; the same file is often opened again (the
     sample at every start, the PSF dialog's K choice), so results are kept for the process.
-    Returns a ``PsfModel`` (``.mixture``, ``.stamp``, ``.quality``, ``.notes``, ``.trials``) and
-    the list of warnings raised while reading (as text).
+    Runs in a worker thread: it touches no warnings state (what the reader warns about is also
+    in ``PsfModel.notes``; see :func:`install_warning_filters`). Returns a ``PsfModel``
+    (``.mixture``, ``.stamp``, ``.quality``, ``.notes``, ``.trials``).
     """
-    psf = _optional("psf")
-    if psf is None:
-        raise RuntimeError("PSF support (mogviewer.psf) is not installed in this version")
     p = Path(path)
     st = p.stat()
-    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, n_components)
+    pos = None if position is None else (float(position[0]), float(position[1]))
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, hdu, pos, n_components)
     with _psf_lock:
         hit = _psf_cache.get(key)
     if hit is not None:
         return hit
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = psf.read_psf(p, n_components=n_components)
-    extra = [str(w.message) for w in caught
-             if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
-    out = (model, extra)
+    model = mpsf.read_psf(p, n_components=n_components, hdu=hdu, position=pos)
     with _psf_lock:
-        _psf_cache[key] = out
+        _psf_cache[key] = model
         if n_components is None:   # the automatic choice is also the answer for its own K
-            _psf_cache[key[:3] + (model.n_components,)] = out
-    return out
+            _psf_cache[key[:-1] + (model.n_components,)] = model
+    return model
 
 
 def psf_mixture(model):
@@ -186,42 +242,27 @@ def psf_images(model):
     return np.asarray(stamp), mod, res
 
 
-def max_psf_components():
-    psf = _optional("psf")
-    return getattr(psf, "MAX_COMPONENTS", 6) if psf is not None else 6
+MAX_PSF_COMPONENTS = mpsf.MAX_COMPONENTS
 
 
 # ------------------------------------------------------------------------------- profiles
-def _sersic():
-    """The smooth Sérsic family (mogviewer.profiles.sersic with its data file), or None."""
-    fam = _sersic_family
-    try:
-        fam.family_knots()
-    except Exception:  # noqa: BLE001 - no data file: the app offers the four tables only
-        return None
-    return fam
-
-
-SERSIC = _sersic()
-PROFILES = ("exp", "dev", "lux", "luv") + (("ser",) if SERSIC is not None else ())
+PROFILES = ("exp", "dev", "lux", "luv", "ser")
 PROFILE_LABELS = {"exp": "exp (exponential)", "dev": "dev (de Vaucouleurs)",
                   "lux": "lux (truncated exp)", "luv": "luv (truncated dev)",
                   "ser": "ser (S\u00e9rsic, any n)"}
-DEFAULT_M = {"exp": 6, "dev": 8, "lux": 6, "luv": 8}
-if SERSIC is not None:
-    DEFAULT_M["ser"] = SERSIC.M_FAMILY
-N_RANGE = (SERSIC.N_MIN, SERSIC.N_MAX) if SERSIC is not None else (0.5, 8.0)
+DEFAULT_M = {"exp": 6, "dev": 8, "lux": 6, "luv": 8, "ser": SERSIC.M_FAMILY}
+N_RANGE = (SERSIC.N_MIN, SERSIC.N_MAX)
 
 
 def available_M(profile):
-    if profile == "ser" and SERSIC is not None:
+    if profile == "ser":
         return [SERSIC.M_FAMILY]
     return list(profiles.available(profile))
 
 
 def profile_object(profile, M, n=None):
     """The ProfileMixture to render: the table, or the Sérsic family at ``n``."""
-    if profile == "ser" and SERSIC is not None:
+    if profile == "ser":
         return SERSIC.sersic_profile_mixture(min(max(float(n or 1.0), N_RANGE[0]), N_RANGE[1]))
     return profiles.get_mixture(profile, M)
 
@@ -271,23 +312,8 @@ def warmup():
 
 
 # ------------------------------------------------------------------------------- export
-def export_available():
-    return _optional("export") is not None
-
-
-def _export():
-    exp = _optional("export")
-    if exp is None:
-        raise RuntimeError("export support (mogviewer.export) is not in this version yet")
-    return exp
-
-
 def export_error_types():
-    exp = _optional("export")
-    extra = ()
-    if exp is not None:
-        extra = tuple(getattr(exp, n) for n in ("ExportError", "ModelFileError") if hasattr(exp, n))
-    return (OSError, ValueError, TypeError) + extra
+    return (OSError, ValueError, TypeError, mexport.ExportError, mexport.ModelFileError)
 
 
 def psf_source(model, path):
@@ -298,15 +324,15 @@ def psf_source(model, path):
 
 def result_row(result, *, data=None, problem=None, psf_text="none"):
     """One CSV row (dict) for ``result``: :func:`mogviewer.export.result_to_row`."""
-    return _export().result_to_row(result, data, problem=problem, psf_source=psf_text)
+    return mexport.result_to_row(result, data, problem=problem, psf_source=psf_text)
 
 
 def write_csv(path, rows, *, append=False):
-    return _export().write_csv(path, rows, append=append)
+    return mexport.write_csv(path, rows, append=append)
 
 
 def write_imgblock(path, *, problem, result, data=None, psf_text="none"):
-    return _export().write_imgblock(path, problem, result, data, psf_source=psf_text)
+    return mexport.write_imgblock(path, problem, result, data, psf_source=psf_text)
 
 
 def write_region(path, *, params, profile, M, result=None, data=None):
@@ -314,18 +340,18 @@ def write_region(path, *, params, profile, M, result=None, data=None):
     from types import SimpleNamespace
     res = result if result is not None else SimpleNamespace(params=params, profile=profile, M=M)
     wcs = getattr(data, "wcs", None) if data is not None else None
-    return _export().write_region(path, res, wcs)
+    return mexport.write_region(path, res, wcs)
 
 
 def write_model_json(path, *, params, problem, result=None, source=None):
     model = result if result is not None and result.params == params else params
-    return _export().write_model_json(path, model, problem=problem, profile=problem.profile,
+    return mexport.write_model_json(path, model, problem=problem, profile=problem.profile,
                                       M=problem.M, source=source)
 
 
 def read_model_json(path):
     """A ``SavedModel`` (``.params``, ``.profile``, ``.M``, ``.sky``, ``.free``, ``.psf``)."""
-    return _export().read_model_json(path)
+    return mexport.read_model_json(path)
 
 
 # ------------------------------------------------------------------------------- routing
@@ -366,19 +392,17 @@ def classify_file(path, *, current_shape=None):
         return "image"
     try:
         from astropy.io import fits
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(p, memmap=False) as hdul:
-                for h in hdul:
-                    if "PSF_P0" in h.header:
-                        return "psf"
-                    cols = getattr(getattr(h, "columns", None), "names", None) or []
-                    low = {c.lower() for c in cols}
-                    if "psf_mask" in low or {"amp", "mean", "var"} <= low:
-                        return "psf"
-                for h in hdul:
-                    if h.is_image and h.data is not None and np.ndim(h.data) == 2:
-                        return _classify_array(np.asarray(h.data), current_shape)
+        with fits.open(p, memmap=False) as hdul:
+            for h in hdul:
+                if "PSF_P0" in h.header:
+                    return "psf"
+                cols = getattr(getattr(h, "columns", None), "names", None) or []
+                low = {c.lower() for c in cols}
+                if "psf_mask" in low or {"amp", "mean", "var"} <= low:
+                    return "psf"
+            for h in hdul:
+                if h.is_image and h.data is not None and np.ndim(h.data) == 2:
+                    return _classify_array(np.asarray(h.data), current_shape)
     except Exception:  # noqa: BLE001 - the reader gives the real message
         return "image"
     return "image"

@@ -9,44 +9,23 @@ are painted over with a flat colour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
 
 import numpy as np
 import pyqtgraph as pg
-from astropy.visualization import (
-    AsinhStretch,
-    LinearStretch,
-    LogStretch,
-    ManualInterval,
-    MinMaxInterval,
-    PercentileInterval,
-    SqrtStretch,
-    ZScaleInterval,
-)
+from astropy.visualization import AsinhStretch, LinearStretch, LogStretch, SqrtStretch
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from .ellipse_handle import ComponentsOverlay, EllipseHandle
+from .state import COLORMAPS, LIMITS, STRETCHES
 
-STRETCHES = {"linear": LinearStretch, "sqrt": SqrtStretch, "log": LogStretch,
-             "asinh": AsinhStretch}
-LIMITS = ("min/max", "zscale", "99.5%", "manual")
-COLORMAPS = ("inferno", "viridis", "magma", "cividis", "gray", "CET-L1", "turbo")
+STRETCH_CLASSES = {"linear": LinearStretch, "sqrt": SqrtStretch, "log": LogStretch,
+                   "asinh": AsinhStretch}
+assert set(STRETCH_CLASSES) == set(STRETCHES)
 DIVERGING = "CET-D1A"
 MASK_RGBA = (70, 90, 120, 215)
-
-
-@dataclass(frozen=True)
-class DisplaySettings:
-    stretch: str = "asinh"
-    limits: str = "99.5%"
-    cmap: str = "inferno"
-    manual_lo: float = 0.0
-    manual_hi: float = 1.0
-    resid_nsigma: float = 5.0
-    show_mask: bool = True
-
-    def replace(self, **kw):
-        return replace(self, **kw)
+#: Width (px) of every panel's left axis, so that all panels have image areas of one width.
+AXIS_WIDTH = 38
 
 
 def colormap(name):
@@ -58,18 +37,16 @@ def colormap(name):
         return pg.colormap.get("inferno")
 
 
-def interval_for(settings):
-    if settings.limits == "min/max":
-        return MinMaxInterval()
-    if settings.limits == "zscale":
-        return ZScaleInterval()
-    if settings.limits == "manual":
-        return ManualInterval(settings.manual_lo, settings.manual_hi)
-    return PercentileInterval(99.5)
+def _g(v):
+    return format(float(v), ".4g") if math.isfinite(v) else "\u2013"
 
 
 class ImagePanels(QtWidgets.QWidget):
-    """Four linked image panels drawing the session's images.
+    """Four linked image panels drawing the session state's images (a thin view).
+
+    What is shown (stretch, limits, colours, the view rectangle) lives in the state
+    (:class:`~mogviewer.gui.state.DisplayState`, ``state.view``); a pan or zoom with the mouse is
+    sent back with :meth:`~mogviewer.gui.state.SessionState.set_view`.
 
     Signals
     -------
@@ -79,14 +56,14 @@ class ImagePanels(QtWidgets.QWidget):
     hovered = QtCore.pyqtSignal(object)
     TITLES = ("data", "model", "residual  (data \u2212 model)",
               "chi  ((data \u2212 model) / \u03c3)")
+    SHORT_TITLES = ("data", "model", "residual", "chi")
 
-    def __init__(self, session, parent=None):
+    def __init__(self, state, parent=None):
         super().__init__(parent)
-        self.session = session
-        self.settings = DisplaySettings()
-        self.levels = (0.0, 1.0)
-        self.resid_range = 1.0
+        self.state = state
         self.n_model_updates = 0
+        self._cmap_name = None
+        self._applying_view = False
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.view = pg.GraphicsLayoutWidget()
@@ -105,6 +82,8 @@ class ImagePanels(QtWidgets.QWidget):
             for ax in ("left", "bottom"):
                 p.getAxis(ax).setPen(pg.mkPen("#888888"))
                 p.getAxis(ax).setTextPen(pg.mkPen("#aaaaaa"))
+            # one fixed axis width: the four image areas get the same width
+            p.getAxis("left").setWidth(AXIS_WIDTH)
             img = pg.ImageItem(axisOrder="row-major")
             m = pg.ImageItem(axisOrder="row-major")
             m.setZValue(5)
@@ -120,18 +99,16 @@ class ImagePanels(QtWidgets.QWidget):
         self.data_plot, self.model_plot, self.resid_plot, self.chi_plot = self.plots
         self.data_item, self.model_item, self.resid_item, self.chi_item = self.images
 
-        self.cbar_data = pg.ColorBarItem(values=(0, 1), colorMap=colormap(self.settings.cmap),
-                                         interactive=False, orientation="horizontal", width=12,
-                                         colorMapMenu=False)
-        self.cbar_resid = pg.ColorBarItem(values=(-1, 1), colorMap=colormap(DIVERGING),
-                                          interactive=False, orientation="horizontal", width=12,
-                                          colorMapMenu=False)
-        self.cbar_chi = pg.ColorBarItem(values=(-5, 5), colorMap=colormap(DIVERGING),
-                                        interactive=False, orientation="horizontal", width=12,
-                                        colorMapMenu=False)
-        for cb in (self.cbar_data, self.cbar_resid, self.cbar_chi):
+        def bar(values, cmap):
+            cb = pg.ColorBarItem(values=values, colorMap=colormap(cmap), interactive=False,
+                                 orientation="horizontal", width=12, colorMapMenu=False)
             cb.axis.setTextPen(pg.mkPen("#aaaaaa"))
             cb.axis.setPen(pg.mkPen("#888888"))
+            return cb
+
+        self.cbar_data = bar((0, 1), "inferno")
+        self.cbar_resid = bar((-1, 1), DIVERGING)
+        self.cbar_chi = bar((-5, 5), DIVERGING)
         self.arrangement = None
         self.arrange("row")
 
@@ -146,8 +123,19 @@ class ImagePanels(QtWidgets.QWidget):
         self._apply_cmaps()
 
         self.view.scene().sigMouseMoved.connect(self._on_mouse_moved)
-        session.image_changed.connect(self._on_image_changed)
-        session.model_changed.connect(self._on_model_changed)
+        self.data_plot.getViewBox().sigRangeChangedManually.connect(self._on_user_view)
+        state.image_changed.connect(self._on_image_changed)
+        state.model_changed.connect(self._on_model_changed)
+        state.display_changed.connect(self._on_display_changed)
+        state.view_changed.connect(self._on_view_changed)
+
+    @property
+    def settings(self):
+        return self.state.display
+
+    @property
+    def levels(self):
+        return self.state.levels
 
     # ------------------------------------------------------------------ layout
     def arrange(self, mode):
@@ -180,16 +168,14 @@ class ImagePanels(QtWidgets.QWidget):
             ci.addItem(self.cbar_chi, row=3, col=1)
             for r, f in ((0, 20), (1, 1), (2, 20), (3, 1)):
                 lay.setRowStretchFactor(r, f)
-        for i, p in enumerate(self.plots):
-            left = i == 0 or (mode == "grid" and i == 2)
-            p.getAxis("left").setStyle(showValues=left)
-            p.getAxis("left").setWidth(None if left else 6)
+        for c in range(lay.columnCount()):
+            lay.setColumnStretchFactor(c, 1)
         self.arrangement = mode
-        QtCore.QTimer.singleShot(0, self.reset_zoom)   # once the layout has its new geometry
+        self._refit_later()
 
     def showEvent(self, ev):
         super().showEvent(ev)
-        QtCore.QTimer.singleShot(0, self.reset_zoom)
+        self._refit_later()
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)
@@ -198,19 +184,53 @@ class ImagePanels(QtWidgets.QWidget):
         row_side = min(w / 4.0, h * 0.92)
         grid_side = min(w / 2.0, h * 0.46)
         self.arrange("row" if row_side >= grid_side else "grid")
+        self._refit_later()
 
-    # ------------------------------------------------------------------ settings
-    def set_settings(self, settings):
-        if settings == self.settings:
+    def _refit_later(self):
+        # once the layout has its new geometry: the whole image again (unless the user zoomed)
+        QtCore.QTimer.singleShot(0, self._apply_view)
+
+    # ------------------------------------------------------------------ view
+    def reset_zoom(self):
+        """Show the whole image (and keep showing it when the panels resize)."""
+        self.state.set_view(None, origin="reset")
+        self._apply_view()
+
+    def _apply_view(self):
+        data = self.state.data
+        if data is None:
             return
-        old = self.settings
-        self.settings = settings
-        if settings.cmap != old.cmap:
-            self._apply_cmaps()
+        view = self.state.view
+        if view is None:
+            ny, nx = data.shape
+            view = ((-0.5, nx - 0.5), (-0.5, ny - 0.5))
+        self._applying_view = True
+        try:
+            self.data_plot.getViewBox().setRange(xRange=view[0], yRange=view[1], padding=0.0)
+        finally:
+            self._applying_view = False
+
+    def _on_view_changed(self, view, origin):
+        if origin != "panels":
+            self._apply_view()
+
+    def _on_user_view(self, *_):
+        if self._applying_view:
+            return
+        (x0, x1), (y0, y1) = self.data_plot.getViewBox().viewRange()
+        self.state.set_view(((x0, x1), (y0, y1)), origin="panels")
+
+    # ------------------------------------------------------------------ display
+    def _on_display_changed(self, display):
+        self._apply_cmaps()
         self.refresh()
 
     def _apply_cmaps(self):
-        cm = colormap(self.settings.cmap)
+        name = self.state.display.cmap
+        if name == self._cmap_name:
+            return
+        self._cmap_name = name
+        cm = colormap(name)
         lut = cm.getLookupTable(0.0, 1.0, 256)
         self.data_item.setLookupTable(lut)
         self.model_item.setLookupTable(lut)
@@ -219,78 +239,81 @@ class ImagePanels(QtWidgets.QWidget):
         self.resid_item.setLookupTable(dv)
         self.chi_item.setLookupTable(dv)
 
-    # ------------------------------------------------------------------ images
     def _stretched(self, a):
-        lo, hi = self.levels
+        lo, hi = self.state.levels
         t = (np.asarray(a, float) - lo) / (hi - lo if hi > lo else 1.0)
         t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
-        return STRETCHES[self.settings.stretch]()(t, clip=True)
+        return STRETCH_CLASSES[self.state.display.stretch]()(t, clip=True)
 
+    # ------------------------------------------------------------------ images
     def _on_image_changed(self):
-        data = self.session.data
+        data = self.state.data
         ny, nx = data.shape
         rgba = np.zeros((ny, nx, 4), np.ubyte)
         rgba[data.mask] = MASK_RGBA
         for m in self.mask_items:
             m.setImage(rgba, autoLevels=False, levels=(0, 255))
+        for it in self.images[1:]:
+            it.clear()
         self.refresh()
-        self.reset_zoom()
-
-    def reset_zoom(self):
-        if self.session.data is None:
-            return
-        ny, nx = self.session.data.shape
-        self.data_plot.getViewBox().setRange(xRange=(-0.5, nx - 0.5), yRange=(-0.5, ny - 0.5),
-                                             padding=0.0)
 
     def refresh(self):
-        """Recompute levels and redraw everything (image or display settings changed)."""
-        data = self.session.data
+        """Redraw everything (image or display state changed)."""
+        data = self.state.data
         if data is None:
             return
-        good = ~data.mask
-        vals = data.image[good] if good.any() else data.image.ravel()
-        try:
-            lo, hi = interval_for(self.settings).get_limits(vals)
-        except Exception:  # noqa: BLE001 - degenerate data: fall back to min/max
-            lo, hi = float(np.min(vals)), float(np.max(vals))
-        if not hi > lo:
-            hi = lo + 1.0
-        self.levels = (float(lo), float(hi))
-        sig = data.sigma[good & np.isfinite(data.sigma)]
-        med = float(np.median(sig)) if sig.size else 1.0
-        self.resid_range = max(self.settings.resid_nsigma * med, 1e-30)
         self.data_item.setImage(self._stretched(data.image), autoLevels=False, levels=(0, 1))
         for m in self.mask_items:
-            m.setVisible(self.settings.show_mask)
+            m.setVisible(self.state.display.show_mask)
         self._update_colorbars()
         self._on_model_changed()
 
+    def unit(self):
+        """The image unit for labels (``BUNIT``, or 'image units')."""
+        d = self.state.data
+        return (d.bunit or "").strip() if d is not None and d.bunit else "image units"
+
+    def colorbar_labels(self):
+        """``{panel: text}`` under each colour bar: the end values and their unit."""
+        lo, hi = self.state.levels
+        d = self.state.display
+        r, n = self.state.resid_range, d.resid_nsigma
+        u = self.unit()
+        return {
+            "data": f"data, model [{u}]: {_g(lo)} \u2026 {_g(hi)}  ({d.stretch}, {d.limits})",
+            "residual": f"residual [{u}]: {_g(-r)} \u2026 {_g(r)}  (\u00b1{n:g} median \u03c3)",
+            "chi": f"chi [\u03c3]: {_g(-n)} \u2026 {_g(n)}",
+        }
+
     def _update_colorbars(self):
-        lo, hi = self.levels
-        st = STRETCHES[self.settings.stretch]()
-        inv = st.inverse
+        lo, hi = self.state.levels
+        inv = STRETCH_CLASSES[self.state.display.stretch]().inverse
         ticks = []
         for s in (0.0, 0.25, 0.5, 0.75, 1.0):
             v = lo + (hi - lo) * float(inv(np.array([s]))[0])
-            ticks.append((s, f"{v:.3g}"))
+            ticks.append((s, _g(v)))
         self.cbar_data.setLevels((0.0, 1.0))
         self.cbar_data.axis.setTicks([ticks, []])
-        r = self.resid_range
+        r, n = self.state.resid_range, self.state.display.resid_nsigma
         self.cbar_resid.setLevels((-r, r))
-        n = self.settings.resid_nsigma
+        self.cbar_resid.axis.setTicks([[(-r, _g(-r)), (0.0, "0"), (r, _g(r))], []])
         self.cbar_chi.setLevels((-n, n))
-        self.cbar_chi.axis.setTicks(None)
+        self.cbar_chi.axis.setTicks([[(-n, _g(-n)), (0.0, "0"), (n, _g(n))], []])
+        labels = self.colorbar_labels()
+        for cb, key in ((self.cbar_data, "data"), (self.cbar_resid, "residual"),
+                        (self.cbar_chi, "chi")):
+            cb.axis.setLabel(labels[key], color="#aaaaaa")
 
     def _on_model_changed(self):
-        im = self.session.images
-        if im is None:
+        im = self.state.images
+        data = self.state.data
+        if im is None or data is None or im.model.shape != data.shape:
             return
         self.model_item.setImage(self._stretched(im.model), autoLevels=False, levels=(0, 1))
-        r = self.resid_range
+        r = self.state.resid_range
         self.resid_item.setImage(np.nan_to_num(im.residual, nan=0.0), autoLevels=False,
                                  levels=(-r, r))
-        n = self.settings.resid_nsigma
+        n = self.state.display.resid_nsigma
         self.chi_item.setImage(np.nan_to_num(im.chi, nan=0.0), autoLevels=False,
                                levels=(-n, n))
         self.n_model_updates += 1
@@ -311,7 +334,7 @@ class ImagePanels(QtWidgets.QWidget):
 
     def pixel_at(self, x, y):
         """Integer pixel ``(ix, iy)`` containing view point ``(x, y)``, or None outside."""
-        data = self.session.data
+        data = self.state.data
         if data is None:
             return None
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
@@ -320,9 +343,88 @@ class ImagePanels(QtWidgets.QWidget):
             return ix, iy
         return None
 
-    def grab_png(self, path):
-        """Save the panels (as shown) to a PNG; returns True on success."""
-        return bool(self.view.grab().save(str(path), "PNG"))
+    # ------------------------------------------------------------------ export
+    def panel_rgba(self):
+        """``{title: (ny, nx, 4) uint8 RGBA}`` of the four panels as the display state maps
+        them (stretch, limits, colours, mask), row 0 at the bottom as in the image array."""
+        data, im = self.state.data, self.state.images
+        if data is None or im is None or im.model.shape != data.shape:
+            return {}
+        lut = colormap(self.state.display.cmap).getLookupTable(0.0, 1.0, 256, alpha=True)
+        dv = colormap(DIVERGING).getLookupTable(0.0, 1.0, 256, alpha=True)
+        r, n = self.state.resid_range, self.state.display.resid_nsigma
+
+        def mapped(a, table, lo, hi):
+            t = np.clip((np.nan_to_num(np.asarray(a, float), nan=0.0) - lo) / (hi - lo), 0, 1)
+            out = np.array(table[np.round(t * (len(table) - 1)).astype(int)], np.uint8)
+            if out.shape[-1] == 3:
+                out = np.concatenate([out, np.full(out.shape[:-1] + (1,), 255, np.uint8)], -1)
+            if self.state.display.show_mask and data.mask.any():
+                a_m = MASK_RGBA[3] / 255.0
+                blend = (1 - a_m) * out[data.mask, :3] + a_m * np.array(MASK_RGBA[:3])
+                out[data.mask, :3] = np.round(blend).astype(np.uint8)
+            return out
+
+        return {
+            "data": mapped(self._stretched(data.image), lut, 0.0, 1.0),
+            "model": mapped(self._stretched(im.model), lut, 0.0, 1.0),
+            "residual": mapped(im.residual, dv, -r, r),
+            "chi": mapped(im.chi, dv, -n, n),
+        }
+
+    def render_png(self, path, *, min_panel_px=320):
+        """Write the four panels to a PNG from the arrays themselves (no screen grab, no
+        ellipse or handles): each panel at an integer zoom of at least ``min_panel_px`` px,
+        nearest-neighbour, under its title and over a colour bar with end values and unit.
+        Returns True on success."""
+        panels = self.panel_rgba()
+        if not panels:
+            return False
+        ny, nx = self.state.data.shape
+        zoom = max(1, int(math.ceil(min_panel_px / max(nx, ny))))
+        w, h = nx * zoom, ny * zoom
+        gap, title_h, bar_h, label_h = 12, 24, 12, 20
+        W = 4 * w + 5 * gap
+        H = title_h + h + gap // 2 + bar_h + label_h + gap
+        canvas = QtGui.QImage(W, H, QtGui.QImage.Format_RGB32)
+        canvas.fill(QtGui.QColor(25, 25, 30))
+        p = QtGui.QPainter(canvas)
+        try:
+            p.setRenderHint(QtGui.QPainter.SmoothPixmapTransform, False)
+            font = p.font()
+            font.setPixelSize(13)
+            p.setFont(font)
+            p.setPen(QtGui.QColor("#dddddd"))
+            labels = self.colorbar_labels()
+            bars = {"data": (self.state.display.cmap, labels["data"]),
+                    "model": (self.state.display.cmap, labels["data"]),
+                    "residual": (DIVERGING, labels["residual"]), "chi": (DIVERGING, labels["chi"])}
+            for i, (name, rgba) in enumerate(panels.items()):
+                x0 = gap + i * (w + gap)
+                # image rows run bottom-up on screen (y up): flip for the top-down QImage
+                arr = np.ascontiguousarray(rgba[::-1])
+                qimg = QtGui.QImage(arr.data, nx, ny, 4 * nx, QtGui.QImage.Format_RGBA8888)
+                p.drawImage(QtCore.QRect(x0, title_h, w, h), qimg.copy())
+                p.setPen(QtGui.QColor("#dddddd"))
+                p.drawText(QtCore.QRect(x0, 0, w, title_h), QtCore.Qt.AlignCenter, name)
+                cmap, text = bars[name]
+                lut = colormap(cmap).getLookupTable(0.0, 1.0, w)
+                strip = np.ascontiguousarray(np.repeat(
+                    np.concatenate([lut[:, :3], np.full((w, 1), 255, np.ubyte)], 1)[None],
+                    bar_h, 0).astype(np.uint8))
+                qbar = QtGui.QImage(strip.data, w, bar_h, 4 * w, QtGui.QImage.Format_RGBA8888)
+                yb = title_h + h + gap // 2
+                p.drawImage(QtCore.QRect(x0, yb, w, bar_h), qbar.copy())
+                p.setPen(QtGui.QColor("#aaaaaa"))
+                small = QtGui.QFont(font)
+                small.setPixelSize(11)
+                p.setFont(small)
+                p.drawText(QtCore.QRect(x0, yb + bar_h, w, label_h),
+                           QtCore.Qt.AlignCenter | QtCore.Qt.TextWordWrap, text)
+                p.setFont(font)
+        finally:
+            p.end()
+        return bool(canvas.save(str(path), "PNG"))
 
 
 def ellipse_outline(x, y, re, q, angle, n=96):
@@ -334,5 +436,5 @@ def ellipse_outline(x, y, re, q, angle, n=96):
     return x + c * u - s * v, y + s * u + c * v
 
 
-__all__ = ["ImagePanels", "DisplaySettings", "STRETCHES", "LIMITS", "COLORMAPS",
-           "ellipse_outline"]
+__all__ = ["ImagePanels", "STRETCHES", "LIMITS", "COLORMAPS", "ellipse_outline", "colormap",
+           "DIVERGING"]

@@ -1,8 +1,9 @@
 """The parameter panel: profile and M, parameters with errors and fixed/free, sky, fit controls.
 
-A thin view of the session: it shows ``session.params`` / ``session.result`` and sends edits out
-as signals (the main window turns them into undoable commands). Programmatic updates block the
-widgets' signals, so showing a value never echoes back as an edit.
+A thin view of the session state: it shows ``state.params`` / ``state.result`` and the image's
+HDU/band, zeropoint and PSF, and sends edits out as signals (the actions turn them into undoable
+commands or file reads). Programmatic updates block the widgets' signals, so showing a value never
+echoes back as an edit. The Fit button comes first, so it is visible however short the window.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from . import engine
-from .session import PARAM_NAMES
+from .state import PARAM_NAMES
 
 LABELS = {"flux": "flux", "x": "x", "y": "y", "re": "r\u2091", "q": "q = b/a",
           "angle": "angle", "n": "S\u00e9rsic n", "sky": "sky"}
@@ -60,6 +61,15 @@ class ParamSpin(QtWidgets.QDoubleSpinBox):
     def textFromValue(self, v):
         return format(v, self.fmt)
 
+    def event(self, ev):
+        # F (no modifier) can never be part of a number: let it reach the window's Fit shortcut
+        # instead of being swallowed as text (the typed value is committed before the fit)
+        if (ev.type() == QtCore.QEvent.ShortcutOverride and ev.key() == QtCore.Qt.Key_F
+                and not (ev.modifiers() & ~QtCore.Qt.KeypadModifier)):
+            ev.ignore()
+            return True
+        return super().event(ev)
+
     def valueFromText(self, text):
         try:
             return float(text.strip())
@@ -103,6 +113,11 @@ class ParamsPanel(QtWidgets.QWidget):
     components_toggled(bool)
     fit_requested()
     cancel_requested()
+    hdu_chosen(int) : image HDU (of a multi-band / multi-HDU file).
+    zeropoint_edited(object) : a zeropoint (float) or None (use the header's).
+    psf_open_requested()
+    psf_remove_requested()
+    psf_position_edited(float, float) : where a varying PSFEx model is evaluated.
     """
 
     param_edited = QtCore.pyqtSignal(str, float)
@@ -113,13 +128,20 @@ class ParamsPanel(QtWidgets.QWidget):
     components_toggled = QtCore.pyqtSignal(bool)
     fit_requested = QtCore.pyqtSignal()
     cancel_requested = QtCore.pyqtSignal()
+    hdu_chosen = QtCore.pyqtSignal(int)
+    zeropoint_edited = QtCore.pyqtSignal(object)
+    psf_open_requested = QtCore.pyqtSignal()
+    psf_remove_requested = QtCore.pyqtSignal()
+    psf_position_edited = QtCore.pyqtSignal(float, float)
 
-    def __init__(self, session, parent=None):
+    def __init__(self, state, parent=None):
         super().__init__(parent)
-        self.session = session
+        self.state = state
         self.n_param_updates = 0
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(6, 6, 6, 6)
+        outer.setSpacing(4)
+        outer.addWidget(self._build_fit_group())
 
         # profile ---------------------------------------------------------------
         gp = QtWidgets.QGroupBox("Profile")
@@ -129,6 +151,13 @@ class ParamsPanel(QtWidgets.QWidget):
             self.profile_combo.addItem(engine.PROFILE_LABELS[p], p)
         self.M_combo = QtWidgets.QComboBox()
         self.M_combo.setToolTip("Number of Gaussians M (only the tabulated mixtures)")
+        # wide enough for two digits and the arrow whatever the dock's width (never clipped)
+        self.M_combo.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToContents)
+        self.M_combo.setMinimumContentsLength(2)
+        self.M_combo.setSizePolicy(QtWidgets.QSizePolicy.Minimum, QtWidgets.QSizePolicy.Fixed)
+        self.profile_combo.setMinimumContentsLength(8)
+        self.profile_combo.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.quality_label = QtWidgets.QLabel()
         self.quality_label.setToolTip(
             "Approximation quality of the chosen mixture (Hogg & Lang 2013): the badness of "
@@ -188,7 +217,19 @@ class ParamsPanel(QtWidgets.QWidget):
         grid.addLayout(row2, r + 1, 0, 1, 5)
         outer.addWidget(gpar)
 
-        # fit ---------------------------------------------------------------------
+        outer.addWidget(self._build_image_group())
+        outer.addStretch(1)
+
+        self.profile_combo.currentIndexChanged.connect(self._on_profile_combo)
+        self.M_combo.currentIndexChanged.connect(self._on_M_combo)
+        state.params_changed.connect(self.show_params)
+        state.result_changed.connect(self.show_result)
+        state.config_changed.connect(self.show_config)
+        state.model_changed.connect(self._on_model)
+        state.busy_changed.connect(self.set_busy)
+        self.show_config()
+
+    def _build_fit_group(self):
         gfit = QtWidgets.QGroupBox("Fit")
         v = QtWidgets.QVBoxLayout(gfit)
         hb = QtWidgets.QHBoxLayout()
@@ -216,22 +257,129 @@ class ParamsPanel(QtWidgets.QWidget):
         f2.setPointSizeF(f2.pointSizeF() * 1.15)
         self.chi2_label.setFont(f2)
         self.chi2_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.chi2_label.setWordWrap(True)
         v.addWidget(self.chi2_label)
         self.status_label = QtWidgets.QLabel("")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         v.addWidget(self.status_label)
-        outer.addWidget(gfit)
-        outer.addStretch(1)
+        return gfit
 
-        self.profile_combo.currentIndexChanged.connect(self._on_profile_combo)
-        self.M_combo.currentIndexChanged.connect(self._on_M_combo)
-        session.params_changed.connect(self.show_params)
-        session.result_changed.connect(self.show_result)
-        session.config_changed.connect(self.show_config)
-        session.model_changed.connect(self._on_model)
-        session.busy_changed.connect(self.set_busy)
-        self.show_config()
+    def _build_image_group(self):
+        g = QtWidgets.QGroupBox("Image and PSF")
+        grid = QtWidgets.QGridLayout(g)
+        grid.setHorizontalSpacing(6)
+        self.hdu_combo = QtWidgets.QComboBox()
+        self.hdu_combo.setToolTip("Image HDU / band of a multi-extension file (BAND keyword)")
+        self.hdu_combo.currentIndexChanged.connect(self._on_hdu_combo)
+        self.zp_edit = QtWidgets.QLineEdit()
+        self.zp_edit.setToolTip("Magnitude zeropoint: mag = zp \u2212 2.5 log10(flux in image "
+                                "units). Empty: the header's (MAGZERO, MAGZP, ZP, ...).")
+        self.zp_edit.setValidator(QtGui.QDoubleValidator(-100.0, 100.0, 6))
+        self.zp_edit.editingFinished.connect(self._on_zp_edit)
+        self.psf_label = QtWidgets.QLabel("none")
+        self.psf_label.setWordWrap(True)
+        self.psf_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.psf_open_button = QtWidgets.QPushButton("Open PSF\u2026")
+        self.psf_open_button.clicked.connect(self.psf_open_requested.emit)
+        self.psf_remove_button = QtWidgets.QPushButton("Remove")
+        self.psf_remove_button.setToolTip("Fit without a PSF (the model is not convolved)")
+        self.psf_remove_button.clicked.connect(self.psf_remove_requested.emit)
+        self.pos_x, self.pos_y = QtWidgets.QDoubleSpinBox(), QtWidgets.QDoubleSpinBox()
+        for sp in (self.pos_x, self.pos_y):
+            sp.setRange(-1e6, 1e6)
+            sp.setDecimals(1)
+            sp.setKeyboardTracking(False)
+            sp.setToolTip("Where a varying PSFEx model is evaluated: the cutout centre on the "
+                          "original image, in the PSFEx file's coordinates (POLNAME1/2, usually "
+                          "1-based X_IMAGE, Y_IMAGE)")
+        self.pos_button = QtWidgets.QPushButton("Evaluate")
+        self.pos_button.setToolTip("Evaluate the PSFEx model at this position")
+        self.pos_button.clicked.connect(
+            lambda: self.psf_position_edited.emit(self.pos_x.value(), self.pos_y.value()))
+        grid.addWidget(QtWidgets.QLabel("HDU / band"), 0, 0)
+        grid.addWidget(self.hdu_combo, 0, 1, 1, 3)
+        grid.addWidget(QtWidgets.QLabel("zeropoint"), 1, 0)
+        grid.addWidget(self.zp_edit, 1, 1, 1, 2)
+        grid.addWidget(self._small("mag"), 1, 3)
+        grid.addWidget(QtWidgets.QLabel("PSF"), 2, 0)
+        grid.addWidget(self.psf_label, 2, 1, 1, 3)
+        grid.addWidget(self.psf_open_button, 3, 1)
+        grid.addWidget(self.psf_remove_button, 3, 2, 1, 2)
+        self.pos_label = QtWidgets.QLabel("PSFEx x, y")
+        grid.addWidget(self.pos_label, 4, 0)
+        grid.addWidget(self.pos_x, 4, 1)
+        grid.addWidget(self.pos_y, 4, 2)
+        grid.addWidget(self.pos_button, 4, 3)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(2, 1)
+        self.state.image_changed.connect(self.show_image)
+        self.state.psf_changed.connect(self.show_psf)
+        self.show_image()
+        self.show_psf()
+        return g
+
+    # ------------------------------------------------------------------ image and PSF
+    def show_image(self):
+        s = self.state
+        hdus = s.source.hdus
+        self.hdu_combo.blockSignals(True)
+        try:
+            self.hdu_combo.clear()
+            for idx, label in hdus:
+                self.hdu_combo.addItem(label, idx)
+            cur = None if s.data is None else s.data.hdu
+            if hdus:
+                self.hdu_combo.setCurrentIndex(max(0, self.hdu_combo.findData(cur)))
+            elif s.data is not None:
+                self.hdu_combo.addItem("(one image)" if cur is None else f"HDU {cur}", cur)
+        finally:
+            self.hdu_combo.blockSignals(False)
+        self.hdu_combo.setEnabled(len(hdus) > 1)
+        zp = None if s.data is None else s.data.zeropoint
+        self.zp_edit.setText("" if zp is None else f"{zp:g}")
+        self.zp_edit.setPlaceholderText("unknown: type one")
+        self.show_psf()
+
+    def show_psf(self):
+        s = self.state
+        m = s.psf_model
+        if m is None:
+            self.psf_label.setText("none: the model is not convolved")
+            self.psf_label.setStyleSheet("")
+        else:
+            from pathlib import Path
+            text = f"{Path(s.psf_path or '').name} (K = {m.n_components})"
+            if s.psf_from_other_image:
+                text += "\nchosen for another image: keep it only if it is this image's PSF"
+                self.psf_label.setStyleSheet("color: #b36b00;")
+            else:
+                self.psf_label.setStyleSheet("")
+            self.psf_label.setText(text)
+        self.psf_remove_button.setEnabled(m is not None)
+        varying = bool(s.psf_path) and engine.psfex_needs_position(s.psf_path) is not None
+        for w in (self.pos_label, self.pos_x, self.pos_y, self.pos_button):
+            w.setVisible(varying)
+        if varying and s.psf_position is not None:
+            for sp, v in zip((self.pos_x, self.pos_y), s.psf_position):
+                sp.blockSignals(True)
+                sp.setValue(v)
+                sp.blockSignals(False)
+
+    def _on_hdu_combo(self, _i):
+        idx = self.hdu_combo.currentData()
+        if idx is not None:
+            self.hdu_chosen.emit(int(idx))
+
+    def _on_zp_edit(self):
+        text = self.zp_edit.text().strip()
+        cur = None if self.state.data is None else self.state.data.zeropoint
+        try:
+            zp = float(text) if text else None
+        except ValueError:
+            return
+        if zp != cur:
+            self.zeropoint_edited.emit(zp)
 
     @staticmethod
     def _small(text):
@@ -244,7 +392,7 @@ class ParamsPanel(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ session -> widgets
     def show_config(self):
-        s = self.session
+        s = self.state
         for w in (self.profile_combo, self.M_combo, self.sky_box, *self.fix_boxes.values()):
             w.blockSignals(True)
         try:
@@ -284,12 +432,12 @@ class ParamsPanel(QtWidgets.QWidget):
             for lab in self.err_labels.values():
                 lab.setText("")
             self.status_label.setText("")
-            if not self.session.busy:
+            if not self.state.busy:
                 self.progress.setRange(0, 1)
                 self.progress.setValue(0)
                 self.progress.setFormat("not fitted")
             return
-        if not self.session.busy:
+        if not self.state.busy:
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             self.progress.setFormat(result.status.replace("_", " "))
@@ -306,30 +454,35 @@ class ParamsPanel(QtWidgets.QWidget):
                 lab.setToolTip("" if converged else
                                f"fit {result.status.replace('_', ' ')}: not a converged error")
             else:
-                used = ((n != "sky" or self.session.sky_on)
-                        and (n != "n" or self.session.profile == "ser"))
+                used = ((n != "sky" or self.state.sky_on)
+                        and (n != "n" or self.state.profile == "ser"))
                 lab.setText("fixed" if used else "")
                 lab.setStyleSheet("color: #777;")
         flags = [f.name for f in engine.FitFlags if f in result.flags and f.value]
         text = (f"{result.status}, {result.nfev} evaluations, {result.elapsed:.2f} s"
                 + ("" if not flags else "\nflags: " + ", ".join(flags)))
+        zp = None if self.state.data is None else self.state.data.zeropoint
+        if zp is not None and result.params.flux > 0:
+            mag = result.magnitude(zp, target=True)
+            text += f"\nmag = {mag:.3f} (target profile's total, zeropoint {zp:g})"
         self.status_label.setText(text)
         self.status_label.setStyleSheet("color: #a33;" if flags else "")
         self.chi2_label.setText(f"\u03c7\u00b2/\u03bd = {result.chi2_nu:.4f}  "
                                 f"(\u03bd = {result.nu})")
 
     def _on_model(self):
-        im = self.session.images
+        im = self.state.images
         if im is None:
             return
-        if self.session.result is None or self.session.busy:
+        if self.state.result is None or self.state.busy:
             self.chi2_label.setText(f"\u03c7\u00b2/\u03bd = {im.chi2_nu:.4f}  (\u03bd = {im.nu})")
 
     def set_busy(self, busy):
         self.fit_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         for w in (*self.spins.values(), *self.fix_boxes.values(), self.profile_combo,
-                  self.M_combo, self.sky_box, self.reset_button):
+                  self.M_combo, self.sky_box, self.reset_button, self.hdu_combo, self.zp_edit,
+                  self.psf_open_button, self.psf_remove_button, self.pos_button):
             w.setEnabled(not busy)
         if busy:
             self.progress.setRange(0, 0)
@@ -339,7 +492,7 @@ class ParamsPanel(QtWidgets.QWidget):
         else:
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
-            self.progress.setFormat("fitted" if self.session.result is not None else "stopped")
+            self.progress.setFormat("fitted" if self.state.result is not None else "stopped")
             self.show_config()
 
     def show_progress(self, snap):
@@ -353,10 +506,10 @@ class ParamsPanel(QtWidgets.QWidget):
     def _on_profile_combo(self, _i):
         prof = self.profile_combo.currentData()
         valid = engine.available_M(prof)
-        M = self.session.M if self.session.M in valid else engine.DEFAULT_M.get(prof, valid[-1])
+        M = self.state.M if self.state.M in valid else engine.DEFAULT_M.get(prof, valid[-1])
         self.profile_chosen.emit(prof, int(M))
 
     def _on_M_combo(self, _i):
         M = self.M_combo.currentData()
         if M is not None:
-            self.profile_chosen.emit(self.session.profile, int(M))
+            self.profile_chosen.emit(self.state.profile, int(M))

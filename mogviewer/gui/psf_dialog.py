@@ -20,10 +20,10 @@ class PsfDialog(QtWidgets.QDialog):
 
     psf_chosen = QtCore.pyqtSignal(object)
 
-    def __init__(self, session, tasks, parent=None):
+    def __init__(self, state, tasks, parent=None):
         super().__init__(parent)
         self.setWindowTitle("PSF")
-        self.session = session
+        self.state = state
         self.tasks = tasks
         self.preview = None
         self.resize(900, 640)
@@ -56,7 +56,7 @@ class PsfDialog(QtWidgets.QDialog):
         row.addWidget(QtWidgets.QLabel("Gaussians K:"))
         self.K_combo = QtWidgets.QComboBox()
         self.K_combo.addItem("auto (smallest K with max|res|/peak < 1 %)", None)
-        for k in range(1, engine.max_psf_components() + 1):
+        for k in range(1, engine.MAX_PSF_COMPONENTS + 1):
             self.K_combo.addItem(str(k), k)
         row.addWidget(self.K_combo)
         self.refit_button = QtWidgets.QPushButton("Refit")
@@ -80,15 +80,15 @@ class PsfDialog(QtWidgets.QDialog):
         close = buttons.addButton(QtWidgets.QDialogButtonBox.Close)
         close.clicked.connect(self.close)
         lay.addWidget(buttons)
-        session.psf_changed.connect(self.show_session_psf)
+        state.psf_changed.connect(self.show_session_psf)
         self.show_session_psf()
 
     def show_session_psf(self):
-        self.show_model(self.session.psf_model, self.session.psf_path)
+        self.show_model(self.state.psf_model, self.state.psf_path)
 
     def show_model(self, model, path):
         self.preview = model
-        self.use_button.setEnabled(model is not None and model is not self.session.psf_model)
+        self.use_button.setEnabled(model is not None and model is not self.state.psf_model)
         self.refit_button.setEnabled(model is not None and path is not None
                                      and getattr(model, "stamp", None) is not None)
         if model is None:
@@ -128,25 +128,25 @@ class PsfDialog(QtWidgets.QDialog):
         self.table.resizeColumnToContents(0)
         k = model.n_components
         idx = self.K_combo.findData(k)
-        if idx >= 0 and model is self.session.psf_model:
+        if idx >= 0 and model is self.state.psf_model:
             self.K_combo.blockSignals(True)
             self.K_combo.setCurrentIndex(idx)
             self.K_combo.blockSignals(False)
 
     def refit(self):
-        path = self.session.psf_path
+        s = self.state
+        path, hdu, pos = s.psf_path, s.psf_hdu, s.psf_position
         if path is None:
             return
         K = self.K_combo.currentData()
         self.refit_button.setEnabled(False)
         self.busy_label.setText(f"fitting K = {K or 'auto'}\u2026")
-        self.tasks.run(lambda: engine.read_psf(path, n_components=K), self._refit_done,
-                       self._refit_failed)
+        self.tasks.run(lambda: engine.read_psf(path, n_components=K, hdu=hdu, position=pos),
+                       self._refit_done, self._refit_failed)
 
-    def _refit_done(self, out):
-        model, _warnings = out
+    def _refit_done(self, model):
         self.busy_label.setText("")
-        self.show_model(model, self.session.psf_path)
+        self.show_model(model, self.state.psf_path)
 
     def _refit_failed(self, exc):
         self.busy_label.setText("")
@@ -154,5 +154,5 @@ class PsfDialog(QtWidgets.QDialog):
         QtWidgets.QMessageBox.critical(self, "PSF fit failed", f"{exc}")
 
     def use_preview(self):
-        if self.preview is not None and self.preview is not self.session.psf_model:
+        if self.preview is not None and self.preview is not self.state.psf_model:
             self.psf_chosen.emit(self.preview)

@@ -44,8 +44,8 @@ def main(argv=None):
     gui_app.settle(app)
     paths = [_save(w, out / "main_start.png", 1280)]
     done = []
-    w.fit_finished.connect(done.append)
-    w.start_fit()
+    w.commands.fit_finished.connect(done.append)
+    w.commands.start_fit()
     gui_app.wait_until(app, lambda: done, 120)
     w.components_action.setChecked(True)
     gui_app.settle(app)

@@ -46,15 +46,19 @@ class SetParamsCommand(QtWidgets.QUndoCommand):
 
 
 class SetProfileCommand(QtWidgets.QUndoCommand):
-    """The profile and M from ``old`` to ``new`` (each a ``(profile, M)`` pair)."""
+    """The profile and M from ``old`` to ``new`` (each a ``(profile, M)`` pair).
 
-    def __init__(self, session, old, new):
+    A new profile clears the fit result (its errors and status belong to the old model); undo
+    brings back the result that went with the old profile."""
+
+    def __init__(self, session, old, new, *, old_result=None):
         super().__init__(f"Profile {new[0]} M={new[1]}")
         self.session = session
         self.old, self.new = tuple(old), tuple(new)
+        self.old_result = old_result
 
     def redo(self):
         self.session.set_profile(*self.new)
 
     def undo(self):
-        self.session.set_profile(*self.old)
+        self.session.set_profile(*self.old, result=self.old_result)

@@ -50,15 +50,15 @@ def window(qtbot, settings, errors):
     w = MainWindow(settings=settings)
     qtbot.addWidget(w)
     w.resize(1400, 900)
-    with qtbot.waitSignal(w.psf_loaded, timeout=PSF_TIMEOUT_MS):
-        assert w.open_sample()
+    with qtbot.waitSignal(w.commands.psf_loaded, timeout=PSF_TIMEOUT_MS):
+        assert w.commands.open_sample()
     w.show()
     qtbot.waitExposed(w)
     qtbot.wait(20)
-    assert w.session.psf_model is not None
+    assert w.state.psf_model is not None
     yield w
-    w.runner.shutdown()
-    w.tasks.shutdown()
+    w.commands.runner.shutdown()
+    w.commands.tasks.shutdown()
 
 
 @pytest.fixture

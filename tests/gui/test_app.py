@@ -42,7 +42,7 @@ def mouse_drag(qtbot, view, scene_from, scene_to, steps=8):
 
 
 def wait_fit(qtbot, w, start):
-    with qtbot.waitSignal(w.fit_finished, timeout=FIT_TIMEOUT_MS) as blocker:
+    with qtbot.waitSignal(w.commands.fit_finished, timeout=FIT_TIMEOUT_MS) as blocker:
         start()
     return blocker.args[0]
 
@@ -68,7 +68,7 @@ def test_roi_swaps_axes_when_minor_exceeds_major():
 # ------------------------------------------------------------------------------ opening
 def test_sample_opens_with_psf_model_and_ellipse(window):
     w = window
-    s = w.session
+    s = w.state
     assert s.data.shape == (256, 256)
     assert s.data.mask.sum() > 0
     assert s.psf_model.n_components >= 1
@@ -101,15 +101,15 @@ def test_build_window_from_args(qtbot, settings, errors, sample_files):
     args = gui_app.parse_args([str(img), "--mask", str(mask)])
     w = MainWindow(settings=settings)
     qtbot.addWidget(w)
-    assert w.open_image(args.file, options={"mask": args.mask})
-    assert w.session.data.mask.sum() > 0
-    assert w.session.psf_model is None and w.session.images is not None
+    assert w.commands.open_image(args.file, options={"mask": args.mask})
+    assert w.state.data.mask.sum() > 0
+    assert w.state.psf_model is None and w.state.images is not None
     assert not errors
 
 
 # ------------------------------------------------------------------------------ ellipse
 def test_drag_major_axis_handle_with_mouse(window, qtbot):
-    w, s = window, window.session
+    w, s = window, window.state
     # zoom on the galaxy so the handles are far apart on screen
     w.panels.data_plot.getViewBox().setRange(xRange=(60, 196), yRange=(60, 196), padding=0)
     qtbot.wait(30)
@@ -132,14 +132,15 @@ def test_drag_major_axis_handle_with_mouse(window, qtbot):
     assert float(w.params.spins["re"].text()) == pytest.approx(p1.re, abs=1e-3)
     assert s.render_count > renders0
     assert not np.allclose(s.images.model, model0)
-    assert w.undo_stack.count() >= 1 and "Drag" in w.undo_stack.text(w.undo_stack.index() - 1)
-    w.undo_stack.undo()
+    stack = w.commands.undo_stack
+    assert stack.count() >= 1 and "Drag" in stack.text(stack.index() - 1)
+    stack.undo()
     assert s.params == p0
     assert w.panels.ellipse.ellipse()["re"] == pytest.approx(p0.re, rel=1e-6)
 
 
 def test_drag_body_with_mouse_moves_centre(window, qtbot):
-    w, s = window, window.session
+    w, s = window, window.state
     w.panels.data_plot.getViewBox().setRange(xRange=(60, 196), yRange=(60, 196), padding=0)
     qtbot.wait(30)
     p0 = s.params
@@ -155,7 +156,7 @@ def test_drag_body_with_mouse_moves_centre(window, qtbot):
 
 
 def test_programmatic_roi_moves_update_params_and_model(window, qtbot):
-    w, s = window, window.session
+    w, s = window, window.state
     roi = w.panels.ellipse
     n0, r0 = w.params.n_param_updates, s.render_count
     model0 = np.array(s.images.model)
@@ -175,7 +176,7 @@ def test_programmatic_roi_moves_update_params_and_model(window, qtbot):
 
 
 def test_edit_parameter_moves_ellipse_without_feedback(window, qtbot):
-    w, s = window, window.session
+    w, s = window, window.state
     roi = w.panels.ellipse
     syncs0, renders0 = roi.n_sync, s.render_count
     dragged = []
@@ -197,28 +198,28 @@ def test_edit_parameter_moves_ellipse_without_feedback(window, qtbot):
     assert e["angle"] == pytest.approx(12.0) and e["q"] == pytest.approx(0.4)
     assert not dragged
     # consecutive edits of one parameter merge into one undo step; undo goes back step by step
-    q_before = w.undo_stack.command(w.undo_stack.count() - 1).old.q
+    q_before = w.commands.undo_stack.command(w.commands.undo_stack.count() - 1).old.q
     w.params.spins["q"].setValue(0.45)
     w.params.spins["q"].setValue(0.5)
-    n = w.undo_stack.count()
-    w.undo_stack.undo()
+    n = w.commands.undo_stack.count()
+    w.commands.undo_stack.undo()
     assert s.params.q == pytest.approx(q_before) and s.params.angle == pytest.approx(12.0)
     assert roi.ellipse()["q"] == pytest.approx(q_before)
-    w.undo_stack.undo()
+    w.commands.undo_stack.undo()
     assert s.params.angle != pytest.approx(12.0)
-    assert w.undo_stack.count() == n
+    assert w.commands.undo_stack.count() == n
 
 
 def test_invalid_edit_is_refused_quietly(window):
-    w, s = window, window.session
+    w, s = window, window.state
     p0 = s.params
-    w._on_param_edited("q", 1.5)        # q must be <= 1
+    w.commands.edit_param("q", 1.5)        # q must be <= 1
     assert s.params == p0
     assert w.params.spins["q"].value() == pytest.approx(p0.q)
 
 
 def test_profile_and_M_controls(window):
-    w, s = window, window.session
+    w, s = window, window.state
     pp = w.params
     i = pp.profile_combo.findData("dev")
     r0 = s.render_count
@@ -241,29 +242,29 @@ def test_app_opens_a_band_of_a_multiband_file(qtbot, settings, errors):
     f = "tests/data/real/pysersic-decals-dr9/cutout_59.1067_-30.4848.fits"
     w = build_window(parse_args([f, "--band", "z"]), settings=settings)
     qtbot.addWidget(w)
-    assert w.session.data.band == "z" and w.session.data.hdu == 5 and not errors
-    w.runner.shutdown()
+    assert w.state.data.band == "z" and w.state.data.hdu == 5 and not errors
+    w.commands.runner.shutdown()
 
 
 def test_profile_change_is_undoable(window):
-    w, s = window, window.session
+    w, s = window, window.state
     pp = w.params
     start = (s.profile, s.M)
     pp.profile_combo.setCurrentIndex(pp.profile_combo.findData("dev"))
     changed = (s.profile, s.M)
     assert changed[0] == "dev" and changed != start
-    count = w.undo_stack.count()
-    w.undo_stack.undo()
-    assert w.undo_stack.count() == count  # syncing the panel pushed nothing new
+    count = w.commands.undo_stack.count()
+    w.commands.undo_stack.undo()
+    assert w.commands.undo_stack.count() == count  # syncing the panel pushed nothing new
     assert (s.profile, s.M) == start
     assert pp.profile_combo.currentData() == start[0]  # the panel follows
-    w.undo_stack.redo()
+    w.commands.undo_stack.redo()
     assert (s.profile, s.M) == changed
 
 
 def test_sersic_profile_with_n_spin(window, qtbot):
     # issue 7: profile 'ser' in the app, with a spin box for n (fixed or free)
-    w, s = window, window.session
+    w, s = window, window.state
     pp = w.params
     assert not pp.spins["n"].isEnabled()  # exp: n is not a parameter
     pp.profile_combo.setCurrentIndex(pp.profile_combo.findData("ser"))
@@ -275,20 +276,20 @@ def test_sersic_profile_with_n_spin(window, qtbot):
     assert s.params.n == pytest.approx(3.0)
     # fixing n keeps it at 3 through a fit; freeing it lets the fit move it (IC 3478: ~2.4)
     pp.fix_boxes["n"].setChecked(True)
-    res = wait_fit(qtbot, w, w.start_fit)
+    res = wait_fit(qtbot, w, w.commands.start_fit)
     assert res.params.n == pytest.approx(3.0) and "n" not in res.free
     # edit n while it is fixed: the fit keeps the edited value
     pp.spins["n"].setValue(2.0)
-    res = wait_fit(qtbot, w, w.start_fit)
+    res = wait_fit(qtbot, w, w.commands.start_fit)
     assert res.params.n == pytest.approx(2.0)
     pp.fix_boxes["n"].setChecked(False)
-    res = wait_fit(qtbot, w, w.start_fit)
+    res = wait_fit(qtbot, w, w.commands.start_fit)
     assert "n" in res.free and 1.8 < res.params.n < 3.0
     assert res.errors()["n"] > 0 and pp.err_labels["n"].text().startswith("\u00b1")
 
 
 def test_fixed_free_and_sky(window):
-    w, s = window, window.session
+    w, s = window, window.state
     w.params.fix_boxes["q"].setChecked(True)
     assert "q" not in s.problem().free
     w.params.sky_box.setChecked(False)
@@ -299,7 +300,7 @@ def test_fixed_free_and_sky(window):
 
 
 def test_components_overlay(window):
-    w, s = window, window.session
+    w, s = window, window.state
     w.params.components_box.setChecked(True)
     ov = w.panels.components
     assert ov.isVisible()
@@ -308,7 +309,7 @@ def test_components_overlay(window):
 
 
 def test_reset_start_from_moments(window):
-    w, s = window, window.session
+    w, s = window, window.state
     start = s.params
     w.params.spins["re"].setValue(5.0)
     assert s.params.re == pytest.approx(5.0)
@@ -318,11 +319,11 @@ def test_reset_start_from_moments(window):
 
 # ------------------------------------------------------------------------------ fit
 def test_fit_matches_direct_call_then_undo(window, qtbot):
-    w, s = window, window.session
+    w, s = window, window.state
     start = s.params
     problem = s.problem()
     progress = []
-    w.fit_progressed.connect(progress.append)
+    w.commands.fit_progressed.connect(progress.append)
     result = wait_fit(qtbot, w, lambda: qtbot.mouseClick(w.params.fit_button,
                                                          QtCore.Qt.LeftButton))
     assert len(progress) > 1
@@ -348,7 +349,7 @@ def test_fit_matches_direct_call_then_undo(window, qtbot):
     qtbot.keyClick(w, QtCore.Qt.Key_Z, QtCore.Qt.ControlModifier)
     qtbot.waitUntil(lambda: s.params == start, timeout=2000)
     assert s.result is None and w.params.err_labels["x"].text() == ""
-    w.undo_stack.redo()
+    w.commands.undo_stack.redo()
     assert s.params == result.params and s.result is result
 
 
@@ -361,7 +362,7 @@ def test_fit_with_F_key(window, qtbot):
 
 
 def test_cancel_mid_fit(window, qtbot, monkeypatch):
-    w, s = window, window.session
+    w, s = window, window.state
     real = engine.run_fit
 
     def slow_fit(problem, start, *, callback, should_stop):
@@ -373,11 +374,11 @@ def test_cancel_mid_fit(window, qtbot, monkeypatch):
     monkeypatch.setattr(engine, "run_fit", slow_fit)
     # start far from the optimum so the fit needs many iterations
     s.set_params(s.params.replace(re=s.params.re * 0.3, q=0.95), origin="edit")
-    with qtbot.waitSignal(w.fit_progressed, timeout=FIT_TIMEOUT_MS):
-        assert w.start_fit()
+    with qtbot.waitSignal(w.commands.fit_progressed, timeout=FIT_TIMEOUT_MS):
+        assert w.commands.start_fit()
     assert s.busy and w.params.cancel_button.isEnabled()
     assert not w.params.fit_button.isEnabled()
-    with qtbot.waitSignal(w.fit_finished, timeout=FIT_TIMEOUT_MS) as blocker:
+    with qtbot.waitSignal(w.commands.fit_finished, timeout=FIT_TIMEOUT_MS) as blocker:
         qtbot.keyClick(w, QtCore.Qt.Key_Escape)
     result = blocker.args[0]
     assert result.status == "cancelled"
@@ -400,41 +401,41 @@ def test_window_responds_during_fit(window, qtbot, monkeypatch):
         return real(problem, start, callback=cb, should_stop=should_stop)
 
     monkeypatch.setattr(engine, "run_fit", slow_fit)
-    with qtbot.waitSignal(w.fit_finished, timeout=FIT_TIMEOUT_MS):
-        w.start_fit()
+    with qtbot.waitSignal(w.commands.fit_finished, timeout=FIT_TIMEOUT_MS):
+        w.commands.start_fit()
         t0 = time.perf_counter()
         qtbot.wait(50)                     # the event loop turns while the fit runs
         assert time.perf_counter() - t0 < 1.0
         assert w.readout_text((5, 5)).startswith("x=5")
-        w.start_fit()                      # a second Fit while one runs is ignored
-    assert not w.runner.running
+        w.commands.start_fit()                      # a second Fit while one runs is ignored
+    assert not w.commands.runner.running
 
 
 # ------------------------------------------------------------------------------ errors
 def test_corrupt_file_shows_dialog_and_keeps_image(window, tmp_path, errors):
-    w, s = window, window.session
+    w, s = window, window.state
     data0, img0 = s.data, np.array(w.panels.data_item.image)
     bad = tmp_path / "broken.fits"
     bad.write_bytes(b"SIMPLE  =                    T" + b"\0garbage" * 50)
-    assert not w.open_file(bad, kind="image")
+    assert not w.commands.open_file(bad, kind="image")
     assert errors and "Cannot open" in errors[-1][0] and "broken.fits" in errors[-1][1]
     assert s.data is data0
     assert np.array_equal(w.panels.data_item.image, img0)
     # the same through drag and drop (routing by content), and a missing file
     n = len(errors)
-    w.open_dropped([str(bad)])
-    w.open_file(tmp_path / "missing.fits", kind="image")
+    w.commands.open_dropped([str(bad)])
+    w.commands.open_file(tmp_path / "missing.fits", kind="image")
     assert len(errors) == n + 2 and s.data is data0
     assert "ERROR" in w.log_view.toPlainText()
 
 
 def test_corrupt_psf_keeps_psf(window, qtbot, tmp_path, errors):
-    w, s = window, window.session
+    w, s = window, window.state
     psf0 = s.psf_model
     bad = tmp_path / "psf.json"
     bad.write_text("{not json")
-    with qtbot.waitSignal(w.psf_loaded, timeout=10000):
-        w.open_psf(bad)
+    with qtbot.waitSignal(w.commands.psf_loaded, timeout=10000):
+        w.commands.open_psf(bad)
     assert errors and "PSF" in errors[-1][0]
     assert s.psf_model is psf0
 
@@ -454,7 +455,7 @@ def test_excepthook_shows_dialog(window, errors):
 
 # ------------------------------------------------------------------------------ readout
 def test_status_bar_readout_at_known_pixel(window, qtbot):
-    w, s = window, window.session
+    w, s = window, window.state
     ix, iy = 140, 100
     text = w.readout_text((ix, iy))
     im = s.images
@@ -479,54 +480,54 @@ def test_status_bar_readout_at_known_pixel(window, qtbot):
 
 # ------------------------------------------------------------------------------ export
 def test_exports(window, qtbot, tmp_path):
-    w, s = window, window.session
+    w, s = window, window.state
     assert not w.export_actions["csv"].isEnabled()          # nothing fitted yet
     # region and JSON of the unfitted ellipse
-    assert w.export_region(tmp_path / "start.reg")
+    assert w.commands.export_region(tmp_path / "start.reg")
     assert "ellipse(" in (tmp_path / "start.reg").read_text()
-    result = wait_fit(qtbot, w, w.start_fit)
+    result = wait_fit(qtbot, w, w.commands.start_fit)
     assert w.export_actions["csv"].isEnabled()
     out = tmp_path / "fits.csv"
-    assert w.export_csv(out)
-    assert w.export_csv(out, append=True)
+    assert w.commands.export_csv(out)
+    assert w.commands.export_csv(out, append=True)
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     assert len(rows) == 2
     assert float(rows[0]["x"]) == pytest.approx(result.params.x)
     assert float(rows[1]["re_pix"]) == pytest.approx(result.params.re)
     reg = tmp_path / "fit.reg"
-    assert w.export_region(reg)
+    assert w.commands.export_region(reg)
     txt = reg.read_text()
     assert f"{result.params.x + 1:.6f}" in txt and "fk5" in txt
     js = tmp_path / "fit.json"
-    assert w.export_model_json(js)
+    assert w.commands.export_model_json(js)
     saved = engine.read_model_json(js)
     assert saved.params == result.params and saved.profile == s.profile and saved.M == s.M
     blk = tmp_path / "blk.fits"
-    assert w.export_imgblock(blk)
+    assert w.commands.export_imgblock(blk)
     from astropy.io import fits
     with fits.open(blk) as hdul:
         names = [h.name for h in hdul]
         assert {"DATA", "MODEL", "RESIDUAL", "CHI"} <= set(names)
     png = tmp_path / "panels.png"
-    assert w.export_png(png)
+    assert w.commands.export_png(png)
     assert png.stat().st_size > 1000
     # load the model back after moving away from it
     w.params.spins["x"].setValue(100.0)
-    assert w.open_file(js)                       # routed by content: a model
+    assert w.commands.open_file(js)                       # routed by content: a model
     assert s.params == result.params
 
 
 def test_export_failure_is_a_dialog(window, tmp_path, errors):
     w = window
     target = tmp_path / "no" / "such" / "dir" / "x.reg"
-    assert not w.export_region(target)
+    assert not w.commands.export_region(target)
     assert errors and "export" in errors[-1][0].lower()
 
 
 # ------------------------------------------------------------------------------ PSF dialog
 def test_psf_dialog_shows_and_refits(window, qtbot):
-    w, s = window, window.session
+    w, s = window, window.state
     dlg = w.show_psf_dialog()
     qtbot.waitExposed(dlg)
     assert dlg.items[0].image is not None and dlg.items[2].image is not None
@@ -560,10 +561,10 @@ def test_files_are_routed_by_content(sample_files, tmp_path):
 
 
 def test_drop_mask_file_routes_to_mask(window, sample_files):
-    w, s = window, window.session
+    w, s = window, window.state
     img, mask, psf = sample_files
     s0 = s.data
-    w.open_dropped([str(mask)])
+    w.commands.open_dropped([str(mask)])
     assert s.data is not s0 and s.data.mask.sum() == s0.mask.sum()
     assert "recognised as mask" in w.log_view.toPlainText()
 
@@ -575,13 +576,13 @@ def test_settings_persist(qtbot, settings, errors, tmp_path, sample_files):
     w.stretch_combo.setCurrentText("log")
     w.cmap_combo.setCurrentText("viridis")
     w.params.profile_combo.setCurrentIndex(w.params.profile_combo.findData("lux"))
-    w._add_recent("image", sample_files[0])
+    w.commands.add_recent("image", sample_files[0])
     w.close()
     w2 = MainWindow(settings=settings)
     qtbot.addWidget(w2)
     assert w2.panels.settings.stretch == "log" and w2.panels.settings.cmap == "viridis"
-    assert w2.session.profile == "lux"
-    assert w2.recent_files()[0] == ("image", str(sample_files[0].resolve()))
+    assert w2.state.profile == "lux"
+    assert w2.commands.recent_files()[0] == ("image", str(sample_files[0].resolve()))
     texts = [a.text() for a in w2.recent_menu.actions()]
     assert any("ic3478rss_256.fits" in t for t in texts)
 
@@ -598,7 +599,7 @@ def test_display_controls(window):
     for lim in ("min/max", "zscale", "99.5%"):
         w.limits_combo.setCurrentText(lim)
         levels[lim] = pan.levels
-    d = w.session.data.image[~w.session.data.mask]
+    d = w.state.data.image[~w.state.data.mask]
     assert levels["min/max"] == pytest.approx((d.min(), d.max()))
     assert levels["99.5%"][1] < levels["min/max"][1]
     w.limits_combo.setCurrentText("manual")
@@ -613,7 +614,7 @@ def test_display_controls(window):
 
 
 def test_drop_event_routes_files(window, qtbot, sample_files):
-    w, s = window, window.session
+    w, s = window, window.state
     img, mask, psf = sample_files
     mime = QtCore.QMimeData()
     mime.setUrls([QtCore.QUrl.fromLocalFile(str(mask))])
@@ -633,6 +634,6 @@ def test_build_window_without_args_opens_sample(qtbot, settings, errors):
     w = None
     w = gui_app.build_window(gui_app.parse_args([]), settings=settings)
     qtbot.addWidget(w)
-    qtbot.waitUntil(lambda: w.session.psf_model is not None, timeout=60000)
-    assert w.session.data.shape == (256, 256) and not errors
+    qtbot.waitUntil(lambda: w.state.psf_model is not None, timeout=60000)
+    assert w.state.data.shape == (256, 256) and not errors
     assert gui_app.engine_icon() is not None

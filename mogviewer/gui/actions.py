@@ -1,0 +1,698 @@
+"""What the user can do: open, export, fit, cancel, edit, undo. The window only lays them out.
+
+:class:`Actions` owns the undo stack, the fit runner, the background tasks (PSF fits) and the
+``QAction`` objects of the menus; it reads files through :mod:`.engine`, changes the
+:class:`~mogviewer.gui.state.SessionState` through its setters (edits as undoable commands) and
+never touches a view: views follow the state's signals. Questions to the user go through
+:mod:`.dialogs` (replaceable in tests); errors are a dialog and a log line, never a crash.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from . import dialogs, engine
+from .state import format_params
+from .undo import SetParamsCommand, SetProfileCommand
+from .worker import FitRunner, Tasks
+
+MAX_RECENT = 10
+
+FILE_FILTERS = {
+    "image": "Images (*.fits *.fit *.fts *.fits.gz *.fz *.npy);;All files (*)",
+    "psf": "PSF (*.fits *.fit *.fits.gz *.npy *.json *.psf);;All files (*)",
+    "noise": "Noise maps (*.fits *.fit *.fits.gz *.npy);;All files (*)",
+    "mask": "Masks (*.fits *.fit *.fits.gz *.npy);;All files (*)",
+    "model": "Model JSON (*.json);;All files (*)",
+}
+
+#: Options of ``read_image`` that belong to one HDU of a file (dropped when another is chosen).
+_HDU_OPTIONS = ("hdu", "band")
+
+
+def _redo_shortcuts():
+    """Ctrl+Shift+Z and Ctrl+Y plus the platform's Redo keys, each once: a key sequence given
+    twice to one action is ambiguous in Qt and then does nothing."""
+    seqs = list(QtGui.QKeySequence.keyBindings(QtGui.QKeySequence.Redo))
+    for extra in ("Ctrl+Shift+Z", "Ctrl+Y"):
+        seqs.append(QtGui.QKeySequence(extra))
+    out, seen = [], set()
+    for s in seqs:
+        key = s.toString(QtGui.QKeySequence.PortableText)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+class Actions(QtCore.QObject):
+    """The app's verbs (see the module docstring).
+
+    Signals
+    -------
+    fit_finished(FitResult) : a fit ended (after the state was updated).
+    fit_progressed(FitProgress) : one per optimiser iteration.
+    psf_loaded(object) : a PSF finished loading (PsfModel) or failed / was declined (None).
+    status_message(str, int) : a transient message for the status bar (text, milliseconds).
+    recent_changed() : the recent-files list changed.
+    """
+
+    fit_finished = QtCore.pyqtSignal(object)
+    fit_progressed = QtCore.pyqtSignal(object)
+    psf_loaded = QtCore.pyqtSignal(object)
+    status_message = QtCore.pyqtSignal(str, int)
+    recent_changed = QtCore.pyqtSignal()
+
+    def __init__(self, window, state, settings):
+        super().__init__(window)
+        self.window = window
+        self.state = state
+        self.settings = settings
+        self.tasks = Tasks(self)
+        self.runner = FitRunner(self)
+        self.undo_stack = QtWidgets.QUndoStack(self)
+        self.n_errors = 0
+        self.last_error = None
+        self._drag_start = None
+        self._fit_start = None
+        self._edits_since_load = 0
+        self.q = {}
+        self._build_qactions()
+        self.runner.progressed.connect(self._on_fit_progress)
+        self.runner.finished.connect(self._on_fit_finished)
+        self.runner.failed.connect(self._on_fit_failed)
+        self.undo_stack.indexChanged.connect(self.update_enabled)
+        state.result_changed.connect(self.update_enabled)
+        state.image_changed.connect(self._on_image_changed)
+        state.busy_changed.connect(self._on_busy)
+
+    # ================================================================== QActions
+    def _make(self, key, text, slot, shortcut=None, tip=None, checkable=False):
+        a = QtWidgets.QAction(text, self.window)
+        if isinstance(shortcut, (list, tuple)):
+            a.setShortcuts([QtGui.QKeySequence(s) for s in shortcut])
+        elif shortcut is not None:
+            a.setShortcut(QtGui.QKeySequence(shortcut))
+        if tip:
+            a.setStatusTip(tip)
+            a.setToolTip(tip)
+        a.setCheckable(checkable)
+        (a.toggled if checkable else a.triggered).connect(slot)
+        self.q[key] = a
+        return a
+
+    def _build_qactions(self):
+        m = self._make
+        m("open_image", "Open &Image\u2026", lambda: self.ask_open("image"),
+          QtGui.QKeySequence.Open, "Open a galaxy cutout (FITS or .npy)")
+        m("open_psf", "Open &PSF\u2026", lambda: self.ask_open("psf"), "Ctrl+P",
+          "Open a PSF image, PSFEx file or mixture")
+        m("remove_psf", "&Remove PSF", self.remove_psf, None,
+          "Fit without a PSF (the model is not convolved)")
+        m("open_noise", "Open &Noise Map\u2026", lambda: self.ask_open("noise"), None,
+          "Open a 1-sigma noise map for the current image")
+        m("open_mask", "Open &Mask\u2026", lambda: self.ask_open("mask"), None,
+          "Open a mask (nonzero = bad) for the current image")
+        m("open_model", "Open Model (&JSON)\u2026", lambda: self.ask_open("model"), None,
+          "Load parameters saved with Export > Model JSON")
+        m("open_sample", "Open &Sample Galaxy", lambda: self.open_sample(), None,
+          engine.SAMPLE_DESCRIPTION)
+        m("export_csv", "Parameters (&CSV)\u2026", self.ask_export_csv, "Ctrl+E",
+          "Write the fit as one CSV row (append to a file on request)")
+        m("export_imgblock", "&Image Block (FITS)\u2026", lambda: self.ask_export("imgblock"),
+          None, "Data, model, residual, chi and mask as FITS extensions")
+        m("export_region", "DS9 &Region\u2026", lambda: self.ask_export("region"), None,
+          "The ellipse as a DS9 region file")
+        m("export_json", "Model &JSON\u2026", lambda: self.ask_export("json"), None,
+          "Parameters, profile and PSF, re-loadable")
+        m("export_png", "Panels as &PNG\u2026", lambda: self.ask_export("png"), None,
+          "The four panels rendered from the arrays, with colour bars (no handles)")
+        m("quit", "&Quit", self.window.close, QtGui.QKeySequence.Quit)
+        undo = self.undo_stack.createUndoAction(self.window, "&Undo")
+        undo.setShortcut(QtGui.QKeySequence.Undo)
+        redo = self.undo_stack.createRedoAction(self.window, "&Redo")
+        redo.setShortcuts(_redo_shortcuts())
+        self.q["undo"], self.q["redo"] = undo, redo
+        m("fit", "&Fit", self.start_fit, ["F", "Ctrl+Return"],
+          "Fit the model (in the background)")
+        m("cancel", "&Cancel Fit", self.cancel_fit, "Esc",
+          "Stop the running fit (keeps the best so far)")
+        self.q["cancel"].setEnabled(False)
+        m("reset", "&Start from Moments", self.reset_start, "Ctrl+R",
+          "Reset the start parameters to the image moments")
+        self.export_actions = {k[7:]: a for k, a in self.q.items() if k.startswith("export_")}
+
+    # ================================================================== errors
+    def show_error(self, title, text, *, details=None):
+        """A modal error dialog (and a log line); the app carries on with what it had."""
+        self.n_errors += 1
+        self.last_error = (title, text)
+        self.state.log(f"ERROR {title}: {text}")
+        if details:
+            self.state.log(details)
+        QtWidgets.QMessageBox.critical(self.window, title, text)
+
+    def report_exception(self, exc_type, exc, tb):
+        """Show an unexpected exception in a dialog and the log (installed as excepthook)."""
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        self.show_error("Unexpected error",
+                        f"{exc_type.__name__}: {exc}\n\nThe app keeps running; details are in "
+                        "the log.", details=text)
+
+    def _status(self, text, ms=8000):
+        self.status_message.emit(text, ms)
+
+    # ================================================================== settings helpers
+    def setting(self, key, default, kind):
+        v = self.settings.value(key, default)
+        if v is None:
+            return default
+        try:
+            if kind is bool:
+                return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+            return kind(v)
+        except (TypeError, ValueError):
+            return default
+
+    # ================================================================== recent files
+    def recent_files(self):
+        v = self.settings.value("recent", [])
+        if isinstance(v, str):
+            v = [v]
+        out = []
+        for item in v or []:
+            kind, _, path = str(item).partition("\t")
+            if path:
+                out.append((kind, path))
+        return out
+
+    def add_recent(self, kind, path):
+        path = str(Path(path).resolve())
+        items = [(k, p) for k, p in self.recent_files() if p != path]
+        items.insert(0, (kind, path))
+        self.settings.setValue("recent", [f"{k}\t{p}" for k, p in items[:MAX_RECENT]])
+        self.recent_changed.emit()
+
+    def clear_recent(self):
+        self.settings.setValue("recent", [])
+        self.recent_changed.emit()
+
+    # ================================================================== opening files
+    def ask_open(self, kind):
+        start = self.setting(f"dirs/{kind}", "", str) or self.setting("dirs/last", "", str)
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self.window, {"image": "Open image", "psf": "Open PSF", "noise": "Open noise map",
+                          "mask": "Open mask", "model": "Open model"}[kind], start,
+            FILE_FILTERS[kind])
+        if path:
+            self.settings.setValue(f"dirs/{kind}", str(Path(path).parent))
+            self.settings.setValue("dirs/last", str(Path(path).parent))
+            self.open_file(path, kind=kind)
+
+    def open_file(self, path, *, kind=None):
+        """Open ``path`` as ``kind`` ('image', 'psf', 'noise', 'mask', 'model'), or route it by
+        its content when ``kind`` is None. Returns True on success (False after a dialog)."""
+        if kind is None:
+            cur = None if self.state.data is None else self.state.data.shape
+            kind = engine.classify_file(path, current_shape=cur)
+            self.state.log(f"{Path(path).name}: recognised as {kind}")
+        if kind in ("noise", "mask") and self.state.data is None:
+            self.show_error(f"Cannot open {kind}", f"Open an image before its {kind}.")
+            return False
+        return {"image": self.open_image, "psf": self.open_psf, "noise": self.open_noise,
+                "mask": self.open_mask, "model": self.open_model}[kind](path)
+
+    def open_image(self, path, *, options=None, keep_params=False, kind_label="image",
+                   ask_psf=True):
+        """Read an image; a new file (not the same file with another HDU, mask, noise or
+        zeropoint) with a PSF in use asks whether that PSF is also the new image's."""
+        options = dict(options or {})
+        try:
+            data = engine.read_image(path, **options)
+        except engine.READ_ERRORS as exc:
+            keep = ("The current image is unchanged." if self.state.data is not None
+                    else "No image is open: use File > Open Image or File > Open Sample Galaxy.")
+            self.show_error(f"Cannot open {kind_label}",
+                            f"{Path(str(path)).name} could not be read:\n\n{exc}\n\n{keep}")
+            return False
+        same_file = self.state.image_path is not None and path is not None and \
+            str(path) == self.state.image_path
+        self._edits_since_load = 0
+        self.state.set_image(data, path=path, options=options, keep_params=keep_params,
+                             hdus=engine.image_hdus(path))
+        if path is not None and not isinstance(path, (bytes, bytearray)) and \
+                isinstance(path, (str, Path)):
+            self.add_recent("image", path)
+        if ask_psf and not same_file and self.state.psf_model is not None:
+            self._ask_about_old_psf()
+        return True
+
+    def _ask_about_old_psf(self):
+        s = self.state
+        psf_name = Path(s.psf_path or "").name or "in use"
+        img_name = Path(s.image_path or "").name or "this image"
+        self.state.log(f"The PSF {psf_name} was chosen for another image; it is still in use "
+                       f"for {img_name} until you remove or replace it.")
+        answer = dialogs.ask_psf_for_new_image(self.window, psf_name, img_name)
+        if answer == dialogs.REMOVE:
+            self.remove_psf()
+        elif answer == dialogs.REPLACE:
+            self.ask_open("psf")
+        else:
+            # kept on purpose: it is now this image's PSF
+            s.psf_image_path = s.image_path
+            s.psf_changed.emit()
+
+    def reopen_image(self, **changes):
+        """The current file again with changed read options (``hdu=``, ``zeropoint=``, ...;
+        None removes an option); the parameters are kept when they fit the image."""
+        s = self.state
+        if s.image_path is None:
+            return False
+        opts = dict(s.image_options)
+        if "hdu" in changes:
+            for k in _HDU_OPTIONS:
+                opts.pop(k, None)
+        for k, v in changes.items():
+            if v is None:
+                opts.pop(k, None)
+            else:
+                opts[k] = v
+        return self.open_image(s.image_path, options=opts, keep_params=True,
+                               kind_label="image")
+
+    def choose_hdu(self, index):
+        s = self.state
+        if s.data is None or s.data.hdu == index:
+            return False
+        ok = self.reopen_image(hdu=int(index))
+        if ok and s.psf_path is not None:
+            # a multi-band PSF file: follow the band
+            hdu = engine.psf_hdu_for_band(s.psf_path, s.data.band)
+            if hdu is not None:
+                self.open_psf(s.psf_path, hdu=hdu)
+        return ok
+
+    def set_zeropoint(self, zp):
+        if self.state.data is None:
+            return False
+        return self.reopen_image(zeropoint=None if zp is None else float(zp))
+
+    def open_noise(self, path):
+        opts = {k: v for k, v in self.state.image_options.items()
+                if k not in ("read_noise", "sky_level")}
+        opts["noise"] = str(path)
+        ok = self.open_image(self.state.image_path, options=opts, keep_params=True,
+                             kind_label="noise map")
+        if ok:
+            self.state.log(f"Noise map {path} in use.")
+        return ok
+
+    def open_mask(self, path):
+        opts = dict(self.state.image_options, mask=str(path))
+        ok = self.open_image(self.state.image_path, options=opts, keep_params=True,
+                             kind_label="mask")
+        if ok:
+            self.state.log(f"Mask {path} in use.")
+        return ok
+
+    def open_psf(self, path, *, n_components=None, hdu=None, position=None):
+        """Read (and fit) a PSF in the background; the panels follow when it is ready. A
+        varying PSFEx model asks where to evaluate it; a multi-band PSF file takes the HDU of
+        the image's band."""
+        if not Path(path).exists():
+            self.show_error("Cannot open PSF", f"{path}: no such file.")
+            return False
+        s = self.state
+        axes = engine.psfex_needs_position(path)
+        if axes is not None and position is None:
+            if s.psf_position is not None and s.psf_path == str(path):
+                default = s.psf_position
+            elif s.data is not None:   # the cutout's centre, 1-based: right for a full image
+                ny, nx = s.data.shape
+                default = ((nx + 1) / 2.0, (ny + 1) / 2.0)
+            else:
+                default = (0.0, 0.0)
+            position = dialogs.ask_psfex_position(self.window, Path(path).name, axes, default)
+            if position is None:
+                self.state.log(f"PSF {path}: no position given, not loaded.")
+                self.psf_loaded.emit(None)
+                return False
+        if hdu is None and s.data is not None:
+            hdu = engine.psf_hdu_for_band(path, s.data.band)
+        self._status("Fitting a Gaussian mixture to the PSF\u2026", 0)
+        self.state.log(f"Reading PSF {path}" + ("" if hdu is None else f" [HDU {hdu}]")
+                       + " (fitting a mixture)\u2026")
+        self.tasks.run(lambda: engine.read_psf(path, n_components=n_components, hdu=hdu,
+                                               position=position),
+                       lambda model: self._psf_done(path, model, position, hdu),
+                       lambda exc: self._psf_failed(path, exc))
+        return True
+
+    def _psf_done(self, path, model, position, hdu):
+        self._status("", 1)
+        self.state.set_psf(model, path=path, position=position, hdu=hdu)
+        self.add_recent("psf", path)
+        if self._edits_since_load == 0 and not self.state.busy:
+            self.state.reset_start(origin="load")   # moments minus the PSF's second moments
+        self.psf_loaded.emit(model)
+
+    def _psf_failed(self, path, exc):
+        self._status("", 1)
+        self.state.psf_changed.emit()
+        self.show_error("Cannot open PSF", f"{Path(str(path)).name} is not a usable PSF:\n\n"
+                        f"{exc}\n\nThe current PSF is unchanged.")
+        self.psf_loaded.emit(None)
+
+    def remove_psf(self):
+        if self.state.psf_model is not None and not self.state.busy:
+            self.state.set_psf(None)
+
+    def set_psf_position(self, x, y):
+        s = self.state
+        if s.psf_path is None:
+            return False
+        return self.open_psf(s.psf_path, position=(float(x), float(y)))
+
+    def open_model(self, path):
+        try:
+            saved = engine.read_model_json(path)
+        except engine.export_error_types() + engine.READ_ERRORS as exc:
+            self.show_error("Cannot open model", f"{Path(str(path)).name}:\n\n{exc}")
+            return False
+        if self.state.data is None:
+            self.show_error("Cannot open model", "Open an image before a model.")
+            return False
+        if saved.profile in engine.PROFILES:
+            self.state.set_profile(saved.profile, saved.M)
+        self.state.set_sky(saved.sky != "none")
+        self.push_params(saved.params, f"Load model {Path(path).name}")
+        self.state.log(f"Model from {path}: {format_params(saved.params)}")
+        self.add_recent("model", path)
+        return True
+
+    def open_sample(self, *, psf=True):
+        files = engine.sample_files()
+        if files is None:
+            self.show_error("Sample not found",
+                            "The bundled sample_data/ic3478 directory was not found. "
+                            "Set MOGVIEWER_SAMPLE_DATA or open an image.")
+            return False
+        img, mask, psf_path = files
+        self.state.log(f"Sample: {engine.SAMPLE_DESCRIPTION}")
+        ok = self.open_image(img, options=dict(engine.SAMPLE_OPTIONS, mask=str(mask)),
+                             ask_psf=not psf)
+        if ok and psf:
+            self.open_psf(psf_path)
+        return ok
+
+    def open_dropped(self, paths):
+        """Route dropped files by content: images first, then masks, PSFs and models."""
+        cur = None if self.state.data is None else self.state.data.shape
+        kinds = [(engine.classify_file(p, current_shape=cur), p) for p in paths]
+        order = {"image": 0, "mask": 1, "noise": 2, "psf": 3, "model": 4}
+        has_psf = any(k == "psf" for k, _ in kinds)
+        for kind, p in sorted(kinds, key=lambda kp: order.get(kp[0], 9)):
+            self.state.log(f"Dropped {Path(p).name}: recognised as {kind}")
+            if kind == "image":
+                self.open_image(p, ask_psf=not has_psf)   # a PSF dropped with it replaces it
+            else:
+                self.open_file(p, kind=kind)
+
+    def _on_image_changed(self):
+        self.undo_stack.clear()
+        self.update_enabled()
+
+    # ================================================================== edits
+    def push_params(self, new, text, *, merge_name=None):
+        s = self.state
+        if new == s.params:
+            return
+        self._edits_since_load += 1
+        self.undo_stack.push(SetParamsCommand(s, s.params, new, text, old_result=s.result,
+                                              new_result=None, merge_name=merge_name))
+
+    def edit_param(self, name, value):
+        s = self.state
+        if s.params is None or s.busy:
+            return
+        try:
+            new = s.params.replace(**{name: value})
+        except (engine.FitError, ValueError) as exc:
+            self._status(str(exc), 5000)
+            s.params_changed.emit(s.params, "refused")   # the panel shows the valid value
+            return
+        self.push_params(new, f"Edit {name}", merge_name=name)
+
+    def choose_profile(self, profile, M):
+        s = self.state
+        old, old_result = (s.profile, s.M), s.result
+        s.set_profile(profile, M)  # validates M (falls back to the profile's default)
+        new = (s.profile, s.M)
+        if new != old:
+            # already applied: redo() sets the same state again, which changes nothing
+            self.undo_stack.push(SetProfileCommand(s, old, new, old_result=old_result))
+
+    def reset_start(self):
+        s = self.state
+        if s.data is None or s.busy:
+            return
+        try:
+            start = engine.initial_guess(s.problem())
+        except engine.FitError as exc:
+            self.show_error("Cannot start from moments", str(exc))
+            return
+        self.push_params(start, "Start from moments")
+        self.state.log("Start from image moments: " + format_params(start))
+
+    def drag_started(self):
+        s = self.state
+        if not s.busy:
+            self._drag_start = (s.params, s.result)
+
+    def dragged(self, ell):
+        s = self.state
+        if s.params is None or s.busy:
+            return
+        try:
+            new = s.params.replace(**ell)
+        except (engine.FitError, ValueError):
+            return
+        s.set_params(new, origin="drag")
+
+    def drag_finished(self):
+        s = self.state
+        start, self._drag_start = self._drag_start, None
+        if s.params is None:
+            return
+        p = s.params
+        # canonical ellipse (q <= 1): the handle re-syncs now that the user let go
+        s.params_changed.emit(p, "drag_end")
+        s.request_render(immediate=True)
+        if start is None or start[0] == p or s.busy:
+            return
+        self._edits_since_load += 1
+        self.undo_stack.push(SetParamsCommand(s, start[0], p, "Drag ellipse",
+                                              old_result=start[1], new_result=None))
+
+    # ================================================================== fit
+    def start_fit(self):
+        s = self.state
+        if s.data is None:
+            self._status("Nothing to fit: open an image first (File > Open Image, or File > "
+                         "Open Sample Galaxy).")
+            return False
+        if s.busy or self.runner.running:
+            return False
+        # a value typed into a field but not yet committed (F pressed in the field) counts
+        focus = QtWidgets.QApplication.focusWidget()
+        if isinstance(focus, QtWidgets.QAbstractSpinBox):
+            focus.interpretText()
+        try:
+            problem = s.problem()
+        except (engine.FitError, ValueError) as exc:
+            self.show_error("Cannot fit", str(exc))
+            return False
+        if s.params is None:
+            return False
+        self._fit_start = (s.params, s.result)
+        s.set_busy(True)
+        free = ", ".join(problem.free) or "nothing"
+        s.log(f"Fit {s.profile} M={s.M}, sky {'on' if s.sky_on else 'off'}, "
+              f"PSF {'K=' + str(s.psf_model.n_components) if s.psf_model else 'none'}"
+              f"; free: {free}; start: {format_params(s.params)}")
+        self.runner.start(problem, s.params)
+        return True
+
+    def cancel_fit(self):
+        if self.runner.running:
+            self.state.log("Cancel requested.")
+            self._status("Cancelling the fit\u2026", 3000)
+            self.runner.cancel()
+
+    def _on_fit_progress(self, snap):
+        s = self.state
+        if not s.busy:
+            return
+        s.set_params(snap.params, origin="fit", clear_result=False)
+        self.fit_progressed.emit(snap)
+
+    def _on_fit_finished(self, result):
+        s = self.state
+        old_p, old_r = self._fit_start or (s.params, s.result)
+        self._fit_start = None
+        s.set_busy(False)
+        self._edits_since_load += 1
+        self.undo_stack.push(SetParamsCommand(s, old_p, result.params,
+                                              f"Fit ({result.status})", old_result=old_r,
+                                              new_result=result))
+        errs = result.errors()
+        lines = [f"Fit {result.status} in {result.elapsed:.2f} s, {result.nfev} evaluations: "
+                 f"chi2/nu = {result.chi2_nu:.4f} (nu = {result.nu})"]
+        for n in result.free:
+            lines.append(f"  {n} = {getattr(result.params, n):.6g} +- {errs[n]:.3g}")
+        flags = [f.name for f in engine.FitFlags if f.value and f in result.flags]
+        if flags:
+            lines.append("  flags: " + ", ".join(flags))
+        s.log("\n".join(lines))
+        self._status(f"Fit {result.status}: chi2/nu = {result.chi2_nu:.4f}")
+        self.fit_finished.emit(result)
+
+    def _on_fit_failed(self, msg):
+        self._fit_start = None
+        self.state.set_busy(False)
+        self.show_error("Fit failed", msg.split("\n\n")[0], details=msg)
+
+    def _on_busy(self, busy):
+        self.q["cancel"].setEnabled(busy)
+        self.update_enabled()
+
+    def update_enabled(self, *_):
+        has_img = self.state.data is not None
+        has_res = self.state.result is not None
+        busy = self.state.busy
+        for k, a in self.export_actions.items():
+            need_res = k in ("csv", "imgblock")
+            a.setEnabled(has_img and (has_res or not need_res) and not busy)
+        self.q["fit"].setEnabled(has_img and not busy)
+        self.q["remove_psf"].setEnabled(self.state.psf_model is not None and not busy)
+        self.q["undo"].setEnabled(not busy and self.undo_stack.canUndo())
+        self.q["redo"].setEnabled(not busy and self.undo_stack.canRedo())
+
+    # ================================================================== export
+    def _ask_save(self, title, filt, suffix, key):
+        s = self.state
+        base = Path(s.image_path).stem if s.image_path else "mogviewer"
+        d = self.setting(f"dirs/export_{key}", "", str) or self.setting("dirs/export", "", str)
+        start = str(Path(d) / f"{base}{suffix}") if d else f"{base}{suffix}"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self.window, title, start, filt,
+            options=QtWidgets.QFileDialog.DontConfirmOverwrite if key == "csv"
+            else QtWidgets.QFileDialog.Options())
+        if path:
+            self.settings.setValue(f"dirs/export_{key}", str(Path(path).parent))
+            self.settings.setValue("dirs/export", str(Path(path).parent))
+        return path
+
+    def ask_export_csv(self):
+        path = self._ask_save("Export parameters (CSV)", "CSV (*.csv);;All files (*)",
+                              "_mog.csv", "csv")
+        if not path:
+            return
+        append = False
+        if Path(path).exists() and Path(path).stat().st_size > 0:
+            answer = dialogs.ask_csv_append(self.window, Path(path).name)
+            if answer is None:
+                return
+            append = answer == "append"
+        self.export_csv(path, append=append)
+
+    def ask_export(self, kind):
+        title, filt, suffix = {
+            "imgblock": ("Export image block", "FITS (*.fits);;All files (*)", "_imgblock.fits"),
+            "region": ("Export DS9 region", "DS9 region (*.reg);;All files (*)", "_mog.reg"),
+            "json": ("Export model", "JSON (*.json);;All files (*)", "_mog.json"),
+            "png": ("Export panels", "PNG (*.png)", "_panels.png"),
+        }[kind]
+        path = self._ask_save(title, filt, suffix, kind)
+        if path:
+            {"imgblock": self.export_imgblock, "region": self.export_region,
+             "json": self.export_model_json, "png": self.export_png}[kind](path)
+
+    def _export(self, what, fn):
+        try:
+            fn()
+        except engine.export_error_types() as exc:
+            self.show_error(f"Cannot export {what}", f"{exc}")
+            return False
+        return True
+
+    def _psf_text(self):
+        return engine.psf_source(self.state.psf_model, self.state.psf_path)
+
+    def export_csv(self, path, *, append=False):
+        s = self.state
+        if s.result is None:
+            self.show_error("Nothing to export", "Fit first: the CSV row holds a fit result.")
+            return False
+
+        def go():
+            row = engine.result_row(s.result, data=s.data, problem=s.problem(),
+                                    psf_text=self._psf_text())
+            engine.write_csv(path, [row], append=append)
+
+        ok = self._export("CSV", go)
+        if ok:
+            s.log(f"{'Appended a row to' if append else 'Wrote'} {path}")
+        return ok
+
+    def export_imgblock(self, path):
+        s = self.state
+        if s.result is None:
+            self.show_error("Nothing to export", "Fit first: the image block holds a fit.")
+            return False
+        ok = self._export("image block", lambda: engine.write_imgblock(
+            path, problem=s.problem(), result=s.result, data=s.data, psf_text=self._psf_text()))
+        if ok:
+            s.log(f"Wrote image block {path}")
+        return ok
+
+    def export_region(self, path):
+        s = self.state
+        res = s.result if s.result is not None and s.result.params == s.params else None
+        ok = self._export("region", lambda: engine.write_region(
+            path, params=s.params, profile=s.profile, M=s.M, result=res, data=s.data))
+        if ok:
+            s.log(f"Wrote DS9 region {path}")
+        return ok
+
+    def export_model_json(self, path):
+        s = self.state
+        ok = self._export("model", lambda: engine.write_model_json(
+            path, params=s.params, problem=s.problem(), result=s.result,
+            source=s.image_path))
+        if ok:
+            s.log(f"Wrote model {path}")
+        return ok
+
+    def export_png(self, path):
+        if not self.window.panels.render_png(path):
+            self.show_error("Cannot export PNG", f"{path} could not be written.")
+            return False
+        self.state.log(f"Wrote panels {path}")
+        return True
+
+    # ================================================================== shutdown
+    def shutdown(self):
+        try:
+            self.undo_stack.indexChanged.disconnect()
+        except TypeError:
+            pass
+        self.runner.shutdown()
+        self.tasks.shutdown()
+
+
+__all__ = ["Actions", "FILE_FILTERS", "MAX_RECENT"]

@@ -1,0 +1,452 @@
+"""The session state: the one object every view renders and edits through setters. No Qt.
+
+It holds what is being fitted (the image and its HDU/band/zeropoint options, the PSF, the profile,
+M and n, the sky switch, the fixed parameters, the current
+:class:`~mogviewer.fitting.GalaxyParams`, the last :class:`~mogviewer.fitting.FitResult`, the
+model/residual/chi images) and how it is shown (:class:`DisplayState`: stretch, limits preset,
+colour map, residual range, mask; the view rectangle), and says when any of them changed through
+`psygnal <https://psygnal.readthedocs.io>`_ signals named ``*_changed``. Views never talk to each
+other, only to the state (glue's viewer ``state.py``, napari's ``Dims``/``QtDims``).
+
+Everything here runs without a display: ``tests/gui/test_state.py`` drives it with PyQt5 and
+pyqtgraph made unimportable.
+
+Re-rendering is throttled: :meth:`SessionState.set_params` updates the parameters (and emits
+``params_changed``) at once, but the model is recomputed at most once per
+:attr:`SessionState.render_interval_ms` when a scheduler is given (the app passes a Qt timer);
+the last request always wins, so the final state is always rendered. Without a scheduler every
+request renders at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from psygnal import Signal
+
+from . import engine
+
+PARAM_NAMES = ("flux", "x", "y", "re", "q", "angle", "n", "sky")
+
+#: Display stretches of data and model (astropy.visualization names).
+STRETCHES = ("linear", "sqrt", "log", "asinh")
+#: Display-limit presets of data and model: DS9's scale limits (min/max, zscale and percentiles
+#: of the unmasked pixels) and manual.
+PERCENTILES = (99.9, 99.5, 99.0, 98.0, 95.0, 90.0)
+LIMITS = ("min/max", "zscale", *(f"{p:g}%" for p in PERCENTILES), "manual")
+COLORMAPS = ("inferno", "viridis", "magma", "cividis", "gray", "CET-L1", "turbo")
+
+
+@dataclass(frozen=True)
+class DisplayState:
+    """How data and model are shown (residual and chi: symmetric ``+- resid_nsigma``)."""
+
+    stretch: str = "asinh"
+    limits: str = "99.5%"
+    cmap: str = "inferno"
+    manual_lo: float = 0.0
+    manual_hi: float = 1.0
+    resid_nsigma: float = 5.0
+    show_mask: bool = True
+
+    def replace(self, **kw):
+        return replace(self, **kw)
+
+    def valid(self):
+        """This state with unknown names replaced by the defaults (old settings files)."""
+        d, dflt = self, DisplayState()
+        if d.stretch not in STRETCHES:
+            d = d.replace(stretch=dflt.stretch)
+        if d.limits not in LIMITS:
+            d = d.replace(limits=dflt.limits)
+        if d.cmap not in COLORMAPS:
+            d = d.replace(cmap=dflt.cmap)
+        if not (np.isfinite(d.resid_nsigma) and d.resid_nsigma > 0):
+            d = d.replace(resid_nsigma=dflt.resid_nsigma)
+        return d
+
+
+def display_levels(values, display):
+    """``(lo, hi)`` display limits of ``values`` (1-D, the unmasked pixels) for ``display``."""
+    from astropy.visualization import (
+        ManualInterval,
+        MinMaxInterval,
+        PercentileInterval,
+        ZScaleInterval,
+    )
+    lim = display.limits
+    if lim == "min/max":
+        interval = MinMaxInterval()
+    elif lim == "zscale":
+        interval = ZScaleInterval()
+    elif lim == "manual":
+        interval = ManualInterval(display.manual_lo, display.manual_hi)
+    else:
+        interval = PercentileInterval(float(lim.rstrip("%")))
+    try:
+        lo, hi = interval.get_limits(values)
+    except Exception:  # noqa: BLE001 - degenerate data: fall back to min/max
+        lo, hi = float(np.min(values)), float(np.max(values))
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class ModelImages:
+    """Immutable snapshot of what the panels show (arrays are read-only)."""
+
+    model: np.ndarray
+    residual: np.ndarray
+    chi: np.ndarray
+    params: object
+    chi2: float
+    nu: int
+
+    @property
+    def chi2_nu(self):
+        return self.chi2 / self.nu if self.nu > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where the current image came from: the file, the read options (``hdu``, ``band``,
+    ``zeropoint``, ``mask``, ``noise``, ...) and the file's image HDUs (``[(index, label)]``)
+    a user can choose between."""
+
+    path: str | None = None
+    options: dict = field(default_factory=dict)
+    hdus: tuple = ()
+
+
+def _ro(a):
+    a = np.asarray(a)
+    a.setflags(write=False)
+    return a
+
+
+class SessionState:
+    """State of one fitting session (see the module docstring).
+
+    Signals
+    -------
+    image_changed() : a new image (or the same file with other HDU, mask, noise, zeropoint).
+    psf_changed() : the PSF changed (or was removed).
+    config_changed() : profile, M, sky switch or fixed parameters changed.
+    params_changed(params, origin) : the parameters changed; ``origin`` names who changed them
+        (``'drag'``, ``'edit'``, ``'fit'``, ``'undo'``, ``'reset'``, ``'load'``), so a view can
+        ignore its own echo.
+    model_changed() : model, residual and chi were re-rendered (:attr:`images`).
+    result_changed(result) : a fit result was set or cleared (None).
+    display_changed(DisplayState) : stretch, limits, colours, residual range or mask changed
+        (:attr:`levels` and :attr:`resid_range` are up to date when it is emitted).
+    view_changed(view, origin) : the shown rectangle ``((x0, x1), (y0, y1))`` in pixel
+        coordinates, or None for "the whole image, refitted whenever the panels resize".
+    busy_changed(bool) : a fit started / ended.
+    logged(str) : a line for the log.
+    """
+
+    image_changed = Signal()
+    psf_changed = Signal()
+    config_changed = Signal()
+    params_changed = Signal(object, str)
+    model_changed = Signal()
+    result_changed = Signal(object)
+    display_changed = Signal(object)
+    view_changed = Signal(object, str)
+    busy_changed = Signal(bool)
+    logged = Signal(str)
+
+    def __init__(self, *, schedule=None, render_interval_ms=30):
+        """``schedule(delay_ms, fn)`` calls ``fn`` later (the app passes a Qt timer); None
+        renders every request at once."""
+        self.data = None             # ImageData
+        self.source = ImageSource()
+        self.psf_model = None        # PsfModel (or None = no PSF)
+        self.psf_path = None
+        self.psf_image_path = None   # the image that was open when the PSF was chosen
+        self.psf_position = None     # (x, y) a varying PSFEx model was evaluated at
+        self.psf_hdu = None          # the HDU of the PSF file (a multi-band file's band)
+        self.profile = "exp"
+        self.M = engine.DEFAULT_M["exp"]
+        self.sky_on = True
+        self.fixed = frozenset()
+        self.params = None           # GalaxyParams
+        self.result = None           # FitResult
+        self.images = None           # ModelImages
+        self.display = DisplayState()
+        self.levels = (0.0, 1.0)     # data/model display limits (image units)
+        self.resid_range = 1.0       # residual panel: +- resid_nsigma x median sigma
+        self.view = None
+        self.busy = False
+        self.render_count = 0
+        self.last_render_ms = 0.0
+        self.render_interval_ms = render_interval_ms
+        self._schedule = schedule
+        self._pending = False
+        self._last_render_t = 0.0
+        self._problem = None
+
+    # ------------------------------------------------------------------ convenience
+    @property
+    def image_path(self):
+        return self.source.path
+
+    @property
+    def image_options(self):
+        return dict(self.source.options)
+
+    @property
+    def psf_mixture(self):
+        return engine.psf_mixture(self.psf_model)
+
+    @property
+    def psf_from_other_image(self):
+        """True when the PSF was chosen for another image than the one shown."""
+        return (self.psf_model is not None and self.data is not None
+                and self.psf_image_path != self.source.path)
+
+    def log(self, text):
+        self.logged.emit(str(text))
+
+    # ------------------------------------------------------------------ image / psf
+    def set_image(self, data, *, path=None, options=None, hdus=(), keep_params=False):
+        """Use ``data`` (ImageData). Starts from image moments unless ``keep_params`` and the
+        current parameters fit in the new image. Clears the result (it belongs to the old
+        image) and shows the whole new image."""
+        self.data = data
+        self.source = ImageSource(None if path is None else str(path), dict(options or {}),
+                                  tuple(hdus))
+        self._problem = None
+        self.images = None
+        self.log(f"Loaded image {data!r}")
+        for note in data.notes:
+            self.log(f"  {note}")
+        self._update_levels()
+        self.view = None
+        self.image_changed.emit()
+        self.view_changed.emit(None, "image")
+        self.clear_result()
+        ny, nx = data.shape
+        if keep_params and self.params is not None and 0 <= self.params.x < nx \
+                and 0 <= self.params.y < ny:
+            self.request_render(immediate=True)
+        else:
+            self.reset_start(origin="load")
+
+    def set_psf(self, model, *, path=None, position=None, hdu=None):
+        """Use a ``PsfModel`` (or None for no PSF). The fit result no longer matches the model
+        and is cleared."""
+        self.psf_model = model
+        self.psf_path = None if model is None or path is None else str(path)
+        self.psf_image_path = None if model is None else self.source.path
+        self.psf_position = None if model is None else position
+        self.psf_hdu = None if model is None else hdu
+        self._problem = None
+        if model is None:
+            self.log("No PSF: the model is not convolved (psf = None).")
+        else:
+            at = "" if position is None else f" at ({position[0]:g}, {position[1]:g})"
+            self.log(f"PSF from {path}{at}: {model.n_components} Gaussian(s), source "
+                     f"{model.source}")
+            for note in getattr(model, "notes", ()):
+                self.log(f"  {note}")
+            q = getattr(model, "quality", None)
+            if q is not None:
+                self.log(f"  quality: {q.summary()}")
+        self.psf_changed.emit()
+        self.clear_result()
+        self.request_render(immediate=True)
+
+    # ------------------------------------------------------------------ configuration
+    def set_profile(self, profile, M=None, *, result=None):
+        """Profile and M (M falls back to the profile's default). A changed model clears the
+        result unless ``result`` is given (undo restores the result that went with it)."""
+        valid = engine.available_M(profile)
+        if M is None or int(M) not in valid:
+            M = engine.DEFAULT_M.get(profile, valid[-1])
+            if M not in valid:
+                M = valid[-1]
+        if (profile, int(M)) == (self.profile, self.M):
+            return
+        self.profile, self.M = profile, int(M)
+        self._problem = None
+        b, ff = engine.profile_quality(self.profile, self.M,
+                                       self.params.n if self.params is not None else None)
+        self.log(f"Profile {profile}, M = {self.M} (badness {b:.3g}, flux fraction {ff:.4f})")
+        self.config_changed.emit()
+        if result is not None:
+            self.set_result(result)
+        else:
+            self.clear_result()
+        self.request_render(immediate=True)
+
+    def set_sky(self, on):
+        on = bool(on)
+        if on == self.sky_on:
+            return
+        self.sky_on = on
+        self._problem = None
+        self.log("Sky: fitted as a constant" if on else "Sky: off (model has no background)")
+        self.config_changed.emit()
+        self.clear_result()
+        self.request_render(immediate=True)
+
+    def set_fixed(self, name, fixed):
+        new = set(self.fixed)
+        (new.add if fixed else new.discard)(name)
+        new = frozenset(new)
+        if new == self.fixed:
+            return
+        self.fixed = new
+        self._problem = None
+        self.config_changed.emit()
+
+    @property
+    def free(self):
+        names = [p for p in PARAM_NAMES if p not in self.fixed]
+        return tuple(p for p in names if (p != "sky" or self.sky_on)
+                     and (p != "n" or self.profile == "ser"))
+
+    def problem(self):
+        """The FitProblem of the current state (cached until something changes)."""
+        if self.data is None:
+            return None
+        if (self._problem is not None and self.profile == "ser" and self.params is not None
+                and self._problem.n != self.params.n):
+            self._problem = None  # a fixed Sérsic index is taken from the problem
+        if self._problem is None:
+            self._problem = engine.make_problem(
+                self.data, psf=self.psf_mixture, profile=self.profile, M=self.M,
+                free=self.free, sky=self.sky_on,
+                n=self.params.n if self.params is not None else None)
+        return self._problem
+
+    # ------------------------------------------------------------------ parameters
+    def set_params(self, params, *, origin="edit", clear_result=True):
+        """Set the parameters; the model follows (throttled)."""
+        if params is None or params == self.params:
+            return
+        self.params = params
+        if clear_result and origin in ("drag", "edit", "reset"):
+            self.clear_result()
+        self.params_changed.emit(params, origin)
+        self.request_render()
+
+    def reset_start(self, *, origin="reset"):
+        """Start parameters from image moments (:func:`mogviewer.fitting.initial_guess`)."""
+        pr = self.problem()
+        if pr is None:
+            return
+        try:
+            start = engine.initial_guess(pr)
+        except engine.FitError as exc:
+            self.log(f"Cannot start from moments: {exc}")
+            return
+        self.log("Start from image moments: " + format_params(start))
+        self.set_params(start, origin=origin)
+        self.request_render(immediate=True)
+
+    def set_result(self, result, *, params=None, origin="fit"):
+        if result is not self.result:
+            self.result = result
+            self.result_changed.emit(result)
+        if params is not None:
+            self.set_params(params, origin=origin, clear_result=False)
+
+    def clear_result(self):
+        if self.result is not None:
+            self.result = None
+            self.result_changed.emit(None)
+
+    # ------------------------------------------------------------------ display
+    def set_display(self, display):
+        """Stretch, limits, colours, residual range, mask (a :class:`DisplayState`)."""
+        display = display.valid()
+        if display == self.display:
+            return
+        if display.limits == "manual" and self.display.limits != "manual" \
+                and (display.manual_lo, display.manual_hi) == (self.display.manual_lo,
+                                                               self.display.manual_hi):
+            # manual limits start from what is shown
+            display = display.replace(manual_lo=self.levels[0], manual_hi=self.levels[1])
+        self.display = display
+        self._update_levels()
+        self.display_changed.emit(display)
+
+    def _update_levels(self):
+        data = self.data
+        if data is None:
+            return
+        good = ~data.mask
+        vals = data.image[good] if good.any() else data.image.ravel()
+        self.levels = display_levels(vals, self.display)
+        sig = data.sigma[good & np.isfinite(data.sigma)]
+        med = float(np.median(sig)) if sig.size else 1.0
+        self.resid_range = max(self.display.resid_nsigma * med, 1e-30)
+
+    def set_view(self, view, *, origin="edit"):
+        """The shown rectangle ``((x0, x1), (y0, y1))``, or None for the whole image."""
+        if view is not None:
+            (x0, x1), (y0, y1) = view
+            view = ((float(x0), float(x1)), (float(y0), float(y1)))
+        if view == self.view:
+            return
+        self.view = view
+        self.view_changed.emit(view, origin)
+
+    # ------------------------------------------------------------------ rendering
+    def request_render(self, *, immediate=False):
+        """Schedule a re-render: now if the last one is older than the interval, else when the
+        interval has passed (coalescing every request in between)."""
+        if self.data is None or self.params is None:
+            return
+        if immediate or self._schedule is None or self.render_interval_ms <= 0:
+            self._pending = False
+            self._render_now()
+            return
+        if self._pending:
+            return
+        since = (time.perf_counter() - self._last_render_t) * 1e3
+        if since >= self.render_interval_ms:
+            self._render_now()
+        else:
+            self._pending = True
+            self._schedule(max(1, int(self.render_interval_ms - since)), self._render_later)
+
+    def _render_later(self):
+        if self._pending:
+            self._pending = False
+            self._render_now()
+
+    def _render_now(self):
+        pr = self.problem()
+        p = self.params
+        if pr is None or p is None:
+            return
+        t0 = time.perf_counter()
+        model = engine.model_image(pr, p)
+        resid = self.data.image - model
+        good = pr.weights > 0
+        chi = np.where(good, resid * np.sqrt(pr.weights), np.nan)
+        resid = np.where(good, resid, np.nan)
+        chi2 = float(np.nansum(chi * chi))
+        nu = int(pr.n_good - len(pr.free))
+        self.images = ModelImages(_ro(model), _ro(resid), _ro(chi), p, chi2, nu)
+        self.render_count += 1
+        self._last_render_t = time.perf_counter()
+        self.last_render_ms = (self._last_render_t - t0) * 1e3
+        self.model_changed.emit()
+
+    # ------------------------------------------------------------------ busy
+    def set_busy(self, busy):
+        if busy != self.busy:
+            self.busy = busy
+            self.busy_changed.emit(busy)
+
+
+def format_params(p):
+    return (f"flux={p.flux:.6g}, x={p.x:.3f}, y={p.y:.3f}, re={p.re:.3f} px, q={p.q:.4f}, "
+            f"angle={p.angle:.2f} deg, n={p.n:.3f}, sky={p.sky:.4g}")
