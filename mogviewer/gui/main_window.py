@@ -58,6 +58,33 @@ class _QtScheduler:
             fn()
 
 
+class ReadoutLabel(QtWidgets.QLabel):
+    """The pixel readout: word-wrapped in a fixed height of two lines (a readout that grew
+    while the mouse moves would resize the panels under it); the full text is also its
+    tooltip."""
+
+    def __init__(self, text, font):
+        super().__init__(text)
+        self.setFont(font)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Expanding, QtWidgets.QSizePolicy.Fixed)
+        self.setStyleSheet("color: #bbbbbb; padding: 1px 4px;")
+        self._h = 2 * QtGui.QFontMetrics(font).lineSpacing() + 4
+        self.setFixedHeight(self._h)
+
+    # the toolbar gives it the window's width; its text never asks for more
+    def sizeHint(self):
+        return QtCore.QSize(200, self._h)
+
+    def minimumSizeHint(self):
+        return QtCore.QSize(50, self._h)
+
+    def setText(self, text):
+        super().setText(text)
+        self.setToolTip(text)
+
+
 class DisplayBar(QtWidgets.QToolBar):
     """Stretch, limits, colours, residual range, mask, whole image: a view of
     ``state.display`` that sends edits back through ``state.set_display``."""
@@ -173,24 +200,24 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
 
         self.panels = ImagePanels(self.state)
-        self.readout = QtWidgets.QLabel(HOVER_HINT)
-        self.readout.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         f = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.FixedFont)
         f.setPointSizeF(max(7.0, f.pointSizeF() * 0.9))
-        self.readout.setFont(f)
-        # its own two lines under the panels: never under a status message, never wider than
-        # the window (wraps instead)
-        self.readout.setWordWrap(True)
-        self.readout.setFixedHeight(2 * QtGui.QFontMetrics(f).lineSpacing() + 6)
-        self.readout.setSizePolicy(QtWidgets.QSizePolicy.Ignored,
-                                   QtWidgets.QSizePolicy.Fixed)
-        self.readout.setStyleSheet("color: #bbbbbb; background: #19191e; padding: 1px 4px;")
+        # the readout has its own full-width row above the status bar: never under a status
+        # message, never wider than the window (it wraps, and grows a line when it must)
+        self.readout = ReadoutLabel(HOVER_HINT, f)
+        readout_bar = QtWidgets.QToolBar("Readout", self)
+        readout_bar.setObjectName("readout_bar")
+        readout_bar.setMovable(False)
+        readout_bar.setFloatable(False)
+        readout_bar.toggleViewAction().setEnabled(False)
+        readout_bar.addWidget(self.readout)
+        self.addToolBar(QtCore.Qt.BottomToolBarArea, readout_bar)
+        self.readout_bar = readout_bar
         central = QtWidgets.QWidget()
         cl = QtWidgets.QVBoxLayout(central)
         cl.setContentsMargins(4, 2, 4, 0)
         cl.setSpacing(0)
         cl.addWidget(self.panels, 1)
-        cl.addWidget(self.readout)
         self.setCentralWidget(central)
         self.display_bar = DisplayBar(self.state, self.panels, self)
         self.addToolBar(QtCore.Qt.TopToolBarArea, self.display_bar)
@@ -221,6 +248,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log_dock = QtWidgets.QDockWidget("Log", self)
         self.log_dock.setObjectName("log_dock")
         self.log_dock.setWidget(self.log_view)
+        self.log_view.setMinimumHeight(36)
         self.addDockWidget(QtCore.Qt.RightDockWidgetArea, self.log_dock)
         self.splitDockWidget(self.params_dock, self.log_dock, QtCore.Qt.Vertical)
 
@@ -334,10 +362,9 @@ class MainWindow(QtWidgets.QMainWindow):
             # full height when there is room, the log the rest
             self._docks_sized = True
             if not getattr(self, "_dock_layout_restored", False):
-                want = self.params.sizeHint().height() + 10
-                room = max(120, self.height() - 200)
                 self.resizeDocks([self.params_dock, self.log_dock],
-                                 [min(want, room), 100], QtCore.Qt.Vertical)
+                                 [self.params.sizeHint().height() + 10, 60],
+                                 QtCore.Qt.Vertical)
 
     # ================================================================== startup
     def wait_for_warmup(self, thread, then=None, *, poll_ms=100):
@@ -565,11 +592,11 @@ class MainWindow(QtWidgets.QMainWindow):
         ny, nx = d.shape
         if not (0 <= ix < nx and 0 <= iy < ny):
             return ""
-        parts = [f"x={ix} y={iy}  (FITS {ix + 1}, {iy + 1})", f"data={d.image[iy, ix]:.5g}"]
+        parts = [f"x={ix} y={iy} (FITS {ix + 1},{iy + 1})", f"data={d.image[iy, ix]:.5g}"]
         im = s.images
         if im is not None and im.model.shape == d.shape:
             parts += [f"model={im.model[iy, ix]:.5g}",
-                      "residual=" + _fmt(im.residual[iy, ix]),
+                      "resid=" + _fmt(im.residual[iy, ix]),
                       "chi=" + _fmt(im.chi[iy, ix], ".3f")]
         if d.mask[iy, ix]:
             parts.append("[masked]")
@@ -578,7 +605,7 @@ class MainWindow(QtWidgets.QMainWindow):
             ra, dec = w
             hms, dms = engine.sexagesimal(ra, dec)
             parts.append(f"RA={ra:.6f}\u00b0 Dec={dec:+.6f}\u00b0 ({hms} {dms})")
-        return "   ".join(parts)
+        return "  ".join(parts)
 
 
 def _fmt(v, spec=".5g"):

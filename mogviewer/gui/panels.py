@@ -37,6 +37,23 @@ def colormap(name):
         return pg.colormap.get("inferno")
 
 
+def _shrinkable(label):
+    """Let a pyqtgraph LabelItem be narrower than its text: pyqtgraph makes the text's width
+    its minimum and preferred width (``LabelItem.updateMin``, called on every resize), so a
+    long title would widen its panel's column. Here only the height is kept, so that the four
+    image areas get one width."""
+    def update_min(self=label):
+        h = self.itemRect().height()
+        self.setMinimumWidth(0)
+        self.setMinimumHeight(h)
+        self._sizeHint = {QtCore.Qt.MinimumSize: (0, h), QtCore.Qt.PreferredSize: (0, h),
+                          QtCore.Qt.MaximumSize: (-1, -1), QtCore.Qt.MinimumDescent: (0, 0)}
+        self.updateGeometry()
+
+    label.updateMin = update_min     # LabelItem calls self.updateMin() from Python
+    update_min()
+
+
 def _g(v):
     return format(float(v), ".4g") if math.isfinite(v) else "\u2013"
 
@@ -54,8 +71,7 @@ class ImagePanels(QtWidgets.QWidget):
     """
 
     hovered = QtCore.pyqtSignal(object)
-    TITLES = ("data", "model", "residual  (data \u2212 model)",
-              "chi  ((data \u2212 model) / \u03c3)")
+    TITLES = ("data", "model", "residual = data \u2212 model", "chi = residual / \u03c3")
     SHORT_TITLES = ("data", "model", "residual", "chi")
 
     def __init__(self, state, parent=None):
@@ -76,6 +92,7 @@ class ImagePanels(QtWidgets.QWidget):
         for i, title in enumerate(self.TITLES):
             p = pg.PlotItem()
             p.setTitle(title, size="10pt", color="#dddddd")
+            _shrinkable(p.titleLabel)
             p.setAspectLocked(True)
             p.hideButtons()
             p.setMenuEnabled(False)
@@ -104,6 +121,7 @@ class ImagePanels(QtWidgets.QWidget):
                                  orientation="horizontal", width=12, colorMapMenu=False)
             cb.axis.setTextPen(pg.mkPen("#aaaaaa"))
             cb.axis.setPen(pg.mkPen("#888888"))
+            cb.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
             return cb
 
         self.cbar_data = bar((0, 1), "inferno")

@@ -1,6 +1,7 @@
 """pytest-qt fixtures for the desktop app (headless: offscreen platform, settings in tmp)."""
 
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
@@ -66,3 +67,28 @@ def sample_files():
     files = engine.sample_files()
     assert files is not None, "sample_data/ic3478 not found"
     return files
+
+
+@pytest.fixture(autouse=True)
+def questions(monkeypatch):
+    """Answer the app's questions (gui/dialogs.py) without modal boxes, and record them.
+
+    ``questions.psf_answer`` answers "the PSF of the previous image: keep, remove or replace?"
+    (default keep); ``questions.position`` answers "where to evaluate this PSFEx model?"
+    (default: cancel); ``questions.asked`` lists ``(question, args)``.
+    """
+    from mogviewer.gui import dialogs
+
+    q = SimpleNamespace(psf_answer=dialogs.KEEP, position=None, asked=[])
+
+    def psf(parent, psf_name, image_name):
+        q.asked.append(("psf", (psf_name, image_name)))
+        return q.psf_answer
+
+    def position(parent, name, axes, default):
+        q.asked.append(("position", (name, tuple(axes), tuple(default))))
+        return q.position
+
+    monkeypatch.setattr(dialogs, "ask_psf_for_new_image", psf)
+    monkeypatch.setattr(dialogs, "ask_psfex_position", position)
+    return q
