@@ -15,7 +15,8 @@ os.environ.setdefault("PYQTGRAPH_QT_LIB", "PyQt5")
 import pyqtgraph as pg  # noqa: E402
 from PyQt5 import QtCore, QtGui, QtWidgets  # noqa: E402
 
-from . import engine  # noqa: E402
+# the engine (numpy, scipy, astropy, numba) is imported inside the functions that need it, so
+# that ``main`` shows a splash screen before those seconds of imports
 
 _CONFIGURED = False
 
@@ -53,6 +54,7 @@ def sample_window(width, height, *, timeout=120.0):
     """Scripts only (benchmarks, screenshots): the app, compiled kernels, and a shown main
     window of ``width`` x ``height`` with throwaway settings, on the bundled sample with its PSF
     loaded. Returns ``(app, window)``."""
+    from . import engine
     from .main_window import MainWindow
     app = create_app()
     engine.warmup()
@@ -64,6 +66,28 @@ def sample_window(width, height, *, timeout=120.0):
     w.commands.open_sample()
     wait_until(app, lambda: loaded, timeout)
     return app, w
+
+
+def _splash(text):
+    """A small splash screen shown at once, while the engine's modules are imported."""
+    pix = QtGui.QPixmap(420, 120)
+    pix.fill(QtGui.QColor(25, 25, 30))
+    p = QtGui.QPainter(pix)
+    try:
+        f = p.font()
+        f.setPointSizeF(f.pointSizeF() * 1.6)
+        f.setBold(True)
+        p.setFont(f)
+        p.setPen(QtGui.QColor("#dddddd"))
+        p.drawText(pix.rect().adjusted(0, 0, 0, -40), QtCore.Qt.AlignCenter, "mogviewer")
+    finally:
+        p.end()
+    splash = QtWidgets.QSplashScreen(pix)
+    splash.showMessage(text, QtCore.Qt.AlignBottom | QtCore.Qt.AlignHCenter,
+                       QtGui.QColor("#dddddd"))
+    splash.show()
+    QtWidgets.QApplication.processEvents()
+    return splash
 
 
 def parse_args(argv):
@@ -162,15 +186,21 @@ def main(argv=None) -> int:
     """Run the app; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    app = create_app([sys.argv[0] if sys.argv else "mogviewer"])
+    splash = _splash("Starting mogviewer\u2026")
+    from . import engine
     engine.install_warning_filters()
     # compile the renderer in the background while the window opens; the files open when it is
     # ready (the first render would wait for it anyway, with the window frozen and blank)
     warm = engine.warmup()
-    app = create_app([sys.argv[0] if sys.argv else "mogviewer"])
+    splash.showMessage("Starting mogviewer\u2026 (loading the engine)",
+                       QtCore.Qt.AlignBottom | QtCore.Qt.AlignHCenter, QtGui.QColor("#dddddd"))
+    app.processEvents()
     from .main_window import MainWindow
     w = MainWindow()
     install_excepthook(w)
     w.show()
+    splash.finish(w)
     QtCore.QTimer.singleShot(0, w.raise_)
     w.wait_for_warmup(warm, then=lambda: open_args(w, args))
     return int(app.exec_())

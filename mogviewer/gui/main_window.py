@@ -547,6 +547,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.commands.update_enabled()
 
     def _on_params_changed(self, params, origin):
+        self.panels.ellipse.setVisible(True)
         if origin != "drag":
             self.panels.ellipse.set_ellipse(params.x, params.y, params.re, params.q,
                                             params.angle)

@@ -26,6 +26,8 @@ DIVERGING = "CET-D1A"
 MASK_RGBA = (70, 90, 120, 215)
 #: Width (px) of every panel's left axis, so that all panels have image areas of one width.
 AXIS_WIDTH = 38
+#: Height (px) of a row of panels that is not image: title, bottom axis, colour bar and label.
+ROW_OVERHEAD = 110
 
 
 def colormap(name):
@@ -131,6 +133,7 @@ class ImagePanels(QtWidgets.QWidget):
         self.arrange("row")
 
         self.ellipse = EllipseHandle()
+        self.ellipse.setVisible(False)           # until there is an image to put it on
         self.data_plot.addItem(self.ellipse)
         self.components = ComponentsOverlay()
         self.data_plot.addItem(self.components)
@@ -142,6 +145,9 @@ class ImagePanels(QtWidgets.QWidget):
 
         self.view.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.data_plot.getViewBox().sigRangeChangedManually.connect(self._on_user_view)
+        # whenever the image area changes size, show the state's view again (the whole image,
+        # or the user's zoom) instead of whatever the view box made of the old range
+        self.data_plot.getViewBox().sigResized.connect(self._apply_view)
         state.image_changed.connect(self._on_image_changed)
         state.model_changed.connect(self._on_model_changed)
         state.display_changed.connect(self._on_display_changed)
@@ -198,10 +204,17 @@ class ImagePanels(QtWidgets.QWidget):
     def resizeEvent(self, ev):
         super().resizeEvent(ev)
         w, h = max(1, self.width()), max(1, self.height())
-        # the layout that gives each (square) panel the larger side
-        row_side = min(w / 4.0, h * 0.92)
-        grid_side = min(w / 2.0, h * 0.46)
+        # the layout that gives each (square) image the larger side; each row of panels also
+        # holds a title, an axis and a colour bar with its label, each panel a left axis
+        row_side = min(w / 4.0 - AXIS_WIDTH, h - ROW_OVERHEAD)
+        grid_side = min(w / 2.0 - AXIS_WIDTH, h / 2.0 - ROW_OVERHEAD)
         self.arrange("row" if row_side >= grid_side else "grid")
+        # titles with their formulas when there is room for them
+        side = max(row_side, grid_side)
+        titles = self.TITLES if side >= 190 else self.SHORT_TITLES
+        for p, t in zip(self.plots, titles):
+            if p.titleLabel.text != t:
+                p.setTitle(t, size="10pt", color="#dddddd")
         self._refit_later()
 
     def _refit_later(self):
@@ -287,21 +300,19 @@ class ImagePanels(QtWidgets.QWidget):
         self._on_model_changed()
 
     def unit(self):
-        """The image unit for labels (``BUNIT``, or 'image units')."""
+        """The image unit for labels (``BUNIT``, or 'image units' without one)."""
         d = self.state.data
         return (d.bunit or "").strip() if d is not None and d.bunit else "image units"
 
     def colorbar_labels(self):
         """``{panel: text}`` under each colour bar: the end values and their unit."""
         lo, hi = self.state.levels
-        d = self.state.display
-        r, n = self.state.resid_range, d.resid_nsigma
+        r, n = self.state.resid_range, self.state.display.resid_nsigma
         u = self.unit()
-        return {
-            "data": f"data, model [{u}]: {_g(lo)} \u2026 {_g(hi)}  ({d.stretch}, {d.limits})",
-            "residual": f"residual [{u}]: {_g(-r)} \u2026 {_g(r)}  (\u00b1{n:g} median \u03c3)",
-            "chi": f"chi [\u03c3]: {_g(-n)} \u2026 {_g(n)}",
-        }
+        # short enough for a narrow panel; stretch, preset and n sigma are in the toolbar
+        return {"data": f"{_g(lo)} \u2026 {_g(hi)} {u}",
+                "residual": f"{_g(-r)} \u2026 {_g(r)} {u}",
+                "chi": f"{_g(-n)} \u2026 {_g(n)} \u03c3"}
 
     def _update_colorbars(self):
         lo, hi = self.state.levels

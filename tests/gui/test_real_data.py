@@ -299,8 +299,15 @@ def test_views_refitted_after_resize(window, qtbot):
     w.panels._on_user_view()
     w.resize(1200, 760)
     settle(qtbot, 120)
-    (x0, x1), _ = w.panels.data_plot.getViewBox().viewRange()
-    assert x1 - x0 < 0.5 * nx
+    (x0, x1), (y0, y1) = w.panels.data_plot.getViewBox().viewRange()
+    # still what the user saw (state.view, at least the square asked for): all of it shown,
+    # filling the panel along one axis (1 %: rounding to whole screen pixels)
+    (u0, u1), (v0, v1) = w.state.view
+    assert u0 <= 100 and u1 >= 150 and v0 <= 100 and v1 >= 150
+    tol = 0.01 * max(u1 - u0, v1 - v0)
+    assert x0 <= u0 + tol and x1 >= u1 - tol and y0 <= v0 + tol and y1 >= v1 - tol
+    assert min(abs((x1 - x0) - (u1 - u0)), abs((y1 - y0) - (v1 - v0))) <= tol
+    assert x1 - x0 < 0.9 * nx or y1 - y0 < 0.9 * ny                # not the whole image
 
 
 def test_readout_not_overwritten_at_800px(window, qtbot):
@@ -369,17 +376,17 @@ def test_colour_bars_show_end_values_and_units(window):
     pan = w.panels
     lo, hi = s.levels
     lab = pan.cbar_data.axis.labelText
-    assert f"{lo:.4g}" in lab and f"{hi:.4g}" in lab and "[DNs]" in lab
+    assert f"{lo:.4g} \u2026 {hi:.4g} DNs" in lab          # the sample's BUNIT is DNs
     r = s.resid_range
-    assert f"{r:.4g}" in pan.cbar_resid.axis.labelText and "[DNs]" in \
-        pan.cbar_resid.axis.labelText
-    assert "[\u03c3]" in pan.cbar_chi.axis.labelText
+    assert f"{-r:.4g} \u2026 {r:.4g} DNs" in pan.cbar_resid.axis.labelText
+    assert pan.cbar_chi.axis.labelText == "-5 \u2026 5 \u03c3"
     ticks = [v for v, _ in pan.cbar_resid.axis._tickLevels[0]]
     assert ticks[0] == pytest.approx(-r) and ticks[-1] == pytest.approx(r)
     data_ticks = pan.cbar_data.axis._tickLevels[0]
     assert data_ticks[0][1] == f"{lo:.4g}" and data_ticks[-1][1] == f"{hi:.4g}"
     w.nsig_spin.setValue(3.0)
-    assert "\u00b13 median" in pan.cbar_resid.axis.labelText
+    assert pan.cbar_chi.axis.labelText == "-3 \u2026 3 \u03c3"
+    assert f"{s.resid_range:.4g} DNs" in pan.cbar_resid.axis.labelText
 
 
 def test_percentile_presets(window):
