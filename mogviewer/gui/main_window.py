@@ -69,7 +69,7 @@ class ReadoutLabel(QtWidgets.QLabel):
         self.setWordWrap(True)
         self.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         self.setSizePolicy(QtWidgets.QSizePolicy.Expanding, QtWidgets.QSizePolicy.Fixed)
-        self.setStyleSheet("color: #bbbbbb; padding: 1px 4px;")
+        self.setStyleSheet("padding: 1px 4px;")
         self._h = 2 * QtGui.QFontMetrics(font).lineSpacing() + 4
         self.setFixedHeight(self._h)
 

@@ -55,7 +55,7 @@ class ParamSpin(QtWidgets.QDoubleSpinBox):
         self.setWrapping(name == "angle")
         self.setButtonSymbols(QtWidgets.QAbstractSpinBox.UpDownArrows)
         self.setAlignment(QtCore.Qt.AlignRight)
-        self.setMinimumWidth(110)
+        self.setMinimumWidth(96)
         self.setSingleStep(self.step)
 
     def textFromValue(self, v):
@@ -184,7 +184,7 @@ class ParamsPanel(QtWidgets.QWidget):
             sp.setToolTip(TOOLTIPS[name])
             sp.valueChanged.connect(lambda v, n=name: self._on_spin(n, v))
             err = QtWidgets.QLabel("")
-            err.setMinimumWidth(70)
+            err.setMinimumWidth(58)
             err.setStyleSheet("color: #6a6a6a;")
             err.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
             unit = self._small(UNITS[name])
