@@ -243,8 +243,7 @@ class Actions(QtCore.QObject):
         self._edits_since_load = 0
         self.state.set_image(data, path=path, options=options, keep_params=keep_params,
                              hdus=engine.image_hdus(path))
-        if path is not None and not isinstance(path, (bytes, bytearray)) and \
-                isinstance(path, (str, Path)):
+        if isinstance(path, (str, Path)):         # not an in-memory array
             self.add_recent("image", path)
         if ask_psf and not same_file and self.state.psf_model is not None:
             self._ask_about_old_psf()
@@ -262,9 +261,7 @@ class Actions(QtCore.QObject):
         elif answer == dialogs.REPLACE:
             self.ask_open("psf")
         else:
-            # kept on purpose: it is now this image's PSF
-            s.psf_image_path = s.image_path
-            s.psf_changed.emit()
+            s.adopt_psf()          # kept on purpose: it is now this image's PSF
 
     def reopen_image(self, **changes):
         """The current file again with changed read options (``hdu=``, ``zeropoint=``, ...;

@@ -171,10 +171,10 @@ class DisplayBar(QtWidgets.QToolBar):
     def _edited(self, *_):
         d = self.state.display
         limits = self.limits_combo.currentText()
+        # the spin boxes hold manual limits only in manual mode (else they show the levels;
+        # the state starts manual limits from those)
         lo, hi = ((self.lo_spin.value(), self.hi_spin.value()) if d.limits == "manual"
                   else (d.manual_lo, d.manual_hi))
-        if limits == "manual" and d.limits == "manual":
-            lo, hi = self.lo_spin.value(), self.hi_spin.value()
         self.state.set_display(d.replace(
             stretch=self.stretch_combo.currentText(), limits=limits,
             cmap=self.cmap_combo.currentText(), manual_lo=lo, manual_hi=hi,

@@ -260,6 +260,13 @@ class SessionState:
         self.clear_result()
         self.request_render(immediate=True)
 
+    def adopt_psf(self):
+        """The user says the PSF in use is also the current image's (no longer "from another
+        image")."""
+        if self.psf_model is not None and self.psf_image_path != self.source.path:
+            self.psf_image_path = self.source.path
+            self.psf_changed.emit()
+
     # ------------------------------------------------------------------ configuration
     def set_profile(self, profile, M=None, *, result=None):
         """Profile and M (M falls back to the profile's default). A changed model clears the
