@@ -26,16 +26,10 @@ def run_blocked(code):
 
 
 def test_state_works_without_qt():
+    # state_checks.main() ends by checking that no PyQt5 / pyqtgraph module was imported
     res = run_blocked("import state_checks; state_checks.main()")
     assert res.returncode == 0, res.stderr
     assert "state checks ok" in res.stdout
-
-
-def test_state_and_engine_import_no_qt():
-    res = run_blocked("import mogviewer.gui.state, mogviewer.gui.engine; "
-                      "assert not [m for m in sys.modules if m.startswith(('PyQt5', "
-                      "'pyqtgraph'))]; print('ok')")
-    assert res.returncode == 0, res.stderr
 
 
 def test_the_blocker_blocks_the_views():
