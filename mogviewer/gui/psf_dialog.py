@@ -7,7 +7,7 @@ import pyqtgraph as pg
 from PyQt5 import QtCore, QtWidgets
 
 from . import engine
-from .panels import DIVERGING, colormap
+from .panels import DIVERGING, _shrinkable, colormap
 
 
 class PsfDialog(QtWidgets.QDialog):
@@ -39,6 +39,7 @@ class PsfDialog(QtWidgets.QDialog):
         for i, title in enumerate(("PSF image", "mixture", "residual (image \u2212 mixture)")):
             p = self.view.addPlot(row=0, col=i)
             p.setTitle(title, size="9pt", color="#dddddd")
+            _shrinkable(p.titleLabel)         # three panels of one width
             p.setAspectLocked(True)
             p.hideButtons()
             p.setMenuEnabled(False)
