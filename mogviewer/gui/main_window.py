@@ -231,8 +231,8 @@ class MainWindow(QtWidgets.QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(self.params.minimumSizeHint().width() + 16)
         self.params_scroll = scroll
+        self._fit_params_width()
         self.params_dock = QtWidgets.QDockWidget("Model and fit", self)
         self.params_dock.setObjectName("params_dock")
         self.params_dock.setWidget(scroll)
@@ -330,6 +330,8 @@ class MainWindow(QtWidgets.QMainWindow):
         s.params_changed.connect(self._on_params_changed)
         s.image_changed.connect(self._on_image_changed)
         s.psf_changed.connect(self._on_psf_changed)
+        s.psf_changed.connect(self._fit_params_width_later)
+        s.image_changed.connect(self._fit_params_width_later)
         s.config_changed.connect(self._update_components)
         s.model_changed.connect(self._refresh_readout)
         s.busy_changed.connect(self._on_busy)
@@ -354,6 +356,17 @@ class MainWindow(QtWidgets.QMainWindow):
         p.psf_open_requested.connect(lambda: a.ask_open("psf"))
         p.psf_remove_requested.connect(a.remove_psf)
         p.psf_position_edited.connect(a.set_psf_position)
+
+    def _fit_params_width(self):
+        """The parameter dock as wide as the panel needs (its rows change with the PSF: a
+        PSFEx position row), plus the vertical scroll bar: nothing is cut at the right."""
+        sb = self.params_scroll.verticalScrollBar().sizeHint().width()
+        self.params_scroll.setMinimumWidth(self.params.minimumSizeHint().width() + sb + 2)
+
+    def _fit_params_width_later(self):
+        # after the panel has shown the new rows; a bound method of the window, so the timer
+        # is dropped with the window
+        QtCore.QTimer.singleShot(0, self._fit_params_width)
 
     def showEvent(self, event):
         super().showEvent(event)

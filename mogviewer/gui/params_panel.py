@@ -279,6 +279,13 @@ class ParamsPanel(QtWidgets.QWidget):
         self.zp_edit.editingFinished.connect(self._on_zp_edit)
         self.psf_label = QtWidgets.QLabel("none")
         self.psf_label.setWordWrap(True)
+        # a long file name must not widen the panel past its dock (it wraps instead)
+        self.psf_label.setSizePolicy(QtWidgets.QSizePolicy.Ignored,
+                                     QtWidgets.QSizePolicy.Preferred)
+        self.psf_label.setMinimumWidth(60)
+        self.hdu_combo.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.hdu_combo.setMinimumContentsLength(10)
         self.psf_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         self.psf_open_button = QtWidgets.QPushButton("Open PSF\u2026")
         self.psf_open_button.clicked.connect(self.psf_open_requested.emit)
@@ -287,6 +294,7 @@ class ParamsPanel(QtWidgets.QWidget):
         self.psf_remove_button.clicked.connect(self.psf_remove_requested.emit)
         self.pos_x, self.pos_y = QtWidgets.QDoubleSpinBox(), QtWidgets.QDoubleSpinBox()
         for sp in (self.pos_x, self.pos_y):
+            sp.setMinimumWidth(60)
             sp.setRange(-1e6, 1e6)
             sp.setDecimals(1)
             sp.setKeyboardTracking(False)
@@ -349,7 +357,12 @@ class ParamsPanel(QtWidgets.QWidget):
             self.psf_label.setStyleSheet("")
         else:
             from pathlib import Path
-            text = f"{Path(s.psf_path or '').name} (K = {m.n_components})"
+            name = Path(s.psf_path or "").name
+            # zero-width spaces after - _ . let a long file name wrap
+            for ch in "-_.":
+                name = name.replace(ch, ch + "\u200b")
+            text = f"{name} (K = {m.n_components})"
+            self.psf_label.setToolTip(s.psf_path or "")
             if s.psf_from_other_image:
                 text += "\nchosen for another image: keep it only if it is this image's PSF"
                 self.psf_label.setStyleSheet("color: #b36b00;")

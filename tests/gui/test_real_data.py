@@ -181,6 +181,10 @@ def test_psfex_position_entry(qtbot, settings, errors, questions):
         pp.pos_button.click()
     assert s.psf_position == (1500.0, 70.0) and s.psf_model is not first
     assert not np.allclose(s.psf_model.stamp, first.stamp)
+    # the long PSF file name and the position row fit the dock: nothing cut at the right
+    shown(qtbot, w, 1280, 720)
+    assert w.params.minimumSizeHint().width() <= w.params_scroll.viewport().width()
+    assert w.params.width() <= w.params_scroll.viewport().width()
     w.commands.shutdown()
 
 
