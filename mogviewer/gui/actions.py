@@ -369,10 +369,14 @@ class Actions(QtCore.QObject):
             self.state.set_psf(None)
 
     def set_psf_position(self, x, y):
+        """Evaluate the current PSFEx model at another position, with the same K (a K chosen
+        in the PSF dialog stays chosen)."""
         s = self.state
         if s.psf_path is None:
             return False
-        return self.open_psf(s.psf_path, position=(float(x), float(y)))
+        k = None if s.psf_model is None else s.psf_model.n_components
+        return self.open_psf(s.psf_path, position=(float(x), float(y)), n_components=k,
+                             hdu=s.psf_hdu)
 
     def open_model(self, path):
         try:

@@ -180,6 +180,7 @@ def test_psfex_position_entry(qtbot, settings, errors, questions):
     with qtbot.waitSignal(w.commands.psf_loaded, timeout=PSF_TIMEOUT_MS):
         pp.pos_button.click()
     assert s.psf_position == (1500.0, 70.0) and s.psf_model is not first
+    assert s.psf_model.n_components == 2                     # the K in use is kept
     assert not np.allclose(s.psf_model.stamp, first.stamp)
     # the long PSF file name and the position row fit the dock: nothing cut at the right
     shown(qtbot, w, 1280, 720)
