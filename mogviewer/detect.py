@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from . import _warnings
 from .errors import MogviewerError
 
 __all__ = ["Detection", "Detections", "detect_sources", "classify"]
@@ -187,7 +188,7 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
         sig = np.where(bad, np.inf, bsig)
     threshold = nsigma * knorm * sig
     smooth = np.where(bad, 0.0, smooth)
-    with warnings.catch_warnings():
+    with _warnings.catch():
         warnings.simplefilter("ignore")     # photutils warns when nothing is found
         segm = _segment(smooth, threshold, npixels=npixels, mask=bad)
         if segm is None:

@@ -8,7 +8,7 @@ import dataclasses
 import warnings
 from pathlib import Path
 
-from .. import export
+from .. import _warnings, export
 from ..export.files import check_output_path
 from ..fitting import FitProblem, fit, initial_guess
 from ..io import read_image
@@ -198,7 +198,7 @@ def run_task(task):
                 band=task.band, profile=task.profile, M=task.M, n=task.n,
                 sky_model=task.sky, psf_source=task.psf or "none")
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with _warnings.catch(record=True) as caught:
             warnings.simplefilter("always")
             return _run_task(task, base, caught, step)
     except Exception as exc:  # noqa: BLE001 - the batch policy: every failure is a row

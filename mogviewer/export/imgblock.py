@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, _warnings
 from ..fitting import model_image
 from .columns import _NAN
 from .files import _atomic_write
@@ -65,7 +65,7 @@ def _wcs_header(image_data):
         return None
     from astropy.utils.exceptions import AstropyWarning
 
-    with warnings.catch_warnings():
+    with _warnings.catch():
         warnings.simplefilter("ignore", AstropyWarning)
         return wcs.to_header(relax=True)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from astropy.utils.exceptions import AstropyWarning
 
+from .. import _warnings
 from ..errors import ImageReadError
 from .hdus import (
     _check_pixels,
@@ -151,7 +152,7 @@ def read_image(path, *, hdu=None, band=None, plane=None, header=None,
     if noise_kind not in NOISE_KINDS:
         raise ImageReadError(f"noise_kind must be one of {', '.join(NOISE_KINDS)}, "
                              f"not {noise_kind!r}")
-    with warnings.catch_warnings(record=True) as caught:
+    with _warnings.catch(record=True) as caught:
         warnings.simplefilter("always", AstropyWarning)
         result = _read_image(**kwargs)
     notes = list(result.notes)

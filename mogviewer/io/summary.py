@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 from astropy.utils.exceptions import AstropyWarning
 
+from .. import _warnings
 from ..errors import ImageReadError
 from .hdus import _hdu_kind, _hdu_shape, _is_image_hdu, _is_npy, _load_npy, _open_fits
 
@@ -38,7 +39,7 @@ def list_hdus(path):
         return [dict(index=0, name="", type="ndarray", shape=tuple(arr.shape), band=None,
                      kind="image")]
     out = []
-    with warnings.catch_warnings():
+    with _warnings.catch():
         warnings.simplefilter("ignore", AstropyWarning)
         with _open_fits(path, "image") as hdul:
             for i, h in enumerate(hdul):
