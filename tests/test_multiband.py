@@ -71,20 +71,22 @@ def _bands(seed, snr=30.0):
 @pytest.mark.slow
 def test_simulated_colours_unbiased_with_honest_errors():
     # Issue 18 acceptance: colours recovered without bias at S/N 30 per band and pulls of std
-    # 0.9-1.1. 150 realisations: the std of 150 unit pulls scatters by 0.06, the mean by 0.08.
+    # 0.9-1.1. 300 realisations: the std of 300 unit pulls scatters by 0.04 (the window is
+    # 2.5 of those), the mean by 0.058 (0.2 is 3.4). Measured with 400: std 1.026 and 1.006,
+    # means -0.10 and +0.08 (150 gave a std of 1.11: too few to hold the window).
     start = Scene((Galaxy(profile="exp", M=6, flux=1500.0, x=24.0, y=24.0, re=3.0, q=0.7,
                           angle=30.0),))
     truth = {("g", "r"): -2.5 * np.log10(1 / 2), ("r", "z"): -2.5 * np.log10(2 / 3)}
     pulls = {k: [] for k in truth}
-    for seed in range(150):
+    for seed in range(300):
         obs, _ = _bands(seed)
-        res = fit_multiband(obs, start, sky="none")
+        res = fit_multiband(obs, start, sky="none", single_first=False)
         for (b1, b2), t in truth.items():
             c, e = res.colour(0, b1, b2)
             pulls[(b1, b2)].append((c - t) / e)
     for k, p in pulls.items():
         p = np.array(p)
-        assert abs(p.mean()) < 0.25, (k, p.mean())
+        assert abs(p.mean()) < 0.2, (k, p.mean())
         assert 0.9 <= p.std() <= 1.1, (k, p.std())
 
 
