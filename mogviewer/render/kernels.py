@@ -39,6 +39,7 @@ import threading
 import numba
 import numpy as np
 
+from .accumulate import _accumulate_rows
 from .reference import CUT_EXPONENT
 
 #: Multiplicative recurrences in the kernel restart from an exact ``exp`` every RESEED steps,
@@ -454,7 +455,7 @@ def _fill_one_py(g, col, cst, base, n, rt):
         col[jj] *= cst[jj]
 
 
-def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
+def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work, acc=None):
     """Add C components and their derivative planes to ``out`` (6, H, W), row by row; with
     ``clear``, ``out`` is zeroed first, one row at a time just before the row is drawn (while
     it is in cache).
@@ -680,6 +681,12 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
                             c3, BX, BY, P00, P01, P11, HV, first)
                 first = False
                 q1 = q0
+        if acc is not None:     # pruned at compile time when absent (numba: `is None` on an arg)
+            _accumulate_rows(acc, out, r4, nk)
+    if acc is not None:         # rows no component reaches (zeroed above, or untouched: ``acc``
+        for r in range(H):      # is only given with ``clear``)
+            if r < rmin or r > rmax:
+                _accumulate_rows(acc, out, r, 1)
 
 
 def _work_size_py(C, W):

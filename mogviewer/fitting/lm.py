@@ -1,0 +1,143 @@
+"""Levenberg-Marquardt on the normal equations, with bounds, scaling and a cancel hook.
+
+The driver sees the problem only through ``evaluate(z) -> (chi2, A, g, aux)`` with
+``A = J^T W J`` and ``g = J^T W r`` (``r = data - model``, so ``z + A^-1 g`` is the Gauss-Newton
+point): a few-by-few system whatever the image size, solved here with no BLAS call on anything
+larger (:mod:`mogviewer.render.normal` accumulates it while the kernel renders).
+
+Each step solves ``(A_s + lambda I) d_s = g_s`` in variables scaled by ``D_i = max over the
+fit of sqrt(A_ii)`` (Moré 1978: invariant to the units of each parameter), by Cholesky, or by
+an eigen-decomposition that drops directions below ``1e-13`` of the largest when the matrix is
+not numerically positive definite. ``lambda`` follows Nielsen's rule (smooth decrease on a good
+step, doubling growth on a bad one). Bounds: a parameter on a bound whose gradient points out
+is held for the step (the system is solved without it), and the trial point is projected into
+the box, so every evaluated point is feasible.
+
+Termination (as in scipy's ``least_squares``): ``ftol`` -- an accepted step lowered chi^2 by
+less than ``ftol`` of it with a ratio of actual to predicted reduction above 0.25; ``xtol`` --
+every component moved by less than ``xtol (xtol + |z_i|)``; ``gtol`` -- the largest cosine
+between the weighted residual and a Jacobian column is below ``gtol``; or no step can lower
+chi^2 any more (the predicted reduction is below rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: relative size below which a scaled direction counts as singular
+_RCOND = 1e-13
+
+
+@dataclass
+class LMResult:
+    z: np.ndarray
+    chi2: float
+    A: np.ndarray
+    g: np.ndarray
+    aux: object
+    nit: int
+    nfev: int
+    status: str        # 'converged', 'max_evaluations', 'cancelled', 'failed'
+    message: str
+    active: np.ndarray  # bool per parameter: on a bound at the end
+
+
+def _solve(As, gs, lam):
+    """``(As + lam I)^-1 gs`` for symmetric ``As``; Cholesky, or eigen with a cut-off."""
+    n = gs.size
+    M = As + lam * np.eye(n)
+    try:
+        L = np.linalg.cholesky(M)
+        d = np.linalg.solve(L.T, np.linalg.solve(L, gs))
+        if np.all(np.isfinite(d)):
+            return d
+    except np.linalg.LinAlgError:
+        pass
+    w, V = np.linalg.eigh(M)
+    top = max(float(np.abs(w).max()), 1e-300)
+    keep = w > _RCOND * top
+    return V[:, keep] @ ((V[:, keep].T @ gs) / w[keep])
+
+
+def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1e-9,
+                        gtol=1e-10, callback=None):
+    """Minimise chi^2 from ``z0`` within ``[lo, hi]`` (see the module docstring).
+
+    ``evaluate(z)`` returns ``(chi2, A, g, aux)``; a non-finite chi^2 marks a point the model
+    cannot be evaluated at (rejected like a bad step). ``callback(z, chi2, nit, nfev)`` is
+    called after every accepted step; raising ``StopIteration`` in it ends the fit with status
+    ``'cancelled'`` at that point.
+    """
+    z = np.clip(np.array(z0, dtype=float), lo, hi)
+    n = z.size
+    chi2, A, g, aux = evaluate(z)
+    nfev = 1
+    if not (np.isfinite(chi2) and np.all(np.isfinite(A)) and np.all(np.isfinite(g))):
+        return LMResult(z, chi2, A, g, aux, 0, nfev, "failed",
+                        "the model or its derivatives are not finite at the start",
+                        np.zeros(n, bool))
+    D = np.sqrt(np.maximum(np.diag(A), 0.0))
+    lam = 1e-3
+    nu = 2.0
+    nit = 0
+    status, message = None, ""
+    while status is None:
+        D = np.maximum(D, np.sqrt(np.maximum(np.diag(A), 0.0)))
+        Ds = np.where(D > 0, D, 1.0)
+        # gtol: cosine between the weighted residual and each column
+        if chi2 > 0 and np.max(np.abs(g) / (Ds * math.sqrt(chi2))) < gtol:
+            status, message = "converged", "gtol: the gradient vanishes"
+            break
+        held = ((z <= lo) & (g < 0)) | ((z >= hi) & (g > 0)) | (D == 0)
+        f = ~held
+        while True:   # inner loop: grow lambda until a step is accepted
+            if nfev >= max_nfev:
+                status, message = "max_evaluations", f"{nfev} evaluations: the limit"
+                break
+            step = np.zeros(n)
+            if f.any():
+                As = A[np.ix_(f, f)] / np.outer(Ds[f], Ds[f])
+                step[f] = _solve(As, g[f] / Ds[f], lam) / Ds[f]
+            trial = np.clip(z + step, lo, hi)
+            step = trial - z
+            pred = 2.0 * step @ g - step @ A @ step
+            if not (pred > 1e-15 * max(chi2, 1e-300)) or not np.any(step):
+                if lam > 1e16 or not np.any(step):
+                    status, message = "converged", "no step lowers chi^2 any further"
+                    break
+                lam *= nu
+                nu *= 2.0
+                continue
+            c2, A2, g2, aux2 = evaluate(trial)
+            nfev += 1
+            ok = (np.isfinite(c2) and np.all(np.isfinite(A2)) and np.all(np.isfinite(g2)))
+            actual = chi2 - c2 if ok else -np.inf
+            rho = actual / pred
+            if rho > 1e-4:
+                lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+                nu = 2.0
+                small_x = np.all(np.abs(step) <= xtol * (xtol + np.abs(z)))
+                small_f = actual < ftol * chi2 and rho > 0.25
+                z, chi2, A, g, aux = trial, c2, A2, g2, aux2
+                nit += 1
+                if callback is not None:
+                    try:
+                        callback(z, chi2, nit, nfev)
+                    except StopIteration:
+                        status, message = "cancelled", "cancelled"
+                        break
+                if small_f:
+                    status, message = "converged", "ftol: chi^2 changes by less than ftol"
+                elif small_x:
+                    status, message = "converged", "xtol: the parameters change by less than xtol"
+                break
+            lam *= nu
+            nu *= 2.0
+            if np.all(np.abs(step) <= xtol * (xtol + np.abs(z))):
+                status, message = "converged", "xtol: the parameters change by less than xtol"
+                break
+    active = (z <= lo) | (z >= hi)
+    return LMResult(z, chi2, A, g, aux, nit, nfev, status, message, active)

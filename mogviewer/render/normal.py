@@ -1,0 +1,111 @@
+"""Normal equations of a galaxy fit, accumulated while the derivative kernel renders.
+
+:class:`NormalAccumulator` draws one galaxy at unit flux with its five derivative planes
+(:func:`mogviewer.render.kernels._derivs_kernel_py`) and, on each group of rows as it is
+finished, adds them to the weighted, masked sums of :mod:`mogviewer.render.accumulate`:
+the Gram matrix of the *basis* (the six planes, planes drawn beforehand, the sky terms), its
+product with the residual, and chi^2. A fit's Jacobian columns are fixed linear combinations
+of the basis (``J = basis T``), so ``J^T W J = T^T gram T`` and ``J^T W r = T^T rhs``: the
+cost of a fit step is one derivative render plus about 2 (B + 1) B flops per pixel for ``B``
+basis planes, and no array of the Jacobian's size is ever formed (nor passed to BLAS).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .kernels import _derivs_kernel, _placed, _scratch
+
+
+def _galaxy_normal_kernel_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
+    """Unit-flux galaxy (profile ``prof`` (3, M), PSF ``psf`` (6, K): as
+    :func:`mogviewer.render.kernels._galaxy_kernel_py` with ``derivs``) drawn into ``out``
+    (6, H, W, cleared) with the sums of ``acc`` accumulated on the way."""
+    scratch = _placed(out, scratch, True)
+    M = prof.shape[1]
+    K = psf.shape[1]
+    C = M * K
+    amp = scratch[:C]
+    mx = scratch[C:2 * C]
+    my = scratch[2 * C:3 * C]
+    cxx = scratch[3 * C:4 * C]
+    cxy = scratch[4 * C:5 * C]
+    cyy = scratch[5 * C:6 * C]
+    vf = scratch[6 * C:7 * C]
+    for m in range(M):
+        vm = prof[1, m]
+        for k in range(K):
+            c = m * K + k
+            amp[c] = prof[0, m] * psf[0, k]
+            mx[c] = x + psf[1, k]
+            my[c] = y + psf[2, k]
+            cxx[c] = vm * sxx + psf[3, k]
+            cxy[c] = vm * sxy + psf[4, k]
+            cyy[c] = vm * syy + psf[5, k]
+            vf[c] = prof[2, m]
+    _derivs_kernel(amp, mx, my, cxx, cxy, cyy, vf, out, True, scratch[7 * C:], acc)
+
+
+_galaxy_normal_kernel = numba.njit(cache=True, nogil=True)(_galaxy_normal_kernel_py)
+
+
+class NormalAccumulator:
+    """Buffers and one call for the normal equations of a galaxy model on a fixed grid.
+
+    Parameters
+    ----------
+    data, weights : ndarray (H, W)
+        Pixels and ``1/sigma^2`` (0 = masked; the data there may be anything finite).
+    n_ext : int
+        Number of extra basis planes drawn beforehand (:attr:`ext`, filled by the caller).
+    n_sky : {0, 1, 3}
+        Sky terms in the basis: none, ``1``, or ``1, gx, gy`` (pixel offsets from the stamp
+        centre, ``gx = x - (W-1)/2``, ``gy = y - (H-1)/2``).
+
+    The basis is ordered: the kernel's planes (unit-flux image, d/dx, d/dy, d/dSxx, d/dSxy,
+    d/dSyy), then ``ext[0 .. n_ext-1]``, then the sky terms; ``B = 6 + n_ext + n_sky``.
+    """
+
+    def __init__(self, data, weights, *, n_ext=0, n_sky=0):
+        if n_sky not in (0, 1, 3):
+            raise ValueError(f"n_sky must be 0, 1 or 3, got {n_sky}")
+        H, W = data.shape
+        self.shape = (H, W)
+        self.data = np.ascontiguousarray(data, dtype=np.float64)
+        self.weights = np.ascontiguousarray(weights, dtype=np.float64)
+        self.out = np.zeros((6, H, W))
+        self.ext = np.zeros((n_ext, H, W))
+        self.B = 6 + n_ext + n_sky
+        NB = 6 + n_ext          # work rows: basis, res, 1, gx, 0 (accumulate._accumulate_rows_py)
+        self._X = np.zeros((NB + 4, W))
+        self._X[NB + 1] = 1.0
+        self._X[NB + 2] = np.arange(W, dtype=np.float64) - 0.5 * (W - 1)
+        self._rg = np.zeros((self.B + 12, self.B + 12))
+        self._gram = np.zeros((self.B, self.B))
+        self._rhs = np.zeros(self.B)
+        self._tot = np.zeros(1)
+
+    def __call__(self, x, y, S3, prof_packed, psf_packed, coef):
+        """Draw the unit-flux galaxy at ``(x, y)`` with shape ``S3 = (Sxx, Sxy, Syy)`` into
+        :attr:`out` and return ``(gram, rhs, chi2)`` for the model ``sum_b coef[b] basis_b``:
+        ``gram`` (B, B) symmetric, ``rhs`` (B,), ``chi2`` float (NaN or inf if the model is
+        not finite)."""
+        coef = np.ascontiguousarray(coef, dtype=np.float64)
+        if coef.shape != (self.B,):
+            raise ValueError(f"coef must have {self.B} entries, got shape {coef.shape}")
+        gram = self._gram
+        gram.fill(0.0)
+        self._rhs.fill(0.0)
+        self._tot.fill(0.0)
+        H, W = self.shape
+        C = prof_packed.shape[1] * psf_packed.shape[1]
+        sc = _scratch.full(W, C)
+        acc = (self.data, self.weights, self.ext, coef, gram, self._rhs, self._tot, self._X,
+               self._rg)
+        _galaxy_normal_kernel(float(x), float(y), float(S3[0]), float(S3[1]), float(S3[2]),
+                              prof_packed, psf_packed, self.out, sc, acc)
+        iu = np.triu_indices(self.B, 1)
+        gram[iu[1], iu[0]] = gram[iu]
+        return gram.copy(), self._rhs.copy(), float(self._tot[0])
+
