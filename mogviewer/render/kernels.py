@@ -866,7 +866,9 @@ _scratch = _Scratch()
 
 
 def warmup(*, background=False):
-    """Compile (or load from numba's on-disk cache) the kernels.
+    """Compile (or load from numba's on-disk cache) the kernels, those of a fit's normal
+    equations too (:mod:`mogviewer.render.normal`); :func:`mogviewer.render.compile_status`
+    says beforehand whether this will compile.
 
     With ``background=True`` this runs in a daemon thread and returns the thread at once, so an
     app can start while the kernels compile; the first render waits for it if needed.
@@ -883,6 +885,8 @@ def warmup(*, background=False):
                                 derivs, _scratch.full(4, 1))
                 _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, prof, _DELTA_PACKED, out, derivs,
                                _scratch.full(4, 1), True)
+            from .normal import _warm_normal  # imports this module: not at the top
+            _warm_normal()
             _warm["done"] = True
 
     if background:

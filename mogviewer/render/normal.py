@@ -109,3 +109,10 @@ class NormalAccumulator:
         gram[iu[1], iu[0]] = gram[iu]
         return gram.copy(), self._rhs.copy(), float(self._tot[0])
 
+
+
+def _warm_normal():
+    """Compile (or load) the accumulating kernel: one signature serves every basis size."""
+    acc = NormalAccumulator(np.zeros((4, 4)), np.ones((4, 4)), n_ext=0, n_sky=1)
+    acc(1.5, 1.5, (1.0, 0.1, 1.0), np.ones((3, 1)), np.vstack([np.ones(1)] + [np.zeros(1)] * 5),
+        np.zeros(acc.B))
