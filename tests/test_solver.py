@@ -229,7 +229,7 @@ def test_lm_driver_reaches_a_quadratic_minimum_and_reports_cancel():
     # constrained optimum: d/dz0 of chi^2 at z1 = -1 vanishes (to what the ftol stop leaves:
     # the last accepted step lowered chi^2 = 5 + ... by < 5e-9, so |gradient| ~ 1e-4 at most)
     assert (Q @ (r.z - zs))[0] == pytest.approx(0.0, abs=1e-4)
-    assert r.z[0] == pytest.approx(zs[0] + 1.0 / 3.0, abs=1e-4)
+    assert r.z[0] == pytest.approx(zs[0] - 1.0 / 3.0, abs=1e-4)
 
     def stop(z, chi2, nit, nfev):
         raise StopIteration

@@ -163,7 +163,8 @@ _KNOWN_FIELDS = {"image", "weights", "psf", "profile", "M", "n", "free", "bounds
 
 def _accumulable(problem):
     extra = [f.name for f in dataclasses.fields(problem) if f.name not in _KNOWN_FIELDS]
-    return not any(getattr(problem, name) for name in extra)
+    return all(getattr(problem, name) is None or getattr(problem, name) is False
+               for name in extra)
 
 
 class _NormalEvaluator:
