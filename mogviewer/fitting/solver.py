@@ -21,14 +21,14 @@ from typing import Callable
 import numpy as np
 from scipy import optimize
 
-from ..ellipse import shape_jacobian_physical, shape_matrix
+from ..ellipse import shape_jacobian_eta, shape_jacobian_physical, shape_matrix
 from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.api import _profile_packed, _psf_packed
 from ..render.normal import NormalAccumulator
 from .flags import FitFlags
 from .lm import levenberg_marquardt
-from .parametrisation import _Param
+from .parametrisation import _clip_eta, _Param
 from .params import SHAPE, GalaxyParams
 from .problem import FitProblem, _FamilyProfile
 from .result import FitProgress, FitResult
@@ -167,6 +167,17 @@ def _accumulable(problem):
                for name in extra)
 
 
+class _Values:
+    """The direct parameters of one evaluation (flux, x, y, sky terms, n, flux2), from the
+    start, then overwritten from ``z``."""
+
+    __slots__ = ("flux", "x", "y", "sky", "sky_dx", "sky_dy", "flux2", "n")
+
+    def __init__(self, start):
+        for name in self.__slots__:
+            setattr(self, name, getattr(start, name))
+
+
 class _NormalEvaluator:
     """chi^2, ``J^T W J`` and ``J^T W r`` of one problem from one accumulating kernel call.
 
@@ -190,7 +201,19 @@ class _NormalEvaluator:
                                      n_sky=_SKY_TERMS[problem.sky])
         self.psf = _psf_packed(problem.psf)
         self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
+        self.packed = None if self.family is not None else _profile_packed(self.profs[""])
         self.nfev = 0
+        # the z-space map T, split into its constant entries and those scaled by a flux
+        # (all but the shape blocks, which :meth:`columns` fills per call)
+        self._zT = self._static_columns(par.znames)
+        # fast path (every component's shape in eta mode, the usual case): the values the
+        # kernel needs straight from z, without building GalaxyParams (which validates every
+        # field: it cost as much as a 64 px accumulation)
+        self.fast = all(par.eta_mode.values())
+        self._direct = [(n, i) for i, n in enumerate(par.znames)
+                        if n in ("flux", "x", "y", "sky", "sky_dx", "sky_dy", "flux2", "n")]
+        self._eta_at = {sfx: par.znames.index("ln_rcirc" + sfx) for sfx in problem.suffixes
+                        if self.fast}
 
     def _prof(self, p, sfx):
         if sfx == "" and self.family is not None:
@@ -198,11 +221,22 @@ class _NormalEvaluator:
         return self.profs[sfx]
 
     def __call__(self, z):
-        """``(chi2, A, g, (gram, p))`` at ``z`` in the optimiser's variables."""
+        """``(chi2, A, g, gram)`` at ``z`` in the optimiser's variables (``gram``: of the
+        basis, for :meth:`physical_normal`)."""
         self.nfev += 1
-        p = self.par.from_z(z)
         pb = self.problem
-        S = {sfx: self.par.shape_S_and_dz(z, p, sfx) for sfx in pb.suffixes}
+        if self.fast:
+            p = _Values(self.par.start)
+            for name, i in self._direct:
+                setattr(p, name, float(z[i]))
+            S = {}
+            for sfx, i in self._eta_at.items():
+                S3, J = shape_jacobian_eta(_clip_eta(z[i:i + 3]))
+                S[sfx] = (np.array([[S3[0], S3[1]], [S3[1], S3[2]]]),
+                          {i: J[:, 0], i + 1: J[:, 1], i + 2: J[:, 2]})
+        else:
+            p = self.par.from_z(z)
+            S = {sfx: self.par.shape_S_and_dz(z, p, sfx) for sfx in pb.suffixes}
         ext = self.acc.ext
         if self.composite:
             render_galaxy(1.0, p.x, p.y, S["2"][0], self.profs["2"], None, pb.psf, pb.shape,
@@ -222,36 +256,45 @@ class _NormalEvaluator:
             coef[self.NB + 1] = p.sky_dx
             coef[self.NB + 2] = p.sky_dy
         S0 = S[""][0]
-        gram, rhs, chi2 = self.acc(p.x, p.y, (S0[0, 0], S0[0, 1], S0[1, 1]),
-                                   _profile_packed(self._prof(p, "")), self.psf, coef)
-        T = self.columns(p, self.par.znames, {sfx: S[sfx][1] for sfx in S})
-        return chi2, T.T @ gram @ T, T.T @ rhs, (gram, p)
+        packed = self.packed if self.packed is not None else _profile_packed(
+            self._prof(p, ""))
+        gram, rhs, chi2 = self.acc(p.x, p.y, (S0[0, 0], S0[0, 1], S0[1, 1]), packed, self.psf,
+                                   coef)
+        T = self.columns(p, self.par.znames, {sfx: S[sfx][1] for sfx in S}, self._zT)
+        return chi2, T.T @ gram @ T, T.T @ rhs, gram
 
-    def columns(self, p, names, dS):
-        """``T`` (B, len(names)): Jacobian column ``i`` (d model / d names[i]) is
-        ``basis @ T[:, i]``. ``dS[sfx]`` maps a column index to d(Sxx, Sxy, Syy)/d(that
-        parameter)."""
-        T = np.zeros((self.acc.B, len(names)))
-        f2 = p.flux2 if self.composite else 0.0
+    def _static_columns(self, names):
+        """``(T0, flux entries, flux2 entries)``: the constant part of ``T`` for ``names`` and
+        the (row, column) index arrays of the entries equal to ``flux`` and to ``flux2``."""
+        T0 = np.zeros((self.acc.B, len(names)))
+        f1, f2 = [], []
         NB = self.NB
         for i, name in enumerate(names):
             if name == "flux":
-                T[0, i] = 1.0
+                T0[0, i] = 1.0
             elif name == "flux2":
-                T[6, i] = 1.0
+                T0[6, i] = 1.0
             elif name in ("x", "y"):
                 k = 1 if name == "x" else 2
-                T[k, i] = p.flux
+                f1.append((k, i))
                 if self.composite:
-                    T[6 + k, i] = f2
+                    f2.append((6 + k, i))
             elif name == "n":
-                T[self.i_n, i] = p.flux
-            elif name == "sky":
-                T[NB, i] = 1.0
-            elif name == "sky_dx":
-                T[NB + 1, i] = 1.0
-            elif name == "sky_dy":
-                T[NB + 2, i] = 1.0
+                f1.append((self.i_n, i))
+            elif name in ("sky", "sky_dx", "sky_dy"):
+                T0[NB + ("sky", "sky_dx", "sky_dy").index(name), i] = 1.0
+        idx = [tuple(np.array(v, dtype=np.intp).reshape(-1, 2).T) for v in (f1, f2)]
+        return T0, idx[0], idx[1]
+
+    def columns(self, p, names, dS, static=None):
+        """``T`` (B, len(names)): Jacobian column ``i`` (d model / d names[i]) is
+        ``basis @ T[:, i]``. ``dS[sfx]`` maps a column index to d(Sxx, Sxy, Syy)/d(that
+        parameter); ``static`` is :meth:`_static_columns` of ``names`` if already known."""
+        T0, i1, i2 = static if static is not None else self._static_columns(names)
+        T = T0.copy()
+        f2 = p.flux2 if self.composite else 0.0
+        T[i1] = p.flux
+        T[i2] = f2
         for sfx, d in dS.items():
             off, f = (3, p.flux) if sfx == "" else (9, f2)
             for i, vec in d.items():
@@ -439,7 +482,8 @@ def _fit_lm(problem, par, z0, lo, hi, start, callback, should_stop, max_nfev, xt
         flags |= FitFlags.CANCELLED
     elif res.status == "max_evaluations":
         flags |= FitFlags.NOT_CONVERGED
-    gram, p = res.aux
+    gram = res.aux
+    p = par.from_z(res.z)
     cov, cov_ok = _covariance_from_normal(ev.physical_normal(gram, p))
     return _result(problem, p, float(res.chi2), cov, cov_ok, bool(np.any(res.active)), flags,
                    res.status, res.nit, res.nfev, res.message, t0, common)

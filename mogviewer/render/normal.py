@@ -85,6 +85,8 @@ class NormalAccumulator:
         self._gram = np.zeros((self.B, self.B))
         self._rhs = np.zeros(self.B)
         self._tot = np.zeros(1)
+        self._lower = np.tril_indices(self.B, -1)
+        self._upper = (self._lower[1], self._lower[0])
 
     def __call__(self, x, y, S3, prof_packed, psf_packed, coef):
         """Draw the unit-flux galaxy at ``(x, y)`` with shape ``S3 = (Sxx, Sxy, Syy)`` into
@@ -105,8 +107,7 @@ class NormalAccumulator:
                self._rg)
         _galaxy_normal_kernel(float(x), float(y), float(S3[0]), float(S3[1]), float(S3[2]),
                               prof_packed, psf_packed, self.out, sc, acc)
-        iu = np.triu_indices(self.B, 1)
-        gram[iu[1], iu[0]] = gram[iu]
+        gram[self._lower] = gram[self._upper]
         return gram.copy(), self._rhs.copy(), float(self._tot[0])
 
 
