@@ -24,9 +24,10 @@ from mogviewer.render.normal import NormalAccumulator
 DATA = "tests/data/real"
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("n_sky", [0, 1, 3])
 @pytest.mark.parametrize("n_ext", [0, 1, 2, 7])
-def test_accumulated_sums_match_the_materialised_ones(n_sky, n_ext):
+def test_accumulated_sums_match_the_materialised_ones(n_sky, n_ext, fused):
     # The kernel's sums against numpy on the materialised basis (same planes, random weights
     # with 10 % masked, random extra planes and model coefficients). The sums are reordered
     # (8-wide tiles, reassociated reductions) over 3050 pixels: rounding ~ sqrt(N) 1e-16 of
@@ -42,6 +43,7 @@ def test_accumulated_sums_match_the_materialised_ones(n_sky, n_ext):
     w = rng.uniform(0.5, 2, (H, W))
     w[rng.uniform(size=(H, W)) < 0.1] = 0
     acc = NormalAccumulator(data, w, n_ext=n_ext, n_sky=n_sky)
+    acc.fused = fused
     acc.ext[:] = rng.normal(size=acc.ext.shape)
     coef = rng.normal(size=acc.B)
     coef[0] = 900.0

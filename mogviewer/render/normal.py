@@ -15,7 +15,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .kernels import _derivs_kernel, _placed, _scratch
+from .accumulate import _accumulate_rows
+from .kernels import _derivs_kernel, _galaxy_kernel, _placed, _scratch
 
 
 def _galaxy_normal_kernel_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
@@ -50,6 +51,18 @@ def _galaxy_normal_kernel_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
 _galaxy_normal_kernel = numba.njit(cache=True, nogil=True)(_galaxy_normal_kernel_py)
 
 
+def _galaxy_then_accumulate_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
+    """The same sums in two passes: the plain derivative kernel draws the whole image, then
+    the rows are accumulated four at a time."""
+    _galaxy_kernel(1.0, x, y, sxx, sxy, syy, prof, psf, out, True, scratch, True)
+    H = out.shape[1]
+    for r in range(0, H, 4):
+        _accumulate_rows(acc, out, r, min(4, H - r))
+
+
+_galaxy_then_accumulate = numba.njit(cache=True, nogil=True)(_galaxy_then_accumulate_py)
+
+
 class NormalAccumulator:
     """Buffers and one call for the normal equations of a galaxy model on a fixed grid.
 
@@ -77,16 +90,21 @@ class NormalAccumulator:
         self.out = np.zeros((6, H, W))
         self.ext = np.zeros((n_ext, H, W))
         self.B = 6 + n_ext + n_sky
-        NB = 6 + n_ext          # work rows: basis, res, 1, gx, 0 (accumulate._accumulate_rows_py)
-        self._X = np.zeros((NB + 4, W))
+        NB = 6 + n_ext          # work rows (accumulate._accumulate_rows_py): basis, res, 1,
+        self._X = np.zeros((NB + 6, 4 * W))     # gx, gy, 0, weights; four rows long
         self._X[NB + 1] = 1.0
-        self._X[NB + 2] = np.arange(W, dtype=np.float64) - 0.5 * (W - 1)
+        self._X[NB + 2] = np.tile(np.arange(W, dtype=np.float64) - 0.5 * (W - 1), 4)
         self._rg = np.zeros((self.B + 12, self.B + 12))
         self._gram = np.zeros((self.B, self.B))
         self._rhs = np.zeros(self.B)
         self._tot = np.zeros(1)
         self._lower = np.tril_indices(self.B, -1)
         self._upper = (self._lower[1], self._lower[0])
+
+    #: accumulate while the kernel draws (each group of rows still in cache), or draw the
+    #: whole image and then accumulate; side by side the two took the same time within the
+    #: machine's noise (64 and 256 px, with and without PSF: benchmarks/NOTES.md)
+    fused = True
 
     def __call__(self, x, y, S3, prof_packed, psf_packed, coef):
         """Draw the unit-flux galaxy at ``(x, y)`` with shape ``S3 = (Sxx, Sxy, Syy)`` into
@@ -105,7 +123,8 @@ class NormalAccumulator:
         sc = _scratch.full(W, C)
         acc = (self.data, self.weights, self.ext, coef, gram, self._rhs, self._tot, self._X,
                self._rg)
-        _galaxy_normal_kernel(float(x), float(y), float(S3[0]), float(S3[1]), float(S3[2]),
+        kern = _galaxy_normal_kernel if self.fused else _galaxy_then_accumulate
+        kern(float(x), float(y), float(S3[0]), float(S3[1]), float(S3[2]),
                               prof_packed, psf_packed, self.out, sc, acc)
         gram[self._lower] = gram[self._upper]
         return gram.copy(), self._rhs.copy(), float(self._tot[0])
