@@ -196,7 +196,7 @@ def main(argv=None):
           "(LM, scipy, imfit) | render+derivs | accumulating eval | LM / (evals x "
           "render+derivs) | scipy / LM | imfit / LM |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, prob, a, b, fitter, nfi, t in rows:
+    for label, _prob, a, b, _fitter, nfi, t in rows:
         lm = statistics.median(t["lm"])
         der = statistics.median(t["derivs"])
         imfit_ratio = f"{statistics.median(t['imfit']) / lm:.1f}x" if t["imfit"] else "-"
@@ -208,7 +208,7 @@ def main(argv=None):
     print("fitted values (x, y 1-based; r_e px; q; PA = angle - 90 (imfit/GALFIT); n)")
     print("| case | engine | x | y | r_e | q | PA | n | chi^2 |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for label, prob, a, b, fitter, nfi, t in rows:
+    for label, prob, a, b, fitter, _nfi, _t in rows:
         for name, r in (("mogviewer LM", a), ("mogviewer scipy", b)):
             p = r.params
             print(f"| {label} | {name} | {p.x + 1:.4f} | {p.y + 1:.4f} | {p.re:.4f} | "
