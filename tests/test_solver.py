@@ -67,6 +67,24 @@ def test_accumulated_sums_match_the_materialised_ones(n_sky, n_ext, fused):
     np.testing.assert_array_equal(G, G.T)
 
 
+@pytest.mark.parametrize("with_psf", [False, True])
+def test_dn_plane_is_render_galaxy_dn(with_psf):
+    # the fit's d/dn plane (buffers kept between calls) is the library's, bit for bit: same
+    # kernels, same formula, same order of the sum
+    from mogviewer.fitting.problem import _FamilyProfile
+    from mogviewer.render import render_galaxy_dn
+    from mogviewer.render.normal import DnPlane
+    psf = recovery.PSF if with_psf else None
+    fp = _FamilyProfile().at(2.7)
+    S = shape_matrix(5.0, 0.5, 10.0)
+    ref = render_galaxy_dn(1.0, 30.2, 31.7, S, fp, fp.damps, fp.dvariances, psf, (64, 70))
+    dn = DnPlane((64, 70))
+    out = np.full((64, 70), np.nan)
+    for _ in range(2):          # the second call reuses (and must clear) the buffers
+        dn(out, 30.2, 31.7, (S[0, 0], S[0, 1], S[1, 1]), fp, _psf_packed(psf))
+        assert np.array_equal(out, ref)
+
+
 def _problems():
     yield "exp eta", simulated_problem()[0]
     yield "fixed q", simulated_problem(free=["flux", "x", "y", "re", "angle", "sky"])[0]

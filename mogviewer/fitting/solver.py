@@ -25,7 +25,7 @@ from ..ellipse import shape_jacobian_eta, shape_jacobian_physical, shape_matrix
 from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.api import _profile_packed, _psf_packed
-from ..render.normal import NormalAccumulator
+from ..render.normal import DnPlane, NormalAccumulator
 from .flags import FitFlags
 from .lm import levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
@@ -200,6 +200,7 @@ class _NormalEvaluator:
         self.acc = NormalAccumulator(problem.image, problem.weights, n_ext=n_ext,
                                      n_sky=_SKY_TERMS[problem.sky])
         self.psf = _psf_packed(problem.psf)
+        self.dn = DnPlane(problem.shape) if self.with_n else None
         self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
         self.packed = None if self.family is not None else _profile_packed(self.profs[""])
         self.nfev = 0
@@ -242,9 +243,9 @@ class _NormalEvaluator:
             render_galaxy(1.0, p.x, p.y, S["2"][0], self.profs["2"], None, pb.psf, pb.shape,
                           derivs=True, out=ext[:6])
         if self.with_n:
-            fp = self.family.at(p.n)
-            ext[self.i_n - 6] = render_galaxy_dn(1.0, p.x, p.y, S[""][0], fp, fp.damps,
-                                                 fp.dvariances, pb.psf, pb.shape)
+            S0 = S[""][0]
+            self.dn(ext[self.i_n - 6], p.x, p.y, (S0[0, 0], S0[0, 1], S0[1, 1]),
+                    self.family.at(p.n), self.psf)
         coef = np.zeros(self.acc.B)
         coef[0] = p.flux
         if self.composite:
