@@ -296,3 +296,20 @@ def test_compile_status_reports_every_kernel():
     st = compile_status()
     assert all(v in ("compiled", "cached") for v in st["kernels"].values()), st
     assert st["ready"]
+
+
+def test_a_fit_started_from_a_callback_does_not_share_the_kept_buffers():
+    # fits keep their image-sized buffers per thread; a fit run from another fit's callback
+    # must get its own, or the outer fit would continue on the inner one's planes
+    prob, truth = simulated_problem()
+    prob2, truth2 = simulated_problem(seed=3, re=3.0)
+    inner = []
+
+    def cb(progress):
+        if not inner:
+            inner.append(fit(prob2, truth2))
+
+    outer = fit(prob, truth.replace(re=6.0), callback=cb)
+    ref = fit(prob, truth.replace(re=6.0))
+    assert outer.params == ref.params and outer.chi2 == ref.chi2
+    assert inner[0].params == fit(prob2, truth2).params

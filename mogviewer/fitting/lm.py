@@ -127,6 +127,36 @@ def _damped_step_py(A, g, Ds, free, lam, z, lo, hi, step, trial, work):
 _damped_step = numba.njit(cache=True, nogil=True)(_damped_step_py)
 
 
+def _prepare_py(A, g, z, lo, hi, D, Ds, free, chi2, gtol):
+    """Per iteration: ``D = max(D, sqrt(diag A))`` (Moré's scaling), ``Ds`` (D with zeros
+    replaced by 1), the ``free`` mask (not held on a bound by an outward gradient, not without
+    effect) and whether the gtol test passes."""
+    n = z.shape[0]
+    big = 0.0
+    for i in range(n):
+        d = math.sqrt(max(A[i, i], 0.0))
+        if d > D[i]:
+            D[i] = d
+        Ds[i] = D[i] if D[i] > 0.0 else 1.0
+        held = (z[i] <= lo[i] and g[i] < 0.0) or (z[i] >= hi[i] and g[i] > 0.0) or D[i] == 0.0
+        free[i] = not held
+        if chi2 > 0.0:
+            big = max(big, abs(g[i]) / (Ds[i] * math.sqrt(chi2)))
+    return chi2 > 0.0 and big < gtol
+
+
+def _small_py(step, z, xtol):
+    """Every ``|step_i| <= xtol (xtol + |z_i|)``."""
+    for i in range(z.shape[0]):
+        if abs(step[i]) > xtol * (xtol + abs(z[i])):
+            return False
+    return True
+
+
+_prepare = numba.njit(cache=True, nogil=True)(_prepare_py)
+_small = numba.njit(cache=True, nogil=True)(_small_py)
+
+
 def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1e-9,
                         gtol=1e-10, callback=None):
     """Minimise chi^2 from ``z0`` within ``[lo, hi]`` (see the module docstring).
@@ -144,7 +174,9 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
         return LMResult(z, chi2, A, g, aux, 0, nfev, "failed",
                         "the model or its derivatives are not finite at the start",
                         np.zeros(n, bool))
-    D = np.sqrt(np.maximum(np.diag(A), 0.0))
+    D = np.zeros(n)
+    Ds = np.ones(n)
+    f = np.ones(n, dtype=np.bool_)
     lam = 1e-3
     nu = 2.0
     step = np.zeros(n)
@@ -152,14 +184,10 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     nit = 0
     status, message = None, ""
     while status is None:
-        D = np.maximum(D, np.sqrt(np.maximum(np.diag(A), 0.0)))
-        Ds = np.where(D > 0, D, 1.0)
         # gtol: cosine between the weighted residual and each column
-        if chi2 > 0 and np.max(np.abs(g) / (Ds * math.sqrt(chi2))) < gtol:
+        if _prepare(A, g, z, lo, hi, D, Ds, f, chi2, gtol):
             status, message = "converged", "gtol: the gradient vanishes"
             break
-        held = ((z <= lo) & (g < 0)) | ((z >= hi) & (g > 0)) | (D == 0)
-        f = ~held
         while True:   # inner loop: grow lambda until a step is accepted
             if nfev >= max_nfev:
                 status, message = "max_evaluations", f"{nfev} evaluations: the limit"
@@ -189,7 +217,7 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
             if rho > 1e-4:
                 lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
                 nu = 2.0
-                small_x = np.all(np.abs(step) <= xtol * (xtol + np.abs(z)))
+                small_x = _small(step, z, xtol)
                 small_f = actual < ftol * chi2 and rho > 0.25
                 z, chi2, A, g, aux = trial, c2, A2, g2, aux2
                 nit += 1
@@ -206,7 +234,7 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
                 break
             lam *= nu
             nu *= 2.0
-            if np.all(np.abs(step) <= xtol * (xtol + np.abs(z))):
+            if _small(step, z, xtol):
                 status, message = "converged", "xtol: the parameters change by less than xtol"
                 break
     active = (z <= lo) | (z >= hi)

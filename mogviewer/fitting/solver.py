@@ -25,7 +25,7 @@ from ..ellipse import shape_jacobian_eta, shape_jacobian_physical, shape_matrix
 from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.api import _profile_packed, _psf_packed
-from ..render.normal import DnPlane, NormalAccumulator
+from ..render.normal import DnPlane, NormalAccumulator, _planes
 from .flags import FitFlags
 from .lm import levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
@@ -188,7 +188,7 @@ class _NormalEvaluator:
     optimiser's ``z`` or in the physical parameters.
     """
 
-    def __init__(self, problem, par):
+    def __init__(self, problem, par, *, keep=False):
         self.problem = problem
         self.par = par
         self.family = _FamilyProfile() if problem.uses_family else None
@@ -198,9 +198,9 @@ class _NormalEvaluator:
         self.NB = 6 + n_ext
         self.i_n = self.NB - 1 if self.with_n else -1
         self.acc = NormalAccumulator(problem.image, problem.weights, n_ext=n_ext,
-                                     n_sky=_SKY_TERMS[problem.sky])
+                                     n_sky=_SKY_TERMS[problem.sky], keep=keep)
         self.psf = _psf_packed(problem.psf)
-        self.dn = DnPlane(problem.shape) if self.with_n else None
+        self.dn = DnPlane(problem.shape, keep=keep) if self.with_n else None
         self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
         self.packed = None if self.family is not None else _profile_packed(self.profs[""])
         self.nfev = 0
@@ -456,7 +456,18 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
 
 def _fit_lm(problem, par, z0, lo, hi, start, callback, should_stop, max_nfev, xtol, ftol, t0,
             common, failed):
-    ev = _NormalEvaluator(problem, par)
+    keep = _planes.claim()      # this thread's kept buffers, unless a fit already has them
+    try:
+        return _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfev,
+                            xtol, ftol, t0, common, failed, keep)
+    finally:
+        if keep:
+            _planes.release()
+
+
+def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfev, xtol, ftol,
+                 t0, common, failed, keep):
+    ev = _NormalEvaluator(problem, par, keep=keep)
 
     def evaluate(z):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -12,6 +12,8 @@ basis planes, and no array of the Jacobian's size is ever formed (nor passed to 
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
@@ -19,10 +21,29 @@ from .accumulate import _accumulate_rows
 from .kernels import _derivs_kernel, _galaxy_kernel, _placed, _scratch
 
 
+def _clear_sums_py(acc):
+    gram, rhs, tot = acc[4], acc[5], acc[6]
+    gram[:] = 0.0
+    rhs[:] = 0.0
+    tot[:] = 0.0
+
+
+def _symmetrise_py(acc):
+    gram = acc[4]
+    for i in range(gram.shape[0]):
+        for k in range(i):
+            gram[i, k] = gram[k, i]
+
+
+_clear_sums = numba.njit(cache=True, nogil=True)(_clear_sums_py)
+_symmetrise = numba.njit(cache=True, nogil=True)(_symmetrise_py)
+
+
 def _galaxy_normal_kernel_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
     """Unit-flux galaxy (profile ``prof`` (3, M), PSF ``psf`` (6, K): as
     :func:`mogviewer.render.kernels._galaxy_kernel_py` with ``derivs``) drawn into ``out``
     (6, H, W, cleared) with the sums of ``acc`` accumulated on the way."""
+    _clear_sums(acc)
     scratch = _placed(out, scratch, True)
     M = prof.shape[1]
     K = psf.shape[1]
@@ -46,6 +67,7 @@ def _galaxy_normal_kernel_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
             cyy[c] = vm * syy + psf[5, k]
             vf[c] = prof[2, m]
     _derivs_kernel(amp, mx, my, cxx, cxy, cyy, vf, out, True, scratch[7 * C:], acc)
+    _symmetrise(acc)
 
 
 _galaxy_normal_kernel = numba.njit(cache=True, nogil=True)(_galaxy_normal_kernel_py)
@@ -54,13 +76,48 @@ _galaxy_normal_kernel = numba.njit(cache=True, nogil=True)(_galaxy_normal_kernel
 def _galaxy_then_accumulate_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
     """The same sums in two passes: the plain derivative kernel draws the whole image, then
     the rows are accumulated four at a time."""
+    _clear_sums(acc)
     _galaxy_kernel(1.0, x, y, sxx, sxy, syy, prof, psf, out, True, scratch, True)
     H = out.shape[1]
     for r in range(0, H, 4):
         _accumulate_rows(acc, out, r, min(4, H - r))
+    _symmetrise(acc)
 
 
 _galaxy_then_accumulate = numba.njit(cache=True, nogil=True)(_galaxy_then_accumulate_py)
+
+
+class _Planes(threading.local):
+    """Per-thread image-sized buffers kept from one fit to the next, by role and shape: a 256 px
+    fit's fourteen planes, allocated afresh, cost ~1 ms of page faults per fit. Their contents
+    are never read before being written (the kernels clear what they draw into)."""
+
+    def __init__(self):
+        self.kept = {}
+        self.in_use = False
+
+    def claim(self):
+        """True (and the buffers are the caller's until :meth:`release`) unless they are
+        already in use in this thread (a fit started from another fit's callback)."""
+        if self.in_use:
+            return False
+        self.in_use = True
+        return True
+
+    def release(self):
+        self.in_use = False
+
+    def get(self, role, shape):
+        key = (role, tuple(shape))
+        buf = self.kept.get(key)
+        if buf is None:
+            if len(self.kept) > 16:
+                self.kept.clear()
+            buf = self.kept[key] = np.zeros(shape)
+        return buf
+
+
+_planes = _Planes()
 
 
 class NormalAccumulator:
@@ -80,15 +137,19 @@ class NormalAccumulator:
     d/dSyy), then ``ext[0 .. n_ext-1]``, then the sky terms; ``B = 6 + n_ext + n_sky``.
     """
 
-    def __init__(self, data, weights, *, n_ext=0, n_sky=0):
+    def __init__(self, data, weights, *, n_ext=0, n_sky=0, keep=False):
         if n_sky not in (0, 1, 3):
             raise ValueError(f"n_sky must be 0, 1 or 3, got {n_sky}")
         H, W = data.shape
         self.shape = (H, W)
         self.data = np.ascontiguousarray(data, dtype=np.float64)
         self.weights = np.ascontiguousarray(weights, dtype=np.float64)
-        self.out = np.zeros((6, H, W))
-        self.ext = np.zeros((n_ext, H, W))
+        if keep:
+            self.out = _planes.get("out", (6, H, W))
+            self.ext = _planes.get("ext", (n_ext, H, W))
+        else:
+            self.out = np.zeros((6, H, W))
+            self.ext = np.zeros((n_ext, H, W))
         self.B = 6 + n_ext + n_sky
         NB = 6 + n_ext          # work rows (accumulate._accumulate_rows_py): basis, res, 1,
         self._X = np.zeros((NB + 6, 4 * W))     # gx, gy, 0, weights; four rows long
@@ -98,8 +159,6 @@ class NormalAccumulator:
         self._gram = np.zeros((self.B, self.B))
         self._rhs = np.zeros(self.B)
         self._tot = np.zeros(1)
-        self._lower = np.tril_indices(self.B, -1)
-        self._upper = (self._lower[1], self._lower[0])
 
     #: accumulate while the kernel draws (each group of rows still in cache), or draw the
     #: whole image and then accumulate; side by side the two took the same time within the
@@ -111,13 +170,11 @@ class NormalAccumulator:
         :attr:`out` and return ``(gram, rhs, chi2)`` for the model ``sum_b coef[b] basis_b``:
         ``gram`` (B, B) symmetric, ``rhs`` (B,), ``chi2`` float (NaN or inf if the model is
         not finite)."""
-        coef = np.ascontiguousarray(coef, dtype=np.float64)
-        if coef.shape != (self.B,):
-            raise ValueError(f"coef must have {self.B} entries, got shape {coef.shape}")
+        if type(coef) is not np.ndarray or coef.dtype != np.float64 or coef.shape != (self.B,):
+            coef = np.ascontiguousarray(coef, dtype=np.float64)
+            if coef.shape != (self.B,):
+                raise ValueError(f"coef must have {self.B} entries, got shape {coef.shape}")
         gram = self._gram
-        gram.fill(0.0)
-        self._rhs.fill(0.0)
-        self._tot.fill(0.0)
         H, W = self.shape
         C = prof_packed.shape[1] * psf_packed.shape[1]
         sc = _scratch.full(W, C)
@@ -126,7 +183,6 @@ class NormalAccumulator:
         kern = _galaxy_normal_kernel if self.fused else _galaxy_then_accumulate
         kern(float(x), float(y), float(S3[0]), float(S3[1]), float(S3[2]),
                               prof_packed, psf_packed, self.out, sc, acc)
-        gram[self._lower] = gram[self._upper]
         return gram.copy(), self._rhs.copy(), float(self._tot[0])
 
 
@@ -156,10 +212,11 @@ class DnPlane:
     with buffers kept from call to call: at 256 px allocating and faulting in the seven planes
     of each call cost about as much as drawing them."""
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, keep=False):
         H, W = shape
-        self.amp = np.zeros((1, H, W))
-        self.var = np.zeros((6, H, W))
+        get = _planes.get if keep else (lambda role, shp: np.zeros(shp))
+        self.amp = get("dn_amp", (1, H, W))
+        self.var = get("dn_var", (6, H, W))
 
     def __call__(self, out, x, y, S3, family, psf_packed):
         pa = np.ascontiguousarray(family.amps, dtype=np.float64)
