@@ -153,6 +153,20 @@ def _small_py(step, z, xtol):
     return True
 
 
+def _finite_py(chi2, A, g):
+    """chi^2, A and g all finite (a sum would overflow, or warn on inf - inf)."""
+    if not math.isfinite(chi2):
+        return False
+    for i in range(g.shape[0]):
+        if not math.isfinite(g[i]):
+            return False
+        for j in range(A.shape[1]):
+            if not math.isfinite(A[i, j]):
+                return False
+    return True
+
+
+_finite = numba.njit(cache=True, nogil=True)(_finite_py)
 _prepare = numba.njit(cache=True, nogil=True)(_prepare_py)
 _small = numba.njit(cache=True, nogil=True)(_small_py)
 
@@ -170,7 +184,7 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     n = z.size
     chi2, A, g, aux = evaluate(z)
     nfev = 1
-    if not math.isfinite(chi2 + A.sum() + g.sum()):
+    if not _finite(chi2, A, g):
         return LMResult(z, chi2, A, g, aux, 0, nfev, "failed",
                         "the model or its derivatives are not finite at the start",
                         np.zeros(n, bool))
@@ -211,7 +225,7 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
                 continue
             c2, A2, g2, aux2 = evaluate(trial)
             nfev += 1
-            ok = math.isfinite(c2 + A2.sum() + g2.sum())     # inf - inf is NaN: caught too
+            ok = _finite(c2, A2, g2)
             actual = chi2 - c2 if ok else -np.inf
             rho = actual / pred
             if rho > 1e-4:
