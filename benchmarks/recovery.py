@@ -7,9 +7,14 @@
 fixed seed; fitted from the moments-based initial guess. Prints bias and pull statistics.
 
     python benchmarks/recovery.py [--profiles exp:6 lux:6 dev:8 luv:8] [-n 200]
+                                  [--solver lm scipy]
+
+With several ``--solver`` values each profile's galaxies are simulated once and fitted by each
+driver in turn (issue 16: the recovery statistics of the default driver against scipy's).
 """
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -18,20 +23,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import recovery  # noqa: E402
 
+from mogviewer.fitting import fit  # noqa: E402
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profiles", nargs="+", default=["exp:6", "lux:6", "dev:8", "luv:8"])
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--solver", nargs="+", default=["lm"], choices=["lm", "scipy"])
+    ap.add_argument("--cache-dir", default=None, help="keep the simulated images here")
     args = ap.parse_args(argv)
-    for spec in args.profiles:
+    for spec, solver in ((s, v) for s in args.profiles for v in args.solver):
         prof, M = spec.split(":")
+        recovery.fit = functools.partial(fit, solver=solver)
         t0 = time.time()
-        recs = recovery.run(prof, int(M), n_gal=args.n, seed=args.seed)
+        recs = recovery.run(prof, int(M), n_gal=args.n, seed=args.seed,
+                            cache_dir=args.cache_dir)
         n_exc, n_nc = recovery.failures(recs)
-        print(f"\n{prof} M={M}: {args.n} galaxies in {time.time() - t0:.1f} s; "
-              f"exceptions {n_exc}, not converged {n_nc}")
+        nfev = sorted(r["result"].nfev for r in recs if r["error"] is None)
+        print(f"\n{prof} M={M}, solver {solver}: {args.n} galaxies in {time.time() - t0:.1f} s "
+              f"(simulation included); exceptions {n_exc}, not converged {n_nc}; median "
+              f"evaluations {nfev[len(nfev) // 2] if nfev else '-'}")
         for cut in (0, 100):
             rows, n = recovery.summarise(recs, snr_min=cut)
             print(f"S/N >= {cut} ({n} galaxies)")

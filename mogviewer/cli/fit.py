@@ -17,6 +17,7 @@ from ..batch.tasks import _short
 from ..errors import MogviewerError, UserError
 from ..export.files import same_file_as_any
 from ..profiles.sersic import N_MAX, N_MIN
+from ..render import kernels_ready, warmup
 from . import options as opt
 
 
@@ -203,6 +204,12 @@ def _cli_fit(args):
     if len(renamed) > 20:
         print(f"mogviewer fit: note: ... and {len(renamed) - 20} more renamed outputs",
               file=sys.stderr)
+    # the kernels compile once per install (15-45 s); say so, and do it here, once, so that
+    # worker processes load them from numba's cache instead of each compiling them
+    if not kernels_ready():
+        if not args.quiet:
+            print("compiling the renderer (first run only)...", file=sys.stderr, flush=True)
+        warmup()
     progress = None if args.quiet else TextProgress(sys.stderr)
     try:
         summary = run_batch(tasks, args.csv, workers=args.workers, append=args.append,

@@ -12,9 +12,11 @@ Conventions (as everywhere in mogviewer)
 
 The model is ``render_galaxy(...) + sky`` (see :mod:`mogviewer.render`), compared to the data
 through per-pixel weights ``w = 1/sigma^2`` (zero for masked, NaN or infinite pixels):
-``chi^2 = sum w (data - model)^2``. The optimiser (``scipy.optimize.least_squares``, method
-``trf``) works in an unconstrained vector (``ln r_circ, eta1, eta2`` for the ellipse, see
-:mod:`mogviewer.ellipse`), so it cannot leave the valid region; physical values are reported.
+``chi^2 = sum w (data - model)^2``. The optimiser (Levenberg-Marquardt on the normal equations
+the renderer accumulates, :mod:`~mogviewer.fitting.lm`; ``scipy.optimize.least_squares`` with
+``solver="scipy"``) works in an unconstrained vector (``ln r_circ, eta1, eta2`` for the ellipse,
+see :mod:`mogviewer.ellipse`), so it cannot leave the valid region; physical values are
+reported.
 
 Errors policy
 -------------
@@ -29,7 +31,8 @@ Modules
 * :mod:`~mogviewer.fitting.params`: the people's parameters (:class:`GalaxyParams`);
 * :mod:`~mogviewer.fitting.start`: the start from the image (:func:`initial_guess`);
 * :mod:`~mogviewer.fitting.parametrisation`: the optimiser's unconstrained vector;
-* :mod:`~mogviewer.fitting.solver`: :func:`fit`; :mod:`~mogviewer.fitting.result`:
+* :mod:`~mogviewer.fitting.solver`: :func:`fit`; :mod:`~mogviewer.fitting.lm`: its default
+  driver; :mod:`~mogviewer.fitting.result`:
   :class:`FitResult`; :mod:`~mogviewer.fitting.flags`: :class:`FitFlags`.
 """
 

@@ -1,19 +1,34 @@
 """:func:`fit`: least squares on the unconstrained vector with the analytic Jacobian.
+
+Two drivers share the parametrisation, convergence tests, callback and result:
+
+* ``solver="lm"`` (default): Levenberg-Marquardt (:mod:`mogviewer.fitting.lm`) on the normal
+  equations, which the derivative kernel accumulates while it renders
+  (:mod:`mogviewer.render.normal`): one kernel call per evaluation, no Jacobian array, no BLAS
+  call on anything larger than the few-by-few system;
+* ``solver="scipy"``: ``scipy.optimize.least_squares`` (``trf``) on the residual vector and the
+  materialised Jacobian -- the reference the tests hold the default to, and the path for finite
+  differences (``jacobian="2-point"``) and for problems the kernel cannot accumulate (a PSF with
+  a pixelised residual part).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
 import numpy as np
 from scipy import optimize
 
-from ..ellipse import shape_jacobian_physical, shape_matrix
+from ..ellipse import shape_jacobian_eta, shape_jacobian_physical, shape_matrix
 from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
+from ..render.api import _profile_packed, _psf_packed
+from ..render.normal import DnPlane, NormalAccumulator, _planes
 from .flags import FitFlags
-from .parametrisation import _Param
+from .lm import levenberg_marquardt
+from .parametrisation import _clip_eta, _Param
 from .params import SHAPE, GalaxyParams
 from .problem import FitProblem, _FamilyProfile
 from .result import FitProgress, FitResult
@@ -118,7 +133,14 @@ class _Evaluator:
 
 def _covariance(J):
     """``(J^T J)^-1`` with a check of conditioning; returns (cov, ok)."""
-    A = J.T @ J
+    return _covariance_from_normal(J.T @ J)
+
+
+def _covariance_from_normal(A):
+    """``A^-1`` for the normal matrix ``A = J^T W J``, computed in the variables scaled to unit
+    diagonal, refused (NaN) when that scaled matrix has a condition number above 1e12;
+    returns (cov, ok)."""
+    A = 0.5 * (A + A.T)
     try:
         scale = np.sqrt(np.diag(A))
         if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
@@ -132,9 +154,170 @@ def _covariance(J):
         return np.full(A.shape, np.nan), False
 
 
+_SKY_TERMS = {"none": 0, "constant": 1, "plane": 3}
+#: FitProblem fields the accumulating kernel knows; any other one that is set (a PSF with a
+#: pixelised residual part, say) sends the fit to the materialised path
+_KNOWN_FIELDS = {"image", "weights", "psf", "profile", "M", "n", "free", "bounds", "sky",
+                 "profile2", "M2"}
+
+
+def _accumulable(problem):
+    extra = [f.name for f in dataclasses.fields(problem) if f.name not in _KNOWN_FIELDS]
+    return all(getattr(problem, name) is None or getattr(problem, name) is False
+               for name in extra)
+
+
+class _Values:
+    """The direct parameters of one evaluation (flux, x, y, sky terms, n, flux2), from the
+    start, then overwritten from ``z``."""
+
+    __slots__ = ("flux", "x", "y", "sky", "sky_dx", "sky_dy", "flux2", "n")
+
+    def __init__(self, start):
+        for name in self.__slots__:
+            setattr(self, name, getattr(start, name))
+
+
+class _NormalEvaluator:
+    """chi^2, ``J^T W J`` and ``J^T W r`` of one problem from one accumulating kernel call.
+
+    The basis of :class:`~mogviewer.render.normal.NormalAccumulator` is the unit-flux galaxy and
+    its five derivative planes; for a composite, the second component's six (drawn first);
+    for a free Sérsic index, d(unit-flux galaxy)/dn; then the sky terms. :meth:`columns` gives
+    the linear map ``T`` from the basis to Jacobian columns (``J = basis T``), in the
+    optimiser's ``z`` or in the physical parameters.
+    """
+
+    def __init__(self, problem, par, *, keep=False):
+        self.problem = problem
+        self.par = par
+        self.family = _FamilyProfile() if problem.uses_family else None
+        self.composite = problem.profile2 is not None
+        self.with_n = self.family is not None and "n" in problem.free
+        n_ext = (6 if self.composite else 0) + (1 if self.with_n else 0)
+        self.NB = 6 + n_ext
+        self.i_n = self.NB - 1 if self.with_n else -1
+        self.acc = NormalAccumulator(problem.image, problem.weights, n_ext=n_ext,
+                                     n_sky=_SKY_TERMS[problem.sky], keep=keep)
+        self.psf = _psf_packed(problem.psf)
+        self.dn = DnPlane(problem.shape, keep=keep) if self.with_n else None
+        self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
+        self.packed = None if self.family is not None else _profile_packed(self.profs[""])
+        self.nfev = 0
+        # the z-space map T, split into its constant entries and those scaled by a flux
+        # (all but the shape blocks, which :meth:`columns` fills per call)
+        self._zT = self._static_columns(par.znames)
+        # fast path (every component's shape in eta mode, the usual case): the values the
+        # kernel needs straight from z, without building GalaxyParams (which validates every
+        # field: it cost as much as a 64 px accumulation)
+        self.fast = all(par.eta_mode.values())
+        self._direct = [(n, i) for i, n in enumerate(par.znames)
+                        if n in ("flux", "x", "y", "sky", "sky_dx", "sky_dy", "flux2", "n")]
+        self._eta_at = {sfx: par.znames.index("ln_rcirc" + sfx) for sfx in problem.suffixes
+                        if self.fast}
+
+    def _prof(self, p, sfx):
+        if sfx == "" and self.family is not None:
+            return self.family.at(p.n)
+        return self.profs[sfx]
+
+    def __call__(self, z):
+        """``(chi2, A, g, gram)`` at ``z`` in the optimiser's variables (``gram``: of the
+        basis, for :meth:`physical_normal`)."""
+        self.nfev += 1
+        pb = self.problem
+        if self.fast:
+            p = _Values(self.par.start)
+            for name, i in self._direct:
+                setattr(p, name, float(z[i]))
+            S = {}
+            for sfx, i in self._eta_at.items():
+                S3, J = shape_jacobian_eta(_clip_eta(z[i:i + 3]))
+                S[sfx] = (np.array([[S3[0], S3[1]], [S3[1], S3[2]]]),
+                          {i: J[:, 0], i + 1: J[:, 1], i + 2: J[:, 2]})
+        else:
+            p = self.par.from_z(z)
+            S = {sfx: self.par.shape_S_and_dz(z, p, sfx) for sfx in pb.suffixes}
+        ext = self.acc.ext
+        if self.composite:
+            render_galaxy(1.0, p.x, p.y, S["2"][0], self.profs["2"], None, pb.psf, pb.shape,
+                          derivs=True, out=ext[:6])
+        if self.with_n:
+            S0 = S[""][0]
+            self.dn(ext[self.i_n - 6], p.x, p.y, (S0[0, 0], S0[0, 1], S0[1, 1]),
+                    self.family.at(p.n), self.psf)
+        coef = np.zeros(self.acc.B)
+        coef[0] = p.flux
+        if self.composite:
+            coef[6] = p.flux2
+        nsky = _SKY_TERMS[pb.sky]
+        if nsky:
+            coef[self.NB] = p.sky
+        if nsky == 3:
+            coef[self.NB + 1] = p.sky_dx
+            coef[self.NB + 2] = p.sky_dy
+        S0 = S[""][0]
+        packed = self.packed if self.packed is not None else _profile_packed(
+            self._prof(p, ""))
+        gram, rhs, chi2 = self.acc(p.x, p.y, (S0[0, 0], S0[0, 1], S0[1, 1]), packed, self.psf,
+                                   coef)
+        T = self.columns(p, self.par.znames, {sfx: S[sfx][1] for sfx in S}, self._zT)
+        return chi2, T.T @ gram @ T, T.T @ rhs, gram
+
+    def _static_columns(self, names):
+        """``(T0, flux entries, flux2 entries)``: the constant part of ``T`` for ``names`` and
+        the (row, column) index arrays of the entries equal to ``flux`` and to ``flux2``."""
+        T0 = np.zeros((self.acc.B, len(names)))
+        f1, f2 = [], []
+        NB = self.NB
+        for i, name in enumerate(names):
+            if name == "flux":
+                T0[0, i] = 1.0
+            elif name == "flux2":
+                T0[6, i] = 1.0
+            elif name in ("x", "y"):
+                k = 1 if name == "x" else 2
+                f1.append((k, i))
+                if self.composite:
+                    f2.append((6 + k, i))
+            elif name == "n":
+                f1.append((self.i_n, i))
+            elif name in ("sky", "sky_dx", "sky_dy"):
+                T0[NB + ("sky", "sky_dx", "sky_dy").index(name), i] = 1.0
+        idx = [tuple(np.array(v, dtype=np.intp).reshape(-1, 2).T) for v in (f1, f2)]
+        return T0, idx[0], idx[1]
+
+    def columns(self, p, names, dS, static=None):
+        """``T`` (B, len(names)): Jacobian column ``i`` (d model / d names[i]) is
+        ``basis @ T[:, i]``. ``dS[sfx]`` maps a column index to d(Sxx, Sxy, Syy)/d(that
+        parameter); ``static`` is :meth:`_static_columns` of ``names`` if already known."""
+        T0, i1, i2 = static if static is not None else self._static_columns(names)
+        T = T0.copy()
+        f2 = p.flux2 if self.composite else 0.0
+        T[i1] = p.flux
+        T[i2] = f2
+        for sfx, d in dS.items():
+            off, f = (3, p.flux) if sfx == "" else (9, f2)
+            for i, vec in d.items():
+                T[off:off + 3, i] = f * np.asarray(vec)
+        return T
+
+    def physical_normal(self, gram, p):
+        """``J^T W J`` in the free physical parameters (angles in degrees) from the basis Gram
+        matrix ``gram`` accumulated at ``p``."""
+        names = list(self.problem.free)
+        dS = {}
+        for sfx in self.problem.suffixes:
+            Jp = shape_jacobian_physical(*(getattr(p, n + sfx) for n in SHAPE))
+            dS[sfx] = {names.index(n + sfx): Jp[:, k] for k, n in enumerate(SHAPE)
+                       if n + sfx in names}
+        T = self.columns(p, names, dS)
+        return T.T @ gram @ T
+
+
 def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None, max_nfev=200, xtol=1e-8, ftol=1e-9,
-        jacobian="analytic"):
+        jacobian="analytic", solver="lm"):
     """Fit ``problem`` from ``start`` (default :func:`initial_guess`).
 
     Parameters
@@ -149,7 +332,12 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
     max_nfev : int
         Evaluation limit (status ``'max_evaluations'`` and flag ``NOT_CONVERGED`` when hit).
     jacobian : {'analytic', '2-point', '3-point'}
-        The renderer's exact derivatives (default), or finite differences (for comparison).
+        The renderer's exact derivatives (default), or finite differences (for comparison;
+        these use the scipy driver).
+    solver : {'lm', 'scipy'}
+        Levenberg-Marquardt on the normal equations the kernel accumulates (default), or
+        ``scipy.optimize.least_squares`` on the materialised Jacobian (the reference; also
+        used whenever the problem carries something the accumulating kernel does not model).
 
     Never raises for bad data: no usable pixels, a numerical failure or a non-finite start give
     a result with status ``'failed'`` and flags; only wrong argument types raise ``TypeError``.
@@ -163,6 +351,8 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
         raise TypeError(f"problem must be a FitProblem, got {type(problem).__name__}")
     if start is not None and not isinstance(start, GalaxyParams):
         raise TypeError(f"start must be GalaxyParams, got {type(start).__name__}")
+    if solver not in ("lm", "scipy"):
+        raise ValueError(f"solver must be 'lm' or 'scipy', got {solver!r}")
     prof = problem.profile_mixture()
     n_free = len(problem.free)
     nu = problem.n_good - n_free
@@ -199,7 +389,6 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
                   n=problem.n, flux_fraction=prof.flux_fraction, profile2=problem.profile2,
                   M2=problem.M2)
     par = _Param(problem, start)
-    ev = _Evaluator(problem, par)
     z0 = par.to_z(start)
     lo, hi = par.bounds()
     # a start on or beyond a bound is moved just inside it (TRF needs a strictly feasible start)
@@ -220,11 +409,15 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
             raise StopIteration
 
     if n_free == 0:
-        r = ev.residuals(z0)
+        r = _Evaluator(problem, par).residuals(z0)
         return FitResult(params=start, covariance=np.zeros((0, 0)), chi2=float(r @ r), nu=nu,
                          nit=0, nfev=1, status="converged", flags=FitFlags(0),
                          message="no free parameters", elapsed=time.perf_counter() - t0,
                          **common)
+    if solver == "lm" and jacobian == "analytic" and _accumulable(problem):
+        return _fit_lm(problem, par, z0, lo, hi, start, callback, should_stop, max_nfev, xtol,
+                       ftol, t0, common, failed)
+    ev = _Evaluator(problem, par)
     jac = ev.jacobian if jacobian == "analytic" else jacobian
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -256,9 +449,66 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
     chi2 = float(r @ r)
     Jphys = ev.physical_jacobian(p)
     cov, cov_ok = _covariance(Jphys)
+    return _result(problem, p, chi2, cov, cov_ok, bool(np.any(res.active_mask != 0)), flags,
+                   status, int(getattr(res, "nit", 0) or res.njev or 0), int(res.nfev),
+                   str(res.message), t0, common)
+
+
+def _fit_lm(problem, par, z0, lo, hi, start, callback, should_stop, max_nfev, xtol, ftol, t0,
+            common, failed):
+    keep = _planes.claim()      # this thread's kept buffers, unless a fit already has them
+    try:
+        return _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfev,
+                            xtol, ftol, t0, common, failed, keep)
+    finally:
+        if keep:
+            _planes.release()
+
+
+def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfev, xtol, ftol,
+                 t0, common, failed, keep):
+    ev = _NormalEvaluator(problem, par, keep=keep)
+
+    def evaluate(z):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return ev(z)
+
+    def cb(z, chi2, nit, nfev):
+        if callback is not None:
+            callback(FitProgress(params=par.from_z(z), chi2=float(chi2), iteration=int(nit),
+                                 nfev=int(nfev), elapsed=time.perf_counter() - t0))
+        if should_stop is not None and should_stop():
+            raise StopIteration
+
+    try:
+        res = levenberg_marquardt(evaluate, z0, lo, hi, max_nfev=max_nfev, xtol=xtol,
+                                  ftol=ftol, gtol=1e-10, callback=cb)
+    except (np.linalg.LinAlgError, ArithmeticError) as exc:
+        return failed(start, FitFlags.NOT_CONVERGED,
+                      f"numerical failure ({type(exc).__name__}: {exc})", ev.nfev)
+    if res.status == "failed":
+        return failed(start, FitFlags.NOT_CONVERGED,
+                      f"{res.message}; check the start values", ev.nfev)
+    flags = FitFlags(0)
+    if res.status == "cancelled":
+        flags |= FitFlags.CANCELLED
+    elif res.status == "max_evaluations":
+        flags |= FitFlags.NOT_CONVERGED
+    gram = res.aux
+    p = par.from_z(res.z)
+    cov, cov_ok = _covariance_from_normal(ev.physical_normal(gram, p))
+    return _result(problem, p, float(res.chi2), cov, cov_ok, bool(np.any(res.active)), flags,
+                   res.status, res.nit, res.nfev, res.message, t0, common)
+
+
+def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, message, t0,
+            common):
+    """The :class:`FitResult` at ``p``, with the flags every driver sets the same way."""
+    n_free = len(problem.free)
+    nu = problem.n_good - n_free
     if not cov_ok:
         flags |= FitFlags.COV_NONFINITE
-    if np.any(res.active_mask != 0):
+    if at_bound:
         flags |= FitFlags.AT_BOUND
     if p.flux <= 0 or (problem.profile2 is not None and p.flux2 <= 0):
         flags |= FitFlags.NEGATIVE_FLUX
@@ -270,7 +520,7 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
     if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
         flags |= FitFlags.RE_BEYOND_STAMP
     if problem.uses_family:
-        common.update(n=p.n, flux_fraction=problem.profile_mixture(n=p.n).flux_fraction)
-    return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=int(getattr(res, "nit", 0)
-                     or res.njev or 0), nfev=int(res.nfev), status=status, flags=flags,
-                     message=str(res.message), elapsed=time.perf_counter() - t0, **common)
+        common = dict(common, n=p.n, flux_fraction=problem.profile_mixture(n=p.n).flux_fraction)
+    return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=nit, nfev=nfev,
+                     status=status, flags=flags, message=message,
+                     elapsed=time.perf_counter() - t0, **common)

@@ -38,6 +38,8 @@ from .api import (
 )
 from .kernels import warmup
 from .reference import CUT_EXPONENT
+from .status import compile_status, kernels_ready
 
 __all__ = ["render", "render_galaxy", "render_galaxy_dn", "render_model", "galaxy_mixture",
-           "warmup", "CUT_EXPONENT", "PARAM_NAMES", "DERIV_NAMES"]
+           "warmup", "compile_status", "kernels_ready", "CUT_EXPONENT", "PARAM_NAMES",
+           "DERIV_NAMES"]

@@ -39,6 +39,7 @@ import threading
 import numba
 import numpy as np
 
+from .accumulate import _accumulate_rows
 from .reference import CUT_EXPONENT
 
 #: Multiplicative recurrences in the kernel restart from an exact ``exp`` every RESEED steps,
@@ -454,7 +455,7 @@ def _fill_one_py(g, col, cst, base, n, rt):
         col[jj] *= cst[jj]
 
 
-def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
+def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work, acc=None):
     """Add C components and their derivative planes to ``out`` (6, H, W), row by row; with
     ``clear``, ``out`` is zeroed first, one row at a time just before the row is drawn (while
     it is in cache).
@@ -680,6 +681,12 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work):
                             c3, BX, BY, P00, P01, P11, HV, first)
                 first = False
                 q1 = q0
+        if acc is not None:     # pruned at compile time when absent (numba: `is None` on an arg)
+            _accumulate_rows(acc, out, r4, nk)
+    if acc is not None:         # rows no component reaches (zeroed above, or untouched: ``acc``
+        for r in range(H):      # is only given with ``clear``)
+            if r < rmin or r > rmax:
+                _accumulate_rows(acc, out, r, 1)
 
 
 def _work_size_py(C, W):
@@ -859,7 +866,9 @@ _scratch = _Scratch()
 
 
 def warmup(*, background=False):
-    """Compile (or load from numba's on-disk cache) the kernels.
+    """Compile (or load from numba's on-disk cache) the kernels, those of a fit's normal
+    equations too (:mod:`mogviewer.render.normal`); :func:`mogviewer.render.compile_status`
+    says beforehand whether this will compile.
 
     With ``background=True`` this runs in a daemon thread and returns the thread at once, so an
     app can start while the kernels compile; the first render waits for it if needed.
@@ -876,6 +885,8 @@ def warmup(*, background=False):
                                 derivs, _scratch.full(4, 1))
                 _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, prof, _DELTA_PACKED, out, derivs,
                                _scratch.full(4, 1), True)
+            from .normal import _warm_normal  # imports this module: not at the top
+            _warm_normal()
             _warm["done"] = True
 
     if background:

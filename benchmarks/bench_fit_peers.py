@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""Fit speed against imfit (issue 16): the same pixels, noise model, PSF image and start, one
+thread each, measured side by side in one run.
+
+    python benchmarks/bench_fit_peers.py [-n 7]
+
+Cases (PROVENANCE.md s2 in tests/data/real):
+
+1. IC 3478 256x256 + mask, exponential, no PSF, no sky term (imfit's data-based noise: gain
+   4.725, read noise 4.3, original sky 130.14);
+2. the same, Sérsic, Moffat PSF (psf_moffat_51.fits: imfit convolves with the image by FFT,
+   mogviewer with its Gaussian-mixture fit);
+3. IC 3478 64x64 + sigma map, exponential, Moffat PSF.
+
+Columns, each timed in turns (mogviewer LM, mogviewer with scipy's least_squares, imfit, then
+one evaluation of the accumulating kernel and one render + derivatives at the optimum, so a
+burst of load from the machine's neighbours falls on all alike): medians over ``n`` rounds
+and [min-max]. Every engine starts from the same point (mogviewer's moments-based guess,
+converted; the guess itself, ~10 ms at 256 px, is not timed). ``evals x (render+derivs)`` is
+the number of evaluations times the median render + derivatives of that case: the cost of the
+kernel alone. The BLAS column repeats the mogviewer LM fit with BLAS limited to one thread
+(threadpoolctl; skipped if absent): equal times mean the fit does not depend on BLAS threads.
+pyimfit (``pip install pyimfit``, the ``bench`` extra) is optional: its column is skipped if
+absent. imfit is told ``maxThreads=1``.
+"""
+
+import argparse
+import math
+import statistics
+import time
+
+import numpy as np
+from astropy.io import fits
+
+import mogviewer.render as render
+from mogviewer import io as io_fits
+from mogviewer.ellipse import shape_matrix
+from mogviewer.fitting import FitProblem, fit, initial_guess
+from mogviewer.fitting.parametrisation import _Param
+from mogviewer.fitting.solver import _NormalEvaluator
+from mogviewer.profiles import sersic
+from mogviewer.psf import read_psf
+
+try:
+    import pyimfit
+except ImportError:  # optional peer
+    pyimfit = None
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:
+    threadpool_limits = None
+
+D = "tests/data/real/imfit-sdss"
+GAIN, RN, SKY = 4.725, 4.3, 130.14
+
+
+def _b_n(n):
+    from scipy.special import gammaincinv
+    return gammaincinv(2 * n, 0.5)
+
+
+def _sersic_total(n, re, q):
+    """Total flux of a Sérsic profile of unit I_e (the imfit normalisation)."""
+    from scipy.special import gamma
+    b = _b_n(n)
+    return 2 * math.pi * n * math.exp(b) * b ** (-2 * n) * gamma(2 * n) * re * re * q
+
+
+def cases():
+    import warnings
+
+    from mogviewer.psf import PsfWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PsfWarning)
+        moffat = read_psf(f"{D}/psf_moffat_51.fits").mixture
+    psf_img = fits.getdata(f"{D}/psf_moffat_51.fits").astype(float)
+    big = io_fits.read_image(f"{D}/ic3478rss_256.fits", mask=f"{D}/ic3478rss_256_mask.fits",
+                             gain=GAIN, read_noise=RN, sky_level=SKY)
+    img64 = fits.getdata(f"{D}/ic3478rss_64x64.fits").astype(float)
+    sig64 = fits.getdata(f"{D}/ic3478rss_64x64_sigma.fits").astype(float)
+    mask256 = fits.getdata(f"{D}/ic3478rss_256_mask.fits") != 0
+    imfit_data = dict(image=big.image, mask=mask256.astype(float), gain=GAIN, read_noise=RN,
+                      original_sky=SKY)
+    return [
+        ("IC 3478 256 + mask, exp, no PSF, no sky",
+         FitProblem.from_image_data(big, psf=None, profile="exp", M=8, sky="none"), None,
+         imfit_data),
+        ("IC 3478 256 + mask, Sérsic, Moffat PSF",
+         FitProblem.from_image_data(big, psf=moffat, profile="ser", n=2.0, sky="none"),
+         psf_img, imfit_data),
+        ("IC 3478 64x64 + sigma, exp, Moffat PSF",
+         FitProblem.from_arrays(img64, sigma=sig64, psf=moffat, profile="exp", M=8, sky="none"),
+         psf_img, dict(image=img64, error=sig64, error_type="sigma")),
+    ]
+
+
+def imfit_model(prob, start):
+    """imfit's description of the problem's model at mogviewer's start (1-based centre, PA
+    from +y, h = r_e / 1.67835 for the exponential, I_0 or I_e from the flux)."""
+    desc = pyimfit.SimpleModelDescription()
+    desc.x0.setValue(start.x + 1)
+    desc.y0.setValue(start.y + 1)
+    pa = (start.angle - 90.0) % 180.0
+    ell = 1.0 - start.q
+    if prob.profile == "ser":
+        f = pyimfit.make_imfit_function("Sersic")
+        n = start.n
+        f.n.setValue(n, [0.5, 8.0])
+        f.r_e.setValue(start.re)
+        f.I_e.setValue(start.flux / _sersic_total(n, start.re, start.q))
+    else:
+        f = pyimfit.make_imfit_function("Exponential")
+        h = start.re / 1.67835
+        f.h.setValue(h)
+        f.I_0.setValue(start.flux / (2 * math.pi * h * h * start.q))
+    f.PA.setValue(pa)
+    f.ell.setValue(ell, [0.0, 0.95])
+    desc.addFunction(f)
+    return desc
+
+
+def imfit_values(fitter, prob):
+    """x, y (0-based), r_e, q, angle (CCW from +x), n from imfit's best fit."""
+    p = fitter.getRawParameters()
+    x0, y0, pa, ell = p[0] - 1, p[1] - 1, p[2], p[3]
+    if prob.profile == "ser":
+        n, re = p[4], p[6]
+    else:
+        n, re = 1.0, p[5] * 1.67835
+    return dict(x=x0, y=y0, re=re, q=1 - ell, angle=(pa + 90.0) % 180.0, n=n)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=7, help="rounds (each engine once per round)")
+    args = ap.parse_args(argv)
+    render.warmup()
+    rows = []
+    for label, prob, psf_img, imfit_data in cases():
+        start = initial_guess(prob)
+        par = _Param(prob, start)
+        # warm-up and the fitted values
+        res_lm = fit(prob, start)
+        res_sp = fit(prob, start, solver="scipy")
+        p = res_lm.params
+        ev = _NormalEvaluator(prob, par)
+        z = par.to_z(p)
+        S = shape_matrix(p.re, p.q, p.angle)
+        prof = (sersic.sersic_profile_mixture(p.n) if prob.uses_family
+                else prob.profile_mixture())
+        buf = np.zeros((6,) + prob.shape)
+        fitter = None
+        if pyimfit is not None:
+            fitter = pyimfit.Imfit(imfit_model(prob, start), psf=psf_img, maxThreads=1)
+            fitter.loadData(**imfit_data)
+            fitter.doFit()
+        t = {k: [] for k in ("lm", "lm_blas1", "scipy", "imfit", "eval", "derivs")}
+        nfev_imfit = None
+        for _ in range(args.n):
+            t0 = time.perf_counter()
+            fit(prob, start)
+            t["lm"].append(time.perf_counter() - t0)
+            if threadpool_limits is not None:
+                with threadpool_limits(limits=1):
+                    t0 = time.perf_counter()
+                    fit(prob, start)
+                    t["lm_blas1"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            fit(prob, start, solver="scipy")
+            t["scipy"].append(time.perf_counter() - t0)
+            if fitter is not None:
+                fitter = pyimfit.Imfit(imfit_model(prob, start), psf=psf_img, maxThreads=1)
+                fitter.loadData(**imfit_data)
+                t0 = time.perf_counter()
+                fitter.doFit()
+                t["imfit"].append(time.perf_counter() - t0)
+                nfev_imfit = fitter.nFuncEvals
+            reps = 20 if prob.shape[0] <= 64 else 5
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                ev(z)
+            t["eval"].append((time.perf_counter() - t0) / reps)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                render.render_galaxy(1.0, p.x, p.y, S, prof, None, prob.psf, prob.shape,
+                                     derivs=True, out=buf)
+            t["derivs"].append((time.perf_counter() - t0) / reps)
+        rows.append((label, prob, res_lm, res_sp, fitter, nfev_imfit, t))
+
+    def ms(v):
+        return (f"{statistics.median(v) * 1e3:.2f} [{min(v) * 1e3:.2f}-{max(v) * 1e3:.2f}]"
+                if v else "-")
+
+    print(f"medians [min-max] over {args.n} rounds, ms; one thread each")
+    print("| case | mogviewer (LM) | BLAS 1 thread | mogviewer (scipy) | imfit | evaluations "
+          "(LM, scipy, imfit) | render+derivs | accumulating eval | LM / (evals x "
+          "render+derivs) | scipy / LM | imfit / LM |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, _prob, a, b, _fitter, nfi, t in rows:
+        lm = statistics.median(t["lm"])
+        der = statistics.median(t["derivs"])
+        imfit_ratio = f"{statistics.median(t['imfit']) / lm:.1f}x" if t["imfit"] else "-"
+        print(f"| {label} | {ms(t['lm'])} | {ms(t['lm_blas1'])} | {ms(t['scipy'])} | "
+              f"{ms(t['imfit'])} | {a.nfev}, {b.nfev}, {nfi if nfi is not None else '-'} | "
+              f"{ms(t['derivs'])} | {ms(t['eval'])} | {lm / (a.nfev * der):.2f} | "
+              f"{statistics.median(t['scipy']) / lm:.1f}x | {imfit_ratio} |")
+    print()
+    print("fitted values (x, y 1-based; r_e px; q; PA = angle - 90 (imfit/GALFIT); n)")
+    print("| case | engine | x | y | r_e | q | PA | n | chi^2 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, prob, a, b, fitter, _nfi, _t in rows:
+        for name, r in (("mogviewer LM", a), ("mogviewer scipy", b)):
+            p = r.params
+            print(f"| {label} | {name} | {p.x + 1:.4f} | {p.y + 1:.4f} | {p.re:.4f} | "
+                  f"{p.q:.5f} | {(p.angle - 90) % 180:.3f} | {p.n:.4f} | {r.chi2:.3f} |")
+        if fitter is not None:
+            v = imfit_values(fitter, prob)
+            print(f"| {label} | imfit | {v['x'] + 1:.4f} | {v['y'] + 1:.4f} | {v['re']:.4f} | "
+                  f"{v['q']:.5f} | {(v['angle'] - 90) % 180:.3f} | {v['n']:.4f} | "
+                  f"{fitter.fitStatistic:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

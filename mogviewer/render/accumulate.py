@@ -1,0 +1,172 @@
+"""Weighted normal equations accumulated row by row, while the derivative kernel draws.
+
+The derivative kernel (:func:`mogviewer.render.kernels._derivs_kernel_py`) calls
+:func:`_accumulate_rows` on each group of rows it has finished, while those rows of its six
+planes are still in cache. The rows are read as a *basis*: the kernel's planes ``b_0 .. b_5``
+(image and its derivatives in x, y, Sxx, Sxy, Syy), then ``E`` planes drawn beforehand
+(``ext``: a second galaxy component, d/dn of a Sérsic index), then the sky terms: ``1``,
+``gx = j - (W-1)/2``, ``gy = r - (H-1)/2`` (none, the first, or all three). With the model
+``m = sum_b coef_b b_b`` and the residual ``res = data - m`` the accumulated sums are
+
+* ``gram[a, b] += sum w b_a b_b`` (upper triangle, ``a <= b``),
+* ``rhs[b] += sum w b_b res``,
+* ``tot[0] += sum w res^2`` (chi^2),
+
+over the rows given. Every column of the fit's Jacobian is a fixed linear combination of the
+basis, so ``J^T W J = T^T gram T`` and ``J^T W res = T^T rhs`` (:mod:`mogviewer.render.normal`):
+the Jacobian is never formed. Sky terms in ``1`` and ``gy`` need no pass of their own (sums
+already formed, times a per-row constant).
+
+All these sums are entries of one Gram matrix, of the vectors ``X = (basis without sky, res,
+1, gx, gy)`` (as many of the last three as there are sky terms) over a group of rows, formed in
+tiles of one vector of ``X`` times eight: ten loads per eight products, the sums in registers,
+and LLVM vectorises them (reassociated: ``_FM``).
+
+This module imports nothing from the kernels (they import it).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# reassoc: the sums below are reductions, which LLVM vectorises only if it may reorder them
+_FM = {"reassoc", "contract"}
+
+
+def _pad_py(k, NX, ZERO):
+    return k if k < NX else ZERO
+
+
+_pad = numba.njit(cache=True, nogil=True, forceinline=True)(_pad_py)
+
+
+def _tile8_py(w, X, i, k0, k1, k2, k3, k4, k5, k6, k7, n, rg, k):
+    """``rg[i, k + m] += sum_j w_j X[i, j] X[k_m, j]`` for m = 0..7 (rows of one 2-D buffer:
+    views of separate planes cost a reference-count update each, more than the sums)."""
+    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
+    for j in range(np.uint64(n)):
+        v = w[j] * X[i, j]
+        t0 += v * X[k0, j]
+        t1 += v * X[k1, j]
+        t2 += v * X[k2, j]
+        t3 += v * X[k3, j]
+        t4 += v * X[k4, j]
+        t5 += v * X[k5, j]
+        t6 += v * X[k6, j]
+        t7 += v * X[k7, j]
+    rg[i, k] += t0
+    rg[i, k + 1] += t1
+    rg[i, k + 2] += t2
+    rg[i, k + 3] += t3
+    rg[i, k + 4] += t4
+    rg[i, k + 5] += t5
+    rg[i, k + 6] += t6
+    rg[i, k + 7] += t7
+
+
+def _tile4_py(w, X, i, k0, k1, k2, k3, n, rg, k):
+    """Four partners of :func:`_tile8_py`."""
+    t0 = t1 = t2 = t3 = 0.0
+    for j in range(np.uint64(n)):
+        v = w[j] * X[i, j]
+        t0 += v * X[k0, j]
+        t1 += v * X[k1, j]
+        t2 += v * X[k2, j]
+        t3 += v * X[k3, j]
+    rg[i, k] += t0
+    rg[i, k + 1] += t1
+    rg[i, k + 2] += t2
+    rg[i, k + 3] += t3
+
+
+_tile8 = numba.njit(cache=True, nogil=True, fastmath=_FM, forceinline=True)(_tile8_py)
+_tile4 = numba.njit(cache=True, nogil=True, fastmath=_FM, forceinline=True)(_tile4_py)
+
+
+def _accumulate_rows_py(acc, out, r0, nk):
+    """Add rows ``r0 .. r0 + nk - 1`` (``nk <= 4``) to the sums of ``acc = (data, w, ext, coef,
+    gram, rhs, tot, X, rg)`` (module docstring). The rows are taken as one vector of
+    ``nk W`` pixels (fewer loop starts and reductions than row by row: they dominate at 64 px).
+    ``X`` (NB + 6, 4 W) is work space: rows ``0 .. NB - 1`` the basis, then res, 1, gx, gy, 0
+    and the weights; the caller fills 1 and gx (gx repeated four times); ``rg`` is a
+    (NB + 12, NB + 12) work matrix."""
+    data, w, ext, coef, gram, rhs, tot, X, rg = acc
+    H = out.shape[1]
+    W = out.shape[2]
+    NB = 6 + ext.shape[0]
+    nsky = coef.shape[0] - NB
+    RES = NB
+    ONE = NB + 1
+    GX = NB + 2
+    GY = NB + 3
+    ZERO = NB + 4
+    WT = NB + 5
+    # rows of X in the Gram matrix: basis, res, then 1, gx, gy as the sky model needs
+    NX = NB + 1 + nsky
+    n = nk * W
+    nu = np.uint64(n)
+    Wu = np.uint64(W)
+    cy = 0.5 * (H - 1)
+    for k in range(nk):
+        o = np.uint64(k * W)
+        gy = r0 + k - cy
+        for j in range(Wu):
+            X[WT, o + j] = w[r0 + k, j]
+            X[RES, o + j] = data[r0 + k, j]
+            X[GY, o + j] = gy
+    s0 = coef[NB] if nsky >= 1 else 0.0
+    if nsky >= 1:
+        for j in range(nu):
+            X[RES, j] -= s0
+    if nsky == 3:
+        sdx = coef[NB + 1]
+        sdy = coef[NB + 2]
+        for j in range(nu):
+            X[RES, j] -= sdx * X[GX, j] + sdy * X[GY, j]
+    for i in range(NB):
+        ci = coef[i]
+        for k in range(nk):
+            o = np.uint64(k * W)
+            if i < 6:
+                for j in range(Wu):
+                    v = out[i, r0 + k, j]
+                    X[i, o + j] = v
+                    X[RES, o + j] -= ci * v
+            else:
+                for j in range(Wu):
+                    v = ext[i - 6, r0 + k, j]
+                    X[i, o + j] = v
+                    X[RES, o + j] -= ci * v
+    for i in range(NX):
+        for k in range(NX):
+            rg[i, k] = 0.0
+    wt = X[WT]
+    for i in range(NX):
+        k = i
+        while k < NX:
+            if NX - k > 4:
+                _tile8(wt, X, i, _pad(k, NX, ZERO), _pad(k + 1, NX, ZERO),
+                       _pad(k + 2, NX, ZERO), _pad(k + 3, NX, ZERO), _pad(k + 4, NX, ZERO),
+                       _pad(k + 5, NX, ZERO), _pad(k + 6, NX, ZERO), _pad(k + 7, NX, ZERO),
+                       n, rg, k)
+                k += 8
+            else:
+                _tile4(wt, X, i, _pad(k, NX, ZERO), _pad(k + 1, NX, ZERO),
+                       _pad(k + 2, NX, ZERO), _pad(k + 3, NX, ZERO), n, rg, k)
+                k += 4
+    # X row -> basis index: the basis rows, then the sky terms (1, gx, gy) after res
+    for i in range(NB):
+        for k in range(i, NB):
+            gram[i, k] += rg[i, k]
+        rhs[i] += rg[i, RES]
+        for s in range(nsky):
+            gram[i, NB + s] += rg[i, ONE + s]
+    tot[0] += rg[RES, RES]
+    for s in range(nsky):
+        rhs[NB + s] += rg[RES, ONE + s]
+        for t in range(s, nsky):
+            gram[NB + s, NB + t] += rg[ONE + s, ONE + t]
+
+
+_accumulate_rows = numba.njit(cache=True, nogil=True, fastmath=_FM)(_accumulate_rows_py)

@@ -1,0 +1,233 @@
+"""Normal equations of a galaxy fit, accumulated while the derivative kernel renders.
+
+:class:`NormalAccumulator` draws one galaxy at unit flux with its five derivative planes
+(:func:`mogviewer.render.kernels._derivs_kernel_py`) and, on each group of rows as it is
+finished, adds them to the weighted, masked sums of :mod:`mogviewer.render.accumulate`:
+the Gram matrix of the *basis* (the six planes, planes drawn beforehand, the sky terms), its
+product with the residual, and chi^2. A fit's Jacobian columns are fixed linear combinations
+of the basis (``J = basis T``), so ``J^T W J = T^T gram T`` and ``J^T W r = T^T rhs``: the
+cost of a fit step is one derivative render plus about 2 (B + 1) B flops per pixel for ``B``
+basis planes, and no array of the Jacobian's size is ever formed (nor passed to BLAS).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from .accumulate import _accumulate_rows
+from .kernels import _derivs_kernel, _galaxy_kernel, _placed, _scratch
+
+
+def _clear_sums_py(acc):
+    gram, rhs, tot = acc[4], acc[5], acc[6]
+    gram[:] = 0.0
+    rhs[:] = 0.0
+    tot[:] = 0.0
+
+
+def _symmetrise_py(acc):
+    gram = acc[4]
+    for i in range(gram.shape[0]):
+        for k in range(i):
+            gram[i, k] = gram[k, i]
+
+
+_clear_sums = numba.njit(cache=True, nogil=True)(_clear_sums_py)
+_symmetrise = numba.njit(cache=True, nogil=True)(_symmetrise_py)
+
+
+def _galaxy_normal_kernel_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
+    """Unit-flux galaxy (profile ``prof`` (3, M), PSF ``psf`` (6, K): as
+    :func:`mogviewer.render.kernels._galaxy_kernel_py` with ``derivs``) drawn into ``out``
+    (6, H, W, cleared) with the sums of ``acc`` accumulated on the way."""
+    _clear_sums(acc)
+    scratch = _placed(out, scratch, True)
+    M = prof.shape[1]
+    K = psf.shape[1]
+    C = M * K
+    amp = scratch[:C]
+    mx = scratch[C:2 * C]
+    my = scratch[2 * C:3 * C]
+    cxx = scratch[3 * C:4 * C]
+    cxy = scratch[4 * C:5 * C]
+    cyy = scratch[5 * C:6 * C]
+    vf = scratch[6 * C:7 * C]
+    for m in range(M):
+        vm = prof[1, m]
+        for k in range(K):
+            c = m * K + k
+            amp[c] = prof[0, m] * psf[0, k]
+            mx[c] = x + psf[1, k]
+            my[c] = y + psf[2, k]
+            cxx[c] = vm * sxx + psf[3, k]
+            cxy[c] = vm * sxy + psf[4, k]
+            cyy[c] = vm * syy + psf[5, k]
+            vf[c] = prof[2, m]
+    _derivs_kernel(amp, mx, my, cxx, cxy, cyy, vf, out, True, scratch[7 * C:], acc)
+    _symmetrise(acc)
+
+
+_galaxy_normal_kernel = numba.njit(cache=True, nogil=True)(_galaxy_normal_kernel_py)
+
+
+def _galaxy_then_accumulate_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
+    """The same sums in two passes: the plain derivative kernel draws the whole image, then
+    the rows are accumulated four at a time."""
+    _clear_sums(acc)
+    _galaxy_kernel(1.0, x, y, sxx, sxy, syy, prof, psf, out, True, scratch, True)
+    H = out.shape[1]
+    for r in range(0, H, 4):
+        _accumulate_rows(acc, out, r, min(4, H - r))
+    _symmetrise(acc)
+
+
+_galaxy_then_accumulate = numba.njit(cache=True, nogil=True)(_galaxy_then_accumulate_py)
+
+
+class _Planes(threading.local):
+    """Per-thread image-sized buffers kept from one fit to the next, by role and shape: a 256 px
+    fit's fourteen planes, allocated afresh, cost ~1 ms of page faults per fit. Their contents
+    are never read before being written (the kernels clear what they draw into)."""
+
+    def __init__(self):
+        self.kept = {}
+        self.in_use = False
+
+    def claim(self):
+        """True (and the buffers are the caller's until :meth:`release`) unless they are
+        already in use in this thread (a fit started from another fit's callback)."""
+        if self.in_use:
+            return False
+        self.in_use = True
+        return True
+
+    def release(self):
+        self.in_use = False
+
+    def get(self, role, shape):
+        key = (role, tuple(shape))
+        buf = self.kept.get(key)
+        if buf is None:
+            if len(self.kept) > 16:
+                self.kept.clear()
+            buf = self.kept[key] = np.zeros(shape)
+        return buf
+
+
+_planes = _Planes()
+
+
+class NormalAccumulator:
+    """Buffers and one call for the normal equations of a galaxy model on a fixed grid.
+
+    Parameters
+    ----------
+    data, weights : ndarray (H, W)
+        Pixels and ``1/sigma^2`` (0 = masked; the data there may be anything finite).
+    n_ext : int
+        Number of extra basis planes drawn beforehand (:attr:`ext`, filled by the caller).
+    n_sky : {0, 1, 3}
+        Sky terms in the basis: none, ``1``, or ``1, gx, gy`` (pixel offsets from the stamp
+        centre, ``gx = x - (W-1)/2``, ``gy = y - (H-1)/2``).
+
+    The basis is ordered: the kernel's planes (unit-flux image, d/dx, d/dy, d/dSxx, d/dSxy,
+    d/dSyy), then ``ext[0 .. n_ext-1]``, then the sky terms; ``B = 6 + n_ext + n_sky``.
+    """
+
+    def __init__(self, data, weights, *, n_ext=0, n_sky=0, keep=False):
+        if n_sky not in (0, 1, 3):
+            raise ValueError(f"n_sky must be 0, 1 or 3, got {n_sky}")
+        H, W = data.shape
+        self.shape = (H, W)
+        self.data = np.ascontiguousarray(data, dtype=np.float64)
+        self.weights = np.ascontiguousarray(weights, dtype=np.float64)
+        if keep:
+            self.out = _planes.get("out", (6, H, W))
+            self.ext = _planes.get("ext", (n_ext, H, W))
+        else:
+            self.out = np.zeros((6, H, W))
+            self.ext = np.zeros((n_ext, H, W))
+        self.B = 6 + n_ext + n_sky
+        NB = 6 + n_ext          # work rows (accumulate._accumulate_rows_py): basis, res, 1,
+        self._X = np.zeros((NB + 6, 4 * W))     # gx, gy, 0, weights; four rows long
+        self._X[NB + 1] = 1.0
+        self._X[NB + 2] = np.tile(np.arange(W, dtype=np.float64) - 0.5 * (W - 1), 4)
+        self._rg = np.zeros((self.B + 12, self.B + 12))
+        self._gram = np.zeros((self.B, self.B))
+        self._rhs = np.zeros(self.B)
+        self._tot = np.zeros(1)
+
+    #: accumulate while the kernel draws (each group of rows still in cache), or draw the
+    #: whole image and then accumulate; side by side the two took the same time within the
+    #: machine's noise (64 and 256 px, with and without PSF: benchmarks/NOTES.md)
+    fused = True
+
+    def __call__(self, x, y, S3, prof_packed, psf_packed, coef):
+        """Draw the unit-flux galaxy at ``(x, y)`` with shape ``S3 = (Sxx, Sxy, Syy)`` into
+        :attr:`out` and return ``(gram, rhs, chi2)`` for the model ``sum_b coef[b] basis_b``:
+        ``gram`` (B, B) symmetric, ``rhs`` (B,), ``chi2`` float (NaN or inf if the model is
+        not finite)."""
+        if type(coef) is not np.ndarray or coef.dtype != np.float64 or coef.shape != (self.B,):
+            coef = np.ascontiguousarray(coef, dtype=np.float64)
+            if coef.shape != (self.B,):
+                raise ValueError(f"coef must have {self.B} entries, got shape {coef.shape}")
+        gram = self._gram
+        H, W = self.shape
+        C = prof_packed.shape[1] * psf_packed.shape[1]
+        sc = _scratch.full(W, C)
+        acc = (self.data, self.weights, self.ext, coef, gram, self._rhs, self._tot, self._X,
+               self._rg)
+        kern = _galaxy_normal_kernel if self.fused else _galaxy_then_accumulate
+        kern(float(x), float(y), float(S3[0]), float(S3[1]), float(S3[2]),
+                              prof_packed, psf_packed, self.out, sc, acc)
+        return gram.copy(), self._rhs.copy(), float(self._tot[0])
+
+
+
+def _warm_normal():
+    """Compile (or load) the accumulating kernel: one signature serves every basis size."""
+    acc = NormalAccumulator(np.zeros((4, 4)), np.ones((4, 4)), n_ext=0, n_sky=1)
+    acc(1.5, 1.5, (1.0, 0.1, 1.0), np.ones((3, 1)), np.vstack([np.ones(1)] + [np.zeros(1)] * 5),
+        np.zeros(acc.B))
+
+
+def _combine_dn_py(out, amp_part, var_part, sxx, sxy, syy):
+    H = out.shape[0]
+    W = out.shape[1]
+    for r in range(H):
+        for j in range(W):
+            out[r, j] = (amp_part[0, r, j] + sxx * var_part[3, r, j] + sxy * var_part[4, r, j]
+                         + syy * var_part[5, r, j])
+
+
+_combine_dn = numba.njit(cache=True, nogil=True)(_combine_dn_py)
+
+
+class DnPlane:
+    """``d image / d n`` of a unit-flux galaxy whose profile depends on ``n`` (as
+    :func:`mogviewer.render.render_galaxy_dn`, same formula and kernels), into a given plane
+    with buffers kept from call to call: at 256 px allocating and faulting in the seven planes
+    of each call cost about as much as drawing them."""
+
+    def __init__(self, shape, *, keep=False):
+        H, W = shape
+        get = _planes.get if keep else (lambda role, shp: np.zeros(shp))
+        self.amp = get("dn_amp", (1, H, W))
+        self.var = get("dn_var", (6, H, W))
+
+    def __call__(self, out, x, y, S3, family, psf_packed):
+        pa = np.ascontiguousarray(family.amps, dtype=np.float64)
+        pv = np.ascontiguousarray(family.variances, dtype=np.float64)
+        da = np.ascontiguousarray(family.damps, dtype=np.float64)
+        dv = np.ascontiguousarray(family.dvariances, dtype=np.float64)
+        sxx, sxy, syy = (float(v) for v in S3)
+        W = out.shape[1]
+        sc = _scratch.full(W, len(pa) * psf_packed.shape[1])
+        _galaxy_kernel(1.0, float(x), float(y), sxx, sxy, syy, np.vstack([da, pv, pv]),
+                       psf_packed, self.amp, False, sc, True)
+        _galaxy_kernel(1.0, float(x), float(y), sxx, sxy, syy, np.vstack([pa, pv, dv]),
+                       psf_packed, self.var, True, sc, True)
+        _combine_dn(out, self.amp, self.var, sxx, sxy, syy)
