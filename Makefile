@@ -36,6 +36,9 @@ test-all: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_render.py
 	$(PY) benchmarks/bench_fit.py
+	$(PY) benchmarks/bench_fit_peers.py
+	$(PY) benchmarks/bench_scene.py
+	$(PY) benchmarks/bench_sampling.py
 
 screenshots: $(VENV)/.installed-test
 	$(PY) -m mogviewer.gui.screenshots docs/screenshots
