@@ -36,9 +36,9 @@ from .api import (
     render_galaxy_dn,
     render_model,
 )
-from .kernels import warmup
 from .reference import CUT_EXPONENT
 from .status import compile_status, kernels_ready
+from .warm import warmup
 
 __all__ = ["render", "render_galaxy", "render_galaxy_dn", "render_model", "galaxy_mixture",
            "warmup", "compile_status", "kernels_ready", "CUT_EXPONENT", "PARAM_NAMES",

@@ -12,8 +12,9 @@ import numpy as np
 from ..ellipse import affine_matrix, shape_jacobian_physical, shape_matrix
 from ..mixture import Mixture
 from ..profiles import ProfileMixture, get_mixture
-from .kernels import _DELTA, _DELTA_PACKED, _galaxy_kernel, _mixture_kernel, _scratch, _warm, warmup
+from .kernels import _DELTA, _DELTA_PACKED, _galaxy_kernel, _mixture_kernel, _scratch
 from .reference import _component_arrays, _render_numpy
+from .warm import _warm, warmup
 
 #: Order of the derivative planes returned by :func:`render_galaxy`.
 DERIV_NAMES = ("x", "y", "Sxx", "Sxy", "Syy")

@@ -840,8 +840,6 @@ _add_component = numba.njit(cache=True, nogil=True)(_add_component_py)
 _mixture_kernel = numba.njit(cache=True, nogil=True)(_mixture_kernel_py)
 _galaxy_kernel = numba.njit(cache=True, nogil=True)(_galaxy_kernel_py)
 
-_warm_lock = threading.Lock()
-_warm = {"done": False}
 
 
 class _Scratch(threading.local):
@@ -863,38 +861,6 @@ class _Scratch(threading.local):
 
 
 _scratch = _Scratch()
-
-
-def warmup(*, background=False):
-    """Compile (or load from numba's on-disk cache) the kernels, those of a fit's normal
-    equations too (:mod:`mogviewer.render.normal`); :func:`mogviewer.render.compile_status`
-    says beforehand whether this will compile.
-
-    With ``background=True`` this runs in a daemon thread and returns the thread at once, so an
-    app can start while the kernels compile; the first render waits for it if needed.
-    """
-    def _go():
-        with _warm_lock:
-            if _warm["done"]:
-                return
-            out = np.zeros((6, 4, 4))
-            one = np.ones(1)
-            prof = np.ones((3, 1))
-            for derivs in (False, True):
-                _mixture_kernel(one, one * 1.5, one * 1.5, one, one * 0.1, one, one, out,
-                                derivs, _scratch.full(4, 1))
-                _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, prof, _DELTA_PACKED, out, derivs,
-                               _scratch.full(4, 1), True)
-            from .normal import _warm_normal  # imports this module: not at the top
-            _warm_normal()
-            _warm["done"] = True
-
-    if background:
-        th = threading.Thread(target=_go, name="mogviewer-numba-warmup", daemon=True)
-        th.start()
-        return th
-    _go()
-    return None
 
 
 _DELTA = (np.ones(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
