@@ -1,15 +1,20 @@
 """Renderer: numba vs numpy reference, flux, derivatives, and an independent brute force."""
 
+import importlib
+
 import numpy as np
 import pytest
 from brute import exact_galaxy_image
 
-from mogviewer import render as R
 from mogviewer.ellipse import shape_matrix
 from mogviewer.mixture import Mixture
 from mogviewer.profiles import PUBLISHED, get_mixture
 from mogviewer.render import kernels as RK
 from mogviewer.render import reference as RR
+
+# the package, not the function of the same name: ``from mogviewer import render`` returns the
+# function when mogviewer's lazy top-level API (PEP 562) was asked for ``render`` first
+R = importlib.import_module("mogviewer.render")
 
 PSF3 = Mixture([0.6, 0.3, 0.1], [[0.0, 0.0], [0.15, -0.1], [-0.2, 0.1]],
                [1.2 * np.eye(2), shape_matrix(2.0, 0.8, 30.0), 9.0 * np.eye(2)])

@@ -18,3 +18,5 @@ class FitFlags(enum.IntFlag):
     CENTRE_OUTSIDE = 64       #: best centre outside the image
     RE_SUBPIXEL = 128         #: r_e < 0.5 px: the fit is dominated by the PSF
     RE_BEYOND_STAMP = 256     #: r_e larger than the stamp: size, flux and sky are degenerate
+    PSF_APPROX = 512          #: mixture-only PSF that misses the stamp's size or flux by > 0.1 %
+    UNDERSAMPLED = 1024       #: > 1 % of the flux in Gaussians narrower than 0.5 px (minor sigma)

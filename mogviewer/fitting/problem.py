@@ -14,6 +14,8 @@ from ..errors import FitError
 from ..mixture import Mixture
 from ..profiles import get_mixture, sersic
 from ..render import render_galaxy
+from ..render.exact import PIXEL_VAR, ExactPsf
+from .flags import FitFlags
 
 
 class _FamilyProfile:
@@ -79,8 +81,11 @@ class FitProblem:
         Data with non-finite pixels set to 0 (they have zero weight).
     weights : ndarray (ny, nx)
         ``1/sigma^2``; 0 for masked, NaN or infinite pixels.
-    psf : Mixture or None
-        Pixel-convolved PSF mixture (normalised to unit total here); ``None`` = no PSF.
+    psf : Mixture, ExactPsf or None
+        What the renderer convolves with: a pixel-convolved PSF mixture (normalised to unit
+        total here), an :class:`~mogviewer.render.exact.ExactPsf` (the stamp itself: mixture
+        plus residual by FFT, unit stamp sum), or ``None``: no PSF, the model is integrated over
+        the pixel (see :mod:`mogviewer.render`).
     profile, M, n :
         Profile name, number of components, Sérsic index (``'ser'`` only).
     free : tuple of str
@@ -104,19 +109,29 @@ class FitProblem:
     sky: str = "constant"
     profile2: str | None = None
     M2: int | None = None
+    psf_mode: str = "pixel"
+    psf_info: Mapping = field(default_factory=dict)
 
     @classmethod
     def from_arrays(cls, image, *, ivar=None, variance=None, sigma=None, weight=None, mask=None,
                     psf=None, profile="exp", M=None, n=None, free=None, fixed=(), bounds=None,
-                    sky="constant", profile2=None, M2=None):
+                    sky="constant", profile2=None, M2=None, psf_mode="auto"):
         """Build a problem from arrays (copied). One of ``ivar/variance/sigma/weight``, or none
         for unit weights; ``mask`` nonzero = excluded. ``free`` defaults to every parameter of
-        the sky model; ``fixed`` removes names from it."""
+        the sky model; ``fixed`` removes names from it.
+
+        ``psf`` is a :class:`~mogviewer.psf.PsfModel` (what :func:`~mogviewer.psf.read_psf`
+        returns), a :class:`Mixture`, an :class:`~mogviewer.render.exact.ExactPsf` or None.
+        ``psf_mode``: ``'auto'`` (default) uses the stamp itself whenever the PSF came from an
+        image (stamp, .npy, PSFEx) and the mixture otherwise (Tractor/JSON mixtures, a bare
+        Mixture); ``'exact'`` requires a stamp; ``'mixture'`` uses the mixture only (the
+        Hogg & Lang model; a poor mixture then sets ``PSF_APPROX``)."""
         if np.asarray(image).dtype.kind not in "biuf":  # complex, strings, objects: a bug
             raise TypeError(f"image must be a real numeric array, not dtype "
                             f"{np.asarray(image).dtype}")
-        if psf is not None and not callable(getattr(psf, "normalized", None)):
-            raise TypeError(f"psf must be a mogviewer Mixture (e.g. read_psf(path).mixture) or "
+        if psf is not None and not (callable(getattr(psf, "normalized", None))
+                                    or hasattr(psf, "mixture")):
+            raise TypeError(f"psf must be a PsfModel (read_psf(path)), a mogviewer Mixture or "
                             f"None, not {type(psf).__name__}")
         img = np.array(image, dtype=float, copy=True)
         if img.ndim != 2:
@@ -170,8 +185,7 @@ class FitProblem:
             raise FitError(f"unknown or unavailable parameter(s): {', '.join(sorted(unknown))} "
                            f"(this model has {', '.join(allp)})")
         free = tuple(p for p in allp if p in set(free) and p not in set(fixed))
-        if psf is not None:
-            psf = psf.normalized()
+        psf, psf_mode, psf_info = _resolve_psf(psf, psf_mode)
         bounds = {k: (None if v is None else tuple(v)) for k, v in dict(bounds or {}).items()}
         if profile == "ser":
             # never beyond the family; and just above its lower end: within ~1e-3 of n = 0.5
@@ -195,7 +209,7 @@ class FitProblem:
         for a in (img, w):
             a.setflags(write=False)
         return cls(img, w, psf, profile, int(M), n, free, bounds, sky, profile2,
-                   None if M2 is None else int(M2))
+                   None if M2 is None else int(M2), psf_mode, psf_info)
 
     @classmethod
     def from_image_data(cls, data, **kwargs):
@@ -228,6 +242,106 @@ class FitProblem:
         if self.uses_family:
             return sersic.sersic_profile_mixture(self.n if n is None else n)
         return get_mixture(self.profile, self.M, n=self.n)
+
+
+#: ``PSF_APPROX`` is set in mixture mode when the mixture's second-moment size differs from the
+#: stamp's by more than this (relative; 0.1 %), when it misses more than this fraction of the
+#: stamp's flux (|psf_res_flux|), or when the stamp's size is undefined (negative wings).
+PSF_APPROX_TOL = 1e-3
+#: ``UNDERSAMPLED``: Gaussians of the PSF-convolved model (the pixel counted) whose minor-axis
+#: sigma is below this many pixels ...
+UNDERSAMPLED_SIGMA = 0.5
+#: ... hold more than this fraction of the galaxy's flux.
+UNDERSAMPLED_FRACTION = 0.01
+
+
+def _resolve_psf(psf, mode):
+    """``(what the renderer takes, mode, quality figures)`` for a PSF given to a problem."""
+    if mode not in ("auto", "exact", "mixture"):
+        raise FitError(f"psf_mode must be 'auto', 'exact' or 'mixture', got {mode!r}")
+    if psf is None:
+        if mode == "exact":
+            raise FitError("psf_mode='exact' needs a PSF image; no PSF was given")
+        return None, "pixel", psf_quality_columns(None, "pixel")
+    if isinstance(psf, ExactPsf):
+        exact = psf
+    elif hasattr(psf, "stamp") and hasattr(psf, "mixture"):       # a PsfModel
+        exact = ExactPsf.from_model(psf) if psf.stamp is not None else None
+        if exact is None:
+            psf = psf.mixture
+    elif isinstance(psf, Mixture):
+        exact = None
+    else:
+        raise FitError(f"psf must be a PsfModel, Mixture or ExactPsf, not {type(psf).__name__}")
+    if exact is None:
+        if mode == "exact":
+            raise FitError("psf_mode='exact' needs a PSF image (stamp, .npy, PSFEx); this PSF "
+                           "is a mixture, which is used as it is")
+        mix = psf.normalized()
+        return mix, "mixture", psf_quality_columns(None, "mixture", mixture=mix)
+    if mode == "mixture":
+        return (exact.mixture.normalized(), "mixture",
+                psf_quality_columns(exact, "mixture"))
+    return exact, "exact", psf_quality_columns(exact, "exact")
+
+
+def psf_quality_columns(exact, mode, *, mixture=None):
+    """The PSF's figures for a result row.
+
+    ``psf_k``: Gaussians in the mixture (0 without PSF); ``psf_mode``: exact, mixture or pixel;
+    ``psf_size_ratio``: second-moment size of the mixture over the stamp's,
+    ``(det M_mix / det M_stamp)^(1/4)`` with unweighted moments about each one's centroid over
+    the stamp's pixels (a convolution adds exactly these moments to a galaxy's), None when the
+    stamp's moments are not positive definite (negative wings) or there is no stamp;
+    ``psf_res_flux``: ``sum(stamp - mixture)`` with the stamp normalised to 1 (the flux the
+    mixture-only model misplaces; negative when the mixture holds more than the stamp);
+    ``psf_res_peak``: ``max|stamp - mixture| / max(stamp)``. The last three are None without a
+    stamp, never NaN.
+    """
+    k = 0 if exact is None and mixture is None else len(exact.mixture if exact is not None
+                                                      else mixture)
+    info = dict(psf_k=k, psf_mode=mode, psf_size_ratio=None, psf_res_flux=None,
+                psf_res_peak=None)
+    if exact is not None:
+        info.update(psf_size_ratio=exact.size_ratio, psf_res_flux=exact.res_flux,
+                    psf_res_peak=exact.res_peak)
+    return info
+
+
+def psf_flags(problem, params):
+    """``PSF_APPROX`` and ``UNDERSAMPLED`` for ``params`` (see :class:`FitFlags`)."""
+    flags = FitFlags(0)
+    info = problem.psf_info
+    if problem.psf_mode == "mixture" and info.get("psf_res_flux") is not None:
+        ratio = info.get("psf_size_ratio")
+        if (ratio is None or abs(ratio - 1.0) > PSF_APPROX_TOL
+                or abs(info["psf_res_flux"]) > PSF_APPROX_TOL):
+            flags |= FitFlags.PSF_APPROX
+    if problem.psf is None:
+        pc = np.eye(2)[None] * PIXEL_VAR
+        pa = np.ones(1)
+    else:
+        mix = problem.psf.mixture if isinstance(problem.psf, ExactPsf) else problem.psf
+        pc, pa = mix.covs, mix.amps / mix.amps.sum()
+    narrow = 0.0
+    for sfx in problem.suffixes:
+        S = shape_matrix(getattr(params, "re" + sfx), getattr(params, "q" + sfx),
+                         getattr(params, "angle" + sfx))
+        prof = (sersic.sersic_profile_mixture(params.n) if sfx == "" and problem.uses_family
+                else problem.profile_mixture(sfx))
+        a = np.asarray(prof.amps, float)
+        a = a / a.sum()
+        v = np.asarray(prof.variances, float)
+        C = v[:, None, None, None] * S + pc[None]                   # (M, K, 2, 2)
+        tr = C[..., 0, 0] + C[..., 1, 1]
+        det = C[..., 0, 0] * C[..., 1, 1] - C[..., 0, 1] ** 2
+        lam = 0.5 * tr - np.sqrt(np.maximum(0.25 * tr * tr - det, 0.0))
+        w = np.outer(a, pa)
+        frac = float(w[lam < UNDERSAMPLED_SIGMA ** 2].sum())
+        narrow = max(narrow, frac)
+    if narrow > UNDERSAMPLED_FRACTION:
+        flags |= FitFlags.UNDERSAMPLED
+    return flags
 
 
 def model_image(problem, params, *, out=None):

@@ -30,7 +30,7 @@ from .flags import FitFlags
 from .lm import levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
 from .params import SHAPE, GalaxyParams
-from .problem import FitProblem, _FamilyProfile
+from .problem import FitProblem, _FamilyProfile, psf_flags
 from .result import FitProgress, FitResult
 from .start import initial_guess
 
@@ -519,6 +519,7 @@ def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, m
         flags |= FitFlags.RE_SUBPIXEL
     if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
         flags |= FitFlags.RE_BEYOND_STAMP
+    flags |= psf_flags(problem, p)
     if problem.uses_family:
         common = dict(common, n=p.n, flux_fraction=problem.profile_mixture(n=p.n).flux_fraction)
     return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=nit, nfev=nfev,

@@ -266,7 +266,11 @@ def read_psf(path, *, hdu=None, plane=None, position=None, n_components=None,
         Allow negative amplitudes in the fit.
     centre : {'centroid', 'peak', 'geometric'}
         Reference centre put at (0, 0): the fitted mixture's flux-weighted centroid, its peak,
-        or the stamp's geometric centre ``((w - 1) / 2, (h - 1) / 2)``.
+        or the stamp's geometric centre ``((w - 1) / 2, (h - 1) / 2)``. The same rule for
+        every reader: a mixture file (Tractor, JSON) is normalised to unit total and centred
+        on its centroid or peak too (``geometric`` keeps the file's origin). The stamp of an
+        image PSF keeps the same origin for the exact-PSF mode
+        (:class:`mogviewer.render.exact.ExactPsf`), which also normalises it to unit sum.
     max_bad_fraction : float
         Largest fraction of NaN pixels that is masked instead of refused.
 
@@ -298,8 +302,8 @@ def read_psf(path, *, hdu=None, plane=None, position=None, n_components=None,
         except RecursionError:
             raise PsfError(f"{what}: not a mogviewer PSF mixture JSON file (nested too "
                            "deeply)") from None
-        return PsfModel(mixture=mix, source="json", notes=(f"read mogviewer JSON mixture "
-                                                           f"({len(mix)} components)",))
+        return _model_from_mixture(mix, "json", [f"read mogviewer JSON mixture "
+                                                 f"({len(mix)} components)"], centre, what)
     opts = dict(n_components=n_components, allow_negative=allow_negative, centre=centre,
                 max_bad_fraction=max_bad_fraction)
     if kind == "npy":
@@ -357,15 +361,17 @@ def _dispatch_fits(hdul, *, hdu, plane, position, what, **opts):
                 if {"amp", "mean", "var"} <= cols:
                     w = f"{what} {_hdu_label(i, h)}"
                     mix = _read_table_form(h, w)
-                    return PsfModel(mixture=mix, source="tractor-table",
-                                    notes=(f"read Tractor mixture table form from "
-                                           f"{_hdu_label(i, h)} ({len(mix)} components)",))
+                    return _model_from_mixture(
+                        mix, "tractor-table", [f"read Tractor mixture table form from "
+                                               f"{_hdu_label(i, h)} ({len(mix)} components)"],
+                        opts["centre"], w)
         for i, h in cands:
             if "PSF_P0" in h.header:
                 mix = _read_header_form(h.header, f"{what} {_hdu_label(i, h)}")
-                return PsfModel(mixture=mix, source="tractor-header",
-                                notes=(f"read Tractor mixture header form (PSF_P*) from "
-                                       f"{_hdu_label(i, h)} ({len(mix)} components)",))
+                return _model_from_mixture(
+                    mix, "tractor-header", [f"read Tractor mixture header form (PSF_P*) from "
+                                            f"{_hdu_label(i, h)} ({len(mix)} components)"],
+                    opts["centre"], f"{what} {_hdu_label(i, h)}")
         for i, h in cands:
             if isinstance(h, fits.BinTableHDU) and "PSF_MASK" in [c.upper()
                                                                   for c in h.columns.names]:
@@ -391,6 +397,39 @@ def _dispatch_fits(hdul, *, hdu, plane, position, what, **opts):
         img, more = _pick_plane(np.asarray(h.data), plane, w)
         notes = [f"read PSF image from {_hdu_label(i, h)} ({h.data.shape})"] + notes + more
         return _model_from_stamp(img, "image", notes, what=w, **opts)
+
+
+def _model_from_mixture(mix, source, notes, centre, what):
+    """A mixture file's PSF, normalised and centred as a stamp's is (one rule for every
+    reader): unit total; the reference centre (``centroid`` of the mixture, its ``peak``, or
+    ``geometric``: the file's own origin, kept) moved to (0, 0). Used as it is by the renderer:
+    a mixture file has no stamp, so no exact-PSF mode."""
+    from .fit import _mixture_peak
+
+    notes = list(notes)
+    tot = mix.total
+    if tot != 1.0:
+        notes.append(f"normalised: the mixture's total was {tot:.6g}, now 1")
+    mix = mix.normalized()
+    if centre == "centroid":
+        c = mix.centroid()
+        notes.append(f"centre = flux-weighted centroid of the mixture ({c[0]:.4g}, {c[1]:.4g}) "
+                     f"in the file's coordinates")
+    elif centre == "peak":
+        c = _mixture_peak(mix)
+        notes.append(f"centre = peak of the mixture ({c[0]:.4g}, {c[1]:.4g}) in the file's "
+                     f"coordinates")
+    elif centre == "geometric":
+        c = np.zeros(2)
+        notes.append("centre = the file's own origin (0, 0): a mixture has no stamp whose "
+                     "middle could be taken")
+    else:
+        raise PsfError(f"centre must be 'centroid', 'peak' or 'geometric', got {centre!r}")
+    if np.any(c != 0):
+        mix = mix.shifted(-c[0], -c[1])
+    notes.append("a mixture file is used as it is (mixture-only model; no stamp for the "
+                 "exact-PSF mode)")
+    return PsfModel(mixture=mix, source=source, notes=tuple(notes))
 
 
 # ------------------------------------------------------------------------------ writing

@@ -11,6 +11,12 @@ import numpy as np
 #: Radius, in core FWHMs, of the aperture of the second-moment FWHM in :class:`PsfQuality`.
 APERTURE_FWHMS = 3.0
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+#: What the automatic choice of K asks of a mixture, besides max|res|/peak < 1 %: second-moment
+#: size within 0.1 %, total within 0.1 %, centroid within 0.01 px of the stamp's (what a
+#: galaxy's fitted size, flux and centre inherit from the PSF).
+SIZE_TOL = 1e-3
+FLUX_TOL = 1e-3
+CENTROID_TOL = 0.01
 
 
 
@@ -40,10 +46,15 @@ class PsfQuality:
         keeps out the far wings, where noise and negative sky residuals of real stamps (PSFEx,
         KiDS) would dominate. NaN when ``M`` is not positive definite.
     fwhm_ratio : float
-        ``fwhm_model / fwhm_stamp``; 1 is a perfect match of the second moments.
+        ``fwhm_model / fwhm_stamp``; 1 is a perfect match of the second moments (the size
+        ratio). NaN when the stamp's moments are undefined (see :attr:`size_defined`).
     core_fwhm_stamp, core_fwhm_model, core_fwhm_ratio : float
         The same with adaptive (Gaussian-weighted, Bernstein & Jarvis 2002) moments: the FWHM of
         the core. Least squares matches the core even with K = 1, so this ratio stays near 1.
+    flux_ratio : float
+        ``sum(model) / sum(stamp)`` over the unmasked pixels.
+    centroid_offset : float
+        Distance (pixels) between the model's and the stamp's centroids inside the aperture.
     """
 
     model: np.ndarray
@@ -57,12 +68,42 @@ class PsfQuality:
     core_fwhm_stamp: float = float("nan")
     core_fwhm_model: float = float("nan")
     core_fwhm_ratio: float = float("nan")
+    flux_ratio: float = float("nan")
+    centroid_offset: float = float("nan")
+
+    @property
+    def size_defined(self):
+        """False when the stamp's aperture second moments are not positive definite (a negative
+        ring inside the aperture, as in KiDS stamps): no size can be compared."""
+        return math.isfinite(self.fwhm_ratio)
+
+    def moment_errors(self):
+        """``(|size ratio - 1|, |flux ratio - 1|, centroid offset in px)``; the size term is
+        None when :attr:`size_defined` is false."""
+        size = abs(self.fwhm_ratio - 1.0) if self.size_defined else None
+        return size, abs(self.flux_ratio - 1.0), self.centroid_offset
+
+    def badness(self, *, target=0.01, size_tol=SIZE_TOL, flux_tol=FLUX_TOL,
+                centroid_tol=CENTROID_TOL):
+        """Largest of the four figures over its tolerance (<= 1: the mixture is good enough
+        for galaxy sizes). An undefined size is left out."""
+        size, flux, off = self.moment_errors()
+        terms = [self.max_abs_residual_over_peak / target, flux / flux_tol, off / centroid_tol]
+        if size is not None:
+            terms.append(size / size_tol)
+        return float(max(terms))
 
     def summary(self):
-        """One line for people: ``max|res|/peak = 0.42 %, |res| flux = 1.1 %, FWHM ratio 0.998``."""
+        """One line for people: ``max|res|/peak = 0.42 %, |res| flux = 1.1 %, size ratio 0.998,
+        total ratio 1.0003``; a figure that cannot be computed is named, never printed as nan."""
+        size = (f"size ratio (mixture/stamp, 2nd moments) = {self.fwhm_ratio:.4f}"
+                if self.size_defined else
+                "size ratio undefined (the stamp's second moments are not positive: negative "
+                "wings)")
         return (f"max|res|/peak = {100 * self.max_abs_residual_over_peak:.3g} %, "
-                f"|res| flux = {100 * self.residual_flux_fraction:.3g} %, "
-                f"FWHM ratio (mixture/stamp) = {self.fwhm_ratio:.4f}")
+                f"|res| flux = {100 * self.residual_flux_fraction:.3g} %, {size}, "
+                f"total ratio = {self.flux_ratio:.4f}, centroid offset = "
+                f"{self.centroid_offset:.3g} px")
 
 
 
@@ -154,6 +195,11 @@ def quality_report(stamp, mixture):
     PsfQuality
         See :class:`PsfQuality` for the definitions.
     """
+    with np.errstate(all="ignore"):   # undefined figures are NaN by definition, not warnings
+        return _quality_report(stamp, mixture)
+
+
+def _quality_report(stamp, mixture):
     stamp = np.asarray(stamp, float)
     good = np.isfinite(stamp)
     x, y = _grid(stamp.shape)
@@ -169,8 +215,16 @@ def quality_report(stamp, mixture):
     radius = APERTURE_FWHMS * cs
     fs = _aperture_fwhm(s, xs, ys, centre, radius)
     fm = _aperture_fwhm(model[good], xs, ys, centre, radius)
+    inside = np.hypot(xs - centre[0], ys - centre[1]) <= radius
+    if inside.sum() > 0 and s[inside].sum() > 0 and model[good][inside].sum() > 0:
+        c_s, _ = _moments(s[inside], xs[inside], ys[inside])
+        c_m, _ = _moments(model[good][inside], xs[inside], ys[inside])
+        offset = float(np.hypot(*(c_m - c_s)))
+    else:
+        offset = float("nan")
     return PsfQuality(model=model, residual=residual, peak=peak,
                       max_abs_residual_over_peak=float(np.abs(res).max() / peak),
                       residual_flux_fraction=float(np.abs(res).sum() / s.sum()),
                       fwhm_stamp=fs, fwhm_model=fm, fwhm_ratio=fm / fs,
-                      core_fwhm_stamp=cs, core_fwhm_model=cm, core_fwhm_ratio=cm / cs)
+                      core_fwhm_stamp=cs, core_fwhm_model=cm, core_fwhm_ratio=cm / cs,
+                      flux_ratio=float(model[good].sum() / s.sum()), centroid_offset=offset)

@@ -7,11 +7,14 @@ do the work in :mod:`mogviewer.render.kernels`, their numpy specification in
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..ellipse import affine_matrix, shape_jacobian_physical, shape_matrix
 from ..mixture import Mixture
 from ..profiles import ProfileMixture, get_mixture
+from .exact import PIXEL_COMB, PIXEL_ONE, PIXEL_WIDE_VAR, ExactPsf
 from .kernels import _DELTA, _DELTA_PACKED, _galaxy_kernel, _mixture_kernel, _scratch
 from .reference import _component_arrays, _render_numpy
 from .warm import _warm, warmup
@@ -186,7 +189,9 @@ def galaxy_mixture(params, profile, M, psf=None, *, n=None):
     base = Mixture.isotropic(np.asarray(prof.amps) * float(params["flux"]), prof.variances)
     gal = base.transformed(affine_matrix(params["re"], params["q"], params["angle"]),
                            (params["x"], params["y"]))
-    return gal if psf is None else gal.convolve(psf)
+    if psf is None:
+        return gal
+    return gal.convolve(psf.mixture if type(psf) is ExactPsf else psf)
 
 
 def render_galaxy(flux, x, y, S, profile, M=None, psf=None, shape=(64, 64), *, n=None,
@@ -221,28 +226,65 @@ def render_galaxy(flux, x, y, S, profile, M=None, psf=None, shape=(64, 64), *, n
     sxx, sxy, syy = _as_s3(S)
     prof = _profile(profile, M, n)
     buf, clear = _output(shape, derivs, out, zero=False)
-    if _use_numba(backend):
-        pp = _profile_packed(prof)
-        qq = _psf_packed(psf)
-        sc = _scratch.full(buf.shape[2], pp.shape[1] * qq.shape[1] if derivs else 0)
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, pp, qq, buf, derivs, sc,
-                       clear)
-    else:
-        if clear:
-            buf.fill(0.0)
-        pa = np.ascontiguousarray(prof.amps, dtype=np.float64)
-        pv = np.ascontiguousarray(prof.variances, dtype=np.float64)
-        qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
-        amp = float(flux) * np.multiply.outer(pa, qa).ravel()
-        mx = np.add.outer(np.full(len(pa), float(x)), qmx).ravel()
-        my = np.add.outer(np.full(len(pa), float(y)), qmy).ravel()
-        cxx = np.add.outer(pv * sxx, qcxx).ravel()
-        cxy = np.add.outer(pv * sxy, qcxy).ravel()
-        cyy = np.add.outer(pv * syy, qcyy).ravel()
-        _render_numpy(amp, mx, my, cxx, cxy, cyy, np.repeat(pv, len(qa)), buf, derivs)
+    numba_ = _use_numba(backend)
+    pp = _profile_packed(prof)
+    parts = _parts(pp, psf, sxx, sxy, syy)
+    if len(parts) > 1 and clear:
+        buf.fill(0.0)
+        clear = False
+    for ppi, mix in parts:
+        _galaxy_pass(float(flux), float(x), float(y), sxx, sxy, syy, ppi, mix, buf, derivs,
+                     clear, numba_)
+        clear = False
+    if type(psf) is ExactPsf:
+        psf.add_residual(buf, flux, x, y, (sxx, sxy, syy), pp[0], pp[1], derivs)
     if derivs:
         return buf[0], buf[1:]
     return buf[0]
+
+
+def _parts(pp, psf, sxx, sxy, syy):
+    """``[(packed profile columns, PSF mixture or None)]`` to render for ``psf``.
+
+    A :class:`~mogviewer.mixture.Mixture` is the whole PSF; an :class:`ExactPsf` contributes its
+    mixture here (its residual separately). No PSF means the pixel: galaxy components whose
+    minor-axis variance ``v_m lambda_min(S)`` reaches :data:`~mogviewer.render.exact.PIXEL_WIDE_VAR`
+    take it as one Gaussian, narrower ones as the pixel mixture that conserves flux at any
+    sub-pixel centre (see :mod:`mogviewer.render.exact`).
+    """
+    if psf is not None:
+        return [(pp, psf.mixture if type(psf) is ExactPsf else psf)]
+    lam = 0.5 * (sxx + syy) - math.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
+    narrow = pp[1] * lam < PIXEL_WIDE_VAR
+    if not narrow.any():
+        return [(pp, PIXEL_ONE)]
+    if narrow.all():
+        return [(pp, PIXEL_COMB)]
+    return [(np.ascontiguousarray(pp[:, ~narrow]), PIXEL_ONE),
+            (np.ascontiguousarray(pp[:, narrow]), PIXEL_COMB)]
+
+
+def _galaxy_pass(flux, x, y, sxx, sxy, syy, pp, psf, buf, derivs, clear, numba_):
+    """One kernel call: profile columns ``pp`` (amplitudes, variances, variance factors of the
+    derivative) convolved with the mixture ``psf``, added to (or, with ``clear``, written
+    into) ``buf``."""
+    if numba_:
+        qq = _psf_packed(psf)
+        sc = _scratch.full(buf.shape[2], pp.shape[1] * qq.shape[1] if derivs else 0)
+        _galaxy_kernel(flux, x, y, sxx, sxy, syy, pp, qq, buf, derivs, sc, clear)
+        return
+    if clear:
+        buf.fill(0.0)
+    pa, pv, pf = pp
+    qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
+    K = len(qa)
+    amp = flux * np.multiply.outer(pa, qa).ravel()
+    mx = np.add.outer(np.full(len(pa), x), qmx).ravel()
+    my = np.add.outer(np.full(len(pa), y), qmy).ravel()
+    cxx = np.add.outer(pv * sxx, qcxx).ravel()
+    cxy = np.add.outer(pv * sxy, qcxy).ravel()
+    cyy = np.add.outer(pv * syy, qcyy).ravel()
+    _render_numpy(amp, mx, my, cxx, cxy, cyy, np.repeat(pf, K), buf, derivs)
 
 
 def render_galaxy_dn(flux, x, y, S, profile, damps, dvariances, psf=None, shape=(64, 64), *,
@@ -264,28 +306,21 @@ def render_galaxy_dn(flux, x, y, S, profile, damps, dvariances, psf=None, shape=
     pv = np.ascontiguousarray(profile.variances, dtype=np.float64)
     da = np.ascontiguousarray(damps, dtype=np.float64)
     dv = np.ascontiguousarray(dvariances, dtype=np.float64)
-    qa, qmx, qmy, qcxx, qcxy, qcyy = _psf_arrays(psf)
     H, W = int(shape[0]), int(shape[1])
     amp_part = np.zeros((1, H, W))
     var_part = np.zeros((6, H, W))
-    if _use_numba(backend):
-        q = _psf_packed(psf)
-        sc = _scratch.full(W, len(pa) * q.shape[1])
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, np.vstack([da, pv, pv]),
-                       q, amp_part, False, sc, False)
-        _galaxy_kernel(float(flux), float(x), float(y), sxx, sxy, syy, np.vstack([pa, pv, dv]),
-                       q, var_part, True, sc, False)
-    else:
-        K = len(qa)
-        args = (np.add.outer(np.full(len(pa), float(x)), qmx).ravel(),
-                np.add.outer(np.full(len(pa), float(y)), qmy).ravel(),
-                np.add.outer(pv * sxx, qcxx).ravel(), np.add.outer(pv * sxy, qcxy).ravel(),
-                np.add.outer(pv * syy, qcyy).ravel())
-        _render_numpy(float(flux) * np.multiply.outer(da, qa).ravel(), *args,
-                      np.zeros(len(pa) * K), amp_part, False)
-        _render_numpy(float(flux) * np.multiply.outer(pa, qa).ravel(), *args, np.repeat(dv, K),
-                      var_part, True)
-    return amp_part[0] + sxx * var_part[3] + sxy * var_part[4] + syy * var_part[5]
+    numba_ = _use_numba(backend)
+    packed = np.vstack([pa, pv, pv, da, dv])
+    for cols, mix in _parts(packed, psf, sxx, sxy, syy):
+        c0, c1, _, c3, c4 = (np.ascontiguousarray(r) for r in cols)
+        _galaxy_pass(float(flux), float(x), float(y), sxx, sxy, syy, np.vstack([c3, c1, c1]),
+                     mix, amp_part, False, False, numba_)
+        _galaxy_pass(float(flux), float(x), float(y), sxx, sxy, syy, np.vstack([c0, c1, c4]),
+                     mix, var_part, True, False, numba_)
+    out = amp_part[0] + sxx * var_part[3] + sxy * var_part[4] + syy * var_part[5]
+    if type(psf) is ExactPsf:
+        out += psf.residual_dn((H, W), flux, x, y, (sxx, sxy, syy), pa, pv, da, dv)
+    return out
 
 
 def render_model(params, profile, M=None, psf=None, shape=(64, 64), *, n=None, jacobian=False,
