@@ -324,8 +324,9 @@ def test_cli_sersic_and_bulge_disk(tmp_path, capsys):
 def test_cli_psf_centre_convention(tmp_path, capsys):
     # new-user report: pysersic takes the HSC PSF's array centre as its origin; its published
     # centre (60.437, 59.252 +- 0.004, PROVENANCE.md s7) is reproduced with --psf-centre
-    # geometric (measured 60.444, 59.253), while the default (the PSF's flux centroid, which
-    # sits at (-0.055, +0.0375) px from the array centre) moves our centre by that offset
+    # geometric (measured 60.444, 59.253), while the default (the PSF stamp's flux centroid,
+    # which sits at (+0.0117, +0.0204) px from the array centre; issue 14: no longer its
+    # mixture's, which moved with K) moves our centre by that offset
     H = Path(__file__).parent.parent / "sample_data" / "hsc_gal2"
     rows = {}
     for centre in ("geometric", "centroid"):
@@ -338,5 +339,5 @@ def test_cli_psf_centre_convention(tmp_path, capsys):
     g = rows["geometric"]
     assert abs(g["x"] - 60.437) < 0.02 and abs(g["y"] - 59.252) < 0.02
     c = rows["centroid"]
-    assert abs((c["x"] - g["x"]) - (-0.055)) < 0.02 and abs((c["y"] - g["y"]) - 0.0375) < 0.02
+    assert abs((c["x"] - g["x"]) - 0.0117) < 0.01 and abs((c["y"] - g["y"]) - 0.0204) < 0.01
     capsys.readouterr()

@@ -105,7 +105,15 @@ def test_real_psf_model_is_centred_and_normalised(real_fits):
         model, _ = real_fits[name]
         mix = model.mixture
         assert mix.total == pytest.approx(1.0, rel=1e-12)
-        assert np.allclose(mix.centroid(), 0.0, atol=1e-9)
+        # the origin is the stamp's flux centroid (issue 14: the mixture's moved with K); the
+        # mixture's own centroid lies near it (the quality's centroid_offset, aperture-based)
+        st = model.stamp
+        yy, xx = np.mgrid[0:st.shape[0], 0:st.shape[1]]
+        t = np.nansum(st)
+        assert np.allclose(model.centre, [np.nansum(st * xx) / t, np.nansum(st * yy) / t],
+                           atol=1e-9)
+        # (KiDS: the negative ring puts the stamp's centroid 0.28 px from the mixture's, measured)
+        assert np.hypot(*mix.centroid()) < (0.3 if "kids" in name else 0.1), name
         # centre within 0.2 px of the geometric centre (PROVENANCE: all stamps are centred to
         # 0.16 px by their centroid)
         h, w = model.stamp.shape
@@ -227,15 +235,21 @@ def test_analytic_jacobian_matches_central_differences(perturb, nonneg, min_sigm
 def test_round_trip_fits_both_forms_and_json(tmp_path):
     model = P.read_psf(REAL / "pysersic-hsc" / "gal2_psf.npy", n_components=3)
     out = P.write_psf(tmp_path / "psf_mog.fits", model)
-    table = P.read_psf(out)
+    # the file's own origin kept (centre='geometric' for a mixture file): what was written
+    table = P.read_psf(out, centre="geometric")
     assert table.source == "tractor-table"
     assert table.mixture.allclose(model.mixture, rtol=1e-12, atol=1e-15)
     assert table.mixture == model.mixture  # binary table: bit for bit
-    header = P.read_psf(out, hdu=0)
+    header = P.read_psf(out, hdu=0, centre="geometric")
     assert header.source == "tractor-header"
     assert header.mixture.allclose(model.mixture, rtol=1e-12, atol=1e-15)
-    js = P.read_psf(P.write_psf(tmp_path / "psf_mog.json", model))
+    js = P.read_psf(P.write_psf(tmp_path / "psf_mog.json", model), centre="geometric")
     assert js.source == "json" and js.mixture == model.mixture
+    # by default every reader applies the same rule: unit total, centroid at (0, 0)
+    for m in (P.read_psf(out), P.read_psf(out, hdu=0), P.read_psf(tmp_path / "psf_mog.json")):
+        assert m.mixture.total == pytest.approx(1.0, rel=1e-12)
+        assert np.allclose(m.mixture.centroid(), 0.0, atol=1e-12)
+        assert any("centroid" in n for n in m.notes)
 
 
 def test_written_file_layout_is_tractor_like(tmp_path):
@@ -261,9 +275,13 @@ def test_header_form_written_by_hand(tmp_path):
     for i, v in enumerate(vals):
         hdr[f"PSF_P{i}"] = v
     fits.PrimaryHDU(header=hdr).writeto(tmp_path / "h.fits")
-    mix = P.read_psf(tmp_path / "h.fits").mixture
+    mix = P.read_psf(tmp_path / "h.fits", centre="geometric").mixture
     assert np.allclose(mix.covs[1], [[8.0, -1.0], [-1.0, 9.0]])
     assert np.allclose(mix.means, [[0.1, -0.1], [0.0, 0.2]])
+    # normalised as every reader does (the amplitudes summed to 1.0 already here); centred on
+    # the centroid by default: (0.8 (0.1, -0.1) + 0.2 (0, 0.2)) = (0.08, -0.04)
+    mix = P.read_psf(tmp_path / "h.fits").mixture
+    assert np.allclose(mix.means, [[0.02, -0.06], [-0.08, 0.24]])
 
 
 # ---------------------------------------------------------------------------- PSFEx

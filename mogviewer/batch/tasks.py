@@ -37,6 +37,10 @@ class FitTask:
         PSF file (any format :func:`mogviewer.psf.read_psf` reads), its HDU, and the number of
         Gaussians to fit to a PSF image (None = automatic). No PSF: ``psf=None`` (unless the
         ``start`` model file carries a PSF mixture, which is then used).
+    psf_mode : {'auto', 'exact', 'mixture'}
+        How a PSF image enters the model (see :meth:`mogviewer.fitting.FitProblem.from_arrays`):
+        ``auto`` uses the stamp itself (exact-PSF mode) for an image, the mixture for a mixture
+        file.
     psf_centre : {'centroid', 'peak', 'geometric'}
         Which point of a PSF image becomes the PSF's origin (see :func:`mogviewer.psf.read_psf`).
     psf_position : (x, y) or None
@@ -89,6 +93,7 @@ class FitTask:
     psf_components: int | None = None
     psf_position: tuple | None = None
     psf_centre: str = "centroid"
+    psf_mode: str = "auto"
     centre: tuple | None = None
     profile: str | None = None
     M: int | None = None
@@ -132,7 +137,8 @@ _PSF_CACHE = {}
 
 
 def load_psf(path, *, hdu=None, n_components=None, position=None, centre="centroid"):
-    """Read a PSF file as a pixel-convolved mixture: returns ``(Mixture, description)``.
+    """Read a PSF file: returns ``(PsfModel, description)`` (its mixture, and its stamp for
+    the exact-PSF mode when it came from an image).
 
     Adapter over :func:`mogviewer.psf.read_psf` (cached per process by path, HDU, K and file
     modification time, so a batch fits a PSF image once per worker).
@@ -146,7 +152,7 @@ def load_psf(path, *, hdu=None, n_components=None, position=None, centre="centro
         desc = f"{p.name} ({model.source}, K={model.n_components})"
         if len(_PSF_CACHE) > 16:
             _PSF_CACHE.clear()
-        _PSF_CACHE[key] = (model.mixture, desc)
+        _PSF_CACHE[key] = (model, desc)
     return _PSF_CACHE[key]
 
 
@@ -281,6 +287,7 @@ def _run_task(task, base, caught, step):
     set_step("setting up the fit")
     problem = FitProblem.from_image_data(data, psf=psf, profile=profile, M=M, n=n, sky=sky,
                                          profile2=task.profile2, M2=task.M2,
+                                         psf_mode=task.psf_mode,
                                          fixed=("n",) if task.fix_n and profile == "ser" else ())
     base.update(M=problem.M, n=problem.n)
     start = None

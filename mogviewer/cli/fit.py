@@ -69,6 +69,10 @@ def register_cli(sub):
     p.add_argument("--psf-position", type=opt.finite_float, nargs=2, metavar=("X", "Y"),
                    help="for a PSFEx file: the cutout centre's pixel position on the original "
                         "image, where the PSF model is evaluated")
+    p.add_argument("--psf-mode", choices=("auto", "exact", "mixture"), default="auto",
+                   help="how a PSF image enters the model: the stamp itself (exact: its "
+                        "mixture plus the residual by FFT; the default for an image) or its "
+                        "Gaussian mixture only (mixture); a mixture file is always mixture")
     p.add_argument("--psf-centre", choices=("centroid", "peak", "geometric"),
                    default="centroid",
                    help="which point of a PSF image is its centre (default: flux centroid)")
@@ -184,7 +188,7 @@ def _cli_fit(args):
                   pixel_scale=args.pixel_scale, psf=args.psf, psf_hdu=args.psf_hdu,
                   psf_components=args.psf_components,
                   psf_position=None if args.psf_position is None else tuple(args.psf_position),
-                  psf_centre=args.psf_centre,
+                  psf_centre=args.psf_centre, psf_mode=args.psf_mode,
                   centre=None if args.centre is None else (args.centre[0] - 1.0,
                                                            args.centre[1] - 1.0),
                   profile=args.profile, M=args.M,

@@ -36,6 +36,15 @@ _C = [
     ("n", "", "Sersic index (profile ser only; fitted or fixed)", True),
     ("sky_model", "", "none, constant or plane"),
     ("psf_source", "", "PSF file and what it held (none = no PSF)"),
+    ("psf_mode", "", "how the PSF entered the model: exact (the stamp itself: mixture + "
+                     "residual by FFT), mixture (its Gaussians only) or pixel (no PSF: the "
+                     "model integrated over the pixel)"),
+    ("psf_k", "", "Gaussians in the PSF mixture (0 without PSF)"),
+    ("psf_size_ratio", "", "second-moment size of the PSF mixture / the stamp's, inside 3 core "
+                           "FWHMs (empty: no stamp, or its moments are undefined)"),
+    ("psf_res_flux", "", "sum(stamp - mixture), stamp summed to 1: flux the mixture-only model "
+                         "misses (empty without a stamp)"),
+    ("psf_res_peak", "", "max|stamp - mixture| / max(stamp) (empty without a stamp)"),
     ("x", "pix", "centre x, 0-based pixel centres", True),
     ("y", "pix", "centre y, 0-based pixel centres", True),
     ("x_fits", "pix", "centre x, 1-based (FITS/GALFIT/DS9) = x + 1", True),

@@ -105,6 +105,8 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
     def prop(**grads):
         return _propagate(result, grads, scale)
 
+    if problem is not None and getattr(problem, "psf_info", None):
+        row.update({k: v for k, v in problem.psf_info.items() if k in row})
     if problem is not None:
         sky_model = problem.sky
     else:

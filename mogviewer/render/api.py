@@ -229,7 +229,7 @@ def render_galaxy(flux, x, y, S, profile, M=None, psf=None, shape=(64, 64), *, n
     numba_ = _use_numba(backend)
     pp = _profile_packed(prof)
     parts = _parts(pp, psf, sxx, sxy, syy)
-    if len(parts) > 1 and clear:
+    if len(parts) != 1 and clear:
         buf.fill(0.0)
         clear = False
     for ppi, mix in parts:
@@ -247,13 +247,15 @@ def _parts(pp, psf, sxx, sxy, syy):
     """``[(packed profile columns, PSF mixture or None)]`` to render for ``psf``.
 
     A :class:`~mogviewer.mixture.Mixture` is the whole PSF; an :class:`ExactPsf` contributes its
-    mixture here (its residual separately). No PSF means the pixel: galaxy components whose
+    mixture's well-sampled components here (the rest and its residual separately). No PSF means the pixel: galaxy components whose
     minor-axis variance ``v_m lambda_min(S)`` reaches :data:`~mogviewer.render.exact.PIXEL_WIDE_VAR`
     take it as one Gaussian, narrower ones as the pixel mixture that conserves flux at any
     sub-pixel centre (see :mod:`mogviewer.render.exact`).
     """
+    if type(psf) is ExactPsf:
+        return [] if psf.fast is None else [(pp, psf.fast)]
     if psf is not None:
-        return [(pp, psf.mixture if type(psf) is ExactPsf else psf)]
+        return [(pp, psf)]
     lam = 0.5 * (sxx + syy) - math.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
     narrow = pp[1] * lam < PIXEL_WIDE_VAR
     if not narrow.any():
