@@ -8,6 +8,11 @@ M x K = 24 components), and ratios against (i) the plain numpy renderer and (ii)
 brute force (Sersic2D n=4 on a 5x oversampled grid + scipy fftconvolve with the PSF sampled on the
 same grid, then 5x5 binning), plus GalSim when it is installed.
 
+The exact-PSF columns (issue 14) use a real stamp, the HSC gal2 PSF (43 x 43, tests/data/real,
+PROVENANCE.md s7) with its K = 3 mixture: the same galaxy rendered with the stamp itself
+(mixture + residual by FFT) and with its mixture only, render and render + derivatives, each
+ratio taken against the mixture-only timing of the same call.
+
     python benchmarks/bench_render.py [--quick]
 
 The timings of one size are taken side by side: the renderers take turns in slices of ~50 ms
@@ -29,10 +34,18 @@ import time
 import numpy as np
 from scipy.signal import fftconvolve
 
-from mogviewer import render as R
+import importlib
+from pathlib import Path
+
 from mogviewer.ellipse import shape_matrix
 from mogviewer.mixture import Mixture
 from mogviewer.profiles import get_mixture
+from mogviewer.psf import read_psf
+from mogviewer.render.exact import ExactPsf
+
+R = importlib.import_module("mogviewer.render")
+STAMP = (Path(__file__).resolve().parent.parent / "tests" / "data" / "real" / "pysersic-hsc"
+         / "gal2_psf.npy")
 
 PSF = Mixture([0.6, 0.3, 0.1], [[0.0, 0.0], [0.15, -0.1], [-0.2, 0.1]],
               [1.2 * np.eye(2), shape_matrix(2.0, 0.8, 30.0), 9.0 * np.eye(2)])
@@ -131,9 +144,12 @@ def main(argv=None):
         have_galsim = True
     except ImportError:
         have_galsim = False
-    print("luv M=8 x 3-component PSF (24 Gaussians), r_e = N/8, q = 0.6, angle 30 deg")
+    exact = ExactPsf.from_model(read_psf(STAMP, n_components=3))
+    print("luv M=8 x 3-component PSF (24 Gaussians), r_e = N/8, q = 0.6, angle 30 deg; "
+          "exact-PSF columns: HSC gal2 stamp, K = 3")
     hdr = ("| N | render (us) | render+derivs (us) | derivs/render | ns per G-pixel | "
-           "numpy (us) | numpy/ours | brute 5x (ms) | brute/ours |")
+           "numpy (us) | numpy/ours | brute 5x (ms) | brute/ours | exact (us) | exact/mixture "
+           "| exact+derivs (us) | exact/mixture, derivs |")
     if have_galsim:
         hdr += " GalSim (ms) | GalSim/ours |"
     print(hdr)
@@ -147,15 +163,22 @@ def main(argv=None):
             R.render_galaxy(1000.0, p["x"], p["y"], S, "luv", 8, PSF, (N, N),
                             out=bufs[i % len(bufs)], derivs=derivs, backend=backend)
 
+        def stamp(i, psf, derivs=False):
+            R.render_galaxy(1000.0, p["x"], p["y"], S, "luv", 8, psf, (N, N),
+                            out=bufs[i % len(bufs)], derivs=derivs)
+
         fns = [ours, lambda i: ours(i, derivs=True), lambda i: ours(i, backend="numpy"),
-               lambda i: brute_force_astropy(p, N)]
+               lambda i: brute_force_astropy(p, N),
+               lambda i: stamp(i, exact), lambda i: stamp(i, exact, True),
+               lambda i: stamp(i, exact.mixture), lambda i: stamp(i, exact.mixture, True)]
         if have_galsim:
             fns.append(lambda i: galsim_render(p, N))
-        t_r, t_d, t_np, t_bf, *t_gs = side_by_side(fns, min_time=min_time)
+        t_r, t_d, t_np, t_bf, t_e, t_ed, t_m, t_md, *t_gs = side_by_side(fns, min_time=min_time)
         gp = gaussian_pixels(p, N)
         row = (f"| {N} | {t_r * 1e6:.1f} | {t_d * 1e6:.1f} | {t_d / t_r:.2f} | "
                f"{t_r * 1e9 / gp:.2f} | {t_np * 1e6:.0f} | {t_np / t_r:.1f} | "
-               f"{t_bf * 1e3:.1f} | {t_bf / t_r:.0f} |")
+               f"{t_bf * 1e3:.1f} | {t_bf / t_r:.0f} | {t_e * 1e6:.0f} | {t_e / t_m:.1f} | "
+               f"{t_ed * 1e6:.0f} | {t_ed / t_md:.1f} |")
         if have_galsim:
             row += f" {t_gs[0] * 1e3:.2f} | {t_gs[0] / t_r:.0f} |"
         print(row, flush=True)

@@ -62,61 +62,89 @@ _CUT = 30.0
 def _row_sums(coef, v, sxx, sxy, syy, dkx, k2, j_end, acc, st):
     """``acc[c, j] = sum_m coef[c, m] exp(-v_m Q / 2)``, ``Q = k^T S k`` at ``k = (j dkx, k2)``
     for ``j < j_end`` (``coef`` has one or two rows); each component only over the run of ``j``
-    where its exponent is above ``-_CUT``, stepped with the exact two-multiplication recurrence
-    of a Gaussian along a row. The components advance side by side (independent chains, not one
-    long dependency chain per component). Returns the largest ``j`` touched plus one (0 when no
-    component reaches this row). ``st`` is a (5, M) work array."""
+    where its exponent is above ``-_CUT``. Along the run a Gaussian is stepped exactly by
+    multiplications: ``E(j+1) = E(j) r(j)``, ``r(j+1) = r(j) exp(-v_m A)``, here as four
+    interleaved chains ``j, j+1, j+2, j+3`` advanced by four at a time, so the chains do not
+    wait on each other. Returns the largest ``j`` touched plus one (0: no component reaches
+    this row). ``st`` is unused scratch kept for the signature."""
     R, M = coef.shape
-    lo = j_end
+    two = R > 1
     top = 0
     A = sxx * dkx * dkx
     B = 2.0 * sxy * dkx * k2
     C = syy * k2 * k2
+    for j in range(j_end):
+        acc[0, j] = 0.0
+        if two:
+            acc[1, j] = 0.0
     for m in range(M):
         h = 0.5 * v[m]
-        st[0, m] = 1.0
-        st[1, m] = -1.0
+        c0 = coef[0, m]
+        c1 = coef[1, m] if two else 0.0
         if h <= 0.0:
-            j0, j1 = 0, j_end - 1
-            st[2, m] = 1.0
-            st[3, m] = 1.0
-            st[4, m] = 1.0
-        else:
-            disc = B * B - 4.0 * A * (C - _CUT / h)
-            if disc <= 0.0:
-                continue
-            sq = math.sqrt(disc)
-            j0 = max(0, int(math.ceil((-B - sq) / (2.0 * A))))
-            j1 = min(j_end - 1, int(math.floor((-B + sq) / (2.0 * A))))
-            if j1 < j0:
-                continue
-            st[2, m] = math.exp(-h * (A * j0 * j0 + B * j0 + C))
-            st[3, m] = math.exp(-h * (A * (2 * j0 + 1) + B))
-            st[4, m] = math.exp(-2.0 * h * A)
-        st[0, m] = j0
-        st[1, m] = j1
-        lo = min(lo, j0)
-        top = max(top, j1 + 1)
-    two = R > 1
-    for j in range(lo, top):
-        s0 = 0.0
-        s1 = 0.0
-        for m in range(M):
-            if st[0, m] <= j <= st[1, m]:
-                e = st[2, m]
-                s0 += coef[0, m] * e
+            for j in range(j_end):
+                acc[0, j] += c0
                 if two:
-                    s1 += coef[1, m] * e
-                st[2, m] = e * st[3, m]
-                st[3, m] *= st[4, m]
-        acc[0, j] = s0
-        if two:
-            acc[1, j] = s1
-    for j in range(top):
-        if j < lo:
-            acc[0, j] = 0.0
+                    acc[1, j] += c1
+            top = j_end
+            continue
+        disc = B * B - 4.0 * A * (C - _CUT / h)
+        if disc <= 0.0:
+            continue
+        sq = math.sqrt(disc)
+        j0 = max(0, int(math.ceil((-B - sq) / (2.0 * A))))
+        j1 = min(j_end - 1, int(math.floor((-B + sq) / (2.0 * A))))
+        if j1 < j0:
+            continue
+        top = max(top, j1 + 1)
+        e0 = math.exp(-h * (A * j0 * j0 + B * j0 + C))
+        r = math.exp(-h * (A * (2 * j0 + 1) + B))
+        rr = math.exp(-2.0 * h * A)
+        e1 = e0 * r
+        r1 = r * rr
+        e2 = e1 * r1
+        r2 = r1 * rr
+        e3 = e2 * r2
+        r3 = r2 * rr
+        rr2 = rr * rr
+        rr4 = rr2 * rr2
+        q0 = r * r1 * r2 * r3            # E(j+4)/E(j) for the chain of j0
+        q1 = q0 * rr4
+        q2 = q1 * rr4
+        q3 = q2 * rr4
+        rr16 = rr4 * rr4 * rr4 * rr4
+        j = j0
+        while j + 3 <= j1:
+            acc[0, j] += c0 * e0
+            acc[0, j + 1] += c0 * e1
+            acc[0, j + 2] += c0 * e2
+            acc[0, j + 3] += c0 * e3
             if two:
-                acc[1, j] = 0.0
+                acc[1, j] += c1 * e0
+                acc[1, j + 1] += c1 * e1
+                acc[1, j + 2] += c1 * e2
+                acc[1, j + 3] += c1 * e3
+            e0 *= q0
+            e1 *= q1
+            e2 *= q2
+            e3 *= q3
+            q0 *= rr16
+            q1 *= rr16
+            q2 *= rr16
+            q3 *= rr16
+            j += 4
+        if j <= j1:
+            acc[0, j] += c0 * e0
+            if two:
+                acc[1, j] += c1 * e0
+        if j + 1 <= j1:
+            acc[0, j + 1] += c0 * e1
+            if two:
+                acc[1, j + 1] += c1 * e1
+        if j + 2 <= j1:
+            acc[0, j + 2] += c0 * e2
+            if two:
+                acc[1, j + 2] += c1 * e2
     return top
 
 
