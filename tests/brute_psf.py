@@ -6,7 +6,8 @@ path on the fine grid, which integrates over its pixel, here the fine cell: test
 conservation in ``test_exact_psf.py``), reduced to its band-limited samples at the pixel
 centres (the fine grid's spectrum cut at the coarse Nyquist frequency), and convolved with the
 stamp read as band-limited samples of the pixel-convolved PSF (its origin at a sub-pixel
-position applied as a phase). No mixture of the PSF enters, and no analytic transform of the
+position applied as a phase). The fine cell's own blur is divided out of the spectrum (its
+transform is known), so the reference is the galaxy itself convolved with the stamp. No mixture of the PSF enters, and no analytic transform of the
 galaxy.
 """
 
@@ -22,7 +23,7 @@ def brute_image(params, profile, M, stamp, centre, shape, *, n=None, s=10, pad=N
     H, W = shape
     h, w = stamp.shape
     if pad is None:
-        pad = max(h, w) // 2 + 16
+        pad = max(h, w) // 2 + 16 + int(4 * params["re"] * (3.0 if profile != "exp" else 1.7))
     Ny, Nx = H + 2 * pad, W + 2 * pad
     Ny += 1 - Ny % 2          # odd: no Nyquist bin
     Nx += 1 - Nx % 2
@@ -38,6 +39,11 @@ def brute_image(params, profile, M, stamp, centre, shape, *, n=None, s=10, pad=N
     G = F[np.ix_(iy, ix)]
     off = 0.5 / s - 0.5       # fine cell f sits at (f + 0.5)/s - 0.5 coarse units
     G = G * np.exp(-1j * ky * off)[:, None] * np.exp(-1j * kx * off)[None, :]
+    # undo the fine cell (the renderer's pixel, variance PIXEL_VAR in fine units): the galaxy
+    # itself, not the galaxy integrated over 0.1 px cells, is convolved with the stamp (which
+    # already holds the pixel)
+    from mogviewer.render.exact import PIXEL_VAR
+    G = G / np.exp(-0.5 * PIXEL_VAR / (s * s) * (ky[:, None] ** 2 + kx[None, :] ** 2))
     # the stamp as a band-limited PSF with its origin at `centre`
     Z = np.zeros((Ny, Nx))
     i0, j0 = int(round(centre[1])), int(round(centre[0]))

@@ -25,10 +25,10 @@ mixture by the same factor; the origin is the reference centre the reader chose 
 the mixture by default), the same origin as the mixture's, at a sub-pixel position applied as a
 phase.
 
-The FFT is circular: the grid is the image plus the (cropped) residual stamp on each axis, so
-the galaxy's periodic copies lie at least half a stamp width beyond every pixel the residual
-reaches from a centre inside the image; galaxy light that far outside the image enters only
-through the residual (a few per cent of the PSF) and only through its wrap. The residual stamp is
+The FFT is circular: the grid is the image plus the (cropped) residual stamp plus four sigma of
+the galaxy's widest component on each axis (in steps of 16 px, at most twice the image), so a
+periodic copy of the galaxy reaches the image through the residual with at most ~3e-4 of that
+component's light (a large galaxy on a small stamp costs a larger FFT). The residual stamp is
 cropped to the smallest centred box outside which ``sum |R|`` is below :data:`CROP_TOL` (the
 stamp sums to 1), which bounds the change of the model by that fraction of the galaxy's flux.
 The planes are computed in single precision (complex64): the residual term is a few per cent of
@@ -254,6 +254,18 @@ def _alias_sum(mix, kx, ky):
     return out
 
 
+def _margin(s3, v, H, W):
+    """Extra FFT grid (px) beyond image + residual stamp: four sigma of the galaxy's widest
+    component along its major axis, in steps of 16 px (few distinct plans during a fit), at
+    most twice the image. Below it, a periodic copy of the galaxy would reach the image through
+    the residual with more than ~3e-4 of that component's light."""
+    sxx, sxy, syy = s3
+    lam = 0.5 * (sxx + syy) + math.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
+    sig = math.sqrt(max(float(np.max(v)), 0.0) * lam)
+    m = 16 * math.ceil(4.0 * sig / 16.0)
+    return int(min(m, 2 * max(H, W)))
+
+
 def _crop(res, centre, tol):
     """Smallest box centred on the pixel nearest ``centre`` holding all but ``tol`` of sum|res|
     (absolute: the stamp sums to 1);
@@ -383,15 +395,15 @@ class ExactPsf:
                 f"{self.residual.shape}, res_flux={self.res_flux:.3g})")
 
     # ------------------------------------------------------------------ the FFT term
-    def _plan(self, shape):
-        key = (int(shape[0]), int(shape[1]))
+    def _plan(self, shape, margin=0):
+        key = (int(shape[0]), int(shape[1]), int(margin))
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        H, W = key
+        H, W, margin = key
         rh, rw = self.residual.shape
-        Ny = sfft.next_fast_len(H + rh, real=True)
-        Nx = sfft.next_fast_len(W + rw, real=True)
+        Ny = sfft.next_fast_len(H + rh + margin, real=True)
+        Nx = sfft.next_fast_len(W + rw + margin, real=True)
         cx, cy = self._rc
         i0, j0 = int(round(cy)), int(round(cx))
         Z = np.zeros((Ny, Nx))
@@ -406,7 +418,7 @@ class ExactPsf:
             Rhat += _alias_sum(self.fast, kx, ky)
         plan = dict(Ny=Ny, Nx=Nx, kx=kx, ky=ky, dkx=2 * np.pi / Nx,
                     Rhat_ri=np.ascontiguousarray(Rhat).view(np.float64).reshape(Ny, -1, 2))
-        if len(self._plans) > 8:
+        if len(self._plans) > 16:
             self._plans.clear()
         self._plans[key] = plan
         return plan
@@ -414,7 +426,7 @@ class ExactPsf:
     def _planes(self, shape, flux, x, y, s3, coef, v, mode):
         """Image-space planes of the residual term: ``(P, ny, nx)``."""
         H, W = int(shape[0]), int(shape[1])
-        plan = self._plan((H, W))
+        plan = self._plan((H, W), _margin(s3, v, H, W))
         kx, ky = plan["kx"], plan["ky"]
         px = np.exp(-1j * kx * float(x)).view(np.float64).reshape(-1, 2)
         py = np.exp(-1j * ky * float(y)).view(np.float64).reshape(-1, 2)
