@@ -26,16 +26,15 @@ fast the kernels run depends on where the buffer lies relative to their own work
 """
 
 import argparse
+import importlib
 import math
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import fftconvolve
-
-import importlib
-from pathlib import Path
 
 from mogviewer.ellipse import shape_matrix
 from mogviewer.mixture import Mixture

@@ -7,8 +7,8 @@ conservation in ``test_exact_psf.py``), reduced to its band-limited samples at t
 centres (the fine grid's spectrum cut at the coarse Nyquist frequency), and convolved with the
 stamp read as band-limited samples of the pixel-convolved PSF (its origin at a sub-pixel
 position applied as a phase). The fine cell's own blur is divided out of the spectrum (its
-transform is known), so the reference is the galaxy itself convolved with the stamp. No mixture of the PSF enters, and no analytic transform of the
-galaxy.
+transform is known), so the reference is the galaxy itself convolved with the stamp. No
+mixture of the PSF enters, and no analytic transform of the galaxy.
 """
 
 import numpy as np

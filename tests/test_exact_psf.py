@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 import pytest
-from astropy.io import fits
 from brute_psf import brute_image
 
 from mogviewer.ellipse import shape_matrix

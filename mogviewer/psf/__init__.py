@@ -12,7 +12,13 @@ Conventions
 * A PSF image is the pixel-convolved PSF sampled at pixel centres, so a mixture is compared with
   it by *evaluating* the Gaussians at pixel centres (no further pixel integration).
 * A mixture returned by :func:`read_psf` is centred (its reference centre, by default the
-  flux-weighted centroid, is at ``(0, 0)``) and normalised to unit total: ``sum(amps) = 1``.
+  flux-weighted centroid, is at ``(0, 0)``) and normalised to unit total: ``sum(amps) = 1``;
+  the same for every reader (image, .npy, PSFEx, Tractor table or header, JSON). For an image
+  the centroid is the stamp's own (it does not move with K), and the stamp is kept for the
+  exact-PSF mode (:class:`mogviewer.render.exact.ExactPsf`, which normalises it to unit sum,
+  negative wings included, with the same origin).
+* The automatic K matches the stamp's total, centroid and second-moment size (0.1 %, 0.01 px,
+  0.1 %), not only its peak residual (:meth:`PsfQuality.badness`).
   Means are offsets ``(x, y)`` in pixels, covariances ``[[xx, xy], [xy, yy]]`` in pixels^2.
 * :func:`fit_psf` works in the stamp's own pixel coordinates and on the stamp's own flux units; it
   neither centres nor normalises.

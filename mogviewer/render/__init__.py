@@ -3,9 +3,13 @@
 Conventions
 -----------
 * Output images are ``image[y, x]``; pixel ``(x, y)`` has its centre at integer 0-based coordinates.
-* The PSF mixture is the *pixel-convolved* PSF (Hogg & Lang 2013, section 2), so the model image
-  is the galaxy-convolved-with-PSF mixture **evaluated** at pixel centres: no further pixel
-  integration.
+* The PSF is the *pixel-convolved* PSF (Hogg & Lang 2013, section 2), so the model image is the
+  galaxy convolved with it **evaluated** at pixel centres: no further pixel integration. ``psf``
+  is a :class:`~mogviewer.mixture.Mixture` (used as it is), an
+  :class:`~mogviewer.render.exact.ExactPsf` (a stamp used exactly: its mixture's Gaussians plus
+  the residual by FFT with the galaxy's analytic transform, every derivative included), or
+  ``None``: no PSF, and then the pixel is the PSF, so the model is integrated over the pixel
+  (flux conserved at any sub-pixel centre; see :mod:`mogviewer.render.exact`).
 * Each Gaussian is cut where it drops below ``exp(-36)`` (chi^2 > 72) of its peak, i.e. beyond
   8.5 sigma; the omitted flux is below 2.3e-16 of the component's peak per pixel.
 

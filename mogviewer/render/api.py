@@ -208,8 +208,10 @@ def render_galaxy(flux, x, y, S, profile, M=None, psf=None, shape=(64, 64), *, n
         Shape matrix ``Rot diag(re^2, q^2 re^2) Rot^T`` in pixels^2, or ``(Sxx, Sxy, Syy)``.
     profile : str or ProfileMixture
     M : int
-    psf : Mixture or None
-        Pixel-convolved PSF mixture (means relative to the star's centre); ``None`` = no PSF.
+    psf : Mixture, ExactPsf or None
+        Pixel-convolved PSF mixture (means relative to the star's centre), a stamp used exactly
+        (:class:`~mogviewer.render.exact.ExactPsf`: mixture plus residual by FFT, the
+        derivatives too), or ``None``: no PSF, the model integrated over the pixel.
     shape : (ny, nx)
     derivs : bool
         Also return the derivative planes.
@@ -247,9 +249,9 @@ def _parts(pp, psf, sxx, sxy, syy):
     """``[(packed profile columns, PSF mixture or None)]`` to render for ``psf``.
 
     A :class:`~mogviewer.mixture.Mixture` is the whole PSF; an :class:`ExactPsf` contributes its
-    mixture's well-sampled components here (the rest and its residual separately). No PSF means the pixel: galaxy components whose
-    minor-axis variance ``v_m lambda_min(S)`` reaches :data:`~mogviewer.render.exact.PIXEL_WIDE_VAR`
-    take it as one Gaussian, narrower ones as the pixel mixture that conserves flux at any
+    mixture's well-sampled components here (the rest and its residual separately). No PSF
+    means the pixel: galaxy components whose minor-axis variance ``v_m lambda_min(S)`` reaches
+    :data:`~mogviewer.render.exact.PIXEL_WIDE_VAR` take it as one Gaussian, narrower ones as the pixel mixture that conserves flux at any
     sub-pixel centre (see :mod:`mogviewer.render.exact`).
     """
     if type(psf) is ExactPsf:
@@ -339,8 +341,9 @@ def render_model(params, profile, M=None, psf=None, shape=(64, 64), *, n=None, j
         ``'exp'``, ``'dev'``, ``'lux'``, ``'luv'`` or ``'ser'`` (with ``n``).
     M : int
         Number of profile components (see :func:`mogviewer.profiles.available`).
-    psf : Mixture or None
-        Pixel-convolved PSF mixture, unit total (means relative to the star's centre).
+    psf : Mixture, ExactPsf or None
+        Pixel-convolved PSF mixture, unit total (means relative to the star's centre), a stamp
+        used exactly (:class:`~mogviewer.render.exact.ExactPsf`), or ``None``: the pixel only.
     shape : (ny, nx)
     jacobian : bool
         If true, also return a dict ``{name: d image / d param}`` for :data:`PARAM_NAMES`
