@@ -252,7 +252,8 @@ def _parts(pp, psf, sxx, sxy, syy):
     mixture's well-sampled components here (the rest and its residual separately). No PSF
     means the pixel: galaxy components whose minor-axis variance ``v_m lambda_min(S)`` reaches
     :data:`~mogviewer.render.exact.PIXEL_WIDE_VAR` take it as one Gaussian, narrower ones as
-    the pixel mixture that conserves flux at any sub-pixel centre (see :mod:`mogviewer.render.exact`).
+    the pixel mixture that conserves flux at any sub-pixel centre (see
+    :mod:`mogviewer.render.exact`).
     """
     if type(psf) is ExactPsf:
         return [] if psf.fast is None else [(pp, psf.fast)]
