@@ -144,6 +144,9 @@ def test_default_k_when_target_unreachable_keeps_the_least_bad():
         model = P.read_psf(REAL / "profit-gama" / "KiDS" / "G279148psfim.fits")
     assert len(model.trials) == P.MAX_COMPONENTS
     assert any("no K up to" in n for n in model.notes)
+    # the ring's negative flux is out of any positive mixture's reach: the choice does not
+    # fall on K = 1 for having the total nearest the stamp's (it did before the fix)
+    assert model.n_components > 2
     # the negative ring: the stamp's size is undefined, said so, never printed as nan
     assert not model.quality.size_defined
     assert "nan" not in model.quality.summary().lower()

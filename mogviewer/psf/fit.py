@@ -350,8 +350,8 @@ def fit_psf_auto(image, *, max_components=MAX_COMPONENTS, target=DEFAULT_TARGET,
     stamp's sum and its centroid within 0.01 px (see :mod:`mogviewer.psf.quality`); a peak
     residual alone can pass with a mixture whose size is several per cent off. When no K up to
     ``max_components`` is good enough, the smallest K whose badness is within 10 % of the best
-    one is kept (a size the stamp does not define, with a negative ring, is left out of the
-    badness).
+    one is kept (a stamp with a negative ring defines no size, and its total cannot be matched:
+    both are left out of the badness then).
 
     Returns
     -------

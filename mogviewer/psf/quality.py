@@ -86,11 +86,15 @@ class PsfQuality:
     def badness(self, *, target=0.01, size_tol=SIZE_TOL, flux_tol=FLUX_TOL,
                 centroid_tol=CENTROID_TOL):
         """Largest of the four figures over its tolerance (<= 1: the mixture is good enough
-        for galaxy sizes). An undefined size is left out."""
+        for galaxy sizes). With an undefined size, size and total are left out."""
         size, flux, off = self.moment_errors()
-        terms = [self.max_abs_residual_over_peak / target, flux / flux_tol, off / centroid_tol]
+        terms = [self.max_abs_residual_over_peak / target, off / centroid_tol]
         if size is not None:
-            terms.append(size / size_tol)
+            # a stamp without a size has negative wings, whose (negative) flux no mixture of
+            # positive Gaussians can match either: both terms are left out then, or the choice
+            # would fall on K = 1 (KiDS G265911: its total is nearest the stamp's only because
+            # it misses most of the core)
+            terms += [size / size_tol, flux / flux_tol]
         return float(max(terms))
 
     def summary(self):
