@@ -131,8 +131,8 @@ class FitProblem:
                             f"{np.asarray(image).dtype}")
         if psf is not None and not (callable(getattr(psf, "normalized", None))
                                     or hasattr(psf, "mixture")):
-            raise TypeError(f"psf must be a PsfModel (read_psf(path)), a mogviewer Mixture or "
-                            f"None, not {type(psf).__name__}")
+            raise TypeError(f"psf must be a mogviewer Mixture, a PsfModel (read_psf(path), its "
+                            f"stamp used exactly) or None, not {type(psf).__name__}")
         img = np.array(image, dtype=float, copy=True)
         if img.ndim != 2:
             raise FitError(f"the image must be 2-D, got shape {img.shape}")
