@@ -162,7 +162,12 @@ _KNOWN_FIELDS = {"image", "weights", "psf", "profile", "M", "n", "free", "bounds
 
 
 def _accumulable(problem):
-    extra = [f.name for f in dataclasses.fields(problem) if f.name not in _KNOWN_FIELDS]
+    # the exact-PSF mode (stamp residual by FFT) and the pixel as PSF (no PSF given) are
+    # rendered by render_galaxy only (issue 14); a mixture PSF is the kernel's
+    if getattr(problem, "psf_mode", "mixture") != "mixture":
+        return False
+    extra = [f.name for f in dataclasses.fields(problem)
+             if f.name not in _KNOWN_FIELDS and f.name not in ("psf_mode", "psf_info")]
     return all(getattr(problem, name) is None or getattr(problem, name) is False
                for name in extra)
 
