@@ -29,9 +29,8 @@ from typing import Union
 import numpy as np
 
 from .ellipse import shape_matrix
-from .mixture import Mixture
 from .profiles import get_mixture
-from .render import render, render_galaxy
+from .render import render_galaxy
 
 __all__ = ["PointSource", "Galaxy", "Scene", "Source"]
 
@@ -55,16 +54,26 @@ class PointSource:
     kind = "point"
 
     def render_into(self, observation, out=None):
-        """Add this source to ``out`` (or a new image) on the observation's grid."""
+        """Add this source to ``out`` (or a new image) on the observation's grid: the PSF
+        scaled and placed, or with no PSF the pixel itself (the renderer integrates over it)."""
         img = np.zeros(observation.shape) if out is None else out
-        if observation.psf is None:
-            # no PSF: the pixel itself, as a Gaussian of variance 1/12 px^2 (a box's)
-            pixel = Mixture.isotropic([1.0], [1.0 / 12.0]).shifted(self.x, self.y)
-            img += self.flux * render(pixel, observation.shape)
-            return img
-        # the unit PSF scaled afterwards: any flux (0 or negative during a fit) is valid
-        img += self.flux * render(observation.psf.shifted(self.x, self.y), observation.shape)
+        img += render_galaxy(self.flux, self.x, self.y, np.zeros(3), POINT_PROFILE, None,
+                             observation.psf, observation.shape)
         return img
+
+
+class _PointProfile:
+    """A 'profile' of one component of unit amplitude and zero variance: with S = 0 the galaxy
+    renderer draws the PSF (or, with none, the pixel), with its x, y derivatives."""
+
+    amps = np.ones(1)
+    variances = np.zeros(1)
+    amps.setflags(write=False)
+    variances.setflags(write=False)
+
+
+#: The profile of a point source (see :class:`_PointProfile`).
+POINT_PROFILE = _PointProfile
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ from ..ellipse import eta_to_physical, physical_to_eta, shape_jacobian_eta
 from ..errors import FitError
 from ..profiles import sersic
 from ..render import render_galaxy, render_galaxy_dn
-from ..scene import Galaxy, PointSource, Scene
+from ..scene import POINT_PROFILE, Galaxy, PointSource, Scene
 from .flags import FitFlags
 
 __all__ = ["SceneFitResult", "fit_scene", "MultiBandResult", "fit_multiband"]
@@ -37,18 +37,6 @@ __all__ = ["SceneFitResult", "fit_scene", "MultiBandResult", "fit_multiband"]
 _LN_RC = (math.log(0.05), math.log(1e4))      # circularised radius 0.05 px .. 1e4 px
 _ETA = math.log(1e3)                          # q >= 1e-3
 _N = (sersic.N_MIN + 0.01, sersic.N_MAX)      # as the one-galaxy fit's n bounds
-#: The pixel as a Gaussian (variance 1/12 px^2): a point source's shape without a PSF.
-_PIXEL_VAR = 1.0 / 12.0
-
-
-class _Unit:
-    """A one-component 'profile' of unit amplitude and zero variance: a point source is the
-    PSF itself (with S = 0), rendered by the galaxy kernel with its x, y derivatives."""
-
-    amps = np.ones(1)
-    variances = np.zeros(1)
-    amps.setflags(write=False)
-    variances.setflags(write=False)
 
 
 class _Family:
@@ -197,16 +185,13 @@ class _Model:
 
     # ------------------------------------------------------------------ rendering
     def _render(self, flux, x, y, S3, prof, derivs):
-        if self.psf is None and prof is _Unit:
-            S3 = (_PIXEL_VAR, 0.0, _PIXEL_VAR)
-            prof = _Pixel
         return render_galaxy(flux, x, y, np.asarray(S3), prof, None, self.psf,
                              self.obs.shape, derivs=derivs)
 
     def _components(self, s, v):
         """[(flux name, flux, S3, dS (3, 3) or None, u names, profile, has n)]"""
         if isinstance(s, PointSource):
-            return [("flux", v["flux"], (0.0, 0.0, 0.0), None, (), _Unit, False)]
+            return [("flux", v["flux"], (0.0, 0.0, 0.0), None, (), POINT_PROFILE, False)]
         out = []
         S3, dS = shape_jacobian_eta((v["lnrc"], v["eta1"], v["eta2"]))
         prof = _Family(v["n"]) if s.profile == "ser" else s.mixture()
@@ -268,15 +253,6 @@ class _Model:
     def jacobian(self, z):
         _, J = self.model(z, jacobian=True)
         return -self.sw[:, None] * J
-
-
-class _Pixel:
-    """The pixel as one Gaussian of unit variance in the units of S = (1/12) I."""
-
-    amps = np.ones(1)
-    variances = np.ones(1)
-    amps.setflags(write=False)
-    variances.setflags(write=False)
 
 
 def _physical(lnrc, e1, e2):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _warnings
 from ..errors import PsfError, PsfWarning
 from ..mixture import Mixture
 from .fit import _model_from_stamp
@@ -323,7 +324,7 @@ def _read_fits(path, *, hdu, plane, position, what, **opts):
     from astropy.io import fits
 
     try:
-        with warnings.catch_warnings():
+        with _warnings.catch():
             warnings.simplefilter("ignore")        # astropy's warnings about odd headers
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
             hdul.verify("silentfix+ignore")
@@ -343,60 +344,59 @@ def _read_fits(path, *, hdu, plane, position, what, **opts):
 def _dispatch_fits(hdul, *, hdu, plane, position, what, **opts):
     from astropy.io import fits
 
-    if True:
-        if hdu is not None:
-            try:
-                idx = hdul.index_of(hdu)
-                if not 0 <= idx < len(hdul):  # index_of passes any integer through
-                    raise IndexError(idx)
-            except (KeyError, IndexError):
-                avail = ", ".join(_hdu_label(i, h) for i, h in enumerate(hdul))
-                raise PsfError(f"{what}: there is no HDU {hdu!r}; the file has {avail}") from None
-            cands = [(idx, hdul[idx])]
-        else:
-            cands = list(enumerate(hdul))
-        for i, h in cands:
-            if isinstance(h, fits.BinTableHDU):
-                cols = {c.lower() for c in h.columns.names}
-                if {"amp", "mean", "var"} <= cols:
-                    w = f"{what} {_hdu_label(i, h)}"
-                    mix = _read_table_form(h, w)
-                    return _model_from_mixture(
-                        mix, "tractor-table", [f"read Tractor mixture table form from "
-                                               f"{_hdu_label(i, h)} ({len(mix)} components)"],
-                        opts["centre"], w)
-        for i, h in cands:
-            if "PSF_P0" in h.header:
-                mix = _read_header_form(h.header, f"{what} {_hdu_label(i, h)}")
-                return _model_from_mixture(
-                    mix, "tractor-header", [f"read Tractor mixture header form (PSF_P*) from "
-                                            f"{_hdu_label(i, h)} ({len(mix)} components)"],
-                    opts["centre"], f"{what} {_hdu_label(i, h)}")
-        for i, h in cands:
-            if isinstance(h, fits.BinTableHDU) and "PSF_MASK" in [c.upper()
-                                                                  for c in h.columns.names]:
+    if hdu is not None:
+        try:
+            idx = hdul.index_of(hdu)
+            if not 0 <= idx < len(hdul):  # index_of passes any integer through
+                raise IndexError(idx)
+        except (KeyError, IndexError):
+            avail = ", ".join(_hdu_label(i, h) for i, h in enumerate(hdul))
+            raise PsfError(f"{what}: there is no HDU {hdu!r}; the file has {avail}") from None
+        cands = [(idx, hdul[idx])]
+    else:
+        cands = list(enumerate(hdul))
+    for i, h in cands:
+        if isinstance(h, fits.BinTableHDU):
+            cols = {c.lower() for c in h.columns.names}
+            if {"amp", "mean", "var"} <= cols:
                 w = f"{what} {_hdu_label(i, h)}"
-                img, notes = psfex_stamp(h, position, what=w)
-                return _model_from_stamp(img, "psfex", [f"read PSFEx model from "
-                                                        f"{_hdu_label(i, h)}"] + notes,
-                                         what=w, **opts)
-        images = [(i, h) for i, h in cands if _image_of(h)]
-        if not images:
-            avail = ", ".join(f"{_hdu_label(i, h)}: {type(h).__name__}" for i, h in cands)
-            raise PsfError(f"{what}: no PSF found: no image data, PSFEx PSF_MASK table or Tractor "
-                           f"mixture in {avail}")
-        notes = []
-        i, h = images[0]
-        if len(images) > 1:
-            msg = (f"{what}: {len(images)} HDUs hold images "
-                   f"({', '.join(_hdu_label(j, g) for j, g in images)}); using "
-                   f"{_hdu_label(i, h)}. Pass hdu= (command line: --hdu) to choose another")
-            warnings.warn(msg, PsfWarning, stacklevel=3)
-            notes.append(msg)
-        w = f"{what} {_hdu_label(i, h)}"
-        img, more = _pick_plane(np.asarray(h.data), plane, w)
-        notes = [f"read PSF image from {_hdu_label(i, h)} ({h.data.shape})"] + notes + more
-        return _model_from_stamp(img, "image", notes, what=w, **opts)
+                mix = _read_table_form(h, w)
+                return _model_from_mixture(
+                    mix, "tractor-table", [f"read Tractor mixture table form from "
+                                           f"{_hdu_label(i, h)} ({len(mix)} components)"],
+                    opts["centre"], w)
+    for i, h in cands:
+        if "PSF_P0" in h.header:
+            mix = _read_header_form(h.header, f"{what} {_hdu_label(i, h)}")
+            return _model_from_mixture(
+                mix, "tractor-header", [f"read Tractor mixture header form (PSF_P*) from "
+                                        f"{_hdu_label(i, h)} ({len(mix)} components)"],
+                opts["centre"], f"{what} {_hdu_label(i, h)}")
+    for i, h in cands:
+        if isinstance(h, fits.BinTableHDU) and "PSF_MASK" in [c.upper()
+                                                              for c in h.columns.names]:
+            w = f"{what} {_hdu_label(i, h)}"
+            img, notes = psfex_stamp(h, position, what=w)
+            return _model_from_stamp(img, "psfex", [f"read PSFEx model from "
+                                                    f"{_hdu_label(i, h)}"] + notes,
+                                     what=w, **opts)
+    images = [(i, h) for i, h in cands if _image_of(h)]
+    if not images:
+        avail = ", ".join(f"{_hdu_label(i, h)}: {type(h).__name__}" for i, h in cands)
+        raise PsfError(f"{what}: no PSF found: no image data, PSFEx PSF_MASK table or Tractor "
+                       f"mixture in {avail}")
+    notes = []
+    i, h = images[0]
+    if len(images) > 1:
+        msg = (f"{what}: {len(images)} HDUs hold images "
+               f"({', '.join(_hdu_label(j, g) for j, g in images)}); using "
+               f"{_hdu_label(i, h)}. Pass hdu= (command line: --hdu) to choose another")
+        warnings.warn(msg, PsfWarning, stacklevel=3)
+        notes.append(msg)
+    w = f"{what} {_hdu_label(i, h)}"
+    img, more = _pick_plane(np.asarray(h.data), plane, w)
+    notes = [f"read PSF image from {_hdu_label(i, h)} ({h.data.shape})"] + notes + more
+    return _model_from_stamp(img, "image", notes, what=w, **opts)
 
 
 def _model_from_mixture(mix, source, notes, centre, what):
