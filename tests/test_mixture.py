@@ -89,3 +89,11 @@ def test_evaluate_integrates_to_total():
     assert integral == pytest.approx(m.total, rel=1e-9)
     assert m.normalized().total == pytest.approx(1.0)
     np.testing.assert_allclose(m.centered().centroid(), [0.0, 0.0], atol=1e-14)
+
+
+def test_hash_agrees_with_equality_for_signed_zeros():
+    # issue 13: -0.0 == 0.0, so mixtures that differ only there are equal and must hash alike
+    # (a dict or cache keyed by mixtures would otherwise hold two entries for one value)
+    a = Mixture([1.0], [[0.0, 0.0]], [np.eye(2)])
+    b = Mixture([1.0], [[-0.0, 0.0]], [np.eye(2)])
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1

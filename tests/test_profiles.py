@@ -162,3 +162,17 @@ def test_profiles_cli_show_and_derive_with_figure(tmp_path, capsys):
     assert "0.04263" in out and "flux fraction of the target profile 0.93" in out
     assert cli.main(["profiles", "show", "--profile", "exp", "-M", "5"]) == 2
     assert "available M: [4, 6, 8]" in capsys.readouterr().err
+
+
+def test_profile_mixture_compares_and_hashes_by_value():
+    # issue 13: the frozen dataclass compared numpy arrays with == (an ambiguous truth value)
+    # and its hash raised TypeError; now value equality and a matching hash
+    import dataclasses
+    import pickle
+    a = get_mixture("exp", 6)
+    b = pickle.loads(pickle.dumps(a))
+    assert a == b and hash(a) == hash(b) and a is not b
+    assert a != get_mixture("exp", 8) and a != get_mixture("lux", 6)
+    c = dataclasses.replace(a, amps=np.array(a.amps) * (1 + 1e-12))
+    assert a != c
+    assert len({a, b, get_mixture("dev", 8)}) == 2
