@@ -72,3 +72,33 @@ def test_bad_input():
         sample(prob, res, n_walkers=4)
     with pytest.raises(FitError, match="burn"):
         sample(prob, res, n_steps=10, burn=10)
+
+
+def test_cli_sample_adds_percentile_columns(tmp_path, capsys):
+    # `mogviewer fit --sample STEPS`: the row gets 16/50/84 % columns bracketing the fit and the
+    # chain diagnostics; without --sample the columns are empty (IC 3478 64x64 with its sigma
+    # map, PROVENANCE.md s2)
+    from astropy.table import Table
+
+    from mogviewer.cli import main
+    data = "tests/data/real/imfit-sdss"
+    out = tmp_path / "s.csv"
+    assert main(["fit", f"{data}/ic3478rss_64x64.fits", "--noise",
+                 f"{data}/ic3478rss_64x64_sigma.fits", "--profile", "exp", "-M", "6",
+                 "--zeropoint", "25", "--sample", "400", "--csv", str(out), "--quiet"]) == 0
+    row = Table.read(out, format="ascii.csv", comment="#")[0]
+    for col in ("flux", "re_pix", "q", "mag", "re_circ_pix"):
+        lo, mid, hi = (row[f"{col}_p{q}"] for q in (16, 50, 84))
+        assert lo < mid < hi, col
+        assert lo - 3 * (hi - lo) < row[col] < hi + 3 * (hi - lo), col   # near the fit
+    # the posterior half-width of r_e is the formal error within 30 % (ESS of a few hundred)
+    assert (row["re_pix_p84"] - row["re_pix_p16"]) / 2 == pytest.approx(row["re_pix_err"],
+                                                                         rel=0.3)
+    assert 0.15 < row["sample_acceptance"] < 0.6 and row["sample_tau_max"] > 1
+    assert row["sample_ess_min"] > 0 and str(row["sample_converged"]) in ("True", "False")
+    out2 = tmp_path / "n.csv"
+    assert main(["fit", f"{data}/ic3478rss_64x64.fits", "--csv", str(out2), "--quiet"]) == 0
+    row2 = Table.read(out2, format="ascii.csv", comment="#")[0]
+    assert hasattr(row2["re_pix_p50"], "mask") and row2["re_pix_p50"].mask   # empty cell
+    assert main(["fit", f"{data}/ic3478rss_64x64.fits", "--csv", str(out2), "--sample", "5"]) == 2
+    assert "--sample" in capsys.readouterr().err

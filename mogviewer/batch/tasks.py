@@ -13,6 +13,7 @@ from ..export.files import check_output_path
 from ..fitting import FitProblem, fit, initial_guess
 from ..io import read_image
 from ..psf import read_psf
+from ..sampling import CONVERGENCE_TAUS, sample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,7 @@ class FitTask:
     model_json_dir: str | None = None
     scale_errors: bool = False
     max_nfev: int = 200
+    sample_steps: int = 0
     output_name: str | None = None
 
     def input_files(self):
@@ -344,6 +346,16 @@ def _run_task(task, base, caught, step):
             writer(target)
         except Exception as exc:  # noqa: BLE001 - an output problem is reported in the row
             problems.append(f"{what} not written: {_short(exc)}")
+    posterior = None
+    if task.sample_steps and result.status == "converged":
+        set_step("sampling the posterior")
+        posterior = sample(problem, result, n_steps=task.sample_steps,
+                           zeropoint=data.zeropoint)
+        if not posterior.converged:
+            problems.append(f"posterior chains shorter than {CONVERGENCE_TAUS} autocorrelation "
+                            f"times (longest tau {max(posterior.tau.values()):.0f} steps): "
+                            "raise --sample")
     return export.result_to_row(result, data, problem=problem, psf_source=psf_source,
                                 file=str(task.image), scale_errors=task.scale_errors,
-                                reason="; ".join(problems), warnings_text=_warnings_text(caught))
+                                reason="; ".join(problems), warnings_text=_warnings_text(caught),
+                                posterior=posterior)

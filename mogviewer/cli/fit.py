@@ -122,6 +122,9 @@ def register_cli(sub):
                    help="scale errors by sqrt(chi2/nu)")
     p.add_argument("--max-nfev", type=opt.int_range(1, 100000), default=200,
                    help="evaluation limit per fit")
+    p.add_argument("--sample", type=opt.int_range(100, 100000), default=0, metavar="STEPS",
+                   help="also sample the posterior (emcee, STEPS steps of 32+ walkers, the "
+                        "first quarter dropped): 16/50/84 %% columns and chain diagnostics")
     p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1,
                    help="parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -196,7 +199,7 @@ def _cli_fit(args):
                   profile2=args.profile2, M2=args.M2, fix_n=args.fix_n,
                   imgblock_dir=args.imgblock, region_dir=args.region,
                   model_json_dir=args.model_json, scale_errors=args.scale_errors,
-                  max_nfev=args.max_nfev)
+                  max_nfev=args.max_nfev, sample_steps=args.sample)
     tasks = [FitTask(image=f, **common) for f in args.files]
     try:
         tasks, renamed = plan_outputs(tasks, args.csv)

@@ -23,6 +23,11 @@ CONVENTIONS = {
 _NAN = float("nan")
 
 # (name, unit, description); value columns with an error are followed by "<name>_err".
+#: Quantities whose posterior percentiles --sample adds (CSV name, unit).
+_SAMPLED = (("flux", "image units"), ("mag", "mag"), ("re_pix", "pix"), ("re_circ_pix", "pix"),
+            ("q", ""), ("pa_img_deg", "deg"), ("n", ""), ("e1", ""), ("e2", ""),
+            ("sky", "image units/pix"))
+
 _C = [
     ("file", "", "input image file"),
     ("hdu", "", "HDU index of the image (empty for .npy)"),
@@ -92,6 +97,12 @@ _C = [
     ("warnings", "", "warnings raised while reading or fitting, joined by |"),
     ("elapsed_s", "s", "wall time of the fit"),
     ("mogviewer_version", "", "mogviewer version that wrote the row"),
+    *[(f"{name}_p{q}", unit, f"{q}th percentile of the posterior of {name} (--sample; empty "
+       "otherwise)") for name, unit in _SAMPLED for q in (16, 50, 84)],
+    ("sample_tau_max", "steps", "largest integrated autocorrelation time of the chains"),
+    ("sample_ess_min", "", "smallest effective sample size over the sampled parameters"),
+    ("sample_acceptance", "", "mean acceptance fraction of the walkers"),
+    ("sample_converged", "", "True if every chain is longer than 50 autocorrelation times"),
 ]
 
 

@@ -64,7 +64,7 @@ def _dlnf_dn(result, h=1e-3):
 
 def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_source="none",
                   file=None, hdu=None, band=None, scale_errors=False, reason="",
-                  warnings_text=""):
+                  warnings_text="", posterior=None):
     """One CSV row (a dict with every column of :data:`COLUMNS`) for a :class:`FitResult`.
 
     Parameters
@@ -190,6 +190,8 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
         row["re_arcsec"], row["re_arcsec_err"] = p.re * s_major, err["re"] * s_major
     elif pixscale is not None:
         row["re_arcsec"], row["re_arcsec_err"] = p.re * pixscale, err["re"] * pixscale
+    if posterior is not None:
+        _posterior_columns(row, posterior)
     return row
 
 
@@ -339,3 +341,26 @@ def rows_to_text(rows, columns=COLUMN_NAMES):
     for r in rows:
         w.writerow([_fmt(r.get(c)) for c in columns])
     return buf.getvalue()
+
+
+#: CSV column -> the posterior's sampled or derived quantity (``flux`` and ``mag`` are the
+#: target profile's, as the CSV's own columns are).
+_POSTERIOR_NAMES = {"flux": "flux_target", "mag": "mag", "re_pix": "re", "re_circ_pix": "re_circ",
+                    "q": "q", "pa_img_deg": "angle", "n": "n", "e1": "e1", "e2": "e2",
+                    "sky": "sky"}
+
+
+def _posterior_columns(row, post):
+    """The ``--sample`` columns of a row from a :class:`mogviewer.sampling.Posterior`."""
+    for col, name in _POSTERIOR_NAMES.items():
+        if name in post.percentiles:
+            lo, mid, hi = post.percentiles[name]
+            if name == "angle":       # sampled unwrapped about the best fit: report in [0, 180)
+                lo, mid, hi = (v % 180.0 for v in (lo, mid, hi))
+            row[f"{col}_p16"], row[f"{col}_p50"], row[f"{col}_p84"] = lo, mid, hi
+    taus = [t for t in post.tau.values() if math.isfinite(t)]
+    ess = [e for e in post.ess.values() if math.isfinite(e)]
+    row["sample_tau_max"] = max(taus) if taus else _NAN
+    row["sample_ess_min"] = min(ess) if ess else _NAN
+    row["sample_acceptance"] = post.acceptance
+    row["sample_converged"] = bool(post.converged)
