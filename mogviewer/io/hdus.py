@@ -227,6 +227,19 @@ def _to_2d(data, src, plane, notes):
     return arr
 
 
+def _hdu_pixels(h, idx, path, what, where):
+    """The data of image HDU ``h`` (number ``idx`` of ``path``), after checking that it has
+    image data of a size that may be read; ``where`` names it in the unreadable-data message."""
+    if _hdu_shape(h) in (None, ()):
+        raise ImageReadError(f"{what} HDU {_hdu_label(idx, h)} of {path} has no image data")
+    _check_pixels(h, _hdu_label(idx, h), path, what)
+    try:
+        return h.data
+    except Exception as exc:  # noqa: BLE001
+        raise ImageReadError(f"{where} cannot be read "
+                             f"(truncated or corrupt? {_first_line(exc)})") from None
+
+
 def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, kind=None):
     """Read an auxiliary 2-D array (noise, mask, segmap) from an array, .npy, FITS or an HDU.
 
@@ -236,14 +249,7 @@ def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, ki
         hdul, path = same_file
         idx = _find_hdu(hdul, hdu, path, what)
         h = hdul[idx]
-        if _hdu_shape(h) in (None, ()):
-            raise ImageReadError(f"{what} HDU {_hdu_label(idx, h)} of {path} has no image data")
-        _check_pixels(h, _hdu_label(idx, h), path, what)
-        try:
-            data = h.data
-        except Exception as exc:  # noqa: BLE001
-            raise ImageReadError(f"{what} HDU {_hdu_label(idx, h)} of {path} cannot be read "
-                                 f"(truncated or corrupt? {_first_line(exc)})") from None
+        data = _hdu_pixels(h, idx, path, what, f"{what} HDU {_hdu_label(idx, h)} of {path}")
         arr = _to_2d(data, f"{what} HDU {_hdu_label(idx, h)}", plane, notes)
         return np.array(arr, dtype=np.float64), f"HDU {_hdu_label(idx, h)} of the image file", \
             h.header
@@ -260,14 +266,7 @@ def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, ki
         idx = (_find_hdu(hdul, hdu, path, what) if hdu is not None
                else _first_image_hdu(hdul, path, what))
         h = hdul[idx]
-        if _hdu_shape(h) in (None, ()):
-            raise ImageReadError(f"{what} HDU {_hdu_label(idx, h)} of {path} has no image data")
-        _check_pixels(h, _hdu_label(idx, h), path, what)
-        try:
-            data = h.data
-        except Exception as exc:  # noqa: BLE001
-            raise ImageReadError(f"{what} file {path}: HDU {idx} data cannot be read "
-                                 f"(truncated or corrupt? {_first_line(exc)})") from None
+        data = _hdu_pixels(h, idx, path, what, f"{what} file {path}: HDU {idx} data")
         arr = _to_2d(data, f"{what} file {path} HDU {idx}", plane, notes)
         desc = f"{path}" + ("" if idx == 0 else f" HDU {_hdu_label(idx, h)}")
         return np.array(arr, dtype=np.float64), desc, h.header
