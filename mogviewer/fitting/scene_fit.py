@@ -1,4 +1,4 @@
-"""Fit a :class:`~mogviewer.scene.Scene` (several sources and a sky) to an observation.
+"""Fit a :class:`~mogviewer.scene.Scene` (several sources and a sky) to one or several observations.
 
 The parameter vector covers every fitted source: a point source contributes ``flux, x, y``; a
 galaxy ``flux, x, y, ln r_circ, eta1, eta2`` (the unconstrained ellipse of
@@ -7,10 +7,28 @@ eta2_2`` for a second component sharing its centre; then the sky (``sky``, and `
 sky_dy`` for a plane). A source's derivatives come from the renderer in the same pass as its
 image, so the Jacobian is exact; sources not fitted are rendered once and held fixed.
 
+The solver is Levenberg-Marquardt on the normal equations (:mod:`mogviewer.fitting.lm`) with
+a *sparse* Jacobian: each source is rendered, with its derivatives, only over its own bounding
+box (the union of its components' ``exp(-36)`` ellipses, the renderer's own cut, so the model is
+the full-image render to rounding), and ``A = J^T W J`` is assembled block by block: a source's
+own block over its box, a pair of sources over the overlap of their boxes, the sky columns as
+box sums. The cost per step is the renders plus ``sum_i p_i^2 |box_i|`` multiplications, not
+the ``N_pix p^2`` of a dense Jacobian (``p`` the free parameters). ``solver='scipy'`` keeps
+scipy's ``trf`` on the dense Jacobian as the reference (same optimum; tested).
+
 :func:`fit_scene` first fits each fitted source alone with the others held at their current
 values (brightest first, the Tractor's order), then all of them jointly. Errors are the
 square roots of the diagonal of ``(J^T W J)^-1`` in the *physical* parameters (flux, x, y,
-re, q, angle in degrees, n, ...), from the joint fit's Jacobian.
+re, q, angle in degrees, n, ...), from the joint fit's normal matrix; parameters that ended on
+a bound are left out of the inversion (their error is NaN), so one neighbour at a bound does
+not take the others' errors with it.
+
+:func:`fit_multiband` fits one scene to several observations (bands): positions and shapes in
+one *reference frame* (the first observation's pixels), each observation reached through its
+WCS (:class:`Frame`: a shift, scale, rotation or flip between the grids; positions exactly
+through the WCS, shapes through its local Jacobian), a flux and a sky per band, and optional
+wavelength ties of ``ln r_e`` and ``n`` as Chebyshev polynomials in wavelength (GalfitM's
+approach).
 
 Conventions are those of :mod:`mogviewer.scene`; the one-galaxy :func:`mogviewer.fitting.fit`
 is the special case with one galaxy (it has more options: bounds, fixed parameters, flags).
@@ -25,18 +43,27 @@ import time
 import numpy as np
 from scipy import optimize
 
-from ..ellipse import eta_to_physical, physical_to_eta, shape_jacobian_eta
+from ..ellipse import eta_to_physical, physical_to_eta, shape_jacobian_eta, shape_to_physical
 from ..errors import FitError
 from ..profiles import sersic
 from ..render import render_galaxy, render_galaxy_dn
+from ..render.exact import PIXEL_VAR, ExactPsf
 from ..scene import POINT_PROFILE, Galaxy, PointSource, Scene
 from .flags import FitFlags
+from .lm import levenberg_marquardt
 
-__all__ = ["SceneFitResult", "fit_scene", "MultiBandResult", "fit_multiband"]
+__all__ = ["SceneFitResult", "fit_scene", "MultiBandResult", "fit_multiband", "Frame",
+           "scene_in_frame"]
 
 _LN_RC = (math.log(0.05), math.log(1e4))      # circularised radius 0.05 px .. 1e4 px
 _ETA = math.log(1e3)                          # q >= 1e-3
 _N = (sersic.N_MIN + 0.01, sersic.N_MAX)      # as the one-galaxy fit's n bounds
+#: The renderer cuts each component at exp(-36) of its peak: (dx^2 / C_xx) <= 72 along x.
+_CUT = 72.0
+#: Two fitted sources whose centres are closer than this (px) are "on the same pixel".
+SAME_PIXEL = 0.5
+#: Tolerances of both solvers (scipy's trf had the same three).
+_TOL = dict(xtol=1e-10, ftol=1e-10, gtol=1e-10)
 
 
 class _Family:
@@ -53,17 +80,20 @@ class SceneFitResult:
     scene : Scene
         The best-fitting scene (sources in the input order).
     errors : tuple of dict
-        Per source, ``{parameter: 1-sigma error}`` in physical units (0 for a source held fixed).
+        Per source, ``{parameter: 1-sigma error}`` in physical units (empty for a source held
+        fixed; NaN for a parameter that ended on a bound).
     sky_errors : dict
         Errors of ``sky`` (and ``sky_dx``, ``sky_dy``).
     flags : tuple of FitFlags
-        Per source: ``AT_BOUND``, ``COV_NONFINITE``, ``CENTRE_OUTSIDE``, ``NEGATIVE_FLUX``.
+        Per source: ``AT_BOUND``, ``COV_NONFINITE``, ``CENTRE_OUTSIDE``, ``NEGATIVE_FLUX``,
+        ``NOT_CONVERGED``, ``CANCELLED``.
     fitted : tuple of bool
-        Which sources were free.
+        Which sources were free (a source given as free but starting outside the image, or on
+        the same pixel as a brighter free source, is held: see :attr:`notes`).
     chi2, nu, chi2_nu : float, int, float
         Over the used pixels; ``nu`` = used pixels - free parameters.
     status : str
-        ``'converged'``, ``'max_nfev'`` or ``'cancelled'``.
+        ``'converged'``, ``'max_nfev'``, ``'cancelled'`` or ``'failed'``.
     nfev : int
     elapsed : float
         Seconds.
@@ -71,6 +101,12 @@ class SceneFitResult:
         Over :attr:`names`, physical parameters.
     names : tuple of (int, str)
         ``(source index, parameter)``; ``(-1, 'sky')`` etc. for the sky.
+    notes : tuple of tuple of str
+        Per source, what was decided about it and why (one sentence each).
+    messages : tuple of str
+        All notes, each prefixed with its source, for a log or a dialog.
+    solver : str
+        ``'lm'`` or ``'scipy'``.
     """
 
     scene: Scene
@@ -86,33 +122,143 @@ class SceneFitResult:
     elapsed: float
     covariance: np.ndarray
     names: tuple
+    notes: tuple = ()
+    messages: tuple = ()
+    solver: str = "lm"
+
+
+# ------------------------------------------------------------------------------ frames
+class Frame:
+    """Maps the reference frame's pixel coordinates to one observation's pixels.
+
+    Positions go through the two WCSs exactly (reference pixel -> sky -> observation pixel,
+    astropy's 0-based ``pixel_to_world_values`` / ``world_to_pixel_values``); a source's shape
+    matrix goes through the local Jacobian ``A = d(x_obs, y_obs) / d(x_ref, y_ref)`` at its
+    centre (central differences over +-0.5 px): ``S_obs = A S A^T``. ``A`` holds the scale,
+    rotation and parity between the grids; within a source's extent a celestial projection is
+    affine to far better than the pixel (TAN over 100 px of a 0.26"-pixel grid: ~1e-8 px).
+    The fit's position derivatives use ``A`` at the current centre (``dA/dx`` ~ 1e-9 / px is
+    left out).
+
+    Parameters
+    ----------
+    ref_wcs, wcs : astropy.wcs.WCS
+        Celestial WCS of the reference grid and of the observation's grid.
+    name : str
+        For messages.
+    """
+
+    def __init__(self, ref_wcs, wcs, name="image"):
+        self.ref = ref_wcs.celestial if getattr(ref_wcs, "naxis", 2) > 2 else ref_wcs
+        self.wcs = wcs.celestial if getattr(wcs, "naxis", 2) > 2 else wcs
+        self.name = name
+
+    def map(self, x, y, h=0.5):
+        """``(x_obs, y_obs, A)`` for the reference-frame point ``(x, y)``."""
+        px = np.array([x, x + h, x - h, x, x], float)
+        py = np.array([y, y, y, y + h, y - h], float)
+        world = self.ref.pixel_to_world_values(px, py)
+        ox, oy = self.wcs.world_to_pixel_values(*world)
+        ox, oy = np.asarray(ox, float), np.asarray(oy, float)
+        A = np.array([[(ox[1] - ox[2]) / (2 * h), (ox[3] - ox[4]) / (2 * h)],
+                      [(oy[1] - oy[2]) / (2 * h), (oy[3] - oy[4]) / (2 * h)]])
+        return float(ox[0]), float(oy[0]), A
+
+    def is_identity(self, shape, tol=1e-8):
+        """True when the two grids coincide (to ``tol`` px) over ``shape`` (ny, nx)."""
+        ny, nx = shape
+        for x, y in ((0, 0), (nx - 1, 0), (0, ny - 1), (nx - 1, ny - 1), ((nx - 1) / 2,
+                                                                           (ny - 1) / 2)):
+            xo, yo, _ = self.map(x, y)
+            if not (abs(xo - x) <= tol and abs(yo - y) <= tol):
+                return False
+        return True
+
+
+def _s3_map(A):
+    """The linear map of ``(Sxx, Sxy, Syy)`` under ``S -> A S A^T`` (3x3)."""
+    a, b, c, d = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
+    return np.array([[a * a, 2 * a * b, b * b],
+                     [a * c, a * d + b * c, b * d],
+                     [c * c, 2 * c * d, d * d]])
+
+
+def scene_in_frame(scene, frame):
+    """The scene seen on another pixel grid: centres through ``frame`` (a :class:`Frame`, or
+    None for the same grid), shapes ``A S A^T``, fluxes and sky unchanged (a band's sky is on its
+    own grid already)."""
+    if frame is None:
+        return scene
+    out = []
+    for s in scene.sources:
+        xo, yo, A = frame.map(s.x, s.y)
+        ch = dict(x=xo, y=yo)
+        if isinstance(s, Galaxy):
+            for sfx in ("", "2") if s.profile2 is not None else ("",):
+                from ..ellipse import shape_matrix
+                S = shape_matrix(getattr(s, "re" + sfx), getattr(s, "q" + sfx),
+                                 getattr(s, "angle" + sfx))
+                re, q, ang = shape_to_physical(A @ S @ A.T)
+                ch.update({"re" + sfx: float(re), "q" + sfx: float(min(q, 1.0)),
+                           "angle" + sfx: float(ang)})
+        out.append(dataclasses.replace(s, **ch))
+    return dataclasses.replace(scene, sources=tuple(out))
+
+
+# ------------------------------------------------------------------------------ the model
+def _psf_extent(psf):
+    """``(cxx, cyy, |mean x|, |mean y|, extra px)`` of the PSF's Gaussians for the box rule."""
+    if psf is None:      # the pixel: one Gaussian of PIXEL_VAR, or sub-Gaussians within +-0.5
+        return np.array([PIXEL_VAR]), np.array([PIXEL_VAR]), np.zeros(1), np.zeros(1), 1.0
+    extra = 1.0
+    if isinstance(psf, ExactPsf):
+        h, w = psf.residual.shape
+        extra += 0.5 * max(h, w) + 1.0
+        psf = psf.mixture
+    covs = np.asarray(psf.covs)
+    means = np.asarray(psf.means)
+    return covs[:, 0, 0], covs[:, 1, 1], np.abs(means[:, 0]), np.abs(means[:, 1]), extra
 
 
 class _Model:
-    """Residuals and Jacobian of a scene in one observation, over the fitted sources."""
+    """chi^2, normal equations (and, for the reference solver, residuals and a dense Jacobian)
+    of a scene in one observation, over the fitted sources.
 
-    def __init__(self, obs, scene, fitted, sky):
+    ``frame`` (a :class:`Frame` or None) maps the scene's reference-frame positions and shapes
+    to this observation's pixels.
+    """
+
+    def __init__(self, obs, scene, fitted, sky, frame=None):
         self.obs = obs
         self.psf = obs.psf
+        self.frame = frame
         self.sky = sky
-        self.sel = np.flatnonzero(obs.weights.ravel() > 0)
-        self.sw = np.sqrt(obs.weights.ravel()[self.sel])
-        self.data = obs.image.ravel()[self.sel]
+        self.w = np.asarray(obs.weights)
+        self.data = np.asarray(obs.image)
+        self.used = self.w > 0
+        self.npix = int(np.count_nonzero(self.used))
         ny, nx = obs.shape
-        yy, xx = np.mgrid[:ny, :nx]
-        self.gx = (xx - (nx - 1) / 2).ravel()[self.sel]
-        self.gy = (yy - (ny - 1) / 2).ravel()[self.sel]
+        self.shape = (ny, nx)
         self.scene = scene
         self.fitted = tuple(fitted)
         fixed = [i for i, f in enumerate(fitted) if not f]
-        self.fixed_model = (scene.render(obs, sources=fixed).ravel()[self.sel] if fixed
-                            else np.zeros(self.sel.size))
+        self.fixed_model = np.zeros(self.shape)
+        for i in fixed:
+            self.fixed_model += _source_image(scene.sources[i], obs, frame)
         self.blocks = []          # (source index, names in z order)
         for i, s in enumerate(scene.sources):
             if fitted[i]:
                 self.blocks.append((i, self._znames(s)))
+        self.blocks_names = dict(self.blocks)
         self.sky_names = {"none": (), "constant": ("sky",),
                           "plane": ("sky", "sky_dx", "sky_dy")}[sky]
+        yy, xx = np.mgrid[:ny, :nx]
+        self.basis = [np.ones(self.shape), xx - (nx - 1) / 2, yy - (ny - 1) / 2][
+            :len(self.sky_names)]
+        ns = len(self.basis)
+        self.sky_gram = np.array([[np.sum(self.w * a * b) for b in self.basis]
+                                  for a in self.basis]).reshape(ns, ns)
+        self.psf_ext = _psf_extent(self.psf)
         self.nfev = 0
 
     @staticmethod
@@ -145,8 +291,8 @@ class _Model:
         z += [getattr(scene, n) for n in self.sky_names]
         return np.array(z, dtype=float)
 
-    def bounds(self):
-        ny, nx = self.obs.shape
+    def bounds(self, ref_shape=None):
+        ny, nx = ref_shape or self.shape
         lo, hi = [], []
         for _, names in self.blocks:
             for n in names:
@@ -184,75 +330,196 @@ class _Model:
         return dataclasses.replace(scene, **{n: float(val) for n, val in sky.items()})
 
     # ------------------------------------------------------------------ rendering
-    def _render(self, flux, x, y, S3, prof, derivs):
-        return render_galaxy(flux, x, y, np.asarray(S3), prof, None, self.psf,
-                             self.obs.shape, derivs=derivs)
+    def _place(self, x, y):
+        if self.frame is None:
+            return x, y, None
+        return self.frame.map(x, y)
 
-    def _components(self, s, v):
-        """[(flux name, flux, S3, dS (3, 3) or None, u names, profile, has n)]"""
+    @staticmethod
+    def _components(s, v, A):
+        """[(flux name, flux, S3, dS (3, 3) or None, u names, profile, has n)] in this
+        observation's pixels (``A``: the frame's local Jacobian, None for the same grid)."""
         if isinstance(s, PointSource):
-            return [("flux", v["flux"], (0.0, 0.0, 0.0), None, (), POINT_PROFILE, False)]
+            return [("flux", v["flux"], np.zeros(3), None, (), POINT_PROFILE, False)]
         out = []
+        T = None if A is None else _s3_map(A)
         S3, dS = shape_jacobian_eta((v["lnrc"], v["eta1"], v["eta2"]))
+        if T is not None:
+            S3, dS = T @ S3, T @ dS
         prof = _Family(v["n"]) if s.profile == "ser" else s.mixture()
         out.append(("flux", v["flux"], S3, dS, ("lnrc", "eta1", "eta2"), prof,
                     s.profile == "ser"))
         if s.profile2 is not None:
             S3b, dSb = shape_jacobian_eta((v["lnrc2"], v["eta1_2"], v["eta2_2"]))
+            if T is not None:
+                S3b, dSb = T @ S3b, T @ dSb
             out.append(("flux2", v["flux2"], S3b, dSb, ("lnrc2", "eta1_2", "eta2_2"),
                         s.mixture("2"), False))
         return out
 
-    def model(self, z, *, jacobian=False):
-        """Model over the used pixels and, with ``jacobian``, d model / dz (npix, nz)."""
+    def _box(self, x, y, comps):
+        """``(y0, y1, x0, x1)`` holding every component's exp(-36) ellipse (clipped to the
+        image), or None when none of it falls on the image."""
+        cxx, cyy, mx, my, extra = self.psf_ext
+        hx = hy = 0.0
+        for _, _, S3, _, _, prof, _ in comps:
+            v = np.asarray(prof.variances, float)
+            if v.size and np.all(np.isfinite(v)):
+                vmax = float(v.max())
+            else:
+                vmax = 0.0
+            hx = max(hx, float(np.max(np.sqrt(_CUT * (vmax * S3[0] + cxx)) + mx)))
+            hy = max(hy, float(np.max(np.sqrt(_CUT * (vmax * S3[2] + cyy)) + my)))
+        hx += extra
+        hy += extra
+        ny, nx = self.shape
+        if not (math.isfinite(hx) and math.isfinite(hy) and math.isfinite(x)
+                and math.isfinite(y)):
+            return 0, ny, 0, nx
+        x0, x1 = max(0, math.floor(x - hx)), min(nx, math.ceil(x + hx) + 1)
+        y0, y1 = max(0, math.floor(y - hy)), min(ny, math.ceil(y + hy) + 1)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        return y0, y1, x0, x1
+
+    def _source(self, i, v, jac):
+        """One source over its box: ``(box, image, J (p, h, w) or None)``."""
+        s = self.scene.sources[i]
+        names = self.blocks_names[i]
+        xo, yo, A = self._place(v["x"], v["y"])
+        comps = self._components(s, v, A)
+        box = self._box(xo, yo, comps)
+        if box is None:
+            return None, None, (np.zeros((len(names), 0, 0)) if jac else None)
+        y0, y1, x0, x1 = box
+        shp = (y1 - y0, x1 - x0)
+        bx, by = xo - x0, yo - y0
+        img_all = np.zeros(shp)
+        J = np.zeros((len(names),) + shp) if jac else None
+        col = {n: j for j, n in enumerate(names)}
+        for fname, flux, S3, dS, unames, prof, has_n in comps:
+            out = render_galaxy(flux, bx, by, S3, prof, None, self.psf, shp, derivs=jac)
+            img, d = out if jac else (out, None)
+            img_all += img
+            if not jac:
+                continue
+            if flux != 0:
+                J[col[fname]] = img / flux
+            else:
+                J[col[fname]] = render_galaxy(1.0, bx, by, S3, prof, None, self.psf, shp)
+            if A is None:
+                J[col["x"]] += d[0]
+                J[col["y"]] += d[1]
+            else:       # d/dx_ref = A00 d/dx_obs + A10 d/dy_obs, d/dy_ref likewise
+                J[col["x"]] += A[0, 0] * d[0] + A[1, 0] * d[1]
+                J[col["y"]] += A[0, 1] * d[0] + A[1, 1] * d[1]
+            if dS is not None:
+                for j, un in enumerate(unames):
+                    J[col[un]] = np.tensordot(dS[:, j], d[2:], axes=1)
+            if has_n:
+                J[col["n"]] = render_galaxy_dn(flux, bx, by, S3, prof, prof.damps,
+                                               prof.dvariances, self.psf, shp)
+        return box, img_all, J
+
+    def _render(self, z, jac):
+        """Model image and the per-source ``(offset, box, J)``."""
         model = self.fixed_model.copy()
-        J = np.zeros((self.sel.size, self.nz)) if jacobian else None
+        parts = []
         k = 0
         for i, names in self.blocks:
             v = dict(zip(names, z[k:k + len(names)]))
-            col = {n: k + j for j, n in enumerate(names)}
-            for fname, flux, S3, dS, unames, prof, has_n in self._components(
-                    self.scene.sources[i], v):
-                out = self._render(flux, v["x"], v["y"], S3, prof, jacobian)
-                img, d = out if jacobian else (out, None)
-                model += img.ravel()[self.sel]
-                if not jacobian:
-                    continue
-                d = d.reshape(5, -1)[:, self.sel]
-                if flux != 0:
-                    J[:, col[fname]] = img.ravel()[self.sel] / flux
-                else:
-                    J[:, col[fname]] = self._render(1.0, v["x"], v["y"], S3, prof,
-                                                    False).ravel()[self.sel]
-                J[:, col["x"]] += d[0]
-                J[:, col["y"]] += d[1]
-                if dS is not None:
-                    for j, un in enumerate(unames):
-                        J[:, col[un]] = dS[:, j] @ d[2:]
-                if has_n:
-                    J[:, col["n"]] = render_galaxy_dn(
-                        flux, v["x"], v["y"], np.asarray(S3), prof, prof.damps,
-                        prof.dvariances, self.psf, self.obs.shape).ravel()[self.sel]
+            box, img, J = self._source(i, v, jac)
+            if box is not None:
+                y0, y1, x0, x1 = box
+                model[y0:y1, x0:x1] += img
+            parts.append((k, box, J))
             k += len(names)
-        sky = dict(zip(self.sky_names, z[k:]))
-        if sky:
-            model += sky["sky"]
-            if jacobian:
-                J[:, k] = 1.0
-            if "sky_dx" in sky:
-                model += sky["sky_dx"] * self.gx + sky["sky_dy"] * self.gy
-                if jacobian:
-                    J[:, k + 1] = self.gx
-                    J[:, k + 2] = self.gy
-        return (model, J) if jacobian else model
+        for j, name in enumerate(self.sky_names):
+            model += z[k + j] * self.basis[j]
+        return model, parts, k
 
-    def residuals(self, z):
+    def image(self, z):
+        """The model image at ``z`` (all sources, fixed ones included, and the sky)."""
+        return self._render(z, False)[0]
+
+    def evaluate(self, z):
+        """``(chi2, A, g, model)``: ``A = J^T W J``, ``g = J^T W (data - model)``, the Jacobian
+        never formed beyond each source's box."""
         self.nfev += 1
-        return self.sw * (self.data - self.model(z))
+        model, parts, ks = self._render(z, True)
+        r = self.data - model
+        wr = self.w * r
+        chi2 = float(np.sum(wr * r))
+        nz = self.nz
+        A = np.zeros((nz, nz))
+        g = np.zeros(nz)
+        flat = []
+        for k, box, J in parts:
+            p = J.shape[0]
+            if box is None:
+                flat.append(None)
+                continue
+            y0, y1, x0, x1 = box
+            Jf = J.reshape(p, -1)
+            WJ = (J * self.w[y0:y1, x0:x1]).reshape(p, -1)
+            A[k:k + p, k:k + p] = WJ @ Jf.T
+            g[k:k + p] = Jf @ wr[y0:y1, x0:x1].ravel()
+            for j, b in enumerate(self.basis):
+                c = WJ.sum(axis=1) if j == 0 else WJ @ b[y0:y1, x0:x1].ravel()
+                A[k:k + p, ks + j] = c
+                A[ks + j, k:k + p] = c
+            flat.append((k, p, box, J, WJ.reshape(J.shape)))
+        for a in range(len(flat)):
+            if flat[a] is None:
+                continue
+            ka, pa, (ay0, ay1, ax0, ax1), Ja, _ = flat[a]
+            for b in range(a + 1, len(flat)):
+                if flat[b] is None:
+                    continue
+                kb, pb, (by0, by1, bx0, bx1), _, WJb = flat[b]
+                y0, y1 = max(ay0, by0), min(ay1, by1)
+                x0, x1 = max(ax0, bx0), min(ax1, bx1)
+                if y0 >= y1 or x0 >= x1:
+                    continue
+                Ja_ = Ja[:, y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0].reshape(pa, -1)
+                Wb_ = WJb[:, y0 - by0:y1 - by0, x0 - bx0:x1 - bx0].reshape(pb, -1)
+                blk = Ja_ @ Wb_.T
+                A[ka:ka + pa, kb:kb + pb] = blk
+                A[kb:kb + pb, ka:ka + pa] = blk.T
+        ns = len(self.basis)
+        if ns:
+            A[ks:, ks:] = self.sky_gram
+            for j, b in enumerate(self.basis):
+                g[ks + j] = float(np.sum(wr * b))
+        return chi2, A, g, model
 
-    def jacobian(self, z):
-        _, J = self.model(z, jacobian=True)
-        return -self.sw[:, None] * J
+    def dense(self, z):
+        """Weighted residuals ``sqrt(w) (data - model)`` over the used pixels and the dense
+        Jacobian of the residuals (the reference solver's view)."""
+        self.nfev += 1
+        model, parts, ks = self._render(z, True)
+        sw = np.sqrt(self.w[self.used])
+        res = sw * (self.data - model)[self.used]
+        index = np.full(self.shape, -1)
+        index[self.used] = np.arange(self.npix)
+        J = np.zeros((self.npix, self.nz))
+        for k, box, Jb in parts:
+            if box is None:
+                continue
+            y0, y1, x0, x1 = box
+            rows = index[y0:y1, x0:x1].ravel()
+            keep = rows >= 0
+            J[rows[keep], k:k + Jb.shape[0]] = Jb.reshape(Jb.shape[0], -1)[:, keep].T
+        for j, b in enumerate(self.basis):
+            J[:, ks + j] = b[self.used]
+        return res, -sw[:, None] * J
+
+
+def _source_image(s, obs, frame=None):
+    """One source on an observation's full grid, through ``frame``."""
+    if frame is None:
+        return s.render_into(obs)
+    return scene_in_frame(Scene((s,)), frame).sources[0].render_into(obs)
 
 
 def _physical(lnrc, e1, e2):
@@ -260,46 +527,77 @@ def _physical(lnrc, e1, e2):
     return float(re), float(min(q, 1.0)), float(ang)
 
 
-def _covariance(J):
-    """``(J^T J)^-1`` through the unit-diagonal scaling, or NaNs (and False) when ``J^T J`` is
-    singular or its scaled condition number exceeds 1e12 (the one-galaxy fit's rule)."""
-    A = J.T @ J
-    sc = np.sqrt(np.diag(A))
-    if np.all(sc > 0) and np.all(np.isfinite(sc)):
-        An = A / np.outer(sc, sc)
-        if np.linalg.cond(An) <= 1e12:
-            try:
-                return np.linalg.inv(An) / np.outer(sc, sc), True
-            except np.linalg.LinAlgError:
-                pass
-    return np.full(A.shape, np.nan), False
+def _inverse(A, keep):
+    """``A^-1`` over the ``keep`` parameters through the unit-diagonal scaling (NaN elsewhere),
+    and whether it exists: False when the kept block is singular or its scaled condition number
+    exceeds 1e12 (the one-galaxy fit's rule)."""
+    n = A.shape[0]
+    C = np.full((n, n), np.nan)
+    keep = keep & (np.diag(A) > 0) & np.isfinite(np.diag(A))
+    if not keep.any():
+        return C, False
+    Ak = A[np.ix_(keep, keep)]
+    sc = np.sqrt(np.diag(Ak))
+    An = Ak / np.outer(sc, sc)
+    if np.all(np.isfinite(An)) and np.linalg.cond(An) <= 1e12:
+        try:
+            C[np.ix_(keep, keep)] = np.linalg.inv(An) / np.outer(sc, sc)
+            return C, True
+        except np.linalg.LinAlgError:
+            pass
+    return C, False
 
 
 class _Cancelled(Exception):
     pass
 
 
-def _solve(model, z0, should_stop, max_nfev):
-    lo, hi = model.bounds()
-    width = np.where(np.isfinite(hi - lo), hi - lo, 0.0)
-    z0 = np.clip(z0, lo + 1e-9 * width, hi - 1e-9 * width)   # strictly inside: trf needs it
+_STATUS = {"converged": "converged", "max_evaluations": "max_nfev", "cancelled": "cancelled",
+           "failed": "failed"}
 
-    def resid(z):
+
+def _solve(problem, z0, lo, hi, should_stop, max_nfev, solver):
+    """Minimise ``problem``'s chi^2 from ``z0`` in ``[lo, hi]``: ``(z, status)``.
+
+    ``problem`` has ``evaluate(z) -> (chi2, A, g, aux)`` (LM) and ``dense(z) -> (res, J)``
+    (scipy's trf, the reference)."""
+    if solver == "scipy":
+        width = np.where(np.isfinite(hi - lo), hi - lo, 0.0)
+        z0 = np.clip(z0, lo + 1e-9 * width, hi - 1e-9 * width)   # strictly inside: trf needs it
+        cache = {}
+
+        def both(z):
+            if should_stop is not None and should_stop():
+                raise _Cancelled
+            key = z.tobytes()
+            if key not in cache:
+                cache.clear()
+                cache[key] = problem.dense(z)
+            return cache[key]
+
+        try:
+            res = optimize.least_squares(lambda z: both(z)[0], z0, jac=lambda z: both(z)[1],
+                                         bounds=(lo, hi), method="trf", x_scale="jac",
+                                         max_nfev=max_nfev, **_TOL)
+        except _Cancelled:
+            return z0, "cancelled"
+        return res.x, ("converged" if res.status > 0 else "max_nfev")
+    last = {"z": np.clip(np.asarray(z0, float), lo, hi)}
+
+    def evaluate(z):
         if should_stop is not None and should_stop():
             raise _Cancelled
-        return model.residuals(z)
+        return problem.evaluate(z)
+
+    def callback(z, chi2, nit, nfev):
+        last["z"] = z.copy()
 
     try:
-        # trf's exact solver takes an SVD of J (pixels x parameters) at every step: with 21
-        # sources on 256 px that is 30 of 51 s; its iterative 'lsmr' solver needed 1.4x the
-        # evaluations and 2.4x the time there. A solver on the normal equations accumulated
-        # per source footprint is the way out (issue 16's driver).
-        res = optimize.least_squares(resid, z0, jac=model.jacobian, bounds=(lo, hi),
-                                     method="trf", x_scale="jac", max_nfev=max_nfev,
-                                     xtol=1e-10, ftol=1e-10, gtol=1e-10)
+        res = levenberg_marquardt(evaluate, z0, lo, hi, max_nfev=max_nfev, callback=callback,
+                                  **_TOL)
     except _Cancelled:
-        return z0, "cancelled"
-    return res.x, ("converged" if res.status > 0 else "max_nfev")
+        return last["z"], "cancelled"
+    return res.z, _STATUS.get(res.status, "failed")
 
 
 def _dz_dphys(names, z):
@@ -328,16 +626,84 @@ def _dz_dphys(names, z):
     return phys, D
 
 
+def _dphys_dz(model, z):
+    """``(names, G)``: the physical parameters of ``model``'s fitted sources and sky, and
+    ``G = d physical / d z`` (block diagonal: the inverse of each source's ``dz/dphys``)."""
+    names, blocks, k = [], [], 0
+    for i, zn in model.blocks:
+        phys, D = _dz_dphys(zn, z[k:k + len(zn)])
+        with np.errstate(all="ignore"):
+            try:
+                Gi = np.linalg.inv(D)
+            except np.linalg.LinAlgError:       # q = 1 exactly: the angle is undefined
+                Gi = np.linalg.pinv(D)
+        blocks.append(Gi)
+        names += [(i, p) for p in phys]
+        k += len(zn)
+    ns = len(model.sky_names)
+    if ns:
+        blocks.append(np.eye(ns))
+        names += [(-1, n) for n in model.sky_names]
+    G = np.zeros((len(names), z.size))
+    r0 = 0
+    for b in blocks:
+        G[r0:r0 + b.shape[0], r0:r0 + b.shape[1]] = b
+        r0 += b.shape[0]
+    return names, G
+
+
+def _inside(s, shape):
+    ny, nx = shape
+    return -0.5 <= s.x <= nx - 0.5 and -0.5 <= s.y <= ny - 0.5
+
+
+def _check_sources(scene, fitted, shape):
+    """Sources that cannot be fitted as given: ``(fitted, scene, notes)``. A free source whose
+    centre is outside the image (or not finite) is held at its values; of two free sources on
+    the same pixel (closer than :data:`SAME_PIXEL`) the fainter is held at zero flux, so the
+    pair is fitted as one source."""
+    fitted = list(fitted)
+    notes = [[] for _ in scene.sources]
+    ny, nx = shape
+    for i, s in enumerate(scene.sources):
+        vals = [s.flux, s.x, s.y] + ([s.re, s.q, s.angle] if isinstance(s, Galaxy) else [])
+        if not all(math.isfinite(float(v)) for v in vals):
+            if fitted[i]:
+                raise FitError(f"source {i} has a non-finite start ({s}): give finite values")
+        if fitted[i] and not _inside(s, shape):
+            fitted[i] = False
+            notes[i].append(f"centre ({s.x:.2f}, {s.y:.2f}) is outside the {nx}x{ny} image: "
+                            "held at its start (rendered, not fitted)")
+    free = [i for i, f in enumerate(fitted) if f]
+    order = sorted(free, key=lambda i: -abs(scene.sources[i].flux))
+    for a, i in enumerate(order):
+        if not fitted[i]:
+            continue
+        si = scene.sources[i]
+        for j in order[a + 1:]:
+            sj = scene.sources[j]
+            d = math.hypot(si.x - sj.x, si.y - sj.y)
+            if fitted[j] and d < SAME_PIXEL:
+                fitted[j] = False
+                scene = scene.replace_source(j, dataclasses.replace(sj, flux=0.0))
+                notes[j].append(f"on the same pixel as source {i} ({d:.2f} px apart): the two "
+                                f"are fitted as one (source {i}); this one is held at zero flux")
+                notes[i].append(f"source {j} lay on the same pixel and was merged into it")
+    return tuple(fitted), scene, notes
+
+
 def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=True,
-              should_stop=None, max_nfev=400):
+              should_stop=None, max_nfev=400, solver="lm"):
     """Fit the sources of ``scene`` (those with ``fitted[i]``; default all) and the sky.
 
     Parameters
     ----------
     observation : Observation
-        Pixels, weights and the PSF every source is convolved with.
+        Pixels, weights and the PSF every source is convolved with (a mixture, or a stamp used
+        exactly).
     scene : Scene
-        The start: sources and sky (values used as the starting point).
+        The start: sources and sky (values used as the starting point), in the observation's
+        0-based pixel coordinates.
     fitted : sequence of bool, optional
         Which sources are free; the others are held at their values.
     sky : {'none', 'constant', 'plane'}
@@ -347,10 +713,16 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         Polled before each evaluation; True cancels (status ``'cancelled'``).
     max_nfev : int
         Evaluation limit of each least-squares run.
+    solver : {'lm', 'scipy'}
+        Levenberg-Marquardt on the sparse normal equations (default), or scipy's ``trf`` on
+        the dense Jacobian (the reference: same optimum, much slower with many sources).
 
     Returns
     -------
     SceneFitResult
+        Bad sources are flagged and explained (:attr:`SceneFitResult.notes`), not raised: a
+        centre outside the image is held; the fainter of two sources on one pixel is merged
+        into the brighter; a neighbour that ends on a bound is flagged ``AT_BOUND``.
     """
     t0 = time.perf_counter()
     if not scene.sources:
@@ -360,8 +732,13 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         raise FitError(f"fitted has {len(fitted)} entries for {len(scene)} sources")
     if sky not in ("none", "constant", "plane"):
         raise FitError(f"sky must be 'none', 'constant' or 'plane', got {sky!r}")
+    if solver not in ("lm", "scipy"):
+        raise FitError(f"solver must be 'lm' or 'scipy', got {solver!r}")
+    if observation.n_good == 0:
+        raise FitError(f"{observation.name}: every pixel is masked or has zero weight")
     if sky == "none":
         scene = dataclasses.replace(scene, sky=0.0, sky_dx=0.0, sky_dy=0.0)
+    fitted, scene, notes = _check_sources(scene, fitted, observation.shape)
     nfev = 0
     status = "converged"
     if sequential and sum(fitted) > 1:
@@ -370,42 +747,31 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         for i in order:
             alone = tuple(j == i for j in range(len(scene)))
             m = _Model(observation, scene, alone, sky)
-            z, status = _solve(m, m.to_z(scene), should_stop, max_nfev)
+            z, status = _solve(m, m.to_z(scene), *m.bounds(), should_stop, max_nfev, solver)
             nfev += m.nfev
             scene = m.from_z(z)
             if status == "cancelled":
                 break
     m = _Model(observation, scene, fitted, sky)
-    if m.sel.size <= m.nz:
-        raise FitError(f"{m.sel.size} usable pixels for {m.nz} free parameters")
+    if m.npix <= m.nz:
+        raise FitError(f"{m.npix} usable pixels for {m.nz} free parameters")
+    lo, hi = m.bounds()
     if status != "cancelled":
-        z, status = _solve(m, m.to_z(scene), should_stop, max_nfev)
+        z, status = _solve(m, m.to_z(scene), lo, hi, should_stop, max_nfev, solver)
     else:
         z = m.to_z(scene)
     nfev += m.nfev
     best = m.from_z(z)
-    r = m.residuals(z)
-    chi2 = float(r @ r)
-    nu = int(m.sel.size - m.nz)
-    # physical Jacobian and covariance
-    Jz = m.jacobian(z)
-    blocks, names, k = [], [], 0
-    for i, zn in m.blocks:
-        phys, D = _dz_dphys(zn, z[k:k + len(zn)])
-        blocks.append(D)
-        names += [(i, p) for p in phys]
-        k += len(zn)
-    ns = len(m.sky_names)
-    if ns:
-        blocks.append(np.eye(ns))
-        names += [(-1, n) for n in m.sky_names]
-    D = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)))
-    r0 = c0 = 0
-    for b in blocks:
-        D[r0:r0 + b.shape[0], c0:c0 + b.shape[1]] = b
-        r0 += b.shape[0]
-        c0 += b.shape[1]
-    cov, cov_ok = _covariance(Jz @ D)
+    chi2, A, _, _ = m.evaluate(z)
+    nu = int(m.npix - m.nz)
+    at_bound = (np.isclose(z, lo, rtol=0, atol=1e-6) | np.isclose(z, hi, rtol=0, atol=1e-6))
+    Cz, cov_ok = _inverse(A, ~at_bound)
+    names, G = _dphys_dz(m, z)
+    with np.errstate(invalid="ignore"):
+        cov = G @ np.where(np.isnan(Cz), 0.0, Cz) @ G.T
+        bad = (np.abs(G) > 0) @ np.isnan(Cz).any(axis=1)
+        cov[bad, :] = np.nan
+        cov[:, bad] = np.nan
     err_all = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
     errors = [dict() for _ in scene.sources]
     sky_errors = {}
@@ -414,244 +780,36 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
             sky_errors[p] = float(e)
         else:
             errors[i][p] = float(e)
-    lo, hi = m.bounds()
-    at_bound = np.isclose(z, lo, rtol=0, atol=1e-6) | np.isclose(z, hi, rtol=0, atol=1e-6)
     flags = [FitFlags(0)] * len(scene)
     k = 0
-    ny, nx = observation.shape
     for i, zn in m.blocks:
         f = FitFlags(0)
-        if at_bound[k:k + len(zn)].any():
+        hit = [n for n, b in zip(zn, at_bound[k:k + len(zn)]) if b]
+        if hit:
             f |= FitFlags.AT_BOUND
+            notes[i].append(f"ended on a bound of {', '.join(hit)} (its error there is "
+                            "undefined; a neighbour at a bound is usually a blend or an "
+                            "artefact: mask it or hold it)")
         if not cov_ok or not all(np.isfinite(v) for v in errors[i].values()):
             f |= FitFlags.COV_NONFINITE
         s = best.sources[i]
         if s.flux <= 0:
             f |= FitFlags.NEGATIVE_FLUX
-        if not (-0.5 <= s.x <= nx - 0.5 and -0.5 <= s.y <= ny - 0.5):
+        if not _inside(s, observation.shape):
             f |= FitFlags.CENTRE_OUTSIDE
         if status == "cancelled":
             f |= FitFlags.CANCELLED
-        elif status == "max_nfev":
+        elif status in ("max_nfev", "failed"):
             f |= FitFlags.NOT_CONVERGED
         flags[i] = f
         k += len(zn)
+    for i, s in enumerate(best.sources):
+        if not fitted[i] and not _inside(s, observation.shape):
+            flags[i] |= FitFlags.CENTRE_OUTSIDE
+    notes = tuple(tuple(n) for n in notes)
+    messages = tuple(f"source {i}: {t}" for i, ns in enumerate(notes) for t in ns)
     return SceneFitResult(scene=best, errors=tuple(errors), sky_errors=sky_errors,
                           flags=tuple(flags), fitted=fitted, chi2=chi2, nu=nu,
                           chi2_nu=chi2 / nu if nu > 0 else math.nan, status=status, nfev=nfev,
-                          elapsed=time.perf_counter() - t0, covariance=cov, names=tuple(names))
-
-
-# ------------------------------------------------------------------------------ several bands
-_PER_BAND = ("flux", "flux2")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class MultiBandResult:
-    """What :func:`fit_multiband` returns: one scene per band sharing positions and shapes.
-
-    Attributes
-    ----------
-    bands : tuple of str
-    scenes : tuple of Scene
-        Per band: the same sources (centre, shape, n shared) with that band's fluxes and sky.
-    errors : tuple of tuple of dict
-        ``errors[b][i]``: 1-sigma errors of source ``i``'s physical parameters in band ``b``
-        (shared parameters have the same error in every band).
-    chi2, nu, chi2_nu : float, int, float
-        Over all bands' used pixels.
-    chi2_band : tuple of float
-    status : str
-    nfev : int
-    elapsed : float
-    covariance : ndarray
-        Over :attr:`names`: ``(band or None, source index, parameter)``; the sky is source -1.
-    names : tuple
-    ties : str
-        Which parameters were shared, in words (for the CSV).
-    """
-
-    bands: tuple
-    scenes: tuple
-    errors: tuple
-    chi2: float
-    nu: int
-    chi2_nu: float
-    chi2_band: tuple
-    status: str
-    nfev: int
-    elapsed: float
-    covariance: np.ndarray
-    names: tuple
-    ties: str = "centre, shape and n shared; flux and sky per band"
-
-    def flux_covariance(self, source, band1, band2):
-        """Covariance of the (mixture) fluxes of ``source`` in two bands."""
-        i = self.names.index((band1, source, "flux"))
-        j = self.names.index((band2, source, "flux"))
-        return float(self.covariance[i, j])
-
-    def colour(self, source, band1, band2):
-        """``mag_band1 - mag_band2`` of a source and its error (the covariance included)."""
-        f1 = self.scenes[self.bands.index(band1)].sources[source].flux
-        f2 = self.scenes[self.bands.index(band2)].sources[source].flux
-        k = 2.5 / math.log(10)
-        c11 = self.flux_covariance(source, band1, band1)
-        c22 = self.flux_covariance(source, band2, band2)
-        c12 = self.flux_covariance(source, band1, band2)
-        var = k * k * (c11 / f1 ** 2 + c22 / f2 ** 2 - 2 * c12 / (f1 * f2))
-        return -2.5 * math.log10(f1 / f2), math.sqrt(var) if var >= 0 else math.nan
-
-
-def fit_multiband(observations, scene, *, bands=None, fitted=None, sky="constant",
-                  single_first=True, should_stop=None, max_nfev=400):
-    """Fit one scene to several observations at once: shared centre, shape and Sérsic n, a flux
-    (and sky) per band.
-
-    The observations must share one pixel grid (same shape; bands of one coadd, or images
-    resampled to one grid). Each band's fit starts from a single-band fit of that band
-    (``single_first``), the shared parameters from their inverse-variance weighted mean.
-
-    Parameters
-    ----------
-    observations : sequence of Observation
-    scene : Scene
-        The start (fluxes are rescaled per band by the single-band fits).
-    bands : sequence of str, optional
-        Names of the bands (default: each observation's ``band``, else ``b0, b1, ...``).
-
-    Returns
-    -------
-    MultiBandResult
-    """
-    t0 = time.perf_counter()
-    obs = list(observations)
-    if not obs:
-        raise FitError("no observations to fit")
-    shapes = {o.shape for o in obs}
-    if len(shapes) > 1:
-        raise FitError(f"the bands have different pixel grids {sorted(shapes)}: resample them "
-                       "to one grid (bands with their own WCS are not fitted jointly yet)")
-    bands = tuple(bands or [o.band or f"b{i}" for i, o in enumerate(obs)])
-    if len(set(bands)) != len(bands) or len(bands) != len(obs):
-        raise FitError(f"band names must be unique, one per observation: {bands}")
-    fitted = tuple(bool(f) for f in (fitted if fitted is not None else [True] * len(scene)))
-    nfev = 0
-    starts = []
-    for o in obs:
-        if single_first:
-            r = fit_scene(o, scene, fitted=fitted, sky=sky, should_stop=should_stop,
-                          max_nfev=max_nfev)
-            nfev += r.nfev
-            starts.append(r.scene)
-        else:
-            starts.append(scene)
-    models = [_Model(o, s, fitted, sky) for o, s in zip(obs, starts)]
-    # the global vector: per source its shared names, then its per-band fluxes; then skies
-    gnames, index = [], [[] for _ in obs]
-    z_local = [m.to_z(s) for m, s in zip(models, starts)]
-    z0 = []
-    k_local = 0
-    for _i, names in models[0].blocks:
-        for j, n in enumerate(names):
-            if n in _PER_BAND:
-                for b in range(len(obs)):
-                    index[b].append(len(gnames))
-                    gnames.append((bands[b], _i, n))
-                    z0.append(z_local[b][k_local + j])
-            else:
-                for b in range(len(obs)):
-                    index[b].append(len(gnames))
-                gnames.append((None, _i, n))
-                z0.append(float(np.mean([z_local[b][k_local + j] for b in range(len(obs))])))
-        k_local += len(names)
-    for b in range(len(obs)):
-        for j, n in enumerate(models[0].sky_names):
-            index[b].append(len(gnames))
-            gnames.append((bands[b], -1, n))
-            z0.append(z_local[b][k_local + j])
-    index = [np.array(ix) for ix in index]
-    z0 = np.array(z0)
-    lo1, hi1 = models[0].bounds()
-    lo, hi = np.full(z0.size, -np.inf), np.full(z0.size, np.inf)
-    for j, g in enumerate(index[0]):
-        lo[g], hi[g] = max(lo[g], lo1[j]), min(hi[g], hi1[j])
-    for ix in index[1:]:
-        for j, g in enumerate(ix):
-            if np.isfinite(lo1[j]) and gnames[g][0] is None:
-                lo[g], hi[g] = lo1[j], hi1[j]
-
-    class _Joint:
-        nfev = 0
-
-        def bounds(self):
-            return lo, hi
-
-        def residuals(self, z):
-            self.nfev += 1
-            return np.concatenate([m.residuals(z[ix]) for m, ix in zip(models, index)])
-
-        def jacobian(self, z):
-            rows = [m.jacobian(z[ix]) for m, ix in zip(models, index)]
-            J = np.zeros((sum(r.shape[0] for r in rows), z.size))
-            r0 = 0
-            for Jb, ix in zip(rows, index):
-                np.add.at(J[r0:r0 + Jb.shape[0]].T, ix, Jb.T)
-                r0 += Jb.shape[0]
-            return J
-
-    joint = _Joint()
-    z, status = _solve(joint, z0, should_stop, max_nfev)
-    nfev += joint.nfev
-    chi2_band = tuple(float(np.sum(m.residuals(z[ix]) ** 2)) for m, ix in zip(models, index))
-    chi2 = float(sum(chi2_band))
-    npix = sum(m.sel.size for m in models)
-    nu = int(npix - z.size)
-    # covariance in physical parameters: per band the local dz/dphys, on the shared vector
-    Jz = joint.jacobian(z)
-    phys_names, cols = [], []
-    D = np.zeros((z.size, 0))
-    blocks_local = []
-    k = 0
-    for i, names in models[0].blocks:
-        phys, Dl = _dz_dphys(names, z[index[0][k:k + len(names)]])
-        blocks_local.append((i, names, phys, Dl, k))
-        k += len(names)
-    for i, names, phys, Dl, k in blocks_local:
-        for pj, p in enumerate(phys):
-            if p in _PER_BAND:
-                for b in range(len(obs)):
-                    col = np.zeros(z.size)
-                    for r, n in enumerate(names):
-                        col[index[b][k + r]] = Dl[r, pj] if n == p else col[index[b][k + r]]
-                    cols.append(col)
-                    phys_names.append((bands[b], i, p))
-            else:
-                col = np.zeros(z.size)
-                for r in range(len(names)):
-                    col[index[0][k + r]] = Dl[r, pj] if names[r] not in _PER_BAND else 0.0
-                cols.append(col)
-                phys_names.append((None, i, p))
-    n_local = sum(len(names) for _, names in models[0].blocks)     # the skies follow
-    for b in range(len(obs)):
-        for j, n in enumerate(models[0].sky_names):
-            col = np.zeros(z.size)
-            col[index[b][n_local + j]] = 1.0
-            cols.append(col)
-            phys_names.append((bands[b], -1, n))
-    D = np.column_stack(cols)
-    cov, _ = _covariance(Jz @ D)
-    err = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
-    scenes, errors = [], []
-    for b, (m, ix) in enumerate(zip(models, index)):
-        scenes.append(m.from_z(z[ix]))
-        eb = [dict() for _ in scene.sources]
-        for (band, i, p), e in zip(phys_names, err):
-            if i >= 0 and band in (None, bands[b]):
-                eb[i][p] = float(e)
-        errors.append(tuple(eb))
-    return MultiBandResult(bands=bands, scenes=tuple(scenes), errors=tuple(errors), chi2=chi2,
-                           nu=nu, chi2_nu=chi2 / nu if nu > 0 else math.nan,
-                           chi2_band=chi2_band, status=status, nfev=nfev,
-                           elapsed=time.perf_counter() - t0, covariance=cov,
-                           names=tuple(phys_names))
+                          elapsed=time.perf_counter() - t0, covariance=cov, names=tuple(names),
+                          notes=notes, messages=messages, solver=solver)
