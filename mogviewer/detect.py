@@ -21,7 +21,8 @@ import numpy as np
 from . import _warnings
 from .errors import MogviewerError
 
-__all__ = ["Detection", "Detections", "detect_sources", "classify"]
+__all__ = ["Detection", "Detections", "detect_sources", "classify", "scene_from_detections",
+           "detect_missed", "add_detections"]
 
 #: A source whose concentration (peak pixel / segment flux) is above this fraction of the PSF's
 #: is a point source. A segment's second moments cannot tell (a bright star's segment reaches
@@ -73,12 +74,19 @@ class Detection:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Detections:
-    """What :func:`detect_sources` found: the sources, brightest first, and the segment map."""
+    """What :func:`detect_sources` found: the sources, brightest first, and the segment map.
+
+    ``messages`` says what was decided on the way (a crowded field capped at ``max_sources``);
+    ``dropped`` holds the labels of segments found but not kept (their pixels are still in
+    :attr:`segmap`, and :func:`scene_from_detections` masks them).
+    """
 
     sources: tuple
     segmap: np.ndarray
     background: float
     threshold: float
+    messages: tuple = ()
+    dropped: tuple = ()
 
     def __len__(self):
         return len(self.sources)
@@ -100,6 +108,16 @@ class Detections:
         """Boolean mask of the segments of ``detections``."""
         labels = [d.label for d in detections]
         return np.isin(self.segmap, labels) if labels else np.zeros(self.segmap.shape, bool)
+
+
+def _mixture_of(psf):
+    """The PSF's mixture, whatever was given (Mixture, ExactPsf, PsfModel or None)."""
+    if psf is None:
+        return None
+    from .render.exact import ExactPsf
+    if isinstance(psf, ExactPsf) or (hasattr(psf, "stamp") and hasattr(psf, "mixture")):
+        return psf.mixture.normalized()
+    return psf.normalized()
 
 
 def _psf_concentration(psf):
@@ -152,8 +170,8 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
     deblend, nlevels, contrast :
         photutils' deblending (``deblend_sources``) and its parameters.
     max_sources : int
-        More detections than this raise :class:`~mogviewer.errors.MogviewerError` (a crowded
-        field wants a catalogue, not a cutout fit).
+        At most this many detections are kept, brightest first (a crowded field wants a
+        catalogue, not a cutout fit); :attr:`Detections.messages` says when some were dropped.
 
     Returns
     -------
@@ -166,6 +184,11 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
     from photutils.segmentation import detect_sources as _segment
 
     img = np.asarray(image, dtype=np.float64)
+    psf = _mixture_of(psf)
+    if img.ndim != 2:
+        raise MogviewerError(f"detection needs a 2-D image, got shape {img.shape}")
+    if not (isinstance(max_sources, (int, np.integer)) and max_sources >= 1):
+        raise MogviewerError(f"max_sources must be a positive integer, got {max_sources!r}")
     bad = ~np.isfinite(img) if mask is None else (np.asarray(mask, bool) | ~np.isfinite(img))
     if ivar is not None:
         bad = bad | ~(np.asarray(ivar) > 0)
@@ -194,9 +217,19 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
         if segm is None:
             return Detections((), np.zeros(img.shape, np.int32), float(bkg),
                               float(np.nanmedian(threshold[~bad])))
+        messages, dropped, dropped_mask = [], [], None
         if segm.nlabels > max_sources:
-            raise MogviewerError(f"{segm.nlabels} sources detected (more than {max_sources}): "
-                                 "a crowded field; raise the threshold or fit from a catalogue")
+            # a crowded field: keep the brightest segments (smoothed flux) before deblending
+            flux = np.bincount(segm.data.ravel(), weights=smooth.ravel(),
+                               minlength=segm.max_label + 1)
+            labels = np.asarray(segm.labels)
+            order = labels[np.argsort(-flux[labels], kind="stable")]
+            dropped = [int(v) for v in order[max_sources:]]
+            messages.append(f"{segm.nlabels} sources detected, more than max_sources = "
+                            f"{max_sources}: the {max_sources} brightest kept, the others "
+                            "masked (a crowded field: raise nsigma, or fit from a catalogue)")
+            dropped_mask = np.isin(segm.data, dropped)
+            segm.keep_labels(order[:max_sources])
         if deblend and segm.nlabels:
             # deblend on a lightly smoothed image (sigma 1 px): the PSF-matched smoothing that
             # is best for detection fills the saddle between close neighbours
@@ -219,8 +252,27 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
                              area=int(row.area.value), sigma_major=a, sigma_minor=b, angle=ang,
                              kind=classify(conc, b, psf_conc, psf_sigma)))
     out.sort(key=lambda d: -d.flux)
-    return Detections(tuple(out), np.asarray(segm.data, dtype=np.int32), float(bkg),
-                      float(np.nanmedian(threshold[~bad])))
+    segmap = np.asarray(segm.data, dtype=np.int32).copy()
+    if dropped_mask is not None:
+        # the segments dropped before deblending: back in the map under fresh labels
+        segmap, dropped = _restore(segmap, dropped_mask)
+    if len(out) > max_sources:      # deblending split more than the cap: brightest first
+        messages.append(f"{len(out)} sources after deblending, more than max_sources = "
+                        f"{max_sources}: the {max_sources} brightest kept, the others masked")
+        dropped += [d.label for d in out[max_sources:]]
+        out = out[:max_sources]
+    return Detections(tuple(out), segmap, float(bkg), float(np.nanmedian(threshold[~bad])),
+                      messages=tuple(messages), dropped=tuple(dropped))
+
+
+def _restore(segmap, dropped_mask):
+    """Put dropped segments' pixels back into ``segmap``, one fresh label per connected piece:
+    ``(segmap, the labels used)``."""
+    from scipy import ndimage
+    lab, n = ndimage.label(dropped_mask & (segmap == 0))
+    top = int(segmap.max())
+    segmap = np.where(lab > 0, lab + top, segmap).astype(np.int32)
+    return segmap, [top + k for k in range(1, n + 1)]
 
 
 def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2.0,
@@ -262,6 +314,7 @@ def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2
     t = detections.at(tx, ty)
     if t is None:
         raise MogviewerError("no source detected in the image: nothing to fit")
+    psf = _mixture_of(psf)
     psf_var = float(np.mean(np.linalg.eigvalsh(np.asarray(psf.second_moments())))) \
         if psf is not None else 1.0 / 12.0
 
@@ -289,4 +342,75 @@ def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2
     elif neighbours == "mask":
         masked = others
     scene = Scene(tuple(sources), sky=detections.background, target=0)
-    return scene, detections.mask_of(masked), tuple(ids)
+    mask = detections.mask_of(masked)
+    if neighbours != "ignore" and detections.dropped:
+        mask |= np.isin(detections.segmap, detections.dropped)
+    return scene, mask, tuple(ids)
+
+
+def detect_missed(observation, scene, model=None, *, nsigma=3.0, npixels=5, min_separation=None,
+                  max_new=10):
+    """The residual-based second detection pass: sources in ``data - model`` that no source of
+    ``scene`` explains.
+
+    The residual of the first fit is segmented like an image (:func:`detect_sources`, on its
+    positive part: a missed source adds light) at ``nsigma``; a residual detection whose
+    centroid lies within ``min_separation`` of a source of the scene (default: 2 PSF sigmas +
+    1 px) is that source's imperfect model, not a new source, and is dropped. Artefacts are
+    dropped too.
+
+    Parameters
+    ----------
+    observation : Observation
+        The pixels, weights, mask and PSF of the fit.
+    scene : Scene
+        The fitted scene, in the observation's pixels.
+    model : ndarray, optional
+        The model image of ``scene`` (default: rendered here).
+    nsigma, npixels :
+        Threshold and minimum area of the residual's segments.
+    min_separation : float, optional
+        Pixels.
+    max_new : int
+        At most this many are returned, brightest first.
+
+    Returns
+    -------
+    Detections
+        The missed sources (positions and fluxes measured on the residual), brightest first.
+    """
+    if model is None:
+        model = scene.render(observation)
+    psf = _mixture_of(observation.psf)
+    res = np.where(observation.weights > 0, observation.image - model, 0.0)
+    det = detect_sources(res, ivar=observation.weights, mask=observation.mask, psf=psf,
+                         nsigma=nsigma, npixels=npixels, max_sources=max(10 * max_new, 100))
+    sep = min_separation if min_separation is not None else 2.0 * _psf_sigma(psf) + 1.0
+    new = [d for d in det.sources if d.kind != "artefact" and d.flux > 0
+           and all(math.hypot(d.x - s.x, d.y - s.y) > sep for s in scene.sources)]
+    msgs = list(det.messages)
+    if len(new) > max_new:
+        msgs.append(f"{len(new)} sources missed by the first pass, more than max_new = "
+                    f"{max_new}: the {max_new} brightest added")
+        new = new[:max_new]
+    return Detections(tuple(new), det.segmap, det.background, det.threshold,
+                      messages=tuple(msgs))
+
+
+def add_detections(scene, detections, *, psf=None, neighbour_profile="exp"):
+    """``scene`` with ``detections`` appended: point sources as the PSF, the others as
+    ``neighbour_profile`` galaxies started from their moments (as
+    :func:`scene_from_detections` starts neighbours)."""
+    from .scene import Galaxy, PointSource
+    psf = _mixture_of(psf)
+    psf_var = float(np.mean(np.linalg.eigvalsh(np.asarray(psf.second_moments())))) \
+        if psf is not None else 1.0 / 12.0
+    for d in detections.sources:
+        if d.kind == "point":
+            scene = scene.add(PointSource(max(d.flux, 1e-30), d.x, d.y))
+        else:
+            var = max(d.sigma_major * d.sigma_minor - psf_var, 0.25)
+            scene = scene.add(Galaxy(profile=neighbour_profile, flux=max(d.flux, 1e-30), x=d.x,
+                                     y=d.y, re=float(np.sqrt(var)), q=max(d.q, 0.1),
+                                     angle=d.angle))
+    return scene

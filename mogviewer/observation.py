@@ -11,23 +11,56 @@ Conventions
 * ``ivar`` is the inverse variance in (image unit)^-2; ``mask`` is True where a pixel is
   excluded; :attr:`Observation.weights` is ``ivar`` with masked and non-finite pixels set to 0.
 * ``psf`` is a unit-total, centred mixture of the *pixel-convolved* PSF
-  (:class:`~mogviewer.mixture.Mixture`; means are offsets from the star's centre), or None for
-  no PSF.
+  (:class:`~mogviewer.mixture.Mixture`; means are offsets from the star's centre), a stamp used
+  exactly (:class:`~mogviewer.render.exact.ExactPsf`: mixture plus residual by FFT), or None for
+  no PSF (the pixel). A :class:`~mogviewer.psf.PsfModel` read from an image becomes an
+  ``ExactPsf`` (``psf_mode='auto'`` or ``'exact'``) or its mixture (``'mixture'``), as in the
+  one-galaxy fit.
 * ``zeropoint``: ``mag = zeropoint - 2.5 log10(flux)`` for a flux in image units.
 * ``wcs``: the celestial WCS of the pixel grid (astropy), or None; it relates the pixel grids of
   observations of one scene.
+* ``wavelength``: the band's effective wavelength (any one unit for all observations, e.g. nm),
+  or None; used by the wavelength ties of :func:`mogviewer.fitting.scene_fit.fit_multiband`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from .errors import ImageReadError
 from .mixture import Mixture
+from .render.exact import ExactPsf
 
 __all__ = ["Observation"]
+
+
+def _as_psf(psf, mode):
+    """A Mixture (normalised), an ExactPsf or None from what the caller gave."""
+    if mode not in ("auto", "exact", "mixture"):
+        raise ValueError(f"psf_mode must be 'auto', 'exact' or 'mixture', got {mode!r}")
+    if psf is None:
+        if mode == "exact":
+            raise ValueError("psf_mode='exact' needs a PSF image; no PSF was given")
+        return None
+    if isinstance(psf, ExactPsf):
+        return psf.mixture.normalized() if mode == "mixture" else psf
+    if isinstance(psf, Mixture):
+        if mode == "exact":
+            raise ValueError("psf_mode='exact' needs a PSF image (stamp, .npy, PSFEx); this PSF "
+                             "is a mixture")
+        return psf.normalized()
+    if hasattr(psf, "mixture") and hasattr(psf, "stamp"):       # a PsfModel
+        if psf.stamp is None or mode == "mixture":
+            if mode == "exact":
+                raise ValueError(f"psf_mode='exact' needs a PSF image; this {psf.source} PSF "
+                                 "is a mixture with no stamp")
+            return psf.mixture.normalized()
+        return ExactPsf.from_model(psf)
+    raise TypeError(f"psf must be a Mixture, an ExactPsf, a PsfModel or None, got "
+                    f"{type(psf).__name__}")
 
 
 def _frozen(a, dtype):
@@ -51,7 +84,7 @@ class Observation:
         Inverse variance, (image unit)^-2.
     mask : ndarray of bool, shape (ny, nx)
         True = excluded.
-    psf : Mixture or None
+    psf : Mixture, ExactPsf or None
         The pixel-convolved PSF, normalised to unit total (None: no PSF).
     band : str or None
     zeropoint : float or None
@@ -59,6 +92,8 @@ class Observation:
     wcs : astropy.wcs.WCS or None
     name : str
         What the observation is (file and HDU or band), for messages and tables.
+    wavelength : float or None
+        Effective wavelength of the band (for wavelength ties).
     """
 
     image: np.ndarray
@@ -69,6 +104,7 @@ class Observation:
     zeropoint: float | None = None
     wcs: object | None = None
     name: str = "image"
+    wavelength: float | None = None
 
     def __post_init__(self):
         image = np.array(self.image, dtype=np.float64, copy=True)
@@ -85,11 +121,13 @@ class Observation:
         image[bad] = 0.0
         mask |= bad | ~np.isfinite(ivar) | (ivar <= 0)
         ivar = np.where(mask, 0.0, ivar)
-        psf = self.psf
-        if psf is not None:
-            if not isinstance(psf, Mixture):
-                raise TypeError(f"psf must be a Mixture or None, got {type(psf).__name__}")
-            psf = psf.normalized()
+        psf = _as_psf(self.psf, "auto")
+        if self.wavelength is not None:
+            wl = float(self.wavelength)
+            if not (math.isfinite(wl) and wl > 0):
+                raise ImageReadError(f"{self.name}: the wavelength must be a positive number, "
+                                     f"got {self.wavelength!r}")
+            object.__setattr__(self, "wavelength", wl)
         object.__setattr__(self, "image", _frozen(image, np.float64))
         object.__setattr__(self, "ivar", _frozen(ivar, np.float64))
         object.__setattr__(self, "mask", _frozen(mask, bool))
@@ -99,8 +137,10 @@ class Observation:
 
     @classmethod
     def from_arrays(cls, image, *, ivar=None, sigma=None, mask=None, psf=None, band=None,
-                    zeropoint=None, wcs=None, name="image"):
-        """From arrays: ``ivar`` or ``sigma`` (neither: unit weights), an optional mask."""
+                    zeropoint=None, wcs=None, name="image", wavelength=None, psf_mode="auto"):
+        """From arrays: ``ivar`` or ``sigma`` (neither: unit weights), an optional mask;
+        ``psf`` a Mixture, an ExactPsf, a PsfModel (its stamp used exactly unless
+        ``psf_mode='mixture'``) or None."""
         image = np.asarray(image, dtype=np.float64)
         if ivar is not None and sigma is not None:
             raise ValueError("give ivar or sigma, not both")
@@ -111,15 +151,22 @@ class Observation:
             ivar = np.ones(image.shape)
         if mask is None:
             mask = np.zeros(image.shape, bool)
-        return cls(image, ivar, mask, psf=psf, band=band, zeropoint=zeropoint, wcs=wcs,
-                   name=name)
+        return cls(image, ivar, mask, psf=_as_psf(psf, psf_mode), band=band,
+                   zeropoint=zeropoint, wcs=wcs, name=name, wavelength=wavelength)
 
     @classmethod
-    def from_image_data(cls, data, *, psf=None, band=None, name=None):
+    def from_image_data(cls, data, *, psf=None, band=None, name=None, wavelength=None,
+                        psf_mode="auto"):
         """From a :class:`mogviewer.io.ImageData`, with the PSF that belongs to it."""
         label = name or (f"{data.path}[{data.hdu_name or data.hdu}]" if data.path else "image")
-        return cls(data.image, data.ivar, data.mask, psf=psf, band=band or data.band,
-                   zeropoint=data.zeropoint, wcs=data.wcs, name=label)
+        return cls(data.image, data.ivar, data.mask, psf=_as_psf(psf, psf_mode),
+                   band=band or data.band, zeropoint=data.zeropoint, wcs=data.wcs, name=label,
+                   wavelength=wavelength)
+
+    @property
+    def psf_mixture(self):
+        """The PSF's Gaussian mixture (of an exact PSF too), or None."""
+        return self.psf.mixture if isinstance(self.psf, ExactPsf) else self.psf
 
     @property
     def shape(self):

@@ -43,7 +43,13 @@ import time
 import numpy as np
 from scipy import optimize
 
-from ..ellipse import eta_to_physical, physical_to_eta, shape_jacobian_eta, shape_to_physical
+from ..ellipse import (
+    eta_to_physical,
+    physical_to_eta,
+    shape_jacobian_eta,
+    shape_matrix,
+    shape_to_physical,
+)
 from ..errors import FitError
 from ..profiles import sersic
 from ..render import render_galaxy, render_galaxy_dn
@@ -107,6 +113,8 @@ class SceneFitResult:
         All notes, each prefixed with its source, for a log or a dialog.
     solver : str
         ``'lm'`` or ``'scipy'``.
+    added : tuple of int
+        Indices of the sources the residual pass added (``fit_scene(..., residual_pass=True)``).
     """
 
     scene: Scene
@@ -125,6 +133,7 @@ class SceneFitResult:
     notes: tuple = ()
     messages: tuple = ()
     solver: str = "lm"
+    added: tuple = ()
 
 
 # ------------------------------------------------------------------------------ frames
@@ -195,7 +204,6 @@ def scene_in_frame(scene, frame):
         ch = dict(x=xo, y=yo)
         if isinstance(s, Galaxy):
             for sfx in ("", "2") if s.profile2 is not None else ("",):
-                from ..ellipse import shape_matrix
                 S = shape_matrix(getattr(s, "re" + sfx), getattr(s, "q" + sfx),
                                  getattr(s, "angle" + sfx))
                 re, q, ang = shape_to_physical(A @ S @ A.T)
@@ -434,7 +442,7 @@ class _Model:
                 model[y0:y1, x0:x1] += img
             parts.append((k, box, J))
             k += len(names)
-        for j, name in enumerate(self.sky_names):
+        for j in range(len(self.sky_names)):
             model += z[k + j] * self.basis[j]
         return model, parts, k
 
@@ -693,7 +701,8 @@ def _check_sources(scene, fitted, shape):
 
 
 def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=True,
-              should_stop=None, max_nfev=400, solver="lm", frame=None, ref_shape=None):
+              should_stop=None, max_nfev=400, solver="lm", frame=None, ref_shape=None,
+              residual_pass=False, max_new=10, neighbour_profile="exp"):
     """Fit the sources of ``scene`` (those with ``fitted[i]``; default all) and the sky.
 
     Parameters
@@ -721,6 +730,11 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         of shape ``ref_shape``), reached through this :class:`Frame`.
     ref_shape : (ny, nx), optional
         The reference grid's shape (for the position bounds; default the observation's).
+    residual_pass : bool
+        After the fit, detect on its residual what the scene misses
+        (:func:`mogviewer.detect.detect_missed`), add up to ``max_new`` of those sources
+        (point sources, or ``neighbour_profile`` galaxies) and fit again; their indices are
+        :attr:`SceneFitResult.added`.
 
     Returns
     -------
@@ -729,6 +743,38 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         centre outside the image is held; the fainter of two sources on one pixel is merged
         into the brighter; a neighbour that ends on a bound is flagged ``AT_BOUND``.
     """
+    t0 = time.perf_counter()
+    kw = dict(sky=sky, sequential=sequential, should_stop=should_stop, max_nfev=max_nfev,
+              solver=solver, frame=frame, ref_shape=ref_shape)
+    res = _fit_scene(observation, scene, fitted=fitted, **kw)
+    if not residual_pass or res.status == "cancelled" or frame is not None:
+        return res
+    from ..detect import add_detections, detect_missed
+    missed = detect_missed(observation, res.scene, max_new=max_new)
+    if not missed.sources:
+        return dataclasses.replace(res, messages=res.messages + (
+            "residual pass: nothing missed",) + missed.messages)
+    n0 = len(res.scene)
+    scene2 = add_detections(res.scene, missed, psf=observation.psf,
+                            neighbour_profile=neighbour_profile)
+    fitted2 = tuple(res.fitted) + (True,) * (len(scene2) - n0)
+    res2 = _fit_scene(observation, scene2, fitted=fitted2, **kw)
+    added = tuple(range(n0, len(scene2)))
+    notes = list(res2.notes)
+    for i, d in zip(added, missed.sources):
+        notes[i] = (f"added by the residual pass ({d.kind} at ({d.x:.1f}, {d.y:.1f}), residual "
+                    f"flux {d.flux:.4g})",) + tuple(notes[i])
+    for i, ns in enumerate(res.notes):     # what was said in the first pass stays said
+        notes[i] = tuple(dict.fromkeys(tuple(ns) + tuple(notes[i])))
+    messages = tuple(f"source {i}: {t}" for i, ns in enumerate(notes) for t in ns)
+    return dataclasses.replace(res2, notes=tuple(notes), messages=messages + missed.messages,
+                               added=added, nfev=res.nfev + res2.nfev,
+                               elapsed=time.perf_counter() - t0)
+
+
+def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_nfev, solver,
+               frame, ref_shape):
+    """One fit of :func:`fit_scene` (without the residual pass)."""
     t0 = time.perf_counter()
     if not scene.sources:
         raise FitError("the scene has no sources to fit")
