@@ -349,15 +349,20 @@ def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2
 
 
 def detect_missed(observation, scene, model=None, *, nsigma=3.0, npixels=5, min_separation=None,
-                  max_new=10):
+                  min_snr=10.0, relative_snr=0.1, max_new=10):
     """The residual-based second detection pass: sources in ``data - model`` that no source of
     ``scene`` explains.
 
     The residual of the first fit is segmented like an image (:func:`detect_sources`, on its
     positive part: a missed source adds light) at ``nsigma``; a residual detection whose
     centroid lies within ``min_separation`` of a source of the scene (default: 2 PSF sigmas +
-    1 px) is that source's imperfect model, not a new source, and is dropped. Artefacts are
-    dropped too.
+    1 px) is that source's imperfect model, not a new source, and is dropped. So is one whose
+    segment flux is below ``min_snr`` times its noise (``sqrt(sum 1/ivar)`` over the segment):
+    the residual of an imperfect fit has many faint 3-sigma bumps, a missed source stands out.
+    So is one below ``relative_snr`` of the most significant one: a bright missed source pulls
+    the sky and its neighbours, and the bumps that leaves vanish once it is modelled (the
+    caller fits again and looks again).
+    Artefacts are dropped too.
 
     Parameters
     ----------
@@ -371,6 +376,11 @@ def detect_missed(observation, scene, model=None, *, nsigma=3.0, npixels=5, min_
         Threshold and minimum area of the residual's segments.
     min_separation : float, optional
         Pixels.
+    min_snr : float
+        Segment flux over its noise below which a residual detection is not a source.
+    relative_snr : float
+        Fraction of the most significant residual detection's S/N below which one waits for
+        the next pass.
     max_new : int
         At most this many are returned, brightest first.
 
@@ -386,8 +396,19 @@ def detect_missed(observation, scene, model=None, *, nsigma=3.0, npixels=5, min_
     det = detect_sources(res, ivar=observation.weights, mask=observation.mask, psf=psf,
                          nsigma=nsigma, npixels=npixels, max_sources=max(10 * max_new, 100))
     sep = min_separation if min_separation is not None else 2.0 * _psf_sigma(psf) + 1.0
+    w = np.asarray(observation.weights)
+    with np.errstate(divide="ignore"):
+        var = np.where(w > 0, 1.0 / w, 0.0)
+    seg_var = np.bincount(det.segmap.ravel(), weights=var.ravel(),
+                          minlength=int(det.segmap.max()) + 1)
+    snr = {d.label: d.flux / math.sqrt(seg_var[d.label]) if seg_var[d.label] > 0 else 0.0
+           for d in det.sources}
     new = [d for d in det.sources if d.kind != "artefact" and d.flux > 0
+           and snr[d.label] >= min_snr
            and all(math.hypot(d.x - s.x, d.y - s.y) > sep for s in scene.sources)]
+    if new:
+        top = max(snr[d.label] for d in new)
+        new = [d for d in new if snr[d.label] >= relative_snr * top]
     msgs = list(det.messages)
     if len(new) > max_new:
         msgs.append(f"{len(new)} sources missed by the first pass, more than max_new = "

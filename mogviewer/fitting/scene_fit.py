@@ -702,7 +702,7 @@ def _check_sources(scene, fitted, shape):
 
 def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=True,
               should_stop=None, max_nfev=400, solver="lm", frame=None, ref_shape=None,
-              residual_pass=False, max_new=10, neighbour_profile="exp"):
+              residual_pass=False, max_new=10, neighbour_profile="exp", residual_rounds=3):
     """Fit the sources of ``scene`` (those with ``fitted[i]``; default all) and the sky.
 
     Parameters
@@ -733,7 +733,9 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
     residual_pass : bool
         After the fit, detect on its residual what the scene misses
         (:func:`mogviewer.detect.detect_missed`), add up to ``max_new`` of those sources
-        (point sources, or ``neighbour_profile`` galaxies) and fit again; their indices are
+        (point sources, or ``neighbour_profile`` galaxies) and fit again, up to
+        ``residual_rounds`` times (a bright miss distorts its surroundings: fainter misses are
+        looked for again once it is modelled); their indices are
         :attr:`SceneFitResult.added`.
 
     Returns
@@ -750,25 +752,32 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
     if not residual_pass or res.status == "cancelled" or frame is not None:
         return res
     from ..detect import add_detections, detect_missed
-    missed = detect_missed(observation, res.scene, max_new=max_new)
-    if not missed.sources:
-        return dataclasses.replace(res, messages=res.messages + (
-            "residual pass: nothing missed",) + missed.messages)
     n0 = len(res.scene)
-    scene2 = add_detections(res.scene, missed, psf=observation.psf,
-                            neighbour_profile=neighbour_profile)
-    fitted2 = tuple(res.fitted) + (True,) * (len(scene2) - n0)
-    res2 = _fit_scene(observation, scene2, fitted=fitted2, **kw)
-    added = tuple(range(n0, len(scene2)))
-    notes = list(res2.notes)
-    for i, d in zip(added, missed.sources):
-        notes[i] = (f"added by the residual pass ({d.kind} at ({d.x:.1f}, {d.y:.1f}), residual "
-                    f"flux {d.flux:.4g})",) + tuple(notes[i])
-    for i, ns in enumerate(res.notes):     # what was said in the first pass stays said
-        notes[i] = tuple(dict.fromkeys(tuple(ns) + tuple(notes[i])))
+    said = {i: list(ns) for i, ns in enumerate(res.notes)}
+    extra = []
+    nfev = res.nfev
+    for _ in range(residual_rounds):
+        missed = detect_missed(observation, res.scene, max_new=max_new - (len(res.scene) - n0))
+        extra += list(missed.messages)
+        if not missed.sources:
+            break
+        n1 = len(res.scene)
+        scene2 = add_detections(res.scene, missed, psf=observation.psf,
+                                neighbour_profile=neighbour_profile)
+        for i, d in zip(range(n1, len(scene2)), missed.sources):
+            said[i] = [f"added by the residual pass ({d.kind} at ({d.x:.1f}, {d.y:.1f}), "
+                       f"residual flux {d.flux:.4g})"]
+        fitted2 = tuple(res.fitted) + (True,) * (len(scene2) - n1)
+        res = _fit_scene(observation, scene2, fitted=fitted2, **kw)
+        nfev += res.nfev
+        if len(res.scene) - n0 >= max_new or res.status == "cancelled":
+            break
+    if len(res.scene) == n0:
+        extra.insert(0, "residual pass: nothing missed")
+    notes = [tuple(dict.fromkeys(said.get(i, []) + list(ns))) for i, ns in enumerate(res.notes)]
     messages = tuple(f"source {i}: {t}" for i, ns in enumerate(notes) for t in ns)
-    return dataclasses.replace(res2, notes=tuple(notes), messages=messages + missed.messages,
-                               added=added, nfev=res.nfev + res2.nfev,
+    return dataclasses.replace(res, notes=tuple(notes), messages=messages + tuple(extra),
+                               added=tuple(range(n0, len(res.scene))), nfev=nfev,
                                elapsed=time.perf_counter() - t0)
 
 
@@ -822,7 +831,7 @@ def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_
     names, G = _dphys_dz(m, z)
     with np.errstate(invalid="ignore"):
         cov = G @ np.where(np.isnan(Cz), 0.0, Cz) @ G.T
-        bad = (np.abs(G) > 0) @ np.isnan(Cz).any(axis=1)
+        bad = (np.abs(G) > 0) @ np.isnan(np.diag(Cz))
         cov[bad, :] = np.nan
         cov[:, bad] = np.nan
     err_all = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
@@ -1217,7 +1226,7 @@ def fit_multiband(observations, scene, *, bands=None, fitted=None, sky="constant
     Hm = np.array(rows)
     with np.errstate(invalid="ignore"):
         cov = Hm @ np.where(np.isnan(Cz), 0.0, Cz) @ Hm.T
-        bad = (np.abs(Hm) > 0) @ np.isnan(Cz).any(axis=1)
+        bad = (np.abs(Hm) > 0) @ np.isnan(np.diag(Cz))
         cov[bad, :] = np.nan
         cov[:, bad] = np.nan
     err = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
