@@ -134,6 +134,10 @@ def test_two_sources_on_one_pixel_are_fitted_as_one():
     assert res.scene.sources[0].flux == pytest.approx(2000.0, abs=4 * res.errors[0]["flux"])
     assert np.isfinite(res.errors[0]["flux"]) and res.flags[0] == FitFlags(0)
     assert "same pixel" in res.notes[1][0] and "merged" in res.notes[0][0]
+    # a point source on a galaxy's centre is a nucleus and its host: both fitted, with a note
+    gal = Galaxy(profile="exp", M=6, flux=3000.0, x=20.1, y=18.5, re=4.0, q=0.7, angle=10.0)
+    res = fit_scene(obs, Scene((gal, PointSource(500.0, 20.2, 18.6)), sky=0.0))
+    assert res.fitted == (True, True) and "nucleus" in res.notes[1][0]
 
 
 def test_neighbour_at_a_bound_is_flagged_alone():

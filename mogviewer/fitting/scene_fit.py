@@ -667,9 +667,10 @@ def _inside(s, shape):
 
 def _check_sources(scene, fitted, shape):
     """Sources that cannot be fitted as given: ``(fitted, scene, notes)``. A free source whose
-    centre is outside the image (or not finite) is held at its values; of two free sources on
-    the same pixel (closer than :data:`SAME_PIXEL`) the fainter is held at zero flux, so the
-    pair is fitted as one source."""
+    centre is outside the image is held at its values; of two free sources of one kind (two
+    point sources, two galaxies) on the same pixel (closer than :data:`SAME_PIXEL`) the
+    fainter is held at zero flux, so the pair is fitted as one source. A point source on a
+    galaxy's centre is kept (a nucleus and its host, as GALFIT fits them) with a note."""
     fitted = list(fitted)
     notes = [[] for _ in scene.sources]
     ny, nx = shape
@@ -691,7 +692,10 @@ def _check_sources(scene, fitted, shape):
         for j in order[a + 1:]:
             sj = scene.sources[j]
             d = math.hypot(si.x - sj.x, si.y - sj.y)
-            if fitted[j] and d < SAME_PIXEL:
+            if fitted[j] and d < SAME_PIXEL and si.kind != sj.kind:
+                notes[j].append(f"on the centre of source {i} ({d:.2f} px apart): fitted as "
+                                "a nucleus and its host (degenerate if the galaxy is compact)")
+            elif fitted[j] and d < SAME_PIXEL:
                 fitted[j] = False
                 scene = scene.replace_source(j, dataclasses.replace(sj, flux=0.0))
                 notes[j].append(f"on the same pixel as source {i} ({d:.2f} px apart): the two "
