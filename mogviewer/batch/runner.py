@@ -153,7 +153,8 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
         # in order up to the first unfinished task; at the end (or on Ctrl-C) everything done
         order = [i for i in sorted(results) if i not in written and (force or i < next_i)]
         if order:
-            export.write_csv(csv_path, [results[i] for i in order], append=True, inputs=inputs)
+            export.write_csv(csv_path, _flat(results[i] for i in order), append=True,
+                             inputs=inputs)
             written.update(order)
         last_flush = time.perf_counter()
 
@@ -161,7 +162,7 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
         results[i] = row
         flush()
         if progress is not None:
-            progress(len(results), len(tasks), row)
+            progress(len(results), len(tasks), _target(row))
 
     pool = None
     completed = False
@@ -230,9 +231,23 @@ def _stop_pool(pool):
         proc.join(timeout=5)
 
 
+def _flat(results):
+    """Rows of task results in order: a scene fit's task gives a list (target first)."""
+    out = []
+    for r in results:
+        out.extend(r if isinstance(r, list) else [r])
+    return out
+
+
+def _target(result):
+    return result[0] if isinstance(result, list) else result
+
+
 def _summary(tasks, results, t0, interrupted):
-    rows = tuple(results[i] for i in sorted(results))
-    kinds = [_classify(r) for r in rows]
+    # counts are per task (the target's row); ``rows`` holds every row, a scene's sources too
+    ordered = [results[i] for i in sorted(results)]
+    kinds = [_classify(_target(r)) for r in ordered]
+    rows = tuple(_flat(ordered))
     return BatchSummary(total=len(tasks), fitted=kinds.count("fitted"),
                         flagged=kinds.count("flagged"), failed=kinds.count("failed"),
                         elapsed=time.perf_counter() - t0, interrupted=interrupted, rows=rows)

@@ -125,6 +125,15 @@ def register_cli(sub):
     p.add_argument("--sample", type=opt.int_range(100, 100000), default=0, metavar="STEPS",
                    help="also sample the posterior (emcee, STEPS steps of 32+ walkers, the "
                         "first quarter dropped): 16/50/84 %% columns and chain diagnostics")
+    p.add_argument("--neighbours", choices=("ignore", "mask", "fit"), default="ignore",
+                   help="the other sources in the cutout (detected with photutils): ignore "
+                        "them (default), mask their segments, or fit them with the target "
+                        "(one CSV row per fitted source)")
+    p.add_argument("--max-neighbours", type=opt.int_range(0, opt.MAX_NEIGHBOURS), default=10,
+                   help="with --neighbours fit: neighbours modelled, brightest first; the rest "
+                        "are masked (default 10)")
+    p.add_argument("--targets-only", action="store_true",
+                   help="with --neighbours fit: only the target's row (one row per file)")
     p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1,
                    help="parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -148,6 +157,14 @@ def _cli_fit(args):
                         f"{', '.join(map(str, profiles.available(args.profile2)))}")
     if args.fix_n and args.profile not in (None, "ser"):
         raise UserError("--fix-n applies to --profile ser only")
+    if args.neighbours == "fit":
+        for flag, given in (("--fix-n", args.fix_n), ("--sample", args.sample)):
+            if given:
+                raise UserError(f"{flag} is not available with --neighbours fit (a joint fit of "
+                                "several sources); use --neighbours mask")
+    elif args.targets_only:
+        raise UserError("--targets-only applies to --neighbours fit (the other modes give one "
+                        "row per file)")
     if args.invert_mask and args.mask is None and args.mask_hdu is None:
         raise UserError("--invert-mask needs --mask or --mask-hdu")
     inputs = [("FILE", f) for f in args.files] + [
@@ -199,7 +216,9 @@ def _cli_fit(args):
                   profile2=args.profile2, M2=args.M2, fix_n=args.fix_n,
                   imgblock_dir=args.imgblock, region_dir=args.region,
                   model_json_dir=args.model_json, scale_errors=args.scale_errors,
-                  max_nfev=args.max_nfev, sample_steps=args.sample)
+                  max_nfev=args.max_nfev, sample_steps=args.sample,
+                  neighbours=args.neighbours, max_neighbours=args.max_neighbours,
+                  targets_only=args.targets_only)
     tasks = [FitTask(image=f, **common) for f in args.files]
     try:
         tasks, renamed = plan_outputs(tasks, args.csv)

@@ -38,6 +38,8 @@ MAX_PSF_COMPONENTS = 10
 MAX_DERIVE_M = 10
 #: Largest mixture size accepted by ``-M`` / ``--M2`` (the shipped tables stop at 10).
 MAX_M = 20
+#: Largest ``--max-neighbours``: a joint fit of more sources belongs to a catalogue-driven run.
+MAX_NEIGHBOURS = 100
 #: Largest number of worker processes.
 MAX_WORKERS = 256
 #: Suffixes matplotlib writes that ``--plot`` / ``-o`` of the plotting commands accept.

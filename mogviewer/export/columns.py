@@ -32,6 +32,10 @@ _C = [
     ("file", "", "input image file"),
     ("hdu", "", "HDU index of the image (empty for .npy)"),
     ("band", "", "photometric band (argument or BAND/FILTER keyword)"),
+    ("source_id", "", "source in the cutout: 0 = the target; 1, 2, ... the neighbours fitted "
+                      "with it (--neighbours fit), brightest first"),
+    ("is_target", "", "True for the target's row"),
+    ("kind", "", "galaxy, or point (a point source: the PSF; shape columns empty)"),
     ("status", "", "converged, max_evaluations, cancelled or failed"),
     ("flags", "", "FitFlags bit mask (0 = nothing to report)"),
     ("flag_names", "", "names of the set FitFlags bits, joined by |"),
@@ -94,6 +98,13 @@ _C = [
     ("pixel_scale_arcsec", "arcsec/pix", "mean pixel scale"),
     ("noise_source", "", "where the inverse variance came from"),
     ("noise_estimated", "", "True if the noise is an estimate, not a supplied map"),
+    ("neighbours", "", "what was done with the other sources: ignore, mask (their segments "
+                       "masked) or fit (modelled with the target)"),
+    ("n_sources", "", "sources modelled jointly (1 = the target alone)"),
+    ("n_detected", "", "sources detected in the cutout, the target included (empty: no "
+                       "detection run)"),
+    ("n_masked", "", "detected segments masked (--neighbours mask, or beyond "
+                     "--max-neighbours, or artefacts)"),
     ("warnings", "", "warnings raised while reading or fitting, joined by |"),
     ("elapsed_s", "s", "wall time of the fit"),
     ("mogviewer_version", "", "mogviewer version that wrote the row"),
