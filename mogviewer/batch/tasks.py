@@ -80,6 +80,13 @@ class FitTask:
         More detections than this fail the task (a crowded field wants a catalogue).
     targets_only : bool
         With ``neighbours='fit'``: only the target's row.
+    bands : tuple of str
+        Fit these bands jointly (:mod:`mogviewer.batch.band_task`): the HDUs of ``image``
+        with these ``BAND`` values, or the files in ``band_files``.
+    band_files : tuple of (band, path)
+        Bands in files of their own.
+    band_psfs : tuple of (band, path)
+        The PSF file of a band (default: the HDU of ``psf`` for the band).
     """
 
     image: str
@@ -125,12 +132,16 @@ class FitTask:
     max_neighbours: int = 10
     max_detections: int = 1000
     targets_only: bool = False
+    bands: tuple = ()
+    band_files: tuple = ()
+    band_psfs: tuple = ()
 
     def input_files(self):
         """Every file this task reads (image, noise, mask, segmentation map, PSF, start)."""
         return tuple(p for p in (self.image, self.noise, self.mask, self.segmap, self.psf,
-                                 self.start) if isinstance(p, (str, bytes)) or hasattr(
-                                     p, "__fspath__"))
+                                 self.start, *(f for _, f in self.band_files),
+                                 *(f for _, f in self.band_psfs))
+                     if isinstance(p, (str, bytes)) or hasattr(p, "__fspath__"))
 
     def output_files(self):
         """``[(path, what), ...]``: the per-file outputs this task writes."""
@@ -282,6 +293,12 @@ def _run_task(task, base, caught, step):
     n = task.n if task.n is not None else (saved.n if saved and profile == "ser" else None)
     sky = task.sky or (saved.sky if saved else "constant")
     base.update(profile=profile, M=M, n=n, sky_model=sky)
+    if task.bands:
+        from .band_task import run_bands
+
+        base.update(band="|".join(task.bands))
+        return run_bands(task, base, caught, set_step, saved=saved, profile=profile, M=M, n=n,
+                         sky=sky, warnings_text=_warnings_text(caught))
 
     set_step("reading the image")
     data = read_image(task.image, hdu=task.hdu, band=task.band, plane=task.plane,

@@ -130,6 +130,20 @@ def plot_file(text):
     return text
 
 
+def band_spec(text):
+    """argparse type: ``BAND`` or ``BAND=FILE`` -> ``(band, file or None)``; a band name is
+    letters, digits, ``_`` or ``-`` (it becomes part of CSV column names)."""
+    text = str(text).strip()
+    band, sep, path = text.partition("=")
+    band = band.strip()
+    if not band or not all(c.isalnum() or c in "_-" for c in band):
+        raise argparse.ArgumentTypeError(f"must be a band name (letters, digits, _ or -), "
+                                         f"optionally =FILE, got {text!r}")
+    if sep and not path.strip():
+        raise argparse.ArgumentTypeError(f"{band}=: the file name is empty")
+    return band, (path if sep else None)
+
+
 def nonempty_name(text):
     """argparse type: a non-empty file name."""
     if not str(text).strip():

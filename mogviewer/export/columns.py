@@ -140,3 +140,26 @@ def _build_columns():
 COLUMNS = _build_columns()
 #: Column names, in order.
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+
+
+def band_columns(bands):
+    """The extra columns of a joint multi-band fit (``mogviewer fit --bands``), in order: per
+    band its target-profile flux and magnitude, sky and reduced chi-squared; per pair of
+    consecutive bands the colour. Each a :class:`Column`."""
+    cols = [Column("bands", "", "bands fitted jointly, joined by |"),
+            Column("ties", "", "which parameters the bands share and which are per band")]
+    for b in bands:
+        cols += [
+            Column(f"flux_{b}", "image units", f"total flux of the target profile in band {b}"),
+            Column(f"flux_{b}_err", "image units", f"1-sigma error of flux_{b}"),
+            Column(f"mag_{b}", "mag", f"zeropoint_{b} - 2.5 log10(flux_{b})"),
+            Column(f"mag_{b}_err", "mag", f"1-sigma error of mag_{b}"),
+            Column(f"sky_{b}", "image units/pix", f"sky level of band {b}"),
+            Column(f"sky_{b}_err", "image units/pix", f"1-sigma error of sky_{b}"),
+            Column(f"chi2_nu_{b}", "", f"chi2 of band {b} / (its used pixels - its own "
+                                       "parameters - shared parameters / number of bands)")]
+    for b1, b2 in zip(bands, bands[1:]):
+        cols += [Column(f"{b1}_{b2}", "mag", f"colour mag_{b1} - mag_{b2}"),
+                 Column(f"{b1}_{b2}_err", "mag", f"1-sigma error of {b1}_{b2}, the covariance "
+                                                 "of the two fluxes included")]
+    return tuple(cols)
