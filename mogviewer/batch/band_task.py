@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from .. import export
-from ..errors import FitError
+from ..errors import FitError, ImageReadError
 
 _K = 2.5 / math.log(10)
 
@@ -162,19 +162,28 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
     from ..scene import Scene
     from .tasks import load_psf
 
-    datas, psfs, descs = [], [], []
+    datas, psfs, descs, bands, dropped = [], [], [], [], []
     files = dict(task.band_files)
     band_psfs = dict(task.band_psfs)
     for b in task.bands:
         set_step(f"reading band {b}")
         path = files.get(b, task.image)
-        d = read_image(path, band=None if b in files else b, noise=task.noise,
-                       noise_kind=task.noise_kind, noise_hdu=task.noise_hdu, mask=task.mask,
-                       mask_hdu=task.mask_hdu, invert_mask=task.invert_mask,
-                       segmap=task.segmap, zeropoint=task.zeropoint, gain=task.gain,
-                       pixel_scale=task.pixel_scale)
+        try:
+            d = read_image(path, band=None if b in files else b, noise=task.noise,
+                           noise_kind=task.noise_kind, noise_hdu=task.noise_hdu,
+                           mask=task.mask, mask_hdu=task.mask_hdu,
+                           invert_mask=task.invert_mask, segmap=task.segmap,
+                           zeropoint=task.zeropoint, gain=task.gain,
+                           pixel_scale=task.pixel_scale)
+        except ImageReadError as exc:
+            # a band that cannot be read (no usable noise map, a broken HDU): the other bands
+            # are still fitted and the row says why this one is missing
+            dropped.append(f"band {b} not fitted: {' '.join(str(exc).split())}")
+            continue
         if not (d.ivar > 0).any():
-            raise FitError(f"band {b} has no usable pixel (all masked or zero weight)")
+            # the other bands are still fitted; this band's columns stay empty
+            dropped.append(f"band {b} not fitted: no usable pixel (all masked or zero weight)")
+            continue
         set_step(f"reading the PSF of band {b}")
         ppath = band_psfs.get(b, task.psf)
         if ppath is None:
@@ -190,6 +199,9 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
         datas.append(d)
         psfs.append(getattr(psf, "mixture", psf))
         descs.append(f"{b}: {desc}")
+        bands.append(b)
+    if not datas:
+        raise FitError("; ".join(dropped))
     shapes = {d.shape for d in datas}
     if len(shapes) > 1:
         raise FitError(f"the bands have different shapes {sorted(shapes)}: give bands on one "
@@ -221,14 +233,15 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
                                                                       centre=task.centre)
         scene = Scene.from_params(start, profile, None if profile == "ser" else prob.M)
     obs = [Observation.from_image_data(d, psf=p, band=b)
-           for d, p, b in zip(datas, psfs, task.bands)]
+           for d, p, b in zip(datas, psfs, bands)]
     set_step("fitting the bands jointly")
-    res = fit_multiband(obs, scene, bands=task.bands, sky=sky, max_nfev=task.max_nfev)
+    res = fit_multiband(obs, scene, bands=tuple(bands), sky=sky, max_nfev=task.max_nfev)
     psf_info = dict(psf_mode="mixture", psf_k=max(len(p) for p in psfs))
     notes = " | ".join(t for t in (warnings_text, "multi-band fits use each PSF's Gaussian "
                                    "mixture (psf_mode mixture)") if t)
-    reason = "" if res.status == "converged" else f"joint fit {res.status}"
-    zps = {b: d.zeropoint for b, d in zip(task.bands, datas)}
+    reason = "; ".join(dropped + ([] if res.status == "converged"
+                                  else [f"joint fit {res.status}"]))
+    zps = {b: d.zeropoint for b, d in zip(bands, datas)}
     return band_rows(res, datas[0], obs, psf_source="; ".join(descs), file=str(task.image),
                      psf_info=psf_info, warnings_text=notes, reason=reason,
                      targets_only=task.targets_only, zeropoints=zps,
