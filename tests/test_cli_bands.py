@@ -144,3 +144,21 @@ def test_bands_of_different_shapes_fail_with_the_shapes(grz, tmp_path):
     r = read_csv(out)[0]
     assert rc == 1 and r["status"] == "failed"
     assert "different shapes" in r["reason"] and "(40, 40)" in r["reason"]
+
+
+def test_a_poor_psf_mixture_in_any_band_flags_psf_approx(grz, tmp_path):
+    # A stamp of PSF3 (three Gaussians) fitted with one Gaussian (--psf-components 1): the
+    # mixture's size misses the stamp's by far more than 0.1 %, and the joint fit uses the
+    # mixtures only, so the row says PSF_APPROX (the one-band rule of FitProblem)
+    from mogviewer.mixture import Mixture
+    from mogviewer.render import render
+
+    centred = Mixture(PSF3.amps, PSF3.means + 15.0, PSF3.covs)
+    fits.writeto(tmp_path / "stamp.fits", np.asarray(render(centred, (31, 31))).reshape(31, 31))
+    rc = cli.main(["fit", str(grz / "obj.fits"), "--bands", "g", "r", "--band-psf",
+                   f"g={grz / 'psf.json'}", "--band-psf", f"r={tmp_path / 'stamp.fits'}",
+                   "--psf-components", "1", "--profile", "exp", "--csv",
+                   str(tmp_path / "o.csv"), "--quiet"])
+    r = read_csv(tmp_path / "o.csv")[0]
+    assert rc == 0 and "PSF_APPROX" in r["flag_names"] and r["psf_k"] == 1
+    assert abs(r["psf_size_ratio"] - 1) > 1e-3

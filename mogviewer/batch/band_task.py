@@ -156,13 +156,15 @@ def band_rows(result, data, observations, *, psf_source, file, psf_info=None,
 def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnings_text):
     """Read every band, fit them jointly, return the rows (``--bands``)."""
     from ..fitting import FitProblem, initial_guess
+    from ..fitting.flags import FitFlags
     from ..fitting.scene_fit import fit_multiband
     from ..io import read_image
     from ..observation import Observation
     from ..scene import Scene
+    from .scene_task import add_flags, mixture_psf
     from .tasks import load_psf
 
-    datas, psfs, descs, bands, dropped = [], [], [], [], []
+    datas, psfs, descs, bands, dropped, qualities = [], [], [], [], [], []
     files = dict(task.band_files)
     band_psfs = dict(task.band_psfs)
     for b in task.bands:
@@ -196,8 +198,10 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
                            f"= {b}): give --band-psf {b}=FILE")
         psf, desc = load_psf(ppath, hdu=hdu, n_components=task.psf_components,
                              position=task.psf_position, centre=task.psf_centre)
+        mix, q, approx = mixture_psf(psf)
+        qualities.append((approx, abs((q.get("psf_size_ratio") or 1.0) - 1.0), q))
         datas.append(d)
-        psfs.append(getattr(psf, "mixture", psf))
+        psfs.append(mix)
         descs.append(f"{b}: {desc}")
         bands.append(b)
     if not datas:
@@ -236,13 +240,19 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
            for d, p, b in zip(datas, psfs, bands)]
     set_step("fitting the bands jointly")
     res = fit_multiband(obs, scene, bands=tuple(bands), sky=sky, max_nfev=task.max_nfev)
-    psf_info = dict(psf_mode="mixture", psf_k=max(len(p) for p in psfs))
+    # the PSF columns of the band whose mixture is furthest from its stamp; PSF_APPROX if any
+    # band's mixture is approximate
+    approx, _, psf_info = max(qualities, key=lambda t: (t[0], t[1]))
     notes = " | ".join(t for t in (warnings_text, "multi-band fits use each PSF's Gaussian "
                                    "mixture (psf_mode mixture)") if t)
     reason = "; ".join(dropped + ([] if res.status == "converged"
                                   else [f"joint fit {res.status}"]))
     zps = {b: d.zeropoint for b, d in zip(bands, datas)}
-    return band_rows(res, datas[0], obs, psf_source="; ".join(descs), file=str(task.image),
+    rows = band_rows(res, datas[0], obs, psf_source="; ".join(descs), file=str(task.image),
                      psf_info=psf_info, warnings_text=notes, reason=reason,
                      targets_only=task.targets_only, zeropoints=zps,
                      info=dict(info, n_sources=len(res.scenes[0])))
+    if approx:
+        for row in rows:
+            add_flags(row, FitFlags.PSF_APPROX)
+    return rows

@@ -43,6 +43,28 @@ def psf_mixture(psf):
     return getattr(psf, "mixture", psf)
 
 
+def mixture_psf(psf):
+    """A PSF used through its Gaussian mixture only (scene and multi-band fits):
+    ``(mixture or None, the PSF columns, True if PSF_APPROX applies)`` by the one-galaxy
+    fit's rule (:data:`mogviewer.fitting.problem.PSF_APPROX_TOL`)."""
+    from ..fitting.problem import PSF_APPROX_TOL, _resolve_psf
+
+    mix, _mode, info = _resolve_psf(psf, "mixture")
+    ratio, res = info.get("psf_size_ratio"), info.get("psf_res_flux")
+    approx = res is not None and (ratio is None or abs(ratio - 1.0) > PSF_APPROX_TOL
+                                  or abs(res) > PSF_APPROX_TOL)
+    return mix, dict(info), approx
+
+
+def add_flags(row, flags):
+    """Set ``flags`` (a :class:`~mogviewer.fitting.FitFlags`) in a row, names too."""
+    from ..export.conventions import flag_names
+    from ..fitting.flags import FitFlags
+
+    f = FitFlags(int(row.get("flags") or 0)) | flags
+    row["flags"], row["flag_names"] = int(f), flag_names(f)
+
+
 def find_neighbours(task, data, psf, *, profile, M, n):
     """Detect the sources of ``data`` and decide which are modelled and which masked.
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from .. import _warnings, export
 from ..export.files import check_output_path
 from ..fitting import FitProblem, fit, initial_guess
+from ..fitting.flags import FitFlags
 from ..io import read_image
 from ..psf import read_psf
 from ..sampling import CONVERGENCE_TAUS, sample
-from .scene_task import find_neighbours, psf_mixture, scene_flags_summary, scene_rows
+from .scene_task import add_flags, find_neighbours, mixture_psf, scene_flags_summary, scene_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,12 +424,10 @@ def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
                    angle=t.angle, n=t.n, profile2=task.profile2, M2=task.M2, flux2=t.flux / 2,
                    re2=1.5 * t.re, q2=t.q, angle2=t.angle)
     scene = scene.replace_source(0, t)
-    mix = psf_mixture(psf)
+    mix, psf_info, approx = mixture_psf(psf)
     obs = Observation.from_image_data(data, psf=mix)
     set_step("fitting the scene")
     fit = fit_scene(obs, scene, sky=sky, max_nfev=task.max_nfev)
-    psf_info = dict(psf_mode="mixture" if mix is not None else "pixel",
-                    psf_k=len(mix) if mix is not None else 0)
     info = dict(info, n_sources=len(fit.scene))
     problems = []
     notes = _warnings_text(caught)
@@ -441,6 +440,9 @@ def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
     rows = scene_rows(fit, data, info=info, psf_source=psf_source, file=str(task.image),
                       scale_errors=task.scale_errors, warnings_text=notes,
                       psf_info=psf_info, targets_only=task.targets_only)
+    if approx:
+        for row in rows:
+            add_flags(row, FitFlags.PSF_APPROX)
     flagged = scene_flags_summary(scene_rows(fit, data, info=info, psf_source=psf_source,
                                              file=str(task.image), psf_info=psf_info))
     if flagged:
