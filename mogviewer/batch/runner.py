@@ -94,7 +94,7 @@ def _watch_parent(parent_pid, interval=0.5):
 
 
 def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
-              flush_interval=1.0):
+              flush_interval=1.0, columns=None):
     """Run :func:`run_task` over ``tasks`` and write the rows to ``csv_path`` as they finish.
 
     Parameters
@@ -112,6 +112,9 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
         exception it raises stops the batch like Ctrl-C does (the CSV keeps the rows so far).
     flush_interval : float
         Seconds between CSV writes (rows are also written at the end and on interruption).
+    columns : sequence of str, optional
+        The CSV's columns (default :data:`mogviewer.export.COLUMN_NAMES`; a multi-band run adds
+        its band columns).
 
     Returns
     -------
@@ -131,11 +134,12 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
         rows finished so far were written.
     """
     t0 = time.perf_counter()
+    cols = {} if columns is None else {"columns": tuple(columns)}
     tasks, _ = plan_outputs(tasks, csv_path)  # unique output names, none of them an input
     inputs = InputSet(p for t in tasks for p in t.input_files())
     if csv_path is not None:
         # header, or check an appended file
-        export.write_csv(csv_path, [], append=append, inputs=inputs)
+        export.write_csv(csv_path, [], append=append, inputs=inputs, **cols)
     results = {}
     written = set()
     next_i = 0  # rows are written in task order: up to the first task still running
@@ -153,7 +157,8 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
         # in order up to the first unfinished task; at the end (or on Ctrl-C) everything done
         order = [i for i in sorted(results) if i not in written and (force or i < next_i)]
         if order:
-            export.write_csv(csv_path, [results[i] for i in order], append=True, inputs=inputs)
+            export.write_csv(csv_path, _flat(results[i] for i in order), append=True,
+                             inputs=inputs, **cols)
             written.update(order)
         last_flush = time.perf_counter()
 
@@ -161,7 +166,7 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
         results[i] = row
         flush()
         if progress is not None:
-            progress(len(results), len(tasks), row)
+            progress(len(results), len(tasks), _target(row))
 
     pool = None
     completed = False
@@ -230,9 +235,23 @@ def _stop_pool(pool):
         proc.join(timeout=5)
 
 
+def _flat(results):
+    """Rows of task results in order: a scene fit's task gives a list (target first)."""
+    out = []
+    for r in results:
+        out.extend(r if isinstance(r, list) else [r])
+    return out
+
+
+def _target(result):
+    return result[0] if isinstance(result, list) else result
+
+
 def _summary(tasks, results, t0, interrupted):
-    rows = tuple(results[i] for i in sorted(results))
-    kinds = [_classify(r) for r in rows]
+    # counts are per task (the target's row); ``rows`` holds every row, a scene's sources too
+    ordered = [results[i] for i in sorted(results)]
+    kinds = [_classify(_target(r)) for r in ordered]
+    rows = tuple(_flat(ordered))
     return BatchSummary(total=len(tasks), fitted=kinds.count("fitted"),
                         flagged=kinds.count("flagged"), failed=kinds.count("failed"),
                         elapsed=time.perf_counter() - t0, interrupted=interrupted, rows=rows)
