@@ -134,16 +134,19 @@ def test_a_band_without_psf_is_refused_before_fitting(grz, tmp_path, capsys):
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_bands_of_different_shapes_fail_with_the_shapes(grz, tmp_path):
+def test_bands_of_different_shapes_without_wcs_fit_the_reference_and_say_why(grz, tmp_path):
     with fits.open(grz / "obj_z.fits") as h:
         small = fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(x.data[:40, :40], x.header)
                                                      for x in h[1:]])
         small.writeto(tmp_path / "z40.fits")
     rc, out = _run(grz, tmp_path, "--bands", f"g={grz / 'obj_g.fits'}",
                    f"z={tmp_path / 'z40.fits'}", psf_bands="gz")
+    # every band is at S/N 100, the crop leaves z less: g is the reference band (most signal);
+    # z cannot be related to its grid: left out with the reason, g fitted
     r = read_csv(out)[0]
-    assert rc == 1 and r["status"] == "failed"
-    assert "different shapes" in r["reason"] and "(40, 40)" in r["reason"]
+    assert rc == 0 and r["status"] == "converged" and r["bands"] == "g" and r["ref_band"] == "g"
+    assert "band z not fitted" in r["reason"] and "no WCS" in r["reason"]
+    assert np.ma.is_masked(r["flux_z"]) and r["flux_g"] > 0
 
 
 def test_a_poor_psf_mixture_in_any_band_flags_psf_approx(grz, tmp_path):
@@ -155,10 +158,81 @@ def test_a_poor_psf_mixture_in_any_band_flags_psf_approx(grz, tmp_path):
 
     centred = Mixture(PSF3.amps, PSF3.means + 15.0, PSF3.covs)
     fits.writeto(tmp_path / "stamp.fits", np.asarray(render(centred, (31, 31))).reshape(31, 31))
-    rc = cli.main(["fit", str(grz / "obj.fits"), "--bands", "g", "r", "--band-psf",
-                   f"g={grz / 'psf.json'}", "--band-psf", f"r={tmp_path / 'stamp.fits'}",
-                   "--psf-components", "1", "--profile", "exp", "--csv",
-                   str(tmp_path / "o.csv"), "--quiet"])
+    args = ["fit", str(grz / "obj.fits"), "--bands", "g", "r", "--band-psf",
+            f"g={grz / 'psf.json'}", "--band-psf", f"r={tmp_path / 'stamp.fits'}",
+            "--psf-components", "1", "--profile", "exp", "--quiet"]
+    rc = cli.main(args + ["--psf-mode", "mixture", "--csv", str(tmp_path / "o.csv")])
     r = read_csv(tmp_path / "o.csv")[0]
     assert rc == 0 and "PSF_APPROX" in r["flag_names"] and r["psf_k"] == 1
-    assert abs(r["psf_size_ratio"] - 1) > 1e-3
+    assert r["psf_mode"] == "mixture" and abs(r["psf_size_ratio"] - 1) > 1e-3
+    # by default the stamp itself is used (exact-PSF mode): no approximation to flag, and the
+    # r flux is as good as with the exact mixture in g
+    rc = cli.main(args + ["--csv", str(tmp_path / "e.csv")])
+    e = read_csv(tmp_path / "e.csv")[0]
+    assert rc == 0 and e["psf_mode"] == "exact" and "PSF_APPROX" not in str(e["flag_names"])
+    assert abs(e["flux_r"] - 2 * TRUTH.flux_target) < 4 * e["flux_r_err"]
+
+
+def test_wavelength_ties_and_their_options(grz, tmp_path, capsys):
+    # r_e and n tied to wavelength (degree 1): the simulation has one r_e in all bands, so the
+    # per-band r_e agree with it within 4 sigma and the ties column says what was tied
+    rc, out = _run(grz, tmp_path, str(grz / "obj.fits"), "--bands", "g", "r", "z",
+                   "--wavelength", "g=475", "--wavelength", "r=622", "--wavelength", "z=913",
+                   "--tie", "re=1")
+    r = read_csv(out)[0]
+    assert rc == 0 and "wavelength" in r["ties"]
+    for b in "grz":
+        assert abs(r[f"re_{b}_pix"] - TRUTH.re) < 4 * r[f"re_{b}_pix_err"], b
+    assert len({round(r[f"re_{b}_pix"], 9) for b in "grz"}) == 3      # not one shared value
+    for extra, message in [(["--tie", "re=1"], "--tie needs --wavelength for every band"),
+                           (["--tie", "re=3", "--wavelength", "g=1", "--wavelength", "r=2"],
+                            "the degree must be below the number of bands"),
+                           (["--tie", "q=1"], "must be re=DEGREE"),
+                           (["--wavelength", "i=800"], "i is not one of --bands")]:
+        rc = cli.main(["fit", str(grz / "obj.fits"), "--bands", "g", "r", *extra, "--csv",
+                       str(tmp_path / "x.csv")])
+        assert rc == 2 and message in capsys.readouterr().err, extra
+
+
+def test_bands_on_different_grids_through_their_wcs(tmp_path):
+    # g on a 48x48 grid, r on a 40x44 grid shifted by (-5.3, +3.1) px, both with a TAN WCS of
+    # 0.262"/px: the r image is rendered at the galaxy's position on its own grid; the joint fit
+    # relates the two through the WCSs and recovers the fluxes and the position in g's pixels
+    from astropy.wcs import WCS
+
+    def wcs(crpix):
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [150.0, 2.0]
+        w.wcs.crpix = crpix
+        w.wcs.cd = np.array([[-0.262, 0.0], [0.0, 0.262]]) / 3600
+        return w
+
+    rng = np.random.default_rng(3)
+    for b, shape, crpix, dx, dy in (("g", (48, 48), [25.0, 25.0], 0.0, 0.0),
+                                    ("r", (44, 40), [25.0 - 5.3, 25.0 + 3.1], -5.3, 3.1)):
+        gal = Galaxy(profile="exp", M=6, flux=1000.0 * FLUX[b], x=TRUTH.x + dx,
+                     y=TRUTH.y + dy, re=TRUTH.re, q=TRUTH.q, angle=TRUTH.angle)
+        clean = gal.render_into(Observation.from_arrays(np.zeros(shape), psf=PSF3))
+        sigma = np.sqrt((clean ** 2).sum()) / SNR
+        h = fits.ImageHDU(clean + rng.normal(0.0, sigma, shape), header=wcs(crpix).to_header())
+        h.header.update(BAND=b, IMAGETYP="image")
+        v = fits.ImageHDU(np.full(shape, sigma ** -2), header=wcs(crpix).to_header())
+        v.header.update(BAND=b, IMAGETYP="invvar")
+        fits.HDUList([fits.PrimaryHDU(), h, v]).writeto(tmp_path / f"{b}.fits")
+    rc, out = _run(tmp_path.parent, tmp_path, "--bands", f"g={tmp_path / 'g.fits'}",
+                   f"r={tmp_path / 'r.fits'}", psf_bands="")
+    assert rc == 2          # no PSF given for the bands: refused before fitting
+    write_psf(tmp_path / "psf.json", PSF3)
+    rc, out = _run(tmp_path, tmp_path, "--bands", f"g={tmp_path / 'g.fits'}",
+                   f"r={tmp_path / 'r.fits'}", psf_bands="gr")
+    r = read_csv(out)[0]
+    assert rc == 0 and r["bands"] == "g|r" and r["ref_band"] == "g"   # S/N 100 each, g first
+    for b in "gr":
+        assert abs(r[f"flux_{b}"] - TRUTH.flux_target * FLUX[b]) < 4 * r[f"flux_{b}_err"], b
+    # positions are in the reference band's (g's) pixels
+    assert abs(r["x"] - TRUTH.x) < 4 * r["x_err"] and abs(r["y"] - TRUTH.y) < 4 * r["y_err"]
+    assert r["x_err"] < 0.05
+    # r's model sits on r's galaxy: its chi2 is noise (a model misplaced by the 5.3 px shift
+    # would leave chi2/nu in the hundreds at S/N 100)
+    assert 0.85 < r["chi2_nu_r"] < 1.15

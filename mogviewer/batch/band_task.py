@@ -63,7 +63,8 @@ def _cov(result, a, b):
 
 
 def band_rows(result, data, observations, *, psf_source, file, psf_info=None,
-              warnings_text="", reason="", targets_only=False, zeropoints=None, info=None):
+              warnings_text="", reason="", targets_only=False, zeropoints=None, info=None,
+              requested=None):
     """One row per fitted source of a :class:`~mogviewer.fitting.MultiBandResult` (see the
     module's docstring); ``data`` is the first band's :class:`~mogviewer.io.ImageData` (WCS,
     pixel scale), ``observations`` the fitted observations (their used pixels give each band's
@@ -93,7 +94,7 @@ def band_rows(result, data, observations, *, psf_source, file, psf_info=None,
             self.chi2, self.nu, self.nfev, self.elapsed = (result.chi2, result.nu, result.nfev,
                                                            result.elapsed)
             self.status = result.status
-            self.flags = result.flags if hasattr(result, "flags") else None
+            self.flags = tuple(getattr(result, "flags", ()) or ()) or None
 
     for i in order:
         if i not in fitted or (targets_only and i != scene0.target):
@@ -146,7 +147,15 @@ def band_rows(result, data, observations, *, psf_source, file, psf_info=None,
             shared_n = sum(1 for bb, _j, _p in result.names if bb is None)
             dof = observations[k].n_good - own - shared_n / len(bands)
             row[f"chi2_nu_{b}"] = result.chi2_band[k] / dof if dof > 0 else math.nan
-        for b1, b2 in zip(bands, bands[1:]):
+            sk, ek = result.scenes[k].sources[i], result.errors[k][i]
+            if not point:
+                row[f"re_{b}_pix"], row[f"re_{b}_pix_err"] = sk.re, ek.get("re")
+                if sk.n is not None:
+                    row[f"n_{b}"], row[f"n_{b}_err"] = sk.n, ek.get("n")
+        req = tuple(requested or bands)
+        for b1, b2 in zip(req, req[1:]):
+            if b1 not in bands or b2 not in bands:
+                continue
             c, e = result.colour(i, b1, b2)
             row[f"{b1}_{b2}"], row[f"{b1}_{b2}_err"] = c, e
         rows.append(row)
@@ -161,12 +170,13 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
     from ..io import read_image
     from ..observation import Observation
     from ..scene import Scene
-    from .scene_task import add_flags, mixture_psf
+    from .scene_task import add_flags, psf_columns
     from .tasks import load_psf
 
     datas, psfs, descs, bands, dropped, qualities = [], [], [], [], [], []
     files = dict(task.band_files)
     band_psfs = dict(task.band_psfs)
+    wavelengths = dict(task.band_wavelengths)
     for b in task.bands:
         set_step(f"reading band {b}")
         path = files.get(b, task.image)
@@ -198,25 +208,23 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
                            f"= {b}): give --band-psf {b}=FILE")
         psf, desc = load_psf(ppath, hdu=hdu, n_components=task.psf_components,
                              position=task.psf_position, centre=task.psf_centre)
-        mix, q, approx = mixture_psf(psf)
+        q, approx = psf_columns(psf, task.psf_mode)
         qualities.append((approx, abs((q.get("psf_size_ratio") or 1.0) - 1.0), q))
         datas.append(d)
-        psfs.append(mix)
+        psfs.append(psf)
         descs.append(f"{b}: {desc}")
         bands.append(b)
     if not datas:
         raise FitError("; ".join(dropped))
-    shapes = {d.shape for d in datas}
-    if len(shapes) > 1:
-        raise FitError(f"the bands have different shapes {sorted(shapes)}: give bands on one "
-                       "pixel grid")
-    # the start and the neighbours from the band with the most signal (the largest sum of
-    # data^2 ivar); its detected segments are masked in every band (one pixel grid)
+    # the reference frame (positions and shapes), the start and the neighbours come from the
+    # band with the most signal (the largest sum of data^2 ivar); its detected segments are
+    # masked in every band on the same pixel grid
     set_step("finding the start")
     snr = [float(np.sum(np.where(d.mask, 0.0, d.image) ** 2 * d.ivar)) for d in datas]
     k0 = int(np.argmax(snr))
     info = dict(neighbours=task.neighbours, n_sources=1)
     scene = None
+    notes = [warnings_text] if warnings_text else []
     if task.neighbours != "ignore":
         from .scene_task import find_neighbours
 
@@ -225,34 +233,46 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
                                               n=n)
         extra = masked.mask & ~datas[k0].mask
         if extra.any():
+            other = [b for b, d in zip(bands, datas) if d.shape != datas[k0].shape]
+            if other and task.neighbours == "mask":
+                notes.append(f"the neighbours' segments (found in band {bands[k0]}) are "
+                             f"masked only in the bands on its pixel grid, not in "
+                             f"{', '.join(other)}")
             datas = [dataclasses.replace(d, mask=d.mask | extra,
-                                         ivar=np.where(extra, 0.0, d.ivar)) for d in datas]
+                                         ivar=np.where(extra, 0.0, d.ivar))
+                     if d.shape == extra.shape else d for d in datas]
         if not (task.neighbours == "fit" and len(scene) > 1):
             scene = None
             info["n_sources"] = 1
     if scene is None:
         prob = FitProblem.from_image_data(datas[k0], psf=psfs[k0], profile=profile, M=M, n=n,
-                                          sky=sky, psf_mode="mixture")
+                                          sky=sky, psf_mode=task.psf_mode)
         start = saved.params if saved is not None else initial_guess(prob,
                                                                       centre=task.centre)
         scene = Scene.from_params(start, profile, None if profile == "ser" else prob.M)
-    obs = [Observation.from_image_data(d, psf=p, band=b)
+    obs = [Observation.from_image_data(d, psf=p, band=b, psf_mode=task.psf_mode,
+                                       wavelength=wavelengths.get(b))
            for d, p, b in zip(datas, psfs, bands)]
     set_step("fitting the bands jointly")
-    res = fit_multiband(obs, scene, bands=tuple(bands), sky=sky, max_nfev=task.max_nfev)
-    # the PSF columns of the band whose mixture is furthest from its stamp; PSF_APPROX if any
-    # band's mixture is approximate
+    res = fit_multiband(obs, scene, bands=tuple(bands), sky=sky, max_nfev=task.max_nfev,
+                        reference=k0, ties=dict(task.band_ties) or None)
+    # the PSF columns of the band whose PSF is furthest from its stamp; PSF_APPROX if any
+    # band's mixture-only PSF is approximate
     approx, _, psf_info = max(qualities, key=lambda t: (t[0], t[1]))
-    notes = " | ".join(t for t in (warnings_text, "multi-band fits use each PSF's Gaussian "
-                                   "mixture (psf_mode mixture)") if t)
-    reason = "; ".join(dropped + ([] if res.status == "converged"
-                                  else [f"joint fit {res.status}"]))
+    reason = "; ".join(dropped + [f"band {b} not fitted: {why}" for b, why in res.skipped]
+                       + ([] if res.status == "converged" else [f"joint fit {res.status}"]))
+    notes += [m for m in res.messages if not any(m.startswith(f"{b}:") and "not fitted" in m
+                                                 for b, _ in res.skipped)]
+    fitted = [k for k, b in enumerate(bands) if b in res.bands]
     zps = {b: d.zeropoint for b, d in zip(bands, datas)}
-    rows = band_rows(res, datas[0], obs, psf_source="; ".join(descs), file=str(task.image),
-                     psf_info=psf_info, warnings_text=notes, reason=reason,
+    ref = bands[k0]
+    rows = band_rows(res, datas[k0], [obs[k] for k in fitted],
+                     psf_source="; ".join(descs), file=str(task.image), psf_info=psf_info,
+                     warnings_text=" | ".join(notes), reason=reason,
                      targets_only=task.targets_only, zeropoints=zps,
-                     info=dict(info, n_sources=len(res.scenes[0])))
-    if approx:
-        for row in rows:
+                     info=dict(info, n_sources=len(res.scenes[0]), ref_band=ref),
+                     requested=task.bands)
+    for row in rows:
+        if approx:
             add_flags(row, FitFlags.PSF_APPROX)
     return rows

@@ -43,17 +43,18 @@ def psf_mixture(psf):
     return getattr(psf, "mixture", psf)
 
 
-def mixture_psf(psf):
-    """A PSF used through its Gaussian mixture only (scene and multi-band fits):
-    ``(mixture or None, the PSF columns, True if PSF_APPROX applies)`` by the one-galaxy
-    fit's rule (:data:`mogviewer.fitting.problem.PSF_APPROX_TOL`)."""
+def psf_columns(psf, mode):
+    """The PSF columns of a scene or multi-band fit whose observations take ``psf`` in
+    ``mode`` (``auto``: the stamp itself for an image), and True if ``PSF_APPROX`` applies (a
+    mixture-only PSF that misses the stamp by the one-galaxy fit's rule,
+    :data:`mogviewer.fitting.problem.PSF_APPROX_TOL`)."""
     from ..fitting.problem import PSF_APPROX_TOL, _resolve_psf
 
-    mix, _mode, info = _resolve_psf(psf, "mixture")
+    _psf, used, info = _resolve_psf(psf, mode)
     ratio, res = info.get("psf_size_ratio"), info.get("psf_res_flux")
-    approx = res is not None and (ratio is None or abs(ratio - 1.0) > PSF_APPROX_TOL
-                                  or abs(res) > PSF_APPROX_TOL)
-    return mix, dict(info), approx
+    approx = used == "mixture" and res is not None and (
+        ratio is None or abs(ratio - 1.0) > PSF_APPROX_TOL or abs(res) > PSF_APPROX_TOL)
+    return dict(info), approx
 
 
 def add_flags(row, flags):

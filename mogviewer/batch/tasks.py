@@ -15,7 +15,7 @@ from ..fitting.flags import FitFlags
 from ..io import read_image
 from ..psf import read_psf
 from ..sampling import CONVERGENCE_TAUS, sample
-from .scene_task import add_flags, find_neighbours, mixture_psf, scene_flags_summary, scene_rows
+from .scene_task import add_flags, find_neighbours, psf_columns, scene_flags_summary, scene_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +88,11 @@ class FitTask:
         Bands in files of their own.
     band_psfs : tuple of (band, path)
         The PSF file of a band (default: the HDU of ``psf`` for the band).
+    band_wavelengths : tuple of (band, float)
+        Effective wavelengths (any one unit) for ``band_ties``.
+    band_ties : tuple of (parameter, degree)
+        ``('re', 1)``, ``('n', 1)``: ln r_e or n as a Chebyshev polynomial of that degree in
+        wavelength (:func:`mogviewer.fitting.scene_fit.fit_multiband`); none: shared.
     """
 
     image: str
@@ -136,6 +141,8 @@ class FitTask:
     bands: tuple = ()
     band_files: tuple = ()
     band_psfs: tuple = ()
+    band_wavelengths: tuple = ()
+    band_ties: tuple = ()
 
     def input_files(self):
         """Every file this task reads (image, noise, mask, segmentation map, PSF, start)."""
@@ -424,17 +431,15 @@ def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
                    angle=t.angle, n=t.n, profile2=task.profile2, M2=task.M2, flux2=t.flux / 2,
                    re2=1.5 * t.re, q2=t.q, angle2=t.angle)
     scene = scene.replace_source(0, t)
-    mix, psf_info, approx = mixture_psf(psf)
-    obs = Observation.from_image_data(data, psf=mix)
+    psf_info, approx = psf_columns(psf, task.psf_mode)
+    obs = Observation.from_image_data(data, psf=psf, psf_mode=task.psf_mode)
+    mix = obs.psf_mixture
     set_step("fitting the scene")
     fit = fit_scene(obs, scene, sky=sky, max_nfev=task.max_nfev)
     info = dict(info, n_sources=len(fit.scene))
     problems = []
-    notes = _warnings_text(caught)
-    if getattr(psf, "stamp", None) is not None:
-        notes = " | ".join(t for t in (notes, "scene fits use the PSF's Gaussian mixture "
-                                       "(psf_mode mixture): the exact-PSF mode is for "
-                                       "one-galaxy fits") if t)
+    notes = " | ".join([_warnings_text(caught)] * bool(_warnings_text(caught))
+                       + list(getattr(fit, "messages", ())))
     if fit.status != "converged":
         problems.append(f"scene fit {fit.status}")
     rows = scene_rows(fit, data, info=info, psf_source=psf_source, file=str(task.image),

@@ -145,6 +145,14 @@ def register_cli(sub):
                    metavar="BAND=FILE",
                    help="the PSF file of one band (repeat per band; default: the HDU of --psf "
                         "whose BAND, FILTER or EXTNAME is the band)")
+    p.add_argument("--wavelength", action="append", type=opt.band_value, default=[],
+                   metavar="BAND=VALUE",
+                   help="effective wavelength of a band (any one unit for all), for --tie")
+    p.add_argument("--tie", action="append", type=opt.tie_spec, default=[],
+                   metavar="PARAM=DEGREE",
+                   help="with --bands: let re or n vary with wavelength as a Chebyshev "
+                        "polynomial of this degree (GalfitM's approach), e.g. --tie re=1; "
+                        "default: shared by all bands")
     p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1,
                    help="parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -191,8 +199,23 @@ def _cli_fit(args):
         for b, _ in band_psfs:
             if b not in bands:
                 raise UserError(f"--band-psf {b}=...: {b} is not one of --bands {' '.join(bands)}")
-    elif band_psfs:
-        raise UserError("--band-psf applies to --bands")
+        ties = tuple(args.tie)
+        waves = tuple(args.wavelength)
+        for b, _ in waves:
+            if b not in bands:
+                raise UserError(f"--wavelength {b}=...: {b} is not one of --bands "
+                                f"{' '.join(bands)}")
+        if ties:
+            missing = [b for b in bands if b not in dict(waves)]
+            if missing:
+                raise UserError(f"--tie needs --wavelength for every band; missing: "
+                                f"{' '.join(missing)}")
+            for p_, deg in ties:
+                if deg >= len(bands):
+                    raise UserError(f"--tie {p_}={deg}: the degree must be below the number "
+                                    f"of bands ({len(bands)})")
+    elif band_psfs or args.tie or args.wavelength:
+        raise UserError("--band-psf, --tie and --wavelength apply to --bands")
     if not args.files and not (bands and len(band_files) == len(bands)):
         raise UserError("give at least one image FILE (or --bands BAND=FILE for every band)")
     if args.invert_mask and args.mask is None and args.mask_hdu is None:
@@ -265,7 +288,8 @@ def _cli_fit(args):
                   max_nfev=args.max_nfev, sample_steps=args.sample,
                   neighbours=args.neighbours, max_neighbours=args.max_neighbours,
                   targets_only=args.targets_only, bands=bands, band_files=band_files,
-                  band_psfs=band_psfs)
+                  band_psfs=band_psfs, band_wavelengths=tuple(args.wavelength),
+                  band_ties=tuple(args.tie))
     files = args.files or [band_files[0][1]]
     tasks = [FitTask(image=f, **common) for f in files]
     try:

@@ -144,6 +144,36 @@ def band_spec(text):
     return band, (path if sep else None)
 
 
+def band_value(text):
+    """argparse type: ``BAND=NUMBER`` (a positive finite number) -> ``(band, value)``."""
+    band, path = band_spec(text)
+    try:
+        value = float(path) if path is not None else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be BAND=VALUE with a positive number, got "
+                                         f"{text!r}")
+    return band, value
+
+
+def tie_spec(text):
+    """argparse type: ``re=DEGREE`` or ``n=DEGREE`` (1 to 3) -> ``(param, degree)``."""
+    name, _, deg = str(text).partition("=")
+    name = name.strip()
+    if name not in ("re", "n", "re2"):
+        raise argparse.ArgumentTypeError(f"must be re=DEGREE, n=DEGREE or re2=DEGREE, got "
+                                         f"{text!r}")
+    try:
+        d = int(deg)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the degree must be an integer from 1 to 3, got "
+                                         f"{text!r}") from None
+    if not 1 <= d <= 3:
+        raise argparse.ArgumentTypeError(f"the degree must be an integer from 1 to 3, got {d}")
+    return name, d
+
+
 def nonempty_name(text):
     """argparse type: a non-empty file name."""
     if not str(text).strip():

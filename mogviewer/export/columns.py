@@ -147,7 +147,10 @@ def band_columns(bands):
     band its target-profile flux and magnitude, sky and reduced chi-squared; per pair of
     consecutive bands the colour. Each a :class:`Column`."""
     cols = [Column("bands", "", "bands fitted jointly, joined by |"),
-            Column("ties", "", "which parameters the bands share and which are per band")]
+            Column("ties", "", "which parameters the bands share, which are per band and which "
+                               "follow wavelength"),
+            Column("ref_band", "", "the band whose pixels x, y, re_pix are in (the one with "
+                                   "the most signal); ra_deg, dec_deg are the same in all")]
     for b in bands:
         cols += [
             Column(f"flux_{b}", "image units", f"total flux of the target profile in band {b}"),
@@ -157,7 +160,12 @@ def band_columns(bands):
             Column(f"sky_{b}", "image units/pix", f"sky level of band {b}"),
             Column(f"sky_{b}_err", "image units/pix", f"1-sigma error of sky_{b}"),
             Column(f"chi2_nu_{b}", "", f"chi2 of band {b} / (its used pixels - its own "
-                                       "parameters - shared parameters / number of bands)")]
+                                       "parameters - shared parameters / number of bands)"),
+            Column(f"re_{b}_pix", "pix", f"r_e in band {b} (= re_pix unless tied to "
+                                         "wavelength), reference-band pixels"),
+            Column(f"re_{b}_pix_err", "pix", f"1-sigma error of re_{b}_pix"),
+            Column(f"n_{b}", "", f"Sersic n in band {b} (= n unless tied to wavelength)"),
+            Column(f"n_{b}_err", "", f"1-sigma error of n_{b}")]
     for b1, b2 in zip(bands, bands[1:]):
         cols += [Column(f"{b1}_{b2}", "mag", f"colour mag_{b1} - mag_{b2}"),
                  Column(f"{b1}_{b2}_err", "mag", f"1-sigma error of {b1}_{b2}, the covariance "
