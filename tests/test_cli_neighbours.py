@@ -122,7 +122,7 @@ def test_decals_dr9_r_with_neighbours_fitted_from_the_command_line(tmp_path):
     # Issue 17's acceptance on the full 256x256 DR9 r cutout (PROVENANCE.md s6): chi2/nu < 1.5
     # with --neighbours fit, and the target's r_e, q and PA within 3 % / 0.02 / 2 deg of the
     # fit with every other segment masked (measured 2026-12-04: chi2/nu 1.09 with 10
-    # neighbours; r_e 6.924 vs 6.915, q 0.7138 vs 0.7132, PA 171.77 vs 171.74).
+    # neighbours; r_e 6.921 vs 6.915, q 0.7137 vs 0.7132, PA 171.77 vs 171.74).
     d = f"{DATA}/pysersic-decals-dr9"
     rows = {}
     for mode in ("fit", "mask"):
