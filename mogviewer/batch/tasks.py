@@ -70,6 +70,10 @@ class FitTask:
     output_name : str or None
         File-name stem of the per-file outputs; None = :func:`output_stem`'s rule.
         :func:`mogviewer.batch.plan_outputs` sets it when two inputs would share a name.
+    object_id : str or None
+        The row's ``object_id`` (a manifest's id column); None = the file name as given
+        (:func:`mogviewer.batch.runner.default_object_id`). ``--resume`` skips the ids already
+        in the CSV.
     """
 
     image: str
@@ -111,6 +115,7 @@ class FitTask:
     max_nfev: int = 200
     sample_steps: int = 0
     output_name: str | None = None
+    object_id: str | None = None
 
     def input_files(self):
         """Every file this task reads (image, noise, mask, segmentation map, PSF, start)."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from pathlib import Path
 
 from .. import export, profiles
 from ..batch import BatchInterrupted, FitTask, load_psf, plan_outputs, run_batch
@@ -19,32 +17,8 @@ from ..export.files import same_file_as_any
 from ..profiles.sersic import N_MAX, N_MIN
 from ..render import kernels_ready, warmup
 from . import options as opt
-
-
-class TextProgress:
-    """A plain-text progress bar on a stream (stderr): redraws one line on a terminal, prints
-    one line per file otherwise."""
-
-    def __init__(self, stream=None, width=30):
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.t0 = time.perf_counter()
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def __call__(self, done, total, row):
-        frac = done / total if total else 1.0
-        bar = "#" * int(round(frac * self.width))
-        status = row.get("status", "?")
-        if row.get("reason") and status != "failed":
-            status += " (see reason)"
-        name = Path(str(row.get("file") or "?")).name
-        el = time.perf_counter() - self.t0
-        line = f"[{bar:<{self.width}}] {done}/{total} {el:6.1f}s {name}: {status}"
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line + ("\n" if done == total else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+from . import survey
+from .survey import TextProgress
 
 
 def register_cli(sub):
@@ -57,7 +31,8 @@ def register_cli(sub):
                     "still fitted. Exit status: 0 all fitted (flags may be set), 1 some files "
                     "failed, 2 bad command-line input, 130 interrupted (the CSV keeps the rows "
                     "done so far).")
-    p.add_argument("files", nargs="+", metavar="FILE", help="image files (FITS or .npy)")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="image files (FITS or .npy); or --manifest, or --image with --catalog")
     p.add_argument("--csv", required=True, type=opt.nonempty_name, help="output CSV")
     p.add_argument("--append", action="store_true",
                    help="append to an existing CSV with the same columns")
@@ -128,12 +103,14 @@ def register_cli(sub):
     p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1,
                    help="parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    survey.register(p)
     p.set_defaults(func=_cli_fit)
 
 
 def _cli_fit(args):
     """Check every option and path, then plan the outputs, then fit: nothing is read before
     the options are known to be usable, nothing is written before the outputs are."""
+    kind = survey.mode(args)
     if args.M2 is not None and args.profile2 is None:
         raise UserError("--M2 needs --profile2 (the second component's profile)")
     if args.profile is not None and args.M is not None and args.profile != "ser":
@@ -152,10 +129,12 @@ def _cli_fit(args):
         raise UserError("--invert-mask needs --mask or --mask-hdu")
     inputs = [("FILE", f) for f in args.files] + [
         (f"--{o.replace('_', '-')}", getattr(args, o))
-        for o in ("noise", "mask", "segmap", "start", "psf")]
+        for o in ("noise", "mask", "segmap", "start", "psf")] + survey.input_options(args)
     opt.check_inputs(inputs)
     input_paths = [p for _, p in inputs if p is not None]
     opt.check_output(args.csv, "--csv", inputs=input_paths)
+    if args.table is not None:
+        opt.check_output(args.table, "--table", inputs=input_paths + [args.csv])
     for o in ("imgblock", "region", "model_json"):
         d = getattr(args, o)
         if d is None:
@@ -177,7 +156,7 @@ def _cli_fit(args):
             export.read_model_json(args.start)
         except (export.ModelFileError, OSError) as exc:
             raise UserError(f"--start {args.start}: {_one_line(exc)}") from None
-    if args.psf:
+    if args.psf and kind != "catalog":
         try:
             load_psf(args.psf, hdu=args.psf_hdu, n_components=args.psf_components,
                      position=args.psf_position, centre=args.psf_centre)
@@ -200,9 +179,14 @@ def _cli_fit(args):
                   imgblock_dir=args.imgblock, region_dir=args.region,
                   model_json_dir=args.model_json, scale_errors=args.scale_errors,
                   max_nfev=args.max_nfev, sample_steps=args.sample)
-    tasks = [FitTask(image=f, **common) for f in args.files]
+    if kind == "files":
+        tasks = [FitTask(image=f, **common) for f in args.files]
+    elif kind == "manifest":
+        tasks = survey.manifest_tasks(args, FitTask(image="", **common))
+    else:
+        tasks = survey.catalog_jobs(args, FitTask(image=args.image, **common))
     try:
-        tasks, renamed = plan_outputs(tasks, args.csv)
+        _, renamed = plan_outputs([t for t in tasks if isinstance(t, FitTask)], args.csv)
     except export.ExportError as exc:
         raise UserError(str(exc)) from None
     for image, stem in renamed[:20]:
@@ -217,20 +201,37 @@ def _cli_fit(args):
         if not args.quiet:
             print("compiling the renderer (first run only)...", file=sys.stderr, flush=True)
         warmup()
-    progress = None if args.quiet else TextProgress(sys.stderr)
+    unit = "files" if kind == "files" else "objects"
+    progress = None if args.quiet else TextProgress(sys.stderr, unit=unit[:-1])
     try:
         summary = run_batch(tasks, args.csv, workers=args.workers, append=args.append,
-                            progress=progress)
+                            resume=args.resume, progress=progress, unit=unit,
+                            **survey.executor_options(args))
     except export.ExportError as exc:
         raise UserError(str(exc)) from None
     except BatchInterrupted as exc:
-        print(f"\nmogviewer fit: {exc.summary.line()}; rows done so far are in {args.csv}",
+        if progress is not None:
+            progress.close()
+        print(f"\nmogviewer fit: {exc.summary.line()}; rows done so far are in {args.csv}"
+              f"{' (--resume continues)' if kind != 'files' or len(tasks) > 1 else ''}",
               file=sys.stderr)
         raise
+    finally:
+        if progress is not None:
+            progress.close()
     print(f"mogviewer fit: {summary.line()}; wrote {args.csv}", file=sys.stderr)
-    for row in summary.rows:
-        if row.get("status") == "failed":
-            print(f"  failed: {row['file']}: {row['reason']}", file=sys.stderr)
+    if summary.flag_counts:
+        print("  flags and statuses: " + ", ".join(summary.flag_lines()), file=sys.stderr)
+    failed = [row for row in summary.rows if row.get("status") == "failed"]
+    for row in failed[:20]:
+        print(f"  failed: {row.get('object_id') or row['file']}: {row['reason']}",
+              file=sys.stderr)
+    if len(failed) > 20:
+        print(f"  ... and {len(failed) - 20} more failed rows (status 'failed' in the CSV)",
+              file=sys.stderr)
+    if args.table is not None:
+        n = survey.write_table(args.csv, args.table, inputs=input_paths)
+        print(f"mogviewer fit: wrote {n} rows to {args.table}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 
