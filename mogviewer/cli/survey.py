@@ -19,7 +19,6 @@ the whole CSV as a typed table at the end.
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -249,27 +248,28 @@ class TextProgress:
     row's status; on a stream that is not a terminal it redraws at most every 10 s."""
 
     def __init__(self, stream=None, unit="file"):
-        from tqdm import tqdm
-
         self.stream = stream if stream is not None else sys.stderr
-        tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.bar = tqdm(total=0, file=self.stream, unit=unit, dynamic_ncols=tty,
-                        mininterval=0.2 if tty else 10.0, leave=True, ascii=not tty)
-        self.t0 = time.perf_counter()
+        self.unit = unit
+        self.bar = None
 
     def __call__(self, done, total, row):
-        if self.bar.total != total:
-            self.bar.total = total
-            self.bar.n = done - 1
+        if self.bar is None:
+            from tqdm import tqdm
+
+            tty = bool(getattr(self.stream, "isatty", lambda: False)())
+            # rate and ETA count this run's objects: those --resume skipped are the initial
+            self.bar = tqdm(total=total, initial=done - 1, file=self.stream, unit=self.unit,
+                            dynamic_ncols=tty, mininterval=0.2 if tty else 10.0, ascii=not tty)
         status = row.get("status", "?")
         if row.get("reason") and status != "failed":
             status += " (see reason)"
-        self.bar.set_postfix_str(f"{Path(str(row.get('file') or '?')).name}: {status}",
-                                 refresh=False)
+        name = row.get("object_id") or Path(str(row.get("file") or "?")).name
+        if len(str(name)) > 40:
+            name = "..." + str(name)[-37:]
+        self.bar.set_postfix_str(f"{name}: {status}", refresh=False)
         self.bar.update(done - self.bar.n)
-        if done >= total:
-            self.close()
 
     def close(self):
-        if not self.bar.disable:
+        if self.bar is not None:
             self.bar.close()
+            self.bar = None
