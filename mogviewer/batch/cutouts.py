@@ -36,6 +36,7 @@ import numpy as np
 from .. import _warnings, export
 from ..fitting import FitProblem, fit, initial_guess
 from ..io import read_image
+from ..render.exact import ExactPsf
 from .tasks import _short, _warnings_text, load_psf
 
 __all__ = ["CutoutJob", "plan_cutout_jobs"]
@@ -133,20 +134,25 @@ class CutoutJob:
             return self.failed_rows(f"reading the field: {_short(exc)}")
         o = self.options
         psf, psf_source = None, "none"
+        psf_caught = []
         if o.psf:
             try:
                 pos = None
                 if self.psf_position is not None:
                     # PSFEx positions are SExtractor's 1-based X_IMAGE, Y_IMAGE
                     pos = (self.psf_position[0] + 1.0, self.psf_position[1] + 1.0)
-                with _warnings.catch():
-                    warnings.simplefilter("ignore")
+                with _warnings.catch(record=True) as psf_caught:
+                    warnings.simplefilter("always")
                     psf, psf_source = load_psf(o.psf, hdu=o.psf_hdu,
                                                n_components=o.psf_components,
                                                position=pos if _varies(o.psf) else None,
                                                centre=o.psf_centre)
                 if pos is not None and _varies(o.psf):
                     psf_source += f" at ({pos[0]:.0f}, {pos[1]:.0f})"
+                if psf.stamp is not None:
+                    # the stamp's exact-PSF form and quality figures, once for the job (10 ms
+                    # per problem otherwise); FitProblem takes it as it is
+                    psf = ExactPsf.from_model(psf)
             except Exception as exc:  # noqa: BLE001
                 return self.failed_rows(f"reading the PSF: {_short(exc)}")
         nb = np.array([(x, y, s if s else 0.0) for x, y, s in self.neighbours],
@@ -160,6 +166,10 @@ class CutoutJob:
                     rows.append(self._fit_one(s, field, weight, psf, psf_source, nb, caught))
             except Exception as exc:  # noqa: BLE001 - the batch policy: every failure is a row
                 rows.append(self._failed(s, f"fitting: {_short(exc)}", caught))
+        if psf_caught:   # the PSF's warnings (e.g. PSFEx extrapolated) belong to every row
+            text = _warnings_text(psf_caught)
+            for row in rows:
+                row["warnings"] = " | ".join(t for t in (text, row.get("warnings")) if t)
         return rows
 
     def _fit_one(self, s, field, weight, psf, psf_source, nb, caught):
@@ -292,13 +302,18 @@ def _open_field(path, hdu, what):
             zp = float(v)
             break
     if len(_FIELDS) >= 4:
-        for f in _FIELDS.values():
-            f.hdul.close()
-        _FIELDS.clear()
+        close_fields()
     field = _Field(data=h.data, hdu=idx if isinstance(idx, int) else None, wcs=wcs,
                    zeropoint=zp, pixel_scale=scale, hdul=hdul)
     _FIELDS[key] = field
     return field
+
+
+def close_fields():
+    """Close the fields this process keeps open (the end of a batch run in this process)."""
+    for f in _FIELDS.values():
+        f.hdul.close()
+    _FIELDS.clear()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections import Counter
 
 from .. import export
 from ..export.files import InputSet
+from .cutouts import close_fields
 from .executors import make_executor
 from .outputs import plan_outputs
 from .tasks import FitTask, run_task
@@ -284,6 +285,7 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
     finally:
         if ex is not None:
             ex.close(abort=not completed)
+        close_fields()      # the memory-mapped fields of jobs run in this process
         if csv_path is not None:
             flush(force=True)
     summary = _summary(total, results, t0, interrupted, skipped, unit)

@@ -210,11 +210,19 @@ def _check_field_psf(args, sources, shape):
     pos = None
     if _varies(args.psf):
         pos = (shape[1] / 2.0 + 0.5, shape[0] / 2.0 + 0.5)
+    import warnings
+
+    from .. import _warnings
+
     try:
-        load_psf(args.psf, hdu=args.psf_hdu, n_components=args.psf_components, position=pos,
-                 centre=args.psf_centre)
+        with _warnings.catch(record=True) as caught:
+            warnings.simplefilter("always")
+            load_psf(args.psf, hdu=args.psf_hdu, n_components=args.psf_components,
+                     position=pos, centre=args.psf_centre)
     except Exception as exc:  # noqa: BLE001 - a PSF that cannot be read stops the batch
         raise UserError(f"--psf {args.psf}: {' '.join(str(exc).split())}") from None
+    for w in {" ".join(str(w.message).split()) for w in caught}:
+        print(f"mogviewer fit: note: {w}", file=sys.stderr)
 
 
 def executor_options(args):
