@@ -88,3 +88,69 @@ def test_manifest_errors_name_row_and_column(tmp_path, text, message):
     m.write_text(text)
     with pytest.raises(UserError, match=message):
         read_manifest(m, fields={f for f in FitTask.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------------------------------------
+# a worker killed in the middle of a batch: every object written exactly once
+# ---------------------------------------------------------------------------------------------
+
+def _id_tasks(n=10):
+    profiles = [("exp", 6), ("dev", 8), ("lux", 6)]
+    return [FitTask(image=f"{DATA}/ic3478rss_64x64.fits",
+                    noise=f"{DATA}/ic3478rss_64x64_sigma.fits", profile=profiles[i % 3][0],
+                    M=profiles[i % 3][1], object_id=f"o{i}") for i in range(n)]
+
+
+def _ids_in(csv_path):
+    import csv
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["object_id"] for r in rows], [r["status"] for r in rows]
+
+
+def _kill_once(pick):
+    """A progress callback that SIGKILLs one worker process (chosen by ``pick()``) when the
+    first row arrives; ``killed`` holds its pid."""
+    killed = []
+
+    def progress(done, total, row):
+        if not killed:
+            pid = pick()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return progress, killed
+
+
+def test_killing_a_pool_worker_mid_batch_loses_and_repeats_no_row(tmp_path):
+    import multiprocessing
+
+    from mogviewer.batch import run_batch
+    progress, killed = _kill_once(lambda: multiprocessing.active_children()[0].pid)
+    out = tmp_path / "k.csv"
+    s = run_batch(_id_tasks(), out, workers=2, progress=progress, flush_interval=0)
+    ids, status = _ids_in(out)
+    assert killed                                             # a worker really was killed
+    assert sorted(ids) == sorted(f"o{i}" for i in range(10))   # every object, once
+    assert "failed" not in status and s.failed == 0           # its jobs were rerun, not lost
+
+
+def test_killing_a_dask_worker_mid_batch_loses_and_repeats_no_row(tmp_path):
+    import psutil
+
+    from mogviewer.batch import run_batch
+
+    def a_dask_worker():
+        # LocalCluster(processes=True): the nannies live in this process, each worker is a
+        # spawned child (multiprocessing's resource tracker is a child too: not that one)
+        workers = [p for p in psutil.Process().children()
+                   if "spawn_main" in " ".join(p.cmdline())]
+        return workers[0].pid
+
+    progress, killed = _kill_once(a_dask_worker)
+    out = tmp_path / "k.csv"
+    s = run_batch(_id_tasks(), out, workers=2, executor="dask", progress=progress,
+                  flush_interval=0)
+    ids, status = _ids_in(out)
+    assert killed
+    assert sorted(ids) == sorted(f"o{i}" for i in range(10))
+    assert "failed" not in status and s.failed == 0
