@@ -25,6 +25,7 @@ catalogue's id. A source whose cutout cannot be fitted is a failed row, never a 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import os
@@ -319,6 +320,9 @@ def close_fields():
     for f in _FIELDS.values():
         f.hdul.close()
     _FIELDS.clear()
+
+
+atexit.register(close_fields)   # a pool or Dask worker's fields, when it ends
 
 
 # ---------------------------------------------------------------------------------------------
