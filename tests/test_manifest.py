@@ -110,6 +110,10 @@ def test_resume_keys_plain_files_by_name(tmp_path, capsys):
      "--weight applies to catalogue mode"),
     (["--manifest", "{m}", "--table", "{tmp}/t.xlsx"], "choose a .fits, .ecsv or .parquet"),
     (["--manifest", "{m}", "--table", "{m}"], "--table"),
+    (["--image", "{ic}/ic3478rss_64x64.fits", "--catalog", "{m}", "--region", "{tmp}"],
+     "--region is not available in catalogue mode"),
+    (["--image", "{ic}/ic3478rss_64x64.fits", "--catalog", "{m}", "--noise", "{m}"],
+     "--noise does not apply to catalogue mode"),
 ])
 def test_mode_errors_are_one_line_and_status_2(tmp_path, capsys, extra, message):
     m = _small_manifest(tmp_path, 1)

@@ -103,6 +103,11 @@ def mode(args):
                                 "the cutouts come from --image (noise from --weight, "
                                 "neighbours from the catalogue, PSF positions from the "
                                 "sources)")
+        for o in ("imgblock", "region", "model_json", "sample"):
+            if getattr(args, o, None):
+                raise UserError(f"--{o.replace('_', '-')} is not available in catalogue mode "
+                                "yet (one CSV row per source); fit a --manifest of cutouts "
+                                "for per-object files or posteriors")
     if args.scheduler is not None and not args.scheduler.strip():
         raise UserError("--scheduler: give the scheduler's address, e.g. tcp://host:8786")
     if args.table is not None:
