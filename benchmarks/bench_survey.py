@@ -14,9 +14,11 @@ with ra/dec (through the WCS), flux_radius and an id.
 Each backend runs ``run_batch`` on the same cutout jobs (the PSF fitted once per 512 px cell)
 in a fresh process, timed from the start of that process (imports and worker start-up
 included, as a user sees them); peak memory is the largest resident set over that process and
-all its descendants (``wait4``'s ``ru_maxrss``). Rows are compared between backends by id, every
-column except the elapsed time. ``--profile-serial N`` adds a cProfile of N objects in one
-process: where the time goes.
+all its descendants (``wait4``'s ``ru_maxrss``; file-backed pages of the memory-mapped field
+count there too), and the CPU time is theirs too: objects per CPU-second is the per-core rate
+on a machine shared with other jobs, where wall-clock rates are not. Rows are compared
+between backends by id, every column except the elapsed time. ``--profile-serial N`` adds a
+cProfile of N objects in one process: where the time goes.
 """
 
 import argparse
@@ -162,7 +164,10 @@ def run_backend(d, executor, workers, csv_path, psf_mode):
     code = _CHILD.format(bench_dir=str(Path(__file__).parent), d=str(d), psf_mode=psf_mode,
                          csv=str(csv_path), workers=workers, executor=executor)
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # one BLAS thread in every process, the serial one too (the pool's workers get it anyway)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env=env)
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
@@ -172,7 +177,8 @@ def run_backend(d, executor, workers, csv_path, psf_mode):
         raise RuntimeError(f"{executor} run failed ({p.returncode}): {out[-2000:]}")
     _, inner, fitted, flagged, failed = line[0].split()
     return dict(wall=wall, inner=float(inner), fitted=int(fitted), flagged=int(flagged),
-                failed=int(failed), maxrss_mb=ru.ru_maxrss / 1024)
+                failed=int(failed), maxrss_mb=ru.ru_maxrss / 1024,
+                cpu=ru.ru_utime + ru.ru_stime)
 
 
 def read_rows(path):
@@ -200,7 +206,7 @@ def accuracy(rows, truth):
             float(np.median(ratio)) if ratio else math.nan, len(rel_re))
 
 
-def profile_serial(d, n):
+def profile_serial(d, n, psf_mode):
     import cProfile
     import pstats
 
@@ -208,7 +214,7 @@ def profile_serial(d, n):
     from mogviewer.render import warmup
 
     warmup()
-    jobs = plan(d, psf_mode=os.environ.get("PSF_MODE", "auto"))
+    jobs = plan(d, psf_mode=psf_mode)
     picked, k = [], 0
     for j in jobs:
         if k >= n:
@@ -247,9 +253,10 @@ def main(argv=None):
               f"({sum(t['kind'] == 'star' for t in truth)} stars), simulated in "
               f"{time.perf_counter() - t0:.0f} s; {len(plan(d))} jobs (512 px PSF cells); "
               f"psf-mode {args.psf_mode}; load {os.getloadavg()[0]:.1f}")
-        print("| backend | workers | wall (s) | objects/s | objects/s per core | peak RSS "
-              "(MB) | converged+flagged/failed | median abs r_e err | median flux ratio |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| backend | workers | wall (s) | objects/s | objects/s per worker | CPU (s) | "
+              "objects per CPU-s | peak RSS (MB) | converged+flagged/failed | median abs r_e "
+              "err | median flux ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         results = {}
         for backend in args.backends.split(","):
             workers = 1 if backend == "serial" else args.workers
@@ -260,7 +267,8 @@ def main(argv=None):
             err, ratio, ng = accuracy(rows, truth)
             rate = args.n / r["wall"]
             print(f"| {backend} | {workers} | {r['wall']:.1f} | {rate:.0f} | "
-                  f"{rate / workers:.0f} | {r['maxrss_mb']:.0f} | "
+                  f"{rate / workers:.0f} | {r['cpu']:.0f} | {args.n / r['cpu']:.0f} | "
+                  f"{r['maxrss_mb']:.0f} | "
                   f"{r['fitted'] + r['flagged']}/{r['failed']} | {err:.4f} ({ng} galaxies) | "
                   f"{ratio:.4f} |", flush=True)
         names = list(results)
@@ -270,7 +278,7 @@ def main(argv=None):
                   f"{len(missing)} ids in one only")
         print(f"load after: {os.getloadavg()}")
         if args.profile_serial:
-            profile_serial(d, args.profile_serial)
+            profile_serial(d, args.profile_serial, args.psf_mode)
 
 
 if __name__ == "__main__":
