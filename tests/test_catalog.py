@@ -119,13 +119,34 @@ def _field_args(d, out):
             "--psf-mode", "mixture", "--psf-components", "2", "--csv", str(out), "--quiet"]
 
 
-def test_simulated_field_serial_and_dask_give_the_same_rows(sim_field, tmp_path):
+def test_simulated_field_serial_and_dask_give_the_same_rows(sim_field, tmp_path, monkeypatch):
     # bench_survey's field: 384 px, 30 sources (ra/dec catalogue, TAN WCS), a PSFEx-like PSF
-    # (two Gaussians whose weights vary across the field); 4 PSF cells of 192 px
+    # (two Gaussians whose weights vary across the field); 4 PSF cells of 192 px. On a real
+    # two-worker LocalCluster, one worker is SIGKILLed when the first rows arrive: Dask runs
+    # its job again elsewhere, and every object is written exactly once
+    import os
+    import signal
+
+    import psutil
+
     from mogviewer import cli
+    from mogviewer.cli.survey import TextProgress
     d, truth = sim_field
     assert cli.main(_field_args(d, tmp_path / "serial.csv")) == 0
-    assert cli.main(_field_args(d, tmp_path / "dask.csv") + ["--dask", "--workers", "2"]) == 0
+    killed = []
+
+    def kill_a_worker(self, done, total, row):
+        if not killed:
+            # the nannies live in this process; each worker is a spawned child
+            workers = [p for p in psutil.Process().children()
+                       if "spawn_main" in " ".join(p.cmdline())]
+            os.kill(workers[0].pid, signal.SIGKILL)
+            killed.append(workers[0].pid)
+
+    monkeypatch.setattr(TextProgress, "__call__", kill_a_worker)
+    args = [a for a in _field_args(d, tmp_path / "dask.csv") if a != "--quiet"]
+    assert cli.main(args + ["--dask", "--workers", "2"]) == 0
+    assert killed
     serial, dask = _csv_rows(tmp_path / "serial.csv"), _csv_rows(tmp_path / "dask.csv")
     assert sorted(r["object_id"] for r in serial) == sorted(truth)          # each once
     by_id = {r["object_id"]: r for r in dask}

@@ -1,40 +1,17 @@
-"""Executors: serial, process pool and a real Dask LocalCluster give the same rows, once each."""
+"""Executors: a killed worker loses and repeats no row; manifests read right.
+
+The Dask side (a real two-worker LocalCluster, one of its workers SIGKILLed mid-run, the same
+rows as in one process) is tests/test_catalog.py's simulated-field test."""
 
 import os
 import signal
 
 import pytest
 
-from mogviewer.batch import FitTask, run_task
-from mogviewer.batch.executors import PoolExecutor, SerialExecutor
+from mogviewer.batch import FitTask
 from mogviewer.io.manifest import read_manifest
 
 DATA = "tests/data/real/imfit-sdss"
-
-
-def _key(row):
-    return (row["file"], row["profile"], row["status"],
-            None if row["re_pix"] is None else round(row["re_pix"], 9))
-
-
-def _suicide(task):
-    # a worker that dies on its first attempt at the 'dev' task (a marker file says it did)
-    marker = f"{task.image}.died"
-    if task.profile == "dev" and not os.path.exists(marker):
-        open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return run_task(task)
-
-
-def test_a_dead_pool_worker_loses_no_row(tmp_path):
-    import shutil
-    img = tmp_path / "g.fits"
-    shutil.copy(f"{DATA}/ic3478rss_64x64.fits", img)
-    tasks = [FitTask(image=str(img), profile=p, M=m) for p, m in (("exp", 6), ("dev", 8))]
-    rows = dict(PoolExecutor(_suicide, workers=2).map(tasks))
-    assert sorted(rows) == [0, 1]
-    assert rows[1]["status"] != "failed" and rows[1]["profile"] == "dev"
-    assert (tmp_path / "g.fits.died").exists()                       # it really died once
 
 
 def test_manifest_rows_resolve_paths_and_ids(tmp_path):
@@ -111,31 +88,3 @@ def test_killing_a_pool_worker_mid_batch_loses_and_repeats_no_row(tmp_path):
     assert killed                                             # a worker really was killed
     assert sorted(ids) == sorted(f"o{i}" for i in range(10))   # every object, once
     assert "failed" not in status and s.failed == 0           # its jobs were rerun, not lost
-
-
-def test_killing_a_dask_worker_mid_batch_loses_and_repeats_no_row(tmp_path):
-    import psutil
-
-    from mogviewer.batch import run_batch
-
-    def a_dask_worker():
-        # LocalCluster(processes=True): the nannies live in this process, each worker is a
-        # spawned child (multiprocessing's resource tracker is a child too: not that one)
-        workers = [p for p in psutil.Process().children()
-                   if "spawn_main" in " ".join(p.cmdline())]
-        return workers[0].pid
-
-    progress, killed = _kill_once(a_dask_worker)
-    out = tmp_path / "k.csv"
-    tasks = _id_tasks() + [FitTask(image="tests/data/bad/does-not-exist.fits", object_id="bad")]
-    s = run_batch(tasks, out, workers=2, executor="dask", progress=progress, flush_interval=0)
-    ids, status = _ids_in(out)
-    assert killed
-    assert sorted(ids) == sorted([f"o{i}" for i in range(10)] + ["bad"])
-    # bad data is its own failed row; the killed worker's objects were rerun, not failed
-    assert [i for i, st in zip(ids, status) if st == "failed"] == ["bad"] and s.failed == 1
-    # the same rows as in this process (Dask pickles tasks and rows both ways)
-    serial = dict(SerialExecutor(run_task).map(tasks[:3]))
-    by_id = {r["object_id"]: r for r in s.rows}
-    for i in range(3):
-        assert _key(by_id[f"o{i}"]) == _key(serial[i])

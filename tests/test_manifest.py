@@ -29,7 +29,8 @@ def _rows(path):
 def test_three_kids_like_objects_in_one_manifest_call(tmp_path, capsys):
     out = tmp_path / "gama.csv"
     assert cli.main(["fit", "--manifest", str(GAMA / "manifest.csv"), "--profile", "ser",
-                     "--sky", "none", "--zeropoint", "0", "--csv", str(out),
+                     "--sky", "none", "--zeropoint", "0", "--psf-components", "3",
+                     "--csv", str(out),
                      "--table", str(tmp_path / "gama.ecsv"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "3/3 objects: 3 fitted" in err and "same file name" not in err
