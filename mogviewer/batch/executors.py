@@ -227,7 +227,14 @@ class DaskExecutor:
                                             silence_logs=40)
             self.client = Client(self.cluster)
         else:
-            self.client = Client(scheduler, timeout=30)
+            try:
+                self.client = Client(scheduler, timeout=20)
+            except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, ValueError...
+                from ..errors import UserError
+                raise UserError(f"cannot connect to the Dask scheduler at {scheduler}: "
+                                f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]} "
+                                "(is it running, and is the address tcp://host:port?)") \
+                    from None
         n = max(1, len(self.client.scheduler_info().get("workers", {})) or int(workers))
         self.window = int(window or max(8, 4 * n))
 

@@ -228,11 +228,23 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
     inputs = InputSet(p for j in jobs for p in j.input_files())
     total = sum(1 if isinstance(j, FitTask) else j.n_objects for j in jobs)
     skipped = 0
+    if csv_path is not None and resume:
+        jobs, skipped = _skip_done(jobs, done_ids(csv_path))
+    use_dask = executor == "dask" or scheduler is not None
+    n_workers = workers if use_dask else min(workers, max(len(jobs), 1))
+    # the executor first: a scheduler that cannot be reached leaves the CSV as it was
+    ex = None
+    if jobs:
+        ex = make_executor("dask" if use_dask else executor, run_job, workers=n_workers,
+                           scheduler=scheduler, failed=failed_rows)
     if csv_path is not None:
-        if resume:
-            jobs, skipped = _skip_done(jobs, done_ids(csv_path))
-        # header, or check an appended file
-        export.write_csv(csv_path, [], append=append or resume, inputs=inputs)
+        try:
+            # header, or check an appended file
+            export.write_csv(csv_path, [], append=append or resume, inputs=inputs)
+        except BaseException:
+            if ex is not None:
+                ex.close(abort=True)
+            raise
     results = {}
     written = set()
     seen_ids = set()
@@ -269,14 +281,9 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
             if progress is not None:
                 progress(n_rows[0] + skipped, total, row)
 
-    use_dask = executor == "dask" or scheduler is not None
-    n_workers = workers if use_dask else min(workers, max(len(jobs), 1))
-    ex = None
     completed = False
     try:
-        if jobs:
-            ex = make_executor("dask" if use_dask else executor, run_job, workers=n_workers,
-                               scheduler=scheduler, failed=failed_rows)
+        if ex is not None:
             for i, rows in ex.map(jobs):
                 done(i, rows)
         completed = True
