@@ -239,7 +239,8 @@ def test_cli_end_to_end(bad_files, tmp_path, capsys):
                      "--csv", str(out), "--append", "--quiet"]) == 0
     t = read_csv(out)
     assert len(t) == 3 and math.isclose(t["x"][2], t["x"][0], abs_tol=1e-3)
-    assert out.read_text().startswith("file,hdu,") and out.read_text().count("file,hdu,") == 1
+    assert out.read_text().startswith("object_id,file,hdu,")
+    assert out.read_text().count("object_id,file,hdu,") == 1
     assert t["psf_source"][2].startswith("ic3478rss_64x64_model.json (mixture")
 
 

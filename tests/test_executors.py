@@ -1,61 +1,17 @@
-"""Executors: serial, process pool and a real Dask LocalCluster give the same rows, once each."""
+"""Executors: a killed worker loses and repeats no row; manifests read right.
+
+The Dask side (a real two-worker LocalCluster, one of its workers SIGKILLed mid-run, the same
+rows as in one process) is tests/test_catalog.py's simulated-field test."""
 
 import os
 import signal
 
 import pytest
 
-from mogviewer.batch import FitTask, run_task
-from mogviewer.batch.executors import DaskExecutor, PoolExecutor, SerialExecutor
+from mogviewer.batch import FitTask
 from mogviewer.io.manifest import read_manifest
 
 DATA = "tests/data/real/imfit-sdss"
-
-
-def _tasks():
-    return [FitTask(image=f"{DATA}/ic3478rss_64x64.fits",
-                    noise=f"{DATA}/ic3478rss_64x64_sigma.fits", profile=p, M=m)
-            for p, m in (("exp", 6), ("dev", 8), ("lux", 6))] + [
-        FitTask(image="tests/data/bad/does-not-exist.fits")]
-
-
-def _key(row):
-    return (row["file"], row["profile"], row["status"],
-            None if row["re_pix"] is None else round(row["re_pix"], 9))
-
-
-def test_dask_localcluster_gives_the_serial_rows():
-    tasks = _tasks()
-    serial = dict(SerialExecutor(run_task).map(tasks))
-    ex = DaskExecutor(run_task, workers=2)
-    try:
-        rows = list(ex.map(tasks))
-    finally:
-        ex.close()
-    assert sorted(i for i, _ in rows) == list(range(len(tasks)))     # every task, once
-    for i, row in rows:
-        assert _key(row) == _key(serial[i])
-    assert serial[3]["status"] == "failed"                            # bad data is a row
-
-
-def _suicide(task):
-    # a worker that dies on its first attempt at the 'dev' task (a marker file says it did)
-    marker = f"{task.image}.died"
-    if task.profile == "dev" and not os.path.exists(marker):
-        open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return run_task(task)
-
-
-def test_a_dead_pool_worker_loses_no_row(tmp_path):
-    import shutil
-    img = tmp_path / "g.fits"
-    shutil.copy(f"{DATA}/ic3478rss_64x64.fits", img)
-    tasks = [FitTask(image=str(img), profile=p, M=m) for p, m in (("exp", 6), ("dev", 8))]
-    rows = dict(PoolExecutor(_suicide, workers=2).map(tasks))
-    assert sorted(rows) == [0, 1]
-    assert rows[1]["status"] != "failed" and rows[1]["profile"] == "dev"
-    assert (tmp_path / "g.fits.died").exists()                       # it really died once
 
 
 def test_manifest_rows_resolve_paths_and_ids(tmp_path):
@@ -88,3 +44,47 @@ def test_manifest_errors_name_row_and_column(tmp_path, text, message):
     m.write_text(text)
     with pytest.raises(UserError, match=message):
         read_manifest(m, fields={f for f in FitTask.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------------------------------------
+# a worker killed in the middle of a batch: every object written exactly once
+# ---------------------------------------------------------------------------------------------
+
+def _id_tasks(n=10):
+    profiles = [("exp", 6), ("dev", 8), ("lux", 6)]
+    return [FitTask(image=f"{DATA}/ic3478rss_64x64.fits",
+                    noise=f"{DATA}/ic3478rss_64x64_sigma.fits", profile=profiles[i % 3][0],
+                    M=profiles[i % 3][1], object_id=f"o{i}") for i in range(n)]
+
+
+def _ids_in(csv_path):
+    import csv
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["object_id"] for r in rows], [r["status"] for r in rows]
+
+
+def _kill_once(pick):
+    """A progress callback that SIGKILLs one worker process (chosen by ``pick()``) when the
+    first row arrives; ``killed`` holds its pid."""
+    killed = []
+
+    def progress(done, total, row):
+        if not killed:
+            pid = pick()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return progress, killed
+
+
+def test_killing_a_pool_worker_mid_batch_loses_and_repeats_no_row(tmp_path):
+    import multiprocessing
+
+    from mogviewer.batch import run_batch
+    progress, killed = _kill_once(lambda: multiprocessing.active_children()[0].pid)
+    out = tmp_path / "k.csv"
+    s = run_batch(_id_tasks(), out, workers=2, progress=progress, flush_interval=0)
+    ids, status = _ids_in(out)
+    assert killed                                             # a worker really was killed
+    assert sorted(ids) == sorted(f"o{i}" for i in range(10))   # every object, once
+    assert "failed" not in status and s.failed == 0           # its jobs were rerun, not lost

@@ -5,22 +5,26 @@ paths and reading options, PSF, profile, sky model, start model, output director
 :func:`run_task` turns it into a CSV row (see :data:`mogviewer.export.COLUMNS`) and **never
 raises** for anything the data can do wrong: an unreadable file, an all-NaN image, a bad PSF, a
 failing fit or an unwritable output give a row with ``status='failed'`` (or the fit's status) and
-the ``reason``. Because :func:`run_task` is a pure function of the task, any executor can map it:
-:func:`run_batch` uses a :class:`concurrent.futures.ProcessPoolExecutor` for ``workers > 1``.
+the ``reason``. Because :func:`run_task` is a pure function of the task, any executor can map it.
 
-Output policy of :func:`run_batch`: the CSV is written atomically (temporary file + rename) with a
-header at the start, then completed rows are appended atomically as they finish (at most every
-``flush_interval`` seconds, and always at the end or on interruption), so the file on disk is a
-valid CSV at every moment; Ctrl-C (KeyboardInterrupt) writes the rows finished so far and
-re-raises.
+Catalogue mode's unit of work is a :class:`~mogviewer.batch.cutouts.CutoutJob` (the sources of
+one PSF cell of a large image, cut in memory). :func:`run_batch` runs either kind on an executor
+of :mod:`~mogviewer.batch.executors` (this process, a local process pool, or Dask) and appends
+the rows to the CSV as they finish: the CSV is created with its header before the first fit,
+rows are appended in place under a lock (at most every ``flush_interval`` seconds, and always
+at the end or on interruption), so the file on disk is a valid CSV at every moment; Ctrl-C
+(KeyboardInterrupt) writes the rows finished so far and re-raises. Every row has an
+``object_id``; ``resume=True`` skips those already in the CSV.
 
-Modules: :mod:`~mogviewer.batch.tasks` (one fit), :mod:`~mogviewer.batch.runner` (many). The
-command line over them is :mod:`mogviewer.cli.fit`.
+Modules: :mod:`~mogviewer.batch.tasks` (one fit), :mod:`~mogviewer.batch.cutouts` (catalogue
+jobs), :mod:`~mogviewer.batch.executors` (where), :mod:`~mogviewer.batch.runner` (many). The
+command line over them is :mod:`mogviewer.cli.fit` with :mod:`mogviewer.cli.survey`.
 """
 
+from .cutouts import CutoutJob, plan_cutout_jobs
 from .outputs import plan_outputs
 from .runner import BatchInterrupted, BatchSummary, run_batch
 from .tasks import FitTask, load_psf, output_stem, run_task
 
-__all__ = ["FitTask", "BatchSummary", "BatchInterrupted", "run_task", "run_batch", "load_psf",
-           "output_stem", "plan_outputs"]
+__all__ = ["FitTask", "CutoutJob", "plan_cutout_jobs", "BatchSummary", "BatchInterrupted",
+           "run_task", "run_batch", "load_psf", "output_stem", "plan_outputs"]

@@ -54,8 +54,11 @@ def plan_outputs(tasks, csv_path=None):
         An output is an input, or is the CSV; or a target is a FIFO, device or directory.
     """
     tasks = list(tasks)
-    if not any(t.imgblock_dir or t.region_dir or t.model_json_dir for t in tasks) and \
-            csv_path is None:
+    if not any(t.imgblock_dir or t.region_dir or t.model_json_dir for t in tasks):
+        # no per-file outputs: nothing to name, only the CSV to check against the inputs
+        if csv_path is not None:
+            inputs = InputSet(p for t in tasks for p in t.input_files())
+            check_output_path(csv_path, "CSV", inputs=inputs)
         return tasks, []
     simple = [_simple_stem(t) for t in tasks]
     groups = {}

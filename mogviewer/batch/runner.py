@@ -1,27 +1,37 @@
-""":func:`run_batch`: many tasks, in this process or a process pool, rows written as they finish.
+""":func:`run_batch`: many jobs on one executor, rows appended to the CSV as they finish.
+
+A *job* is a :class:`~mogviewer.batch.FitTask` (one file, one row) or a
+:class:`~mogviewer.batch.cutouts.CutoutJob` (the catalogue sources of one cell of a large image,
+one row each); :func:`run_job` turns either into its rows and never raises for bad data, so any
+executor of :mod:`mogviewer.batch.executors` can map it.
+
+Every row carries an ``object_id``: the manifest's or catalogue's id, or for plain files the
+file name as given (with ``[hdu=N]``, ``[band=B]``, ``[plane=N]`` when those were chosen; a
+file listed twice gets ``#2``). ``resume=True`` reads the ids already in the CSV and runs only
+the others, so an interrupted run continues where it stopped and no object gets two rows.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import multiprocessing
-import os
-import signal
-import sys
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections import Counter
 
 from .. import export
 from ..export.files import InputSet
+from .cutouts import close_fields
+from .executors import make_executor
 from .outputs import plan_outputs
-from .tasks import _short, run_task
+from .tasks import FitTask, run_task
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchSummary:
     """Counts and time of a batch: ``fitted`` (converged, no flags), ``flagged`` (fitted with
-    flags, a non-converged status or an output problem), ``failed``, ``elapsed`` seconds."""
+    flags, a non-converged status or an output problem), ``failed``, ``elapsed`` seconds;
+    ``skipped``: objects already in the CSV (``resume``); ``flag_counts``: ``(name, count)``
+    of every flag and status seen, most frequent first."""
 
     total: int
     fitted: int
@@ -30,13 +40,22 @@ class BatchSummary:
     elapsed: float
     interrupted: bool = False
     rows: tuple = ()
+    skipped: int = 0
+    flag_counts: tuple = ()
+    unit: str = "files"
 
     def line(self):
         """One line for people."""
         done = self.fitted + self.flagged + self.failed
-        s = (f"{done}/{self.total} files: {self.fitted} fitted, {self.flagged} flagged, "
+        s = (f"{done}/{self.total} {self.unit}: {self.fitted} fitted, {self.flagged} flagged, "
              f"{self.failed} failed in {self.elapsed:.1f} s")
+        if self.skipped:
+            s += f" ({self.skipped} already in the CSV, not refitted)"
         return s + (" (interrupted)" if self.interrupted else "")
+
+    def flag_lines(self):
+        """The flags and statuses of the rows, one ``name: count`` per line."""
+        return [f"{name}: {n}" for name, n in self.flag_counts]
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -48,10 +67,98 @@ class BatchInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
+# ---------------------------------------------------------------------------------------------
+# jobs
+# ---------------------------------------------------------------------------------------------
 
-# ---------------------------------------------------------------------------------------------
-# many tasks
-# ---------------------------------------------------------------------------------------------
+def job_ids(job):
+    """The object ids a job writes rows for."""
+    if isinstance(job, FitTask):
+        return (job.object_id,)
+    return job.ids()
+
+
+def run_job(job):
+    """The rows of one job (a list of dicts, each with its ``object_id``); never raises for
+    anything the data can do wrong (see :func:`~mogviewer.batch.run_task`)."""
+    if isinstance(job, FitTask):
+        rows = run_task(job)
+        rows = rows if isinstance(rows, list) else [rows]   # a scene fit: one per source
+        for row in rows:
+            row["object_id"] = job.object_id
+        return rows
+    return job.run()
+
+
+def failed_rows(job, reason):
+    """Failed rows for every object of a job (its worker died too often)."""
+    if isinstance(job, FitTask):
+        row = export.failed_row(reason, file=job.image)
+        row["object_id"] = job.object_id
+        return [row]
+    return job.failed_rows(reason)
+
+
+def default_object_id(task):
+    """The id of a plain file's row: the file as given, plus the HDU/band/plane chosen."""
+    oid = str(task.image)
+    for name in ("hdu", "band", "plane"):
+        v = getattr(task, name)
+        if v is not None:
+            oid += f"[{name}={v}]"
+    return oid
+
+
+def _with_ids(jobs):
+    """Give every FitTask without an ``object_id`` its default one, unique within the batch."""
+    out, seen = [], Counter()
+    for job in jobs:
+        if isinstance(job, FitTask) and job.object_id is None:
+            oid = default_object_id(job)
+            seen[oid] += 1
+            if seen[oid] > 1:
+                oid = f"{oid}#{seen[oid]}"
+            job = dataclasses.replace(job, object_id=oid)
+        out.append(job)
+    return out
+
+
+def done_ids(csv_path):
+    """The ``object_id`` values of the rows already in a CSV (empty set if it does not exist
+    or has no rows). Read line by line: a million-row CSV costs seconds, not memory."""
+    try:
+        f = open(csv_path, newline="", encoding="utf-8")
+    except FileNotFoundError:
+        return set()
+    with f:
+        reader = csv.reader(line for line in f if not line.startswith("#"))
+        header = next(reader, None)
+        if header is None:
+            return set()
+        if "object_id" not in header:
+            raise export.ExportError(f"cannot resume from {csv_path}: it has no object_id "
+                                     "column (written by an older mogviewer); write to a new "
+                                     "file instead")
+        k = header.index("object_id")
+        return {r[k] for r in reader if len(r) > k}
+
+
+def _skip_done(jobs, done):
+    """Jobs with the objects in ``done`` left out (a job left empty is dropped)."""
+    out, skipped = [], 0
+    for job in jobs:
+        if isinstance(job, FitTask):
+            if job.object_id in done:
+                skipped += 1
+                continue
+            out.append(job)
+        else:
+            kept = job.without(done)
+            skipped += job.n_objects - (kept.n_objects if kept is not None else 0)
+            if kept is not None:
+                out.append(kept)
+    return out, skipped
+
 
 def _classify(row):
     if row.get("status") == "failed":
@@ -61,57 +168,42 @@ def _classify(row):
     return "fitted"
 
 
-_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS")
+# ---------------------------------------------------------------------------------------------
+# many jobs
+# ---------------------------------------------------------------------------------------------
 
-
-def _worker_init(parent_pid):
-    """Initializer of every worker process: ignore Ctrl-C (the parent handles it) and end with
-    the parent, however the parent ends (SIGTERM, SIGKILL, a crash): on Linux the kernel sends
-    SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); everywhere a watchdog thread
-    polls ``os.getppid()`` twice a second and exits when the parent is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            PR_SET_PDEATHSIG = 1
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl: the watchdog alone
-            pass
-    if os.getppid() != parent_pid:  # the parent died before we got here
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
-                     name="mogviewer-parent-watchdog").start()
-
-
-def _watch_parent(parent_pid, interval=0.5):
-    while True:
-        time.sleep(interval)
-        if os.getppid() != parent_pid:
-            os._exit(1)  # orphaned: no cleanup to do, the parent owns every output file
-
-
-def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
-              flush_interval=1.0, columns=None):
-    """Run :func:`run_task` over ``tasks`` and write the rows to ``csv_path`` as they finish.
+def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", scheduler=None,
+              append=False, resume=False, progress=None, flush_interval=1.0, unit="files",
+              columns=None):
+    """Run :func:`run_job` over ``tasks`` and append the rows to ``csv_path`` as they finish.
 
     Parameters
     ----------
-    tasks : sequence of FitTask
+    tasks : sequence of FitTask or CutoutJob
     csv_path : str or Path, optional
-        CSV to write (None: rows are only returned). Without ``append`` it is (re)created with
-        the header before the first fit, so an unwritable path fails before any work.
+        CSV to write (None: rows are only returned). Without ``append``/``resume`` it is
+        (re)created with the header before the first fit, so an unwritable path fails before
+        any work.
     workers : int
-        1 = in this process; more = a process pool (``spawn`` start method) of that size.
+        Processes: 1 = in this process (unless Dask); more = a local process pool.
+    executor : {'processes', 'serial', 'dask'}
+        Where the jobs run (:mod:`mogviewer.batch.executors`); ``'dask'`` starts a
+        ``LocalCluster`` of ``workers`` processes unless ``scheduler`` names a running one.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``).
     append : bool
         Append to an existing CSV with the same columns (refused otherwise, before any fit).
+    resume : bool
+        Append, and skip every object whose ``object_id`` is already in the CSV.
     progress : callable, optional
-        ``progress(done, total, row)`` after each finished task (in completion order). An
+        ``progress(done, total, row)`` after each finished row (in completion order). An
         exception it raises stops the batch like Ctrl-C does (the CSV keeps the rows so far).
     flush_interval : float
-        Seconds between CSV writes (rows are also written at the end and on interruption).
+        Seconds between CSV appends (rows are also written at the end and on interruption).
+        Each append adds only the new rows (under a lock, in place), so a batch's writing cost
+        grows linearly with its rows.
+    unit : str
+        What the summary line counts (``files``, ``objects``).
     columns : sequence of str, optional
         The CSV's columns (default :data:`mogviewer.export.COLUMN_NAMES`; a multi-band run adds
         its band columns).
@@ -119,7 +211,7 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
     Returns
     -------
     BatchSummary
-        With ``rows`` in task order (tasks not run are absent).
+        With ``rows`` in job order (rows not run are absent).
 
     Output names follow :func:`mogviewer.batch.plan_outputs` (unique, never an input); the CSV
     is appended to under a lock, so two runs appending to one file at once lose no rows.
@@ -135,14 +227,36 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
     """
     t0 = time.perf_counter()
     cols = {} if columns is None else {"columns": tuple(columns)}
-    tasks, _ = plan_outputs(tasks, csv_path)  # unique output names, none of them an input
-    inputs = InputSet(p for t in tasks for p in t.input_files())
+    jobs = _with_ids(tasks)
+    files = [j for j in jobs if isinstance(j, FitTask)]
+    planned, _ = plan_outputs(files, csv_path)  # unique output names, none of them an input
+    planned = iter(planned)
+    jobs = [next(planned) if isinstance(j, FitTask) else j for j in jobs]
+    inputs = InputSet(p for j in jobs for p in j.input_files())
+    total = sum(1 if isinstance(j, FitTask) else j.n_objects for j in jobs)
+    skipped = 0
+    if csv_path is not None and resume:
+        jobs, skipped = _skip_done(jobs, done_ids(csv_path))
+    use_dask = executor == "dask" or scheduler is not None
+    n_workers = workers if use_dask else min(workers, max(len(jobs), 1))
+    # the executor first: a scheduler that cannot be reached leaves the CSV as it was
+    ex = None
+    if jobs:
+        ex = make_executor("dask" if use_dask else executor, run_job, workers=n_workers,
+                           scheduler=scheduler, failed=failed_rows)
     if csv_path is not None:
-        # header, or check an appended file
-        export.write_csv(csv_path, [], append=append, inputs=inputs, **cols)
+        try:
+            # header, or check an appended file
+            export.write_csv(csv_path, [], append=append or resume, inputs=inputs, **cols)
+        except BaseException:
+            if ex is not None:
+                ex.close(abort=True)
+            raise
     results = {}
     written = set()
-    next_i = 0  # rows are written in task order: up to the first task still running
+    seen_ids = set()
+    n_rows = [0]
+    next_i = 0  # rows are written in job order: up to the first job still running
     last_flush = time.perf_counter()
     interrupted = False
 
@@ -154,104 +268,65 @@ def run_batch(tasks, csv_path=None, *, workers=1, append=False, progress=None,
             return
         while next_i in results:
             next_i += 1
-        # in order up to the first unfinished task; at the end (or on Ctrl-C) everything done
+        # in order up to the first unfinished job; at the end (or on Ctrl-C) everything done
         order = [i for i in sorted(results) if i not in written and (force or i < next_i)]
         if order:
-            export.write_csv(csv_path, _flat(results[i] for i in order), append=True,
-                             inputs=inputs, **cols)
+            rows = [r for i in order for r in results[i]]
+            export.write_csv(csv_path, rows, append=True, inputs=inputs, **cols)
             written.update(order)
         last_flush = time.perf_counter()
 
-    def done(i, row):
-        results[i] = row
+    def done(i, rows):
+        # a row is written once: an object already seen (a job that a dead worker had
+        # finished, then ran again) is dropped
+        # (a scene fit gives one row per source: the key is the object and the source)
+        rows = [r for r in rows if _row_key(r) not in seen_ids]
+        seen_ids.update(_row_key(r) for r in rows)
+        results[i] = rows
         flush()
-        if progress is not None:
-            progress(len(results), len(tasks), _target(row))
+        for row in rows:
+            if row.get("is_target") is False:
+                continue            # a neighbour's row: the progress counts objects
+            n_rows[0] += 1
+            if progress is not None:
+                progress(n_rows[0] + skipped, total, row)
 
-    pool = None
     completed = False
     try:
-        if workers <= 1 or len(tasks) <= 1:
-            for i, task in enumerate(tasks):
-                done(i, run_task(task))
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            # one BLAS/OpenMP thread per worker: with N worker processes on N cores, the
-            # default threaded BLAS oversubscribes and was measured 12x slower (bench_batch.py)
-            saved_env = {k: os.environ.get(k) for k in _THREAD_VARS}
-            for k in _THREAD_VARS:
-                os.environ.setdefault(k, "1")
-            # the workers are started by the submits below with Ctrl-C ignored, which they
-            # inherit: a Ctrl-C while they import gives no traceback from them
-            in_main = threading.current_thread() is threading.main_thread()
-            saved_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
-            try:
-                pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
-                                           initializer=_worker_init, initargs=(os.getpid(),))
-                futures = {pool.submit(run_task, t): i for i, t in enumerate(tasks)}
-            finally:
-                if in_main:
-                    signal.signal(signal.SIGINT, saved_int)
-                for k, v in saved_env.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    i = futures[fut]
-                    try:
-                        row = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a dead worker is one failed row
-                        row = export.failed_row(f"worker: {_short(exc)}", file=tasks[i].image)
-                    done(i, row)
+        if ex is not None:
+            for i, rows in ex.map(jobs):
+                done(i, rows)
         completed = True
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if pool is not None:
-            if completed:
-                pool.shutdown(wait=True)
-            else:
-                _stop_pool(pool)
+        if ex is not None:
+            ex.close(abort=not completed)
+        close_fields()      # the memory-mapped fields of jobs run in this process
         if csv_path is not None:
             flush(force=True)
+    summary = _summary(total, results, t0, interrupted, skipped, unit)
     if interrupted:
-        raise BatchInterrupted(_summary(tasks, results, t0, True))
-    return _summary(tasks, results, t0, False)
+        raise BatchInterrupted(summary)
+    return summary
 
 
-def _stop_pool(pool):
-    """Cancel queued tasks and terminate this pool's own worker processes (running fits are
-    abandoned: their rows are not written)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(timeout=5)
+def _row_key(row):
+    return row.get("object_id"), row.get("source_id") or 0
 
 
-def _flat(results):
-    """Rows of task results in order: a scene fit's task gives a list (target first)."""
-    out = []
-    for r in results:
-        out.extend(r if isinstance(r, list) else [r])
-    return out
-
-
-def _target(result):
-    return result[0] if isinstance(result, list) else result
-
-
-def _summary(tasks, results, t0, interrupted):
-    # counts are per task (the target's row); ``rows`` holds every row, a scene's sources too
-    ordered = [results[i] for i in sorted(results)]
-    kinds = [_classify(_target(r)) for r in ordered]
-    rows = tuple(_flat(ordered))
-    return BatchSummary(total=len(tasks), fitted=kinds.count("fitted"),
-                        flagged=kinds.count("flagged"), failed=kinds.count("failed"),
-                        elapsed=time.perf_counter() - t0, interrupted=interrupted, rows=rows)
+def _summary(total, results, t0, interrupted, skipped, unit):
+    rows = tuple(r for i in sorted(results) for r in results[i])
+    # objects are counted by their target's row (a scene fit's neighbours have their own rows)
+    kinds = Counter(_classify(r) for r in rows if r.get("is_target") is not False)
+    flags = Counter()
+    for r in rows:
+        if r.get("status") != "converged":
+            flags[f"status {r.get('status')}"] += 1
+        for name in (r.get("flag_names") or "").split("|"):
+            if name:
+                flags[name] += 1
+    return BatchSummary(total=total, fitted=kinds["fitted"], flagged=kinds["flagged"],
+                        failed=kinds["failed"], elapsed=time.perf_counter() - t0,
+                        interrupted=interrupted, rows=rows, skipped=skipped,
+                        flag_counts=tuple(flags.most_common()), unit=unit)

@@ -93,6 +93,10 @@ class FitTask:
     band_ties : tuple of (parameter, degree)
         ``('re', 1)``, ``('n', 1)``: ln r_e or n as a Chebyshev polynomial of that degree in
         wavelength (:func:`mogviewer.fitting.scene_fit.fit_multiband`); none: shared.
+    object_id : str or None
+        The row's ``object_id`` (a manifest's id column); None = the file name as given
+        (:func:`mogviewer.batch.runner.default_object_id`). ``--resume`` skips the ids already
+        in the CSV.
     """
 
     image: str
@@ -143,6 +147,7 @@ class FitTask:
     band_psfs: tuple = ()
     band_wavelengths: tuple = ()
     band_ties: tuple = ()
+    object_id: str | None = None
 
     def input_files(self):
         """Every file this task reads (image, noise, mask, segmentation map, PSF, start)."""

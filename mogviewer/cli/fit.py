@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from pathlib import Path
 
 from .. import export, profiles
 from ..batch import BatchInterrupted, FitTask, load_psf, plan_outputs, run_batch
@@ -20,32 +18,8 @@ from ..export.files import same_file_as_any
 from ..profiles.sersic import N_MAX, N_MIN
 from ..render import kernels_ready, warmup
 from . import options as opt
-
-
-class TextProgress:
-    """A plain-text progress bar on a stream (stderr): redraws one line on a terminal, prints
-    one line per file otherwise."""
-
-    def __init__(self, stream=None, width=30):
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.t0 = time.perf_counter()
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def __call__(self, done, total, row):
-        frac = done / total if total else 1.0
-        bar = "#" * int(round(frac * self.width))
-        status = row.get("status", "?")
-        if row.get("reason") and status != "failed":
-            status += " (see reason)"
-        name = Path(str(row.get("file") or "?")).name
-        el = time.perf_counter() - self.t0
-        line = f"[{bar:<{self.width}}] {done}/{total} {el:6.1f}s {name}: {status}"
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line + ("\n" if done == total else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+from . import survey
+from .survey import TextProgress
 
 
 def register_cli(sub):
@@ -59,8 +33,8 @@ def register_cli(sub):
                     "failed, 2 bad command-line input, 130 interrupted (the CSV keeps the rows "
                     "done so far).")
     p.add_argument("files", nargs="*", metavar="FILE",
-                   help="image files (FITS or .npy); none when every --bands entry names its "
-                        "file")
+                   help="image files (FITS or .npy); or --manifest, or --image with --catalog; "
+                        "none when every --bands entry names its file (BAND=FILE)")
     p.add_argument("--csv", required=True, type=opt.nonempty_name, help="output CSV")
     p.add_argument("--append", action="store_true",
                    help="append to an existing CSV with the same columns")
@@ -156,12 +130,21 @@ def register_cli(sub):
     p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1,
                    help="parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    survey.register(p)
     p.set_defaults(func=_cli_fit)
 
 
 def _cli_fit(args):
     """Check every option and path, then plan the outputs, then fit: nothing is read before
     the options are known to be usable, nothing is written before the outputs are."""
+    # a joint fit of bands in files of their own (--bands g=a.fits r=b.fits) needs no FILE
+    bands_only = (not args.files and args.bands and all(f is not None for _, f in args.bands)
+                  and args.manifest is None and args.image is None and args.catalog is None)
+    kind = "files" if bands_only else survey.mode(args)
+    if kind == "catalog" and (args.bands or args.neighbours != "ignore"):
+        raise UserError("--bands and --neighbours do not apply to catalogue mode (its "
+                        "neighbours come from the catalogue and are masked); fit a --manifest "
+                        "of cutouts for them")
     if args.M2 is not None and args.profile2 is None:
         raise UserError("--M2 needs --profile2 (the second component's profile)")
     if args.profile is not None and args.M is not None and args.profile != "ser":
@@ -224,10 +207,12 @@ def _cli_fit(args):
         (f"--bands {b}=", f) for b, f in band_files] + [
         (f"--band-psf {b}=", f) for b, f in band_psfs] + [
         (f"--{o.replace('_', '-')}", getattr(args, o))
-        for o in ("noise", "mask", "segmap", "start", "psf")]
+        for o in ("noise", "mask", "segmap", "start", "psf")] + survey.input_options(args)
     opt.check_inputs(inputs)
     input_paths = [p for _, p in inputs if p is not None]
     opt.check_output(args.csv, "--csv", inputs=input_paths)
+    if args.table is not None:
+        opt.check_output(args.table, "--table", inputs=input_paths + [args.csv])
     for o in ("imgblock", "region", "model_json"):
         d = getattr(args, o)
         if d is None:
@@ -249,7 +234,8 @@ def _cli_fit(args):
             export.read_model_json(args.start)
         except (export.ModelFileError, OSError) as exc:
             raise UserError(f"--start {args.start}: {_one_line(exc)}") from None
-    psf_checks = [("--psf", args.psf, args.psf_hdu)] if args.psf and not bands else []
+    psf_checks = ([("--psf", args.psf, args.psf_hdu)]
+                  if args.psf and not bands and kind != "catalog" else [])
     for b in bands:
         own = dict(band_psfs).get(b)
         if own is not None:
@@ -290,10 +276,15 @@ def _cli_fit(args):
                   targets_only=args.targets_only, bands=bands, band_files=band_files,
                   band_psfs=band_psfs, band_wavelengths=tuple(args.wavelength),
                   band_ties=tuple(args.tie))
-    files = args.files or [band_files[0][1]]
-    tasks = [FitTask(image=f, **common) for f in files]
+    if kind == "files":
+        files = args.files or [band_files[0][1]]
+        tasks = [FitTask(image=f, **common) for f in files]
+    elif kind == "manifest":
+        tasks = survey.manifest_tasks(args, FitTask(image="", **common))
+    else:
+        tasks = survey.catalog_jobs(args, FitTask(image=args.image, **common))
     try:
-        tasks, renamed = plan_outputs(tasks, args.csv)
+        _, renamed = plan_outputs([t for t in tasks if isinstance(t, FitTask)], args.csv)
     except export.ExportError as exc:
         raise UserError(str(exc)) from None
     for image, stem in renamed[:20]:
@@ -308,21 +299,38 @@ def _cli_fit(args):
         if not args.quiet:
             print("compiling the renderer (first run only)...", file=sys.stderr, flush=True)
         warmup()
-    progress = None if args.quiet else TextProgress(sys.stderr)
+    unit = "files" if kind == "files" else "objects"
+    progress = None if args.quiet else TextProgress(sys.stderr, unit=unit[:-1])
     try:
         summary = run_batch(tasks, args.csv, workers=args.workers, append=args.append,
-                            progress=progress,
-                            columns=band_columns(bands) if bands else None)
+                            resume=args.resume, progress=progress, unit=unit,
+                            columns=band_columns(bands) if bands else None,
+                            **survey.executor_options(args))
     except export.ExportError as exc:
         raise UserError(str(exc)) from None
     except BatchInterrupted as exc:
-        print(f"\nmogviewer fit: {exc.summary.line()}; rows done so far are in {args.csv}",
+        if progress is not None:
+            progress.close()
+        print(f"\nmogviewer fit: {exc.summary.line()}; rows done so far are in {args.csv}"
+              f"{' (--resume continues)' if kind != 'files' or len(tasks) > 1 else ''}",
               file=sys.stderr)
         raise
+    finally:
+        if progress is not None:
+            progress.close()
     print(f"mogviewer fit: {summary.line()}; wrote {args.csv}", file=sys.stderr)
-    for row in summary.rows:
-        if row.get("status") == "failed":
-            print(f"  failed: {row['file']}: {row['reason']}", file=sys.stderr)
+    if summary.flag_counts:
+        print("  flags and statuses: " + ", ".join(summary.flag_lines()), file=sys.stderr)
+    failed = [row for row in summary.rows if row.get("status") == "failed"]
+    for row in failed[:20]:
+        print(f"  failed: {row.get('object_id') or row['file']}: {row['reason']}",
+              file=sys.stderr)
+    if len(failed) > 20:
+        print(f"  ... and {len(failed) - 20} more failed rows (status 'failed' in the CSV)",
+              file=sys.stderr)
+    if args.table is not None:
+        n = survey.write_table(args.csv, args.table, inputs=input_paths)
+        print(f"mogviewer fit: wrote {n} rows to {args.table}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 

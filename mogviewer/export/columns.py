@@ -29,6 +29,9 @@ _SAMPLED = (("flux", "image units"), ("mag", "mag"), ("re_pix", "pix"), ("re_cir
             ("sky", "image units/pix"))
 
 _C = [
+    ("object_id", "", "the object's id: a manifest's or catalogue's id column, else the file "
+                      "as given (with [hdu=N], [band=B], [plane=N]); --resume skips the ids "
+                      "already in the CSV"),
     ("file", "", "input image file"),
     ("hdu", "", "HDU index of the image (empty for .npy)"),
     ("band", "", "photometric band (argument or BAND/FILTER keyword)"),

@@ -1,0 +1,285 @@
+#!/usr/bin/env python
+"""Survey throughput (issue 19): a simulated field fitted end to end in catalogue mode.
+
+    python benchmarks/bench_survey.py [--size 4096] [-n 5000] [--workers 2] [--profile-serial 200]
+
+The field (simulated once into a temporary directory by :func:`make_field`): ``size`` x ``size``
+float32 pixels with a TAN WCS, 80 % exponential galaxies (r_e 1.5-6 px, q 0.4-1, any angle, S/N
+about 20-300) and 20 % stars, Gaussian noise with an inverse-variance weight map, and a
+PSFEx-like varying PSF: a degree-1 PSFEx file whose PSF is ``(1 - w) G(1.2 px) + w G(2.0 px)``
+with ``w = 0.5 + 0.6 u + 0.4 v`` across the field (FWHM 2.8 to 4.7 px). Every source is drawn
+with the PSF of its own position (exactly the PSFEx model there). The catalogue is a FITS table
+with ra/dec (through the WCS), flux_radius and an id.
+
+Each backend runs ``run_batch`` on the same cutout jobs (the PSF fitted once per 512 px cell)
+in a fresh process, timed from the start of that process (imports and worker start-up
+included, as a user sees them); peak memory is the largest resident set over that process and
+all its descendants (``wait4``'s ``ru_maxrss``; file-backed pages of the memory-mapped field
+count there too), and the CPU time is theirs too: objects per CPU-second is the per-core rate
+on a machine shared with other jobs, where wall-clock rates are not. Rows are compared
+between backends by id, every column except the elapsed time. ``--profile-serial N`` adds a
+cProfile of N objects in one process: where the time goes.
+"""
+
+import argparse
+import csv
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAMP = 25            # PSFEx stamp side (pixels)
+S0, S1 = 1.2, 2.0     # the two Gaussians of the PSF (sigma, pixels)
+
+
+def _gauss_stamp(sigma, dx=0.0, dy=0.0, half=STAMP // 2):
+    y, x = np.mgrid[-half:half + 1, -half:half + 1].astype(float)
+    return np.exp(-((x - dx) ** 2 + (y - dy) ** 2) / (2 * sigma ** 2)) / (2 * np.pi * sigma ** 2)
+
+
+def psf_weight(x, y, size):
+    """w of the PSF at 0-based field pixel (x, y): PSFEx's u, v from 1-based X_IMAGE."""
+    u = (x + 1 - (size + 1) / 2) / size
+    v = (y + 1 - (size + 1) / 2) / size
+    return 0.5 + 0.6 * u + 0.4 * v
+
+
+def write_psfex(path, size):
+    """A degree-1 PSFEx file: PSF_MASK = [P0, P_u, P_v] with P(u, v) = P0 + u P_u + v P_v."""
+    from astropy.io import fits
+
+    g0, g1 = _gauss_stamp(S0), _gauss_stamp(S1)
+    mask = np.array([0.5 * g0 + 0.5 * g1, 0.6 * (g1 - g0), 0.4 * (g1 - g0)], np.float32)
+    col = fits.Column(name="PSF_MASK", format=f"{mask.size}E", dim=f"({STAMP}, {STAMP}, 3)",
+                      array=mask[None])
+    hdu = fits.BinTableHDU.from_columns([col], name="PSF_DATA")
+    h = hdu.header
+    h["POLNAXIS"], h["POLGRP1"], h["POLGRP2"] = 2, 1, 1
+    h["POLNAME1"], h["POLNAME2"] = "X_IMAGE", "Y_IMAGE"
+    h["POLZERO1"], h["POLZERO2"] = (size + 1) / 2, (size + 1) / 2
+    h["POLSCAL1"], h["POLSCAL2"] = float(size), float(size)
+    h["POLNGRP"], h["POLDEG1"], h["PSF_SAMP"] = 1, 1, 1.0
+    h["PSFNAXIS"], h["PSFAXIS1"], h["PSFAXIS2"], h["PSFAXIS3"] = 3, STAMP, STAMP, 3
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+
+
+def make_field(d, size=4096, n=5000, seed=19, sigma=1.0):
+    """Write ``field.fits``, ``weight.fits``, ``field.psfex`` and ``sources.fits`` into ``d``;
+    return the truth as a list of dicts (id, kind, x, y, flux, re, q, angle)."""
+    from astropy.io import fits
+    from astropy.table import Table
+    from astropy.wcs import WCS
+
+    from mogviewer.mixture import Mixture
+    from mogviewer.render import render_model
+
+    rng = np.random.default_rng(seed)
+    d = Path(d)
+    field = rng.normal(0.0, sigma, (size, size)).astype(np.float32)
+    truth = []
+    margin = 20
+    for i in range(n):
+        x, y = rng.uniform(margin, size - 1 - margin, 2)
+        w = float(np.clip(psf_weight(x, y, size), 0.0, 1.0))
+        psf = Mixture.isotropic([1.0 - w, w], [S0 ** 2, S1 ** 2])
+        ix, iy = int(round(x)), int(round(y))
+        if rng.uniform() < 0.8:
+            re = float(rng.uniform(1.5, 6.0))
+            flux = float(10 ** rng.uniform(math.log10(300), math.log10(5000)))
+            q, angle = float(rng.uniform(0.4, 1.0)), float(rng.uniform(0, 180))
+            half = int(min(max(6 * re + 8, 16), 48))
+            p = dict(flux=flux, x=x - ix + half, y=y - iy + half, re=re, q=q, angle=angle)
+            stamp = render_model(p, "exp", 6, psf, (2 * half + 1, 2 * half + 1))
+            kind = "galaxy"
+        else:
+            flux, re, q, angle = float(10 ** rng.uniform(2.5, 3.7)), 0.0, 1.0, 0.0
+            half = 16
+            stamp = (1 - w) * _gauss_stamp(S0, x - ix, y - iy, half) + \
+                w * _gauss_stamp(S1, x - ix, y - iy, half)
+            stamp = flux * stamp
+            kind = "star"
+        y0, x0 = iy - half, ix - half
+        ys = slice(max(y0, 0), min(y0 + stamp.shape[0], size))
+        xs = slice(max(x0, 0), min(x0 + stamp.shape[1], size))
+        field[ys, xs] += stamp[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+        truth.append(dict(id=f"S{i:05d}", kind=kind, x=x, y=y, flux=flux, re=re, q=q,
+                          angle=angle))
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+    wcs.wcs.cd = [[-0.2 / 3600, 0.0], [0.0, 0.2 / 3600]]
+    hdr = wcs.to_header()
+    hdr["MAGZERO"] = 30.0
+    fits.PrimaryHDU(field, header=hdr).writeto(d / "field.fits", overwrite=True)
+    fits.PrimaryHDU(np.full((size, size), 1.0 / sigma ** 2, np.float32),
+                    header=hdr).writeto(d / "weight.fits", overwrite=True)
+    write_psfex(d / "field.psfex", size)
+    ra, dec = wcs.all_pix2world([t["x"] for t in truth], [t["y"] for t in truth], 0)
+    fr = [max(t["re"], 1.5) for t in truth]
+    Table(dict(id=[t["id"] for t in truth], ra=ra, dec=dec, flux_radius=fr)).write(
+        d / "sources.fits", overwrite=True)
+    return truth
+
+
+def plan(d, *, psf_cell=512, psf_mode="auto"):
+    """The cutout jobs of the simulated field (what ``mogviewer fit --image ... --catalog``
+    plans)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from mogviewer.batch import FitTask
+    from mogviewer.batch.cutouts import plan_cutout_jobs
+    from mogviewer.io.catalog import read_catalog
+
+    d = Path(d)
+    wcs = WCS(fits.getheader(d / "field.fits")).celestial
+    src = read_catalog(d / "sources.fits", wcs=wcs, size_column="flux_radius")
+    template = FitTask(image=str(d / "field.fits"), psf=str(d / "field.psfex"), profile="exp",
+                       M=6, psf_mode=psf_mode)
+    return plan_cutout_jobs(d / "field.fits", src, template, weight=str(d / "weight.fits"),
+                            psf_cell=psf_cell, size_factor=8.0, min_size=24, max_size=64)
+
+
+_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, {bench_dir!r})
+import bench_survey
+from mogviewer.batch import run_batch
+from mogviewer.render import warmup
+warmup()
+jobs = bench_survey.plan({d!r}, psf_mode={psf_mode!r})
+s = run_batch(jobs, {csv!r}, workers={workers}, executor={executor!r}, unit="objects")
+print("RESULT", time.perf_counter() - t0, s.fitted, s.flagged, s.failed, flush=True)
+"""
+
+
+def run_backend(d, executor, workers, csv_path, psf_mode):
+    code = _CHILD.format(bench_dir=str(Path(__file__).parent), d=str(d), psf_mode=psf_mode,
+                         csv=str(csv_path), workers=workers, executor=executor)
+    t0 = time.perf_counter()
+    # one BLAS thread in every process, the serial one too (the pool's workers get it anyway)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env=env)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    line = [ln for ln in out.splitlines() if ln.startswith("RESULT")]
+    if p.returncode != 0 or not line:
+        raise RuntimeError(f"{executor} run failed ({p.returncode}): {out[-2000:]}")
+    _, inner, fitted, flagged, failed = line[0].split()
+    return dict(wall=wall, inner=float(inner), fitted=int(fitted), flagged=int(flagged),
+                failed=int(failed), maxrss_mb=ru.ru_maxrss / 1024,
+                cpu=ru.ru_utime + ru.ru_stime)
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return {r["object_id"]: r for r in csv.DictReader(f)}
+
+
+def compare(a, b):
+    """Number of rows whose columns (all but elapsed_s) differ, and the ids missing."""
+    differ = [k for k in a if k in b and {c: v for c, v in a[k].items() if c != "elapsed_s"}
+              != {c: v for c, v in b[k].items() if c != "elapsed_s"}]
+    return len(differ), sorted(set(a) ^ set(b))
+
+
+def accuracy(rows, truth):
+    """Median |r_e| relative error and flux ratio of converged galaxies with S/N-ish flux."""
+    rel_re, ratio = [], []
+    for t in truth:
+        r = rows.get(t["id"])
+        if t["kind"] != "galaxy" or r is None or r["status"] != "converged":
+            continue
+        rel_re.append(float(r["re_pix"]) / t["re"] - 1)
+        ratio.append(float(r["flux_mog"]) / t["flux"])
+    return (float(np.median(np.abs(rel_re))) if rel_re else math.nan,
+            float(np.median(ratio)) if ratio else math.nan, len(rel_re))
+
+
+def profile_serial(d, n, psf_mode):
+    import cProfile
+    import pstats
+
+    from mogviewer.batch.runner import run_job
+    from mogviewer.render import warmup
+
+    warmup()
+    jobs = plan(d, psf_mode=psf_mode)
+    picked, k = [], 0
+    for j in jobs:
+        if k >= n:
+            break
+        picked.append(j)
+        k += j.n_objects
+    for j in picked[:1]:
+        run_job(j)               # field opened, PSF of one cell fitted: not in the profile
+    pr = cProfile.Profile()
+    t0 = time.perf_counter()
+    pr.enable()
+    m = sum(len(run_job(j)) for j in picked[1:])
+    pr.disable()
+    dt = time.perf_counter() - t0
+    print(f"\ncProfile of {m} objects in one process ({m / dt:.0f} objects/s with the "
+          "profiler's overhead); cumulative time:")
+    pstats.Stats(pr).sort_stats("cumulative").print_stats(40)
+    pstats.Stats(pr).sort_stats("tottime").print_stats(15)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--psf-mode", default="auto", choices=("auto", "mixture"))
+    ap.add_argument("--backends", default="serial,processes,dask")
+    ap.add_argument("--profile-serial", type=int, default=0, metavar="N")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        t0 = time.perf_counter()
+        truth = make_field(d, args.size, args.n)
+        field_mb = (d / "field.fits").stat().st_size / 2 ** 20
+        print(f"field {args.size}x{args.size} ({field_mb:.0f} MB + weight), {args.n} sources "
+              f"({sum(t['kind'] == 'star' for t in truth)} stars), simulated in "
+              f"{time.perf_counter() - t0:.0f} s; {len(plan(d))} jobs (512 px PSF cells); "
+              f"psf-mode {args.psf_mode}; load {os.getloadavg()[0]:.1f}")
+        print("| backend | workers | wall (s) | objects/s | objects/s per worker | CPU (s) | "
+              "objects per CPU-s | peak RSS (MB) | converged+flagged/failed | median abs r_e "
+              "err | median flux ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        results = {}
+        for backend in args.backends.split(","):
+            workers = 1 if backend == "serial" else args.workers
+            out = d / f"{backend}.csv"
+            r = run_backend(d, backend, workers, out, args.psf_mode)
+            rows = read_rows(out)
+            results[backend] = rows
+            err, ratio, ng = accuracy(rows, truth)
+            rate = args.n / r["wall"]
+            print(f"| {backend} | {workers} | {r['wall']:.1f} | {rate:.0f} | "
+                  f"{rate / workers:.0f} | {r['cpu']:.0f} | {args.n / r['cpu']:.0f} | "
+                  f"{r['maxrss_mb']:.0f} | "
+                  f"{r['fitted'] + r['flagged']}/{r['failed']} | {err:.4f} ({ng} galaxies) | "
+                  f"{ratio:.4f} |", flush=True)
+        names = list(results)
+        for other in names[1:]:
+            n_diff, missing = compare(results[names[0]], results[other])
+            print(f"rows {names[0]} vs {other}: {n_diff} differ (all columns but elapsed_s), "
+                  f"{len(missing)} ids in one only")
+        print(f"load after: {os.getloadavg()}")
+        if args.profile_serial:
+            profile_serial(d, args.profile_serial, args.psf_mode)
+
+
+if __name__ == "__main__":
+    main()
