@@ -199,8 +199,6 @@ def _cli_fit(args):
                                     f"of bands ({len(bands)})")
     elif band_psfs or args.tie or args.wavelength:
         raise UserError("--band-psf, --tie and --wavelength apply to --bands")
-    if not args.files and not (bands and len(band_files) == len(bands)):
-        raise UserError("give at least one image FILE (or --bands BAND=FILE for every band)")
     if args.invert_mask and args.mask is None and args.mask_hdu is None:
         raise UserError("--invert-mask needs --mask or --mask-hdu")
     inputs = [("FILE", f) for f in args.files] + [
