@@ -102,8 +102,18 @@ def test_targets_only_and_the_cap(blend, tmp_path):
     assert t["n_masked"][0] == t["n_detected"][0] - 2
 
 
+def test_residual_pass_adds_nothing_when_nothing_was_missed(blend, tmp_path):
+    # every source of the blend is detected in the first pass: the residual is noise, so the
+    # second pass (S/N >= 10 on the residual) adds no source and the target is unchanged
+    rc, a = _fit(blend, tmp_path, "--neighbours", "fit")
+    rc2, b = _fit(blend, tmp_path, "--neighbours", "fit", "--residual-pass")
+    assert rc == rc2 == 0 and len(a) == len(b) == 3
+    assert b["re_pix"][0] == pytest.approx(a["re_pix"][0], rel=1e-6)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--targets-only"], "--targets-only applies to --neighbours fit"),
+    (["--residual-pass"], "--residual-pass applies to --neighbours fit"),
     (["--neighbours", "fit", "--fix-n", "--profile", "ser"], "--fix-n is not available"),
     (["--neighbours", "fit", "--sample", "200"], "--sample is not available"),
     (["--neighbours", "fit", "--max-neighbours", "101"], "from 0 to 100"),

@@ -229,8 +229,9 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
         from .scene_task import find_neighbours
 
         set_step("detecting the neighbours")
-        scene, masked, info = find_neighbours(task, datas[k0], psfs[k0], profile=profile, M=M,
-                                              n=n)
+        scene, masked, info, det_notes = find_neighbours(task, datas[k0], psfs[k0],
+                                                         profile=profile, M=M, n=n)
+        notes += det_notes
         extra = masked.mask & ~datas[k0].mask
         if extra.any():
             other = [b for b, d in zip(bands, datas) if d.shape != datas[k0].shape]

@@ -77,6 +77,8 @@ def find_neighbours(task, data, psf, *, profile, M, n):
         ``data`` with the masked segments added to its mask (ivar 0 there).
     info : dict
         Row columns: ``neighbours``, ``n_detected``, ``n_masked``.
+    notes : list of str
+        What detection decided (a crowded field capped, brightest first), for ``warnings``.
     """
     from ..detect import detect_sources, scene_from_detections
     from ..errors import FitError, MogviewerError
@@ -100,7 +102,7 @@ def find_neighbours(task, data, psf, *, profile, M, n):
     info = dict(neighbours=task.neighbours, n_detected=n_seg,
                 n_masked=int(len(np.unique(det.segmap[nmask])) if nmask.any() else 0),
                 n_sources=len(scene))
-    return scene, data, info
+    return scene, data, info, list(getattr(det, "messages", ()))
 
 
 def source_result(fit, i, *, profile, M, flux_fraction, n_sky_free):

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from .. import _warnings, export
+from ..errors import MogviewerWarning
 from ..export.files import check_output_path
 from ..fitting import FitProblem, fit, initial_guess
 from ..fitting.flags import FitFlags
@@ -90,6 +91,9 @@ class FitTask:
         The PSF file of a band (default: the HDU of ``psf`` for the band).
     band_wavelengths : tuple of (band, float)
         Effective wavelengths (any one unit) for ``band_ties``.
+    residual_pass : bool
+        With ``neighbours='fit'``: after the joint fit, detect on the residual, add what was
+        missed and fit again (:func:`mogviewer.fitting.scene_fit.fit_scene`).
     band_ties : tuple of (parameter, degree)
         ``('re', 1)``, ``('n', 1)``: ln r_e or n as a Chebyshev polynomial of that degree in
         wavelength (:func:`mogviewer.fitting.scene_fit.fit_multiband`); none: shared.
@@ -147,6 +151,7 @@ class FitTask:
     band_psfs: tuple = ()
     band_wavelengths: tuple = ()
     band_ties: tuple = ()
+    residual_pass: bool = False
     object_id: str | None = None
 
     def input_files(self):
@@ -335,7 +340,10 @@ def _run_task(task, base, caught, step):
     info = dict(neighbours=task.neighbours, n_sources=1)
     if task.neighbours != "ignore":
         set_step("detecting the neighbours")
-        scene, data, info = find_neighbours(task, data, psf, profile=profile, M=M, n=n)
+        scene, data, info, det_notes = find_neighbours(task, data, psf, profile=profile, M=M,
+                                                       n=n)
+        for note in det_notes:
+            warnings.warn(note, MogviewerWarning, stacklevel=1)
         if task.neighbours == "fit" and len(scene) > 1:
             return _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
                               saved=saved, profile=profile, M=M, n=n, sky=sky)
@@ -440,7 +448,8 @@ def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
     obs = Observation.from_image_data(data, psf=psf, psf_mode=task.psf_mode)
     mix = obs.psf_mixture
     set_step("fitting the scene")
-    fit = fit_scene(obs, scene, sky=sky, max_nfev=task.max_nfev)
+    fit = fit_scene(obs, scene, sky=sky, max_nfev=task.max_nfev,
+                    residual_pass=task.residual_pass)
     info = dict(info, n_sources=len(fit.scene))
     problems = []
     notes = " | ".join([_warnings_text(caught)] * bool(_warnings_text(caught))

@@ -109,6 +109,10 @@ def register_cli(sub):
     p.add_argument("--max-neighbours", type=opt.int_range(0, opt.MAX_NEIGHBOURS), default=10,
                    help="with --neighbours fit: neighbours modelled, brightest first; the rest "
                         "are masked (default 10)")
+    p.add_argument("--residual-pass", action="store_true",
+                   help="with --neighbours fit: after the joint fit, detect on the residual "
+                        "(S/N >= 10, away from the fitted sources), add what was missed and "
+                        "fit again (up to 3 rounds)")
     p.add_argument("--targets-only", action="store_true",
                    help="with --neighbours fit: only the target's row (one row per file)")
     p.add_argument("--bands", nargs="+", type=opt.band_spec, metavar="BAND[=FILE]",
@@ -164,9 +168,9 @@ def _cli_fit(args):
             if given:
                 raise UserError(f"{flag} is not available with --neighbours fit (a joint fit of "
                                 "several sources); use --neighbours mask")
-    elif args.targets_only:
-        raise UserError("--targets-only applies to --neighbours fit (the other modes give one "
-                        "row per file)")
+    elif args.targets_only or args.residual_pass:
+        raise UserError(f"{'--targets-only' if args.targets_only else '--residual-pass'} "
+                        "applies to --neighbours fit (the other modes give one row per file)")
     bands = tuple(b for b, _ in args.bands or ())
     band_files = tuple((b, f) for b, f in args.bands or () if f is not None)
     band_psfs = tuple(args.band_psf)
@@ -179,6 +183,8 @@ def _cli_fit(args):
             raise UserError("--bands: give FILE arguments for the bands without =FILE")
         if args.sample:
             raise UserError("--sample with --bands is not available yet")
+        if args.residual_pass:
+            raise UserError("--residual-pass with --bands is not available yet")
         for b, _ in band_psfs:
             if b not in bands:
                 raise UserError(f"--band-psf {b}=...: {b} is not one of --bands {' '.join(bands)}")
@@ -273,7 +279,7 @@ def _cli_fit(args):
                   neighbours=args.neighbours, max_neighbours=args.max_neighbours,
                   targets_only=args.targets_only, bands=bands, band_files=band_files,
                   band_psfs=band_psfs, band_wavelengths=tuple(args.wavelength),
-                  band_ties=tuple(args.tie))
+                  band_ties=tuple(args.tie), residual_pass=args.residual_pass)
     if kind == "files":
         files = args.files or [band_files[0][1]]
         tasks = [FitTask(image=f, **common) for f in files]
