@@ -594,3 +594,20 @@ def _pixel_mixtures():
 
 
 PIXEL_COMB, PIXEL_ONE = _pixel_mixtures()
+
+
+def _warm_exact():
+    """Compile (or load) the exact mode's kernels: the per-frequency sums in single and double
+    precision, the grid's tails and the alias sum (a first exact-mode render otherwise compiles
+    them silently)."""
+    one = np.ones(1)
+    k = np.zeros(3)
+    rhat = np.zeros((3, 2, 2))
+    acc = np.zeros((2, 2))
+    for dtype in (np.float32, np.float64):
+        out = np.zeros((6, 3, 4), dtype)
+        _residual_planes(np.ones((2, 1)), one, 1.0, 0.1, 1.0, 1.0, k[:2], k, rhat, 0.5, 0.5,
+                         1.0, 1, out, acc, np.zeros((5, 1)))
+    _tail(one, one, 1.0, 0.5, 1e-4)
+    _alias_sum_kernel(one, np.zeros((1, 2)), np.eye(2)[None], k[:2], k, 1,
+                      np.zeros((3, 2, 2)))

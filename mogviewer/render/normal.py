@@ -327,10 +327,15 @@ class NormalAccumulator:
 
 
 def _warm_normal():
-    """Compile (or load) the accumulating kernel: one signature serves every basis size."""
+    """Compile (or load) the accumulating kernels: one signature serves every basis size."""
     acc = NormalAccumulator(np.zeros((4, 4)), np.ones((4, 4)), n_ext=0, n_sky=1)
     acc(1.5, 1.5, (1.0, 0.1, 1.0), np.ones((3, 1)), np.vstack([np.ones(1)] + [np.zeros(1)] * 5),
         np.zeros(acc.B))
+    # no PSF (the pixel, paired components) and the two-pass accumulation of exact mode
+    prof = np.ones((3, 1))
+    acc(1.5, 1.5, (1.0, 0.1, 1.0), prof, NormalPsf(None), np.zeros(acc.B))
+    _accumulate_drawn(acc.out, (acc.data, acc.weights, acc.ext, np.zeros(acc.B), acc._gram,
+                                acc._rhs, acc._tot, acc._X, acc._rg))
 
 
 def _combine_dn_py(out, amp_part, var_part, sxx, sxy, syy):
