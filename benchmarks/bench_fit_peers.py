@@ -22,9 +22,16 @@ kernel alone. The BLAS column repeats the mogviewer LM fit with BLAS limited to 
 (threadpoolctl; skipped if absent): equal times mean the fit does not depend on BLAS threads.
 pyimfit (``pip install pyimfit``, the ``bench`` extra) is optional: its column is skipped if
 absent. imfit is told ``maxThreads=1``.
+
+A second table measures what issue 16's last gap would gain: problems with no PSF (the pixel
+integrated, issue 14) and with a PSF stamp used exactly take the render path today (scipy's
+least_squares on the materialised Jacobian); :func:`mogviewer.render.normal.normal_psf` lets
+the accumulating kernel take them. The two lines of ``fitting/solver.py`` that would do so are
+patched in here for the "accumulated" column only (``--no-wired`` skips the table).
 """
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
@@ -36,10 +43,12 @@ import mogviewer.render as render
 from mogviewer import io as io_fits
 from mogviewer.ellipse import shape_matrix
 from mogviewer.fitting import FitProblem, fit, initial_guess
+from mogviewer.fitting import solver as solver_mod
 from mogviewer.fitting.parametrisation import _Param
 from mogviewer.fitting.solver import _NormalEvaluator
 from mogviewer.profiles import sersic
 from mogviewer.psf import read_psf
+from mogviewer.render.normal import normal_psf
 
 try:
     import pyimfit
@@ -94,6 +103,88 @@ def cases():
     ]
 
 
+@contextlib.contextmanager
+def wired():
+    """The fitter as issue 16 wants it: every PSF accumulable, through ``normal_psf``."""
+    saved = solver_mod._accumulable, solver_mod._psf_packed
+    solver_mod._accumulable = lambda problem: True
+    solver_mod._psf_packed = normal_psf
+    try:
+        yield
+    finally:
+        solver_mod._accumulable, solver_mod._psf_packed = saved
+
+
+def wired_cases():
+    import warnings
+
+    from mogviewer.psf import PsfWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PsfWarning)
+        moffat = read_psf(f"{D}/psf_moffat_51.fits")          # the stamp: exact mode
+    big = io_fits.read_image(f"{D}/ic3478rss_256.fits", mask=f"{D}/ic3478rss_256_mask.fits",
+                             gain=GAIN, read_noise=RN, sky_level=SKY)
+    img64 = fits.getdata(f"{D}/ic3478rss_64x64.fits").astype(float)
+    sig64 = fits.getdata(f"{D}/ic3478rss_64x64_sigma.fits").astype(float)
+    return [
+        ("IC 3478 256 + mask, exp, no PSF (pixel), no sky",
+         FitProblem.from_image_data(big, psf=None, profile="exp", M=8, sky="none")),
+        ("IC 3478 256 + mask, Sérsic, Moffat stamp (exact)",
+         FitProblem.from_image_data(big, psf=moffat, profile="ser", n=2.0, sky="none")),
+        ("IC 3478 64x64 + sigma, exp, Moffat stamp (exact)",
+         FitProblem.from_arrays(img64, sigma=sig64, psf=moffat, profile="exp", M=8,
+                                sky="none")),
+    ]
+
+
+def wired_table(n_rounds):
+    """Render path against the accumulating kernel, timed in turns, for every wired case."""
+    print()
+    print("issue 16 wiring: no-PSF and exact-PSF problems, render path (today: scipy "
+          "least_squares on the materialised Jacobian) against the accumulating kernel "
+          "(LM, solver lines patched in); medians [min-max] over "
+          f"{n_rounds} rounds, ms")
+    print("| case | mode | render path | accumulated | gain | evaluations (render, "
+          "accumulated) | render+derivs | accumulated / (evals x render+derivs) | "
+          "largest parameter difference / sigma |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, prob in wired_cases():
+        start = initial_guess(prob)
+        a = fit(prob, start)
+        with wired():
+            b = fit(prob, start)
+        p = b.params
+        S = shape_matrix(p.re, p.q, p.angle)
+        prof = (sersic.sersic_profile_mixture(p.n) if prob.uses_family
+                else prob.profile_mixture())
+        buf = np.zeros((6,) + prob.shape)
+        t = {"render": [], "acc": [], "derivs": []}
+        for _ in range(n_rounds):
+            t0 = time.perf_counter()
+            fit(prob, start)
+            t["render"].append(time.perf_counter() - t0)
+            with wired():
+                t0 = time.perf_counter()
+                fit(prob, start)
+                t["acc"].append(time.perf_counter() - t0)
+            reps = 20 if prob.shape[0] <= 64 else 5
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                render.render_galaxy(1.0, p.x, p.y, S, prof, None, prob.psf, prob.shape,
+                                     derivs=True, out=buf)
+            t["derivs"].append((time.perf_counter() - t0) / reps)
+        err = a.errors()
+        diff = max(abs(getattr(a.params, k) - getattr(b.params, k)) / err[k]
+                   for k in prob.free if err.get(k))
+
+        def ms(v):
+            return f"{statistics.median(v) * 1e3:.2f} [{min(v) * 1e3:.2f}-{max(v) * 1e3:.2f}]"
+        r, acc, der = (statistics.median(t[k]) for k in ("render", "acc", "derivs"))
+        print(f"| {label} | {prob.psf_mode} | {ms(t['render'])} | {ms(t['acc'])} | "
+              f"{r / acc:.1f}x | {a.nfev}, {b.nfev} | {ms(t['derivs'])} | "
+              f"{acc / (b.nfev * der):.2f} | {diff:.1e} |", flush=True)
+
+
 def imfit_model(prob, start):
     """imfit's description of the problem's model at mogviewer's start (1-based centre, PA
     from +y, h = r_e / 1.67835 for the exponential, I_0 or I_e from the flux)."""
@@ -133,7 +224,15 @@ def imfit_values(fitter, prob):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=7, help="rounds (each engine once per round)")
+    ap.add_argument("--no-wired", action="store_true",
+                    help="skip the table of no-PSF / exact-PSF problems on the accumulating "
+                         "kernel")
+    ap.add_argument("--only-wired", action="store_true", help="only that table")
     args = ap.parse_args(argv)
+    if args.only_wired:
+        render.warmup()
+        wired_table(args.n)
+        return 0
     render.warmup()
     rows = []
     for label, prob, psf_img, imfit_data in cases():
@@ -218,6 +317,8 @@ def main(argv=None):
             print(f"| {label} | imfit | {v['x'] + 1:.4f} | {v['y'] + 1:.4f} | {v['re']:.4f} | "
                   f"{v['q']:.5f} | {(v['angle'] - 90) % 180:.3f} | {v['n']:.4f} | "
                   f"{fitter.fitStatistic:.3f} |")
+    if not args.no_wired:
+        wired_table(args.n)
     return 0
 
 

@@ -241,7 +241,10 @@ def test_cli_end_to_end(bad_files, tmp_path, capsys):
     assert len(t) == 3 and math.isclose(t["x"][2], t["x"][0], abs_tol=1e-3)
     assert out.read_text().startswith("object_id,file,hdu,")
     assert out.read_text().count("object_id,file,hdu,") == 1
-    assert t["psf_source"][2].startswith("ic3478rss_64x64_model.json (mixture")
+    # the first run used a PSF image (exact mode): the model file holds the stamp, and the
+    # run started from it is in exact mode too (issue 14)
+    assert t["psf_source"][2].startswith("ic3478rss_64x64_model.json (stamp used exactly")
+    assert t["psf_mode"][2] == t["psf_mode"][0] == "exact"
 
 
 @pytest.mark.parametrize("extra, message", [

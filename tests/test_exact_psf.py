@@ -301,3 +301,92 @@ def test_hsc_gal2_k3_and_k5_agree():
         out[K] = fit(prob).params
     assert abs(out[3].re / out[5].re - 1) < 5e-3
     assert abs(out[3].n - out[5].n) < 0.03
+
+
+# ------------------------------------------------------------------------ model JSON (issue 14)
+def test_model_json_keeps_the_psf_mode_and_restarts_in_exact_mode(tmp_path):
+    from mogviewer.export import read_model_json, write_model_json
+    from mogviewer.mixture import Mixture
+
+    m = psf_model("kids")
+    truth = dict(flux=1000.0, x=20.3, y=19.8, re=4.0, q=0.65, angle=30.0)
+    E = ExactPsf.from_model(m)
+    img = render_model(truth, "exp", 6, E, (40, 40))
+    stamp = m.stamp.copy()
+    stamp[0, 0] = np.nan          # a masked stamp pixel must come back masked, not as 0
+    m = type(m)(**{**{f: getattr(m, f) for f in m.__dataclass_fields__}, "stamp": stamp})
+    prob = FitProblem.from_arrays(img, sigma=np.full(img.shape, 1.0), psf=m, profile="exp",
+                                  M=6, sky="none")
+    assert prob.psf_mode == "exact"
+    params = GalaxyParams(**truth)
+    path = tmp_path / "m.json"
+    write_model_json(path, params, problem=prob)
+    saved = read_model_json(path)
+    assert saved.psf_mode == "exact" and type(saved.psf) is ExactPsf
+    assert np.array_equal(saved.psf.valid, prob.psf.valid) and not saved.psf.valid[0, 0]
+    # equal to the rounding of the stamp's renormalisation (its sum is 1 +- 1e-16)
+    assert np.abs(saved.psf.residual - prob.psf.residual).max() < 1e-15
+    # the restored PSF renders the same model (the stamp's sum is 1 to rounding, so the only
+    # change is a rescale by 1 +- 1e-16)
+    p = params.as_dict()
+    a = render_model(p, "exp", 6, prob.psf, (40, 40))
+    b = render_model(p, "exp", 6, saved.psf, (40, 40))
+    assert np.abs(a - b).max() < 1e-12 * a.max()
+    # a fit set up from the file alone is in exact mode, with the same PSF figures
+    prob2 = FitProblem.from_arrays(img, sigma=np.full(img.shape, 1.0), psf=saved.psf,
+                                   profile=saved.profile, M=saved.M, sky=saved.sky)
+    assert prob2.psf_mode == "exact"
+    assert prob2.psf_info["psf_res_flux"] == pytest.approx(prob.psf_info["psf_res_flux"],
+                                                           rel=1e-12)
+    # mixture mode and no PSF are recorded too, and carry no stamp
+    probm = FitProblem.from_arrays(img, psf=m, profile="exp", M=6, psf_mode="mixture")
+    write_model_json(tmp_path / "mix.json", params, problem=probm)
+    sm = read_model_json(tmp_path / "mix.json")
+    assert sm.psf_mode == "mixture" and type(sm.psf) is Mixture
+    assert "psf_stamp" not in (tmp_path / "mix.json").read_text()
+    write_model_json(tmp_path / "none.json", params, profile="exp", M=6)
+    assert read_model_json(tmp_path / "none.json").psf_mode == "pixel"
+
+
+def test_model_json_with_a_bad_stamp_is_refused(tmp_path):
+    import json
+
+    from mogviewer.errors import ModelFileError
+    from mogviewer.export import read_model_json, write_model_json
+
+    m = psf_model("hsc")
+    prob = FitProblem.from_arrays(np.ones((16, 16)), psf=m, profile="exp", M=6)
+    write_model_json(tmp_path / "ok.json", GalaxyParams(flux=1.0, x=8.0, y=8.0, re=2.0, q=0.8,
+                                                        angle=10.0), problem=prob)
+    doc = json.loads((tmp_path / "ok.json").read_text())
+    for change, match in [(lambda d: d.pop("psf_stamp"), "no 'psf_stamp'"),
+                          (lambda d: d["psf_stamp"]["pixels"].append([1.0]), "rectangular"),
+                          (lambda d: d["psf_stamp"].update(centre=[1.0]), "centre"),
+                          (lambda d: d["psf_stamp"]["pixels"][0].__setitem__(0, "x"),
+                           "not a finite number"),
+                          (lambda d: d.update(psf_mode="fft"), "psf_mode")]:
+        bad = json.loads(json.dumps(doc))
+        change(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ModelFileError, match=match):
+            read_model_json(tmp_path / "bad.json")
+
+
+def test_batch_restart_from_an_exact_model_is_exact(tmp_path):
+    from mogviewer import batch
+
+    H = __import__("pathlib").Path(__file__).parent / "data" / "real" / "pysersic-hsc"
+    rng = np.random.default_rng(7)
+    E = ExactPsf.from_model(psf_model("hsc"))
+    img = render_model(dict(flux=500.0, x=16.2, y=15.7, re=3.0, q=0.7, angle=40.0), "exp", 6,
+                       E, (32, 32)) + rng.normal(0, 0.05, (32, 32))
+    np.save(tmp_path / "g.npy", img)
+    np.save(tmp_path / "s.npy", np.full(img.shape, 0.05))
+    kw = dict(image=str(tmp_path / "g.npy"), noise=str(tmp_path / "s.npy"), noise_kind="sigma",
+              sky="none", profile="exp", M=6)
+    first = batch.run_task(batch.FitTask(**kw, psf=str(H / "gal2_psf.npy"), psf_components=3,
+                                         model_json_dir=str(tmp_path)))
+    assert first["psf_mode"] == "exact"
+    row = batch.run_task(batch.FitTask(**kw, start=str(tmp_path / "g_model.json")))
+    assert row["status"] == "converged" and row["psf_mode"] == "exact"
+    assert row["re_pix"] == pytest.approx(first["re_pix"], rel=1e-6)

@@ -332,7 +332,8 @@ def _run_task(task, base, caught, step):
         psf, psf_source = load_psf(task.psf, hdu=task.psf_hdu, n_components=task.psf_components,
                                    position=task.psf_position, centre=task.psf_centre)
     elif saved is not None and saved.psf is not None:
-        psf, psf_source = saved.psf, f"{Path(task.start).name} (mixture, K={len(saved.psf)})"
+        what = "stamp used exactly" if saved.psf_mode == "exact" else "mixture"
+        psf, psf_source = saved.psf, f"{Path(task.start).name} ({what}, K={len(saved.psf)})"
     else:
         psf, psf_source = None, "none"
     base["psf_source"] = psf_source

@@ -25,14 +25,19 @@ mixture by the same factor; the origin is the reference centre the reader chose 
 the mixture by default), the same origin as the mixture's, at a sub-pixel position applied as a
 phase.
 
-The FFT is circular: the grid is the image plus the (cropped) residual stamp plus four sigma of
-the galaxy's widest component on each axis (in steps of 16 px, at most twice the image), so a
-periodic copy of the galaxy reaches the image through the residual with at most ~3e-4 of that
-component's light (a large galaxy on a small stamp costs a larger FFT). The residual stamp is
+The FFT is circular, on a grid chosen per call (:func:`_grid_len`): odd sizes (no Nyquist bin,
+where a real transform would drop the imaginary part of a sub-pixel phase), at least the image
+plus the residual's extent, and far enough from the galaxy's centre that its Gaussian light
+convolved with the residual wrapping round onto the image is below :data:`WRAP_TOL` of its flux
+(from each component's amplitude and width along the axis, and ``sum |R|``). A galaxy much
+larger than its image hits the cap of three images plus the residual. The residual stamp is
 cropped to the smallest centred box outside which ``sum |R|`` is below :data:`CROP_TOL` (the
 stamp sums to 1), which bounds the change of the model by that fraction of the galaxy's flux.
 The planes are computed in single precision (complex64): the residual term is a few per cent of
-the model, so its 1e-7 relative rounding is ~1e-9 of the model.
+the model, so its 1e-7 relative rounding is ~1e-9 of the model (but it makes chi^2 noisy at
+~1e-8 of itself on a high-S/N 64 px cutout: two drivers may stop 1e-3 sigma apart;
+``double=True`` removes that). Plans (the residual's transform on a grid, with the mixture's
+aliases) are cached per grid size; the grid, the phases and the per-frequency sums are compiled.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ FAST_MIN_VAR = 0.64
 #: Residual pixels dropped from the FFT term: at most this much of sum |R| (the stamp sums to 1),
 #: so the model changes by at most this fraction of the galaxy's flux.
 CROP_TOL = 1e-4
+#: The FFT term is circular: the grid is made large enough that the galaxy's light convolved
+#: with the residual that wraps round onto the image is at most this fraction of the galaxy's
+#: flux (the same bound as :data:`CROP_TOL`'s; see :func:`_grid_len`).
+WRAP_TOL = 1e-4
 #: A galaxy component's transform is skipped where it is below exp(-_CUT) (1e-13) of its value at
 #: k = 0.
 _CUT = 30.0
@@ -149,20 +158,29 @@ def _row_sums(coef, v, sxx, sxy, syy, dkx, k2, j_end, acc, st):
 
 
 @numba.njit(cache=True, nogil=True)
-def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, px, py, flux, mode, out, acc,
+def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, x, y, flux, mode, out, acc,
                      st):
     """Spectra of the residual term on the half-spectrum grid, written into ``out``.
 
-    ``B = flux R^(k) exp(-i k.x_g)`` (``rhat * py[i] * px[j] * flux``) times the galaxy's
+    ``B = flux R^(k) exp(-i k.x_g)`` (``rhat * py[i] * px[j] * flux`` with the phases
+    ``px = exp(-i kx x)``, ``py = exp(-i ky y)`` of the galaxy centre ``(x, y)``) times the galaxy's
     transform sums ``A_c = sum_m coef[c, m] exp(-v_m k^T S k / 2)``. ``mode`` 0: one plane
     ``B A_0``; 1: six planes (image, d/dx, d/dy, d/dSxx, d/dSxy, d/dSyy with ``coef`` rows
     ``a_m`` and ``a_m v_m``); 2: one plane ``B (A_0 - Q A_1 / 2)`` (d/dn with rows ``da_m/dn``
     and ``a_m dv_m/dn``). Complex numbers are split into (re, im) pairs: ``rhat`` is
-    (ny, nxr, 2), ``px`` (nxr, 2), ``py`` (ny, 2), ``out`` (P, ny, 2 nxr) float32 (the memory of
+    (ny, nxr, 2), ``out`` (P, ny, 2 nxr) float32 or float64 (the memory of
     a complex64 array); written out by hand, the products cost a fraction of numba's complex
     arithmetic with its inf/nan checks.
     """
     ny, nxr = rhat.shape[0], rhat.shape[1]
+    px = np.empty((nxr, 2))
+    for j in range(nxr):
+        px[j, 0] = math.cos(kx[j] * x)
+        px[j, 1] = -math.sin(kx[j] * x)
+    py = np.empty((ny, 2))
+    for i in range(ny):
+        py[i, 0] = math.cos(ky[i] * y)
+        py[i, 1] = -math.sin(ky[i] * y)
     out[:] = 0.0
     for i in range(ny):
         k2 = ky[i]
@@ -239,31 +257,103 @@ def _alias_sum(mix, kx, ky):
     lam = np.linalg.eigvalsh(mix.covs)[:, 0]
     sig = math.sqrt(max(lam.min(), 1e-6))
     nmax = int(math.ceil((math.sqrt(2 * 27.7) / sig + math.pi) / (2 * math.pi)))
-    out = np.zeros((ky.size, kx.size), complex)
-    for ny_ in range(-nmax, nmax + 1):
-        qy = (ky + 2 * math.pi * ny_)[:, None]
-        for nx_ in range(-nmax, nmax + 1):
-            if nx_ == 0 and ny_ == 0:
-                continue
-            qx = (kx + 2 * math.pi * nx_)[None, :]
-            for a, m, c in zip(mix.amps, mix.means, mix.covs):
-                e = -0.5 * (c[0, 0] * qx * qx + 2 * c[0, 1] * qx * qy + c[1, 1] * qy * qy)
-                if e.max() < -27.7:
-                    continue
-                out += a * np.exp(e - 1j * (qx * m[0] + qy * m[1]))
-    return out
+    out = np.zeros((ky.size, kx.size, 2))
+    _alias_sum_kernel(np.ascontiguousarray(mix.amps, np.float64),
+                      np.ascontiguousarray(mix.means, np.float64),
+                      np.ascontiguousarray(mix.covs, np.float64), kx, ky, nmax, out)
+    return out[..., 0] + 1j * out[..., 1]
 
 
-def _margin(s3, v, H, W):
-    """Extra FFT grid (px) beyond image + residual stamp: four sigma of the galaxy's widest
-    component along its major axis, in steps of 16 px (few distinct plans during a fit), at
-    most twice the image. Below it, a periodic copy of the galaxy would reach the image through
-    the residual with more than ~3e-4 of that component's light."""
-    sxx, sxy, syy = s3
-    lam = 0.5 * (sxx + syy) + math.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
-    sig = math.sqrt(max(float(np.max(v)), 0.0) * lam)
-    m = 16 * math.ceil(4.0 * sig / 16.0)
-    return int(min(m, 2 * max(H, W)))
+@numba.njit(cache=True, nogil=True)
+def _alias_sum_kernel(amps, means, covs, kx, ky, nmax, out):
+    """The loops of :func:`_alias_sum` (a plan's cost: numpy took 0.3 s on a 256 px grid),
+    terms below exp(-27.7) skipped; ``out`` (ny, nx, 2) real and imaginary parts."""
+    twopi = 2.0 * math.pi
+    for c in range(amps.shape[0]):
+        a = amps[c]
+        cxx, cxy, cyy = covs[c, 0, 0], covs[c, 0, 1], covs[c, 1, 1]
+        mx, my = means[c, 0], means[c, 1]
+        for ny_ in range(-nmax, nmax + 1):
+            for i in range(ky.shape[0]):
+                qy = ky[i] + twopi * ny_
+                for nx_ in range(-nmax, nmax + 1):
+                    if nx_ == 0 and ny_ == 0:
+                        continue
+                    for j in range(kx.shape[0]):
+                        qx = kx[j] + twopi * nx_
+                        e = -0.5 * (cxx * qx * qx + 2.0 * cxy * qx * qy + cyy * qy * qy)
+                        if e < -27.7:
+                            continue
+                        g = a * math.exp(e)
+                        ph = qx * mx + qy * my
+                        out[i, j, 0] += g * math.cos(ph)
+                        out[i, j, 1] -= g * math.sin(ph)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tail(amps, v, s_axis, res_abs, tol):
+    """Distance (px) along one axis beyond which the galaxy ``sum_m a_m N(0, v_m s_axis)``
+    (``s_axis``: the shape matrix's diagonal entry for that axis, so ``v_m s_axis`` is the
+    component's marginal variance), convolved with a residual of ``sum|R| = res_abs``, holds
+    less than ``tol`` of the galaxy's flux: with ``erfc(t / sqrt 2) <= exp(-t^2 / 2)`` and
+    the tolerance shared equally among the ``M`` components,
+    ``t_m = sigma_m sqrt(2 ln(M |a_m| res_abs / tol))`` (``|a_m|`` normalised to unit sum);
+    returns the largest ``t_m``."""
+    M = amps.shape[0]
+    tot = 0.0
+    for m in range(M):
+        tot += abs(amps[m])
+    if tot <= 0.0:
+        return 0.0
+    t = 0.0
+    for m in range(M):
+        arg = M * abs(amps[m]) / tot * res_abs / tol
+        if arg > 1.0 and v[m] * s_axis > 0.0:
+            t = max(t, math.sqrt(v[m] * s_axis * 2.0 * math.log(arg)))
+    return t
+
+
+def _grid_len(n, centre, reach, tail):
+    """FFT length along one axis: odd and fast (:func:`_odd_fast_len`), at least
+    ``max(n + 2 reach, max(c, n - 1 - c) + reach + tail)`` for an image of ``n`` pixels and a
+    galaxy centre ``c``, at most ``3 n + 2 reach``.
+
+    The first term is the linear convolution of the image's extent with the residual's: the
+    band-limited term has slowly decaying (sinc) tails from the cusp's transform cut at the
+    band edge, and below it they wrap round onto the image (2x the error on the KiDS stamp).
+    The second bounds the galaxy's Gaussian light that wraps in. The circular convolution
+    gives, at image pixel ``p``, the sum of the linear result at ``p + j N`` over all ``j``;
+    the terms ``j != 0`` lie at least ``N - max(c, n - 1 - c)`` from the galaxy centre, and
+    the linear result ``G (x) R`` there is the galaxy's light beyond that distance less the
+    residual's ``reach`` (its farthest pixel from the origin), so ``tail`` (:func:`_tail`)
+    bounds what wraps in."""
+    need = max(n + math.ceil(2 * reach), math.ceil(max(centre, n - 1 - centre) + reach + tail))
+    # at most the image, the stamp and twice the image again (a galaxy far larger than the
+    # image: what wraps in is then a smooth fraction of the light, no longer bounded)
+    need = min(need, n + math.ceil(2 * reach) + 2 * n)
+    got = _fast_lens.get(need)
+    if got is None:
+        got = _fast_lens[need] = _odd_fast_len(need)
+    return got
+
+
+def _odd_fast_len(n):
+    """The smallest odd ``m >= n`` with no prime factor above 7 (fast for pocketfft). Odd,
+    so that the grid has no Nyquist bin: there a real transform keeps only the real part of
+    ``R^ G^ exp(-i k.x_g)``, which is complex for a sub-pixel centre (on the KiDS stamp an
+    even grid erred by 1e-4 of the peak, an odd one by 3.5e-5)."""
+    m = n | 1
+    while True:
+        r = m
+        for f in (3, 5, 7):
+            while r % f == 0:
+                r //= f
+        if r == 1:
+            return m
+        m += 2
+
+
+_fast_lens = {}
 
 
 def _crop(res, centre, tol):
@@ -347,6 +437,9 @@ class ExactPsf:
         res = np.where(good, st - fast_model, 0.0)
         self.mixture = mix
         self.stamp = st
+        #: False where the stamp given was not finite (masked: no residual there)
+        self.valid = good
+        self.valid.setflags(write=False)
         self.centre = (float(centre[0]), float(centre[1]))
         self.res_flux = float(1.0 - mix.total)
         res_mix = np.where(good, st - model, 0.0)
@@ -355,6 +448,12 @@ class ExactPsf:
         self.size_ratio = _size_ratio(st, model, xx, yy)
         self.residual, self._rc = _crop(res, self.centre, CROP_TOL)
         self.residual.setflags(write=False)
+        rh, rw = self.residual.shape
+        cx, cy = self._rc
+        i0, j0 = int(round(cy)), int(round(cx))
+        # farthest residual pixel from the origin along y and x, and what the crop kept
+        self._reach = (float(max(i0, rh - 1 - i0)) + 0.5, float(max(j0, rw - 1 - j0)) + 0.5)
+        self.res_abs_crop = float(np.abs(self.residual).sum())
         self._plans = {}
         self._cdtype = np.complex128 if double else np.complex64
         self._rdtype = np.float64 if double else np.float32
@@ -395,21 +494,19 @@ class ExactPsf:
                 f"{self.residual.shape}, res_flux={self.res_flux:.3g})")
 
     # ------------------------------------------------------------------ the FFT term
-    def _plan(self, shape, margin=0):
-        key = (int(shape[0]), int(shape[1]), int(margin))
+    def _plan(self, Ny, Nx):
+        key = (int(Ny), int(Nx))
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        H, W, margin = key
+        Ny, Nx = key
         rh, rw = self.residual.shape
-        Ny = sfft.next_fast_len(H + rh + margin, real=True)
-        Nx = sfft.next_fast_len(W + rw + margin, real=True)
         cx, cy = self._rc
         i0, j0 = int(round(cy)), int(round(cx))
         Z = np.zeros((Ny, Nx))
         rows = (np.arange(rh) - i0) % Ny
         cols = (np.arange(rw) - j0) % Nx
-        Z[np.ix_(rows, cols)] = self.residual
+        np.add.at(Z, (rows[:, None], cols[None, :]), self.residual)   # wraps if Ny < rh
         kx = 2 * np.pi * np.fft.rfftfreq(Nx)
         ky = 2 * np.pi * np.fft.fftfreq(Ny)
         Rhat = sfft.rfft2(Z)
@@ -423,21 +520,30 @@ class ExactPsf:
         self._plans[key] = plan
         return plan
 
-    def _planes(self, shape, flux, x, y, s3, coef, v, mode):
+    def grid(self, shape, x, y, s3, amps, v):
+        """``(Ny, Nx)``: the FFT grid for a galaxy at ``(x, y)`` with shape ``s3`` and profile
+        amplitudes ``amps``, variances ``v`` on an image of ``shape`` (see
+        :func:`_grid_len`)."""
+        H, W = int(shape[0]), int(shape[1])
+        tol = 0.5 * WRAP_TOL      # half for each axis
+        Ny = _grid_len(H, y, self._reach[0], _tail(amps, v, s3[2], self.res_abs_crop, tol))
+        Nx = _grid_len(W, x, self._reach[1], _tail(amps, v, s3[0], self.res_abs_crop, tol))
+        return Ny, Nx
+
+    def _planes(self, shape, flux, x, y, s3, coef, v, mode, amps):
         """Image-space planes of the residual term: ``(P, ny, nx)``."""
         H, W = int(shape[0]), int(shape[1])
-        plan = self._plan((H, W), _margin(s3, v, H, W))
+        v = np.ascontiguousarray(v, np.float64)
+        plan = self._plan(*self.grid((H, W), float(x), float(y), s3,
+                                     np.ascontiguousarray(amps, np.float64), v))
         kx, ky = plan["kx"], plan["ky"]
-        px = np.exp(-1j * kx * float(x)).view(np.float64).reshape(-1, 2)
-        py = np.exp(-1j * ky * float(y)).view(np.float64).reshape(-1, 2)
         P = 6 if mode == 1 else 1
         out = np.empty((P, plan["Ny"], kx.size), self._cdtype)
         acc = np.empty((coef.shape[0], kx.size))
         st = np.empty((5, coef.shape[1]))
-        _residual_planes(np.ascontiguousarray(coef, np.float64),
-                         np.ascontiguousarray(v, np.float64), s3[0], s3[1], s3[2],
-                         plan["dkx"], kx, ky, plan["Rhat_ri"], px, py, float(flux), mode,
-                         out.view(self._rdtype), acc, st)
+        _residual_planes(np.ascontiguousarray(coef, np.float64), v, s3[0], s3[1], s3[2],
+                         plan["dkx"], kx, ky, plan["Rhat_ri"], float(x), float(y), float(flux),
+                         mode, out.view(self._rdtype), acc, st)
         # inverse along y for every column, then along x only for the rows of the image
         g = sfft.ifft(out, axis=-2, overwrite_x=True)[:, :H]
         return sfft.irfft(g, n=plan["Nx"], axis=-1, overwrite_x=True)[:, :, :W]
@@ -449,14 +555,14 @@ class ExactPsf:
         v = np.asarray(variances, float)
         coef = np.vstack([a, a * v]) if derivs else a[None, :]
         buf[:6 if derivs else 1] += self._planes(buf.shape[1:], flux, x, y, s3, coef, v,
-                                                 1 if derivs else 0)
+                                                 1 if derivs else 0, a)
         return buf
 
     def residual_dn(self, shape, flux, x, y, s3, amps, variances, damps, dvariances):
         """``d/dn`` of the residual term for a profile whose ``a_m, v_m`` depend on ``n``."""
         a = np.asarray(amps, float)
         coef = np.vstack([np.asarray(damps, float), a * np.asarray(dvariances, float)])
-        return self._planes(shape, flux, x, y, s3, coef, variances, 2)[0]
+        return self._planes(shape, flux, x, y, s3, coef, variances, 2, a)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,3 +594,20 @@ def _pixel_mixtures():
 
 
 PIXEL_COMB, PIXEL_ONE = _pixel_mixtures()
+
+
+def _warm_exact():
+    """Compile (or load) the exact mode's kernels: the per-frequency sums in single and double
+    precision, the grid's tails and the alias sum (a first exact-mode render otherwise compiles
+    them silently)."""
+    one = np.ones(1)
+    k = np.zeros(3)
+    rhat = np.zeros((3, 2, 2))
+    acc = np.zeros((2, 2))
+    for dtype in (np.float32, np.float64):
+        out = np.zeros((6, 3, 4), dtype)
+        _residual_planes(np.ones((2, 1)), one, 1.0, 0.1, 1.0, 1.0, k[:2], k, rhat, 0.5, 0.5,
+                         1.0, 1, out, acc, np.zeros((5, 1)))
+    _tail(one, one, 1.0, 0.5, 1e-4)
+    _alias_sum_kernel(one, np.zeros((1, 2)), np.eye(2)[None], k[:2], k, 1,
+                      np.zeros((3, 2, 2)))

@@ -8,6 +8,13 @@ product with the residual, and chi^2. A fit's Jacobian columns are fixed linear 
 of the basis (``J = basis T``), so ``J^T W J = T^T gram T`` and ``J^T W r = T^T rhs``: the
 cost of a fit step is one derivative render plus about 2 (B + 1) B flops per pixel for ``B``
 basis planes, and no array of the Jacobian's size is ever formed (nor passed to BLAS).
+
+Every PSF a problem can have is accumulated (:func:`normal_psf`): a mixture is the kernel's own
+(one fused pass); no PSF, the pixel (the pixel mixtures of :func:`mogviewer.render.api._parts`,
+which depend on the galaxy's size, paired component by component: one fused pass too); a stamp
+used exactly (:class:`~mogviewer.render.exact.ExactPsf`): its mixture's Gaussians drawn by the
+derivative kernel, the residual's six planes added by FFT, then the rows accumulated (two
+passes: the FFT term exists only for the whole image).
 """
 
 from __future__ import annotations
@@ -85,6 +92,114 @@ def _galaxy_then_accumulate_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc
 
 
 _galaxy_then_accumulate = numba.njit(cache=True, nogil=True)(_galaxy_then_accumulate_py)
+
+
+def _pairs_normal_kernel_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc):
+    """As :func:`_galaxy_normal_kernel_py`, for components given as pairs: profile column
+    ``prof[:, c]`` (3, C) convolved with PSF component ``psf[:, c]`` (6, C), not every profile
+    column with every PSF component (the pixel as the PSF takes one Gaussian for the wide
+    galaxy components and the pixel mixture for the narrow ones)."""
+    _clear_sums(acc)
+    scratch = _placed(out, scratch, True)
+    C = prof.shape[1]
+    amp = scratch[:C]
+    mx = scratch[C:2 * C]
+    my = scratch[2 * C:3 * C]
+    cxx = scratch[3 * C:4 * C]
+    cxy = scratch[4 * C:5 * C]
+    cyy = scratch[5 * C:6 * C]
+    vf = scratch[6 * C:7 * C]
+    for c in range(C):
+        vm = prof[1, c]
+        amp[c] = prof[0, c] * psf[0, c]
+        mx[c] = x + psf[1, c]
+        my[c] = y + psf[2, c]
+        cxx[c] = vm * sxx + psf[3, c]
+        cxy[c] = vm * sxy + psf[4, c]
+        cyy[c] = vm * syy + psf[5, c]
+        vf[c] = prof[2, c]
+    _derivs_kernel(amp, mx, my, cxx, cxy, cyy, vf, out, True, scratch[7 * C:], acc)
+    _symmetrise(acc)
+
+
+_pairs_normal_kernel = numba.njit(cache=True, nogil=True)(_pairs_normal_kernel_py)
+
+
+def _accumulate_drawn_py(out, acc):
+    """The sums of ``acc`` over planes already drawn in ``out`` (6, H, W), four rows at a
+    time."""
+    _clear_sums(acc)
+    H = out.shape[1]
+    for r in range(0, H, 4):
+        _accumulate_rows(acc, out, r, min(4, H - r))
+    _symmetrise(acc)
+
+
+_accumulate_drawn = numba.njit(cache=True, nogil=True)(_accumulate_drawn_py)
+
+
+class NormalPsf:
+    """A PSF that is not a plain mixture, as :class:`NormalAccumulator` and :class:`DnPlane`
+    take it (made by :func:`normal_psf`).
+
+    Attributes
+    ----------
+    psf : ExactPsf or None
+        The stamp used exactly, or None (no PSF: the pixel).
+    fast : ndarray (6, K) or None
+        The packed Gaussians of an ExactPsf's mixture drawn as Gaussians (None: all of it is
+        in the residual).
+    """
+
+    __slots__ = ("psf", "fast", "_pairs")
+
+    def __init__(self, psf):
+        from .api import _psf_packed
+        from .exact import ExactPsf
+
+        if psf is not None and type(psf) is not ExactPsf:
+            raise TypeError(f"NormalPsf takes an ExactPsf or None, not {type(psf).__name__}")
+        self.psf = psf
+        self.fast = None if psf is None or psf.fast is None else _psf_packed(psf.fast)
+        self._pairs = {}
+
+    def pairs(self, pp, sxx, sxy, syy):
+        """``(prof (3, C), psf (6, C))`` component pairs of the pixel as the PSF for profile
+        columns ``pp`` (3, M) at shape ``S``: :func:`mogviewer.render.api._parts`, expanded
+        (cached by which columns are narrow)."""
+        from .api import _parts, _psf_packed
+
+        parts = _parts(pp, None, sxx, sxy, syy)
+        key = (id(pp), tuple(int(c.shape[1]) for c, _ in parts),
+               tuple(id(m) for _, m in parts))
+        hit = self._pairs.get(key)
+        if hit is not None and hit[0] is pp:
+            return hit[1], hit[2]
+        profs, psfs = [], []
+        for cols, mix in parts:
+            q = _psf_packed(mix)
+            M, K = cols.shape[1], q.shape[1]
+            profs.append(np.repeat(cols, K, axis=1))
+            psfs.append(np.tile(q, (1, M)))
+        prof = np.ascontiguousarray(np.hstack(profs))
+        psf = np.ascontiguousarray(np.hstack(psfs))
+        if len(self._pairs) > 8:
+            self._pairs.clear()
+        self._pairs[key] = (pp, prof, psf)
+        return prof, psf
+
+
+def normal_psf(psf):
+    """What :class:`NormalAccumulator` and :class:`DnPlane` take for a problem's PSF:
+    the packed (6, K) array of a :class:`~mogviewer.mixture.Mixture` (the kernel's own path),
+    or a :class:`NormalPsf` for an :class:`~mogviewer.render.exact.ExactPsf` or for None (no
+    PSF: the pixel), so every problem can be fitted on accumulated normal equations."""
+    from .api import _psf_packed
+    from .exact import ExactPsf
+
+    if psf is None or type(psf) is ExactPsf:
+        return NormalPsf(psf)
+    return _psf_packed(psf)
 
 
 class _Planes(threading.local):
@@ -176,22 +291,51 @@ class NormalAccumulator:
                 raise ValueError(f"coef must have {self.B} entries, got shape {coef.shape}")
         gram = self._gram
         H, W = self.shape
-        C = prof_packed.shape[1] * psf_packed.shape[1]
-        sc = _scratch.full(W, C)
         acc = (self.data, self.weights, self.ext, coef, gram, self._rhs, self._tot, self._X,
                self._rg)
+        if type(psf_packed) is NormalPsf:
+            self._special(x, y, S3, prof_packed, psf_packed, acc)
+            return gram.copy(), self._rhs.copy(), float(self._tot[0])
+        C = prof_packed.shape[1] * psf_packed.shape[1]
+        sc = _scratch.full(W, C)
         kern = _galaxy_normal_kernel if self.fused else _galaxy_then_accumulate
         kern(float(x), float(y), float(S3[0]), float(S3[1]), float(S3[2]),
                               prof_packed, psf_packed, self.out, sc, acc)
         return gram.copy(), self._rhs.copy(), float(self._tot[0])
 
+    def _special(self, x, y, S3, pp, npsf, acc):
+        """The sums for a :class:`NormalPsf`: no PSF in one fused pass over the component
+        pairs; an ExactPsf as its Gaussians plus the residual's planes, then accumulated."""
+        sxx, sxy, syy = float(S3[0]), float(S3[1]), float(S3[2])
+        W = self.shape[1]
+        if npsf.psf is None:
+            prof, psf = npsf.pairs(pp, sxx, sxy, syy)
+            sc = _scratch.full(W, prof.shape[1])
+            _pairs_normal_kernel(float(x), float(y), sxx, sxy, syy, prof, psf, self.out, sc,
+                                 acc)
+            return
+        out = self.out
+        if npsf.fast is None:
+            out.fill(0.0)
+        else:
+            sc = _scratch.full(W, pp.shape[1] * npsf.fast.shape[1])
+            _galaxy_kernel(1.0, float(x), float(y), sxx, sxy, syy, pp, npsf.fast, out, True, sc,
+                           True)
+        npsf.psf.add_residual(out, 1.0, x, y, (sxx, sxy, syy), pp[0], pp[1], True)
+        _accumulate_drawn(out, acc)
+
 
 
 def _warm_normal():
-    """Compile (or load) the accumulating kernel: one signature serves every basis size."""
+    """Compile (or load) the accumulating kernels: one signature serves every basis size."""
     acc = NormalAccumulator(np.zeros((4, 4)), np.ones((4, 4)), n_ext=0, n_sky=1)
     acc(1.5, 1.5, (1.0, 0.1, 1.0), np.ones((3, 1)), np.vstack([np.ones(1)] + [np.zeros(1)] * 5),
         np.zeros(acc.B))
+    # no PSF (the pixel, paired components) and the two-pass accumulation of exact mode
+    prof = np.ones((3, 1))
+    acc(1.5, 1.5, (1.0, 0.1, 1.0), prof, NormalPsf(None), np.zeros(acc.B))
+    _accumulate_drawn(acc.out, (acc.data, acc.weights, acc.ext, np.zeros(acc.B), acc._gram,
+                                acc._rhs, acc._tot, acc._X, acc._rg))
 
 
 def _combine_dn_py(out, amp_part, var_part, sxx, sxy, syy):
@@ -219,6 +363,13 @@ class DnPlane:
         self.var = get("dn_var", (6, H, W))
 
     def __call__(self, out, x, y, S3, family, psf_packed):
+        if type(psf_packed) is NormalPsf:
+            # no PSF or a stamp used exactly: the render path's d/dn (same formula)
+            from .api import render_galaxy_dn
+
+            out[:] = render_galaxy_dn(1.0, x, y, S3, family, family.damps, family.dvariances,
+                                      psf_packed.psf, out.shape)
+            return
         pa = np.ascontiguousarray(family.amps, dtype=np.float64)
         pv = np.ascontiguousarray(family.variances, dtype=np.float64)
         da = np.ascontiguousarray(family.damps, dtype=np.float64)

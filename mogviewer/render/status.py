@@ -14,9 +14,10 @@ from __future__ import annotations
 
 
 def _entry_kernels():
-    from . import kernels, normal
+    from . import exact, kernels, normal
     return {"render": kernels._galaxy_kernel, "mixture": kernels._mixture_kernel,
-            "fit": normal._galaxy_normal_kernel}
+            "fit": normal._galaxy_normal_kernel, "fit (no PSF)": normal._pairs_normal_kernel,
+            "exact PSF": exact._residual_planes}
 
 
 def _state(disp):

@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 
+from .exact import _warm_exact
 from .kernels import _DELTA_PACKED, _galaxy_kernel, _mixture_kernel, _scratch
 from .normal import _warm_normal
 
@@ -40,6 +41,7 @@ def warmup(*, background=False):
                 _galaxy_kernel(1.0, 1.5, 1.5, 1.0, 0.1, 1.0, prof, _DELTA_PACKED, out, derivs,
                                _scratch.full(4, 1), True)
             _warm_normal()
+            _warm_exact()
             _warm["done"] = True
 
     if background:
