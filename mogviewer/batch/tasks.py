@@ -13,7 +13,7 @@ from ..export.files import check_output_path
 from ..fitting import FitProblem, fit, initial_guess
 from ..io import read_image
 from ..psf import read_psf
-from ..sampling import CONVERGENCE_TAUS, sample
+from ..sampling import CONVERGENCE_TAUS, priors_from_model, sample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,6 +350,7 @@ def _run_task(task, base, caught, step):
     if task.sample_steps and result.status == "converged":
         set_step("sampling the posterior")
         posterior = sample(problem, result, n_steps=task.sample_steps,
+                           priors=priors_from_model(saved) if saved is not None else None,
                            zeropoint=data.zeropoint)
         if not posterior.converged:
             problems.append(f"posterior chains shorter than {CONVERGENCE_TAUS} autocorrelation "
