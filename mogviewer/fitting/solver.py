@@ -26,7 +26,7 @@ from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.api import _profile_packed, _psf_packed
 from ..render.normal import DnPlane, NormalAccumulator, _planes
-from .flags import FitFlags
+from .flags import FitFlags, chi2nu_threshold
 from .lm import levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
 from .params import SHAPE, GalaxyParams
@@ -525,6 +525,8 @@ def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, m
     if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
         flags |= FitFlags.RE_BEYOND_STAMP
     flags |= psf_flags(problem, p)
+    if nu > 0 and chi2 / nu > chi2nu_threshold(nu):
+        flags |= FitFlags.ERRORS_UNDERESTIMATED
     if problem.uses_family:
         common = dict(common, n=p.n, flux_fraction=problem.profile_mixture(n=p.n).flux_fraction)
     return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=nit, nfev=nfev,
