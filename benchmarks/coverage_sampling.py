@@ -23,9 +23,17 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--profile", default="exp", choices=("exp", "ser"))
     ap.add_argument("--max-steps", type=int, default=3000)
+    ap.add_argument("--min-ess", type=int, default=1000)
+    ap.add_argument("--progress", action="store_true", help="a line per galaxy")
     args = ap.parse_args(argv)
-    hits, used, n_conv, dt = sampling_coverage.run(args.profile, args.n,
-                                                   max_steps=args.max_steps)
+
+    def report(used, hits, post):
+        print(f"{used:4d} " + " ".join(f"{k[0]}{p}={v}" for k in hits for p, v in hits[k].items())
+              + f" steps={post.n_steps} conv={post.converged}", flush=True)
+
+    hits, used, n_conv, dt = sampling_coverage.run(args.profile, args.n, min_ess=args.min_ess,
+                                                   max_steps=args.max_steps,
+                                                   report=report if args.progress else None)
     print(f"{used} galaxies fitted and sampled ({args.profile}), {n_conv} chains converged, "
           f"{dt:.0f} s")
     print(f"{'param':>6} {'posterior 16-84 %':>18} {'formal +-1 sigma':>17}")

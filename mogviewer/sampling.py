@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 from .errors import FitError
-from .fitting.problem import _FamilyProfile
+from .fitting.problem import FLUX_LIKE, _FamilyProfile
 from .render import render_galaxy
 
 __all__ = ["Posterior", "sample", "priors_from_model", "CONVERGENCE_TAUS"]
@@ -351,10 +351,19 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
         if not 0 <= burn < n_steps:
             raise FitError(f"burn must be in [0, n_steps), got {burn} of {n_steps}")
         limit = n_steps
-    best = result.params
+    # the chains run in the problem's internal units (data divided by problem.scale, 1 for
+    # ordinary data); samples of image-unit parameters are scaled back at the end
+    scale = getattr(problem, "scale", 1.0)
+    unit = np.array([scale if n in FLUX_LIKE else 1.0 for n in names])
+    best = problem.to_internal(result.params) if scale != 1.0 else result.params
+    if priors and scale != 1.0:
+        priors = {k: (m / scale, sd / scale) if k in FLUX_LIKE else (m, sd)
+                  for k, (m, sd) in priors.items()}
     lp = _LogProb(problem, best, priors)
     x0 = np.array([getattr(best, n) for n in names], float)
     cov = _laplace_covariance(result, ndim)
+    if cov is not None:
+        cov = cov / np.outer(unit, unit)
     rng = np.random.default_rng(seed)
     if cov is not None:
         # walkers start as draws from the Laplace approximation: nearly the stationary
@@ -364,6 +373,7 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
     else:
         err = np.sqrt(np.clip(np.diag(result.covariance), 0, None)) \
             if result.covariance is not None else np.zeros(ndim)
+        err = err / unit
         err = np.where(np.isfinite(err) & (err > 0), err, 1e-3 * np.maximum(np.abs(x0), 1.0))
         draw = np.diag(err)
         scale = 0.1
@@ -430,11 +440,11 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
     chain = sampler.get_chain(discard=burn)         # (steps, walkers, ndim)
     logp = sampler.get_log_prob(discard=burn).reshape(-1)
     tau_arr = _integrated_time(chain)
-    flat = chain.reshape(-1, ndim)
+    flat = chain.reshape(-1, ndim) * unit
     tau = {n: float(t) for n, t in zip(names, tau_arr)}
     ess = {n: float(n_walkers * kept / t) if t > 0 else math.nan for n, t in tau.items()}
     converged = bool(np.all(np.isfinite(tau_arr)) and np.all(kept > CONVERGENCE_TAUS * tau_arr))
-    derived = _derived(flat, names, best, problem, result, zeropoint)
+    derived = _derived(flat, names, result.params, problem, result, zeropoint)
     pct = {}
     for i, n in enumerate(names):
         pct[n] = tuple(float(v) for v in np.percentile(flat[:, i], [16, 50, 84]))

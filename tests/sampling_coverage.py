@@ -65,7 +65,7 @@ def formal(res, name):
     return res.flux_target, float(np.sqrt(grad @ res.covariance @ grad))
 
 
-def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000):
+def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000, report=None):
     """``(hits, used, n_converged, seconds)``: ``hits[kind][param]`` counts the galaxies whose
     interval (``kind`` 'posterior' or 'formal') contains the truth."""
     import time
@@ -96,4 +96,6 @@ def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000):
             hits["posterior"][p] += lo <= t <= hi
             f, e = formal(res, p)
             hits["formal"][p] += abs(f - t) <= e
+        if report is not None:
+            report(used, hits, post)
     return hits, used, n_conv, time.perf_counter() - t0
