@@ -1,58 +1,89 @@
 """Time per posterior (issue 20): emcee around the fit, until ESS >= 1000 for every parameter.
 
-Simulated galaxies with the 3-component PSF of tests/recovery.py at S/N ~ 100: exponential
-(7 free parameters) and Sersic (8) on 64x64, and the exponential on 256x256. For each, the
-fit, then chains of 32 walkers lengthened by 500 steps until the effective sample size of every
-parameter is >= 1000; prints the steps, the autocorrelation times, the ESS, the acceptance
-and the seconds (one process, one core's worth of work: numba renders single-threaded).
+Simulated galaxies at S/N ~ 100 (rendered with mogviewer's own renderer, so the model is exact)
+with the 3-component PSF mixture of tests/recovery.py: exponential (7 free parameters) and
+Sersic (8) on 64x64 and 256x256; and the 64x64 exponential with the HSC gal2 PSF stamp used
+exactly (mixture + FFT residual, the default for an image PSF). For each: the fit, then
+:func:`mogviewer.sampling.sample` in its adaptive mode (``min_ess=1000``: the run grows until
+every parameter's effective sample size is >= 1000 and the kept chain is longer than 50
+autocorrelation times). Printed: the steps of 32 walkers, the autocorrelation times, the
+smallest ESS, the acceptance, the seconds per posterior and their ratio to the 5 s goal; beside
+it, for the 64 px cases, the same run with differential-evolution moves only (the sampler before
+the Laplace independence proposals) and the ratio of the two.
+
+One process, one core: numba's kernels are single-threaded, BLAS is held to one thread here.
 
     python benchmarks/bench_sampling.py
 """
 
-import sys
-import time
-from pathlib import Path
+import os
 
-import numpy as np
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 import recovery  # noqa: E402
 
+from mogviewer import sampling  # noqa: E402
 from mogviewer.fitting import FitProblem, fit  # noqa: E402
+from mogviewer.psf import read_psf  # noqa: E402
 from mogviewer.render import render_model  # noqa: E402
-from mogviewer.sampling import sample  # noqa: E402
+
+GOAL_S = 5.0
 
 
-def problem(profile, size):
+def problem(profile, size, psf=None):
+    """A simulated galaxy (S/N 100, r_e = size/12, q 0.6) and its FitProblem."""
+    psf = recovery.PSF if psf is None else psf
     truth = dict(flux=3000.0 * (size / 64) ** 2, x=size / 2 - 0.4, y=size / 2 + 0.3,
                  re=size / 12, q=0.6, angle=70.0, sky=1.0)
-    img = render_model(truth, "exp", 6, recovery.PSF, (size, size))
+    mix = psf if not hasattr(psf, "mixture") else psf.mixture
+    img = render_model(truth, profile, 6 if profile == "exp" else None, mix, (size, size),
+                       n=1.5 if profile == "ser" else None)
     sigma = float(np.sqrt((img ** 2).sum()) / 100.0)
     img = img + np.random.default_rng(1).normal(0, sigma, img.shape)
-    return FitProblem.from_arrays(img, sigma=np.full(img.shape, sigma), psf=recovery.PSF,
+    return FitProblem.from_arrays(img, sigma=np.full(img.shape, sigma), psf=psf,
                                   profile=profile, M=6 if profile == "exp" else None,
-                                  n=1.5 if profile == "ser" else None)
+                                  n=2.0 if profile == "ser" else None)
+
+
+def run(prob, res, laplace=True):
+    saved = sampling.LAPLACE_WEIGHT
+    sampling.LAPLACE_WEIGHT = saved if laplace else 0.0
+    try:
+        return sampling.sample(prob, res, min_ess=1000)
+    finally:
+        sampling.LAPLACE_WEIGHT = saved
 
 
 def main():
-    print(f"{'case':>12} {'steps':>6} {'tau (min-max)':>14} {'ESS min':>8} {'accept':>7} "
-          f"{'seconds':>8}")
-    for profile, size in (("exp", 64), ("ser", 64), ("exp", 256)):
-        prob = problem(profile, size)
+    stamp = read_psf(ROOT / "sample_data/hsc_gal2/gal2_psf.npy")
+    cases = [("exp 64", "exp", 64, None, True), ("ser 64", "ser", 64, None, True),
+             ("exp 64 exact", "exp", 64, stamp, True), ("exp 256", "exp", 256, None, False),
+             ("ser 256", "ser", 256, None, False)]
+    print(f"{'case':>13} {'steps':>6} {'tau min-max':>12} {'ESS min':>8} {'accept':>7} "
+          f"{'s/posterior':>11} {'/ 5 s':>6} | {'DE only: steps':>14} {'s':>6} {'ratio':>6}")
+    for name, profile, size, psf, compare in cases:
+        prob = problem(profile, size, psf)
         res = fit(prob)
-        sample(prob, res, n_steps=20, burn=5)          # warm up outside the timing
-        steps = 800
-        t = time.perf_counter()
-        while True:
-            post = sample(prob, res, n_steps=steps, burn=steps // 4)
-            if min(post.ess.values()) >= 1000 or steps >= 8000:
-                break
-            steps += 500
-        dt = time.perf_counter() - t
+        sampling.sample(prob, res, n_steps=20, burn=5)          # compile outside the timing
+        post = run(prob, res)
         taus = list(post.tau.values())
-        print(f"{profile + ' ' + str(size):>12} {steps:>6} {min(taus):>6.1f}-{max(taus):<7.1f} "
-              f"{min(post.ess.values()):>8.0f} {post.acceptance:>7.2f} {dt:>8.1f}")
-        print(f"{'':>12} (the last run alone: {post.elapsed:.1f} s)")
+        line = (f"{name:>13} {post.n_steps:>6} {min(taus):>5.1f}-{max(taus):<6.1f} "
+                f"{min(post.ess.values()):>8.0f} {post.acceptance:>7.2f} {post.elapsed:>11.2f} "
+                f"{post.elapsed / GOAL_S:>6.2f}")
+        if compare:
+            old = run(prob, res, laplace=False)
+            line += (f" | {old.n_steps:>14} {old.elapsed:>6.2f} "
+                     f"{old.elapsed / post.elapsed:>5.1f}x")
+        print(line, flush=True)
+    print("ratio = DE-only seconds / these seconds; both until ESS >= 1000 and 50 tau")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def _write_inputs(d, rng):
     fits.writeto(d / "g;rm -rf x $(id).fits", img.astype(np.float32))
     # extreme values
     for tag, s in (("1e300", 1e300), ("1e-300", 1e-300), ("1e200", 1e200), ("1e-200", 1e-200),
-                   ("1e90", 1e90), ("1e-90", 1e-90)):
+                   ("1e90", 1e90), ("1e-90", 1e-90), ("1e120", 1e120), ("1e-120", 1e-120)):
         fits.writeto(d / f"scaled_{tag}.fits", img * s)
         fits.writeto(d / f"sigma_{tag}.fits", np.full((N, N), s))
     fits.writeto(d / "tiny_2x2.fits", np.ones((2, 2)))
@@ -402,6 +402,13 @@ def _cases():
                                        "{out}/o.csv"], 0, None)
     case("values", "image_1e-90_fits", ["fit", "{in}/scaled_1e-90.fits", "--quiet", "--csv",
                                         "{out}/o.csv"], 0, None)
+    # scale-free inputs (issue 15): fitted in internal units, results in the file's units
+    for tag in ("1e120", "1e-120"):
+        case("values", f"image_{tag}_fits", ["fit", f"{{in}}/scaled_{tag}.fits", "--quiet",
+                                             "--csv", "{out}/o.csv"], 0, None)
+        case("values", f"image_and_sigma_{tag}", ["fit", f"{{in}}/scaled_{tag}.fits", "--noise",
+                                                  f"{{in}}/sigma_{tag}.fits", "--quiet",
+                                                  "--csv", "{out}/o.csv"], 0, None)
     case("values", "info_truncated_error_hdu", ["info", "{in}/trunc_err.fits"], 2,
          "cannot be read")
     case("values", "tiny_2x2", ["fit", "{in}/tiny_2x2.fits", "--quiet", "--csv", "{out}/o.csv"],

@@ -96,6 +96,9 @@ def test_column_table_is_data_with_units_and_error_pairs():
             value = c.name[:-4]
             assert names.index(value) == names.index(c.name) - 1  # side by side
             assert export.COLUMNS[names.index(value)].unit == c.unit
+            # and its sqrt(chi2_nu)-scaled twin right after it, in the same unit (issue 20)
+            assert names[names.index(c.name) + 1] == c.name + "_scaled"
+            assert export.COLUMNS[names.index(c.name) + 1].unit == c.unit
     required = ["x", "y", "x_fits", "y_fits", "ra_deg", "dec_deg", "re_pix", "re_arcsec",
                 "re_circ_pix", "q", "ell", "e1", "e2", "pa_img_deg", "pa_galfit_deg",
                 "pa_eofn_deg", "flux", "mag", "flux_mog", "mag_mog", "sky", "chi2", "nu", "chi2_nu",
@@ -140,7 +143,11 @@ def test_row_has_every_column_and_is_consistent(ic64):
     assert row["mag_err"] == pytest.approx(1.0857362 * row["flux_err"] / row["flux"], rel=1e-6)
     assert row["mag_mog_err"] == pytest.approx(row["mag_err"], rel=1e-9)  # fixed profile
     assert row["chi2_nu"] == pytest.approx(row["chi2"] / row["nu"])
-    assert row["status"] == "converged" and row["flags"] == 0 and row["flag_names"] == ""
+    # IC 3478's chi2/nu with imfit's noise model is above 1.2 (real structure beyond the
+    # smooth profile): the formal errors are too small and the row says so (issue 20)
+    assert row["chi2_nu"] > 1.2
+    assert row["status"] == "converged" and row["flags"] == FitFlags.ERRORS_UNDERESTIMATED
+    assert row["flag_names"] == "ERRORS_UNDERESTIMATED"
     assert row["profile"] == "exp" and row["M"] == 6 and row["sky_model"] == "constant"
     assert row["mogviewer_version"] == __version__ and row["err_scaled"] is False
     assert row["file"] == str(IC64) and row["hdu"] == 0

@@ -136,7 +136,9 @@ def test_ic3478_exponential_against_imfit(M):
     prob = FitProblem.from_image_data(ic3478(), psf=None, profile="exp", M=M, sky="none")
     res = fit(prob)
     p = res.params
-    assert res.status == "converged" and res.flags == FitFlags(0)
+    # chi2/nu > 1.2 on this real galaxy: the formal errors are flagged as too small (issue 20)
+    assert res.status == "converged" and res.flags == FitFlags.ERRORS_UNDERESTIMATED
+    assert res.chi2_nu > 1.2
     assert p.re / (1.67835 * 20.0684) == pytest.approx(1.0, abs=0.03)
     assert 1 - p.q == pytest.approx(0.220646, abs=0.01)
     pa_galfit = (p.angle - 90.0 + 90.0) % 180.0 - 90.0

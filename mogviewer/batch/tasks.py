@@ -15,7 +15,7 @@ from ..fitting import FitProblem, fit, initial_guess
 from ..fitting.flags import FitFlags
 from ..io import read_image
 from ..psf import read_psf
-from ..sampling import CONVERGENCE_TAUS, sample
+from ..sampling import CONVERGENCE_TAUS, priors_from_model, sample
 from .scene_task import add_flags, find_neighbours, psf_columns, scene_flags_summary, scene_rows
 
 
@@ -414,6 +414,7 @@ def _run_task(task, base, caught, step):
     if task.sample_steps and result.status == "converged":
         set_step("sampling the posterior")
         posterior = sample(problem, result, n_steps=task.sample_steps,
+                           priors=priors_from_model(saved) if saved is not None else None,
                            zeropoint=data.zeropoint)
         if not posterior.converged:
             problems.append(f"posterior chains shorter than {CONVERGENCE_TAUS} autocorrelation "

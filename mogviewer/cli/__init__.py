@@ -14,12 +14,30 @@ so batch use never needs a display or Qt.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
 
-from .. import __version__
+
+def _startup_interrupt(signum, frame):
+    """Ctrl-C before :func:`main` runs (the console script still importing): one line and exit
+    status 130, without unwinding (there is nothing to clean up yet). A worker process started
+    by ``spawn`` re-imports the script too; it exits silently, its parent says it."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        os.write(2, b"mogviewer: interrupted\n")
+    os._exit(130)
+
+
+# Installed first, and only for the `mogviewer` console script (and its spawned workers, whose
+# sys.argv is the parent's): a library user's or a test's Ctrl-C keeps Python's own handling.
+if (os.path.basename(sys.argv[0]) if sys.argv else "") == "mogviewer" \
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _startup_interrupt)
+
+import importlib  # noqa: E402
+
+from .. import __version__  # noqa: E402
 
 #: Modules that contribute subcommands (in help order), imported by :func:`main`.
 SUBCOMMAND_NAMES = ("fit", "info", "psf", "profiles", "sersic")
@@ -78,6 +96,10 @@ def main(argv=None):
     in_main_thread = _in_main_thread()
     old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
+        if in_main_thread and signal.getsignal(signal.SIGINT) is _startup_interrupt:
+            # from here a Ctrl-C is a KeyboardInterrupt that the except below turns into the
+            # same line and status after the clean-up (files completed or removed)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         return _main(argv)
     except KeyboardInterrupt:
         if _TERMINATED:  # SIGTERM, possibly re-raised as BatchInterrupted after the clean-up

@@ -17,12 +17,14 @@ CONVENTIONS = {
     "q": "axis ratio b/a <= 1; ell = 1 - q",
     "re": "semi-major half-light radius of the target profile",
     "errors": "formal 1-sigma errors from (J^T W J)^-1, scaled by sqrt(chi2_nu) iff "
-              "err_scaled; derived quantities by linear propagation",
+              "err_scaled; derived quantities by linear propagation; <name>_err_scaled is "
+              "always the formal error times sqrt(chi2_nu)",
 }
 
 _NAN = float("nan")
 
-# (name, unit, description); value columns with an error are followed by "<name>_err".
+# (name, unit, description); value columns with an error are followed by "<name>_err" and
+# "<name>_err_scaled".
 #: Quantities whose posterior percentiles --sample adds (CSV name, unit).
 _SAMPLED = (("flux", "image units"), ("mag", "mag"), ("re_pix", "pix"), ("re_circ_pix", "pix"),
             ("q", ""), ("pa_img_deg", "deg"), ("n", ""), ("e1", ""), ("e2", ""),
@@ -136,6 +138,9 @@ def _build_columns():
         cols.append(Column(name, unit, desc))
         if len(entry) > 3 and entry[3]:
             cols.append(Column(f"{name}_err", unit, f"1-sigma error of {name}"))
+            cols.append(Column(f"{name}_err_scaled", unit,
+                               f"1-sigma error of {name} times sqrt(chi2_nu) (use when "
+                               "ERRORS_UNDERESTIMATED is set)"))
     return tuple(cols)
 
 

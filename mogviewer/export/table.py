@@ -190,6 +190,11 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
         row["re_arcsec"], row["re_arcsec_err"] = p.re * s_major, err["re"] * s_major
     elif pixscale is not None:
         row["re_arcsec"], row["re_arcsec_err"] = p.re * pixscale, err["re"] * pixscale
+    # every error also scaled by sqrt(chi2/nu), in its own column (issue 20)
+    to_scaled = math.sqrt(result.chi2_nu) / scale if result.chi2_nu >= 0 else _NAN
+    for name in [k for k in row if k.endswith("_err")]:
+        if row[name] is not None:
+            row[name + "_scaled"] = row[name] * to_scaled
     if posterior is not None:
         _posterior_columns(row, posterior)
     return row

@@ -4,6 +4,23 @@
 from __future__ import annotations
 
 import enum
+import math
+
+#: ``ERRORS_UNDERESTIMATED`` is set when ``chi2/nu > 1 + max(CHI2NU_NSIGMA sqrt(2/nu),
+#: CHI2NU_FLOOR)``. With the right noise map and model, chi2 follows the chi-squared
+#: distribution with nu degrees of freedom, so chi2/nu has mean 1 and standard deviation
+#: sqrt(2/nu) (0.022 for a 64x64 stamp, 0.0055 for 256x256); 5 of them is a false alarm in
+#: fewer than one fit in a million. The floor: every real galaxy differs from a smooth profile,
+#: so on a large stamp chi2/nu exceeds 1 + 5 sqrt(2/nu) for a few per cent of structure; below
+#: 1.2 the formal errors are too small by at most sqrt(1.2) = 1.095, less than the ~10 %
+#: to which the errors of an error are usually known, and the flag stays quiet.
+CHI2NU_NSIGMA = 5.0
+CHI2NU_FLOOR = 0.2
+
+
+def chi2nu_threshold(nu):
+    """The ``chi2/nu`` above which ``ERRORS_UNDERESTIMATED`` is set (see :data:`CHI2NU_FLOOR`)."""
+    return 1.0 + max(CHI2NU_NSIGMA * math.sqrt(2.0 / nu), CHI2NU_FLOOR) if nu > 0 else math.inf
 
 
 class FitFlags(enum.IntFlag):
@@ -20,3 +37,7 @@ class FitFlags(enum.IntFlag):
     RE_BEYOND_STAMP = 256     #: r_e larger than the stamp: size, flux and sky are degenerate
     PSF_APPROX = 512          #: mixture-only PSF that misses the stamp's size or flux by > 0.1 %
     UNDERSAMPLED = 1024       #: > 1 % of the flux in Gaussians narrower than 0.5 px (minor sigma)
+    #: chi2/nu above :func:`chi2nu_threshold` (5 sigma of the chi-squared distribution, at least
+    #: 1.2): the noise map or the model is wrong and the formal errors are too small; use the
+    #: ``_err_scaled`` columns (``err sqrt(chi2/nu)``) or the posterior of a corrected noise map
+    ERRORS_UNDERESTIMATED = 2048

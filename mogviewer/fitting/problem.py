@@ -38,6 +38,51 @@ _LN_R_MIN, _LN_R_MAX, _ETA_MAX = math.log(1e-3), math.log(1e6), math.log(1e4)
 _Q_MIN = 1e-4
 
 
+#: Parameters in image units (scaled with the data); the rest are pixels, degrees or numbers.
+FLUX_LIKE = ("flux", "flux2", "sky", "sky_dx", "sky_dy")
+#: Data whose typical magnitude lies outside this range are fitted in internal units: divided
+#: by a power of two near that magnitude (exact in floating point), so that squares and inverse
+#: variances stay far from overflow and underflow (issue 15). Inside it nothing is scaled and
+#: results are bit for bit those of unscaled data.
+SCALE_FREE_RANGE = (1e-30, 1e30)
+
+
+def _data_scale(image, noise):
+    """The power of two by which ``image`` and its noise are divided inside a problem (1.0 for
+    data of ordinary magnitude). ``noise``: ``(kind, array)`` or None. The typical magnitude is
+    the median noise sigma when a noise array is given, else the median non-zero |pixel|."""
+    typical = None
+    if noise is not None:
+        kind, arr = noise
+        with np.errstate(all="ignore"):
+            a = np.asarray(arr, dtype=float)
+            a = a[np.isfinite(a) & (a > 0)]
+            if a.size:
+                med = float(np.median(a))
+                typical = {"sigma": med, "variance": math.sqrt(med)}.get(kind, None)
+                if typical is None:                       # ivar, weight
+                    typical = 1.0 / math.sqrt(med) if med > 0 else None
+    if typical is None or not (math.isfinite(typical) and typical > 0):
+        a = np.abs(image[np.isfinite(image) & (image != 0)])
+        typical = float(np.median(a)) if a.size else 1.0
+    lo, hi = SCALE_FREE_RANGE
+    if lo <= typical <= hi or not (math.isfinite(typical) and typical > 0):
+        return 1.0
+    return 2.0 ** round(math.log2(typical))
+
+
+def _scaled_noise(noise, scale):
+    """The noise array in internal units (data divided by ``scale``)."""
+    kind, arr = noise
+    arr = np.asarray(arr, dtype=float)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if kind == "sigma":
+            return kind, arr / scale
+        if kind == "variance":
+            return kind, arr / scale / scale
+        return kind, arr * scale * scale
+
+
 def _weights_from(image, ivar, variance, sigma, weight, mask):
     given = [(n, a) for n, a in (("ivar", ivar), ("variance", variance), ("sigma", sigma),
                                  ("weight", weight)) if a is not None]
@@ -93,6 +138,14 @@ class FitProblem:
     bounds : dict
         ``name -> (lo, hi)`` in physical units; ``None`` entries or absent names are unbounded.
     sky : {'none', 'constant', 'plane'}
+    scale : float
+        Data of extreme magnitude (typical noise or pixel value outside
+        :data:`SCALE_FREE_RANGE`, e.g. an image in units of 1e-120) are held divided by this
+        power of two: :attr:`image` is ``data / scale``, :attr:`weights` are ``scale^2 /
+        sigma^2``. :func:`~mogviewer.fitting.fit`, :func:`initial_guess` and
+        :func:`model_image` take and return parameters in the caller's units (flux, sky x
+        scale); :func:`model_image` renders in the internal units of :attr:`image`. 1.0 for
+        ordinary data.
     profile2, M2 : str or None, int or None
         Second component sharing the centre (composite bulge + disk, e.g. ``profile='dev'`` with
         ``profile2='exp'``; mixtures of mixtures cost nothing extra). ``None``: one component.
@@ -111,6 +164,30 @@ class FitProblem:
     M2: int | None = None
     psf_mode: str = "pixel"
     psf_info: Mapping = field(default_factory=dict)
+    scale: float = 1.0
+
+    def to_internal(self, params):
+        """``params`` (the caller's image units) in the problem's internal units: image-unit
+        parameters (:data:`FLUX_LIKE`) divided by :attr:`scale`."""
+        if self.scale == 1.0:
+            return params
+        return params.replace(**{k: getattr(params, k) / self.scale for k in FLUX_LIKE})
+
+    def to_physical(self, params):
+        """Inverse of :meth:`to_internal`."""
+        if self.scale == 1.0:
+            return params
+        return params.replace(**{k: getattr(params, k) * self.scale for k in FLUX_LIKE})
+
+    def covariance_to_physical(self, cov, names):
+        """A covariance over ``names`` in internal units, in the caller's units. Beyond about
+        1e+-150 the variance of a flux is not a double (1e300 squared): it becomes inf or 0,
+        while the errors of shape, centre and n stay exact."""
+        if self.scale == 1.0:
+            return cov
+        d = np.array([self.scale if n in FLUX_LIKE else 1.0 for n in names])
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            return cov * d[:, None] * d[None, :]
 
     @classmethod
     def from_arrays(cls, image, *, ivar=None, variance=None, sigma=None, weight=None, mask=None,
@@ -138,6 +215,15 @@ class FitProblem:
             raise FitError(f"the image must be 2-D, got shape {img.shape}")
         if min(img.shape) < 3:
             raise FitError(f"the image is too small to fit ({img.shape})")
+        noise = [(k, a) for k, a in (("ivar", ivar), ("variance", variance), ("sigma", sigma),
+                                     ("weight", weight)) if a is not None]
+        scale = _data_scale(img, noise[0] if len(noise) == 1 else None)
+        if scale != 1.0:
+            img = img / scale
+            if len(noise) == 1:
+                k, a = _scaled_noise(noise[0], scale)
+                ivar, variance, sigma, weight = (a if k == n else None
+                                                 for n in ("ivar", "variance", "sigma", "weight"))
         w = _weights_from(img, ivar, variance, sigma, weight, mask)
         img[~np.isfinite(img)] = 0.0
         if profile not in ("exp", "dev", "lux", "luv", "ser"):
@@ -187,6 +273,10 @@ class FitProblem:
         free = tuple(p for p in allp if p in set(free) and p not in set(fixed))
         psf, psf_mode, psf_info = _resolve_psf(psf, psf_mode)
         bounds = {k: (None if v is None else tuple(v)) for k, v in dict(bounds or {}).items()}
+        if scale != 1.0:          # bounds on image-unit parameters are in the caller's units
+            bounds = {k: (v if v is None or k not in FLUX_LIKE else
+                          tuple(None if b is None else b / scale for b in v))
+                      for k, v in bounds.items()}
         if profile == "ser":
             # never beyond the family; and just above its lower end: within ~1e-3 of n = 0.5
             # its knots crowd (the mixture collapses to one Gaussian there) and d/dn of the tiny
@@ -209,7 +299,7 @@ class FitProblem:
         for a in (img, w):
             a.setflags(write=False)
         return cls(img, w, psf, profile, int(M), n, free, bounds, sky, profile2,
-                   None if M2 is None else int(M2), psf_mode, psf_info)
+                   None if M2 is None else int(M2), psf_mode, psf_info, scale)
 
     @classmethod
     def from_image_data(cls, data, **kwargs):
@@ -345,8 +435,9 @@ def psf_flags(problem, params):
 
 
 def model_image(problem, params, *, out=None):
-    """The model (galaxy + sky) for ``params`` on the problem's grid."""
-    p = params
+    """The model (galaxy + sky) for ``params`` (the caller's units) on the problem's grid, in
+    the units of ``problem.image`` (divided by ``problem.scale``, 1 for ordinary data)."""
+    p = problem.to_internal(params)
     prof = _FamilyProfile().at(p.n) if problem.uses_family else problem.profile_mixture()
     img = render_galaxy(p.flux, p.x, p.y, shape_matrix(p.re, p.q, p.angle), prof, None,
                         problem.psf, problem.shape, out=out)

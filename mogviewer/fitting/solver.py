@@ -26,7 +26,7 @@ from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.api import _profile_packed, _psf_packed
 from ..render.normal import DnPlane, NormalAccumulator, _planes
-from .flags import FitFlags
+from .flags import FitFlags, chi2nu_threshold
 from .lm import levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
 from .params import SHAPE, GalaxyParams
@@ -167,7 +167,7 @@ def _accumulable(problem):
     if getattr(problem, "psf_mode", "mixture") != "mixture":
         return False
     extra = [f.name for f in dataclasses.fields(problem)
-             if f.name not in _KNOWN_FIELDS and f.name not in ("psf_mode", "psf_info")]
+             if f.name not in _KNOWN_FIELDS and f.name not in ("psf_mode", "psf_info", "scale")]
     return all(getattr(problem, name) is None or getattr(problem, name) is False
                for name in extra)
 
@@ -323,6 +323,37 @@ class _NormalEvaluator:
 def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None, max_nfev=200, xtol=1e-8, ftol=1e-9,
         jacobian="analytic", solver="lm"):
+    """Fit ``problem`` from ``start`` (default :func:`initial_guess`); see :func:`_fit`.
+
+    Parameters and results are in the caller's image units. A problem holding data of extreme
+    magnitude (``problem.scale != 1``: values of 1e-120 or 1e120, say) is fitted in its internal
+    units and the result scaled back: flux and sky terms (and their covariance) times
+    ``problem.scale``; chi^2, shape, centre and n are unchanged by the scale.
+    """
+    if not isinstance(problem, FitProblem):
+        raise TypeError(f"problem must be a FitProblem, got {type(problem).__name__}")
+    if start is not None and not isinstance(start, GalaxyParams):
+        raise TypeError(f"start must be GalaxyParams, got {type(start).__name__}")
+    scale = getattr(problem, "scale", 1.0)
+    kw = dict(should_stop=should_stop, max_nfev=max_nfev, xtol=xtol, ftol=ftol,
+              jacobian=jacobian, solver=solver)
+    if scale == 1.0:
+        return _fit(problem, start, callback=callback, **kw)
+    cb = None
+    if callback is not None:
+        def cb(progress):
+            callback(dataclasses.replace(progress, params=problem.to_physical(progress.params)))
+    res = _fit(problem, None if start is None else problem.to_internal(start), callback=cb,
+               **kw)
+    return dataclasses.replace(res, params=problem.to_physical(res.params),
+                               start=problem.to_physical(res.start),
+                               covariance=problem.covariance_to_physical(res.covariance,
+                                                                         res.free))
+
+
+def _fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None = None,
+         should_stop: Callable[[], bool] | None = None, max_nfev=200, xtol=1e-8, ftol=1e-9,
+         jacobian="analytic", solver="lm"):
     """Fit ``problem`` from ``start`` (default :func:`initial_guess`).
 
     Parameters
@@ -382,7 +413,7 @@ def fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None =
                       "nothing to fit (is everything masked or of zero weight?)")
     if start is None:
         try:
-            start = initial_guess(problem)
+            start = problem.to_internal(initial_guess(problem))
         except FitError as exc:
             ny, nx = problem.shape
             return failed(GalaxyParams(flux=0.0, x=(nx - 1) / 2, y=(ny - 1) / 2, re=1.0, q=1.0,
@@ -525,6 +556,8 @@ def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, m
     if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
         flags |= FitFlags.RE_BEYOND_STAMP
     flags |= psf_flags(problem, p)
+    if nu > 0 and chi2 / nu > chi2nu_threshold(nu):
+        flags |= FitFlags.ERRORS_UNDERESTIMATED
     if problem.uses_family:
         common = dict(common, n=p.n, flux_fraction=problem.profile_mixture(n=p.n).flux_fraction)
     return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=nit, nfev=nfev,

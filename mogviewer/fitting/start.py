@@ -136,8 +136,10 @@ def initial_guess(problem, *, centre=None):
     if problem.profile2 is not None:
         # composite: a compact, rounder first component (bulge) holding 40 % of the light and
         # an extended second one (disk) with the moment ellipse
-        return GalaxyParams(flux=0.4 * flux, x=xc, y=yc, re=0.5 * re, q=min(1.0, q + 0.2),
-                            angle=angle, sky=sky, flux2=0.6 * flux, re2=1.2 * re, q2=q,
-                            angle2=angle, n=problem.n if problem.uses_family else 1.0)
-    return GalaxyParams(flux=flux, x=xc, y=yc, re=re, q=q, angle=angle, sky=sky,
-                        n=problem.n if problem.uses_family else 1.0)
+        return problem.to_physical(GalaxyParams(
+            flux=0.4 * flux, x=xc, y=yc, re=0.5 * re, q=min(1.0, q + 0.2), angle=angle, sky=sky,
+            flux2=0.6 * flux, re2=1.2 * re, q2=q, angle2=angle,
+            n=problem.n if problem.uses_family else 1.0))
+    # the caller's image units (a problem of extreme data works divided by problem.scale)
+    return problem.to_physical(GalaxyParams(flux=flux, x=xc, y=yc, re=re, q=q, angle=angle,
+                                            sky=sky, n=problem.n if problem.uses_family else 1.0))

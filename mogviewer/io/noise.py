@@ -11,9 +11,10 @@ from ..errors import ImageReadError
 # noise
 # --------------------------------------------------------------------------------------------
 
-#: Pixel values (and noise sigmas) must lie within this range of magnitudes: beyond it squares
-#: and inverse variances overflow or underflow double precision (1e300 ** 2 is inf).
-SCALE_LIMITS = (1e-100, 1e100)
+#: Pixel values (and noise sigmas) must lie within this range of magnitudes: beyond it inverse
+#: variances overflow or underflow double precision (1/(1e200)^2 is 0). Within it data of any
+#: scale are fitted (FitProblem divides them by a power of two near their magnitude: issue 15).
+SCALE_LIMITS = (1e-150, 1e150)
 
 
 def _check_scale(values, what, *, kind="values"):

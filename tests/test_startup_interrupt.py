@@ -1,0 +1,48 @@
+"""Issue 15: Ctrl-C while the `mogviewer` console script is still importing prints one line and
+exits 130, no traceback; a library user's Ctrl-C keeps Python's KeyboardInterrupt."""
+
+import subprocess
+import sys
+
+import pytest
+
+# the signal arrives while the script is between importing mogviewer.cli and calling main()
+# (where a KeyboardInterrupt would have no handler yet): deterministic, no timing
+_SCRIPT = """
+import os, signal, sys, time
+sys.argv = [{argv0!r}, "fit", "x.fits"]
+import mogviewer.cli
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(5)
+print("not interrupted")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_interrupt_while_the_console_script_imports_is_one_line_and_130():
+    p = subprocess.run([sys.executable, "-c", _SCRIPT.format(argv0="/usr/bin/mogviewer")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 130
+    assert p.stderr == "mogviewer: interrupted\n" and p.stdout == ""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_library_import_keeps_pythons_keyboard_interrupt():
+    p = subprocess.run([sys.executable, "-c", _SCRIPT.format(argv0="myscript.py")],
+                       capture_output=True, text=True, timeout=60)
+    # Python 3.11 ends an unhandled KeyboardInterrupt by the signal itself (-2) after its traceback
+    assert p.returncode in (1, -2) and "KeyboardInterrupt" in p.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_spawned_worker_exits_130_silently():
+    # a spawn worker re-imports the script with the parent's sys.argv: it must not print a
+    # second line (its parent says it)
+    code = ("import multiprocessing as mp, os, signal, sys\n"
+            "sys.argv = ['/usr/bin/mogviewer']\n"
+            "mp.parent_process = lambda: object()\n"       # what a worker sees
+            "import mogviewer.cli\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "import time; time.sleep(5)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 130 and p.stderr == "" and p.stdout == ""
