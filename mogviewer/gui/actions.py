@@ -156,7 +156,12 @@ class Actions(QtCore.QObject):
         QtWidgets.QMessageBox.critical(self.window, title, text)
 
     def report_exception(self, exc_type, exc, tb):
-        """Show an unexpected exception in a dialog and the log (installed as excepthook)."""
+        """Show an exception that reached the event loop (installed as excepthook): a
+        mogviewer error (:class:`~mogviewer.errors.MogviewerError`) as its plain message, with
+        no traceback; anything else as "Unexpected error", its traceback in the log."""
+        if engine.is_user_error(exc):
+            self.show_error("Cannot do that", str(exc))
+            return
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         self.show_error("Unexpected error",
                         f"{exc_type.__name__}: {exc}\n\nThe app keeps running; details are in "
@@ -230,13 +235,21 @@ class Actions(QtCore.QObject):
         """Read an image; a new file (not the same file with another HDU, mask, noise or
         zeropoint) with a PSF in use asks whether that PSF is also the new image's."""
         options = dict(options or {})
+        keep = ("The current image is unchanged." if self.state.data is not None
+                else "No image is open: use File > Open Image or File > Open Sample Galaxy.")
         try:
             data = engine.read_image(path, **options)
         except engine.READ_ERRORS as exc:
-            keep = ("The current image is unchanged." if self.state.data is not None
-                    else "No image is open: use File > Open Image or File > Open Sample Galaxy.")
             self.show_error(f"Cannot open {kind_label}",
                             f"{Path(str(path)).name} could not be read:\n\n{exc}\n\n{keep}")
+            return False
+        s = self.state
+        try:   # an image that cannot be fitted at all (too small, nothing usable) is refused
+            engine.make_problem(data, psf=None, profile=s.profile, M=s.M, free=s.free,
+                                sky=s.sky_on, n=None if s.params is None else s.params.n)
+        except (engine.FitError, ValueError) as exc:
+            self.show_error(f"Cannot open {kind_label}",
+                            f"{Path(str(path)).name} cannot be fitted:\n\n{exc}\n\n{keep}")
             return False
         same_file = self.state.image_path is not None and path is not None and \
             str(path) == self.state.image_path
@@ -381,8 +394,8 @@ class Actions(QtCore.QObject):
     def open_model(self, path):
         try:
             saved = engine.read_model_json(path)
-        except engine.export_error_types() + engine.READ_ERRORS as exc:
-            self.show_error("Cannot open model", f"{Path(str(path)).name}:\n\n{exc}")
+        except engine.export_error_types() + engine.READ_ERRORS + (RecursionError,) as exc:
+            self.show_error("Cannot open model", engine.message_about(exc, Path(str(path)).name))
             return False
         if self.state.data is None:
             self.show_error("Cannot open model", "Open an image before a model.")
@@ -390,6 +403,7 @@ class Actions(QtCore.QObject):
         if saved.profile in engine.PROFILES:
             self.state.set_profile(saved.profile, saved.M)
         self.state.set_sky(saved.sky != "none")
+        self.state.model_path = str(path)
         self.push_params(saved.params, f"Load model {Path(path).name}")
         self.state.log(f"Model from {path}: {format_params(saved.params)}")
         self.add_recent("model", path)
@@ -603,6 +617,11 @@ class Actions(QtCore.QObject):
                               "_mog.csv", "csv")
         if not path:
             return
+        try:     # refused at once (an input, a device, ...): no question about appending
+            engine.check_output_path(path, "CSV", inputs=self.state.input_files())
+        except engine.export_error_types() as exc:
+            self.show_error("Cannot export CSV", str(exc))
+            return
         append = False
         if Path(path).exists() and Path(path).stat().st_size > 0:
             answer = dialogs.ask_csv_append(self.window, Path(path).name)
@@ -643,7 +662,7 @@ class Actions(QtCore.QObject):
         def go():
             row = engine.result_row(s.result, data=s.data, problem=s.problem(),
                                     psf_text=self._psf_text())
-            engine.write_csv(path, [row], append=append)
+            engine.write_csv(path, [row], append=append, inputs=s.input_files())
 
         ok = self._export("CSV", go)
         if ok:
@@ -656,7 +675,8 @@ class Actions(QtCore.QObject):
             self.show_error("Nothing to export", "Fit first: the image block holds a fit.")
             return False
         ok = self._export("image block", lambda: engine.write_imgblock(
-            path, problem=s.problem(), result=s.result, data=s.data, psf_text=self._psf_text()))
+            path, problem=s.problem(), result=s.result, data=s.data, psf_text=self._psf_text(),
+            inputs=s.input_files()))
         if ok:
             s.log(f"Wrote image block {path}")
         return ok
@@ -665,7 +685,8 @@ class Actions(QtCore.QObject):
         s = self.state
         res = s.result if s.result is not None and s.result.params == s.params else None
         ok = self._export("region", lambda: engine.write_region(
-            path, params=s.params, profile=s.profile, M=s.M, result=res, data=s.data))
+            path, params=s.params, profile=s.profile, M=s.M, result=res, data=s.data,
+            inputs=s.input_files()))
         if ok:
             s.log(f"Wrote DS9 region {path}")
         return ok
@@ -674,14 +695,19 @@ class Actions(QtCore.QObject):
         s = self.state
         ok = self._export("model", lambda: engine.write_model_json(
             path, params=s.params, problem=s.problem(), result=s.result,
-            source=s.image_path))
+            source=s.image_path, inputs=s.input_files()))
         if ok:
             s.log(f"Wrote model {path}")
         return ok
 
     def export_png(self, path):
-        if not self.window.panels.render_png(path):
-            self.show_error("Cannot export PNG", f"{path} could not be written.")
+        def go():
+            # through the output-path policy: never over an input, complete or absent
+            with engine.atomic_output(path, "PNG", inputs=self.state.input_files()) as tmp:
+                if not self.window.panels.render_png(tmp):
+                    raise OSError(f"{path} could not be written")
+
+        if not self._export("PNG", go):
             return False
         self.state.log(f"Wrote panels {path}")
         return True

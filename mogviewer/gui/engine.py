@@ -23,7 +23,8 @@ from .. import export as mexport
 from .. import fitting, profiles, render, sample
 from .. import io as mio
 from .. import psf as mpsf
-from ..errors import MogviewerWarning
+from ..errors import MogviewerError, MogviewerWarning
+from ..export import files as mfiles
 from ..profiles import sersic as SERSIC
 
 # ------------------------------------------------------------------------------- errors
@@ -34,6 +35,19 @@ FitResult = fitting.FitResult
 FitProgress = fitting.FitProgress
 FitFlags = fitting.FitFlags
 PARAM_UNITS = fitting.PARAM_UNITS
+
+
+def is_user_error(exc):
+    """True for the errors mogviewer raises on purpose (:class:`MogviewerError`): their message
+    is written for people and is shown as it is, without a traceback."""
+    return isinstance(exc, MogviewerError)
+
+
+def message_about(exc, name):
+    """The message of ``exc`` about file ``name``, prefixed with the name unless the message
+    already says it."""
+    text = str(exc)
+    return text if name and name in text else f"{name}:\n\n{text}"
 
 
 def psf_error_types():
@@ -316,6 +330,19 @@ def export_error_types():
     return (OSError, ValueError, TypeError, mexport.ExportError, mexport.ModelFileError)
 
 
+def check_output_path(path, what, *, inputs=()):
+    """The output-path policy (:func:`mogviewer.export.files.check_output_path`): raises
+    ``ExportError`` when ``path`` is one of ``inputs``, not a regular file, or in a missing
+    directory."""
+    return mfiles.check_output_path(path, what, inputs=inputs)
+
+
+def atomic_output(path, what, *, inputs=()):
+    """Context manager yielding a temporary path renamed over ``path`` when complete
+    (:func:`mogviewer.export.files.atomic_output`: never over an input, nothing half written)."""
+    return mfiles.atomic_output(path, what, inputs=inputs)
+
+
 def psf_source(model, path):
     if model is None:
         return "none"
@@ -327,23 +354,31 @@ def result_row(result, *, data=None, problem=None, psf_text="none"):
     return mexport.result_to_row(result, data, problem=problem, psf_source=psf_text)
 
 
-def write_csv(path, rows, *, append=False):
-    return mexport.write_csv(path, rows, append=append)
+def write_csv(path, rows, *, append=False, inputs=()):
+    """CSV rows (atomic, or a locked append); refused over any of ``inputs``."""
+    return mexport.write_csv(path, rows, append=append, inputs=inputs)
 
 
-def write_imgblock(path, *, problem, result, data=None, psf_text="none"):
+def write_imgblock(path, *, problem, result, data=None, psf_text="none", inputs=()):
+    """GALFIT-style image block; refused over any of ``inputs`` (checked first, as the
+    command line does)."""
+    path = check_output_path(path, "image block", inputs=inputs)
     return mexport.write_imgblock(path, problem, result, data, psf_source=psf_text)
 
 
-def write_region(path, *, params, profile, M, result=None, data=None):
-    """DS9 region of the current ellipse (the fit's if ``result`` is given)."""
+def write_region(path, *, params, profile, M, result=None, data=None, inputs=()):
+    """DS9 region of the current ellipse (the fit's if ``result`` is given); refused over any
+    of ``inputs``."""
     from types import SimpleNamespace
+    path = check_output_path(path, "region", inputs=inputs)
     res = result if result is not None else SimpleNamespace(params=params, profile=profile, M=M)
     wcs = getattr(data, "wcs", None) if data is not None else None
     return mexport.write_region(path, res, wcs)
 
 
-def write_model_json(path, *, params, problem, result=None, source=None):
+def write_model_json(path, *, params, problem, result=None, source=None, inputs=()):
+    """Re-loadable model JSON; refused over any of ``inputs``."""
+    path = check_output_path(path, "model JSON", inputs=inputs)
     model = result if result is not None and result.params == params else params
     return mexport.write_model_json(path, model, problem=problem, profile=problem.profile,
                                       M=problem.M, source=source)

@@ -235,7 +235,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self._fit_params_width()
         self.params_dock = QtWidgets.QDockWidget("Model and fit", self)
         self.params_dock.setObjectName("params_dock")
-        self.params_dock.setWidget(scroll)
+        dock_body = QtWidgets.QWidget()
+        dl = QtWidgets.QVBoxLayout(dock_body)
+        dl.setContentsMargins(6, 6, 6, 0)
+        dl.setSpacing(2)
+        dl.addWidget(self.params.fit_group)     # never scrolled out of view (issue 15)
+        dl.addWidget(scroll, 1)
+        self.params_dock.setWidget(dock_body)
         self.params_dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable
                                      | QtWidgets.QDockWidget.DockWidgetFloatable)
         self.addDockWidget(QtCore.Qt.RightDockWidgetArea, self.params_dock)
@@ -376,7 +382,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._docks_sized = True
             if not getattr(self, "_dock_layout_restored", False):
                 self.resizeDocks([self.params_dock, self.log_dock],
-                                 [self.params.sizeHint().height() + 10, 60],
+                                 [self.params.fit_group.sizeHint().height()
+                                  + self.params.sizeHint().height() + 16, 60],
                                  QtCore.Qt.Vertical)
 
     # ================================================================== startup

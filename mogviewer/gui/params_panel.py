@@ -3,7 +3,8 @@
 A thin view of the session state: it shows ``state.params`` / ``state.result`` and the image's
 HDU/band, zeropoint and PSF, and sends edits out as signals (the actions turn them into undoable
 commands or file reads). Programmatic updates block the widgets' signals, so showing a value never
-echoes back as an edit. The Fit button comes first, so it is visible however short the window.
+echoes back as an edit. The Fit group (:attr:`ParamsPanel.fit_group`) is a separate widget the
+window keeps above the scrolling part, so the Fit button is visible however short the window.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ class ParamsPanel(QtWidgets.QWidget):
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(6, 6, 6, 6)
         outer.setSpacing(4)
-        outer.addWidget(self._build_fit_group())
+        # the Fit group is laid out by the window above the scrolling part of the dock, so it
+        # stays in view however short the window and wherever the parameters are scrolled
+        self.fit_group = self._build_fit_group()
 
         # profile ---------------------------------------------------------------
         gp = QtWidgets.QGroupBox("Profile")

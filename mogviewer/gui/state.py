@@ -169,6 +169,7 @@ class SessionState:
         self.psf_image_path = None   # the image that was open when the PSF was chosen
         self.psf_position = None     # (x, y) a varying PSFEx model was evaluated at
         self.psf_hdu = None          # the HDU of the PSF file (a multi-band file's band)
+        self.model_path = None       # the model JSON last opened (an input: never overwritten)
         self.profile = "exp"
         self.M = engine.DEFAULT_M["exp"]
         self.sky_on = True
@@ -197,6 +198,16 @@ class SessionState:
     @property
     def image_options(self):
         return dict(self.source.options)
+
+    def input_files(self):
+        """Every file the session has read and still depends on (image, its mask, noise map
+        and segmentation map, the PSF, the opened model JSON): an export must never overwrite
+        one of them (:func:`mogviewer.export.files.check_output_path`'s ``inputs``)."""
+        out = [self.source.path, self.psf_path, self.model_path]
+        for key in ("mask", "noise", "segmap"):
+            out.append(self.source.options.get(key))
+        return tuple(str(p) for p in out if isinstance(p, (str, bytes)) or hasattr(
+            p, "__fspath__"))
 
     @property
     def psf_mixture(self):

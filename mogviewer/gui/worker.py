@@ -46,7 +46,11 @@ class FitWorker(QtCore.QObject):
             result = engine.run_fit(self.problem, self.start, callback=self.progressed.emit,
                                     should_stop=self._stop.is_set)
         except Exception as exc:  # noqa: BLE001 - reported to the user, never a crash
-            self.failed.emit(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=4)}")
+            if engine.is_user_error(exc):      # written for people: no traceback
+                self.failed.emit(str(exc))
+            else:
+                self.failed.emit(f"{type(exc).__name__}: {exc}\n\n"
+                                 f"{traceback.format_exc(limit=4)}")
             return
         self.finished.emit(result)
 
