@@ -537,7 +537,7 @@ class Actions(QtCore.QObject):
         s.set_busy(True)
         free = ", ".join(problem.free) or "nothing"
         s.log(f"Fit {s.profile} M={s.M}, sky {'on' if s.sky_on else 'off'}, "
-              f"PSF {'K=' + str(s.psf_model.n_components) if s.psf_model else 'none'}"
+              f"PSF {engine.psf_info_text(problem.psf_info) if s.psf_model else 'none'}"
               f"; free: {free}; start: {format_params(s.params)}")
         self.runner.start(problem, s.params)
         return True

@@ -288,8 +288,12 @@ def profile_quality(profile, M, n=None):
 
 
 # ------------------------------------------------------------------------------- fitting
-def make_problem(data, *, psf, profile, M, free, sky, n=None):
-    """A :class:`mogviewer.fitting.FitProblem` for the current session state."""
+def make_problem(data, *, psf, profile, M, free, sky, n=None, psf_mode="exact"):
+    """A :class:`mogviewer.fitting.FitProblem` for the current session state.
+
+    ``psf`` is a ``PsfModel`` (or a Mixture, or None); ``psf_mode`` 'exact' uses a PSF image
+    exactly (the library's ``psf_mode='auto'``, the command line's default: a mixture file
+    stays a mixture), 'mixture' its Gaussian mixture only."""
     sky_model = "constant" if sky else "none"
     allowed = ({"flux", "x", "y", "re", "q", "angle"} | ({"sky"} if sky else set())
                | ({"n"} if profile == "ser" else set()))
@@ -297,7 +301,47 @@ def make_problem(data, *, psf, profile, M, free, sky, n=None):
         n = min(max(float(n or 1.0), N_RANGE[0]), N_RANGE[1])
     return fitting.FitProblem.from_image_data(
         data, psf=psf, profile=profile, M=int(M), sky=sky_model, n=n,
+        psf_mode="auto" if psf_mode == "exact" else "mixture",
         free=tuple(p for p in free if p in allowed))
+
+
+def psf_info_text(info):
+    """One line of the PSF figures of a problem (``FitProblem.psf_info``) for people:
+    mode, K, size ratio and residuals of the mixture against the stamp."""
+    if not info:
+        return ""
+    mode = info.get("psf_mode")
+    if mode == "pixel":
+        return "no PSF: the model is integrated over each pixel"
+    parts = [{"exact": "exact (stamp)", "mixture": "mixture only"}.get(mode, str(mode)),
+             f"K = {info.get('psf_k')}"]
+    ratio, rflux, rpeak = (info.get(k) for k in ("psf_size_ratio", "psf_res_flux",
+                                                 "psf_res_peak"))
+    if ratio is not None:
+        parts.append(f"size ratio {ratio:.4f}")
+    elif rflux is not None:
+        parts.append("size ratio n/a (negative wings)")
+    if rflux is not None:
+        parts.append(f"residual flux {100 * rflux:.2g} %")
+    if rpeak is not None:
+        parts.append(f"residual peak {100 * rpeak:.2g} %")
+    return " \u00b7 ".join(parts)
+
+
+def psf_mixture_poor(info):
+    """True when a mixture-only model would set ``PSF_APPROX`` (size or total off by more
+    than the library's tolerance, or no size at all)."""
+    from ..fitting.problem import PSF_APPROX_TOL
+    rflux = info.get("psf_res_flux")
+    if rflux is None:
+        return False
+    ratio = info.get("psf_size_ratio")
+    return ratio is None or abs(ratio - 1.0) > PSF_APPROX_TOL or abs(rflux) > PSF_APPROX_TOL
+
+
+def psf_has_stamp(model):
+    """True when the PSF came from an image (so it can be used exactly)."""
+    return model is not None and getattr(model, "stamp", None) is not None
 
 
 def initial_guess(problem, *, centre=None):

@@ -18,7 +18,7 @@ from .actions import Actions
 from .panels import ImagePanels, ellipse_outline
 from .params_panel import ParamsPanel
 from .psf_dialog import PsfDialog
-from .state import COLORMAPS, LIMITS, STRETCHES, DisplayState, SessionState
+from .state import COLORMAPS, LIMITS, PSF_MODES, STRETCHES, DisplayState, SessionState
 
 ORG, APP = "mogviewer", "mogviewer"
 HOVER_HINT = "Point at an image for pixel values; drag the green ellipse or its handles."
@@ -362,6 +362,7 @@ class MainWindow(QtWidgets.QMainWindow):
         p.psf_open_requested.connect(lambda: a.ask_open("psf"))
         p.psf_remove_requested.connect(a.remove_psf)
         p.psf_position_edited.connect(a.set_psf_position)
+        p.psf_mode_chosen.connect(s.set_psf_mode)
 
     def _fit_params_width(self):
         """The parameter dock as wide as the panel needs (its rows change with the PSF: a
@@ -448,6 +449,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if prof in engine.PROFILES:
             self.state.set_profile(prof, a.setting("fit/M", None, int))
         self.state.set_sky(a.setting("fit/sky", True, bool))
+        mode = a.setting("fit/psf_mode", "exact", str)
+        if mode in PSF_MODES:
+            self.state.set_psf_mode(mode)
         self._rebuild_recent_menu()
 
     def save_settings(self):
@@ -463,6 +467,7 @@ class MainWindow(QtWidgets.QMainWindow):
         st.setValue("fit/profile", self.state.profile)
         st.setValue("fit/M", self.state.M)
         st.setValue("fit/sky", self.state.sky_on)
+        st.setValue("fit/psf_mode", self.state.psf_mode)
         st.sync()
 
     def closeEvent(self, ev):
@@ -554,10 +559,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self.psf_status.setText("PSF: none (not convolved)")
             self.psf_status.setStyleSheet("")
         else:
-            q = getattr(m, "quality", None)
-            extra = "" if q is None else \
-                f", max|res|/peak {100 * q.max_abs_residual_over_peak:.2g} %"
-            text = f"PSF: {Path(s.psf_path or '').name} (K = {m.n_components}{extra})"
+            info = s.psf_info or {}
+            mode = {"exact": "exact", "mixture": "mixture only"}.get(info.get("psf_mode"), "")
+            extra = "" if info.get("psf_res_peak") is None else \
+                f", max|res|/peak {100 * info['psf_res_peak']:.2g} %"
+            text = f"PSF: {Path(s.psf_path or '').name} ({mode}, K = {m.n_components}{extra})"
             if s.psf_from_other_image:
                 text += " \u2014 chosen for another image"
                 self.psf_status.setStyleSheet("color: #d08000;")

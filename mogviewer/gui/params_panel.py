@@ -58,9 +58,18 @@ class ParamSpin(QtWidgets.QDoubleSpinBox):
         self.setAlignment(QtCore.Qt.AlignRight)
         self.setMinimumWidth(96)
         self.setSingleStep(self.step)
+        self.setFocusPolicy(QtCore.Qt.StrongFocus)     # not focused by the wheel
 
     def textFromValue(self, v):
         return format(v, self.fmt)
+
+    def wheelEvent(self, ev):
+        # the wheel scrolls the dock unless this box has the focus: scrolling past the
+        # parameters must not step them (a wheel over the flux box changed the flux)
+        if not self.hasFocus():
+            ev.ignore()
+            return
+        super().wheelEvent(ev)
 
     def event(self, ev):
         # F (no modifier) can never be part of a number: let it reach the window's Fit shortcut
@@ -119,6 +128,7 @@ class ParamsPanel(QtWidgets.QWidget):
     psf_open_requested()
     psf_remove_requested()
     psf_position_edited(float, float) : where a varying PSFEx model is evaluated.
+    psf_mode_chosen(str) : 'exact' (the PSF image itself) or 'mixture' (its mixture only).
     """
 
     param_edited = QtCore.pyqtSignal(str, float)
@@ -134,6 +144,7 @@ class ParamsPanel(QtWidgets.QWidget):
     psf_open_requested = QtCore.pyqtSignal()
     psf_remove_requested = QtCore.pyqtSignal()
     psf_position_edited = QtCore.pyqtSignal(float, float)
+    psf_mode_chosen = QtCore.pyqtSignal(str)
 
     def __init__(self, state, parent=None):
         super().__init__(parent)
@@ -322,6 +333,31 @@ class ParamsPanel(QtWidgets.QWidget):
         grid.addWidget(self.pos_x, 4, 1)
         grid.addWidget(self.pos_y, 4, 2)
         grid.addWidget(self.pos_button, 4, 3)
+        self.psf_mode_combo = QtWidgets.QComboBox()
+        self.psf_mode_combo.addItem("exact (the PSF image)", "exact")
+        self.psf_mode_combo.addItem("mixture only", "mixture")
+        self.psf_mode_combo.setToolTip(
+            "exact: the model is the galaxy convolved with the PSF stamp itself (its Gaussian "
+            "mixture plus the residual, applied by FFT), as the command line does by default.\n"
+            "mixture only: the Gaussian mixture alone (Hogg & Lang's model; faster; a mixture "
+            "whose size or total differs from the stamp's by > 0.1 % biases sizes and sets "
+            "the PSF_APPROX flag).\nA mixture file (Tractor, JSON) is always used as it is.")
+        self.psf_mode_combo.currentIndexChanged.connect(self._on_psf_mode_combo)
+        self.psf_quality_label = QtWidgets.QLabel("")
+        self.psf_quality_label.setWordWrap(True)
+        self.psf_quality_label.setSizePolicy(QtWidgets.QSizePolicy.Ignored,
+                                             QtWidgets.QSizePolicy.Preferred)
+        self.psf_quality_label.setMinimumWidth(60)
+        self.psf_quality_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.psf_quality_label.setToolTip(
+            "K: Gaussians in the PSF mixture; size ratio: the mixture's second-moment size over "
+            "the stamp's; residual flux: sum(stamp - mixture) (stamp summing to 1); residual "
+            "peak: max|stamp - mixture| / max(stamp). The same figures are the CSV's psf_k, "
+            "psf_size_ratio, psf_res_flux, psf_res_peak.")
+        self.psf_mode_label = QtWidgets.QLabel("PSF mode")
+        grid.addWidget(self.psf_mode_label, 5, 0)
+        grid.addWidget(self.psf_mode_combo, 5, 1, 1, 3)
+        grid.addWidget(self.psf_quality_label, 6, 0, 1, 4)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(2, 1)
         self.state.image_changed.connect(self.show_image)
@@ -373,6 +409,19 @@ class ParamsPanel(QtWidgets.QWidget):
                 self.psf_label.setStyleSheet("")
             self.psf_label.setText(text)
         self.psf_remove_button.setEnabled(m is not None)
+        self.psf_mode_combo.blockSignals(True)
+        self.psf_mode_combo.setCurrentIndex(max(0, self.psf_mode_combo.findData(s.psf_mode)))
+        self.psf_mode_combo.blockSignals(False)
+        stamp = engine.psf_has_stamp(m)
+        self.psf_mode_combo.setEnabled(stamp and not s.busy)
+        info = s.psf_info
+        text = engine.psf_info_text(info)
+        if m is not None and not stamp:
+            text += "\n(a mixture file: used as it is)"
+        self.psf_quality_label.setText(text)
+        approx = bool(info) and info.get("psf_mode") == "mixture" and \
+            engine.psf_mixture_poor(info)
+        self.psf_quality_label.setStyleSheet("color: #b36b00;" if approx else "color: #555;")
         varying = bool(s.psf_path) and engine.psfex_needs_position(s.psf_path) is not None
         for w in (self.pos_label, self.pos_x, self.pos_y, self.pos_button):
             w.setVisible(varying)
@@ -381,6 +430,11 @@ class ParamsPanel(QtWidgets.QWidget):
                 sp.blockSignals(True)
                 sp.setValue(v)
                 sp.blockSignals(False)
+
+    def _on_psf_mode_combo(self, _i):
+        mode = self.psf_mode_combo.currentData()
+        if mode is not None:
+            self.psf_mode_chosen.emit(str(mode))
 
     def _on_hdu_combo(self, _i):
         idx = self.hdu_combo.currentData()
@@ -498,7 +552,8 @@ class ParamsPanel(QtWidgets.QWidget):
         self.cancel_button.setEnabled(busy)
         for w in (*self.spins.values(), *self.fix_boxes.values(), self.profile_combo,
                   self.M_combo, self.sky_box, self.reset_button, self.hdu_combo, self.zp_edit,
-                  self.psf_open_button, self.psf_remove_button, self.pos_button):
+                  self.psf_open_button, self.psf_remove_button, self.pos_button,
+                  self.psf_mode_combo):
             w.setEnabled(not busy)
         if busy:
             self.progress.setRange(0, 0)

@@ -36,6 +36,8 @@ STRETCHES = ("linear", "sqrt", "log", "asinh")
 #: of the unmasked pixels) and manual.
 PERCENTILES = (99.9, 99.5, 99.0, 98.0, 95.0, 90.0)
 LIMITS = ("min/max", "zscale", *(f"{p:g}%" for p in PERCENTILES), "manual")
+#: The PSF modes a user chooses between (:meth:`SessionState.set_psf_mode`).
+PSF_MODES = ("exact", "mixture")
 COLORMAPS = ("inferno", "viridis", "magma", "cividis", "gray", "CET-L1", "turbo")
 
 
@@ -133,7 +135,7 @@ class SessionState:
     Signals
     -------
     image_changed() : a new image (or the same file with other HDU, mask, noise, zeropoint).
-    psf_changed() : the PSF changed (or was removed).
+    psf_changed() : the PSF or its mode (exact / mixture) changed (or it was removed).
     config_changed() : profile, M, sky switch or fixed parameters changed.
     params_changed(params, origin) : the parameters changed; ``origin`` names who changed them
         (``'drag'``, ``'edit'``, ``'fit'``, ``'undo'``, ``'reset'``, ``'load'``), so a view can
@@ -170,6 +172,7 @@ class SessionState:
         self.psf_position = None     # (x, y) a varying PSFEx model was evaluated at
         self.psf_hdu = None          # the HDU of the PSF file (a multi-band file's band)
         self.model_path = None       # the model JSON last opened (an input: never overwritten)
+        self.psf_mode = "exact"      # 'exact' (the stamp itself when there is one) / 'mixture'
         self.profile = "exp"
         self.M = engine.DEFAULT_M["exp"]
         self.sky_on = True
@@ -271,6 +274,35 @@ class SessionState:
         self.clear_result()
         self.request_render(immediate=True)
 
+    def set_psf_mode(self, mode):
+        """``'exact'``: a PSF image is used exactly (the model is the galaxy convolved with the
+        stamp itself: its mixture plus the residual by FFT), as the command line does by
+        default; ``'mixture'``: its Gaussian mixture only (Hogg & Lang's model; faster, and a
+        poor mixture sets PSF_APPROX). A mixture file (Tractor, JSON) is always used as it is.
+        The fit result no longer matches the model and is cleared."""
+        if mode not in PSF_MODES:
+            raise ValueError(f"psf mode must be one of {PSF_MODES}, not {mode!r}")
+        if mode == self.psf_mode:
+            return
+        self.psf_mode = mode
+        self._problem = None
+        self.log("PSF mode: " + ("exact (the PSF image itself)" if mode == "exact"
+                                 else "mixture only (the PSF's Gaussian mixture)"))
+        self.psf_changed.emit()
+        self.clear_result()
+        self.request_render(immediate=True)
+
+    @property
+    def psf_info(self):
+        """The PSF's figures of the current problem (:func:`mogviewer.fitting.problem.
+        psf_quality_columns`: ``psf_k``, ``psf_mode`` ('exact', 'mixture' or 'pixel'),
+        ``psf_size_ratio``, ``psf_res_flux``, ``psf_res_peak``), or None without an image."""
+        try:
+            pr = self.problem()
+        except (engine.FitError, ValueError):
+            return None
+        return None if pr is None else dict(pr.psf_info)
+
     def adopt_psf(self):
         """The user says the PSF in use is also the current image's (no longer "from another
         image")."""
@@ -337,7 +369,8 @@ class SessionState:
             self._problem = None  # a fixed Sérsic index is taken from the problem
         if self._problem is None:
             self._problem = engine.make_problem(
-                self.data, psf=self.psf_mixture, profile=self.profile, M=self.M,
+                self.data, psf=self.psf_model, psf_mode=self.psf_mode,
+                profile=self.profile, M=self.M,
                 free=self.free, sky=self.sky_on,
                 n=self.params.n if self.params is not None else None)
         return self._problem

@@ -206,3 +206,23 @@ def test_fit_button_in_view_after_a_fit_at_1280x720(window, qtbot):
     assert visible_in(w.params.fit_button, w.params_dock)
     assert visible_in(w.params.fit_button, w)
     assert w.params.fit_button.isEnabled()
+
+
+def test_wheel_over_a_parameter_scrolls_instead_of_stepping_it(window, qtbot):
+    """Scrolling the dock with the wheel over the flux box stepped the flux (2 % a notch)."""
+    from PyQt5 import QtGui, QtWidgets
+    w = window
+    sp = w.params.spins["flux"]
+    w.params.fit_button.setFocus()
+    before = w.state.params.flux
+    pos = QtCore.QPointF(sp.rect().center())
+    ev = QtGui.QWheelEvent(pos, QtCore.QPointF(sp.mapToGlobal(pos.toPoint())),
+                           QtCore.QPoint(0, 0), QtCore.QPoint(0, -120), QtCore.Qt.NoButton,
+                           QtCore.Qt.NoModifier, QtCore.Qt.NoScrollPhase, False)
+    QtWidgets.QApplication.sendEvent(sp, ev)
+    qtbot.wait(20)
+    assert w.state.params.flux == before
+    sp.setFocus()
+    QtWidgets.QApplication.sendEvent(sp, ev)
+    qtbot.wait(20)
+    assert w.state.params.flux == pytest.approx(before / 1.02)   # a focused box still steps
