@@ -25,7 +25,7 @@ def test_psf_image_is_used_exactly_like_the_command_line(window, sample_files):
     """The session's problem is the one mogviewer/batch/tasks.py builds for ``mogviewer fit
     --psf`` (``FitProblem.from_image_data(data, psf=read_psf(path))``, psf_mode 'auto'): the
     same mode, figures and model image."""
-    w, s = window, window.state
+    s = window.state
     img, mask, psf_path = sample_files
     pr = s.problem()
     assert pr.psf_mode == "exact"
