@@ -152,7 +152,8 @@ def sample(problem, result, *, n_walkers=None, n_steps=1200, burn=None, priors=N
     n_steps : int
         Steps per walker (burn-in included).
     burn : int, optional
-        Steps dropped per walker; default ``n_steps // 4``.
+        Steps dropped per walker; default ``n_steps // 4`` (a run stopped early drops the
+        same fraction of the steps it ran).
     priors : dict, optional
         ``{name: (mean, sigma)}`` Gaussian priors on physical parameters.
     zeropoint : float, optional
@@ -207,6 +208,8 @@ def sample(problem, result, *, n_walkers=None, n_steps=1200, burn=None, priors=N
                 progress(done, n_steps)
             if should_stop is not None and should_stop():
                 break
+    if done < n_steps:      # stopped early: drop the same fraction of what was run
+        burn = min(burn, done * burn // n_steps)
     kept = max(done - burn, 1)
     chain = sampler.get_chain(discard=min(burn, done - 1))         # (steps, walkers, ndim)
     logp = sampler.get_log_prob(discard=min(burn, done - 1)).reshape(-1)

@@ -55,6 +55,9 @@ class Actions(QtCore.QObject):
     -------
     fit_finished(FitResult) : a fit ended (after the state was updated).
     fit_progressed(FitProgress) : one per optimiser iteration.
+    sample_finished(Posterior) : a posterior sampling ended (complete or cancelled), or None
+        when it failed.
+    sample_progressed(tuple) : ``(step, n_steps, elapsed_s)`` every 50 steps.
     psf_loaded(object) : a PSF finished loading (PsfModel) or failed / was declined (None).
     status_message(str, int) : a transient message for the status bar (text, milliseconds).
     recent_changed() : the recent-files list changed.
@@ -62,6 +65,8 @@ class Actions(QtCore.QObject):
 
     fit_finished = QtCore.pyqtSignal(object)
     fit_progressed = QtCore.pyqtSignal(object)
+    sample_finished = QtCore.pyqtSignal(object)
+    sample_progressed = QtCore.pyqtSignal(object)
     psf_loaded = QtCore.pyqtSignal(object)
     status_message = QtCore.pyqtSignal(str, int)
     recent_changed = QtCore.pyqtSignal()
@@ -73,6 +78,8 @@ class Actions(QtCore.QObject):
         self.settings = settings
         self.tasks = Tasks(self)
         self.runner = FitRunner(self)
+        self.sampler = FitRunner(self)       # posterior sampling: its own thread, same rules
+        self.sample_steps = engine.SAMPLE_STEPS[0]
         self.undo_stack = QtWidgets.QUndoStack(self)
         self.n_errors = 0
         self.last_error = None
@@ -84,8 +91,12 @@ class Actions(QtCore.QObject):
         self.runner.progressed.connect(self._on_fit_progress)
         self.runner.finished.connect(self._on_fit_finished)
         self.runner.failed.connect(self._on_fit_failed)
+        self.sampler.progressed.connect(self._on_sample_progress)
+        self.sampler.finished.connect(self._on_sample_finished)
+        self.sampler.failed.connect(self._on_sample_failed)
         self.undo_stack.indexChanged.connect(self.update_enabled)
         state.result_changed.connect(self.update_enabled)
+        state.params_changed.connect(self.update_enabled)
         state.image_changed.connect(self._on_image_changed)
         state.busy_changed.connect(self._on_busy)
 
@@ -138,8 +149,11 @@ class Actions(QtCore.QObject):
         self.q["undo"], self.q["redo"] = undo, redo
         m("fit", "&Fit", self.start_fit, ["F", "Ctrl+Return"],
           "Fit the model (in the background)")
+        m("sample", "&Sample Posterior", self.start_sample, "S",
+          "Sample the posterior around the fit (emcee, in the background): intervals and a "
+          "corner plot")
         m("cancel", "&Cancel Fit", self.cancel_fit, "Esc",
-          "Stop the running fit (keeps the best so far)")
+          "Stop the running fit or sampling (keeps what was done)")
         self.q["cancel"].setEnabled(False)
         m("reset", "&Start from Moments", self.reset_start, "Ctrl+R",
           "Reset the start parameters to the image moments")
@@ -547,6 +561,76 @@ class Actions(QtCore.QObject):
             self.state.log("Cancel requested.")
             self._status("Cancelling the fit\u2026", 3000)
             self.runner.cancel()
+        if self.sampler.running:
+            self.state.log("Cancel requested: the samples so far are kept.")
+            self._status("Stopping the sampling at its next progress point\u2026", 3000)
+            self.sampler.cancel()
+
+    # ================================================================== posterior
+    def set_sample_steps(self, n):
+        lo, hi = engine.SAMPLE_STEPS[1:]
+        self.sample_steps = int(min(max(int(n), lo), hi))
+
+    def can_sample(self):
+        s = self.state
+        return (s.result is not None and not s.busy and s.params == s.result.params
+                and s.result.status != "failed" and len(s.result.free) > 0)
+
+    def start_sample(self, n_steps=None):
+        """Sample the posterior around the current fit in the worker thread (emcee, as
+        ``mogviewer fit --sample STEPS``); progress every 50 steps, Cancel keeps the samples
+        so far. Returns True when it started."""
+        s = self.state
+        if s.busy or self.runner.running or self.sampler.running:
+            return False
+        if s.result is None or s.params != s.result.params:
+            self._status("Fit first: the posterior is sampled around a fit result.")
+            return False
+        if n_steps is not None:
+            self.set_sample_steps(n_steps)
+        try:
+            problem = s.problem()
+        except (engine.FitError, ValueError) as exc:
+            self.show_error("Cannot sample", str(exc))
+            return False
+        zp = None if s.data is None else s.data.zeropoint
+        s.set_busy(True, task="sample")
+        s.log(f"Sampling the posterior: {self.sample_steps} steps per walker (emcee), "
+              f"free: {', '.join(problem.free)}")
+        from .worker import SampleWorker
+        self._sample_for = s.result
+        self.sampler.start(problem, None, worker=SampleWorker(
+            problem, s.result, n_steps=self.sample_steps, zeropoint=zp))
+        return True
+
+    def _on_sample_progress(self, prog):
+        if self.state.busy:
+            self.sample_progressed.emit(prog)
+
+    def _on_sample_finished(self, post):
+        s = self.state
+        s.set_busy(False)
+        if s.result is not getattr(self, "_sample_for", None):
+            return                     # the result changed meanwhile: these samples are stale
+        s.set_posterior(post)
+        taus = [t for t in post.tau.values() if t == t]
+        ess = [e for e in post.ess.values() if e == e]
+        lines = [f"Posterior: {post.n_walkers} walkers x {post.n_steps} steps (burn-in "
+                 f"{post.burn}) in {post.elapsed:.1f} s, acceptance {post.acceptance:.2f}, "
+                 f"{'converged' if post.converged else 'NOT converged'}"
+                 + (f" (longest tau {max(taus):.0f} steps, smallest ESS {min(ess):.0f})"
+                    if taus and ess else "")]
+        for name, lo, mid, hi in engine.posterior_rows(post):
+            lines.append(f"  {name} = {mid:.6g} -{mid - lo:.3g} +{hi - mid:.3g} (16/50/84 %)")
+        s.log("\n".join(lines))
+        self._status("Posterior sampled" + ("" if post.converged else
+                                             ": not converged, sample longer"))
+        self.sample_finished.emit(post)
+
+    def _on_sample_failed(self, msg):
+        self.state.set_busy(False)
+        self.show_error("Sampling failed", msg.split("\n\n")[0], details=msg)
+        self.sample_finished.emit(None)
 
     def _on_fit_progress(self, snap):
         s = self.state
@@ -593,6 +677,7 @@ class Actions(QtCore.QObject):
             need_res = k in ("csv", "imgblock")
             a.setEnabled(has_img and (has_res or not need_res) and not busy)
         self.q["fit"].setEnabled(has_img and not busy)
+        self.q["sample"].setEnabled(self.can_sample())
         self.q["remove_psf"].setEnabled(self.state.psf_model is not None and not busy)
         self.q["undo"].setEnabled(not busy and self.undo_stack.canUndo())
         self.q["redo"].setEnabled(not busy and self.undo_stack.canRedo())
@@ -661,7 +746,7 @@ class Actions(QtCore.QObject):
 
         def go():
             row = engine.result_row(s.result, data=s.data, problem=s.problem(),
-                                    psf_text=self._psf_text())
+                                    psf_text=self._psf_text(), posterior=s.posterior)
             engine.write_csv(path, [row], append=append, inputs=s.input_files())
 
         ok = self._export("CSV", go)
@@ -719,6 +804,7 @@ class Actions(QtCore.QObject):
         except TypeError:
             pass
         self.runner.shutdown()
+        self.sampler.shutdown()
         self.tasks.shutdown()
 
 

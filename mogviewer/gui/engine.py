@@ -352,6 +352,68 @@ def run_fit(problem, start, *, callback, should_stop):
     return fitting.fit(problem, start, callback=callback, should_stop=should_stop)
 
 
+#: Steps per walker of the app's posterior sampling unless the user chooses (the command
+#: line's ``--sample STEPS`` bounds: 100 to 100000).
+SAMPLE_STEPS = (1000, 100, 100000)
+
+
+def run_sample(problem, result, *, n_steps, zeropoint=None, progress=None, should_stop=None):
+    """:func:`mogviewer.sampling.sample` (emcee, started at the fit), as ``mogviewer fit
+    --sample STEPS`` runs it; returns a ``Posterior``."""
+    from .. import sampling
+    return sampling.sample(problem, result, n_steps=int(n_steps), zeropoint=zeropoint,
+                           progress=progress, should_stop=should_stop)
+
+
+def converged_after():
+    """A chain counts as converged when longer than this many autocorrelation times."""
+    from .. import sampling
+    return sampling.CONVERGENCE_TAUS
+
+
+def posterior_rows(post):
+    """``[(name, p16, p50, p84)]`` of every sampled and derived quantity (angles in
+    [0, 180) as the CSV reports them)."""
+    rows = []
+    for name, (lo, mid, hi) in post.percentiles.items():
+        if name == "angle":
+            lo, mid, hi = (v % 180.0 for v in (lo, mid, hi))
+        rows.append((name, lo, mid, hi))
+    return rows
+
+
+def corner_rgba(post, *, truths=None, dpi=80):
+    """The corner plot of a posterior (the ``corner`` package, Foreman-Mackey 2016) as an
+    ``(h, w, 4)`` uint8 RGBA array, drawn with matplotlib's Agg canvas (no pyplot, no GUI:
+    safe in a worker thread). ``truths``: values marked on every panel (the best fit);
+    the 16/50/84 % quantiles are dashed lines, as in the CSV's ``_p16/_p50/_p84``."""
+    import corner
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(post.names)
+    k = len(names)
+    size = max(4.0, 1.6 * k)
+    fig = Figure(figsize=(size, size), dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.subplots(k, k)
+    samples = np.array(post.samples, float)
+    if "angle" in names:          # sampled unwrapped about the best fit
+        i = names.index("angle")
+        best = truths[i] if truths is not None else float(np.median(samples[:, i]))
+        samples[:, i] = best + ((samples[:, i] - best + 90.0) % 180.0 - 90.0)
+    labels = [PARAM_LABELS.get(n, n) for n in names]
+    corner.corner(samples, fig=fig, labels=labels, truths=truths, truth_color="#2a8a2a",
+                  quantiles=(0.16, 0.5, 0.84), show_titles=True, title_fmt=".4g",
+                  title_kwargs={"fontsize": 9}, label_kwargs={"fontsize": 9})
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba(), dtype=np.uint8).copy()
+
+
+PARAM_LABELS = {"flux": "flux", "x": "x [px]", "y": "y [px]", "re": "r_e [px]", "q": "q",
+                "angle": "angle [deg]", "n": "n", "sky": "sky"}
+
+
 def model_image(problem, params):
     """Model image (galaxy + sky as the problem's sky model says)."""
     img = fitting.model_image(problem, params)
@@ -393,9 +455,11 @@ def psf_source(model, path):
     return f"{path} ({model.source}, K={model.n_components})"
 
 
-def result_row(result, *, data=None, problem=None, psf_text="none"):
-    """One CSV row (dict) for ``result``: :func:`mogviewer.export.result_to_row`."""
-    return mexport.result_to_row(result, data, problem=problem, psf_source=psf_text)
+def result_row(result, *, data=None, problem=None, psf_text="none", posterior=None):
+    """One CSV row (dict) for ``result``: :func:`mogviewer.export.result_to_row`; with a
+    ``posterior`` the same percentile and diagnostic columns as ``mogviewer fit --sample``."""
+    return mexport.result_to_row(result, data, problem=problem, psf_source=psf_text,
+                                 posterior=posterior)
 
 
 def write_csv(path, rows, *, append=False, inputs=()):

@@ -194,6 +194,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state = SessionState(schedule=self._scheduler)
         self.commands = Actions(self, self.state, self.settings)
         self._psf_dialog = None
+        self._posterior_dialog = None
         self._quick_start = None
         self._hover = None
         self.setWindowTitle("mogviewer")
@@ -305,7 +306,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.undo_action, self.redo_action = q["undo"], q["redo"]
 
         fitm = mb.addMenu("F&it")
-        for k in ("fit", "cancel", "reset"):
+        for k in ("fit", "sample", "cancel", "reset"):
             fitm.addAction(q[k])
         self.fit_action, self.cancel_action = q["fit"], q["cancel"]
 
@@ -363,6 +364,10 @@ class MainWindow(QtWidgets.QMainWindow):
         p.psf_remove_requested.connect(a.remove_psf)
         p.psf_position_edited.connect(a.set_psf_position)
         p.psf_mode_chosen.connect(s.set_psf_mode)
+        p.sample_requested.connect(a.start_sample)
+        p.corner_requested.connect(self.show_posterior_dialog)
+        a.sample_progressed.connect(p.show_sample_progress)
+        a.sample_finished.connect(self._on_sample_finished)
 
     def _fit_params_width(self):
         """The parameter dock as wide as the panel needs (its rows change with the PSF: a
@@ -474,6 +479,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.commands.shutdown()
         if self._psf_dialog is not None:
             self._psf_dialog.close()
+        if self._posterior_dialog is not None:
+            self._posterior_dialog.close()
         self.save_settings()
         super().closeEvent(ev)
 
@@ -534,6 +541,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self._psf_dialog.show()
         self._psf_dialog.raise_()
         return self._psf_dialog
+
+    def show_posterior_dialog(self):
+        """The corner plot and intervals of the current posterior (None without one)."""
+        post = self.state.posterior
+        if post is None:
+            return None
+        from .posterior_dialog import PosteriorDialog
+        if self._posterior_dialog is None:
+            self._posterior_dialog = PosteriorDialog(self.commands.tasks, self)
+        self._posterior_dialog.show_posterior(post, self.state.result)
+        self._posterior_dialog.show()
+        self._posterior_dialog.raise_()
+        return self._posterior_dialog
+
+    def _on_sample_finished(self, post):
+        if post is not None and post is self.state.posterior:
+            self.show_posterior_dialog()
 
     def show_quick_start(self):
         if self._quick_start is None:

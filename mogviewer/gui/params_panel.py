@@ -129,6 +129,8 @@ class ParamsPanel(QtWidgets.QWidget):
     psf_remove_requested()
     psf_position_edited(float, float) : where a varying PSFEx model is evaluated.
     psf_mode_chosen(str) : 'exact' (the PSF image itself) or 'mixture' (its mixture only).
+    sample_requested(int) : sample the posterior with this many steps per walker.
+    corner_requested() : show the corner plot of the posterior.
     """
 
     param_edited = QtCore.pyqtSignal(str, float)
@@ -145,6 +147,8 @@ class ParamsPanel(QtWidgets.QWidget):
     psf_remove_requested = QtCore.pyqtSignal()
     psf_position_edited = QtCore.pyqtSignal(float, float)
     psf_mode_chosen = QtCore.pyqtSignal(str)
+    sample_requested = QtCore.pyqtSignal(int)
+    corner_requested = QtCore.pyqtSignal()
 
     def __init__(self, state, parent=None):
         super().__init__(parent)
@@ -190,7 +194,13 @@ class ParamsPanel(QtWidgets.QWidget):
         grid = QtWidgets.QGridLayout(gpar)
         grid.setHorizontalSpacing(6)
         grid.addWidget(self._small("fixed"), 0, 4)
+        self.post_header = self._small("posterior 16/50/84 %")
+        self.post_header.setToolTip(
+            "Median of the posterior and the distances to its 16th and 84th percentiles "
+            "(Sample posterior; flat priors within the bounds)")
+        grid.addWidget(self.post_header, 0, 5)
         self.spins, self.err_labels, self.fix_boxes, self.param_rows = {}, {}, {}, {}
+        self.post_labels = {}
         for r, name in enumerate(PARAM_NAMES, start=1):
             lab = QtWidgets.QLabel(LABELS[name])
             lab.setToolTip(TOOLTIPS[name])
@@ -210,6 +220,11 @@ class ParamsPanel(QtWidgets.QWidget):
             grid.addWidget(unit, r, 2)
             grid.addWidget(err, r, 3)
             grid.addWidget(fix, r, 4, alignment=QtCore.Qt.AlignCenter)
+            post = QtWidgets.QLabel("")
+            post.setStyleSheet("color: #2a4a8a;")
+            post.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+            grid.addWidget(post, r, 5)
+            self.post_labels[name] = post
             self.spins[name], self.err_labels[name], self.fix_boxes[name] = sp, err, fix
             self.param_rows[name] = (lab, sp, unit, err, fix)
         grid.setColumnStretch(1, 1)
@@ -217,7 +232,7 @@ class ParamsPanel(QtWidgets.QWidget):
         self.sky_box = QtWidgets.QCheckBox("fit a constant sky")
         self.sky_box.setChecked(True)
         self.sky_box.toggled.connect(self.sky_toggled.emit)
-        grid.addWidget(self.sky_box, r, 0, 1, 5)
+        grid.addWidget(self.sky_box, r, 0, 1, 6)
         row2 = QtWidgets.QHBoxLayout()
         self.reset_button = QtWidgets.QPushButton("Start from moments")
         self.reset_button.setToolTip("Reset the start to the image moments (initial guess)")
@@ -228,7 +243,18 @@ class ParamsPanel(QtWidgets.QWidget):
         self.components_box.toggled.connect(self.components_toggled.emit)
         row2.addWidget(self.reset_button)
         row2.addWidget(self.components_box)
-        grid.addLayout(row2, r + 1, 0, 1, 5)
+        grid.addLayout(row2, r + 1, 0, 1, 6)
+        self.posterior_label = QtWidgets.QLabel("")
+        self.posterior_label.setWordWrap(True)
+        self.posterior_label.setSizePolicy(QtWidgets.QSizePolicy.Ignored,
+                                           QtWidgets.QSizePolicy.Preferred)
+        self.posterior_label.setMinimumWidth(60)
+        self.posterior_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.corner_button = QtWidgets.QPushButton("Corner plot\u2026")
+        self.corner_button.setToolTip("The posterior's corner plot (corner package)")
+        self.corner_button.clicked.connect(self.corner_requested.emit)
+        grid.addWidget(self.posterior_label, r + 2, 0, 1, 6)
+        grid.addWidget(self.corner_button, r + 3, 0, 1, 3)
         outer.addWidget(gpar)
 
         outer.addWidget(self._build_image_group())
@@ -241,7 +267,11 @@ class ParamsPanel(QtWidgets.QWidget):
         state.config_changed.connect(self.show_config)
         state.model_changed.connect(self._on_model)
         state.busy_changed.connect(self.set_busy)
+        state.posterior_changed.connect(self.show_posterior)
+        state.result_changed.connect(self._update_sample_button)
+        state.params_changed.connect(self._update_sample_button)
         self.show_config()
+        self.show_posterior(None)
 
     def _build_fit_group(self):
         gfit = QtWidgets.QGroupBox("Fit")
@@ -260,6 +290,26 @@ class ParamsPanel(QtWidgets.QWidget):
         hb.addWidget(self.fit_button, 2)
         hb.addWidget(self.cancel_button, 1)
         v.addLayout(hb)
+        hs = QtWidgets.QHBoxLayout()
+        self.sample_button = QtWidgets.QPushButton("Sample posterior  (S)")
+        self.sample_button.setToolTip(
+            "Sample the posterior around the fit with emcee (in the background; Cancel keeps "
+            "the samples so far): 16/50/84 % intervals beside the parameters and a corner "
+            "plot. The CSV export then has the same columns as mogviewer fit --sample.")
+        self.sample_button.setEnabled(False)
+        self.sample_button.clicked.connect(
+            lambda: self.sample_requested.emit(self.steps_spin.value()))
+        self.steps_spin = QtWidgets.QSpinBox()
+        self.steps_spin.setRange(*engine.SAMPLE_STEPS[1:])
+        self.steps_spin.setValue(engine.SAMPLE_STEPS[0])
+        self.steps_spin.setSingleStep(500)
+        self.steps_spin.setSuffix(" steps")
+        self.steps_spin.setToolTip("Steps per walker (burn-in, the first quarter, included); "
+                                   "the chains count as converged beyond "
+                                   f"{engine.converged_after()} autocorrelation times")
+        hs.addWidget(self.sample_button, 2)
+        hs.addWidget(self.steps_spin, 1)
+        v.addLayout(hs)
         self.progress = QtWidgets.QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -555,20 +605,81 @@ class ParamsPanel(QtWidgets.QWidget):
                   self.psf_open_button, self.psf_remove_button, self.pos_button,
                   self.psf_mode_combo):
             w.setEnabled(not busy)
+        for w in (self.sample_button, self.steps_spin, self.corner_button):
+            w.setEnabled(not busy)
         if busy:
+            what = "sampling" if self.state.task == "sample" else "fitting"
             self.progress.setRange(0, 0)
-            self.progress.setFormat("fitting\u2026")
-            self.status_label.setText("fitting\u2026")
+            self.progress.setFormat(f"{what}\u2026")
+            self.status_label.setText(f"{what}\u2026")
             self.status_label.setStyleSheet("")
         else:
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             self.progress.setFormat("fitted" if self.state.result is not None else "stopped")
             self.show_config()
+            self.show_posterior(self.state.posterior)
+            self._update_sample_button()
 
     def show_progress(self, snap):
         self.progress.setFormat(f"iteration {snap.iteration}, {snap.nfev} evaluations")
         self.status_label.setText(f"fitting\u2026 {snap.elapsed:.1f} s")
+
+    def show_sample_progress(self, prog):
+        done, total, elapsed = prog
+        self.progress.setRange(0, int(total))
+        self.progress.setValue(int(done))
+        self.progress.setFormat("sampling: step %v of %m")
+        left = elapsed * (total - done) / done if done else float("nan")
+        self.status_label.setText(f"sampling\u2026 {elapsed:.1f} s"
+                                  + (f", about {left:.0f} s left" if math.isfinite(left)
+                                     else ""))
+
+    def _update_sample_button(self, *_):
+        s = self.state
+        ok = (s.result is not None and not s.busy and s.params == s.result.params
+              and s.result.status != "failed")
+        self.sample_button.setEnabled(ok)
+
+    def show_posterior(self, post):
+        """The posterior's 16/50/84 % beside each sampled parameter, its diagnostics below."""
+        for w in (self.post_header, *self.post_labels.values()):
+            w.setVisible(post is not None)
+        self.posterior_label.setVisible(post is not None)
+        self.corner_button.setVisible(post is not None)
+        self._update_sample_button()
+        if post is None:
+            for lab in self.post_labels.values():
+                lab.setText("")
+            self.posterior_label.setText("")
+            return
+        rows = {name: (lo, mid, hi) for name, lo, mid, hi in engine.posterior_rows(post)}
+        for name, lab in self.post_labels.items():
+            if name in post.names and name in rows:
+                lo, mid, hi = rows[name]
+                fmt = FORMATS[name]
+                lab.setText(f"{format(mid, fmt)} \u2212{mid - lo:.2g} +{hi - mid:.2g}")
+                lab.setToolTip(f"16 %: {lo:.6g}   50 %: {mid:.6g}   84 %: {hi:.6g}\n"
+                               f"tau {post.tau.get(name, float('nan')):.0f} steps, ESS "
+                               f"{post.ess.get(name, float('nan')):.0f}")
+            else:
+                lab.setText("")
+        taus = [t for t in post.tau.values() if math.isfinite(t)]
+        ess = [e for e in post.ess.values() if math.isfinite(e)]
+        text = (f"posterior: {post.n_walkers} walkers \u00d7 {post.n_steps} steps, "
+                f"acceptance {post.acceptance:.2f}, "
+                + ("converged" if post.converged else
+                   f"NOT converged (shorter than {engine.converged_after()} tau): sample "
+                   "longer")
+                + (f"; longest tau {max(taus):.0f} steps, smallest ESS {min(ess):.0f}"
+                   if taus and ess else ""))
+        derived = [(k, rows[k]) for k in ("flux_target", "mag", "re_circ", "e1", "e2")
+                   if k in rows]
+        if derived:
+            text += "\n" + "; ".join(f"{k} {mid:.5g} \u2212{mid - lo:.2g} +{hi - mid:.2g}"
+                                     for k, (lo, mid, hi) in derived)
+        self.posterior_label.setText(text)
+        self.posterior_label.setStyleSheet("" if post.converged else "color: #b36b00;")
 
     # ------------------------------------------------------------------ widgets -> out
     def _on_spin(self, name, value):

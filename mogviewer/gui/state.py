@@ -146,7 +146,9 @@ class SessionState:
         (:attr:`levels` and :attr:`resid_range` are up to date when it is emitted).
     view_changed(view, origin) : the shown rectangle ``((x0, x1), (y0, y1))`` in pixel
         coordinates, or None for "the whole image, refitted whenever the panels resize".
-    busy_changed(bool) : a fit started / ended.
+    busy_changed(bool) : a fit or a posterior sampling started / ended (:attr:`task` says which).
+    posterior_changed(posterior) : samples of the current result's posterior were set, or
+        cleared (None) with the result they belong to.
     logged(str) : a line for the log.
     """
 
@@ -159,6 +161,7 @@ class SessionState:
     display_changed = Signal(object)
     view_changed = Signal(object, str)
     busy_changed = Signal(bool)
+    posterior_changed = Signal(object)
     logged = Signal(str)
 
     def __init__(self, *, schedule=None, render_interval_ms=30):
@@ -179,6 +182,8 @@ class SessionState:
         self.fixed = frozenset()
         self.params = None           # GalaxyParams
         self.result = None           # FitResult
+        self.posterior = None        # Posterior around self.result (sampling.sample)
+        self.task = None             # what runs while busy: 'fit' or 'sample'
         self.images = None           # ModelImages
         self.display = DisplayState()
         self.levels = (0.0, 1.0)     # data/model display limits (image units)
@@ -402,12 +407,21 @@ class SessionState:
 
     def set_result(self, result, *, params=None, origin="fit"):
         if result is not self.result:
+            self.set_posterior(None)      # it described the previous result
             self.result = result
             self.result_changed.emit(result)
         if params is not None:
             self.set_params(params, origin=origin, clear_result=False)
 
+    def set_posterior(self, posterior):
+        """Samples of the posterior around the current result (None clears them)."""
+        if posterior is None and self.posterior is None:
+            return
+        self.posterior = posterior
+        self.posterior_changed.emit(posterior)
+
     def clear_result(self):
+        self.set_posterior(None)
         if self.result is not None:
             self.result = None
             self.result_changed.emit(None)
@@ -492,7 +506,8 @@ class SessionState:
         self.model_changed.emit()
 
     # ------------------------------------------------------------------ busy
-    def set_busy(self, busy):
+    def set_busy(self, busy, task="fit"):
+        self.task = task if busy else None
         if busy != self.busy:
             self.busy = busy
             self.busy_changed.emit(busy)

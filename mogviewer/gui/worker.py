@@ -9,6 +9,7 @@ touches a widget: only the GUI thread does.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 
 from PyQt5 import QtCore
@@ -55,6 +56,49 @@ class FitWorker(QtCore.QObject):
         self.finished.emit(result)
 
 
+class SampleWorker(QtCore.QObject):
+    """Samples the posterior around a fit (:func:`mogviewer.sampling.sample`) in its thread.
+
+    Signals
+    -------
+    progressed(tuple) : ``(step, n_steps, elapsed_s)`` every 50 steps.
+    finished(Posterior) : the run ended (complete, or stopped early by Cancel).
+    failed(str) : the run could not start or raised (message for people).
+    """
+
+    progressed = QtCore.pyqtSignal(object)
+    finished = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, problem, result, *, n_steps, zeropoint=None):
+        super().__init__()
+        self.problem, self.result = problem, result
+        self.n_steps, self.zeropoint = int(n_steps), zeropoint
+        self._stop = threading.Event()
+
+    def request_stop(self):
+        """Thread-safe: the run stops at its next progress point (every 50 steps)."""
+        self._stop.set()
+
+    @QtCore.pyqtSlot()
+    def run(self):
+        t0 = time.perf_counter()
+        try:
+            post = engine.run_sample(
+                self.problem, self.result, n_steps=self.n_steps, zeropoint=self.zeropoint,
+                progress=lambda done, total: self.progressed.emit(
+                    (int(done), int(total), time.perf_counter() - t0)),
+                should_stop=self._stop.is_set)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, never a crash
+            if engine.is_user_error(exc):
+                self.failed.emit(str(exc))
+            else:
+                self.failed.emit(f"{type(exc).__name__}: {exc}\n\n"
+                                 f"{traceback.format_exc(limit=4)}")
+            return
+        self.finished.emit(post)
+
+
 class FitRunner(QtCore.QObject):
     """Owns the thread of the current fit; at most one fit runs at a time.
 
@@ -76,13 +120,15 @@ class FitRunner(QtCore.QObject):
     def running(self):
         return self._thread is not None
 
-    def start(self, problem, start):
+    def start(self, problem, start, *, worker=None):
+        """Run a fit of ``problem`` from ``start``, or any ``worker`` with the signals and
+        ``request_stop`` of :class:`FitWorker` (a :class:`SampleWorker`)."""
         if self.running:
             return False
         self.n_progress = 0
         th = QtCore.QThread()
         th.setObjectName("mogviewer-fit")
-        w = FitWorker(problem, start)
+        w = worker if worker is not None else FitWorker(problem, start)
         w.moveToThread(th)
         th.started.connect(w.run)
         w.progressed.connect(self._on_progress, QtCore.Qt.QueuedConnection)
