@@ -382,7 +382,7 @@ def posterior_rows(post):
     return rows
 
 
-def corner_rgba(post, *, truths=None, dpi=80):
+def corner_rgba(post, *, truths=None, dpi=72, inches=7.5):
     """The corner plot of a posterior (the ``corner`` package, Foreman-Mackey 2016) as an
     ``(h, w, 4)`` uint8 RGBA array, drawn with matplotlib's Agg canvas (no pyplot, no GUI:
     safe in a worker thread). ``truths``: values marked on every panel (the best fit);
@@ -393,8 +393,7 @@ def corner_rgba(post, *, truths=None, dpi=80):
 
     names = list(post.names)
     k = len(names)
-    size = max(4.0, 1.6 * k)
-    fig = Figure(figsize=(size, size), dpi=dpi)
+    fig = Figure(figsize=(inches, inches), dpi=dpi)   # 540 px: whole in the dialog at 1280x720
     FigureCanvasAgg(fig)
     fig.subplots(k, k)
     samples = np.array(post.samples, float)
@@ -405,7 +404,10 @@ def corner_rgba(post, *, truths=None, dpi=80):
     labels = [PARAM_LABELS.get(n, n) for n in names]
     corner.corner(samples, fig=fig, labels=labels, truths=truths, truth_color="#2a8a2a",
                   quantiles=(0.16, 0.5, 0.84), show_titles=True, title_fmt=".4g",
-                  title_kwargs={"fontsize": 9}, label_kwargs={"fontsize": 9})
+                  title_kwargs={"fontsize": 7}, label_kwargs={"fontsize": 8},
+                  max_n_ticks=3)
+    for ax in fig.axes:
+        ax.tick_params(labelsize=6)
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba(), dtype=np.uint8).copy()
 

@@ -339,6 +339,7 @@ class MainWindow(QtWidgets.QMainWindow):
         s.psf_changed.connect(self._on_psf_changed)
         s.psf_changed.connect(self._fit_params_width_later)
         s.image_changed.connect(self._fit_params_width_later)
+        s.posterior_changed.connect(self._fit_params_width_later)   # its column comes and goes
         s.config_changed.connect(self._update_components)
         s.model_changed.connect(self._refresh_readout)
         s.busy_changed.connect(self._on_busy)

@@ -194,10 +194,11 @@ class ParamsPanel(QtWidgets.QWidget):
         grid = QtWidgets.QGridLayout(gpar)
         grid.setHorizontalSpacing(6)
         grid.addWidget(self._small("fixed"), 0, 4)
-        self.post_header = self._small("posterior 16/50/84 %")
+        self.post_header = self._small("posterior")
         self.post_header.setToolTip(
-            "Median of the posterior and the distances to its 16th and 84th percentiles "
-            "(Sample posterior; flat priors within the bounds)")
+            "The posterior's 16th and 84th percentiles as distances from its median "
+            "(Sample posterior; flat priors within the bounds); the tooltip of each value and "
+            "the corner plot's table give all three")
         grid.addWidget(self.post_header, 0, 5)
         self.spins, self.err_labels, self.fix_boxes, self.param_rows = {}, {}, {}, {}
         self.post_labels = {}
@@ -658,8 +659,9 @@ class ParamsPanel(QtWidgets.QWidget):
             if name in post.names and name in rows:
                 lo, mid, hi = rows[name]
                 fmt = FORMATS[name]
-                lab.setText(f"{format(mid, fmt)} \u2212{mid - lo:.2g} +{hi - mid:.2g}")
-                lab.setToolTip(f"16 %: {lo:.6g}   50 %: {mid:.6g}   84 %: {hi:.6g}\n"
+                lab.setText(f"\u2212{mid - lo:.2g} +{hi - mid:.2g}")
+                lab.setToolTip(f"posterior median {format(mid, fmt)}\n"
+                               f"16 %: {lo:.6g}   50 %: {mid:.6g}   84 %: {hi:.6g}\n"
                                f"tau {post.tau.get(name, float('nan')):.0f} steps, ESS "
                                f"{post.ess.get(name, float('nan')):.0f}")
             else:

@@ -36,7 +36,7 @@ class PosteriorDialog(QtWidgets.QDialog):
         lay = QtWidgets.QHBoxLayout(self)
         self.plot_label = QtWidgets.QLabel("drawing the corner plot\u2026")
         self.plot_label.setAlignment(QtCore.Qt.AlignCenter)
-        self.plot_label.setMinimumSize(320, 320)
+        self.plot_label.setMinimumSize(540, 540)
         scroll = QtWidgets.QScrollArea()
         scroll.setWidget(self.plot_label)
         scroll.setWidgetResizable(True)
@@ -58,7 +58,7 @@ class PosteriorDialog(QtWidgets.QDialog):
         bb.rejected.connect(self.close)
         right.addWidget(bb)
         lay.addLayout(right, 2)
-        self.resize(1000, 620)
+        self.resize(1040, 600)
 
     def show_posterior(self, post, result=None):
         """Show ``post`` (a Posterior); the best fit of ``result`` is marked on the plot."""

@@ -54,16 +54,20 @@ def test_sample_intervals_corner_plot_and_csv(fitted, qtbot, tmp_path):
         lo, mid, hi = post.percentiles[name]
         text = p.post_labels[name].text()
         assert p.post_labels[name].isVisible() and text, name
-        if name != "angle":
-            assert text.startswith(format(mid, {"flux": ".7g", "x": ".3f", "y": ".3f",
-                                                "re": ".3f", "q": ".4f",
-                                                "sky": ".5g"}[name]))
+        assert text == f"\u2212{mid - lo:.2g} +{hi - mid:.2g}"
+        assert f"50 %: {mid:.6g}" in p.post_labels[name].toolTip()
         # the chains explore the fit's neighbourhood: the median within 5 formal errors of
         # the best fit (a wrong parameter mapping would put x's samples on y, etc.)
         err = res.errors()[name]
         best = getattr(res.params, name)
         d = (mid - best + 90) % 180 - 90 if name == "angle" else mid - best
         assert abs(d) < 5 * err, (name, mid, best, err)
+    # the column is not cut at the dock's right edge (the dock widens for it)
+    qtbot.wait(50)
+    for lab in p.post_labels.values():
+        if lab.text():
+            right = lab.mapTo(w.params_scroll.viewport(), lab.rect().topRight()).x()
+            assert right <= w.params_scroll.viewport().width(), lab.text()
     assert "walkers" in p.posterior_label.text() and "flux_target" in p.posterior_label.text()
     # the corner plot opens by itself and is drawn in the background
     dlg = w._posterior_dialog
@@ -71,7 +75,8 @@ def test_sample_intervals_corner_plot_and_csv(fitted, qtbot, tmp_path):
     qtbot.waitUntil(lambda: dlg.corner_image is not None, timeout=60000)
     img = dlg.corner_image
     k = len(post.names)
-    assert img.ndim == 3 and img.shape[2] == 4 and min(img.shape[:2]) >= 100 * k
+    assert img.ndim == 3 and img.shape[2] == 4 and img.shape[:2] == (540, 540)
+    assert k == 7                             # flux x y re q angle sky
     assert np.std(img[..., :3]) > 10          # something is drawn, not a blank canvas
     assert dlg.table.rowCount() == len(post.percentiles)
 
