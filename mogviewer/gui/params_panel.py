@@ -209,7 +209,9 @@ class ParamsPanel(QtWidgets.QWidget):
             sp.setToolTip(TOOLTIPS[name])
             sp.valueChanged.connect(lambda v, n=name: self._on_spin(n, v))
             err = QtWidgets.QLabel("")
-            err.setMinimumWidth(58)
+            # room for the widest error text ("± 9.9e+99"), whatever else the row holds
+            err.setMinimumWidth(max(58, err.fontMetrics().horizontalAdvance("\u00b1 9.9e+99")
+                                    + 6))
             err.setStyleSheet("color: #6a6a6a;")
             err.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
             unit = self._small(UNITS[name])
@@ -619,6 +621,8 @@ class ParamsPanel(QtWidgets.QWidget):
             self.progress.setValue(1)
             self.progress.setFormat("fitted" if self.state.result is not None else "stopped")
             self.show_config()
+            if self.state.result is not None:
+                self.show_result(self.state.result)     # the fit's status, not the progress
             self.show_posterior(self.state.posterior)
             self._update_sample_button()
 

@@ -68,6 +68,8 @@ def test_sample_intervals_corner_plot_and_csv(fitted, qtbot, tmp_path):
         if lab.text():
             right = lab.mapTo(w.params_scroll.viewport(), lab.rect().topRight()).x()
             assert right <= w.params_scroll.viewport().width(), lab.text()
+    assert "sampling" not in p.status_label.text()       # the fit's status is back
+    assert "converged" in p.status_label.text()
     assert "walkers" in p.posterior_label.text() and "flux_target" in p.posterior_label.text()
     # the corner plot opens by itself and is drawn in the background
     dlg = w._posterior_dialog
