@@ -12,11 +12,12 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from . import dialogs, engine
 from .state import format_params
-from .undo import SetParamsCommand, SetProfileCommand
+from .undo import SetParamsCommand, SetProfileCommand, SetSceneCommand
 from .worker import FitRunner, Tasks
 
 MAX_RECENT = 10
@@ -58,6 +59,7 @@ class Actions(QtCore.QObject):
     sample_finished(Posterior) : a posterior sampling ended (complete or cancelled), or None
         when it failed.
     sample_progressed(tuple) : ``(step, n_steps, elapsed_s)`` every 50 steps.
+    detect_finished(int) : source detection ended (neighbours modelled, -1 on failure).
     psf_loaded(object) : a PSF finished loading (PsfModel) or failed / was declined (None).
     status_message(str, int) : a transient message for the status bar (text, milliseconds).
     recent_changed() : the recent-files list changed.
@@ -66,6 +68,7 @@ class Actions(QtCore.QObject):
     fit_finished = QtCore.pyqtSignal(object)
     fit_progressed = QtCore.pyqtSignal(object)
     sample_finished = QtCore.pyqtSignal(object)
+    detect_finished = QtCore.pyqtSignal(int)
     sample_progressed = QtCore.pyqtSignal(object)
     psf_loaded = QtCore.pyqtSignal(object)
     status_message = QtCore.pyqtSignal(str, int)
@@ -553,8 +556,34 @@ class Actions(QtCore.QObject):
         s.log(f"Fit {s.profile} M={s.M}, sky {'on' if s.sky_on else 'off'}, "
               f"PSF {engine.psf_info_text(problem.psf_info) if s.psf_model else 'none'}"
               f"; free: {free}; start: {format_params(s.params)}")
-        self.runner.start(problem, s.params)
+        if s.neighbours:
+            self._start_scene_fit()
+        else:
+            self.runner.start(problem, s.params)
         return True
+
+    def _start_scene_fit(self):
+        """The target and the other sources together (fit_scene with the PSF's mixture), then
+        the target on the data minus them with the session's problem (its PSF mode)."""
+        from .worker import SceneFitWorker
+        s = self.state
+        data, psf, mode, prof, M, free, sky, user = (s.data, s.psf_model, s.psf_mode,
+                                                     s.profile, s.M, s.free, s.sky_on,
+                                                     s.user_mask)
+        n = s.params.n
+        start, nb = s.params, s.neighbours
+        s.log(f"Scene fit: the target and {len(nb)} other sources")
+
+        def problem_for(neighbours):
+            image = data.image - engine.neighbours_image(data, psf, neighbours)
+            return engine.make_problem(data, psf=psf, psf_mode=mode, profile=prof, M=M,
+                                       free=free, sky=sky, n=n, image=image, extra_mask=user)
+
+        def job(should_stop):
+            return engine.run_scene_fit(data, psf, problem_for, start, prof, M, nb, sky=sky,
+                                        extra_mask=user, should_stop=should_stop)
+
+        self.runner.start(None, None, worker=SceneFitWorker(job))
 
     def cancel_fit(self):
         if self.runner.running:
@@ -565,6 +594,145 @@ class Actions(QtCore.QObject):
             self.state.log("Cancel requested: the samples so far are kept.")
             self._status("Stopping the sampling at its next progress point\u2026", 3000)
             self.sampler.cancel()
+
+    # ================================================================== scene
+    def _push_scene(self, text, *, neighbours=None, mask=None, new_result=None,
+                    new_params=None):
+        """One undoable change of the other sources and/or the user's mask (``mask=False``
+        clears it)."""
+        s = self.state
+        old_nb = s.neighbours if neighbours is not None else None
+        old_mask = None
+        if mask is not None:
+            old_mask = False if s.user_mask is None else s.user_mask
+        self._edits_since_load += 1
+        self.undo_stack.push(SetSceneCommand(
+            s, (old_nb, old_mask), (None if neighbours is None else tuple(neighbours), mask),
+            text, old_result=s.result, new_result=new_result,
+            old_params=s.params if new_params is not None else None, new_params=new_params))
+
+    def add_source(self, kind, x, y):
+        """Add a source of ``kind`` ('point' or a galaxy profile) at pixel ``(x, y)``."""
+        s = self.state
+        if s.data is None or s.busy or kind not in engine.SOURCE_KINDS:
+            return False
+        ny, nx = s.data.shape
+        if not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5):
+            return False
+        sky = s.params.sky if s.params is not None and s.sky_on else 0.0
+        src = engine.new_source(kind, x, y, s.data, sky=sky)
+        self._push_scene(f"Add {kind} source", neighbours=s.neighbours + (src,))
+        s.select(len(s.neighbours))
+        s.log(f"Added a {kind} source at ({x:.1f}, {y:.1f}), flux {src.flux:.4g}")
+        return True
+
+    def delete_source(self, index=None):
+        """Delete neighbour source ``index`` (1-based in the list: 0 is the target, which
+        stays)."""
+        s = self.state
+        index = s.selected if index is None else index
+        if s.busy or not index or index > len(s.neighbours):
+            return False
+        nb = list(s.neighbours)
+        del nb[index - 1]
+        self._push_scene("Delete source", neighbours=nb)
+        s.select(0)
+        return True
+
+    def set_source_kind(self, index, kind):
+        s = self.state
+        if s.busy or not index or index > len(s.neighbours) or kind not in engine.SOURCE_KINDS:
+            return False
+        nb = list(s.neighbours)
+        if engine.source_kind(nb[index - 1]) == kind:
+            return False
+        nb[index - 1] = engine.with_kind(nb[index - 1], kind)
+        self._push_scene(f"Source {index}: {kind}", neighbours=nb)
+        return True
+
+    def source_drag_started(self, index):
+        if not self.state.busy:
+            self._src_drag = (index, self.state.neighbours, self.state.result)
+
+    def source_dragged(self, index, ell):
+        s = self.state
+        if s.busy or not index or index > len(s.neighbours):
+            return
+        nb = list(s.neighbours)
+        try:
+            nb[index - 1] = engine.moved_source(nb[index - 1], **ell)
+        except (ValueError, engine.FitError):
+            return
+        s.set_neighbours(nb, origin="drag")
+
+    def source_drag_finished(self, index):
+        s = self.state
+        start, self._src_drag = getattr(self, "_src_drag", None), None
+        s.sources_changed.emit("drag_end")
+        s.request_render(immediate=True)
+        if start is None or start[1] == s.neighbours:
+            return
+        self._edits_since_load += 1
+        self.undo_stack.push(SetSceneCommand(s, (start[1], None), (s.neighbours, None),
+                                             f"Move source {index}", old_result=start[2],
+                                             new_result=None))
+
+    def draw_mask(self, shape, x0, y0, x1, y1):
+        """Add (``shape`` 'box' or 'ellipse') or erase ('erase': a box) user-mask pixels in
+        the box with corners ``(x0, y0)``, ``(x1, y1)`` (pixel coordinates)."""
+        s = self.state
+        if s.data is None or s.busy:
+            return False
+        region = (engine.ellipse_mask if shape == "ellipse" else engine.box_mask)(
+            s.data.shape, x0, y0, x1, y1)
+        cur = np.zeros(s.data.shape, bool) if s.user_mask is None else np.array(s.user_mask)
+        new = (cur & ~region) if shape == "erase" else (cur | region)
+        if np.array_equal(new, cur):
+            return False
+        self._push_scene({"box": "Mask box", "ellipse": "Mask ellipse",
+                          "erase": "Erase mask"}[shape], mask=new if new.any() else False)
+        return True
+
+    def clear_mask(self):
+        if self.state.user_mask is None or self.state.busy:
+            return False
+        self._push_scene("Clear mask", mask=False)
+        return True
+
+    def detect_sources(self):
+        """Detect the sources (photutils, in the background): the other sources become the
+        scene's neighbours, artefacts and the faint rest are masked (one undo step)."""
+        s = self.state
+        if s.data is None or s.busy or s.params is None:
+            return False
+        data, psf, user = s.data, s.psf_model, s.user_mask
+        target = (s.params.x, s.params.y)
+        prof, M, n = s.profile, s.M, s.params.n
+        self._status("Detecting sources\u2026", 60000)
+
+        def job():
+            return engine.detect_scene(data, psf, target=target, profile=prof, M=M, n=n,
+                                       extra_mask=user)
+
+        def done(out):
+            self._status("", 1)
+            if s.data is not data:
+                return                        # another image meanwhile
+            nb, seg_mask, ndet = out
+            mask = seg_mask if user is None else (seg_mask | user)
+            self._push_scene(f"Detect sources ({len(nb)} modelled)", neighbours=nb,
+                             mask=mask if mask.any() else False)
+            s.log(f"Detected {ndet} sources: the target, {len(nb)} modelled neighbours, "
+                  f"{int(seg_mask.sum())} pixels of the others masked")
+            self.detect_finished.emit(len(nb))
+
+        def failed(exc):
+            self._status("", 1)
+            self.show_error("Cannot detect sources", str(exc))
+            self.detect_finished.emit(-1)
+
+        self.tasks.run(job, done, failed)
+        return True
 
     # ================================================================== posterior
     def set_sample_steps(self, n):
@@ -645,9 +813,21 @@ class Actions(QtCore.QObject):
         self._fit_start = None
         s.set_busy(False)
         self._edits_since_load += 1
+        scene = None
+        if isinstance(result, tuple):          # a scene fit: (FitResult, neighbours, scene)
+            result, nb, scene = result
+            self.undo_stack.beginMacro(f"Fit scene ({result.status})")
+            self.undo_stack.push(SetSceneCommand(s, (s.neighbours, None), (nb, None),
+                                                 "Fit the other sources", old_result=old_r,
+                                                 new_result=None))
         self.undo_stack.push(SetParamsCommand(s, old_p, result.params,
                                               f"Fit ({result.status})", old_result=old_r,
                                               new_result=result))
+        if scene is not None:
+            self.undo_stack.endMacro()
+            s.log(f"Scene fit {scene.status}: chi2/nu = {scene.chi2_nu:.4f} with "
+                  f"{len(scene.scene.sources)} sources, {scene.nfev} evaluations, "
+                  f"{scene.elapsed:.2f} s")
         errs = result.errors()
         lines = [f"Fit {result.status} in {result.elapsed:.2f} s, {result.nfev} evaluations: "
                  f"chi2/nu = {result.chi2_nu:.4f} (nu = {result.nu})"]

@@ -288,19 +288,23 @@ def profile_quality(profile, M, n=None):
 
 
 # ------------------------------------------------------------------------------- fitting
-def make_problem(data, *, psf, profile, M, free, sky, n=None, psf_mode="exact"):
+def make_problem(data, *, psf, profile, M, free, sky, n=None, psf_mode="exact", image=None,
+                 extra_mask=None):
     """A :class:`mogviewer.fitting.FitProblem` for the current session state.
 
     ``psf`` is a ``PsfModel`` (or a Mixture, or None); ``psf_mode`` 'exact' uses a PSF image
     exactly (the library's ``psf_mode='auto'``, the command line's default: a mixture file
-    stays a mixture), 'mixture' its Gaussian mixture only."""
+    stays a mixture), 'mixture' its Gaussian mixture only. ``image`` replaces the data's
+    pixels (the data minus the other sources); ``extra_mask`` is added to its mask."""
     sky_model = "constant" if sky else "none"
     allowed = ({"flux", "x", "y", "re", "q", "angle"} | ({"sky"} if sky else set())
                | ({"n"} if profile == "ser" else set()))
     if profile == "ser":
         n = min(max(float(n or 1.0), N_RANGE[0]), N_RANGE[1])
-    return fitting.FitProblem.from_image_data(
-        data, psf=psf, profile=profile, M=int(M), sky=sky_model, n=n,
+    mask = data.mask if extra_mask is None else (data.mask | extra_mask)
+    return fitting.FitProblem.from_arrays(
+        data.image if image is None else image, ivar=data.ivar, mask=mask,
+        psf=psf, profile=profile, M=int(M), sky=sky_model, n=n,
         psf_mode="auto" if psf_mode == "exact" else "mixture",
         free=tuple(p for p in free if p in allowed))
 
@@ -568,3 +572,124 @@ def _classify_array(arr, current_shape):
         if abs(iy - (ny - 1) / 2) <= 2 and abs(ix - (nx - 1) / 2) <= 2:
             return "psf"
     return "image"
+
+
+# ------------------------------------------------------------------------------- scenes
+#: Source kinds of the source list: a point source (the PSF) or a galaxy with a profile.
+SOURCE_KINDS = ("point", "exp", "dev", "ser")
+
+
+def observation(data, psf_model, *, extra_mask=None):
+    """An :class:`mogviewer.observation.Observation` of the image with the PSF's mixture
+    (scenes are rendered and fitted with the mixture: :func:`mogviewer.fitting.scene_fit.
+    fit_scene` takes a Mixture) and the user's mask added."""
+    from ..observation import Observation
+    mask = data.mask if extra_mask is None else (data.mask | extra_mask)
+    return Observation.from_arrays(data.image, ivar=data.ivar, mask=mask,
+                                   psf=None if psf_model is None else psf_model.mixture)
+
+
+def neighbours_image(data, psf_model, neighbours):
+    """The model image of the other sources (no sky): what is taken from the data before the
+    target is fitted."""
+    from ..scene import Scene
+    if not neighbours:
+        return np.zeros(data.shape)
+    obs = observation(data, psf_model)
+    return Scene(tuple(neighbours)).render(obs, sources=range(len(neighbours)))
+
+
+def new_source(kind, x, y, data, *, sky=0.0, re=6.0):
+    """A source of ``kind`` (:data:`SOURCE_KINDS`) at pixel ``(x, y)`` with a start flux from
+    the data: the sky-subtracted sum of the 7x7 pixels about it (at least 1e-30)."""
+    from ..scene import Galaxy, PointSource
+    ny, nx = data.shape
+    ix, iy = int(round(x)), int(round(y))
+    box = data.image[max(iy - 3, 0):iy + 4, max(ix - 3, 0):ix + 4]
+    good = ~data.mask[max(iy - 3, 0):iy + 4, max(ix - 3, 0):ix + 4]
+    flux = float(np.sum((box - sky)[good])) if good.any() else 0.0
+    flux = max(flux, 1e-30)
+    if kind == "point":
+        return PointSource(flux, float(x), float(y))
+    return Galaxy(profile=kind, flux=flux, x=float(x), y=float(y), re=float(re), q=1.0,
+                  angle=0.0, n=2.0 if kind == "ser" else None)
+
+
+def with_kind(source, kind):
+    """``source`` as another kind (point / a galaxy profile), keeping position and flux."""
+    from ..scene import Galaxy, PointSource
+    if kind == "point":
+        return PointSource(source.flux, source.x, source.y)
+    if isinstance(source, Galaxy):
+        return Galaxy(profile=kind, flux=source.flux, x=source.x, y=source.y, re=source.re,
+                      q=source.q, angle=source.angle, n=(source.n or 2.0) if kind == "ser"
+                      else None)
+    return Galaxy(profile=kind, flux=source.flux, x=source.x, y=source.y, re=3.0, q=1.0,
+                  angle=0.0, n=2.0 if kind == "ser" else None)
+
+
+def source_kind(source):
+    return "point" if getattr(source, "kind", "") == "point" else source.profile
+
+
+def moved_source(source, **ell):
+    """``source`` with new ``x, y`` (and for a galaxy ``re, q, angle``) from a handle."""
+    import dataclasses
+    keys = ("x", "y") if source_kind(source) == "point" else ("x", "y", "re", "q", "angle")
+    return dataclasses.replace(source, **{k: float(ell[k]) for k in keys if k in ell})
+
+
+def detect_scene(data, psf_model, *, target, profile, M, n, extra_mask=None, max_fitted=10):
+    """Detect the sources of the image (:func:`mogviewer.detect.detect_sources`, photutils)
+    and start a scene from them (:func:`mogviewer.detect.scene_from_detections`). Returns
+    ``(neighbours, mask, n_detected)``: the modelled sources other than the one at
+    ``target``, and the segments to mask (artefacts and the faint rest)."""
+    from ..detect import detect_sources, scene_from_detections
+    mask = data.mask if extra_mask is None else (data.mask | extra_mask)
+    mix = None if psf_model is None else psf_model.mixture
+    det = detect_sources(data.image, ivar=data.ivar, mask=mask, psf=mix)
+    scene, seg_mask, _ids = scene_from_detections(
+        det, target=target, profile=profile, M=None if profile == "ser" else M,
+        n=n if n is not None else 2.0, psf=mix, neighbours="fit", max_fitted=max_fitted)
+    return tuple(scene.sources[1:]), np.asarray(seg_mask, bool), len(det.sources)
+
+
+def run_scene_fit(data, psf_model, problem_for, target_params, profile, M, neighbours, *,
+                  sky, extra_mask=None, should_stop=None):
+    """Fit the target and its neighbours jointly (:func:`mogviewer.fitting.scene_fit.
+    fit_scene`, the PSF's mixture), then the target alone on the data minus the fitted
+    neighbours with the session's own problem (``problem_for(neighbours)``: its PSF mode,
+    free parameters and sky), so the result is an ordinary FitResult whose errors hold the
+    neighbours fixed. Returns ``(FitResult, neighbours, SceneFitResult)``."""
+    from ..fitting.scene_fit import fit_scene
+    from ..scene import Scene
+    scene = Scene.from_params(target_params, profile, None if profile == "ser" else M)
+    scene = Scene(scene.sources + tuple(neighbours), sky=target_params.sky)
+    obs = observation(data, psf_model, extra_mask=extra_mask)
+    sres = fit_scene(obs, scene, sky="constant" if sky else "none", should_stop=should_stop)
+    best = sres.scene
+    t = best.sources[0]
+    start = target_params.replace(flux=t.flux, x=t.x, y=t.y, re=t.re, q=t.q, angle=t.angle,
+                                  sky=best.sky if sky else target_params.sky,
+                                  **({"n": t.n} if profile == "ser" and t.n else {}))
+    nb = tuple(best.sources[1:])
+    result = fitting.fit(problem_for(nb), start, should_stop=should_stop)
+    return result, nb, sres
+
+
+def box_mask(shape, x0, y0, x1, y1):
+    """Pixels whose centres lie in the box with corners ``(x0, y0)``, ``(x1, y1)``."""
+    ny, nx = shape
+    yy, xx = np.mgrid[:ny, :nx]
+    xa, xb = sorted((x0, x1))
+    ya, yb = sorted((y0, y1))
+    return (xx >= xa) & (xx <= xb) & (yy >= ya) & (yy <= yb)
+
+
+def ellipse_mask(shape, x0, y0, x1, y1):
+    """Pixels whose centres lie in the axis-aligned ellipse inscribed in the box."""
+    ny, nx = shape
+    yy, xx = np.mgrid[:ny, :nx]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    a, b = max(abs(x1 - x0) / 2, 0.5), max(abs(y1 - y0) / 2, 0.5)
+    return ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1.0

@@ -18,6 +18,7 @@ from .actions import Actions
 from .panels import ImagePanels, ellipse_outline
 from .params_panel import ParamsPanel
 from .psf_dialog import PsfDialog
+from .sources_panel import SceneOverlay, SourcesPanel
 from .state import COLORMAPS, LIMITS, PSF_MODES, STRETCHES, DisplayState, SessionState
 
 ORG, APP = "mogviewer", "mogviewer"
@@ -227,8 +228,22 @@ class MainWindow(QtWidgets.QMainWindow):
             setattr(self, name, getattr(self.display_bar, name))
 
         self.params = ParamsPanel(self.state)
+        self.sources = SourcesPanel(self.state, self.commands)
+        body = QtWidgets.QWidget()
+        bl = QtWidgets.QVBoxLayout(body)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.setSpacing(0)
+        bl.addWidget(self.params)
+        src_wrap = QtWidgets.QWidget()
+        sl = QtWidgets.QVBoxLayout(src_wrap)
+        sl.setContentsMargins(6, 0, 6, 6)
+        sl.addWidget(self.sources)
+        bl.addWidget(src_wrap)
+        bl.addStretch(1)
+        self.scene_overlay = SceneOverlay(self.state, self.commands, self.panels.data_plot,
+                                          self.sources)
         scroll = QtWidgets.QScrollArea()
-        scroll.setWidget(self.params)
+        scroll.setWidget(body)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
@@ -374,7 +389,8 @@ class MainWindow(QtWidgets.QMainWindow):
         """The parameter dock as wide as the panel needs (its rows change with the PSF: a
         PSFEx position row), plus the vertical scroll bar: nothing is cut at the right."""
         sb = self.params_scroll.verticalScrollBar().sizeHint().width()
-        self.params_scroll.setMinimumWidth(self.params.minimumSizeHint().width() + sb + 2)
+        self.params_scroll.setMinimumWidth(self.params_scroll.widget().minimumSizeHint().width()
+                                           + sb + 2)
 
     def _fit_params_width_later(self):
         # after the panel has shown the new rows; a bound method of the window, so the timer

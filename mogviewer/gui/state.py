@@ -149,6 +149,10 @@ class SessionState:
     busy_changed(bool) : a fit or a posterior sampling started / ended (:attr:`task` says which).
     posterior_changed(posterior) : samples of the current result's posterior were set, or
         cleared (None) with the result they belong to.
+    sources_changed(origin) : the other sources of the scene (:attr:`neighbours`) changed.
+    mask_changed() : the user's mask (:attr:`user_mask`, drawn or from detection) changed.
+    selection_changed(index) : the selected source (0 = the target, i >= 1 = neighbour i - 1,
+        None).
     logged(str) : a line for the log.
     """
 
@@ -162,6 +166,9 @@ class SessionState:
     view_changed = Signal(object, str)
     busy_changed = Signal(bool)
     posterior_changed = Signal(object)
+    sources_changed = Signal(str)
+    mask_changed = Signal()
+    selection_changed = Signal(object)
     logged = Signal(str)
 
     def __init__(self, *, schedule=None, render_interval_ms=30):
@@ -184,6 +191,10 @@ class SessionState:
         self.result = None           # FitResult
         self.posterior = None        # Posterior around self.result (sampling.sample)
         self.task = None             # what runs while busy: 'fit' or 'sample'
+        self.neighbours = ()         # the other sources of the scene (PointSource / Galaxy)
+        self.user_mask = None        # bool array: pixels the user masked (drawn, detected)
+        self.selected = 0            # the selected source: 0 target, i neighbour i - 1
+        self._nb_image = None        # (key, image) of the neighbours' model
         self.images = None           # ModelImages
         self.display = DisplayState()
         self.levels = (0.0, 1.0)     # data/model display limits (image units)
@@ -235,9 +246,16 @@ class SessionState:
         """Use ``data`` (ImageData). Starts from image moments unless ``keep_params`` and the
         current parameters fit in the new image. Clears the result (it belongs to the old
         image) and shows the whole new image."""
+        same_shape = self.data is not None and self.data.shape == data.shape
         self.data = data
         self.source = ImageSource(None if path is None else str(path), dict(options or {}),
                                   tuple(hdus))
+        if not (keep_params and same_shape):
+            # another image: its sources and mask are not this one's
+            self.neighbours, self.user_mask, self.selected = (), None, 0
+            self.sources_changed.emit("load")
+            self.mask_changed.emit()
+        self._nb_image = None
         self._problem = None
         self.images = None
         self.log(f"Loaded image {data!r}")
@@ -278,6 +296,84 @@ class SessionState:
         self.psf_changed.emit()
         self.clear_result()
         self.request_render(immediate=True)
+
+    # ------------------------------------------------------------------ scene
+    def set_neighbours(self, neighbours, *, origin="edit"):
+        """The other sources of the scene (a tuple of PointSource / Galaxy). They are
+        modelled with the target: the target is fitted to the data minus their model, and
+        Fit fits them all together (:func:`.engine.run_scene_fit`)."""
+        neighbours = tuple(neighbours)
+        if neighbours == self.neighbours:
+            return
+        self.neighbours = neighbours
+        self._problem = None
+        if self.selected is not None and self.selected > len(neighbours):
+            self.selected = 0
+            self.selection_changed.emit(0)
+        self.sources_changed.emit(origin)
+        if origin != "fit":
+            self.clear_result()
+        self.request_render(immediate=origin != "drag")
+
+    def select(self, index):
+        if index != self.selected:
+            self.selected = index
+            self.selection_changed.emit(index)
+
+    def set_user_mask(self, mask):
+        """Pixels the user excludes from the fit (bool array of the image's shape, or None),
+        on top of the image's own mask."""
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if self.data is None or mask.shape != self.data.shape:
+                raise ValueError("the mask must have the image's shape")
+            if not mask.any():
+                mask = None
+        old = self.user_mask
+        if (old is None and mask is None) or (old is not None and mask is not None
+                                              and np.array_equal(old, mask)):
+            return
+        self.user_mask = None if mask is None else _ro(mask.copy())
+        self._problem = None
+        n = 0 if mask is None else int(mask.sum())
+        self.log(f"User mask: {n} pixels")
+        self.mask_changed.emit()
+        self.clear_result()
+        self.request_render(immediate=True)
+
+    @property
+    def full_mask(self):
+        """The image's mask and the user's together."""
+        if self.data is None:
+            return None
+        return self.data.mask if self.user_mask is None else (self.data.mask | self.user_mask)
+
+    def neighbours_image(self, neighbours=None):
+        """The model of the other sources (cached per sources and PSF)."""
+        nb = self.neighbours if neighbours is None else tuple(neighbours)
+        key = (nb, id(self.psf_model), id(self.data))
+        if self._nb_image is not None and self._nb_image[0] == key:
+            return self._nb_image[1]
+        img = _ro(engine.neighbours_image(self.data, self.psf_model, nb))
+        if neighbours is None:
+            self._nb_image = (key, img)
+        return img
+
+    def problem_for(self, neighbours):
+        """The session's FitProblem with ``neighbours`` subtracted from the data (for the
+        worker: builds a new problem, touches no state)."""
+        return self._make_problem(tuple(neighbours))
+
+    def _make_problem(self, neighbours):
+        image = None
+        if neighbours:
+            image = self.data.image - engine.neighbours_image(self.data, self.psf_model,
+                                                              neighbours)
+        return engine.make_problem(
+            self.data, psf=self.psf_model, psf_mode=self.psf_mode,
+            profile=self.profile, M=self.M, free=self.free, sky=self.sky_on,
+            n=self.params.n if self.params is not None else None,
+            image=image, extra_mask=self.user_mask)
 
     def set_psf_mode(self, mode):
         """``'exact'``: a PSF image is used exactly (the model is the galaxy convolved with the
@@ -373,11 +469,7 @@ class SessionState:
                 and self._problem.n != self.params.n):
             self._problem = None  # a fixed Sérsic index is taken from the problem
         if self._problem is None:
-            self._problem = engine.make_problem(
-                self.data, psf=self.psf_model, psf_mode=self.psf_mode,
-                profile=self.profile, M=self.M,
-                free=self.free, sky=self.sky_on,
-                n=self.params.n if self.params is not None else None)
+            self._problem = self._make_problem(self.neighbours)
         return self._problem
 
     # ------------------------------------------------------------------ parameters
@@ -493,6 +585,8 @@ class SessionState:
             return
         t0 = time.perf_counter()
         model = engine.model_image(pr, p)
+        if self.neighbours:
+            model = model + self.neighbours_image()
         resid = self.data.image - model
         good = pr.weights > 0
         chi = np.where(good, resid * np.sqrt(pr.weights), np.nan)

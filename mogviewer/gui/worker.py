@@ -99,6 +99,38 @@ class SampleWorker(QtCore.QObject):
         self.finished.emit(post)
 
 
+class SceneFitWorker(QtCore.QObject):
+    """Fits the target with the other sources of the scene (:func:`.engine.run_scene_fit`).
+
+    ``finished`` carries ``(FitResult, neighbours, SceneFitResult)``; ``progressed`` is not
+    emitted (the scene fit has no per-iteration callback: the progress bar stays busy)."""
+
+    progressed = QtCore.pyqtSignal(object)
+    finished = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, job):
+        super().__init__()
+        self.job = job
+        self._stop = threading.Event()
+
+    def request_stop(self):
+        self._stop.set()
+
+    @QtCore.pyqtSlot()
+    def run(self):
+        try:
+            out = self.job(self._stop.is_set)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, never a crash
+            if engine.is_user_error(exc):
+                self.failed.emit(str(exc))
+            else:
+                self.failed.emit(f"{type(exc).__name__}: {exc}\n\n"
+                                 f"{traceback.format_exc(limit=4)}")
+            return
+        self.finished.emit(out)
+
+
 class FitRunner(QtCore.QObject):
     """Owns the thread of the current fit; at most one fit runs at a time.
 
