@@ -100,6 +100,7 @@ class Actions(QtCore.QObject):
         self.undo_stack.indexChanged.connect(self.update_enabled)
         state.result_changed.connect(self.update_enabled)
         state.params_changed.connect(self.update_enabled)
+        state.mask_changed.connect(self.update_enabled)
         state.image_changed.connect(self._on_image_changed)
         state.busy_changed.connect(self._on_busy)
 
@@ -144,6 +145,10 @@ class Actions(QtCore.QObject):
           "Parameters, profile and PSF, re-loadable")
         m("export_png", "Panels as &PNG\u2026", lambda: self.ask_export("png"), None,
           "The four panels rendered from the arrays, with colour bars (no handles)")
+        m("export_mask", "&Mask Regions (DS9)\u2026", lambda: self.ask_export("mask"), None,
+          "Your mask (drawn, imported or detected) as DS9 boxes, exactly")
+        m("open_mask_regions", "Open Mask &Regions (DS9)\u2026", self.ask_import_mask_regions,
+          None, "Mask the pixels inside the regions of a DS9 file")
         m("quit", "&Quit", self.window.close, QtGui.QKeySequence.Quit)
         undo = self.undo_stack.createUndoAction(self.window, "&Undo")
         undo.setShortcut(QtGui.QKeySequence.Undo)
@@ -699,6 +704,44 @@ class Actions(QtCore.QObject):
         self._push_scene("Clear mask", mask=False)
         return True
 
+    def import_mask_regions(self, path):
+        """Mask the pixels inside the regions of a DS9 file (added to the user's mask; one
+        undo step)."""
+        s = self.state
+        if s.data is None or s.busy:
+            return False
+        try:
+            region = engine.read_mask_regions(path, s.data.shape,
+                                              wcs=getattr(s.data, "wcs", None))
+        except engine.export_error_types() as exc:
+            self.show_error("Cannot read regions", str(exc))
+            return False
+        cur = np.zeros(s.data.shape, bool) if s.user_mask is None else np.array(s.user_mask)
+        new = cur | region
+        s.log(f"Mask regions from {path}: {int(region.sum())} pixels")
+        if not np.array_equal(new, cur):
+            self._push_scene(f"Mask regions {Path(str(path)).name}", mask=new)
+        return True
+
+    def export_mask_regions(self, path):
+        s = self.state
+        if s.user_mask is None:
+            self.show_error("Nothing to export", "Draw or detect a mask first.")
+            return False
+        ok = self._export("mask regions", lambda: engine.write_mask_regions(
+            path, s.user_mask, inputs=s.input_files()))
+        if ok:
+            s.log(f"Wrote mask regions {path} ({int(s.user_mask.sum())} pixels)")
+        return ok
+
+    def ask_import_mask_regions(self):
+        start = self.setting("dirs/regions", "", str) or self.setting("dirs/last", "", str)
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self.window, "Mask regions (DS9)", start, "DS9 regions (*.reg);;All files (*)")
+        if path:
+            self.settings.setValue("dirs/regions", str(Path(path).parent))
+            self.import_mask_regions(path)
+
     def detect_sources(self):
         """Detect the sources (photutils, in the background): the other sources become the
         scene's neighbours, artefacts and the faint rest are masked (one undo step)."""
@@ -855,7 +898,9 @@ class Actions(QtCore.QObject):
         busy = self.state.busy
         for k, a in self.export_actions.items():
             need_res = k in ("csv", "imgblock")
-            a.setEnabled(has_img and (has_res or not need_res) and not busy)
+            a.setEnabled(has_img and (has_res or not need_res) and not busy
+                         and (k != "mask" or self.state.user_mask is not None))
+        self.q["open_mask_regions"].setEnabled(has_img and not busy)
         self.q["fit"].setEnabled(has_img and not busy)
         self.q["sample"].setEnabled(self.can_sample())
         self.q["remove_psf"].setEnabled(self.state.psf_model is not None and not busy)
@@ -901,11 +946,14 @@ class Actions(QtCore.QObject):
             "region": ("Export DS9 region", "DS9 region (*.reg);;All files (*)", "_mog.reg"),
             "json": ("Export model", "JSON (*.json);;All files (*)", "_mog.json"),
             "png": ("Export panels", "PNG (*.png)", "_panels.png"),
+            "mask": ("Export mask regions", "DS9 region (*.reg);;All files (*)",
+                     "_mask.reg"),
         }[kind]
         path = self._ask_save(title, filt, suffix, kind)
         if path:
             {"imgblock": self.export_imgblock, "region": self.export_region,
-             "json": self.export_model_json, "png": self.export_png}[kind](path)
+             "json": self.export_model_json, "png": self.export_png,
+             "mask": self.export_mask_regions}[kind](path)
 
     def _export(self, what, fn):
         try:

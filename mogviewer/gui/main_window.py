@@ -304,13 +304,13 @@ class MainWindow(QtWidgets.QMainWindow):
         mb = self.menuBar()
         fm = mb.addMenu("&File")
         for k in ("open_image", "open_psf", "remove_psf", "open_noise", "open_mask",
-                  "open_model"):
+                  "open_mask_regions", "open_model"):
             fm.addAction(q[k])
         self.recent_menu = fm.addMenu("Open &Recent")
         fm.addAction(q["open_sample"])
         fm.addSeparator()
         em = fm.addMenu("&Export")
-        for k in ("csv", "imgblock", "region", "json", "png"):
+        for k in ("csv", "imgblock", "region", "json", "png", "mask"):
             em.addAction(q[f"export_{k}"])
         fm.addSeparator()
         fm.addAction(q["quit"])
@@ -355,6 +355,8 @@ class MainWindow(QtWidgets.QMainWindow):
         s.psf_changed.connect(self._fit_params_width_later)
         s.image_changed.connect(self._fit_params_width_later)
         s.posterior_changed.connect(self._fit_params_width_later)   # its column comes and goes
+        s.sources_changed.connect(self._fit_params_width_later)
+        s.mask_changed.connect(self._fit_params_width_later)
         s.config_changed.connect(self._update_components)
         s.model_changed.connect(self._refresh_readout)
         s.busy_changed.connect(self._on_busy)

@@ -46,7 +46,10 @@ class SourcesPanel(QtWidgets.QGroupBox):
         self.list.setMinimumHeight(70)
         self.list.setMaximumHeight(120)
         self.list.currentRowChanged.connect(self._on_row)
-        lay.addWidget(self.list, 0, 0, 1, 4)
+        self.list.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(QtCore.Qt.ElideRight)
+        self.list.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
+        lay.addWidget(self.list, 0, 0, 1, 3)
         self.add_button = QtWidgets.QPushButton("Add by click")
         self.add_button.setCheckable(True)
         self.add_button.setToolTip("Then click on the data panel: a source of the chosen kind "
@@ -69,7 +72,7 @@ class SourcesPanel(QtWidgets.QGroupBox):
         lay.addWidget(self.add_button, 1, 0)
         lay.addWidget(self.kind_combo, 1, 1)
         lay.addWidget(self.delete_button, 1, 2)
-        lay.addWidget(self.detect_button, 1, 3)
+        lay.addWidget(self.detect_button, 3, 2)
         self.tool_buttons = {}
         for col, (tool, text, tip) in enumerate((
                 ("box", "Mask box", "Drag on the data panel: mask the pixels in the box"),
@@ -86,10 +89,21 @@ class SourcesPanel(QtWidgets.QGroupBox):
         self.tool_buttons["add"] = self.add_button
         self.clear_mask_button = QtWidgets.QPushButton("Clear mask")
         self.clear_mask_button.clicked.connect(actions.clear_mask)
-        lay.addWidget(self.clear_mask_button, 2, 3)
+        lay.addWidget(self.clear_mask_button, 3, 1)
         self.mask_label = QtWidgets.QLabel("")
         self.mask_label.setStyleSheet("color: #555;")
-        lay.addWidget(self.mask_label, 3, 0, 1, 4)
+        lay.addWidget(self.mask_label, 4, 0, 1, 3)
+        self.import_button = QtWidgets.QPushButton("Regions\u2026")
+        self.import_button.setToolTip("Mask the pixels inside the regions of a DS9 file")
+        self.import_button.clicked.connect(actions.ask_import_mask_regions)
+        self.export_button = QtWidgets.QPushButton("Save mask\u2026")
+        self.export_button.setToolTip("Your mask as a DS9 region file (exact: one box per run "
+                                      "of masked pixels)")
+        self.export_button.clicked.connect(lambda: actions.ask_export("mask"))
+        lay.addWidget(self.import_button, 5, 0)
+        lay.addWidget(self.export_button, 5, 1)
+        for c in range(3):
+            lay.setColumnStretch(c, 1)
         state.sources_changed.connect(self.show_sources)
         state.params_changed.connect(lambda *_: self.show_sources())
         state.selection_changed.connect(self._show_selection)
@@ -135,10 +149,12 @@ class SourcesPanel(QtWidgets.QGroupBox):
         self.mask_label.setText("your mask: none" if m is None
                                 else f"your mask: {int(m.sum())} pixels")
         self.clear_mask_button.setEnabled(m is not None and not self.state.busy)
+        self.export_button.setEnabled(m is not None and not self.state.busy)
 
     def _on_busy(self, busy):
         for w in (self.list, self.add_button, self.kind_combo, self.delete_button,
-                  self.detect_button, self.clear_mask_button, *self.tool_buttons.values()):
+                  self.detect_button, self.clear_mask_button, self.import_button,
+                  self.export_button, *self.tool_buttons.values()):
             w.setEnabled(not busy)
         if busy:
             self.set_tool("none")
@@ -216,6 +232,9 @@ class SceneOverlay(QtCore.QObject):
             else:
                 h = EllipseHandle()
                 h.setPen(NEIGHBOUR_PEN)
+                for hh in h.getHandles():     # cyan handles: not the target's green ones
+                    hh.pen = hh.currentPen = NEIGHBOUR_PEN
+                    hh.update()
                 h.set_ellipse(src.x, src.y, src.re, src.q, src.angle)
                 h.drag_started.connect(lambda i=i: self._started(i))
                 h.dragged.connect(lambda ell, i=i: self.actions.source_dragged(i, ell))

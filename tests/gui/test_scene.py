@@ -201,3 +201,35 @@ def test_detect_sources_is_one_undo_step(window, qtbot):
     assert all(np.hypot(src.x - s.params.x, src.y - s.params.y) > 3 for src in s.neighbours)
     w.commands.undo_stack.undo()
     assert s.neighbours == () and s.user_mask is None
+
+
+def test_mask_regions_round_trip_exactly(window, tmp_path, errors, sample_files):
+    """Export writes the user's mask as DS9 boxes; importing the file masks the same pixels;
+    a hand-written DS9 circle masks the pixels whose centres are inside (1-based DS9
+    coordinates); export over an input is refused."""
+    w, s = window, window.state
+    assert w.commands.draw_mask("ellipse", 100.0, 100.0, 141.0, 127.0)
+    assert w.commands.draw_mask("box", 20.0, 30.0, 25.0, 60.0)
+    m = np.array(s.user_mask)
+    out = tmp_path / "mask.reg"
+    assert w.commands.export_mask_regions(str(out))
+    assert "box(" in out.read_text()
+    assert w.commands.clear_mask() and s.user_mask is None
+    assert w.commands.import_mask_regions(str(out))
+    assert np.array_equal(s.user_mask, m)
+    w.commands.clear_mask()
+    circ = tmp_path / "circle.reg"
+    circ.write_text("# Region file format: DS9\nimage\ncircle(101,61,10)\n")
+    assert w.commands.import_mask_regions(str(circ))
+    yy, xx = np.mgrid[:256, :256]
+    d2 = (xx - 100) ** 2 + (yy - 60) ** 2
+    # centres exactly on the circle (d = 10) are the region library's choice: leave them out
+    off = d2 != 100
+    assert np.array_equal(s.user_mask[off], (d2 < 100)[off])
+    w.commands.undo_stack.undo()
+    assert s.user_mask is None
+    assert w.commands.import_mask_regions(str(sample_files[0])) is False   # not regions
+    assert errors[-1][0] == "Cannot read regions" and "Traceback" not in errors[-1][1]
+    w.commands.draw_mask("box", 20.0, 30.0, 25.0, 60.0)
+    assert w.commands.export_mask_regions(str(sample_files[1])) is False   # the mask file
+    assert "input file" in errors[-1][1]
