@@ -760,3 +760,51 @@ def read_mask_regions(path, shape, *, wcs=None):
         raise mexport.ExportError(f"{Path(str(path)).name}: no region of the file lies on "
                                   "the image (image or sky regions with a WCS)")
     return out
+
+
+# ------------------------------------------------------------------------------- colour
+#: Bands from blue to red (a file's BAND keywords are ordered by this for the colour image).
+BAND_ORDER = "u g r i z y".split()
+
+
+def colour_bands(hdus):
+    """The three image HDUs of a multi-band file that make its colour image, reddest first
+    (R, G, B): ``[(index, band)]`` from :func:`image_hdus` labels, or [] with fewer than three
+    bands."""
+    bands = []
+    for idx, label in hdus:
+        if "band " in label:
+            bands.append((idx, label.rsplit("band ", 1)[1].strip()))
+    if len(bands) < 3:
+        return []
+
+    def rank(b):
+        name = b[1].lower()
+        return BAND_ORDER.index(name) if name in BAND_ORDER else -1
+
+    bands.sort(key=rank)
+    return list(reversed(bands[-3:]))
+
+
+def colour_image(path, hdus, *, Q=8.0):
+    """An RGB image of a multi-band file: the three reddest bands as R, G, B through
+    astropy's :func:`~astropy.visualization.make_lupton_rgb` (Lupton et al. 2004, the asinh
+    stretch that keeps colours of bright objects). Each band is divided by its own 99.5th
+    percentile first, so the stretch does not depend on the units. Returns ``(rgb (ny, nx, 3)
+    uint8, row 0 at the bottom as in the image array; [band names R, G, B])``."""
+    from astropy.visualization import make_lupton_rgb
+    chosen = colour_bands(hdus)
+    if not chosen:
+        raise mio.ImageReadError(f"{Path(str(path)).name}: a colour image needs three bands "
+                                 "(image HDUs with a BAND keyword)")
+    planes = []
+    for idx, _band in chosen:
+        img = np.asarray(mio.read_image(str(path), hdu=idx).image, float)
+        img = np.where(np.isfinite(img), img, 0.0)
+        p = float(np.percentile(img, 99.5))
+        planes.append(img / p if p > 0 else img)
+    shape = planes[0].shape
+    if any(p.shape != shape for p in planes):
+        raise mio.ImageReadError(f"{Path(str(path)).name}: the bands differ in shape")
+    rgb = make_lupton_rgb(*planes, minimum=0.0, stretch=0.5, Q=Q)
+    return np.ascontiguousarray(rgb), [b for _i, b in chosen]

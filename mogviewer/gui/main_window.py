@@ -196,6 +196,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.commands = Actions(self, self.state, self.settings)
         self._psf_dialog = None
         self._posterior_dialog = None
+        self._colour_dialog = None
         self._quick_start = None
         self._hover = None
         self.setWindowTitle("mogviewer")
@@ -328,6 +329,9 @@ class MainWindow(QtWidgets.QMainWindow):
         vm = mb.addMenu("&View")
         a = vm.addAction("&PSF\u2026", self.show_psf_dialog)
         a.setShortcut(QtGui.QKeySequence("Ctrl+Shift+P"))
+        self.colour_action = vm.addAction("&Colour Image\u2026", self.show_colour_dialog)
+        self.colour_action.setStatusTip("The three reddest bands of a multi-band file as R, G, "
+                                        "B (astropy make_lupton_rgb)")
         a = vm.addAction("&Whole Image", self.panels.reset_zoom)
         a.setShortcut(QtGui.QKeySequence("Home"))
         self.components_action = vm.addAction("Show &Gaussians")
@@ -500,6 +504,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._psf_dialog.close()
         if self._posterior_dialog is not None:
             self._posterior_dialog.close()
+        if self._colour_dialog is not None:
+            self._colour_dialog.close()
         self.save_settings()
         super().closeEvent(ev)
 
@@ -577,6 +583,17 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_sample_finished(self, post):
         if post is not None and post is self.state.posterior:
             self.show_posterior_dialog()
+
+    def show_colour_dialog(self):
+        """The colour image of the current multi-band file (or the reason there is none)."""
+        from .colour_dialog import ColourDialog
+        s = self.state
+        if self._colour_dialog is None:
+            self._colour_dialog = ColourDialog(self.commands.tasks, self)
+        self._colour_dialog.show_file(s.image_path, s.source.hdus)
+        self._colour_dialog.show()
+        self._colour_dialog.raise_()
+        return self._colour_dialog
 
     def show_quick_start(self):
         if self._quick_start is None:

@@ -6,7 +6,8 @@ posterior dialog and the other sources of the scene.
 Runs offscreen unless DISPLAY is set (e.g. under ``xvfb-run``). Opens the bundled sample, waits
 for its PSF, grabs the window at the moments-based start, fits, grabs again, grabs the PSF
 dialog, samples the posterior (mixture-only PSF, 600 steps) and grabs its dialog, then detects
-the other sources, draws a mask ellipse and grabs the window. The PNGs are reduced to 256-colour palettes (Pillow) to stay small.
+the other sources, draws a mask ellipse and grabs the window. The PNGs are reduced to 256-colour
+palettes (Pillow) to stay small.
 """
 
 from __future__ import annotations
