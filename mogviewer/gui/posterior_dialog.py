@@ -40,7 +40,8 @@ class PosteriorDialog(QtWidgets.QDialog):
         scroll = QtWidgets.QScrollArea()
         scroll.setWidget(self.plot_label)
         scroll.setWidgetResizable(True)
-        lay.addWidget(scroll, 3)
+        scroll.setMinimumWidth(560)
+        lay.addWidget(scroll, 0)
         right = QtWidgets.QVBoxLayout()
         self.summary = QtWidgets.QLabel("")
         self.summary.setWordWrap(True)
@@ -57,8 +58,8 @@ class PosteriorDialog(QtWidgets.QDialog):
         bb = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Close)
         bb.rejected.connect(self.close)
         right.addWidget(bb)
-        lay.addLayout(right, 2)
-        self.resize(1040, 600)
+        lay.addLayout(right, 1)
+        self.resize(1100, 600)
 
     def show_posterior(self, post, result=None):
         """Show ``post`` (a Posterior); the best fit of ``result`` is marked on the plot."""

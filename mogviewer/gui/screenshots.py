@@ -5,7 +5,7 @@ posterior dialog and the other sources of the scene.
 
 Runs offscreen unless DISPLAY is set (e.g. under ``xvfb-run``). Opens the bundled sample, waits
 for its PSF, grabs the window at the moments-based start, fits, grabs again, grabs the PSF
-dialog, samples the posterior (mixture-only PSF, 600 steps) and grabs its dialog, then detects
+dialog, samples the posterior (mixture-only PSF, 1200 steps) and grabs its dialog, then detects
 the other sources, draws a mask ellipse and grabs the window. The PNGs are reduced to 256-colour
 palettes (Pillow) to stay small.
 """
@@ -59,19 +59,19 @@ def main(argv=None):
     paths.append(_save(dlg, out / "psf_dialog.png", 900))
     dlg.close()
     w.components_action.setChecked(False)
-    # the posterior: 600 steps per walker with the PSF's mixture (a render 10x faster)
+    # the posterior: 1200 steps per walker with the PSF's mixture (a render 10x faster)
     w.state.set_psf_mode("mixture")
     done.clear()
     w.commands.start_fit()
     gui_app.wait_until(app, lambda: done, 120)
     post = []
     w.commands.sample_finished.connect(post.append)
-    w.commands.start_sample(600)
+    w.commands.start_sample(1200)
     gui_app.wait_until(app, lambda: post, 600)
     pd = w._posterior_dialog
     gui_app.wait_until(app, lambda: pd.corner_image is not None, 120)
     gui_app.settle(app)
-    paths.append(_save(pd, out / "posterior.png", 1040))
+    paths.append(_save(pd, out / "posterior.png", 1100))
     pd.close()
     # the other sources: detected, their handles on the data panel, the mask drawn
     det = []
