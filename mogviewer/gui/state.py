@@ -367,8 +367,9 @@ class SessionState:
     def _make_problem(self, neighbours):
         image = None
         if neighbours:
-            image = self.data.image - engine.neighbours_image(self.data, self.psf_model,
-                                                              neighbours)
+            nb_img = (self.neighbours_image() if neighbours == self.neighbours
+                      else engine.neighbours_image(self.data, self.psf_model, neighbours))
+            image = self.data.image - nb_img
         return engine.make_problem(
             self.data, psf=self.psf_model, psf_mode=self.psf_mode,
             profile=self.profile, M=self.M, free=self.free, sky=self.sky_on,
