@@ -202,7 +202,7 @@ class FitRunner(QtCore.QObject):
         th, self._thread, self._worker = self._thread, None, None
         if th is not None:
             th.quit()
-            th.wait(10000)
+            th.wait()       # the stop flag ends the run; a QThread destroyed running aborts
 
 
 class TaskWorker(QtCore.QObject):
@@ -272,7 +272,9 @@ class Tasks(QtCore.QObject):
         return len(self._live)
 
     def shutdown(self):
+        # wait for each task to end: a QThread destroyed while its task runs (a corner plot
+        # drawn on a loaded machine took longer than any fixed timeout) aborts the process
         for th, _ in list(self._live.values()):
             th.quit()
-            th.wait(10000)
+            th.wait()
         self._live.clear()

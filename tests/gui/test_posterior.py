@@ -128,6 +128,10 @@ def test_sample_progress_live_and_cancel(fitted, qtbot):
     assert post is not None and 100 <= post.n_steps < 100000 and not post.converged
     assert not s.busy and s.posterior is post
     assert "NOT converged" in p.posterior_label.text()
+    # the corner plot of the stopped run is drawn too (its dialog opened by itself)
+    dlg = w._posterior_dialog
+    qtbot.waitUntil(lambda: dlg.corner_image is not None, timeout=120000)
+    assert dlg.posterior is post
 
 
 def test_sample_action_in_the_fit_menu(window):
