@@ -126,7 +126,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         m("open_psf", "Open &PSF\u2026", lambda: self.ask_open("psf"), "Ctrl+P",
           "Open a PSF image, PSFEx file or mixture")
         m("remove_psf", "&Remove PSF", self.remove_psf, None,
-          "Fit without a PSF (the model is not convolved)")
+          "Fit without a PSF (the model is integrated over each pixel: the pixel is the PSF)")
         m("open_noise", "Open &Noise Map\u2026", lambda: self.ask_open("noise"), None,
           "Open a 1-sigma noise map for the current image")
         m("open_mask", "Open &Mask\u2026", lambda: self.ask_open("mask"), None,

@@ -616,7 +616,7 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.state
         m = s.psf_model
         if m is None:
-            self.psf_status.setText("PSF: none (not convolved)")
+            self.psf_status.setText("PSF: none (the pixel only)")
             self.psf_status.setStyleSheet("")
         else:
             info = s.psf_info or {}

@@ -357,7 +357,8 @@ class ParamsPanel(QtWidgets.QWidget):
         self.psf_open_button = QtWidgets.QPushButton("Open PSF\u2026")
         self.psf_open_button.clicked.connect(self.psf_open_requested.emit)
         self.psf_remove_button = QtWidgets.QPushButton("Remove")
-        self.psf_remove_button.setToolTip("Fit without a PSF (the model is not convolved)")
+        self.psf_remove_button.setToolTip("Fit without a PSF (the model is integrated over "
+                                          "each pixel: the pixel is the PSF)")
         self.psf_remove_button.clicked.connect(self.psf_remove_requested.emit)
         self.pos_x, self.pos_y = QtWidgets.QDoubleSpinBox(), QtWidgets.QDoubleSpinBox()
         for sp in (self.pos_x, self.pos_y):
@@ -445,7 +446,7 @@ class ParamsPanel(QtWidgets.QWidget):
         s = self.state
         m = s.psf_model
         if m is None:
-            self.psf_label.setText("none: the model is not convolved")
+            self.psf_label.setText("none: the model is integrated over each pixel")
             self.psf_label.setStyleSheet("")
         else:
             from pathlib import Path

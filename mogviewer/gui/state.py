@@ -283,7 +283,7 @@ class SessionState:
         self.psf_hdu = None if model is None else hdu
         self._problem = None
         if model is None:
-            self.log("No PSF: the model is not convolved (psf = None).")
+            self.log("No PSF: the model is integrated over each pixel (psf = None).")
         else:
             at = "" if position is None else f" at ({position[0]:g}, {position[1]:g})"
             self.log(f"PSF from {path}{at}: {model.n_components} Gaussian(s), source "
