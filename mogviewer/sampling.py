@@ -435,6 +435,8 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
                 adapted_at = done
     if adaptive:
         burn = max(adapted_at, _adaptive_burn(tau_arr, done))
+    elif done < n_steps:        # a fixed run stopped early: drop the same fraction of it
+        burn = min(burn, done * burn // n_steps)
     burn = min(burn, done - 1)
     kept = max(done - burn, 1)
     chain = sampler.get_chain(discard=burn)         # (steps, walkers, ndim)

@@ -15,8 +15,9 @@ from pathlib import Path
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from . import dialogs, engine
+from .scene_actions import PosteriorActions, SceneActions
 from .state import format_params
-from .undo import SetParamsCommand, SetProfileCommand
+from .undo import SetParamsCommand, SetProfileCommand, SetSceneCommand
 from .worker import FitRunner, Tasks
 
 MAX_RECENT = 10
@@ -48,13 +49,17 @@ def _redo_shortcuts():
     return out
 
 
-class Actions(QtCore.QObject):
+class Actions(SceneActions, PosteriorActions, QtCore.QObject):
     """The app's verbs (see the module docstring).
 
     Signals
     -------
     fit_finished(FitResult) : a fit ended (after the state was updated).
     fit_progressed(FitProgress) : one per optimiser iteration.
+    sample_finished(Posterior) : a posterior sampling ended (complete or cancelled), or None
+        when it failed.
+    sample_progressed(tuple) : ``(step, n_steps, elapsed_s)`` every 50 steps.
+    detect_finished(int) : source detection ended (neighbours modelled, -1 on failure).
     psf_loaded(object) : a PSF finished loading (PsfModel) or failed / was declined (None).
     status_message(str, int) : a transient message for the status bar (text, milliseconds).
     recent_changed() : the recent-files list changed.
@@ -62,6 +67,9 @@ class Actions(QtCore.QObject):
 
     fit_finished = QtCore.pyqtSignal(object)
     fit_progressed = QtCore.pyqtSignal(object)
+    sample_finished = QtCore.pyqtSignal(object)
+    detect_finished = QtCore.pyqtSignal(int)
+    sample_progressed = QtCore.pyqtSignal(object)
     psf_loaded = QtCore.pyqtSignal(object)
     status_message = QtCore.pyqtSignal(str, int)
     recent_changed = QtCore.pyqtSignal()
@@ -73,6 +81,8 @@ class Actions(QtCore.QObject):
         self.settings = settings
         self.tasks = Tasks(self)
         self.runner = FitRunner(self)
+        self.sampler = FitRunner(self)       # posterior sampling: its own thread, same rules
+        self.sample_steps = engine.SAMPLE_STEPS[0]
         self.undo_stack = QtWidgets.QUndoStack(self)
         self.n_errors = 0
         self.last_error = None
@@ -84,8 +94,13 @@ class Actions(QtCore.QObject):
         self.runner.progressed.connect(self._on_fit_progress)
         self.runner.finished.connect(self._on_fit_finished)
         self.runner.failed.connect(self._on_fit_failed)
+        self.sampler.progressed.connect(self._on_sample_progress)
+        self.sampler.finished.connect(self._on_sample_finished)
+        self.sampler.failed.connect(self._on_sample_failed)
         self.undo_stack.indexChanged.connect(self.update_enabled)
         state.result_changed.connect(self.update_enabled)
+        state.params_changed.connect(self.update_enabled)
+        state.mask_changed.connect(self.update_enabled)
         state.image_changed.connect(self._on_image_changed)
         state.busy_changed.connect(self._on_busy)
 
@@ -111,7 +126,7 @@ class Actions(QtCore.QObject):
         m("open_psf", "Open &PSF\u2026", lambda: self.ask_open("psf"), "Ctrl+P",
           "Open a PSF image, PSFEx file or mixture")
         m("remove_psf", "&Remove PSF", self.remove_psf, None,
-          "Fit without a PSF (the model is not convolved)")
+          "Fit without a PSF (the model is integrated over each pixel: the pixel is the PSF)")
         m("open_noise", "Open &Noise Map\u2026", lambda: self.ask_open("noise"), None,
           "Open a 1-sigma noise map for the current image")
         m("open_mask", "Open &Mask\u2026", lambda: self.ask_open("mask"), None,
@@ -130,6 +145,10 @@ class Actions(QtCore.QObject):
           "Parameters, profile and PSF, re-loadable")
         m("export_png", "Panels as &PNG\u2026", lambda: self.ask_export("png"), None,
           "The four panels rendered from the arrays, with colour bars (no handles)")
+        m("export_mask", "&Mask Regions (DS9)\u2026", lambda: self.ask_export("mask"), None,
+          "Your mask (drawn, imported or detected) as DS9 boxes, exactly")
+        m("open_mask_regions", "Open Mask &Regions (DS9)\u2026", self.ask_import_mask_regions,
+          None, "Mask the pixels inside the regions of a DS9 file")
         m("quit", "&Quit", self.window.close, QtGui.QKeySequence.Quit)
         undo = self.undo_stack.createUndoAction(self.window, "&Undo")
         undo.setShortcut(QtGui.QKeySequence.Undo)
@@ -138,8 +157,11 @@ class Actions(QtCore.QObject):
         self.q["undo"], self.q["redo"] = undo, redo
         m("fit", "&Fit", self.start_fit, ["F", "Ctrl+Return"],
           "Fit the model (in the background)")
+        m("sample", "&Sample Posterior", self.start_sample, "S",
+          "Sample the posterior around the fit (emcee, in the background): intervals and a "
+          "corner plot")
         m("cancel", "&Cancel Fit", self.cancel_fit, "Esc",
-          "Stop the running fit (keeps the best so far)")
+          "Stop the running fit or sampling (keeps what was done)")
         self.q["cancel"].setEnabled(False)
         m("reset", "&Start from Moments", self.reset_start, "Ctrl+R",
           "Reset the start parameters to the image moments")
@@ -156,7 +178,12 @@ class Actions(QtCore.QObject):
         QtWidgets.QMessageBox.critical(self.window, title, text)
 
     def report_exception(self, exc_type, exc, tb):
-        """Show an unexpected exception in a dialog and the log (installed as excepthook)."""
+        """Show an exception that reached the event loop (installed as excepthook): a
+        mogviewer error (:class:`~mogviewer.errors.MogviewerError`) as its plain message, with
+        no traceback; anything else as "Unexpected error", its traceback in the log."""
+        if engine.is_user_error(exc):
+            self.show_error("Cannot do that", str(exc))
+            return
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         self.show_error("Unexpected error",
                         f"{exc_type.__name__}: {exc}\n\nThe app keeps running; details are in "
@@ -230,13 +257,21 @@ class Actions(QtCore.QObject):
         """Read an image; a new file (not the same file with another HDU, mask, noise or
         zeropoint) with a PSF in use asks whether that PSF is also the new image's."""
         options = dict(options or {})
+        keep = ("The current image is unchanged." if self.state.data is not None
+                else "No image is open: use File > Open Image or File > Open Sample Galaxy.")
         try:
             data = engine.read_image(path, **options)
         except engine.READ_ERRORS as exc:
-            keep = ("The current image is unchanged." if self.state.data is not None
-                    else "No image is open: use File > Open Image or File > Open Sample Galaxy.")
             self.show_error(f"Cannot open {kind_label}",
                             f"{Path(str(path)).name} could not be read:\n\n{exc}\n\n{keep}")
+            return False
+        s = self.state
+        try:   # an image that cannot be fitted at all (too small, nothing usable) is refused
+            engine.make_problem(data, psf=None, profile=s.profile, M=s.M, free=s.free,
+                                sky=s.sky_on, n=None if s.params is None else s.params.n)
+        except (engine.FitError, ValueError) as exc:
+            self.show_error(f"Cannot open {kind_label}",
+                            f"{Path(str(path)).name} cannot be fitted:\n\n{exc}\n\n{keep}")
             return False
         same_file = self.state.image_path is not None and path is not None and \
             str(path) == self.state.image_path
@@ -381,8 +416,8 @@ class Actions(QtCore.QObject):
     def open_model(self, path):
         try:
             saved = engine.read_model_json(path)
-        except engine.export_error_types() + engine.READ_ERRORS as exc:
-            self.show_error("Cannot open model", f"{Path(str(path)).name}:\n\n{exc}")
+        except engine.export_error_types() + engine.READ_ERRORS + (RecursionError,) as exc:
+            self.show_error("Cannot open model", engine.message_about(exc, Path(str(path)).name))
             return False
         if self.state.data is None:
             self.show_error("Cannot open model", "Open an image before a model.")
@@ -390,6 +425,7 @@ class Actions(QtCore.QObject):
         if saved.profile in engine.PROFILES:
             self.state.set_profile(saved.profile, saved.M)
         self.state.set_sky(saved.sky != "none")
+        self.state.model_path = str(path)
         self.push_params(saved.params, f"Load model {Path(path).name}")
         self.state.log(f"Model from {path}: {format_params(saved.params)}")
         self.add_recent("model", path)
@@ -523,16 +559,47 @@ class Actions(QtCore.QObject):
         s.set_busy(True)
         free = ", ".join(problem.free) or "nothing"
         s.log(f"Fit {s.profile} M={s.M}, sky {'on' if s.sky_on else 'off'}, "
-              f"PSF {'K=' + str(s.psf_model.n_components) if s.psf_model else 'none'}"
+              f"PSF {engine.psf_info_text(problem.psf_info) if s.psf_model else 'none'}"
               f"; free: {free}; start: {format_params(s.params)}")
-        self.runner.start(problem, s.params)
+        if s.neighbours:
+            self._start_scene_fit()
+        else:
+            self.runner.start(problem, s.params)
         return True
+
+    def _start_scene_fit(self):
+        """The target and the other sources together (fit_scene with the PSF's mixture), then
+        the target on the data minus them with the session's problem (its PSF mode)."""
+        from .worker import SceneFitWorker
+        s = self.state
+        data, psf, mode, prof, M, free, sky, user = (s.data, s.psf_model, s.psf_mode,
+                                                     s.profile, s.M, s.free, s.sky_on,
+                                                     s.user_mask)
+        n = s.params.n
+        start, nb = s.params, s.neighbours
+        s.log(f"Scene fit: the target and {len(nb)} other sources")
+
+        def problem_for(neighbours):
+            image = data.image - engine.neighbours_image(data, psf, neighbours)
+            return engine.make_problem(data, psf=psf, psf_mode=mode, profile=prof, M=M,
+                                       free=free, sky=sky, n=n, image=image, extra_mask=user)
+
+        def job(should_stop):
+            return engine.run_scene_fit(data, psf, problem_for, start, prof, M, nb, sky=sky,
+                                        extra_mask=user, should_stop=should_stop)
+
+        self.runner.start(None, None, worker=SceneFitWorker(job))
 
     def cancel_fit(self):
         if self.runner.running:
             self.state.log("Cancel requested.")
             self._status("Cancelling the fit\u2026", 3000)
             self.runner.cancel()
+        if self.sampler.running:
+            self.state.log("Cancel requested: the samples so far are kept.")
+            self._status("Stopping the sampling at its next progress point\u2026", 3000)
+            self.sampler.cancel()
+
 
     def _on_fit_progress(self, snap):
         s = self.state
@@ -547,9 +614,21 @@ class Actions(QtCore.QObject):
         self._fit_start = None
         s.set_busy(False)
         self._edits_since_load += 1
+        scene = None
+        if isinstance(result, tuple):          # a scene fit: (FitResult, neighbours, scene)
+            result, nb, scene = result
+            self.undo_stack.beginMacro(f"Fit scene ({result.status})")
+            self.undo_stack.push(SetSceneCommand(s, (s.neighbours, None), (nb, None),
+                                                 "Fit the other sources", old_result=old_r,
+                                                 new_result=None))
         self.undo_stack.push(SetParamsCommand(s, old_p, result.params,
                                               f"Fit ({result.status})", old_result=old_r,
                                               new_result=result))
+        if scene is not None:
+            self.undo_stack.endMacro()
+            s.log(f"Scene fit {scene.status}: chi2/nu = {scene.chi2_nu:.4f} with "
+                  f"{len(scene.scene.sources)} sources, {scene.nfev} evaluations, "
+                  f"{scene.elapsed:.2f} s")
         errs = result.errors()
         lines = [f"Fit {result.status} in {result.elapsed:.2f} s, {result.nfev} evaluations: "
                  f"chi2/nu = {result.chi2_nu:.4f} (nu = {result.nu})"]
@@ -577,8 +656,11 @@ class Actions(QtCore.QObject):
         busy = self.state.busy
         for k, a in self.export_actions.items():
             need_res = k in ("csv", "imgblock")
-            a.setEnabled(has_img and (has_res or not need_res) and not busy)
+            a.setEnabled(has_img and (has_res or not need_res) and not busy
+                         and (k != "mask" or self.state.user_mask is not None))
+        self.q["open_mask_regions"].setEnabled(has_img and not busy)
         self.q["fit"].setEnabled(has_img and not busy)
+        self.q["sample"].setEnabled(self.can_sample())
         self.q["remove_psf"].setEnabled(self.state.psf_model is not None and not busy)
         self.q["undo"].setEnabled(not busy and self.undo_stack.canUndo())
         self.q["redo"].setEnabled(not busy and self.undo_stack.canRedo())
@@ -603,6 +685,11 @@ class Actions(QtCore.QObject):
                               "_mog.csv", "csv")
         if not path:
             return
+        try:     # refused at once (an input, a device, ...): no question about appending
+            engine.check_output_path(path, "CSV", inputs=self.state.input_files())
+        except engine.export_error_types() as exc:
+            self.show_error("Cannot export CSV", str(exc))
+            return
         append = False
         if Path(path).exists() and Path(path).stat().st_size > 0:
             answer = dialogs.ask_csv_append(self.window, Path(path).name)
@@ -617,11 +704,14 @@ class Actions(QtCore.QObject):
             "region": ("Export DS9 region", "DS9 region (*.reg);;All files (*)", "_mog.reg"),
             "json": ("Export model", "JSON (*.json);;All files (*)", "_mog.json"),
             "png": ("Export panels", "PNG (*.png)", "_panels.png"),
+            "mask": ("Export mask regions", "DS9 region (*.reg);;All files (*)",
+                     "_mask.reg"),
         }[kind]
         path = self._ask_save(title, filt, suffix, kind)
         if path:
             {"imgblock": self.export_imgblock, "region": self.export_region,
-             "json": self.export_model_json, "png": self.export_png}[kind](path)
+             "json": self.export_model_json, "png": self.export_png,
+             "mask": self.export_mask_regions}[kind](path)
 
     def _export(self, what, fn):
         try:
@@ -642,8 +732,8 @@ class Actions(QtCore.QObject):
 
         def go():
             row = engine.result_row(s.result, data=s.data, problem=s.problem(),
-                                    psf_text=self._psf_text())
-            engine.write_csv(path, [row], append=append)
+                                    psf_text=self._psf_text(), posterior=s.posterior)
+            engine.write_csv(path, [row], append=append, inputs=s.input_files())
 
         ok = self._export("CSV", go)
         if ok:
@@ -656,7 +746,8 @@ class Actions(QtCore.QObject):
             self.show_error("Nothing to export", "Fit first: the image block holds a fit.")
             return False
         ok = self._export("image block", lambda: engine.write_imgblock(
-            path, problem=s.problem(), result=s.result, data=s.data, psf_text=self._psf_text()))
+            path, problem=s.problem(), result=s.result, data=s.data, psf_text=self._psf_text(),
+            inputs=s.input_files()))
         if ok:
             s.log(f"Wrote image block {path}")
         return ok
@@ -665,7 +756,8 @@ class Actions(QtCore.QObject):
         s = self.state
         res = s.result if s.result is not None and s.result.params == s.params else None
         ok = self._export("region", lambda: engine.write_region(
-            path, params=s.params, profile=s.profile, M=s.M, result=res, data=s.data))
+            path, params=s.params, profile=s.profile, M=s.M, result=res, data=s.data,
+            inputs=s.input_files()))
         if ok:
             s.log(f"Wrote DS9 region {path}")
         return ok
@@ -674,14 +766,19 @@ class Actions(QtCore.QObject):
         s = self.state
         ok = self._export("model", lambda: engine.write_model_json(
             path, params=s.params, problem=s.problem(), result=s.result,
-            source=s.image_path))
+            source=s.image_path, inputs=s.input_files()))
         if ok:
             s.log(f"Wrote model {path}")
         return ok
 
     def export_png(self, path):
-        if not self.window.panels.render_png(path):
-            self.show_error("Cannot export PNG", f"{path} could not be written.")
+        def go():
+            # through the output-path policy: never over an input, complete or absent
+            with engine.atomic_output(path, "PNG", inputs=self.state.input_files()) as tmp:
+                if not self.window.panels.render_png(tmp):
+                    raise OSError(f"{path} could not be written")
+
+        if not self._export("PNG", go):
             return False
         self.state.log(f"Wrote panels {path}")
         return True
@@ -693,6 +790,7 @@ class Actions(QtCore.QObject):
         except TypeError:
             pass
         self.runner.shutdown()
+        self.sampler.shutdown()
         self.tasks.shutdown()
 
 

@@ -174,7 +174,7 @@ def open_args(w, args):
         if args.psf:
             c.open_psf(args.psf)
         else:
-            w.state.log("No PSF given (--psf): the model is not convolved. "
+            w.state.log("No PSF given (--psf): the model is integrated over each pixel only. "
                         "File > Open PSF to add one.")
     else:
         c.open_sample(psf=not args.psf)

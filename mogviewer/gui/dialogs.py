@@ -22,12 +22,20 @@ multi-band file: choose the band under <i>Image and PSF</i>; type a <b>zeropoint
 header has none.</li>
 <li><b>PSF</b>: <i>File &#9656; Open PSF</i> (Ctrl+P): an image, a PSFEx file (give the cutout
 centre's position on the original image) or a mixture. <i>View &#9656; PSF</i> shows its Gaussian
-mixture and residual. Without a PSF the model is not convolved.</li>
+mixture and residual. A PSF image is used exactly (the stamp itself); <i>PSF mode</i> under
+<i>Image and PSF</i> switches to its mixture alone and shows its quality figures. Without a PSF
+the model is integrated over each pixel.</li>
 <li><b>Start</b>: the green ellipse starts from the image moments; drag its centre, axis ends or
 rotation handle, or type values in the parameter panel. Pick the profile and M (badness and flux
 fraction of the mixture are shown); tick <i>fixed</i> to keep a parameter.</li>
 <li><b>Fit</b>: press <b>F</b> (or the Fit button). The panels follow each iteration;
 <b>Esc</b> cancels, <b>Ctrl+Z</b> / <b>Ctrl+Shift+Z</b> undo and redo.</li>
+<li><b>Other sources and the mask</b> (<i>Sources and mask</i>): <b>Detect sources</b>, or
+<b>Add by click</b> and click on the data panel; each source has its own cyan handles. <b>Mask
+box / ellipse / Erase</b> draw on the data panel; DS9 region files in and out. Fit then fits
+them all together.</li>
+<li><b>Posterior</b>: after a fit, <b>Sample posterior</b> (<b>S</b>) runs emcee in the
+background: the 16/84 % beside each parameter and a corner plot.</li>
 <li><b>Judge</b> the residual and chi panels (&#177;5&#963; by default); the status bar reads
 pixel values, RA/Dec in degrees and sexagesimal.</li>
 <li><b>Export</b>: <i>File &#9656; Export</i>: the CSV row (append several fits to one file),

@@ -23,7 +23,8 @@ from .. import export as mexport
 from .. import fitting, profiles, render, sample
 from .. import io as mio
 from .. import psf as mpsf
-from ..errors import MogviewerWarning
+from ..errors import MogviewerError, MogviewerWarning
+from ..export import files as mfiles
 from ..profiles import sersic as SERSIC
 
 # ------------------------------------------------------------------------------- errors
@@ -34,6 +35,19 @@ FitResult = fitting.FitResult
 FitProgress = fitting.FitProgress
 FitFlags = fitting.FitFlags
 PARAM_UNITS = fitting.PARAM_UNITS
+
+
+def is_user_error(exc):
+    """True for the errors mogviewer raises on purpose (:class:`MogviewerError`): their message
+    is written for people and is shown as it is, without a traceback."""
+    return isinstance(exc, MogviewerError)
+
+
+def message_about(exc, name):
+    """The message of ``exc`` about file ``name``, prefixed with the name unless the message
+    already says it."""
+    text = str(exc)
+    return text if name and name in text else f"{name}:\n\n{text}"
 
 
 def psf_error_types():
@@ -274,16 +288,64 @@ def profile_quality(profile, M, n=None):
 
 
 # ------------------------------------------------------------------------------- fitting
-def make_problem(data, *, psf, profile, M, free, sky, n=None):
-    """A :class:`mogviewer.fitting.FitProblem` for the current session state."""
+def make_problem(data, *, psf, profile, M, free, sky, n=None, psf_mode="exact", image=None,
+                 extra_mask=None):
+    """A :class:`mogviewer.fitting.FitProblem` for the current session state.
+
+    ``psf`` is a ``PsfModel`` (or a Mixture, or None); ``psf_mode`` 'exact' uses a PSF image
+    exactly (the library's ``psf_mode='auto'``, the command line's default: a mixture file
+    stays a mixture), 'mixture' its Gaussian mixture only. ``image`` replaces the data's
+    pixels (the data minus the other sources); ``extra_mask`` is added to its mask."""
     sky_model = "constant" if sky else "none"
     allowed = ({"flux", "x", "y", "re", "q", "angle"} | ({"sky"} if sky else set())
                | ({"n"} if profile == "ser" else set()))
     if profile == "ser":
         n = min(max(float(n or 1.0), N_RANGE[0]), N_RANGE[1])
-    return fitting.FitProblem.from_image_data(
-        data, psf=psf, profile=profile, M=int(M), sky=sky_model, n=n,
+    mask = data.mask if extra_mask is None else (data.mask | extra_mask)
+    return fitting.FitProblem.from_arrays(
+        data.image if image is None else image, ivar=data.ivar, mask=mask,
+        psf=psf, profile=profile, M=int(M), sky=sky_model, n=n,
+        psf_mode="auto" if psf_mode == "exact" else "mixture",
         free=tuple(p for p in free if p in allowed))
+
+
+def psf_info_text(info):
+    """One line of the PSF figures of a problem (``FitProblem.psf_info``) for people:
+    mode, K, size ratio and residuals of the mixture against the stamp."""
+    if not info:
+        return ""
+    mode = info.get("psf_mode")
+    if mode == "pixel":
+        return "no PSF: the model is integrated over each pixel"
+    parts = [{"exact": "exact (stamp)", "mixture": "mixture only"}.get(mode, str(mode)),
+             f"K = {info.get('psf_k')}"]
+    ratio, rflux, rpeak = (info.get(k) for k in ("psf_size_ratio", "psf_res_flux",
+                                                 "psf_res_peak"))
+    if ratio is not None:
+        parts.append(f"size ratio {ratio:.4f}")
+    elif rflux is not None:
+        parts.append("size ratio n/a (negative wings)")
+    if rflux is not None:
+        parts.append(f"residual flux {100 * rflux:.2g} %")
+    if rpeak is not None:
+        parts.append(f"residual peak {100 * rpeak:.2g} %")
+    return " \u00b7 ".join(parts)
+
+
+def psf_mixture_poor(info):
+    """True when a mixture-only model would set ``PSF_APPROX`` (size or total off by more
+    than the library's tolerance, or no size at all)."""
+    from ..fitting.problem import PSF_APPROX_TOL
+    rflux = info.get("psf_res_flux")
+    if rflux is None:
+        return False
+    ratio = info.get("psf_size_ratio")
+    return ratio is None or abs(ratio - 1.0) > PSF_APPROX_TOL or abs(rflux) > PSF_APPROX_TOL
+
+
+def psf_has_stamp(model):
+    """True when the PSF came from an image (so it can be used exactly)."""
+    return model is not None and getattr(model, "stamp", None) is not None
 
 
 def initial_guess(problem, *, centre=None):
@@ -292,6 +354,70 @@ def initial_guess(problem, *, centre=None):
 
 def run_fit(problem, start, *, callback, should_stop):
     return fitting.fit(problem, start, callback=callback, should_stop=should_stop)
+
+
+#: Steps per walker of the app's posterior sampling unless the user chooses (the command
+#: line's ``--sample STEPS`` bounds: 100 to 100000).
+SAMPLE_STEPS = (1000, 100, 100000)
+
+
+def run_sample(problem, result, *, n_steps, zeropoint=None, progress=None, should_stop=None):
+    """:func:`mogviewer.sampling.sample` (emcee, started at the fit), as ``mogviewer fit
+    --sample STEPS`` runs it; returns a ``Posterior``."""
+    from .. import sampling
+    return sampling.sample(problem, result, n_steps=int(n_steps), zeropoint=zeropoint,
+                           progress=progress, should_stop=should_stop)
+
+
+def converged_after():
+    """A chain counts as converged when longer than this many autocorrelation times."""
+    from .. import sampling
+    return sampling.CONVERGENCE_TAUS
+
+
+def posterior_rows(post):
+    """``[(name, p16, p50, p84)]`` of every sampled and derived quantity (angles in
+    [0, 180) as the CSV reports them)."""
+    rows = []
+    for name, (lo, mid, hi) in post.percentiles.items():
+        if name == "angle":
+            lo, mid, hi = (v % 180.0 for v in (lo, mid, hi))
+        rows.append((name, lo, mid, hi))
+    return rows
+
+
+def corner_rgba(post, *, truths=None, dpi=72, inches=7.5):
+    """The corner plot of a posterior (the ``corner`` package, Foreman-Mackey 2016) as an
+    ``(h, w, 4)`` uint8 RGBA array, drawn with matplotlib's Agg canvas (no pyplot, no GUI:
+    safe in a worker thread). ``truths``: values marked on every panel (the best fit);
+    the 16/50/84 % quantiles are dashed lines, as in the CSV's ``_p16/_p50/_p84``."""
+    import corner
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(post.names)
+    k = len(names)
+    fig = Figure(figsize=(inches, inches), dpi=dpi)   # 540 px: whole in the dialog at 1280x720
+    FigureCanvasAgg(fig)
+    fig.subplots(k, k)
+    samples = np.array(post.samples, float)
+    if "angle" in names:          # sampled unwrapped about the best fit
+        i = names.index("angle")
+        best = truths[i] if truths is not None else float(np.median(samples[:, i]))
+        samples[:, i] = best + ((samples[:, i] - best + 90.0) % 180.0 - 90.0)
+    labels = [PARAM_LABELS.get(n, n) for n in names]
+    corner.corner(samples, fig=fig, labels=labels, truths=truths, truth_color="#2a8a2a",
+                  quantiles=(0.16, 0.5, 0.84), show_titles=True, title_fmt=".4g",
+                  title_kwargs={"fontsize": 7}, label_kwargs={"fontsize": 8},
+                  max_n_ticks=3)
+    for ax in fig.axes:
+        ax.tick_params(labelsize=6)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba(), dtype=np.uint8).copy()
+
+
+PARAM_LABELS = {"flux": "flux", "x": "x [px]", "y": "y [px]", "re": "r_e [px]", "q": "q",
+                "angle": "angle [deg]", "n": "n", "sky": "sky"}
 
 
 def model_image(problem, params):
@@ -316,34 +442,57 @@ def export_error_types():
     return (OSError, ValueError, TypeError, mexport.ExportError, mexport.ModelFileError)
 
 
+def check_output_path(path, what, *, inputs=()):
+    """The output-path policy (:func:`mogviewer.export.files.check_output_path`): raises
+    ``ExportError`` when ``path`` is one of ``inputs``, not a regular file, or in a missing
+    directory."""
+    return mfiles.check_output_path(path, what, inputs=inputs)
+
+
+def atomic_output(path, what, *, inputs=()):
+    """Context manager yielding a temporary path renamed over ``path`` when complete
+    (:func:`mogviewer.export.files.atomic_output`: never over an input, nothing half written)."""
+    return mfiles.atomic_output(path, what, inputs=inputs)
+
+
 def psf_source(model, path):
     if model is None:
         return "none"
     return f"{path} ({model.source}, K={model.n_components})"
 
 
-def result_row(result, *, data=None, problem=None, psf_text="none"):
-    """One CSV row (dict) for ``result``: :func:`mogviewer.export.result_to_row`."""
-    return mexport.result_to_row(result, data, problem=problem, psf_source=psf_text)
+def result_row(result, *, data=None, problem=None, psf_text="none", posterior=None):
+    """One CSV row (dict) for ``result``: :func:`mogviewer.export.result_to_row`; with a
+    ``posterior`` the same percentile and diagnostic columns as ``mogviewer fit --sample``."""
+    return mexport.result_to_row(result, data, problem=problem, psf_source=psf_text,
+                                 posterior=posterior)
 
 
-def write_csv(path, rows, *, append=False):
-    return mexport.write_csv(path, rows, append=append)
+def write_csv(path, rows, *, append=False, inputs=()):
+    """CSV rows (atomic, or a locked append); refused over any of ``inputs``."""
+    return mexport.write_csv(path, rows, append=append, inputs=inputs)
 
 
-def write_imgblock(path, *, problem, result, data=None, psf_text="none"):
+def write_imgblock(path, *, problem, result, data=None, psf_text="none", inputs=()):
+    """GALFIT-style image block; refused over any of ``inputs`` (checked first, as the
+    command line does)."""
+    path = check_output_path(path, "image block", inputs=inputs)
     return mexport.write_imgblock(path, problem, result, data, psf_source=psf_text)
 
 
-def write_region(path, *, params, profile, M, result=None, data=None):
-    """DS9 region of the current ellipse (the fit's if ``result`` is given)."""
+def write_region(path, *, params, profile, M, result=None, data=None, inputs=()):
+    """DS9 region of the current ellipse (the fit's if ``result`` is given); refused over any
+    of ``inputs``."""
     from types import SimpleNamespace
+    path = check_output_path(path, "region", inputs=inputs)
     res = result if result is not None else SimpleNamespace(params=params, profile=profile, M=M)
     wcs = getattr(data, "wcs", None) if data is not None else None
     return mexport.write_region(path, res, wcs)
 
 
-def write_model_json(path, *, params, problem, result=None, source=None):
+def write_model_json(path, *, params, problem, result=None, source=None, inputs=()):
+    """Re-loadable model JSON; refused over any of ``inputs``."""
+    path = check_output_path(path, "model JSON", inputs=inputs)
     model = result if result is not None and result.params == params else params
     return mexport.write_model_json(path, model, problem=problem, profile=problem.profile,
                                       M=problem.M, source=source)
@@ -423,3 +572,239 @@ def _classify_array(arr, current_shape):
         if abs(iy - (ny - 1) / 2) <= 2 and abs(ix - (nx - 1) / 2) <= 2:
             return "psf"
     return "image"
+
+
+# ------------------------------------------------------------------------------- scenes
+#: Source kinds of the source list: a point source (the PSF) or a galaxy with a profile.
+SOURCE_KINDS = ("point", "exp", "dev", "ser")
+
+
+def observation(data, psf_model, *, extra_mask=None):
+    """An :class:`mogviewer.observation.Observation` of the image with the PSF's mixture
+    (scenes are rendered and fitted with the mixture: :func:`mogviewer.fitting.scene_fit.
+    fit_scene` takes a Mixture) and the user's mask added."""
+    from ..observation import Observation
+    mask = data.mask if extra_mask is None else (data.mask | extra_mask)
+    return Observation.from_arrays(data.image, ivar=data.ivar, mask=mask,
+                                   psf=None if psf_model is None else psf_model.mixture)
+
+
+def neighbours_image(data, psf_model, neighbours):
+    """The model image of the other sources (no sky): what is taken from the data before the
+    target is fitted."""
+    from ..scene import Scene
+    if not neighbours:
+        return np.zeros(data.shape)
+    obs = observation(data, psf_model)
+    return Scene(tuple(neighbours)).render(obs, sources=range(len(neighbours)))
+
+
+def new_source(kind, x, y, data, *, sky=0.0, re=6.0):
+    """A source of ``kind`` (:data:`SOURCE_KINDS`) at pixel ``(x, y)`` with a start flux from
+    the data: the sky-subtracted sum of the 7x7 pixels about it (at least 1e-30)."""
+    from ..scene import Galaxy, PointSource
+    ny, nx = data.shape
+    ix, iy = int(round(x)), int(round(y))
+    box = data.image[max(iy - 3, 0):iy + 4, max(ix - 3, 0):ix + 4]
+    good = ~data.mask[max(iy - 3, 0):iy + 4, max(ix - 3, 0):ix + 4]
+    flux = float(np.sum((box - sky)[good])) if good.any() else 0.0
+    flux = max(flux, 1e-30)
+    if kind == "point":
+        return PointSource(flux, float(x), float(y))
+    return Galaxy(profile=kind, flux=flux, x=float(x), y=float(y), re=float(re), q=1.0,
+                  angle=0.0, n=2.0 if kind == "ser" else None)
+
+
+def with_kind(source, kind):
+    """``source`` as another kind (point / a galaxy profile), keeping position and flux."""
+    from ..scene import Galaxy, PointSource
+    if kind == "point":
+        return PointSource(source.flux, source.x, source.y)
+    if isinstance(source, Galaxy):
+        return Galaxy(profile=kind, flux=source.flux, x=source.x, y=source.y, re=source.re,
+                      q=source.q, angle=source.angle, n=(source.n or 2.0) if kind == "ser"
+                      else None)
+    return Galaxy(profile=kind, flux=source.flux, x=source.x, y=source.y, re=3.0, q=1.0,
+                  angle=0.0, n=2.0 if kind == "ser" else None)
+
+
+def source_kind(source):
+    return "point" if getattr(source, "kind", "") == "point" else source.profile
+
+
+def moved_source(source, **ell):
+    """``source`` with new ``x, y`` (and for a galaxy ``re, q, angle``) from a handle."""
+    import dataclasses
+    keys = ("x", "y") if source_kind(source) == "point" else ("x", "y", "re", "q", "angle")
+    return dataclasses.replace(source, **{k: float(ell[k]) for k in keys if k in ell})
+
+
+def detect_scene(data, psf_model, *, target, profile, M, n, extra_mask=None, max_fitted=10):
+    """Detect the sources of the image (:func:`mogviewer.detect.detect_sources`, photutils)
+    and start a scene from them (:func:`mogviewer.detect.scene_from_detections`). Returns
+    ``(neighbours, mask, n_detected)``: the modelled sources other than the one at
+    ``target``, and the segments to mask (artefacts and the faint rest)."""
+    from ..detect import detect_sources, scene_from_detections
+    mask = data.mask if extra_mask is None else (data.mask | extra_mask)
+    mix = None if psf_model is None else psf_model.mixture
+    det = detect_sources(data.image, ivar=data.ivar, mask=mask, psf=mix)
+    scene, seg_mask, _ids = scene_from_detections(
+        det, target=target, profile=profile, M=None if profile == "ser" else M,
+        n=n if n is not None else 2.0, psf=mix, neighbours="fit", max_fitted=max_fitted)
+    return tuple(scene.sources[1:]), np.asarray(seg_mask, bool), len(det.sources)
+
+
+def run_scene_fit(data, psf_model, problem_for, target_params, profile, M, neighbours, *,
+                  sky, extra_mask=None, should_stop=None):
+    """Fit the target and its neighbours jointly (:func:`mogviewer.fitting.scene_fit.
+    fit_scene`, the PSF's mixture), then the target alone on the data minus the fitted
+    neighbours with the session's own problem (``problem_for(neighbours)``: its PSF mode,
+    free parameters and sky), so the result is an ordinary FitResult whose errors hold the
+    neighbours fixed. Returns ``(FitResult, neighbours, SceneFitResult)``."""
+    from ..fitting.scene_fit import fit_scene
+    from ..scene import Scene
+    scene = Scene.from_params(target_params, profile, None if profile == "ser" else M)
+    scene = Scene(scene.sources + tuple(neighbours), sky=target_params.sky)
+    obs = observation(data, psf_model, extra_mask=extra_mask)
+    sres = fit_scene(obs, scene, sky="constant" if sky else "none", should_stop=should_stop)
+    best = sres.scene
+    t = best.sources[0]
+    start = target_params.replace(flux=t.flux, x=t.x, y=t.y, re=t.re, q=t.q, angle=t.angle,
+                                  sky=best.sky if sky else target_params.sky,
+                                  **({"n": t.n} if profile == "ser" and t.n else {}))
+    nb = tuple(best.sources[1:])
+    result = fitting.fit(problem_for(nb), start, should_stop=should_stop)
+    return result, nb, sres
+
+
+def box_mask(shape, x0, y0, x1, y1):
+    """Pixels whose centres lie in the box with corners ``(x0, y0)``, ``(x1, y1)``."""
+    ny, nx = shape
+    yy, xx = np.mgrid[:ny, :nx]
+    xa, xb = sorted((x0, x1))
+    ya, yb = sorted((y0, y1))
+    return (xx >= xa) & (xx <= xb) & (yy >= ya) & (yy <= yb)
+
+
+def ellipse_mask(shape, x0, y0, x1, y1):
+    """Pixels whose centres lie in the axis-aligned ellipse inscribed in the box."""
+    ny, nx = shape
+    yy, xx = np.mgrid[:ny, :nx]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    a, b = max(abs(x1 - x0) / 2, 0.5), max(abs(y1 - y0) / 2, 0.5)
+    return ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1.0
+
+
+# ------------------------------------------------------------------------------- mask regions
+def mask_regions(mask):
+    """The masked pixels as DS9 regions (astropy ``regions``): one 1-pixel-high box per run of
+    masked pixels in a row, so any mask (drawn or from detection) is written exactly and
+    reads back to the same pixels."""
+    from regions import PixCoord, RectanglePixelRegion, Regions
+    out = []
+    m = np.asarray(mask, bool)
+    for y in np.flatnonzero(m.any(axis=1)):
+        row = np.concatenate([[0], m[y].astype(np.int8), [0]])
+        d = np.diff(row)
+        for x0, x1 in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+            # pixels x0 .. x1 - 1: centre (x0 + x1 - 1) / 2, width x1 - x0 (0-based centres)
+            out.append(RectanglePixelRegion(PixCoord((x0 + x1 - 1) / 2.0, float(y)),
+                                            width=float(x1 - x0), height=1.0))
+    return Regions(out)
+
+
+def write_mask_regions(path, mask, *, inputs=()):
+    """Write the user's mask as a DS9 region file (image coordinates, 1-based as DS9 counts),
+    atomically and never over an input."""
+    text = mask_regions(mask).serialize(format="ds9")
+    with atomic_output(path, "mask regions", inputs=inputs) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return path
+
+
+def read_mask_regions(path, shape, *, wcs=None):
+    """Pixels inside the regions of a DS9 region file (astropy ``regions``: box, circle,
+    ellipse, polygon, ...; sky regions through the image's WCS), as a bool array of
+    ``shape``; regions marked exclude (``-box(...)``) unmask. A pixel belongs to a region
+    when its centre does. Raises ``ExportError`` (a file that is not a region file)."""
+    from regions import Regions
+    try:
+        regs = Regions.read(str(path), format="ds9")
+    except Exception as exc:  # noqa: BLE001 - any parse failure is "not a region file"
+        raise mexport.ExportError(f"{Path(str(path)).name}: not a readable DS9 region file "
+                                  f"({exc})") from None
+    out = np.zeros(shape, bool)
+    used = 0
+    for r in regs:
+        if not hasattr(r, "to_mask"):
+            continue
+        if hasattr(r, "to_pixel") and not hasattr(r, "to_sky"):     # a sky region
+            if wcs is None:
+                continue
+            r = r.to_pixel(wcs)
+        try:
+            m = r.to_mask(mode="center").to_image(shape)
+        except Exception:  # noqa: BLE001 - a region outside the image or of no area
+            continue
+        if m is None:
+            continue
+        inside = m > 0
+        include = r.meta.get("include", True) if getattr(r, "meta", None) else True
+        if include:
+            out |= inside
+        else:
+            out &= ~inside
+        used += 1
+    if used == 0:
+        raise mexport.ExportError(f"{Path(str(path)).name}: no region of the file lies on "
+                                  "the image (image or sky regions with a WCS)")
+    return out
+
+
+# ------------------------------------------------------------------------------- colour
+#: Bands from blue to red (a file's BAND keywords are ordered by this for the colour image).
+BAND_ORDER = "u g r i z y".split()
+
+
+def colour_bands(hdus):
+    """The three image HDUs of a multi-band file that make its colour image, reddest first
+    (R, G, B): ``[(index, band)]`` from :func:`image_hdus` labels, or [] with fewer than three
+    bands."""
+    bands = []
+    for idx, label in hdus:
+        if "band " in label:
+            bands.append((idx, label.rsplit("band ", 1)[1].strip()))
+    if len(bands) < 3:
+        return []
+
+    def rank(b):
+        name = b[1].lower()
+        return BAND_ORDER.index(name) if name in BAND_ORDER else -1
+
+    bands.sort(key=rank)
+    return list(reversed(bands[-3:]))
+
+
+def colour_image(path, hdus, *, Q=8.0):
+    """An RGB image of a multi-band file: the three reddest bands as R, G, B through
+    astropy's :func:`~astropy.visualization.make_lupton_rgb` (Lupton et al. 2004, the asinh
+    stretch that keeps colours of bright objects). Each band is divided by its own 99.5th
+    percentile first, so the stretch does not depend on the units. Returns ``(rgb (ny, nx, 3)
+    uint8, row 0 at the bottom as in the image array; [band names R, G, B])``."""
+    from astropy.visualization import make_lupton_rgb
+    chosen = colour_bands(hdus)
+    if not chosen:
+        raise mio.ImageReadError(f"{Path(str(path)).name}: a colour image needs three bands "
+                                 "(image HDUs with a BAND keyword)")
+    planes = []
+    for idx, _band in chosen:
+        img = np.asarray(mio.read_image(str(path), hdu=idx).image, float)
+        img = np.where(np.isfinite(img), img, 0.0)
+        p = float(np.percentile(img, 99.5))
+        planes.append(img / p if p > 0 else img)
+    shape = planes[0].shape
+    if any(p.shape != shape for p in planes):
+        raise mio.ImageReadError(f"{Path(str(path)).name}: the bands differ in shape")
+    rgb = make_lupton_rgb(*planes, minimum=0.0, stretch=0.5, Q=Q)
+    return np.ascontiguousarray(rgb), [b for _i, b in chosen]

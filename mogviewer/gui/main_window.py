@@ -18,7 +18,8 @@ from .actions import Actions
 from .panels import ImagePanels, ellipse_outline
 from .params_panel import ParamsPanel
 from .psf_dialog import PsfDialog
-from .state import COLORMAPS, LIMITS, STRETCHES, DisplayState, SessionState
+from .sources_panel import SceneOverlay, SourcesPanel
+from .state import COLORMAPS, LIMITS, PSF_MODES, STRETCHES, DisplayState, SessionState
 
 ORG, APP = "mogviewer", "mogviewer"
 HOVER_HINT = "Point at an image for pixel values; drag the green ellipse or its handles."
@@ -194,6 +195,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state = SessionState(schedule=self._scheduler)
         self.commands = Actions(self, self.state, self.settings)
         self._psf_dialog = None
+        self._posterior_dialog = None
+        self._colour_dialog = None
         self._quick_start = None
         self._hover = None
         self.setWindowTitle("mogviewer")
@@ -226,8 +229,22 @@ class MainWindow(QtWidgets.QMainWindow):
             setattr(self, name, getattr(self.display_bar, name))
 
         self.params = ParamsPanel(self.state)
+        self.sources = SourcesPanel(self.state, self.commands)
+        body = QtWidgets.QWidget()
+        bl = QtWidgets.QVBoxLayout(body)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.setSpacing(0)
+        bl.addWidget(self.params)
+        src_wrap = QtWidgets.QWidget()
+        sl = QtWidgets.QVBoxLayout(src_wrap)
+        sl.setContentsMargins(6, 0, 6, 6)
+        sl.addWidget(self.sources)
+        bl.addWidget(src_wrap)
+        bl.addStretch(1)
+        self.scene_overlay = SceneOverlay(self.state, self.commands, self.panels.data_plot,
+                                          self.sources)
         scroll = QtWidgets.QScrollArea()
-        scroll.setWidget(self.params)
+        scroll.setWidget(body)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
@@ -235,7 +252,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self._fit_params_width()
         self.params_dock = QtWidgets.QDockWidget("Model and fit", self)
         self.params_dock.setObjectName("params_dock")
-        self.params_dock.setWidget(scroll)
+        dock_body = QtWidgets.QWidget()
+        dl = QtWidgets.QVBoxLayout(dock_body)
+        dl.setContentsMargins(6, 6, 6, 0)
+        dl.setSpacing(2)
+        dl.addWidget(self.params.fit_group)     # never scrolled out of view (issue 15)
+        dl.addWidget(scroll, 1)
+        self.params_dock.setWidget(dock_body)
         self.params_dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable
                                      | QtWidgets.QDockWidget.DockWidgetFloatable)
         self.addDockWidget(QtCore.Qt.RightDockWidgetArea, self.params_dock)
@@ -282,13 +305,13 @@ class MainWindow(QtWidgets.QMainWindow):
         mb = self.menuBar()
         fm = mb.addMenu("&File")
         for k in ("open_image", "open_psf", "remove_psf", "open_noise", "open_mask",
-                  "open_model"):
+                  "open_mask_regions", "open_model"):
             fm.addAction(q[k])
         self.recent_menu = fm.addMenu("Open &Recent")
         fm.addAction(q["open_sample"])
         fm.addSeparator()
         em = fm.addMenu("&Export")
-        for k in ("csv", "imgblock", "region", "json", "png"):
+        for k in ("csv", "imgblock", "region", "json", "png", "mask"):
             em.addAction(q[f"export_{k}"])
         fm.addSeparator()
         fm.addAction(q["quit"])
@@ -299,13 +322,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.undo_action, self.redo_action = q["undo"], q["redo"]
 
         fitm = mb.addMenu("F&it")
-        for k in ("fit", "cancel", "reset"):
+        for k in ("fit", "sample", "cancel", "reset"):
             fitm.addAction(q[k])
         self.fit_action, self.cancel_action = q["fit"], q["cancel"]
 
         vm = mb.addMenu("&View")
         a = vm.addAction("&PSF\u2026", self.show_psf_dialog)
         a.setShortcut(QtGui.QKeySequence("Ctrl+Shift+P"))
+        self.colour_action = vm.addAction("&Colour Image\u2026", self.show_colour_dialog)
+        self.colour_action.setStatusTip("The three reddest bands of a multi-band file as R, G, "
+                                        "B (astropy make_lupton_rgb)")
         a = vm.addAction("&Whole Image", self.panels.reset_zoom)
         a.setShortcut(QtGui.QKeySequence("Home"))
         self.components_action = vm.addAction("Show &Gaussians")
@@ -332,6 +358,9 @@ class MainWindow(QtWidgets.QMainWindow):
         s.psf_changed.connect(self._on_psf_changed)
         s.psf_changed.connect(self._fit_params_width_later)
         s.image_changed.connect(self._fit_params_width_later)
+        s.posterior_changed.connect(self._fit_params_width_later)   # its column comes and goes
+        s.sources_changed.connect(self._fit_params_width_later)
+        s.mask_changed.connect(self._fit_params_width_later)
         s.config_changed.connect(self._update_components)
         s.model_changed.connect(self._refresh_readout)
         s.busy_changed.connect(self._on_busy)
@@ -356,12 +385,18 @@ class MainWindow(QtWidgets.QMainWindow):
         p.psf_open_requested.connect(lambda: a.ask_open("psf"))
         p.psf_remove_requested.connect(a.remove_psf)
         p.psf_position_edited.connect(a.set_psf_position)
+        p.psf_mode_chosen.connect(s.set_psf_mode)
+        p.sample_requested.connect(a.start_sample)
+        p.corner_requested.connect(self.show_posterior_dialog)
+        a.sample_progressed.connect(p.show_sample_progress)
+        a.sample_finished.connect(self._on_sample_finished)
 
     def _fit_params_width(self):
         """The parameter dock as wide as the panel needs (its rows change with the PSF: a
         PSFEx position row), plus the vertical scroll bar: nothing is cut at the right."""
         sb = self.params_scroll.verticalScrollBar().sizeHint().width()
-        self.params_scroll.setMinimumWidth(self.params.minimumSizeHint().width() + sb + 2)
+        self.params_scroll.setMinimumWidth(self.params_scroll.widget().minimumSizeHint().width()
+                                           + sb + 2)
 
     def _fit_params_width_later(self):
         # after the panel has shown the new rows; a bound method of the window, so the timer
@@ -376,7 +411,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._docks_sized = True
             if not getattr(self, "_dock_layout_restored", False):
                 self.resizeDocks([self.params_dock, self.log_dock],
-                                 [self.params.sizeHint().height() + 10, 60],
+                                 [self.params.fit_group.sizeHint().height()
+                                  + self.params.sizeHint().height() + 16, 60],
                                  QtCore.Qt.Vertical)
 
     # ================================================================== startup
@@ -441,6 +477,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if prof in engine.PROFILES:
             self.state.set_profile(prof, a.setting("fit/M", None, int))
         self.state.set_sky(a.setting("fit/sky", True, bool))
+        mode = a.setting("fit/psf_mode", "exact", str)
+        if mode in PSF_MODES:
+            self.state.set_psf_mode(mode)
         self._rebuild_recent_menu()
 
     def save_settings(self):
@@ -456,12 +495,17 @@ class MainWindow(QtWidgets.QMainWindow):
         st.setValue("fit/profile", self.state.profile)
         st.setValue("fit/M", self.state.M)
         st.setValue("fit/sky", self.state.sky_on)
+        st.setValue("fit/psf_mode", self.state.psf_mode)
         st.sync()
 
     def closeEvent(self, ev):
         self.commands.shutdown()
         if self._psf_dialog is not None:
             self._psf_dialog.close()
+        if self._posterior_dialog is not None:
+            self._posterior_dialog.close()
+        if self._colour_dialog is not None:
+            self._colour_dialog.close()
         self.save_settings()
         super().closeEvent(ev)
 
@@ -523,6 +567,34 @@ class MainWindow(QtWidgets.QMainWindow):
         self._psf_dialog.raise_()
         return self._psf_dialog
 
+    def show_posterior_dialog(self):
+        """The corner plot and intervals of the current posterior (None without one)."""
+        post = self.state.posterior
+        if post is None:
+            return None
+        from .posterior_dialog import PosteriorDialog
+        if self._posterior_dialog is None:
+            self._posterior_dialog = PosteriorDialog(self.commands.tasks, self)
+        self._posterior_dialog.show_posterior(post, self.state.result)
+        self._posterior_dialog.show()
+        self._posterior_dialog.raise_()
+        return self._posterior_dialog
+
+    def _on_sample_finished(self, post):
+        if post is not None and post is self.state.posterior:
+            self.show_posterior_dialog()
+
+    def show_colour_dialog(self):
+        """The colour image of the current multi-band file (or the reason there is none)."""
+        from .colour_dialog import ColourDialog
+        s = self.state
+        if self._colour_dialog is None:
+            self._colour_dialog = ColourDialog(self.commands.tasks, self)
+        self._colour_dialog.show_file(s.image_path, s.source.hdus)
+        self._colour_dialog.show()
+        self._colour_dialog.raise_()
+        return self._colour_dialog
+
     def show_quick_start(self):
         if self._quick_start is None:
             self._quick_start = dialogs.QuickStartDialog(self)
@@ -544,13 +616,14 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.state
         m = s.psf_model
         if m is None:
-            self.psf_status.setText("PSF: none (not convolved)")
+            self.psf_status.setText("PSF: none (the pixel only)")
             self.psf_status.setStyleSheet("")
         else:
-            q = getattr(m, "quality", None)
-            extra = "" if q is None else \
-                f", max|res|/peak {100 * q.max_abs_residual_over_peak:.2g} %"
-            text = f"PSF: {Path(s.psf_path or '').name} (K = {m.n_components}{extra})"
+            info = s.psf_info or {}
+            mode = {"exact": "exact", "mixture": "mixture only"}.get(info.get("psf_mode"), "")
+            extra = "" if info.get("psf_res_peak") is None else \
+                f", max|res|/peak {100 * info['psf_res_peak']:.2g} %"
+            text = f"PSF: {Path(s.psf_path or '').name} ({mode}, K = {m.n_components}{extra})"
             if s.psf_from_other_image:
                 text += " \u2014 chosen for another image"
                 self.psf_status.setStyleSheet("color: #d08000;")

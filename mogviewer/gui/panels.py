@@ -149,6 +149,7 @@ class ImagePanels(QtWidgets.QWidget):
         # or the user's zoom) instead of whatever the view box made of the old range
         self.data_plot.getViewBox().sigResized.connect(self._apply_view)
         state.image_changed.connect(self._on_image_changed)
+        state.mask_changed.connect(self._on_mask_changed)
         state.model_changed.connect(self._on_model_changed)
         state.display_changed.connect(self._on_display_changed)
         state.view_changed.connect(self._on_view_changed)
@@ -281,12 +282,22 @@ class ImagePanels(QtWidgets.QWidget):
         data = self.state.data
         ny, nx = data.shape
         rgba = np.zeros((ny, nx, 4), np.ubyte)
-        rgba[data.mask] = MASK_RGBA
+        rgba[self.state.full_mask] = MASK_RGBA
         for m in self.mask_items:
             m.setImage(rgba, autoLevels=False, levels=(0, 255))
         for it in self.images[1:]:
             it.clear()
         self.refresh()
+
+    def _on_mask_changed(self):
+        """The user's mask changed: repaint the masked pixels (image's and user's)."""
+        data = self.state.data
+        if data is None:
+            return
+        rgba = np.zeros(data.shape + (4,), np.ubyte)
+        rgba[self.state.full_mask] = MASK_RGBA
+        for m in self.mask_items:
+            m.setImage(rgba, autoLevels=False, levels=(0, 255))
 
     def refresh(self):
         """Redraw everything (image or display state changed)."""
@@ -388,10 +399,11 @@ class ImagePanels(QtWidgets.QWidget):
             out = np.array(table[np.round(t * (len(table) - 1)).astype(int)], np.uint8)
             if out.shape[-1] == 3:
                 out = np.concatenate([out, np.full(out.shape[:-1] + (1,), 255, np.uint8)], -1)
-            if self.state.display.show_mask and data.mask.any():
+            mask = self.state.full_mask
+            if self.state.display.show_mask and mask.any():
                 a_m = MASK_RGBA[3] / 255.0
-                blend = (1 - a_m) * out[data.mask, :3] + a_m * np.array(MASK_RGBA[:3])
-                out[data.mask, :3] = np.round(blend).astype(np.uint8)
+                blend = (1 - a_m) * out[mask, :3] + a_m * np.array(MASK_RGBA[:3])
+                out[mask, :3] = np.round(blend).astype(np.uint8)
             return out
 
         return {

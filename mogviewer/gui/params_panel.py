@@ -3,7 +3,8 @@
 A thin view of the session state: it shows ``state.params`` / ``state.result`` and the image's
 HDU/band, zeropoint and PSF, and sends edits out as signals (the actions turn them into undoable
 commands or file reads). Programmatic updates block the widgets' signals, so showing a value never
-echoes back as an edit. The Fit button comes first, so it is visible however short the window.
+echoes back as an edit. The Fit group (:attr:`ParamsPanel.fit_group`) is a separate widget the
+window keeps above the scrolling part, so the Fit button is visible however short the window.
 """
 
 from __future__ import annotations
@@ -57,9 +58,18 @@ class ParamSpin(QtWidgets.QDoubleSpinBox):
         self.setAlignment(QtCore.Qt.AlignRight)
         self.setMinimumWidth(96)
         self.setSingleStep(self.step)
+        self.setFocusPolicy(QtCore.Qt.StrongFocus)     # not focused by the wheel
 
     def textFromValue(self, v):
         return format(v, self.fmt)
+
+    def wheelEvent(self, ev):
+        # the wheel scrolls the dock unless this box has the focus: scrolling past the
+        # parameters must not step them (a wheel over the flux box changed the flux)
+        if not self.hasFocus():
+            ev.ignore()
+            return
+        super().wheelEvent(ev)
 
     def event(self, ev):
         # F (no modifier) can never be part of a number: let it reach the window's Fit shortcut
@@ -118,6 +128,9 @@ class ParamsPanel(QtWidgets.QWidget):
     psf_open_requested()
     psf_remove_requested()
     psf_position_edited(float, float) : where a varying PSFEx model is evaluated.
+    psf_mode_chosen(str) : 'exact' (the PSF image itself) or 'mixture' (its mixture only).
+    sample_requested(int) : sample the posterior with this many steps per walker.
+    corner_requested() : show the corner plot of the posterior.
     """
 
     param_edited = QtCore.pyqtSignal(str, float)
@@ -133,6 +146,9 @@ class ParamsPanel(QtWidgets.QWidget):
     psf_open_requested = QtCore.pyqtSignal()
     psf_remove_requested = QtCore.pyqtSignal()
     psf_position_edited = QtCore.pyqtSignal(float, float)
+    psf_mode_chosen = QtCore.pyqtSignal(str)
+    sample_requested = QtCore.pyqtSignal(int)
+    corner_requested = QtCore.pyqtSignal()
 
     def __init__(self, state, parent=None):
         super().__init__(parent)
@@ -141,7 +157,9 @@ class ParamsPanel(QtWidgets.QWidget):
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(6, 6, 6, 6)
         outer.setSpacing(4)
-        outer.addWidget(self._build_fit_group())
+        # the Fit group is laid out by the window above the scrolling part of the dock, so it
+        # stays in view however short the window and wherever the parameters are scrolled
+        self.fit_group = self._build_fit_group()
 
         # profile ---------------------------------------------------------------
         gp = QtWidgets.QGroupBox("Profile")
@@ -176,7 +194,14 @@ class ParamsPanel(QtWidgets.QWidget):
         grid = QtWidgets.QGridLayout(gpar)
         grid.setHorizontalSpacing(6)
         grid.addWidget(self._small("fixed"), 0, 4)
+        self.post_header = self._small("posterior")
+        self.post_header.setToolTip(
+            "The posterior's 16th and 84th percentiles as distances from its median "
+            "(Sample posterior; flat priors within the bounds); the tooltip of each value and "
+            "the corner plot's table give all three")
+        grid.addWidget(self.post_header, 0, 5)
         self.spins, self.err_labels, self.fix_boxes, self.param_rows = {}, {}, {}, {}
+        self.post_labels = {}
         for r, name in enumerate(PARAM_NAMES, start=1):
             lab = QtWidgets.QLabel(LABELS[name])
             lab.setToolTip(TOOLTIPS[name])
@@ -184,7 +209,9 @@ class ParamsPanel(QtWidgets.QWidget):
             sp.setToolTip(TOOLTIPS[name])
             sp.valueChanged.connect(lambda v, n=name: self._on_spin(n, v))
             err = QtWidgets.QLabel("")
-            err.setMinimumWidth(58)
+            # room for the widest error text ("± 9.9e+99"), whatever else the row holds
+            err.setMinimumWidth(max(58, err.fontMetrics().horizontalAdvance("\u00b1 9.9e+99")
+                                    + 6))
             err.setStyleSheet("color: #6a6a6a;")
             err.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
             unit = self._small(UNITS[name])
@@ -196,6 +223,11 @@ class ParamsPanel(QtWidgets.QWidget):
             grid.addWidget(unit, r, 2)
             grid.addWidget(err, r, 3)
             grid.addWidget(fix, r, 4, alignment=QtCore.Qt.AlignCenter)
+            post = QtWidgets.QLabel("")
+            post.setStyleSheet("color: #2a4a8a;")
+            post.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+            grid.addWidget(post, r, 5)
+            self.post_labels[name] = post
             self.spins[name], self.err_labels[name], self.fix_boxes[name] = sp, err, fix
             self.param_rows[name] = (lab, sp, unit, err, fix)
         grid.setColumnStretch(1, 1)
@@ -203,7 +235,7 @@ class ParamsPanel(QtWidgets.QWidget):
         self.sky_box = QtWidgets.QCheckBox("fit a constant sky")
         self.sky_box.setChecked(True)
         self.sky_box.toggled.connect(self.sky_toggled.emit)
-        grid.addWidget(self.sky_box, r, 0, 1, 5)
+        grid.addWidget(self.sky_box, r, 0, 1, 6)
         row2 = QtWidgets.QHBoxLayout()
         self.reset_button = QtWidgets.QPushButton("Start from moments")
         self.reset_button.setToolTip("Reset the start to the image moments (initial guess)")
@@ -214,7 +246,18 @@ class ParamsPanel(QtWidgets.QWidget):
         self.components_box.toggled.connect(self.components_toggled.emit)
         row2.addWidget(self.reset_button)
         row2.addWidget(self.components_box)
-        grid.addLayout(row2, r + 1, 0, 1, 5)
+        grid.addLayout(row2, r + 1, 0, 1, 6)
+        self.posterior_label = QtWidgets.QLabel("")
+        self.posterior_label.setWordWrap(True)
+        self.posterior_label.setSizePolicy(QtWidgets.QSizePolicy.Ignored,
+                                           QtWidgets.QSizePolicy.Preferred)
+        self.posterior_label.setMinimumWidth(60)
+        self.posterior_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.corner_button = QtWidgets.QPushButton("Corner plot\u2026")
+        self.corner_button.setToolTip("The posterior's corner plot (corner package)")
+        self.corner_button.clicked.connect(self.corner_requested.emit)
+        grid.addWidget(self.posterior_label, r + 2, 0, 1, 6)
+        grid.addWidget(self.corner_button, r + 3, 0, 1, 3)
         outer.addWidget(gpar)
 
         outer.addWidget(self._build_image_group())
@@ -227,7 +270,11 @@ class ParamsPanel(QtWidgets.QWidget):
         state.config_changed.connect(self.show_config)
         state.model_changed.connect(self._on_model)
         state.busy_changed.connect(self.set_busy)
+        state.posterior_changed.connect(self.show_posterior)
+        state.result_changed.connect(self._update_sample_button)
+        state.params_changed.connect(self._update_sample_button)
         self.show_config()
+        self.show_posterior(None)
 
     def _build_fit_group(self):
         gfit = QtWidgets.QGroupBox("Fit")
@@ -246,6 +293,26 @@ class ParamsPanel(QtWidgets.QWidget):
         hb.addWidget(self.fit_button, 2)
         hb.addWidget(self.cancel_button, 1)
         v.addLayout(hb)
+        hs = QtWidgets.QHBoxLayout()
+        self.sample_button = QtWidgets.QPushButton("Sample posterior  (S)")
+        self.sample_button.setToolTip(
+            "Sample the posterior around the fit with emcee (in the background; Cancel keeps "
+            "the samples so far): 16/50/84 % intervals beside the parameters and a corner "
+            "plot. The CSV export then has the same columns as mogviewer fit --sample.")
+        self.sample_button.setEnabled(False)
+        self.sample_button.clicked.connect(
+            lambda: self.sample_requested.emit(self.steps_spin.value()))
+        self.steps_spin = QtWidgets.QSpinBox()
+        self.steps_spin.setRange(*engine.SAMPLE_STEPS[1:])
+        self.steps_spin.setValue(engine.SAMPLE_STEPS[0])
+        self.steps_spin.setSingleStep(500)
+        self.steps_spin.setSuffix(" steps")
+        self.steps_spin.setToolTip("Steps per walker (burn-in, the first quarter, included); "
+                                   "the chains count as converged beyond "
+                                   f"{engine.converged_after()} autocorrelation times")
+        hs.addWidget(self.sample_button, 2)
+        hs.addWidget(self.steps_spin, 1)
+        v.addLayout(hs)
         self.progress = QtWidgets.QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -290,7 +357,8 @@ class ParamsPanel(QtWidgets.QWidget):
         self.psf_open_button = QtWidgets.QPushButton("Open PSF\u2026")
         self.psf_open_button.clicked.connect(self.psf_open_requested.emit)
         self.psf_remove_button = QtWidgets.QPushButton("Remove")
-        self.psf_remove_button.setToolTip("Fit without a PSF (the model is not convolved)")
+        self.psf_remove_button.setToolTip("Fit without a PSF (the model is integrated over "
+                                          "each pixel: the pixel is the PSF)")
         self.psf_remove_button.clicked.connect(self.psf_remove_requested.emit)
         self.pos_x, self.pos_y = QtWidgets.QDoubleSpinBox(), QtWidgets.QDoubleSpinBox()
         for sp in (self.pos_x, self.pos_y):
@@ -319,6 +387,31 @@ class ParamsPanel(QtWidgets.QWidget):
         grid.addWidget(self.pos_x, 4, 1)
         grid.addWidget(self.pos_y, 4, 2)
         grid.addWidget(self.pos_button, 4, 3)
+        self.psf_mode_combo = QtWidgets.QComboBox()
+        self.psf_mode_combo.addItem("exact (the PSF image)", "exact")
+        self.psf_mode_combo.addItem("mixture only", "mixture")
+        self.psf_mode_combo.setToolTip(
+            "exact: the model is the galaxy convolved with the PSF stamp itself (its Gaussian "
+            "mixture plus the residual, applied by FFT), as the command line does by default.\n"
+            "mixture only: the Gaussian mixture alone (Hogg & Lang's model; faster; a mixture "
+            "whose size or total differs from the stamp's by > 0.1 % biases sizes and sets "
+            "the PSF_APPROX flag).\nA mixture file (Tractor, JSON) is always used as it is.")
+        self.psf_mode_combo.currentIndexChanged.connect(self._on_psf_mode_combo)
+        self.psf_quality_label = QtWidgets.QLabel("")
+        self.psf_quality_label.setWordWrap(True)
+        self.psf_quality_label.setSizePolicy(QtWidgets.QSizePolicy.Ignored,
+                                             QtWidgets.QSizePolicy.Preferred)
+        self.psf_quality_label.setMinimumWidth(60)
+        self.psf_quality_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.psf_quality_label.setToolTip(
+            "K: Gaussians in the PSF mixture; size ratio: the mixture's second-moment size over "
+            "the stamp's; residual flux: sum(stamp - mixture) (stamp summing to 1); residual "
+            "peak: max|stamp - mixture| / max(stamp). The same figures are the CSV's psf_k, "
+            "psf_size_ratio, psf_res_flux, psf_res_peak.")
+        self.psf_mode_label = QtWidgets.QLabel("PSF mode")
+        grid.addWidget(self.psf_mode_label, 5, 0)
+        grid.addWidget(self.psf_mode_combo, 5, 1, 1, 3)
+        grid.addWidget(self.psf_quality_label, 6, 0, 1, 4)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(2, 1)
         self.state.image_changed.connect(self.show_image)
@@ -353,7 +446,7 @@ class ParamsPanel(QtWidgets.QWidget):
         s = self.state
         m = s.psf_model
         if m is None:
-            self.psf_label.setText("none: the model is not convolved")
+            self.psf_label.setText("none: the model is integrated over each pixel")
             self.psf_label.setStyleSheet("")
         else:
             from pathlib import Path
@@ -370,6 +463,19 @@ class ParamsPanel(QtWidgets.QWidget):
                 self.psf_label.setStyleSheet("")
             self.psf_label.setText(text)
         self.psf_remove_button.setEnabled(m is not None)
+        self.psf_mode_combo.blockSignals(True)
+        self.psf_mode_combo.setCurrentIndex(max(0, self.psf_mode_combo.findData(s.psf_mode)))
+        self.psf_mode_combo.blockSignals(False)
+        stamp = engine.psf_has_stamp(m)
+        self.psf_mode_combo.setEnabled(stamp and not s.busy)
+        info = s.psf_info
+        text = engine.psf_info_text(info)
+        if m is not None and not stamp:
+            text += "\n(a mixture file: used as it is)"
+        self.psf_quality_label.setText(text)
+        approx = bool(info) and info.get("psf_mode") == "mixture" and \
+            engine.psf_mixture_poor(info)
+        self.psf_quality_label.setStyleSheet("color: #b36b00;" if approx else "color: #555;")
         varying = bool(s.psf_path) and engine.psfex_needs_position(s.psf_path) is not None
         for w in (self.pos_label, self.pos_x, self.pos_y, self.pos_button):
             w.setVisible(varying)
@@ -378,6 +484,11 @@ class ParamsPanel(QtWidgets.QWidget):
                 sp.blockSignals(True)
                 sp.setValue(v)
                 sp.blockSignals(False)
+
+    def _on_psf_mode_combo(self, _i):
+        mode = self.psf_mode_combo.currentData()
+        if mode is not None:
+            self.psf_mode_chosen.emit(str(mode))
 
     def _on_hdu_combo(self, _i):
         idx = self.hdu_combo.currentData()
@@ -495,22 +606,87 @@ class ParamsPanel(QtWidgets.QWidget):
         self.cancel_button.setEnabled(busy)
         for w in (*self.spins.values(), *self.fix_boxes.values(), self.profile_combo,
                   self.M_combo, self.sky_box, self.reset_button, self.hdu_combo, self.zp_edit,
-                  self.psf_open_button, self.psf_remove_button, self.pos_button):
+                  self.psf_open_button, self.psf_remove_button, self.pos_button,
+                  self.psf_mode_combo):
+            w.setEnabled(not busy)
+        for w in (self.sample_button, self.steps_spin, self.corner_button):
             w.setEnabled(not busy)
         if busy:
+            what = "sampling" if self.state.task == "sample" else "fitting"
             self.progress.setRange(0, 0)
-            self.progress.setFormat("fitting\u2026")
-            self.status_label.setText("fitting\u2026")
+            self.progress.setFormat(f"{what}\u2026")
+            self.status_label.setText(f"{what}\u2026")
             self.status_label.setStyleSheet("")
         else:
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             self.progress.setFormat("fitted" if self.state.result is not None else "stopped")
             self.show_config()
+            if self.state.result is not None:
+                self.show_result(self.state.result)     # the fit's status, not the progress
+            self.show_posterior(self.state.posterior)
+            self._update_sample_button()
 
     def show_progress(self, snap):
         self.progress.setFormat(f"iteration {snap.iteration}, {snap.nfev} evaluations")
         self.status_label.setText(f"fitting\u2026 {snap.elapsed:.1f} s")
+
+    def show_sample_progress(self, prog):
+        done, total, elapsed = prog
+        self.progress.setRange(0, int(total))
+        self.progress.setValue(int(done))
+        self.progress.setFormat("sampling: step %v of %m")
+        left = elapsed * (total - done) / done if done else float("nan")
+        self.status_label.setText(f"sampling\u2026 {elapsed:.1f} s"
+                                  + (f", about {left:.0f} s left" if math.isfinite(left)
+                                     else ""))
+
+    def _update_sample_button(self, *_):
+        s = self.state
+        ok = (s.result is not None and not s.busy and s.params == s.result.params
+              and s.result.status != "failed")
+        self.sample_button.setEnabled(ok)
+
+    def show_posterior(self, post):
+        """The posterior's 16/50/84 % beside each sampled parameter, its diagnostics below."""
+        for w in (self.post_header, *self.post_labels.values()):
+            w.setVisible(post is not None)
+        self.posterior_label.setVisible(post is not None)
+        self.corner_button.setVisible(post is not None)
+        self._update_sample_button()
+        if post is None:
+            for lab in self.post_labels.values():
+                lab.setText("")
+            self.posterior_label.setText("")
+            return
+        rows = {name: (lo, mid, hi) for name, lo, mid, hi in engine.posterior_rows(post)}
+        for name, lab in self.post_labels.items():
+            if name in post.names and name in rows:
+                lo, mid, hi = rows[name]
+                fmt = FORMATS[name]
+                lab.setText(f"\u2212{mid - lo:.2g} +{hi - mid:.2g}")
+                lab.setToolTip(f"posterior median {format(mid, fmt)}\n"
+                               f"16 %: {lo:.6g}   50 %: {mid:.6g}   84 %: {hi:.6g}\n"
+                               f"tau {post.tau.get(name, float('nan')):.0f} steps, ESS "
+                               f"{post.ess.get(name, float('nan')):.0f}")
+            else:
+                lab.setText("")
+        taus = [t for t in post.tau.values() if math.isfinite(t)]
+        ess = [e for e in post.ess.values() if math.isfinite(e)]
+        text = (f"posterior: {post.n_walkers} walkers \u00d7 {post.n_steps} steps, "
+                f"acceptance {post.acceptance:.2f}, "
+                + ("converged" if post.converged else
+                   f"NOT converged (shorter than {engine.converged_after()} tau): sample "
+                   "longer")
+                + (f"; longest tau {max(taus):.0f} steps, smallest ESS {min(ess):.0f}"
+                   if taus and ess else ""))
+        derived = [(k, rows[k]) for k in ("flux_target", "mag", "re_circ", "e1", "e2")
+                   if k in rows]
+        if derived:
+            text += "\n" + "; ".join(f"{k} {mid:.5g} \u2212{mid - lo:.2g} +{hi - mid:.2g}"
+                                     for k, (lo, mid, hi) in derived)
+        self.posterior_label.setText(text)
+        self.posterior_label.setStyleSheet("" if post.converged else "color: #b36b00;")
 
     # ------------------------------------------------------------------ widgets -> out
     def _on_spin(self, name, value):

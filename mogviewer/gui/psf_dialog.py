@@ -93,7 +93,7 @@ class PsfDialog(QtWidgets.QDialog):
         self.refit_button.setEnabled(model is not None and path is not None
                                      and getattr(model, "stamp", None) is not None)
         if model is None:
-            self.path_label.setText("No PSF loaded: the model is not convolved. "
+            self.path_label.setText("No PSF loaded: the model is integrated over each pixel. "
                                     "Use File \u25b8 Open PSF\u2026")
             for it in self.items:
                 it.clear()

@@ -36,6 +36,8 @@ STRETCHES = ("linear", "sqrt", "log", "asinh")
 #: of the unmasked pixels) and manual.
 PERCENTILES = (99.9, 99.5, 99.0, 98.0, 95.0, 90.0)
 LIMITS = ("min/max", "zscale", *(f"{p:g}%" for p in PERCENTILES), "manual")
+#: The PSF modes a user chooses between (:meth:`SessionState.set_psf_mode`).
+PSF_MODES = ("exact", "mixture")
 COLORMAPS = ("inferno", "viridis", "magma", "cividis", "gray", "CET-L1", "turbo")
 
 
@@ -133,7 +135,7 @@ class SessionState:
     Signals
     -------
     image_changed() : a new image (or the same file with other HDU, mask, noise, zeropoint).
-    psf_changed() : the PSF changed (or was removed).
+    psf_changed() : the PSF or its mode (exact / mixture) changed (or it was removed).
     config_changed() : profile, M, sky switch or fixed parameters changed.
     params_changed(params, origin) : the parameters changed; ``origin`` names who changed them
         (``'drag'``, ``'edit'``, ``'fit'``, ``'undo'``, ``'reset'``, ``'load'``), so a view can
@@ -144,7 +146,13 @@ class SessionState:
         (:attr:`levels` and :attr:`resid_range` are up to date when it is emitted).
     view_changed(view, origin) : the shown rectangle ``((x0, x1), (y0, y1))`` in pixel
         coordinates, or None for "the whole image, refitted whenever the panels resize".
-    busy_changed(bool) : a fit started / ended.
+    busy_changed(bool) : a fit or a posterior sampling started / ended (:attr:`task` says which).
+    posterior_changed(posterior) : samples of the current result's posterior were set, or
+        cleared (None) with the result they belong to.
+    sources_changed(origin) : the other sources of the scene (:attr:`neighbours`) changed.
+    mask_changed() : the user's mask (:attr:`user_mask`, drawn or from detection) changed.
+    selection_changed(index) : the selected source (0 = the target, i >= 1 = neighbour i - 1,
+        None).
     logged(str) : a line for the log.
     """
 
@@ -157,6 +165,10 @@ class SessionState:
     display_changed = Signal(object)
     view_changed = Signal(object, str)
     busy_changed = Signal(bool)
+    posterior_changed = Signal(object)
+    sources_changed = Signal(str)
+    mask_changed = Signal()
+    selection_changed = Signal(object)
     logged = Signal(str)
 
     def __init__(self, *, schedule=None, render_interval_ms=30):
@@ -169,12 +181,20 @@ class SessionState:
         self.psf_image_path = None   # the image that was open when the PSF was chosen
         self.psf_position = None     # (x, y) a varying PSFEx model was evaluated at
         self.psf_hdu = None          # the HDU of the PSF file (a multi-band file's band)
+        self.model_path = None       # the model JSON last opened (an input: never overwritten)
+        self.psf_mode = "exact"      # 'exact' (the stamp itself when there is one) / 'mixture'
         self.profile = "exp"
         self.M = engine.DEFAULT_M["exp"]
         self.sky_on = True
         self.fixed = frozenset()
         self.params = None           # GalaxyParams
         self.result = None           # FitResult
+        self.posterior = None        # Posterior around self.result (sampling.sample)
+        self.task = None             # what runs while busy: 'fit' or 'sample'
+        self.neighbours = ()         # the other sources of the scene (PointSource / Galaxy)
+        self.user_mask = None        # bool array: pixels the user masked (drawn, detected)
+        self.selected = 0            # the selected source: 0 target, i neighbour i - 1
+        self._nb_image = None        # (key, image) of the neighbours' model
         self.images = None           # ModelImages
         self.display = DisplayState()
         self.levels = (0.0, 1.0)     # data/model display limits (image units)
@@ -198,6 +218,16 @@ class SessionState:
     def image_options(self):
         return dict(self.source.options)
 
+    def input_files(self):
+        """Every file the session has read and still depends on (image, its mask, noise map
+        and segmentation map, the PSF, the opened model JSON): an export must never overwrite
+        one of them (:func:`mogviewer.export.files.check_output_path`'s ``inputs``)."""
+        out = [self.source.path, self.psf_path, self.model_path]
+        for key in ("mask", "noise", "segmap"):
+            out.append(self.source.options.get(key))
+        return tuple(str(p) for p in out if isinstance(p, (str, bytes)) or hasattr(
+            p, "__fspath__"))
+
     @property
     def psf_mixture(self):
         return engine.psf_mixture(self.psf_model)
@@ -216,9 +246,16 @@ class SessionState:
         """Use ``data`` (ImageData). Starts from image moments unless ``keep_params`` and the
         current parameters fit in the new image. Clears the result (it belongs to the old
         image) and shows the whole new image."""
+        same_shape = self.data is not None and self.data.shape == data.shape
         self.data = data
         self.source = ImageSource(None if path is None else str(path), dict(options or {}),
                                   tuple(hdus))
+        if not (keep_params and same_shape):
+            # another image: its sources and mask are not this one's
+            self.neighbours, self.user_mask, self.selected = (), None, 0
+            self.sources_changed.emit("load")
+            self.mask_changed.emit()
+        self._nb_image = None
         self._problem = None
         self.images = None
         self.log(f"Loaded image {data!r}")
@@ -246,7 +283,7 @@ class SessionState:
         self.psf_hdu = None if model is None else hdu
         self._problem = None
         if model is None:
-            self.log("No PSF: the model is not convolved (psf = None).")
+            self.log("No PSF: the model is integrated over each pixel (psf = None).")
         else:
             at = "" if position is None else f" at ({position[0]:g}, {position[1]:g})"
             self.log(f"PSF from {path}{at}: {model.n_components} Gaussian(s), source "
@@ -259,6 +296,114 @@ class SessionState:
         self.psf_changed.emit()
         self.clear_result()
         self.request_render(immediate=True)
+
+    # ------------------------------------------------------------------ scene
+    def set_neighbours(self, neighbours, *, origin="edit"):
+        """The other sources of the scene (a tuple of PointSource / Galaxy). They are
+        modelled with the target: the target is fitted to the data minus their model, and
+        Fit fits them all together (:func:`.engine.run_scene_fit`)."""
+        neighbours = tuple(neighbours)
+        if neighbours == self.neighbours:
+            return
+        self.neighbours = neighbours
+        self._problem = None
+        if self.selected is not None and self.selected > len(neighbours):
+            self.selected = 0
+            self.selection_changed.emit(0)
+        self.sources_changed.emit(origin)
+        if origin != "fit":
+            self.clear_result()
+        self.request_render(immediate=origin != "drag")
+
+    def select(self, index):
+        if index != self.selected:
+            self.selected = index
+            self.selection_changed.emit(index)
+
+    def set_user_mask(self, mask):
+        """Pixels the user excludes from the fit (bool array of the image's shape, or None),
+        on top of the image's own mask."""
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if self.data is None or mask.shape != self.data.shape:
+                raise ValueError("the mask must have the image's shape")
+            if not mask.any():
+                mask = None
+        old = self.user_mask
+        if (old is None and mask is None) or (old is not None and mask is not None
+                                              and np.array_equal(old, mask)):
+            return
+        self.user_mask = None if mask is None else _ro(mask.copy())
+        self._problem = None
+        n = 0 if mask is None else int(mask.sum())
+        self.log(f"User mask: {n} pixels")
+        self.mask_changed.emit()
+        self.clear_result()
+        self.request_render(immediate=True)
+
+    @property
+    def full_mask(self):
+        """The image's mask and the user's together."""
+        if self.data is None:
+            return None
+        return self.data.mask if self.user_mask is None else (self.data.mask | self.user_mask)
+
+    def neighbours_image(self, neighbours=None):
+        """The model of the other sources (cached per sources and PSF)."""
+        nb = self.neighbours if neighbours is None else tuple(neighbours)
+        key = (nb, id(self.psf_model), id(self.data))
+        if self._nb_image is not None and self._nb_image[0] == key:
+            return self._nb_image[1]
+        img = _ro(engine.neighbours_image(self.data, self.psf_model, nb))
+        if neighbours is None:
+            self._nb_image = (key, img)
+        return img
+
+    def problem_for(self, neighbours):
+        """The session's FitProblem with ``neighbours`` subtracted from the data (for the
+        worker: builds a new problem, touches no state)."""
+        return self._make_problem(tuple(neighbours))
+
+    def _make_problem(self, neighbours):
+        image = None
+        if neighbours:
+            nb_img = (self.neighbours_image() if neighbours == self.neighbours
+                      else engine.neighbours_image(self.data, self.psf_model, neighbours))
+            image = self.data.image - nb_img
+        return engine.make_problem(
+            self.data, psf=self.psf_model, psf_mode=self.psf_mode,
+            profile=self.profile, M=self.M, free=self.free, sky=self.sky_on,
+            n=self.params.n if self.params is not None else None,
+            image=image, extra_mask=self.user_mask)
+
+    def set_psf_mode(self, mode):
+        """``'exact'``: a PSF image is used exactly (the model is the galaxy convolved with the
+        stamp itself: its mixture plus the residual by FFT), as the command line does by
+        default; ``'mixture'``: its Gaussian mixture only (Hogg & Lang's model; faster, and a
+        poor mixture sets PSF_APPROX). A mixture file (Tractor, JSON) is always used as it is.
+        The fit result no longer matches the model and is cleared."""
+        if mode not in PSF_MODES:
+            raise ValueError(f"psf mode must be one of {PSF_MODES}, not {mode!r}")
+        if mode == self.psf_mode:
+            return
+        self.psf_mode = mode
+        self._problem = None
+        self.log("PSF mode: " + ("exact (the PSF image itself)" if mode == "exact"
+                                 else "mixture only (the PSF's Gaussian mixture)"))
+        self.psf_changed.emit()
+        self.clear_result()
+        self.request_render(immediate=True)
+
+    @property
+    def psf_info(self):
+        """The PSF's figures of the current problem (:func:`mogviewer.fitting.problem.
+        psf_quality_columns`: ``psf_k``, ``psf_mode`` ('exact', 'mixture' or 'pixel'),
+        ``psf_size_ratio``, ``psf_res_flux``, ``psf_res_peak``), or None without an image."""
+        try:
+            pr = self.problem()
+        except (engine.FitError, ValueError):
+            return None
+        return None if pr is None else dict(pr.psf_info)
 
     def adopt_psf(self):
         """The user says the PSF in use is also the current image's (no longer "from another
@@ -325,10 +470,7 @@ class SessionState:
                 and self._problem.n != self.params.n):
             self._problem = None  # a fixed Sérsic index is taken from the problem
         if self._problem is None:
-            self._problem = engine.make_problem(
-                self.data, psf=self.psf_mixture, profile=self.profile, M=self.M,
-                free=self.free, sky=self.sky_on,
-                n=self.params.n if self.params is not None else None)
+            self._problem = self._make_problem(self.neighbours)
         return self._problem
 
     # ------------------------------------------------------------------ parameters
@@ -358,12 +500,21 @@ class SessionState:
 
     def set_result(self, result, *, params=None, origin="fit"):
         if result is not self.result:
+            self.set_posterior(None)      # it described the previous result
             self.result = result
             self.result_changed.emit(result)
         if params is not None:
             self.set_params(params, origin=origin, clear_result=False)
 
+    def set_posterior(self, posterior):
+        """Samples of the posterior around the current result (None clears them)."""
+        if posterior is None and self.posterior is None:
+            return
+        self.posterior = posterior
+        self.posterior_changed.emit(posterior)
+
     def clear_result(self):
+        self.set_posterior(None)
         if self.result is not None:
             self.result = None
             self.result_changed.emit(None)
@@ -435,6 +586,8 @@ class SessionState:
             return
         t0 = time.perf_counter()
         model = engine.model_image(pr, p)
+        if self.neighbours:
+            model = model + self.neighbours_image()
         resid = self.data.image - model
         good = pr.weights > 0
         chi = np.where(good, resid * np.sqrt(pr.weights), np.nan)
@@ -448,7 +601,8 @@ class SessionState:
         self.model_changed.emit()
 
     # ------------------------------------------------------------------ busy
-    def set_busy(self, busy):
+    def set_busy(self, busy, task="fit"):
+        self.task = task if busy else None
         if busy != self.busy:
             self.busy = busy
             self.busy_changed.emit(busy)

@@ -62,3 +62,36 @@ class SetProfileCommand(QtWidgets.QUndoCommand):
 
     def undo(self):
         self.session.set_profile(*self.old, result=self.old_result)
+
+
+class SetSceneCommand(QtWidgets.QUndoCommand):
+    """The other sources and the user's mask from ``old`` to ``new`` (each a
+    ``(neighbours, user_mask)`` pair; a None part is left alone), with the fit result that
+    went with each side (adding, deleting, moving a source or drawing a mask clears it)."""
+
+    def __init__(self, session, old, new, text, *, old_result=None, new_result=None,
+                 new_params=None, old_params=None):
+        super().__init__(text)
+        self.session = session
+        self.old, self.new = old, new
+        self.old_result, self.new_result = old_result, new_result
+        self.old_params, self.new_params = old_params, new_params
+
+    def redo(self):
+        self._apply(self.new, self.new_result, self.new_params)
+
+    def undo(self):
+        self._apply(self.old, self.old_result, self.old_params)
+
+    def _apply(self, pair, result, params):
+        s = self.session
+        neighbours, mask = pair
+        if neighbours is not None:
+            s.set_neighbours(neighbours, origin="undo")
+        if mask is not None:
+            s.set_user_mask(None if mask is False else mask)
+        if params is not None:
+            s.set_params(params, origin="undo", clear_result=False)
+        if result is not s.result:
+            s.set_result(result)
+        s.request_render(immediate=True)

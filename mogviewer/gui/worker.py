@@ -9,6 +9,7 @@ touches a widget: only the GUI thread does.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 
 from PyQt5 import QtCore
@@ -46,9 +47,88 @@ class FitWorker(QtCore.QObject):
             result = engine.run_fit(self.problem, self.start, callback=self.progressed.emit,
                                     should_stop=self._stop.is_set)
         except Exception as exc:  # noqa: BLE001 - reported to the user, never a crash
-            self.failed.emit(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=4)}")
+            if engine.is_user_error(exc):      # written for people: no traceback
+                self.failed.emit(str(exc))
+            else:
+                self.failed.emit(f"{type(exc).__name__}: {exc}\n\n"
+                                 f"{traceback.format_exc(limit=4)}")
             return
         self.finished.emit(result)
+
+
+class SampleWorker(QtCore.QObject):
+    """Samples the posterior around a fit (:func:`mogviewer.sampling.sample`) in its thread.
+
+    Signals
+    -------
+    progressed(tuple) : ``(step, n_steps, elapsed_s)`` every 50 steps.
+    finished(Posterior) : the run ended (complete, or stopped early by Cancel).
+    failed(str) : the run could not start or raised (message for people).
+    """
+
+    progressed = QtCore.pyqtSignal(object)
+    finished = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, problem, result, *, n_steps, zeropoint=None):
+        super().__init__()
+        self.problem, self.result = problem, result
+        self.n_steps, self.zeropoint = int(n_steps), zeropoint
+        self._stop = threading.Event()
+
+    def request_stop(self):
+        """Thread-safe: the run stops at its next progress point (every 50 steps)."""
+        self._stop.set()
+
+    @QtCore.pyqtSlot()
+    def run(self):
+        t0 = time.perf_counter()
+        try:
+            post = engine.run_sample(
+                self.problem, self.result, n_steps=self.n_steps, zeropoint=self.zeropoint,
+                progress=lambda done, total: self.progressed.emit(
+                    (int(done), int(total), time.perf_counter() - t0)),
+                should_stop=self._stop.is_set)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, never a crash
+            if engine.is_user_error(exc):
+                self.failed.emit(str(exc))
+            else:
+                self.failed.emit(f"{type(exc).__name__}: {exc}\n\n"
+                                 f"{traceback.format_exc(limit=4)}")
+            return
+        self.finished.emit(post)
+
+
+class SceneFitWorker(QtCore.QObject):
+    """Fits the target with the other sources of the scene (:func:`.engine.run_scene_fit`).
+
+    ``finished`` carries ``(FitResult, neighbours, SceneFitResult)``; ``progressed`` is not
+    emitted (the scene fit has no per-iteration callback: the progress bar stays busy)."""
+
+    progressed = QtCore.pyqtSignal(object)
+    finished = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, job):
+        super().__init__()
+        self.job = job
+        self._stop = threading.Event()
+
+    def request_stop(self):
+        self._stop.set()
+
+    @QtCore.pyqtSlot()
+    def run(self):
+        try:
+            out = self.job(self._stop.is_set)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, never a crash
+            if engine.is_user_error(exc):
+                self.failed.emit(str(exc))
+            else:
+                self.failed.emit(f"{type(exc).__name__}: {exc}\n\n"
+                                 f"{traceback.format_exc(limit=4)}")
+            return
+        self.finished.emit(out)
 
 
 class FitRunner(QtCore.QObject):
@@ -72,13 +152,15 @@ class FitRunner(QtCore.QObject):
     def running(self):
         return self._thread is not None
 
-    def start(self, problem, start):
+    def start(self, problem, start, *, worker=None):
+        """Run a fit of ``problem`` from ``start``, or any ``worker`` with the signals and
+        ``request_stop`` of :class:`FitWorker` (a :class:`SampleWorker`)."""
         if self.running:
             return False
         self.n_progress = 0
         th = QtCore.QThread()
         th.setObjectName("mogviewer-fit")
-        w = FitWorker(problem, start)
+        w = worker if worker is not None else FitWorker(problem, start)
         w.moveToThread(th)
         th.started.connect(w.run)
         w.progressed.connect(self._on_progress, QtCore.Qt.QueuedConnection)
@@ -120,7 +202,7 @@ class FitRunner(QtCore.QObject):
         th, self._thread, self._worker = self._thread, None, None
         if th is not None:
             th.quit()
-            th.wait(10000)
+            th.wait()       # the stop flag ends the run; a QThread destroyed running aborts
 
 
 class TaskWorker(QtCore.QObject):
@@ -190,7 +272,9 @@ class Tasks(QtCore.QObject):
         return len(self._live)
 
     def shutdown(self):
+        # wait for each task to end: a QThread destroyed while its task runs (a corner plot
+        # drawn on a loaded machine took longer than any fixed timeout) aborts the process
         for th, _ in list(self._live.values()):
             th.quit()
-            th.wait(10000)
+            th.wait()
         self._live.clear()

@@ -59,6 +59,7 @@ def window(qtbot, settings, errors):
     assert w.state.psf_model is not None
     yield w
     w.commands.runner.shutdown()
+    w.commands.sampler.shutdown()
     w.commands.tasks.shutdown()
 
 

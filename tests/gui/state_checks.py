@@ -103,10 +103,14 @@ def check_stale_result_cleared(s):
 
 
 def check_psf_from_other_image(s):
-    model = SimpleNamespace(mixture=None, n_components=1, source="image", notes=(),
+    from mogviewer.mixture import Mixture
+    # a mixture file's PsfModel (no stamp): the problem uses the mixture as it is
+    model = SimpleNamespace(mixture=Mixture([1.0], [[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]]),
+                            stamp=None, n_components=1, source="mixture", notes=(),
                             quality=None)
     s.set_psf(model, path="psf.fits")
     assert not s.psf_from_other_image
+    assert s.problem().psf_mode == "mixture" and s.psf_info["psf_k"] == 1
     s.set_image(s.data, path="other.fits")
     assert s.psf_from_other_image and s.psf_model is model
     s.set_psf(None)

@@ -274,7 +274,7 @@ def test_layout_at_1280x720(window, qtbot):
     panels of different widths."""
     w = window
     shown(qtbot, w, 1280, 720)
-    assert visible_in(w.params.fit_button, w.params_scroll.viewport())
+    assert visible_in(w.params.fit_button, w.params_dock)
     assert visible_in(w.params.fit_button, w)
     m = w.params.M_combo
     assert m.width() >= m.minimumSizeHint().width() and visible_in(m, w.params_scroll.viewport())
@@ -347,7 +347,7 @@ w.show()
 for _ in range(30):
     app.processEvents()
 avail = w.screen().availableGeometry()
-fb, vp = w.params.fit_button, w.params_scroll.viewport()
+fb, vp = w.params.fit_button, w.params_dock
 r = QtCore.QRect(fb.mapTo(vp, QtCore.QPoint(0, 0)), fb.size())
 print(json.dumps(dict(
     scale=app.devicePixelRatio(), avail=[avail.width(), avail.height()],

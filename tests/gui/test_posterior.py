@@ -1,0 +1,141 @@
+"""Issue 20 in the app: Sample posterior in the worker thread with live progress and Cancel,
+the intervals beside the parameters, a corner plot, and the CLI's sample columns in the CSV."""
+
+import csv
+import time
+
+import numpy as np
+import pytest
+from PyQt5 import QtWidgets
+
+from mogviewer.export.columns import COLUMN_NAMES
+from mogviewer.gui import engine
+
+FIT_TIMEOUT_MS = 60000
+SAMPLE_TIMEOUT_MS = 180000
+
+
+def fit_now(qtbot, w):
+    with qtbot.waitSignal(w.commands.fit_finished, timeout=FIT_TIMEOUT_MS) as blocker:
+        assert w.commands.start_fit()
+    return blocker.args[0]
+
+
+@pytest.fixture
+def fitted(window, qtbot):
+    """The sample, fitted in mixture-only mode (a 256x256 render in ~0.3 ms instead of
+    ~4 ms: the sampling tests then take seconds; the sampler does not care which)."""
+    window.state.set_psf_mode("mixture")
+    fit_now(qtbot, window)
+    return window
+
+
+def sample_now(qtbot, w, steps=100):
+    with qtbot.waitSignal(w.commands.sample_finished, timeout=SAMPLE_TIMEOUT_MS) as blocker:
+        assert w.commands.start_sample(steps)
+    return blocker.args[0]
+
+
+def test_sample_needs_a_fit(window):
+    w = window
+    assert not w.params.sample_button.isEnabled()
+    assert w.commands.start_sample(100) is False
+    assert not w.state.busy
+
+
+def test_sample_intervals_corner_plot_and_csv(fitted, qtbot, tmp_path):
+    w, s, p = fitted, fitted.state, fitted.params
+    assert p.sample_button.isEnabled()
+    res = s.result
+    post = sample_now(qtbot, w)
+    assert post is s.posterior and post.n_steps == 100
+    assert set(post.names) == set(res.free)
+    for name in post.names:
+        lo, mid, hi = post.percentiles[name]
+        text = p.post_labels[name].text()
+        assert p.post_labels[name].isVisible() and text, name
+        assert text == f"\u2212{mid - lo:.2g} +{hi - mid:.2g}"
+        assert f"50 %: {mid:.6g}" in p.post_labels[name].toolTip()
+        # the chains explore the fit's neighbourhood: the median within 5 formal errors of
+        # the best fit (a wrong parameter mapping would put x's samples on y, etc.)
+        err = res.errors()[name]
+        best = getattr(res.params, name)
+        d = (mid - best + 90) % 180 - 90 if name == "angle" else mid - best
+        assert abs(d) < 5 * err, (name, mid, best, err)
+    # the column is not cut at the dock's right edge (the dock widens for it)
+    qtbot.wait(50)
+    for lab in p.post_labels.values():
+        if lab.text():
+            right = lab.mapTo(w.params_scroll.viewport(), lab.rect().topRight()).x()
+            assert right <= w.params_scroll.viewport().width(), lab.text()
+    assert "sampling" not in p.status_label.text()       # the fit's status is back
+    assert "converged" in p.status_label.text()
+    assert "walkers" in p.posterior_label.text() and "flux_target" in p.posterior_label.text()
+    # the corner plot opens by itself and is drawn in the background
+    dlg = w._posterior_dialog
+    assert dlg is not None and dlg.isVisible()
+    qtbot.waitUntil(lambda: dlg.corner_image is not None, timeout=60000)
+    img = dlg.corner_image
+    k = len(post.names)
+    assert img.ndim == 3 and img.shape[2] == 4 and img.shape[:2] == (540, 540)
+    assert k == 7                             # flux x y re q angle sky
+    assert np.std(img[..., :3]) > 10          # something is drawn, not a blank canvas
+    assert dlg.table.rowCount() == len(post.percentiles)
+
+    # the CSV has the columns ``mogviewer fit --sample`` adds (mogviewer/export/table.py),
+    # filled with this posterior's percentiles
+    out = tmp_path / "fit.csv"
+    assert w.commands.export_csv(str(out))
+    with open(out, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        values = next(reader)
+    row = {h.split(" ")[0].split("[")[0]: v for h, v in zip(header, values)}
+    sample_cols = [c for c in COLUMN_NAMES if c.endswith(("_p16", "_p50", "_p84"))
+                   or c.startswith("sample_")]
+    assert sample_cols and all(c in row for c in sample_cols)
+    assert float(row["re_pix_p50"]) == pytest.approx(post.percentiles["re"][1], rel=1e-9)
+    assert float(row["q_p16"]) == pytest.approx(post.percentiles["q"][0], rel=1e-9)
+    assert float(row["flux_p84"]) == pytest.approx(post.percentiles["flux_target"][2],
+                                                   rel=1e-9)
+    assert float(row["sample_acceptance"]) == pytest.approx(post.acceptance)
+
+    # an edit makes the posterior stale: cleared with the result, the column hidden
+    w.commands.edit_param("re", s.params.re * 1.1)
+    assert s.posterior is None and not p.post_labels["re"].isVisible()
+    assert not p.sample_button.isEnabled()
+
+
+def test_sample_progress_live_and_cancel(fitted, qtbot):
+    """The window answers while sampling (progress arrives, the event loop runs), and Cancel
+    stops early keeping the samples so far, marked not converged."""
+    w, s, p = fitted, fitted.state, fitted.params
+    seen = []
+    w.commands.sample_progressed.connect(seen.append)
+    assert w.commands.start_sample(100000)
+    assert s.busy and s.task == "sample"
+    assert p.cancel_button.isEnabled() and not p.fit_button.isEnabled()
+    assert not p.sample_button.isEnabled()
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=SAMPLE_TIMEOUT_MS)
+    # the GUI thread is free: a timer fires within a fraction of a second
+    t0 = time.perf_counter()
+    qtbot.wait(50)
+    assert time.perf_counter() - t0 < 1.0
+    assert p.progress.maximum() == 100000 and p.progress.value() == seen[-1][0]
+    with qtbot.waitSignal(w.commands.sample_finished, timeout=SAMPLE_TIMEOUT_MS) as blocker:
+        p.cancel_button.click()
+    post = blocker.args[0]
+    assert post is not None and 100 <= post.n_steps < 100000 and not post.converged
+    assert not s.busy and s.posterior is post
+    assert "NOT converged" in p.posterior_label.text()
+    # the corner plot of the stopped run is drawn too (its dialog opened by itself)
+    dlg = w._posterior_dialog
+    qtbot.waitUntil(lambda: dlg.corner_image is not None, timeout=120000)
+    assert dlg.posterior is post
+
+
+def test_sample_action_in_the_fit_menu(window):
+    acts = [a.text() for m in window.menuBar().findChildren(QtWidgets.QMenu)
+            for a in m.actions()]
+    assert "&Sample Posterior" in acts
+    assert engine.SAMPLE_STEPS[1] == 100      # the CLI's --sample lower bound
