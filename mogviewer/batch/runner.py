@@ -80,12 +80,22 @@ def job_ids(job):
 
 def run_job(job):
     """The rows of one job (a list of dicts, each with its ``object_id``); never raises for
-    anything the data can do wrong (see :func:`~mogviewer.batch.run_task`)."""
+    anything the data can do wrong (see :func:`~mogviewer.batch.run_task`). A FitTask gives
+    one row, or with ``neighbours='fit'`` one per fitted source, the target's first (all
+    carrying the task's ``object_id``)."""
     if isinstance(job, FitTask):
-        row = run_task(job)
-        row["object_id"] = job.object_id
-        return [row]
+        result = run_task(job)
+        rows = result if isinstance(result, list) else [result]
+        for row in rows:
+            row["object_id"] = job.object_id
+        return rows
     return job.run()
+
+
+def _targets(job, rows):
+    """The rows that count as objects (progress, summary): a FitTask's first (its target),
+    every row of a catalogue job."""
+    return rows[:1] if isinstance(job, FitTask) else rows
 
 
 def failed_rows(job, reason):
@@ -171,7 +181,8 @@ def _classify(row):
 # ---------------------------------------------------------------------------------------------
 
 def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", scheduler=None,
-              append=False, resume=False, progress=None, flush_interval=1.0, unit="files"):
+              append=False, resume=False, progress=None, flush_interval=1.0, unit="files",
+              columns=None):
     """Run :func:`run_job` over ``tasks`` and append the rows to ``csv_path`` as they finish.
 
     Parameters
@@ -201,6 +212,9 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
         grows linearly with its rows.
     unit : str
         What the summary line counts (``files``, ``objects``).
+    columns : sequence of str, optional
+        The CSV's columns (default :data:`mogviewer.export.COLUMN_NAMES`; a multi-band run adds
+        its band columns).
 
     Returns
     -------
@@ -220,6 +234,7 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
         rows finished so far were written.
     """
     t0 = time.perf_counter()
+    cols = {} if columns is None else {"columns": tuple(columns)}
     jobs = _with_ids(tasks)
     files = [j for j in jobs if isinstance(j, FitTask)]
     planned, _ = plan_outputs(files, csv_path)  # unique output names, none of them an input
@@ -240,7 +255,7 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
     if csv_path is not None:
         try:
             # header, or check an appended file
-            export.write_csv(csv_path, [], append=append or resume, inputs=inputs)
+            export.write_csv(csv_path, [], append=append or resume, inputs=inputs, **cols)
         except BaseException:
             if ex is not None:
                 ex.close(abort=True)
@@ -265,18 +280,24 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
         order = [i for i in sorted(results) if i not in written and (force or i < next_i)]
         if order:
             rows = [r for i in order for r in results[i]]
-            export.write_csv(csv_path, rows, append=True, inputs=inputs)
+            export.write_csv(csv_path, rows, append=True, inputs=inputs, **cols)
             written.update(order)
         last_flush = time.perf_counter()
 
     def done(i, rows):
-        # a row is written once: an object already seen (a job that a dead worker had
-        # finished, then ran again) is dropped
-        rows = [r for r in rows if r.get("object_id") not in seen_ids]
+        # a row is written once: a job's result is taken once (the executors yield each job
+        # once), and an object already written by another job is dropped
+        if i in results:
+            return
+        if isinstance(jobs[i], FitTask):
+            # a scene task's rows (one per fitted source) share the task's id
+            rows = [] if jobs[i].object_id in seen_ids else rows
+        else:
+            rows = [r for r in rows if r.get("object_id") not in seen_ids]
         seen_ids.update(r.get("object_id") for r in rows)
         results[i] = rows
         flush()
-        for row in rows:
+        for row in _targets(jobs[i], rows):
             n_rows[0] += 1
             if progress is not None:
                 progress(n_rows[0] + skipped, total, row)
@@ -295,17 +316,19 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
         close_fields()      # the memory-mapped fields of jobs run in this process
         if csv_path is not None:
             flush(force=True)
-    summary = _summary(total, results, t0, interrupted, skipped, unit)
+    summary = _summary(jobs, total, results, t0, interrupted, skipped, unit)
     if interrupted:
         raise BatchInterrupted(summary)
     return summary
 
 
-def _summary(total, results, t0, interrupted, skipped, unit):
+def _summary(jobs, total, results, t0, interrupted, skipped, unit):
+    # counts are per object (a scene task's target row); ``rows`` holds every row
     rows = tuple(r for i in sorted(results) for r in results[i])
-    kinds = Counter(_classify(r) for r in rows)
+    targets = [r for i in sorted(results) for r in _targets(jobs[i], results[i])]
+    kinds = Counter(_classify(r) for r in targets)
     flags = Counter()
-    for r in rows:
+    for r in targets:
         if r.get("status") != "converged":
             flags[f"status {r.get('status')}"] += 1
         for name in (r.get("flag_names") or "").split("|"):

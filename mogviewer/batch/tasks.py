@@ -11,9 +11,11 @@ from pathlib import Path
 from .. import _warnings, export
 from ..export.files import check_output_path
 from ..fitting import FitProblem, fit, initial_guess
+from ..fitting.flags import FitFlags
 from ..io import read_image
 from ..psf import read_psf
 from ..sampling import CONVERGENCE_TAUS, sample
+from .scene_task import add_flags, find_neighbours, mixture_psf, scene_flags_summary, scene_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,22 @@ class FitTask:
     output_name : str or None
         File-name stem of the per-file outputs; None = :func:`output_stem`'s rule.
         :func:`mogviewer.batch.plan_outputs` sets it when two inputs would share a name.
+    neighbours : {'ignore', 'mask', 'fit'}
+        The other sources of the cutout (:mod:`mogviewer.batch.scene_task`): left as they are,
+        masked (their detected segments), or fitted with the target (one row per source).
+    max_neighbours : int
+        With ``neighbours='fit'``: how many are modelled, brightest first; the rest are masked.
+    max_detections : int
+        More detections than this fail the task (a crowded field wants a catalogue).
+    targets_only : bool
+        With ``neighbours='fit'``: only the target's row.
+    bands : tuple of str
+        Fit these bands jointly (:mod:`mogviewer.batch.band_task`): the HDUs of ``image``
+        with these ``BAND`` values, or the files in ``band_files``.
+    band_files : tuple of (band, path)
+        Bands in files of their own.
+    band_psfs : tuple of (band, path)
+        The PSF file of a band (default: the HDU of ``psf`` for the band).
     object_id : str or None
         The row's ``object_id`` (a manifest's id column); None = the file name as given
         (:func:`mogviewer.batch.runner.default_object_id`). ``--resume`` skips the ids already
@@ -115,13 +133,21 @@ class FitTask:
     max_nfev: int = 200
     sample_steps: int = 0
     output_name: str | None = None
+    neighbours: str = "ignore"
+    max_neighbours: int = 10
+    max_detections: int = 1000
+    targets_only: bool = False
+    bands: tuple = ()
+    band_files: tuple = ()
+    band_psfs: tuple = ()
     object_id: str | None = None
 
     def input_files(self):
         """Every file this task reads (image, noise, mask, segmentation map, PSF, start)."""
         return tuple(p for p in (self.image, self.noise, self.mask, self.segmap, self.psf,
-                                 self.start) if isinstance(p, (str, bytes)) or hasattr(
-                                     p, "__fspath__"))
+                                 self.start, *(f for _, f in self.band_files),
+                                 *(f for _, f in self.band_psfs))
+                     if isinstance(p, (str, bytes)) or hasattr(p, "__fspath__"))
 
     def output_files(self):
         """``[(path, what), ...]``: the per-file outputs this task writes."""
@@ -196,7 +222,9 @@ def _short(exc):
 
 
 def run_task(task):
-    """Fit one cutout and return its CSV row (a dict with every column); never raises.
+    """Fit one cutout and return its CSV row (a dict with every column), or with
+    ``neighbours='fit'`` and neighbours to model a list of rows (one per source, the target
+    first; :mod:`mogviewer.batch.scene_task`); never raises.
 
     Steps: read the start model (if any), read the image with its noise and mask, read the
     PSF, build the :class:`mogviewer.fitting.FitProblem`, fit, write the requested outputs. Any
@@ -271,6 +299,12 @@ def _run_task(task, base, caught, step):
     n = task.n if task.n is not None else (saved.n if saved and profile == "ser" else None)
     sky = task.sky or (saved.sky if saved else "constant")
     base.update(profile=profile, M=M, n=n, sky_model=sky)
+    if task.bands:
+        from .band_task import run_bands
+
+        base.update(band="|".join(task.bands))
+        return run_bands(task, base, caught, set_step, saved=saved, profile=profile, M=M, n=n,
+                         sky=sky, warnings_text=_warnings_text(caught))
 
     set_step("reading the image")
     data = read_image(task.image, hdu=task.hdu, band=task.band, plane=task.plane,
@@ -290,6 +324,15 @@ def _run_task(task, base, caught, step):
     else:
         psf, psf_source = None, "none"
     base["psf_source"] = psf_source
+
+    info = dict(neighbours=task.neighbours, n_sources=1)
+    if task.neighbours != "ignore":
+        set_step("detecting the neighbours")
+        scene, data, info = find_neighbours(task, data, psf, profile=profile, M=M, n=n)
+        if task.neighbours == "fit" and len(scene) > 1:
+            return _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
+                              saved=saved, profile=profile, M=M, n=n, sky=sky)
+        info["n_sources"] = 1
 
     set_step("setting up the fit")
     problem = FitProblem.from_image_data(data, psf=psf, profile=profile, M=M, n=n, sky=sky,
@@ -360,7 +403,94 @@ def _run_task(task, base, caught, step):
             problems.append(f"posterior chains shorter than {CONVERGENCE_TAUS} autocorrelation "
                             f"times (longest tau {max(posterior.tau.values()):.0f} steps): "
                             "raise --sample")
-    return export.result_to_row(result, data, problem=problem, psf_source=psf_source,
-                                file=str(task.image), scale_errors=task.scale_errors,
-                                reason="; ".join(problems), warnings_text=_warnings_text(caught),
-                                posterior=posterior)
+    row = export.result_to_row(result, data, problem=problem, psf_source=psf_source,
+                               file=str(task.image), scale_errors=task.scale_errors,
+                               reason="; ".join(problems), warnings_text=_warnings_text(caught),
+                               posterior=posterior)
+    row.update(info, source_id=0, is_target=True, kind="galaxy")
+    return row
+
+
+def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info, *, saved,
+               profile, M, n, sky):
+    """``--neighbours fit`` with neighbours to model: a joint scene fit, one row per source."""
+    from ..fitting.scene_fit import fit_scene
+    from ..observation import Observation
+    from ..scene import Galaxy
+
+    t = scene.sources[0]
+    if saved is not None:
+        p = saved.params
+        t = dataclasses.replace(t, flux=p.flux, x=p.x, y=p.y, re=p.re, q=p.q, angle=p.angle,
+                                n=p.n if t.profile == "ser" else None)
+    if task.profile2 is not None:
+        # bulge + disk: the second component starts with half the flux and 1.5x the radius
+        t = Galaxy(profile=t.profile, M=t.M, flux=t.flux / 2, x=t.x, y=t.y, re=t.re, q=t.q,
+                   angle=t.angle, n=t.n, profile2=task.profile2, M2=task.M2, flux2=t.flux / 2,
+                   re2=1.5 * t.re, q2=t.q, angle2=t.angle)
+    scene = scene.replace_source(0, t)
+    mix, psf_info, approx = mixture_psf(psf)
+    obs = Observation.from_image_data(data, psf=mix)
+    set_step("fitting the scene")
+    fit = fit_scene(obs, scene, sky=sky, max_nfev=task.max_nfev)
+    info = dict(info, n_sources=len(fit.scene))
+    problems = []
+    notes = _warnings_text(caught)
+    if getattr(psf, "stamp", None) is not None:
+        notes = " | ".join(t for t in (notes, "scene fits use the PSF's Gaussian mixture "
+                                       "(psf_mode mixture): the exact-PSF mode is for "
+                                       "one-galaxy fits") if t)
+    if fit.status != "converged":
+        problems.append(f"scene fit {fit.status}")
+    rows = scene_rows(fit, data, info=info, psf_source=psf_source, file=str(task.image),
+                      scale_errors=task.scale_errors, warnings_text=notes,
+                      psf_info=psf_info, targets_only=task.targets_only)
+    if approx:
+        for row in rows:
+            add_flags(row, FitFlags.PSF_APPROX)
+    flagged = scene_flags_summary(scene_rows(fit, data, info=info, psf_source=psf_source,
+                                             file=str(task.image), psf_info=psf_info))
+    if flagged:
+        problems.append(flagged)
+
+    set_step("writing outputs")
+    target = source_result_of(fit, rows)
+    stem = output_stem(task)
+    problem = None
+    if task.imgblock_dir:
+        problem = FitProblem.from_image_data(data, psf=mix, profile=profile, M=M, n=n, sky=sky,
+                                             psf_mode="mixture")
+    others = [s for i, s in enumerate(fit.scene.sources) if i != fit.scene.target]
+    outputs = [(task.imgblock_dir, "_imgblock.fits", "image block",
+                lambda p: export.write_imgblock(p, problem, target, data, psf_source=psf_source,
+                                                scale_errors=task.scale_errors,
+                                                model=fit.scene.render(obs))),
+               (task.region_dir, ".reg", "region",
+                lambda p: export.write_region(p, target, data.wcs, others=others)),
+               (task.model_json_dir, "_model.json", "model JSON",
+                lambda p: export.write_model_json(p, target, source=task.image,
+                                                  scale_errors=task.scale_errors))]
+    for directory, suffix, what, writer in outputs:
+        if not directory:
+            continue
+        try:
+            out = Path(directory) / f"{stem}{suffix}"
+            check_output_path(out, what, inputs=task.input_files())
+            writer(out)
+        except Exception as exc:  # noqa: BLE001 - an output problem is reported in the row
+            problems.append(f"{what} not written: {_short(exc)}")
+    for row in rows:
+        row["reason"] = "; ".join(problems)
+    return rows
+
+
+def source_result_of(fit, rows):
+    """The target's :class:`~mogviewer.fitting.FitResult` of a scene fit."""
+    from .scene_task import source_result
+
+    i = fit.scene.target
+    s = fit.scene.sources[i]
+    mix = s.mixture()
+    return source_result(fit, i, profile=s.profile, M=len(mix.amps),
+                         flux_fraction=mix.flux_fraction,
+                         n_sky_free=sum(1 for j, _ in fit.names if j == -1))

@@ -11,6 +11,7 @@ import sys
 
 from .. import export, profiles
 from ..batch import BatchInterrupted, FitTask, load_psf, plan_outputs, run_batch
+from ..batch.band_task import band_columns, psf_hdu_for_band
 from ..batch.tasks import _short
 from ..errors import MogviewerError, UserError
 from ..export.files import same_file_as_any
@@ -32,7 +33,8 @@ def register_cli(sub):
                     "failed, 2 bad command-line input, 130 interrupted (the CSV keeps the rows "
                     "done so far).")
     p.add_argument("files", nargs="*", metavar="FILE",
-                   help="image files (FITS or .npy); or --manifest, or --image with --catalog")
+                   help="image files (FITS or .npy); none when every --bands entry names its "
+                        "file, or with --manifest, or --image with --catalog")
     p.add_argument("--csv", required=True, type=opt.nonempty_name, help="output CSV")
     p.add_argument("--append", action="store_true",
                    help="append to an existing CSV with the same columns")
@@ -100,6 +102,23 @@ def register_cli(sub):
     p.add_argument("--sample", type=opt.int_range(100, 100000), default=0, metavar="STEPS",
                    help="also sample the posterior (emcee, STEPS steps of 32+ walkers, the "
                         "first quarter dropped): 16/50/84 %% columns and chain diagnostics")
+    p.add_argument("--neighbours", choices=("ignore", "mask", "fit"), default="ignore",
+                   help="the other sources in the cutout (detected with photutils): ignore "
+                        "them (default), mask their segments, or fit them with the target "
+                        "(one CSV row per fitted source)")
+    p.add_argument("--max-neighbours", type=opt.int_range(0, opt.MAX_NEIGHBOURS), default=10,
+                   help="with --neighbours fit: neighbours modelled, brightest first; the rest "
+                        "are masked (default 10)")
+    p.add_argument("--targets-only", action="store_true",
+                   help="with --neighbours fit: only the target's row (one row per file)")
+    p.add_argument("--bands", nargs="+", type=opt.band_spec, metavar="BAND[=FILE]",
+                   help="fit these bands jointly (shared centre, shape and n; a flux and sky "
+                        "per band): the HDUs of each FILE with these BAND keywords, or "
+                        "BAND=FILE for a band in a file of its own (then no FILE argument)")
+    p.add_argument("--band-psf", action="append", type=opt.band_spec, default=[],
+                   metavar="BAND=FILE",
+                   help="the PSF file of one band (repeat per band; default: the HDU of --psf "
+                        "whose BAND, FILTER or EXTNAME is the band)")
     p.add_argument("--workers", type=opt.int_range(1, opt.MAX_WORKERS), default=1,
                    help="parallel processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -125,9 +144,38 @@ def _cli_fit(args):
                         f"{', '.join(map(str, profiles.available(args.profile2)))}")
     if args.fix_n and args.profile not in (None, "ser"):
         raise UserError("--fix-n applies to --profile ser only")
+    if args.neighbours == "fit":
+        for flag, given in (("--fix-n", args.fix_n), ("--sample", args.sample)):
+            if given:
+                raise UserError(f"{flag} is not available with --neighbours fit (a joint fit of "
+                                "several sources); use --neighbours mask")
+    elif args.targets_only:
+        raise UserError("--targets-only applies to --neighbours fit (the other modes give one "
+                        "row per file)")
+    bands = tuple(b for b, _ in args.bands or ())
+    band_files = tuple((b, f) for b, f in args.bands or () if f is not None)
+    band_psfs = tuple(args.band_psf)
+    if bands:
+        if len(set(bands)) != len(bands):
+            raise UserError(f"--bands: a band is given twice ({' '.join(bands)})")
+        if args.band is not None:
+            raise UserError("--band picks one band; --bands fits several: give one of them")
+        if band_files and len(band_files) != len(bands) and not args.files:
+            raise UserError("--bands: give FILE arguments for the bands without =FILE")
+        if args.sample:
+            raise UserError("--sample with --bands is not available yet")
+        for b, _ in band_psfs:
+            if b not in bands:
+                raise UserError(f"--band-psf {b}=...: {b} is not one of --bands {' '.join(bands)}")
+    elif band_psfs:
+        raise UserError("--band-psf applies to --bands")
+    if kind == "files" and not args.files and not (bands and len(band_files) == len(bands)):
+        raise UserError("give at least one image FILE (or --bands BAND=FILE for every band)")
     if args.invert_mask and args.mask is None and args.mask_hdu is None:
         raise UserError("--invert-mask needs --mask or --mask-hdu")
     inputs = [("FILE", f) for f in args.files] + [
+        (f"--bands {b}=", f) for b, f in band_files] + [
+        (f"--band-psf {b}=", f) for b, f in band_psfs] + [
         (f"--{o.replace('_', '-')}", getattr(args, o))
         for o in ("noise", "mask", "segmap", "start", "psf")] + survey.input_options(args)
     opt.check_inputs(inputs)
@@ -156,12 +204,27 @@ def _cli_fit(args):
             export.read_model_json(args.start)
         except (export.ModelFileError, OSError) as exc:
             raise UserError(f"--start {args.start}: {_one_line(exc)}") from None
-    if args.psf and kind != "catalog":
+    psf_checks = ([("--psf", args.psf, args.psf_hdu)]
+                  if args.psf and not bands and kind != "catalog" else [])
+    for b in bands:
+        own = dict(band_psfs).get(b)
+        if own is not None:
+            psf_checks.append((f"--band-psf {b}=", own, None))
+        elif args.psf:
+            hdu = args.psf_hdu if len(bands) == 1 else psf_hdu_for_band(args.psf, b)
+            if hdu is None and len(bands) > 1:
+                raise UserError(f"--psf {args.psf}: no HDU for band {b} (BAND, FILTER or "
+                                f"EXTNAME = {b}); give --band-psf {b}=FILE")
+            psf_checks.append(("--psf", args.psf, hdu))
+        else:
+            raise UserError(f"band {b} has no PSF: give --psf (one HDU per band) or "
+                            f"--band-psf {b}=FILE")
+    for name, path, hdu in psf_checks:
         try:
-            load_psf(args.psf, hdu=args.psf_hdu, n_components=args.psf_components,
+            load_psf(path, hdu=hdu, n_components=args.psf_components,
                      position=args.psf_position, centre=args.psf_centre)
         except Exception as exc:  # noqa: BLE001 - a PSF that cannot be read stops the batch
-            raise UserError(f"--psf {args.psf}: {_psf_reason(exc, args)}") from None
+            raise UserError(f"{name} {path}: {_psf_reason(exc, args)}") from None
     common = dict(hdu=args.hdu, band=args.band, plane=args.plane, noise=args.noise,
                   noise_kind=args.noise_kind, noise_hdu=args.noise_hdu,
                   mask=args.mask, mask_hdu=args.mask_hdu,
@@ -178,9 +241,13 @@ def _cli_fit(args):
                   profile2=args.profile2, M2=args.M2, fix_n=args.fix_n,
                   imgblock_dir=args.imgblock, region_dir=args.region,
                   model_json_dir=args.model_json, scale_errors=args.scale_errors,
-                  max_nfev=args.max_nfev, sample_steps=args.sample)
+                  max_nfev=args.max_nfev, sample_steps=args.sample,
+                  neighbours=args.neighbours, max_neighbours=args.max_neighbours,
+                  targets_only=args.targets_only, bands=bands, band_files=band_files,
+                  band_psfs=band_psfs)
     if kind == "files":
-        tasks = [FitTask(image=f, **common) for f in args.files]
+        files = args.files or [band_files[0][1]]
+        tasks = [FitTask(image=f, **common) for f in files]
     elif kind == "manifest":
         tasks = survey.manifest_tasks(args, FitTask(image="", **common))
     else:
@@ -206,6 +273,7 @@ def _cli_fit(args):
     try:
         summary = run_batch(tasks, args.csv, workers=args.workers, append=args.append,
                             resume=args.resume, progress=progress, unit=unit,
+                            columns=band_columns(bands) if bands else None,
                             **survey.executor_options(args))
     except export.ExportError as exc:
         raise UserError(str(exc)) from None

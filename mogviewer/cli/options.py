@@ -38,6 +38,8 @@ MAX_PSF_COMPONENTS = 10
 MAX_DERIVE_M = 10
 #: Largest mixture size accepted by ``-M`` / ``--M2`` (the shipped tables stop at 10).
 MAX_M = 20
+#: Largest ``--max-neighbours``: a joint fit of more sources belongs to a catalogue-driven run.
+MAX_NEIGHBOURS = 100
 #: Largest number of worker processes.
 MAX_WORKERS = 256
 #: Suffixes matplotlib writes that ``--plot`` / ``-o`` of the plotting commands accept.
@@ -126,6 +128,20 @@ def plot_file(text):
             f"the file name must end in {', '.join(PLOT_SUFFIXES[:3])} (or another format "
             f"matplotlib writes), got {text!r}")
     return text
+
+
+def band_spec(text):
+    """argparse type: ``BAND`` or ``BAND=FILE`` -> ``(band, file or None)``; a band name is
+    letters, digits, ``_`` or ``-`` (it becomes part of CSV column names)."""
+    text = str(text).strip()
+    band, sep, path = text.partition("=")
+    band = band.strip()
+    if not band or not all(c.isalnum() or c in "_-" for c in band):
+        raise argparse.ArgumentTypeError(f"must be a band name (letters, digits, _ or -), "
+                                         f"optionally =FILE, got {text!r}")
+    if sep and not path.strip():
+        raise argparse.ArgumentTypeError(f"{band}=: the file name is empty")
+    return band, (path if sep else None)
 
 
 def nonempty_name(text):

@@ -35,6 +35,10 @@ _C = [
     ("file", "", "input image file"),
     ("hdu", "", "HDU index of the image (empty for .npy)"),
     ("band", "", "photometric band (argument or BAND/FILTER keyword)"),
+    ("source_id", "", "source in the cutout: 0 = the target; 1, 2, ... the neighbours fitted "
+                      "with it (--neighbours fit), brightest first"),
+    ("is_target", "", "True for the target's row"),
+    ("kind", "", "galaxy, or point (a point source: the PSF; shape columns empty)"),
     ("status", "", "converged, max_evaluations, cancelled or failed"),
     ("flags", "", "FitFlags bit mask (0 = nothing to report)"),
     ("flag_names", "", "names of the set FitFlags bits, joined by |"),
@@ -97,6 +101,13 @@ _C = [
     ("pixel_scale_arcsec", "arcsec/pix", "mean pixel scale"),
     ("noise_source", "", "where the inverse variance came from"),
     ("noise_estimated", "", "True if the noise is an estimate, not a supplied map"),
+    ("neighbours", "", "what was done with the other sources: ignore, mask (their segments "
+                       "masked) or fit (modelled with the target)"),
+    ("n_sources", "", "sources modelled jointly (1 = the target alone)"),
+    ("n_detected", "", "sources detected in the cutout, the target included (empty: no "
+                       "detection run)"),
+    ("n_masked", "", "detected segments masked (--neighbours mask, or beyond "
+                     "--max-neighbours, or artefacts)"),
     ("warnings", "", "warnings raised while reading or fitting, joined by |"),
     ("elapsed_s", "s", "wall time of the fit"),
     ("mogviewer_version", "", "mogviewer version that wrote the row"),
@@ -132,3 +143,26 @@ def _build_columns():
 COLUMNS = _build_columns()
 #: Column names, in order.
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+
+
+def band_columns(bands):
+    """The extra columns of a joint multi-band fit (``mogviewer fit --bands``), in order: per
+    band its target-profile flux and magnitude, sky and reduced chi-squared; per pair of
+    consecutive bands the colour. Each a :class:`Column`."""
+    cols = [Column("bands", "", "bands fitted jointly, joined by |"),
+            Column("ties", "", "which parameters the bands share and which are per band")]
+    for b in bands:
+        cols += [
+            Column(f"flux_{b}", "image units", f"total flux of the target profile in band {b}"),
+            Column(f"flux_{b}_err", "image units", f"1-sigma error of flux_{b}"),
+            Column(f"mag_{b}", "mag", f"zeropoint_{b} - 2.5 log10(flux_{b})"),
+            Column(f"mag_{b}_err", "mag", f"1-sigma error of mag_{b}"),
+            Column(f"sky_{b}", "image units/pix", f"sky level of band {b}"),
+            Column(f"sky_{b}_err", "image units/pix", f"1-sigma error of sky_{b}"),
+            Column(f"chi2_nu_{b}", "", f"chi2 of band {b} / (its used pixels - its own "
+                                       "parameters - shared parameters / number of bands)")]
+    for b1, b2 in zip(bands, bands[1:]):
+        cols += [Column(f"{b1}_{b2}", "mag", f"colour mag_{b1} - mag_{b2}"),
+                 Column(f"{b1}_{b2}_err", "mag", f"1-sigma error of {b1}_{b2}, the covariance "
+                                                 "of the two fluxes included")]
+    return tuple(cols)

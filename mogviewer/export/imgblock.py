@@ -71,7 +71,7 @@ def _wcs_header(image_data):
 
 
 def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
-                   scale_errors=False, psf_source="none"):
+                   scale_errors=False, psf_source="none", model=None):
     """Write a GALFIT-style image block FITS file.
 
     HDU 0 is an empty primary with a summary; then the image extensions
@@ -82,6 +82,9 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
     ``1_MAG`` (``mag``, the target profile's), ``1_RE`` (half-light semi-major, px), ``1_N``,
     ``1_AR`` (q), ``1_PA`` (GALFIT PA) as ``'value +/- err'`` strings (``'[value]'`` when fixed),
     ``2_SKY`` etc., and numeric ``MOG_*`` keywords with 0-based coordinates and image angles.
+
+    ``model``, when given, is the MODEL image instead of the one-galaxy model of ``result``:
+    a scene fit's full model (every source and the sky), whose target ``result`` describes.
 
     Raises
     ------
@@ -94,7 +97,7 @@ def write_imgblock(path, problem, result, image_data=None, *, zeropoint=None,
                         scale_errors=scale_errors, psf_source=psf_source)
     p = result.params
     data = np.asarray(problem.image, float)
-    model = np.asarray(model_image(problem, p), float)
+    model = np.asarray(model_image(problem, p) if model is None else model, float)
     if model.ndim == 0:
         model = np.full(data.shape, float(model))
     resid = data - model

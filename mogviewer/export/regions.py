@@ -15,7 +15,7 @@ from .files import _atomic_write
 # DS9 regions
 # ---------------------------------------------------------------------------------------------
 
-def write_region(path, result, wcs=None, *, text=None, color="green"):
+def write_region(path, result, wcs=None, *, text=None, color="green", others=()):
     """Write the fitted half-light ellipse as a DS9 region file (atomic).
 
     Image section: ``image; ellipse(x_fits, y_fits, a, b, angle)`` with 1-based centre, semi-axes
@@ -23,6 +23,10 @@ def write_region(path, result, wcs=None, *, text=None, color="green"):
     ``wcs``: ``fk5; ellipse(ra, dec, a", b", angle)`` with semi-axes in arcsec from the local WCS
     scale along each axis and ``angle = pa_eofn_deg + 90`` (DS9 sky angles are measured CCW from
     the west-east axis, so 90 = north), in [0, 180).
+
+    ``others``: the other sources of a scene fit (:class:`~mogviewer.scene.Galaxy` and
+    :class:`~mogviewer.scene.PointSource` values, 0-based), added in the image section in yellow:
+    an ellipse per galaxy, a ``point`` (x) per point source.
     """
     p = result.params
     label = text if text is not None else f"mogviewer {result.profile}{result.M}"
@@ -34,6 +38,13 @@ def write_region(path, result, wcs=None, *, text=None, color="green"):
              "image",
              f"ellipse({p.x + 1:.6f},{p.y + 1:.6f},{p.re:.6f},{p.q * p.re:.6f},"
              f"{p.angle:.6f}) # text={{{label}}}"]
+    for k, s in enumerate(others, start=1):
+        if getattr(s, "kind", "") == "point":
+            lines.append(f"point({s.x + 1:.6f},{s.y + 1:.6f}) # point=x color=yellow "
+                         f"text={{neighbour {k} (point)}}")
+        else:
+            lines.append(f"ellipse({s.x + 1:.6f},{s.y + 1:.6f},{s.re:.6f},{s.q * s.re:.6f},"
+                         f"{s.angle:.6f}) # color=yellow text={{neighbour {k} ({s.profile})}}")
     if wcs is not None:
         J, lon, lat = local_jacobian(wcs, p.x, p.y)
         t = math.radians(p.angle)

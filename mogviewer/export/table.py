@@ -13,7 +13,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ExportError
 from ..profiles.sersic import N_MAX, N_MIN, sersic_profile_mixture
-from .columns import _NAN, COLUMN_NAMES, COLUMNS, CONVENTIONS
+from .columns import _NAN, COLUMN_NAMES, COLUMNS, CONVENTIONS, band_columns
 from .conventions import flag_names, local_jacobian, pa_east_of_north, pa_galfit
 from .files import _atomic_write, append_locked, check_output_path
 
@@ -226,8 +226,13 @@ def columns_doc(columns=COLUMN_NAMES):
              "the 1-sigma error of the column before them.", "", "Conventions:"]
     lines += [f"  {k}: {v}" for k, v in CONVENTIONS.items()]
     lines += ["", f"{'column':<22} {'unit':<16} description"]
-    for c in COLUMNS:
-        if c.name in columns:
+    known = {c.name: c for c in COLUMNS}
+    bands = [n[len("flux_"):] for n in columns if n.startswith("flux_") and n != "flux_mog"
+             and not n.endswith("_err") and n not in known]
+    known.update({c.name: c for c in band_columns(bands)})
+    for name in columns:
+        c = known.get(name)
+        if c is not None:
             lines.append(f"{c.name:<22} {c.unit or '-':<16} {c.description}")
     return "\n".join(lines) + "\n"
 
