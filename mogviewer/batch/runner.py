@@ -80,14 +80,22 @@ def job_ids(job):
 
 def run_job(job):
     """The rows of one job (a list of dicts, each with its ``object_id``); never raises for
-    anything the data can do wrong (see :func:`~mogviewer.batch.run_task`)."""
+    anything the data can do wrong (see :func:`~mogviewer.batch.run_task`). A FitTask gives
+    one row, or with ``neighbours='fit'`` one per fitted source, the target's first (all
+    carrying the task's ``object_id``)."""
     if isinstance(job, FitTask):
-        rows = run_task(job)
-        rows = rows if isinstance(rows, list) else [rows]   # a scene fit: one per source
+        result = run_task(job)
+        rows = result if isinstance(result, list) else [result]
         for row in rows:
             row["object_id"] = job.object_id
         return rows
     return job.run()
+
+
+def _targets(job, rows):
+    """The rows that count as objects (progress, summary): a FitTask's first (its target),
+    every row of a catalogue job."""
+    return rows[:1] if isinstance(job, FitTask) else rows
 
 
 def failed_rows(job, reason):
@@ -277,16 +285,19 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
         last_flush = time.perf_counter()
 
     def done(i, rows):
-        # a row is written once: an object already seen (a job that a dead worker had
-        # finished, then ran again) is dropped
-        # (a scene fit gives one row per source: the key is the object and the source)
-        rows = [r for r in rows if _row_key(r) not in seen_ids]
-        seen_ids.update(_row_key(r) for r in rows)
+        # a row is written once: a job's result is taken once (the executors yield each job
+        # once), and an object already written by another job is dropped
+        if i in results:
+            return
+        if isinstance(jobs[i], FitTask):
+            # a scene task's rows (one per fitted source) share the task's id
+            rows = [] if jobs[i].object_id in seen_ids else rows
+        else:
+            rows = [r for r in rows if r.get("object_id") not in seen_ids]
+        seen_ids.update(r.get("object_id") for r in rows)
         results[i] = rows
         flush()
-        for row in rows:
-            if row.get("is_target") is False:
-                continue            # a neighbour's row: the progress counts objects
+        for row in _targets(jobs[i], rows):
             n_rows[0] += 1
             if progress is not None:
                 progress(n_rows[0] + skipped, total, row)
@@ -305,22 +316,19 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
         close_fields()      # the memory-mapped fields of jobs run in this process
         if csv_path is not None:
             flush(force=True)
-    summary = _summary(total, results, t0, interrupted, skipped, unit)
+    summary = _summary(jobs, total, results, t0, interrupted, skipped, unit)
     if interrupted:
         raise BatchInterrupted(summary)
     return summary
 
 
-def _row_key(row):
-    return row.get("object_id"), row.get("source_id") or 0
-
-
-def _summary(total, results, t0, interrupted, skipped, unit):
+def _summary(jobs, total, results, t0, interrupted, skipped, unit):
+    # counts are per object (a scene task's target row); ``rows`` holds every row
     rows = tuple(r for i in sorted(results) for r in results[i])
-    # objects are counted by their target's row (a scene fit's neighbours have their own rows)
-    kinds = Counter(_classify(r) for r in rows if r.get("is_target") is not False)
+    targets = [r for i in sorted(results) for r in _targets(jobs[i], results[i])]
+    kinds = Counter(_classify(r) for r in targets)
     flags = Counter()
-    for r in rows:
+    for r in targets:
         if r.get("status") != "converged":
             flags[f"status {r.get('status')}"] += 1
         for name in (r.get("flag_names") or "").split("|"):

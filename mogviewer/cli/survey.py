@@ -79,7 +79,9 @@ def register(p):
 def mode(args):
     """``'files'``, ``'manifest'`` or ``'catalog'``, after checking the options agree."""
     cat = args.image is not None or args.catalog is not None
-    given = [name for name, on in (("FILE arguments", bool(args.files)),
+    bands = bool(getattr(args, "bands", None))
+    given = [name for name, on in (("FILE arguments" + (" or --bands" if bands else ""),
+                                    bool(args.files) or bands),
                                    ("--manifest", args.manifest is not None),
                                    ("--image/--catalog", cat)) if on]
     if len(given) > 1:
@@ -103,6 +105,9 @@ def mode(args):
                                 "the cutouts come from --image (noise from --weight, "
                                 "neighbours from the catalogue, PSF positions from the "
                                 "sources)")
+        if getattr(args, "neighbours", "ignore") != "ignore":
+            raise UserError("--neighbours does not apply to catalogue mode: the catalogue's "
+                            "other sources are masked (--neighbour-radius)")
         for o in ("imgblock", "region", "model_json", "sample"):
             if getattr(args, o, None):
                 raise UserError(f"--{o.replace('_', '-')} is not available in catalogue mode "
