@@ -33,7 +33,9 @@ def test_three_kids_like_objects_in_one_manifest_call(tmp_path, capsys):
                      "--csv", str(out),
                      "--table", str(tmp_path / "gama.ecsv"), "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert "3/3 objects: 3 fitted" in err and "same file name" not in err
+    # all three fitted; the two KiDS galaxies have chi2/nu > 1.2 (their sigma maps
+    # underestimate the scatter), so they are flagged ERRORS_UNDERESTIMATED, not failed
+    assert "3/3 objects:" in err and "0 failed" in err and "same file name" not in err
     t = Table.read(tmp_path / "gama.ecsv")          # the typed copy of the CSV
     assert list(t["object_id"]) == ["G265911-KiDS", "G279148-KiDS", "G265911-SDSS"]
     # each row used its own files (relative paths resolved against the manifest)
