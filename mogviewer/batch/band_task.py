@@ -117,11 +117,14 @@ def band_rows(result, data, observations, *, psf_source, file, psf_info=None,
                   "mag_mog_err", "sky", "sky_err", "sky_dx", "sky_dx_err", "sky_dy",
                   "sky_dy_err", "zeropoint"):
             row[c] = None
+            if c.endswith("_err") and c + "_scaled" in row:
+                row[c + "_scaled"] = None
         if point:
             for c in _SHAPE_COLUMNS:
                 row[c] = None
-                if c + "_err" in row:
-                    row[c + "_err"] = None
+                for e in ("_err", "_err_scaled"):
+                    if c + e in row:
+                        row[c + e] = None
             row["M"] = None
         ff = 1.0 if point else mix.flux_fraction
         row.update(band="|".join(bands), bands="|".join(bands), ties=result.ties,
@@ -165,7 +168,7 @@ def band_rows(result, data, observations, *, psf_source, file, psf_info=None,
 def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnings_text):
     """Read every band, fit them jointly, return the rows (``--bands``)."""
     from ..fitting import FitProblem, initial_guess
-    from ..fitting.flags import FitFlags
+    from ..fitting.flags import FitFlags, chi2nu_threshold
     from ..fitting.scene_fit import fit_multiband
     from ..io import read_image
     from ..observation import Observation
@@ -276,4 +279,6 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
     for row in rows:
         if approx:
             add_flags(row, FitFlags.PSF_APPROX)
+        if res.nu > 0 and res.chi2 / res.nu > chi2nu_threshold(res.nu):
+            add_flags(row, FitFlags.ERRORS_UNDERESTIMATED)
     return rows

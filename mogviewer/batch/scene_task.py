@@ -167,8 +167,9 @@ def scene_rows(fit, data, *, info, psf_source, file, scale_errors=False, reason=
         if point:
             for c in _SHAPE_COLUMNS:
                 row[c] = None
-                if c + "_err" in row:
-                    row[c + "_err"] = None
+                for e in ("_err", "_err_scaled"):
+                    if c + e in row:
+                        row[c + e] = None
             row["M"] = None
         row.update(info)
         row.update(source_id=ids[i], is_target=(i == fit.scene.target), kind=s.kind)

@@ -12,7 +12,7 @@ from .. import _warnings, export
 from ..errors import MogviewerWarning
 from ..export.files import check_output_path
 from ..fitting import FitProblem, fit, initial_guess
-from ..fitting.flags import FitFlags
+from ..fitting.flags import FitFlags, chi2nu_threshold
 from ..io import read_image
 from ..psf import read_psf
 from ..sampling import CONVERGENCE_TAUS, priors_from_model, sample
@@ -461,9 +461,11 @@ def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
     rows = scene_rows(fit, data, info=info, psf_source=psf_source, file=str(task.image),
                       scale_errors=task.scale_errors, warnings_text=notes,
                       psf_info=psf_info, targets_only=task.targets_only)
-    if approx:
-        for row in rows:
+    for row in rows:
+        if approx:
             add_flags(row, FitFlags.PSF_APPROX)
+        if fit.nu > 0 and fit.chi2 / fit.nu > chi2nu_threshold(fit.nu):
+            add_flags(row, FitFlags.ERRORS_UNDERESTIMATED)
     flagged = scene_flags_summary(scene_rows(fit, data, info=info, psf_source=psf_source,
                                              file=str(task.image), psf_info=psf_info))
     if flagged:
