@@ -152,7 +152,8 @@ def test_decals_dr9_r_with_neighbours_fitted_from_the_command_line(tmp_path):
 
 def test_a_scene_fit_with_a_noise_map_too_small_says_so(blend, tmp_path):
     # the sigma map halved: chi2/nu ~ 4, far above the ERRORS_UNDERESTIMATED threshold (1.2
-    # here), on every source's row; the scaled errors are the formal ones x sqrt(chi2/nu)
+    # here), on every source's row (the halved noise also lets noise peaks through detection:
+    # more than 3 sources); the scaled errors are the formal ones x sqrt(chi2/nu)
     with fits.open(blend / "sigma.fits") as h:
         fits.writeto(tmp_path / "half.fits", h[0].data / 2)
     out = tmp_path / "o.csv"
@@ -160,7 +161,7 @@ def test_a_scene_fit_with_a_noise_map_too_small_says_so(blend, tmp_path):
                      "--psf", str(blend / "psf.json"), "--profile", "exp", "-M", "6", "--sky",
                      "none", "--neighbours", "fit", "--csv", str(out), "--quiet"]) == 0
     t = read_csv(out)
-    assert len(t) == 3 and all("ERRORS_UNDERESTIMATED" in f for f in t["flag_names"])
+    assert len(t) >= 3 and all("ERRORS_UNDERESTIMATED" in f for f in t["flag_names"])
     assert 3.5 < t["chi2_nu"][0] < 4.5
     assert t["re_pix_err_scaled"][0] == pytest.approx(
         t["re_pix_err"][0] * math.sqrt(t["chi2_nu"][0]), rel=1e-9)
