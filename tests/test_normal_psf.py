@@ -106,17 +106,14 @@ def test_normal_psf_of_a_mixture_is_the_kernels_packed_array():
         NormalPsf(m)
 
 
-def _wired(monkeypatch):
-    """The wiring issue 16 asks of the fitter (two lines of fitting/solver.py, not made here:
-    another session owns it): every problem is accumulable, and the PSF goes through
-    :func:`normal_psf`."""
+def _spied(monkeypatch):
+    """Records the PSFs the fitter hands to :func:`normal_psf` (the accumulating path)."""
     calls = []
 
     def spy(psf):
         calls.append(psf)
         return normal_psf(psf)
-    monkeypatch.setattr(solver_mod, "_accumulable", lambda problem: True)
-    monkeypatch.setattr(solver_mod, "_psf_packed", spy)
+    monkeypatch.setattr(solver_mod, "normal_psf", spy)
     return calls
 
 
@@ -149,9 +146,9 @@ def test_fits_on_accumulated_sums_reach_the_render_paths_optimum(mode, monkeypat
         kw = dict(psf=exact(None, MOFFAT, double=True)) if mode == "exact" else {}
         prob = FitProblem.from_image_data(_ic64(), profile="exp", sky="constant", **kw)
     assert prob.psf_mode == ("pixel" if mode == "pixel" else "exact")
-    ref = fit(prob)
-    calls = _wired(monkeypatch)
-    new = fit(prob)
+    ref = fit(prob, solver="scipy")        # the reference: trf on render_galaxy's Jacobian
+    calls = _spied(monkeypatch)
+    new = fit(prob)                        # LM on the accumulated normal equations
     assert calls and calls[0] is prob.psf        # the accumulating path was taken
     assert ref.status == new.status == "converged"
     for name in prob.free:

@@ -24,8 +24,8 @@ from scipy import optimize
 from ..ellipse import shape_jacobian_eta, shape_jacobian_physical, shape_matrix
 from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
-from ..render.api import _profile_packed, _psf_packed
-from ..render.normal import DnPlane, NormalAccumulator, _planes
+from ..render.api import _profile_packed
+from ..render.normal import DnPlane, NormalAccumulator, _planes, normal_psf
 from .flags import FitFlags, chi2nu_threshold
 from .lm import levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
@@ -142,7 +142,8 @@ def _covariance_from_normal(A):
     returns (cov, ok)."""
     A = 0.5 * (A + A.T)
     try:
-        scale = np.sqrt(np.diag(A))
+        with np.errstate(invalid="ignore"):     # a negative or NaN diagonal: refused below
+            scale = np.sqrt(np.diag(A))
         if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
             raise np.linalg.LinAlgError
         An = A / np.outer(scale, scale)
@@ -162,10 +163,9 @@ _KNOWN_FIELDS = {"image", "weights", "psf", "profile", "M", "n", "free", "bounds
 
 
 def _accumulable(problem):
-    # the exact-PSF mode (stamp residual by FFT) and the pixel as PSF (no PSF given) are
-    # rendered by render_galaxy only (issue 14); a mixture PSF is the kernel's
-    if getattr(problem, "psf_mode", "mixture") != "mixture":
-        return False
+    # every PSF accumulates: a mixture in the kernel, the pixel (no PSF) as the pixel's
+    # mixtures fused with the galaxy's components, the exact mode as the Gaussians in the kernel
+    # plus the residual planes by FFT (render.normal.normal_psf)
     extra = [f.name for f in dataclasses.fields(problem)
              if f.name not in _KNOWN_FIELDS and f.name not in ("psf_mode", "psf_info", "scale")]
     return all(getattr(problem, name) is None or getattr(problem, name) is False
@@ -204,7 +204,7 @@ class _NormalEvaluator:
         self.i_n = self.NB - 1 if self.with_n else -1
         self.acc = NormalAccumulator(problem.image, problem.weights, n_ext=n_ext,
                                      n_sky=_SKY_TERMS[problem.sky], keep=keep)
-        self.psf = _psf_packed(problem.psf)
+        self.psf = normal_psf(problem.psf)
         self.dn = DnPlane(problem.shape, keep=keep) if self.with_n else None
         self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
         self.packed = None if self.family is not None else _profile_packed(self.profs[""])
