@@ -31,7 +31,6 @@ patched in here for the "accumulated" column only (``--no-wired`` skips the tabl
 """
 
 import argparse
-import contextlib
 import math
 import statistics
 import time
@@ -43,12 +42,10 @@ import mogviewer.render as render
 from mogviewer import io as io_fits
 from mogviewer.ellipse import shape_matrix
 from mogviewer.fitting import FitProblem, fit, initial_guess
-from mogviewer.fitting import solver as solver_mod
 from mogviewer.fitting.parametrisation import _Param
 from mogviewer.fitting.solver import _NormalEvaluator
 from mogviewer.profiles import sersic
 from mogviewer.psf import read_psf
-from mogviewer.render.normal import normal_psf
 
 try:
     import pyimfit
@@ -103,18 +100,6 @@ def cases():
     ]
 
 
-@contextlib.contextmanager
-def wired():
-    """The fitter as issue 16 wants it: every PSF accumulable, through ``normal_psf``."""
-    saved = solver_mod._accumulable, solver_mod._psf_packed
-    solver_mod._accumulable = lambda problem: True
-    solver_mod._psf_packed = normal_psf
-    try:
-        yield
-    finally:
-        solver_mod._accumulable, solver_mod._psf_packed = saved
-
-
 def wired_cases():
     import warnings
 
@@ -140,9 +125,9 @@ def wired_cases():
 def wired_table(n_rounds):
     """Render path against the accumulating kernel, timed in turns, for every wired case."""
     print()
-    print("issue 16 wiring: no-PSF and exact-PSF problems, render path (today: scipy "
+    print("issue 16: no-PSF and exact-PSF problems, the render path (solver='scipy': "
           "least_squares on the materialised Jacobian) against the accumulating kernel "
-          "(LM, solver lines patched in); medians [min-max] over "
+          "(LM on the accumulated normal equations, the default); medians [min-max] over "
           f"{n_rounds} rounds, ms")
     print("| case | mode | render path | accumulated | gain | evaluations (render, "
           "accumulated) | render+derivs | accumulated / (evals x render+derivs) | "
@@ -150,9 +135,8 @@ def wired_table(n_rounds):
     print("|---|---|---|---|---|---|---|---|---|")
     for label, prob in wired_cases():
         start = initial_guess(prob)
-        a = fit(prob, start)
-        with wired():
-            b = fit(prob, start)
+        a = fit(prob, start, solver="scipy")
+        b = fit(prob, start)
         p = b.params
         S = shape_matrix(p.re, p.q, p.angle)
         prof = (sersic.sersic_profile_mixture(p.n) if prob.uses_family
@@ -161,12 +145,11 @@ def wired_table(n_rounds):
         t = {"render": [], "acc": [], "derivs": []}
         for _ in range(n_rounds):
             t0 = time.perf_counter()
-            fit(prob, start)
+            fit(prob, start, solver="scipy")
             t["render"].append(time.perf_counter() - t0)
-            with wired():
-                t0 = time.perf_counter()
-                fit(prob, start)
-                t["acc"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            fit(prob, start)
+            t["acc"].append(time.perf_counter() - t0)
             reps = 20 if prob.shape[0] <= 64 else 5
             t0 = time.perf_counter()
             for _ in range(reps):
