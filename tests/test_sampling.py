@@ -167,3 +167,25 @@ def test_laplace_proposal_factor_is_the_t_density_ratio():
     # and its draws have the t's covariance, df/(df-2) scale^2 (4000 draws: 10 %)
     draws, _ = prop(np.zeros((4000, 2)), np.random.RandomState(2))
     np.testing.assert_allclose(np.cov(draws.T), cov * prop.INFLATE ** 2 * 5 / 3, rtol=0.1)
+
+
+def test_priors_from_the_model_json_narrow_the_posterior():
+    # a Gaussian prior on r_e with sigma = the formal error / 2 multiplies the likelihood:
+    # the posterior half-width becomes e / sqrt(1 + 4) = 0.447 e (10 % for ESS ~ 1000)
+    from mogviewer.errors import ModelFileError
+    from mogviewer.sampling import priors_from_model
+
+    prob = _problem()
+    res = fit(prob)
+    e = res.errors()["re"]
+    pri = priors_from_model({"priors": {"re": [res.params.re, e / 2], "q": {"mean": 0.6,
+                                                                             "sigma": 1.0}}})
+    assert pri == {"re": (res.params.re, e / 2), "q": (0.6, 1.0)}
+    assert priors_from_model({}) is None
+    post = sample(prob, res, priors=pri, seed=1)
+    p16, _, p84 = post.interval("re")
+    assert (p84 - p16) / 2 == pytest.approx(e / 5 ** 0.5, rel=0.1)
+    for bad in ({"priors": {"rad": [1, 1]}}, {"priors": {"re": [1, 0]}},
+                {"priors": {"re": [1, float("nan")]}}, {"priors": [1, 2]}):
+        with pytest.raises(ModelFileError):
+            priors_from_model(bad)
