@@ -72,7 +72,7 @@ def band_rows(result, data, observations, *, psf_source, file, psf_info=None,
 
     ``chi2_nu_<b>`` = chi2 of band b / (its used pixels - its own parameters - the shared
     parameters / the number of bands)."""
-    from .scene_task import _SHAPE_COLUMNS, source_result
+    from .scene_task import _SHAPE_COLUMNS, blank_columns, source_result
 
     bands = result.bands
     zeropoints = zeropoints or {}
@@ -113,19 +113,10 @@ def band_rows(result, data, observations, *, psf_source, file, psf_info=None,
                                    warnings_text=warnings_text, reason=reason)
         if psf_info:
             row.update({k: v for k, v in psf_info.items() if k in row})
-        for c in ("flux", "flux_err", "mag", "mag_err", "flux_mog", "flux_mog_err", "mag_mog",
-                  "mag_mog_err", "sky", "sky_err", "sky_dx", "sky_dx_err", "sky_dy",
-                  "sky_dy_err", "zeropoint"):
-            row[c] = None
-            if c.endswith("_err") and c + "_scaled" in row:
-                row[c + "_scaled"] = None
+        blank_columns(row, ("flux", "mag", "flux_mog", "mag_mog", "sky", "sky_dx", "sky_dy",
+                            "zeropoint"))
         if point:
-            for c in _SHAPE_COLUMNS:
-                row[c] = None
-                for e in ("_err", "_err_scaled"):
-                    if c + e in row:
-                        row[c + e] = None
-            row["M"] = None
+            blank_columns(row, _SHAPE_COLUMNS + ("M",))
         ff = 1.0 if point else mix.flux_fraction
         row.update(band="|".join(bands), bands="|".join(bands), ties=result.ties,
                    chi2=result.chi2, nu=result.nu, chi2_nu=result.chi2_nu,

@@ -137,6 +137,15 @@ _SHAPE_COLUMNS = ("re_pix", "re_arcsec", "re_circ_pix", "q", "ell", "e1", "e2", 
                   "pa_galfit_deg", "pa_eofn_deg")
 
 
+def blank_columns(row, names):
+    """Empty the columns ``names`` of a row, with their ``_err`` and ``_err_scaled`` twins (a
+    point source's shape, a joint multi-band fit's one-band flux)."""
+    for c in names:
+        for sfx in ("", "_err", "_err_scaled"):
+            if c + sfx in row:
+                row[c + sfx] = None
+
+
 def scene_rows(fit, data, *, info, psf_source, file, scale_errors=False, reason="",
                warnings_text="", psf_info=None, targets_only=False):
     """One row per fitted source of a :class:`~mogviewer.fitting.SceneFitResult` (see the
@@ -165,12 +174,7 @@ def scene_rows(fit, data, *, info, psf_source, file, scale_errors=False, reason=
         row["sky_model"] = ("plane" if sky_free == 3 else "constant" if sky_free else "none")
         row["free"] = "|".join(p for j, p in fit.names if j in (i, -1))
         if point:
-            for c in _SHAPE_COLUMNS:
-                row[c] = None
-                for e in ("_err", "_err_scaled"):
-                    if c + e in row:
-                        row[c + e] = None
-            row["M"] = None
+            blank_columns(row, _SHAPE_COLUMNS + ("M",))
         row.update(info)
         row.update(source_id=ids[i], is_target=(i == fit.scene.target), kind=s.kind)
         rows.append(row)

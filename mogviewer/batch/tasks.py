@@ -401,15 +401,7 @@ def _run_task(task, base, caught, step):
                (task.model_json_dir, "_model.json", "model JSON",
                 lambda p: export.write_model_json(p, result, problem=problem, source=task.image,
                                                   scale_errors=task.scale_errors))]
-    for directory, suffix, what, writer in outputs:
-        if not directory:
-            continue
-        try:
-            target = Path(directory) / f"{stem}{suffix}"
-            check_output_path(target, what, inputs=task.input_files())
-            writer(target)
-        except Exception as exc:  # noqa: BLE001 - an output problem is reported in the row
-            problems.append(f"{what} not written: {_short(exc)}")
+    problems += _write_outputs(task, stem, outputs)
     posterior = None
     if task.sample_steps and result.status == "converged":
         set_step("sampling the posterior")
@@ -426,6 +418,22 @@ def _run_task(task, base, caught, step):
                                posterior=posterior)
     row.update(info, source_id=0, is_target=True, kind="galaxy")
     return row
+
+
+def _write_outputs(task, stem, outputs):
+    """Write the per-file outputs ``[(directory, suffix, what, writer), ...]`` of a task (each
+    checked against the output-path policy); returns what could not be written, for the row."""
+    problems = []
+    for directory, suffix, what, writer in outputs:
+        if not directory:
+            continue
+        try:
+            target = Path(directory) / f"{stem}{suffix}"
+            check_output_path(target, what, inputs=task.input_files())
+            writer(target)
+        except Exception as exc:  # noqa: BLE001 - an output problem is reported in the row
+            problems.append(f"{what} not written: {_short(exc)}")
+    return problems
 
 
 def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info, *, saved,
@@ -488,15 +496,7 @@ def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
                (task.model_json_dir, "_model.json", "model JSON",
                 lambda p: export.write_model_json(p, target, source=task.image,
                                                   scale_errors=task.scale_errors))]
-    for directory, suffix, what, writer in outputs:
-        if not directory:
-            continue
-        try:
-            out = Path(directory) / f"{stem}{suffix}"
-            check_output_path(out, what, inputs=task.input_files())
-            writer(out)
-        except Exception as exc:  # noqa: BLE001 - an output problem is reported in the row
-            problems.append(f"{what} not written: {_short(exc)}")
+    problems += _write_outputs(task, stem, outputs)
     for row in rows:
         row["reason"] = "; ".join(problems)
     return rows
