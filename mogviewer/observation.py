@@ -20,7 +20,7 @@ Conventions
 * ``wcs``: the celestial WCS of the pixel grid (astropy), or None; it relates the pixel grids of
   observations of one scene.
 * ``wavelength``: the band's effective wavelength (any one unit for all observations, e.g. nm),
-  or None; used by the wavelength ties of :func:`mogviewer.fitting.scene_fit.fit_multiband`.
+  or None; used by the wavelength ties of :func:`mogviewer.fitting.multiband.fit_multiband`.
 """
 
 from __future__ import annotations

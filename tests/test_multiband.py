@@ -10,7 +10,8 @@ from realdata import dr9_crop
 from test_fitting import PSF3
 
 from mogviewer.errors import FitError
-from mogviewer.fitting.scene_fit import fit_multiband, fit_scene
+from mogviewer.fitting.multiband import fit_multiband
+from mogviewer.fitting.scene_fit import fit_scene
 from mogviewer.observation import Observation
 from mogviewer.scene import Galaxy, Scene
 

@@ -160,7 +160,7 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
     """Read every band, fit them jointly, return the rows (``--bands``)."""
     from ..fitting import FitProblem, initial_guess
     from ..fitting.flags import FitFlags, chi2nu_threshold
-    from ..fitting.scene_fit import fit_multiband
+    from ..fitting.multiband import fit_multiband
     from ..io import read_image
     from ..observation import Observation
     from ..scene import Scene

@@ -96,7 +96,7 @@ class FitTask:
         missed and fit again (:func:`mogviewer.fitting.scene_fit.fit_scene`).
     band_ties : tuple of (parameter, degree)
         ``('re', 1)``, ``('n', 1)``: ln r_e or n as a Chebyshev polynomial of that degree in
-        wavelength (:func:`mogviewer.fitting.scene_fit.fit_multiband`); none: shared.
+        wavelength (:func:`mogviewer.fitting.multiband.fit_multiband`); none: shared.
     object_id : str or None
         The row's ``object_id`` (a manifest's id column); None = the file name as given
         (:func:`mogviewer.batch.runner.default_object_id`). ``--resume`` skips the ids already
