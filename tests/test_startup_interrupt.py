@@ -46,3 +46,27 @@ def test_a_spawned_worker_exits_130_silently():
             "import time; time.sleep(5)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 130 and p.stderr == "" and p.stdout == ""
+
+
+def test_an_import_failed_by_ctrl_c_is_an_interrupt(monkeypatch, capsys):
+    # A Ctrl-C while a C extension initialises surfaces as "ImportError: initialization
+    # failed" with the KeyboardInterrupt as its context (seen once in test_reliability's
+    # start-up test, inside scipy.optimize's HiGHS module): one line and 130, like any Ctrl-C;
+    # an ImportError of its own stays an error
+    from mogviewer import cli
+
+    def interrupted_import(argv):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    def failed_import(argv):
+        raise ImportError("no module named nothing")
+
+    monkeypatch.setattr(cli, "_main", interrupted_import)
+    assert cli.main(["fit"]) == 130
+    assert capsys.readouterr().err.strip() == "mogviewer: interrupted"
+    monkeypatch.setattr(cli, "_main", failed_import)
+    with pytest.raises(ImportError, match="no module named nothing"):
+        cli.main(["fit"])

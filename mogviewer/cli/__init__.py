@@ -108,9 +108,28 @@ def main(argv=None):
             return 143
         print("mogviewer: interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:
+        # a Ctrl-C that lands while a C extension initialises (scipy's HiGHS module, say)
+        # comes out as "ImportError: initialization failed" with the KeyboardInterrupt as its
+        # context: it is still the user's Ctrl-C
+        if not _from_interrupt(exc):
+            raise
+        print("mogviewer: interrupted", file=sys.stderr)
+        return 130
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, old_term)
+
+
+def _from_interrupt(exc):
+    """True when a KeyboardInterrupt is in ``exc``'s chain of causes and contexts."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _in_main_thread():
