@@ -30,11 +30,11 @@ def test_ordinary_data_are_not_scaled():
     assert _problem(1.0).scale == 1.0 and _problem(1e20).scale == 1.0
 
 
-@pytest.mark.parametrize("factor", [1e-120, 1e120, 1e-300, 1e300])
-@pytest.mark.parametrize("kind", ["sigma", "ivar"])
+# every factor with a sigma map; as an inverse variance only 1e+-120, because 1/sigma^2 of a
+# sigma of 1e+-300 is not a double (such data cannot come as ivar at all)
+@pytest.mark.parametrize("factor, kind", [(f, "sigma") for f in (1e-120, 1e120, 1e-300, 1e300)]
+                         + [(f, "ivar") for f in (1e-120, 1e120)])
 def test_scaled_data_give_the_same_shape_and_a_scaled_flux(factor, kind):
-    if kind == "ivar" and factor in (1e-300, 1e300):
-        pytest.skip("1/sigma^2 of sigma 1e+-300 is not a double: such data cannot come as ivar")
     ref = fit(_problem(1.0))
     prob = _problem(factor, kind)
     assert prob.scale != 1.0 and np.all(np.isfinite(prob.weights)) and prob.n_good == 32 * 32

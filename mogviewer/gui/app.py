@@ -132,6 +132,12 @@ def create_app(argv=None):
     app = QtWidgets.QApplication.instance()
     if app is None:
         app = QtWidgets.QApplication(list(argv or ["mogviewer"]))
+    if not hasattr(app, "_mogviewer_gc"):
+        # Python's cyclic collector runs in whichever thread allocates; a collection in the fit's
+        # worker thread can delete a Qt graphics item under its scene and abort the process.
+        # pyqtgraph's collector disables it and collects on a timer in the GUI thread.
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+        app._mogviewer_gc = GarbageCollector(interval=1.0)
     app.setOrganizationName("mogviewer")
     app.setApplicationName("mogviewer")
     app.setApplicationDisplayName("mogviewer")

@@ -176,10 +176,16 @@ class FitRunner(QtCore.QObject):
             self._worker.request_stop()
 
     def _cleanup(self):
-        th, self._thread, self._worker = self._thread, None, None
+        # the worker emitted its last signal and is returning from run(): wait for its thread
+        # to end *before* the last references to the thread and the worker go (a QObject
+        # deleted here while its thread still runs its last lines aborts the process:
+        # "pure virtual method called", seen in full test runs on a loaded machine)
+        th, w = self._thread, self._worker
         if th is not None:
             th.quit()
-            th.wait(5000)
+            th.wait()
+        self._thread = self._worker = None
+        del w
 
     def _on_progress(self, snap):
         if self._worker is None:
@@ -199,10 +205,12 @@ class FitRunner(QtCore.QObject):
         """Stop and join (window closing)."""
         if self._worker is not None:
             self._worker.request_stop()
-        th, self._thread, self._worker = self._thread, None, None
+        th, w = self._thread, self._worker
         if th is not None:
             th.quit()
             th.wait()       # the stop flag ends the run; a QThread destroyed running aborts
+        self._thread = self._worker = None
+        del w
 
 
 class TaskWorker(QtCore.QObject):
@@ -241,9 +249,12 @@ class _Relay(QtCore.QObject):
         self._finish(self.on_error, exc)
 
     def _finish(self, cb, value):
-        self.owner._live.pop(self, None)
+        # the task emitted its last signal: wait for its thread to end before the thread and
+        # the worker are released (released earlier, the worker is deleted under its running
+        # thread and the process aborts)
         self._th.quit()
-        self._th.wait(5000)
+        self._th.wait()
+        self.owner._live.pop(self, None)
         self.deleteLater()
         cb(value)
 
