@@ -177,3 +177,63 @@ def test_simulated_field_serial_and_dask_give_the_same_rows(sim_field, tmp_path,
     assert max(dx) < 0.3
     assert max(abs(p) for p in pull) < 4 and float(np.median(rel)) < 0.05
     assert len({r["psf_source"].split(" at ")[1] for r in serial}) == 4    # a PSF per cell
+
+
+def _rss_anon_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"),
+                    reason="reads the process's private memory from /proc (Linux)")
+def test_a_field_much_larger_than_the_cutouts_is_never_read_whole(tmp_path):
+    # a sparse 30000 x 30000 float32 field (3.6 GB in the file, a few MB on disk; the
+    # benchmark bench_survey_huge.py does 90000 px, 32 GB, beyond this machine's memory) with
+    # three galaxies: catalogue mode must read only the cutouts. A whole read of image and
+    # weight as float64 would add 14 GB of private memory, one float32 row band of 64 rows
+    # 7.7 MB per map; the fits' own work adds tens of MB, hence the 150 MB bound.
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import bench_survey_huge as huge
+    from astropy.table import Table
+
+    from mogviewer import cli
+
+    side, half = 30000, huge.PATCH // 2
+    img, wgt = tmp_path / "field.fits", tmp_path / "weight.fits"
+    off = huge.make_sparse_field(img, side)
+    huge.make_sparse_field(wgt, side)
+    pix, wpix = huge.open_pixels(img, off, side), huge.open_pixels(wgt, off, side)
+    rng = np.random.default_rng(5)
+    rows = []
+    for i, (cx, cy) in enumerate([(1000, 2000), (15000, 15000), (28000, 29000)]):
+        g = huge.galaxy((huge.PATCH, huge.PATCH), half, half, 5000.0, 3.0, 0.7, 30.0)
+        pix[cy - half:cy + half, cx - half:cx + half] = g + rng.normal(0, 1, g.shape)
+        wpix[cy - half:cy + half, cx - half:cx + half] = 1.0
+        rows.append((i, cx, cy))
+    pix.flush()
+    wpix.flush()
+    del pix, wpix
+    Table(rows=rows, names=("id", "x", "y")).write(tmp_path / "cat.fits")
+    yy, xx = np.mgrid[-12:13, -12:13].astype(float)
+    psf = np.exp(-(xx ** 2 + yy ** 2) / (2 * huge.PSF_SIGMA ** 2))
+    fits.PrimaryHDU(psf / psf.sum()).writeto(tmp_path / "psf.fits")
+    out = tmp_path / "o.csv"
+    before = _rss_anon_mb()
+    assert cli.main(["fit", "--image", str(img), "--weight", str(wgt), "--catalog",
+                     str(tmp_path / "cat.fits"), "--psf", str(tmp_path / "psf.fits"),
+                     "--cutout-size", "64", "--psf-mode", "mixture", "--csv", str(out),
+                     "--workers", "1", "--quiet"]) == 0
+    grown = _rss_anon_mb() - before
+    assert grown < 150, f"private memory grew by {grown:.0f} MB"
+    got = _csv_rows(out)
+    assert [r["object_id"] for r in got] == ["0", "1", "2"]
+    for r, (_, cx, cy) in zip(got, rows):
+        assert r["status"] == "converged"
+        # positions in the field's pixels: the galaxy is drawn at the patch centre (cx, cy)
+        assert math.hypot(float(r["x"]) - cx, float(r["y"]) - cy) < 0.1
+        assert float(r["flux"]) == pytest.approx(5000.0, rel=0.03)   # S/N ~ 500: 3 % covers it

@@ -309,7 +309,12 @@ def _open_field(path, hdu, what):
             break
     if len(_FIELDS) >= 4:
         close_fields()
-    field = _Field(data=h.data, hdu=idx if isinstance(idx, int) else None, wcs=wcs,
+    with _warnings.catch():
+        # astropy falls back from a read-only shared map to a private one on some kernels and
+        # says so on every worker; the pixels are read the same way either way
+        warnings.filterwarnings("ignore", message="Could not memory map array")
+        data = h.data
+    field = _Field(data=data, hdu=idx if isinstance(idx, int) else None, wcs=wcs,
                    zeropoint=zp, pixel_scale=scale, hdul=hdul)
     _FIELDS[key] = field
     return field
