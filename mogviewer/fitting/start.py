@@ -16,17 +16,29 @@ from .params import GalaxyParams
 # initial guess
 # ---------------------------------------------------------------------------------------------
 
+_CROSS = ndimage.generate_binary_structure(2, 1)     # 4-connectivity, built once
+
+
+def _median(a):
+    """np.median of a 1-D array without its generic-axis machinery (a small cutout's medians
+    cost more in numpy's wrappers than in the selection)."""
+    n = a.size
+    k = n // 2
+    part = np.partition(a, (k - 1, k) if n % 2 == 0 and n > 1 else k)
+    return float(part[k]) if n % 2 else float(0.5 * (part[k - 1] + part[k]))
+
+
 def _target_segment(data, good, border, centre):
     """Start centre and a mask of the *other* sources (see :func:`initial_guess`, step 2)."""
     ny, nx = data.shape
     cx, cy = ((nx - 1) / 2, (ny - 1) / 2) if centre is None else map(float, centre)
     sm = ndimage.gaussian_filter(data, 1.5)
     ref = data[border & good] if (border & good).sum() > 10 else data[good]
-    sigma = 1.4826 * float(np.median(np.abs(ref - np.median(ref))))
+    sigma = 1.4826 * _median(np.abs(ref - _median(ref)))
     # a Gaussian filter of sigma s scales white noise by 1 / (2 sqrt(pi) s)
     thresh = 3.0 * sigma / (2.0 * math.sqrt(math.pi) * 1.5)
     det = (sm > thresh) & good if sigma > 0 else np.zeros(data.shape, bool)
-    lab, nlab = ndimage.label(det)
+    lab, nlab = ndimage.label(det, structure=_CROSS)
     icx = int(np.clip(round(cx), 0, nx - 1))
     icy = int(np.clip(round(cy), 0, ny - 1))
     if nlab == 0:
@@ -41,7 +53,7 @@ def _target_segment(data, good, border, centre):
         target = lab[dist[0][icy, icx], dist[1][icy, icx]]
     seg = lab == target
     iy, ix = np.unravel_index(np.argmax(np.where(seg, sm, -np.inf)), sm.shape)
-    others = ndimage.binary_dilation((lab > 0) & ~seg, iterations=2) & ~seg
+    others = ndimage.binary_dilation((lab > 0) & ~seg, structure=_CROSS, iterations=2) & ~seg
     if centre is not None:
         return float(cx), float(cy), others
     return float(ix), float(iy), others
@@ -80,29 +92,36 @@ def initial_guess(problem, *, centre=None):
     sky = 0.0
     if "sky" in problem.free:  # a fixed sky starts at 0 (the image is taken as sky-subtracted)
         sel = border & good
-        sky = float(np.median(img[sel])) if sel.sum() > 10 else float(np.median(img[good]))
+        sky = _median(img[sel]) if sel.sum() > 10 else _median(img[good])
     data = np.where(good, img - sky, 0.0)
     xc, yc, others = _target_segment(data, good, border, centre)
     good = good & ~others
     data = np.where(good, data, 0.0)
-    yy, xx = np.mgrid[:ny, :nx].astype(float)
+    # the usable pixels as flat arrays, once (a cutout is small: the cost is numpy's per-call
+    # overhead, so each step below works on these 1-D arrays, not on the whole grid)
+    gy, gx = np.nonzero(good)
+    xs, ys = gx.astype(float), gy.astype(float)
+    fs = data[gy, gx]
+    pos = fs > 0
+    xp, yp, fp = xs[pos], ys[pos], fs[pos]
     # iterate moments in an elliptical aperture
     C = np.eye(2) * (min(ny, nx) / 8.0) ** 2
     for _ in range(4):
-        dx, dy = xx - xc, yy - yc
-        P = np.linalg.inv(C)
-        r2 = P[0, 0] * dx * dx + 2 * P[0, 1] * dx * dy + P[1, 1] * dy * dy
-        ap = (r2 <= 9.0) & good & (data > 0)
-        f = data[ap]
-        if f.sum() <= 0 or ap.sum() < 5:
-            break
+        dx, dy = xp - xc, yp - yc
+        det = C[0, 0] * C[1, 1] - C[0, 1] * C[0, 1]
+        r2 = (C[1, 1] * dx * dx - 2 * C[0, 1] * dx * dy + C[0, 0] * dy * dy) / det
+        ap = r2 <= 9.0
+        f = fp[ap]
         tot = f.sum()
-        xc = float((f * xx[ap]).sum() / tot)
-        yc = float((f * yy[ap]).sum() / tot)
-        ddx, ddy = xx[ap] - xc, yy[ap] - yc
-        Cn = np.array([[(f * ddx * ddx).sum(), (f * ddx * ddy).sum()],
-                       [(f * ddx * ddy).sum(), (f * ddy * ddy).sum()]]) / tot
-        if not np.all(np.isfinite(Cn)) or np.linalg.det(Cn) <= 0:
+        if tot <= 0 or f.size < 5:
+            break
+        xa, ya = xp[ap], yp[ap]
+        xc = float(f @ xa / tot)
+        yc = float(f @ ya / tot)
+        ddx, ddy = xa - xc, ya - yc
+        fx, fy = f * ddx, f * ddy
+        Cn = np.array([[fx @ ddx, fx @ ddy], [fx @ ddy, fy @ ddy]]) / tot
+        if not np.all(np.isfinite(Cn)) or Cn[0, 0] * Cn[1, 1] - Cn[0, 1] ** 2 <= 0:
             break
         C = Cn
     Cg = C.copy()
@@ -115,20 +134,21 @@ def initial_guess(problem, *, centre=None):
     angle = wrap_angle(math.degrees(math.atan2(evecs[1, 1], evecs[0, 1])))
     # half-light semi-major axis in the moment-shaped ellipse (q, angle)
     t = math.radians(angle)
-    dx, dy = xx - xc, yy - yc
+    dx, dy = xs - xc, ys - yc
     u = dx * math.cos(t) + dy * math.sin(t)
     v = -dx * math.sin(t) + dy * math.cos(t)
     a = np.sqrt(u * u + (v / q) ** 2)
     amax = 3.0 * math.sqrt(evals[1]) * 2.0
-    sel = good & (a <= amax)
-    order = np.argsort(a[sel])
-    cum = np.cumsum(data[sel][order])
-    flux = float(cum[-1]) if cum.size else float(data.sum())
+    sel = a <= amax
+    a_sel = a[sel]
+    order = np.argsort(a_sel)
+    cum = np.cumsum(fs[sel][order])
+    flux = float(cum[-1]) if cum.size else float(fs.sum())
     if cum.size and flux > 0:
-        re = float(a[sel][order][np.searchsorted(cum, 0.5 * flux)])
+        re = float(a_sel[order][np.searchsorted(cum, 0.5 * flux)])
     else:
         re = math.sqrt(evals[1])
-        flux = max(float(data[good].sum()), 1e-3)
+        flux = max(float(fs.sum()), 1e-3)
     re = float(np.clip(re, 0.5, 0.5 * max(ny, nx)))
     xc = float(np.clip(xc, 0, nx - 1))
     yc = float(np.clip(yc, 0, ny - 1))
