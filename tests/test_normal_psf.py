@@ -128,22 +128,23 @@ def _ic64():
 def test_fits_on_accumulated_sums_reach_the_render_paths_optimum(mode, monkeypatch):
     # the same optimum as the materialised path (scipy's trf on render_galaxy's Jacobian) to
     # 1e-6 relative (issue 16's criterion); a wrong plane or sum moves it by > 1e-3. The FFT
-    # term is computed in double precision here: in single precision its rounding (~1e-7 of
-    # a term that is a few per cent of the model) makes chi2 noisy at ~1e-8 of itself on this
-    # 64 px image, and the two drivers stopped 6e-6 apart in flux (1e-3 sigma, chi2 equal to
-    # 3e-9): both right to the precision of the model, not to 1e-6.
+    # term's image plane is in double precision, its derivative planes in single (the
+    # default): with the image plane in single too, its rounding (~1e-7 of a term that is a few
+    # per cent of the model) made chi2 noisy at ~1e-8 of itself on this 64 px image, and the
+    # two drivers stopped 6e-6 apart in flux (1e-3 sigma); derivatives in single precision
+    # only steer the steps, so the optimum holds to 1e-6 with them.
     # IC 3478 (64 px, imfit-sdss) for exp; a simulated Sersic n = 2.5 for the free index
     # (on the 64 px crop of IC 3478 a free n runs off to r_e ~ 250 px: no optimum to compare)
     if mode == "exact ser":
         rng = np.random.default_rng(11)
         img = render_galaxy(2000.0, 24.3, 23.6, shape_matrix(4.0, 0.7, 40.0), "ser", None,
-                            exact(None, MOFFAT, double=True), (48, 48), n=2.5)
+                            exact(None, MOFFAT), (48, 48), n=2.5)
         sig = np.full(img.shape, 0.02 * img.max())
         prob = FitProblem.from_arrays(img + rng.normal(0, 1, img.shape) * sig, sigma=sig,
-                                      psf=exact(None, MOFFAT, double=True), profile="ser",
+                                      psf=exact(None, MOFFAT), profile="ser",
                                       sky="constant")
     else:
-        kw = dict(psf=exact(None, MOFFAT, double=True)) if mode == "exact" else {}
+        kw = dict(psf=exact(None, MOFFAT)) if mode == "exact" else {}
         prob = FitProblem.from_image_data(_ic64(), profile="exp", sky="constant", **kw)
     assert prob.psf_mode == ("pixel" if mode == "pixel" else "exact")
     ref = fit(prob, solver="scipy")        # the reference: trf on render_galaxy's Jacobian
