@@ -241,6 +241,28 @@ def _assemble(T0, i1r, i1c, i2r, i2c, flux, flux2, Js, cols, offs, fl, gram, rhs
     return A, g
 
 
+def _warm_solver():
+    """Compile (or load) the LM driver's small kernels (:func:`_eta_shape`, :func:`_assemble`
+    and those of :mod:`mogviewer.fitting.lm`), so the first fit does not compile them
+    silently; called by :func:`mogviewer.render.warmup`."""
+    from . import lm
+
+    J = np.zeros((1, 3, 3))
+    _eta_shape(np.zeros(3), 0, J[0])
+    ix = np.zeros(1, dtype=np.int64)
+    _assemble(np.zeros((3, 3)), ix, ix, ix[:0], ix[:0], 1.0, 0.0, J, ix, ix, np.ones(1),
+              np.eye(3), np.ones(3), np.zeros((3, 3)))
+    n = 2
+    A, g, z = np.eye(n), np.ones(n), np.zeros(n)
+    lo, hi = np.full(n, -1.0), np.ones(n)
+    free = np.ones(n, dtype=np.bool_)
+    lm._damped_step(A, g, np.ones(n), free, 1e-3, z, lo, hi, np.zeros(n), np.zeros(n),
+                    np.zeros((n, n + 1)))
+    lm._prepare(A, g, z, lo, hi, np.zeros(n), np.ones(n), free, 1.0, 1e-10)
+    lm._small(g, z, 1e-8)
+    lm._finite(1.0, A, g)
+
+
 _SKY_TERMS = {"none": 0, "constant": 1, "plane": 3}
 #: FitProblem fields the accumulating kernel knows; any other one that is set (a PSF with a
 #: pixelised residual part, say) sends the fit to the materialised path
