@@ -23,11 +23,11 @@ kernel alone. The BLAS column repeats the mogviewer LM fit with BLAS limited to 
 pyimfit (``pip install pyimfit``, the ``bench`` extra) is optional: its column is skipped if
 absent. imfit is told ``maxThreads=1``.
 
-A second table measures what issue 16's last gap would gain: problems with no PSF (the pixel
-integrated, issue 14) and with a PSF stamp used exactly take the render path today (scipy's
-least_squares on the materialised Jacobian); :func:`mogviewer.render.normal.normal_psf` lets
-the accumulating kernel take them. The two lines of ``fitting/solver.py`` that would do so are
-patched in here for the "accumulated" column only (``--no-wired`` skips the table).
+A second table times problems with no PSF (the pixel integrated, issue 14) and with a PSF
+stamp used exactly, on scipy's render path (``solver="scipy"``: least_squares on the
+materialised Jacobian) against the default driver on the accumulating kernel
+(:func:`mogviewer.render.normal.normal_psf`), with the largest parameter difference between
+the two in sigma (``--no-wired`` skips the table, ``--only-wired`` prints only it).
 """
 
 import argparse

@@ -91,7 +91,13 @@ def test_single_precision_fft_term_is_within_1e6_of_double():
     S = shape_matrix(3.0, 0.7, 10.0)
     a, da = render_galaxy(10.0, 30.2, 31.7, S, "dev", 8, E1, (64, 64), derivs=True)
     b, db = render_galaxy(10.0, 30.2, 31.7, S, "dev", 8, E2, (64, 64), derivs=True)
-    assert np.abs(a - b).max() < 1e-6 * b.max()
+    # the image plane is in double precision in both (chi^2 must not carry rounding noise:
+    # it cost the LM driver 20 evaluations instead of 8 on IC 3478 64 px), the same code
+    np.testing.assert_array_equal(a, b)
+    # and the same without derivatives (mode 0 writes the same plane; the Gaussian kernels
+    # differ in summation order only)
+    c = render_galaxy(10.0, 30.2, 31.7, S, "dev", 8, E1, (64, 64))
+    assert np.abs(c - b).max() < 1e-12 * b.max()
     for i in range(5):
         assert np.abs(da[i] - db[i]).max() < 1e-5 * np.abs(db[i]).max()
 

@@ -15,6 +15,7 @@ import pytest
 from mogviewer.ellipse import shape_matrix
 from mogviewer.fitting import FitProblem, fit
 from mogviewer.fitting import solver as solver_mod
+from mogviewer.mixture import Mixture
 from mogviewer.profiles import get_mixture
 from mogviewer.psf import read_psf
 from mogviewer.render import render_galaxy, render_galaxy_dn
@@ -97,6 +98,26 @@ def test_dn_plane_takes_every_psf(psf):
     assert np.array_equal(out, ref)
 
 
+@pytest.mark.parametrize("n, re", [(0.7, 1.5), (2.7, 4.0), (5.5, 30.0)])
+def test_dn_plane_with_a_mixture_psf_is_the_analytic_plane(n, re):
+    # DnPlane takes d/dn as a central difference of one image render (DN_STEP); the analytic
+    # plane (render_galaxy_dn: an image render plus a derivative render, combined) is the
+    # reference. Measured: 1.4e-9-1.9e-9 of the peak at h = 1e-5 on these cases (9e-9 with
+    # the Moffat stamp's mixture, n = 2.7, r_e 1.5 px); a wrong sign
+    # or a missing da/dn or dv/dn term is O(1) of it. 3e-8: three times the worst seen.
+    from mogviewer.fitting.problem import _FamilyProfile
+
+    # a three-component PSF mixture written out (a fitted one costs 2-5 s to make)
+    psf = Mixture([0.65, 0.27, 0.08], [[0.0, 0.0], [0.12, -0.08], [-0.3, 0.2]],
+                  [shape_matrix(1.3, 0.85, 20.0), shape_matrix(2.2, 0.7, 75.0), 16.0 * np.eye(2)])
+    fp = _FamilyProfile().at(n)
+    S = shape_matrix(re, 0.5, 10.0)
+    ref = render_galaxy_dn(1.0, 48.2, 47.7, S, fp, fp.damps, fp.dvariances, psf, (96, 100))
+    out = np.full((96, 100), np.nan)
+    DnPlane((96, 100))(out, 48.2, 47.7, (S[0, 0], S[0, 1], S[1, 1]), fp, normal_psf(psf))
+    assert np.abs(out - ref).max() < 3e-8 * np.abs(ref).max()
+
+
 def test_normal_psf_of_a_mixture_is_the_kernels_packed_array():
     from mogviewer.render.api import _psf_packed
 
@@ -128,22 +149,23 @@ def _ic64():
 def test_fits_on_accumulated_sums_reach_the_render_paths_optimum(mode, monkeypatch):
     # the same optimum as the materialised path (scipy's trf on render_galaxy's Jacobian) to
     # 1e-6 relative (issue 16's criterion); a wrong plane or sum moves it by > 1e-3. The FFT
-    # term is computed in double precision here: in single precision its rounding (~1e-7 of
-    # a term that is a few per cent of the model) makes chi2 noisy at ~1e-8 of itself on this
-    # 64 px image, and the two drivers stopped 6e-6 apart in flux (1e-3 sigma, chi2 equal to
-    # 3e-9): both right to the precision of the model, not to 1e-6.
+    # term's image plane is in double precision, its derivative planes in single (the
+    # default): with the image plane in single too, its rounding (~1e-7 of a term that is a few
+    # per cent of the model) made chi2 noisy at ~1e-8 of itself on this 64 px image, and the
+    # two drivers stopped 6e-6 apart in flux (1e-3 sigma); derivatives in single precision
+    # only steer the steps, so the optimum holds to 1e-6 with them.
     # IC 3478 (64 px, imfit-sdss) for exp; a simulated Sersic n = 2.5 for the free index
     # (on the 64 px crop of IC 3478 a free n runs off to r_e ~ 250 px: no optimum to compare)
     if mode == "exact ser":
         rng = np.random.default_rng(11)
         img = render_galaxy(2000.0, 24.3, 23.6, shape_matrix(4.0, 0.7, 40.0), "ser", None,
-                            exact(None, MOFFAT, double=True), (48, 48), n=2.5)
+                            exact(None, MOFFAT), (48, 48), n=2.5)
         sig = np.full(img.shape, 0.02 * img.max())
         prob = FitProblem.from_arrays(img + rng.normal(0, 1, img.shape) * sig, sigma=sig,
-                                      psf=exact(None, MOFFAT, double=True), profile="ser",
+                                      psf=exact(None, MOFFAT), profile="ser",
                                       sky="constant")
     else:
-        kw = dict(psf=exact(None, MOFFAT, double=True)) if mode == "exact" else {}
+        kw = dict(psf=exact(None, MOFFAT)) if mode == "exact" else {}
         prob = FitProblem.from_image_data(_ic64(), profile="exp", sky="constant", **kw)
     assert prob.psf_mode == ("pixel" if mode == "pixel" else "exact")
     ref = fit(prob, solver="scipy")        # the reference: trf on render_galaxy's Jacobian

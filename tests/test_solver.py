@@ -71,8 +71,9 @@ def test_accumulated_sums_match_the_materialised_ones(n_sky, n_ext, fused):
 # and such problems are fitted through render_galaxy, not the accumulating kernel
 @pytest.mark.parametrize("with_psf", [True])
 def test_dn_plane_is_render_galaxy_dn(with_psf):
-    # the fit's d/dn plane (buffers kept between calls) is the library's, bit for bit: same
-    # kernels, same formula, same order of the sum
+    # the fit's d/dn plane (a central difference of one image render, render.normal.DN_STEP)
+    # is the library's analytic plane to 1e-8 of its peak (measured 1e-9-9e-9; a missing term
+    # is O(1)); the second call reuses the buffers and must overwrite the plane
     from mogviewer.fitting.problem import _FamilyProfile
     from mogviewer.render import render_galaxy_dn
     from mogviewer.render.normal import DnPlane
@@ -84,7 +85,7 @@ def test_dn_plane_is_render_galaxy_dn(with_psf):
     out = np.full((64, 70), np.nan)
     for _ in range(2):          # the second call reuses (and must clear) the buffers
         dn(out, 30.2, 31.7, (S[0, 0], S[0, 1], S[1, 1]), fp, _psf_packed(psf))
-        assert np.array_equal(out, ref)
+        assert np.abs(out - ref).max() < 3e-8 * np.abs(ref).max()
 
 
 def _problems():
@@ -104,7 +105,9 @@ def test_normal_equations_equal_those_of_the_materialised_jacobian(label, prob):
     # scipy path's Jacobian (itself checked against central differences in test_fitting.py),
     # at a point away from the optimum, in the optimiser's z and in the physical parameters.
     # Both are sums over the same pixels of the same planes in another order: 1e-11 of the
-    # scale sqrt(A_ii A_jj) (a wrong chain-rule factor fails by > 1e-3).
+    # scale sqrt(A_ii A_jj) (a wrong chain-rule factor fails by > 1e-3); the d/dn column is a
+    # central difference in the accumulating path (render.normal.DN_STEP: within 1e-8 of its
+    # peak, test_normal_psf.py), so entries involving n get 1e-7.
     start = GalaxyParams(flux=2500.0, x=31.1, y=32.7, re=4.2, q=0.7, angle=60.0, sky=1.0,
                          n=1.5, flux2=5000.0, re2=8.0, q2=0.5, angle2=50.0)
     par = _Param(prob, start)
@@ -116,14 +119,18 @@ def test_normal_equations_equal_those_of_the_materialised_jacobian(label, prob):
     J = ev.jacobian(z)
     r = ev.residuals(z)
     sc = np.sqrt(np.diag(J.T @ J))
-    np.testing.assert_array_less(np.abs(A - J.T @ J), 1e-11 * np.outer(sc, sc))
+    tol = np.where(np.array(par.znames) == "n", 1e-7, 1e-11)
+    np.testing.assert_array_less(np.abs(A - J.T @ J),
+                                 np.maximum.outer(tol, tol) * np.outer(sc, sc))
     # r = sw (data - model) and J = -sw dmodel: J^T W r (ours) is -J^T r
-    np.testing.assert_array_less(np.abs(g + J.T @ r), 1e-11 * sc * math.sqrt(r @ r))
+    np.testing.assert_array_less(np.abs(g + J.T @ r), tol * sc * math.sqrt(r @ r))
     assert chi2 == pytest.approx(r @ r, rel=1e-12)
     Jp = ev.physical_jacobian(p)
     Ap = ne.physical_normal(gram, p)
     scp = np.sqrt(np.diag(Jp.T @ Jp))
-    np.testing.assert_array_less(np.abs(Ap - Jp.T @ Jp), 1e-11 * np.outer(scp, scp))
+    tol = np.where(np.array(list(prob.free)) == "n", 1e-7, 1e-11)
+    np.testing.assert_array_less(np.abs(Ap - Jp.T @ Jp),
+                                 np.maximum.outer(tol, tol) * np.outer(scp, scp))
 
 
 def _rel_diff(a, b, names, errors):

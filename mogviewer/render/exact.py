@@ -33,10 +33,12 @@ convolved with the residual wrapping round onto the image is below :data:`WRAP_T
 larger than its image hits the cap of three images plus the residual. The residual stamp is
 cropped to the smallest centred box outside which ``sum |R|`` is below :data:`CROP_TOL` (the
 stamp sums to 1), which bounds the change of the model by that fraction of the galaxy's flux.
-The planes are computed in single precision (complex64): the residual term is a few per cent of
-the model, so its 1e-7 relative rounding is ~1e-9 of the model (but it makes chi^2 noisy at
-~1e-8 of itself on a high-S/N 64 px cutout: two drivers may stop 1e-3 sigma apart;
-``double=True`` removes that). Plans (the residual's transform on a grid, with the mixture's
+The image plane is computed in double precision, the five derivative planes (and d/dn) in
+single (complex64) unless ``double=True``: the residual term is a few per cent of the model, so
+single precision's 1e-7 relative rounding is ~1e-9 of it, harmless in a Jacobian that only
+steers the steps, but in the model it made chi^2 noisy at ~1e-8 of itself on a high-S/N 64 px
+cutout, which LM's ftol test read as progress: the exact 64 px fit of IC 3478 took 20
+evaluations instead of 8. Plans (the residual's transform on a grid, with the mixture's
 aliases) are cached per grid size; the grid, the phases and the per-frequency sums are compiled.
 """
 
@@ -158,8 +160,8 @@ def _row_sums(coef, v, sxx, sxy, syy, dkx, k2, j_end, acc, st):
 
 
 @numba.njit(cache=True, nogil=True)
-def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, x, y, flux, mode, out, acc,
-                     st):
+def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, x, y, flux, mode, out0, out,
+                     acc, st):
     """Spectra of the residual term on the half-spectrum grid, written into ``out``.
 
     ``B = flux R^(k) exp(-i k.x_g)`` (``rhat * py[i] * px[j] * flux`` with the phases
@@ -167,10 +169,14 @@ def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, x, y, flux, mode
     transform sums ``A_c = sum_m coef[c, m] exp(-v_m k^T S k / 2)``. ``mode`` 0: one plane
     ``B A_0``; 1: six planes (image, d/dx, d/dy, d/dSxx, d/dSxy, d/dSyy with ``coef`` rows
     ``a_m`` and ``a_m v_m``); 2: one plane ``B (A_0 - Q A_1 / 2)`` (d/dn with rows ``da_m/dn``
-    and ``a_m dv_m/dn``). Complex numbers are split into (re, im) pairs: ``rhat`` is
-    (ny, nxr, 2), ``out`` (P, ny, 2 nxr) float32 or float64 (the memory of
-    a complex64 array); written out by hand, the products cost a fraction of numba's complex
-    arithmetic with its inf/nan checks.
+    and ``a_m dv_m/dn``). The image plane (modes 0 and 1) goes to ``out0`` (ny, 2 nxr) float64,
+    the derivative planes to ``out`` (P, ny, 2 nxr), float32 or float64: mode 1's five
+    derivatives in ``out[0:5]``, mode 2's plane in ``out[0]``. The model is thus always in
+    double precision (chi^2 is smooth to rounding, so LM's tests are not fooled by its noise),
+    the derivatives may be in single (1e-7 relative of a few per cent of the model: they only
+    steer the steps). Complex numbers are split into (re, im) pairs: ``rhat`` is (ny, nxr, 2);
+    written out by hand, the products cost a fraction of numba's complex arithmetic with its
+    inf/nan checks.
     """
     ny, nxr = rhat.shape[0], rhat.shape[1]
     px = np.empty((nxr, 2))
@@ -181,7 +187,10 @@ def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, x, y, flux, mode
     for i in range(ny):
         py[i, 0] = math.cos(ky[i] * y)
         py[i, 1] = -math.sin(ky[i] * y)
-    out[:] = 0.0
+    if mode != 2:
+        out0[:] = 0.0
+    if mode != 0:
+        out[:] = 0.0
     for i in range(ny):
         k2 = ky[i]
         top = _row_sums(coef, v, sxx, sxy, syy, dkx, k2, nxr, acc, st)
@@ -196,34 +205,34 @@ def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, x, y, flux, mode
             k1 = kx[j]
             if mode == 0:
                 g = acc[0, j]
-                out[0, i, 2 * j] = br * g
-                out[0, i, 2 * j + 1] = bi * g
+                out0[i, 2 * j] = br * g
+                out0[i, 2 * j + 1] = bi * g
             elif mode == 1:
                 g = acc[0, j]
                 fr, fi = br * g, bi * g
-                out[0, i, 2 * j] = fr
-                out[0, i, 2 * j + 1] = fi
-                out[1, i, 2 * j] = k1 * fi          # -i k1 f
-                out[1, i, 2 * j + 1] = -k1 * fr
-                out[2, i, 2 * j] = k2 * fi
-                out[2, i, 2 * j + 1] = -k2 * fr
+                out0[i, 2 * j] = fr
+                out0[i, 2 * j + 1] = fi
+                out[0, i, 2 * j] = k1 * fi          # -i k1 f
+                out[0, i, 2 * j + 1] = -k1 * fr
+                out[1, i, 2 * j] = k2 * fi
+                out[1, i, 2 * j + 1] = -k2 * fr
                 t = acc[1, j]
                 tr, ti = br * t, bi * t
                 c3 = -0.5 * k1 * k1
                 c4 = -k1 * k2
                 c5 = -0.5 * k2 * k2
-                out[3, i, 2 * j] = c3 * tr
-                out[3, i, 2 * j + 1] = c3 * ti
-                out[4, i, 2 * j] = c4 * tr
-                out[4, i, 2 * j + 1] = c4 * ti
-                out[5, i, 2 * j] = c5 * tr
-                out[5, i, 2 * j + 1] = c5 * ti
+                out[2, i, 2 * j] = c3 * tr
+                out[2, i, 2 * j + 1] = c3 * ti
+                out[3, i, 2 * j] = c4 * tr
+                out[3, i, 2 * j + 1] = c4 * ti
+                out[4, i, 2 * j] = c5 * tr
+                out[4, i, 2 * j + 1] = c5 * ti
             else:
                 q = sxx * k1 * k1 + 2.0 * sxy * k1 * k2 + syy * k2 * k2
                 g = acc[0, j] - 0.5 * q * acc[1, j]
                 out[0, i, 2 * j] = br * g
                 out[0, i, 2 * j + 1] = bi * g
-    return out
+    return 0
 
 
 def _size_ratio(stamp, model, xx, yy):
@@ -389,8 +398,9 @@ class ExactPsf:
     centre : (cx, cy)
         The PSF origin in stamp pixel coordinates (0-based, pixel centres at integers).
     double : bool, keyword-only
-        Compute the FFT term in double precision (for finite-difference checks of the
-        derivatives; single precision is ~1e-9 of the model and faster).
+        Compute the derivative planes of the FFT term in double precision too (for
+        finite-difference checks of the derivatives; single precision is ~1e-9 of the model and
+        faster). The image plane is always in double precision.
 
     Attributes
     ----------
@@ -530,23 +540,36 @@ class ExactPsf:
         Nx = _grid_len(W, x, self._reach[1], _tail(amps, v, s3[0], self.res_abs_crop, tol))
         return Ny, Nx
 
-    def _planes(self, shape, flux, x, y, s3, coef, v, mode, amps):
-        """Image-space planes of the residual term: ``(P, ny, nx)``."""
-        H, W = int(shape[0]), int(shape[1])
+    def _planes(self, dest, flux, x, y, s3, coef, v, mode, amps):
+        """Add the image-space planes of the residual term to ``dest`` ((6 or 1, ny, nx) for
+        modes 1 and 0, (ny, nx) for mode 2): the image plane by a double-precision FFT, the
+        derivative planes in the precision chosen at construction."""
+        H, W = dest.shape[-2:]
         v = np.ascontiguousarray(v, np.float64)
         plan = self._plan(*self.grid((H, W), float(x), float(y), s3,
                                      np.ascontiguousarray(amps, np.float64), v))
         kx, ky = plan["kx"], plan["ky"]
-        P = 6 if mode == 1 else 1
-        out = np.empty((P, plan["Ny"], kx.size), self._cdtype)
+        Ny, nxr = plan["Ny"], kx.size
+        P = 5 if mode == 1 else (1 if mode == 2 else 0)
+        out0 = np.empty((Ny if mode != 2 else 1, nxr), np.complex128)
+        out = np.empty((P, Ny if P else 1, nxr), self._cdtype)
         acc = np.empty((coef.shape[0], kx.size))
         st = np.empty((5, coef.shape[1]))
         _residual_planes(np.ascontiguousarray(coef, np.float64), v, s3[0], s3[1], s3[2],
                          plan["dkx"], kx, ky, plan["Rhat_ri"], float(x), float(y), float(flux),
-                         mode, out.view(self._rdtype), acc, st)
-        # inverse along y for every column, then along x only for the rows of the image
-        g = sfft.ifft(out, axis=-2, overwrite_x=True)[:, :H]
-        return sfft.irfft(g, n=plan["Nx"], axis=-1, overwrite_x=True)[:, :, :W]
+                         mode, out0.view(np.float64), out.view(self._rdtype), acc, st)
+
+        def back(a):
+            # inverse along y for every column, then along x only for the rows of the image
+            g = sfft.ifft(a, axis=-2, overwrite_x=True)[..., :H, :]
+            return sfft.irfft(g, n=plan["Nx"], axis=-1, overwrite_x=True)[..., :W]
+        if mode == 2:
+            dest += back(out)[0]
+            return dest
+        dest[0] += back(out0)
+        if mode == 1:
+            dest[1:6] += back(out)
+        return dest
 
     def add_residual(self, buf, flux, x, y, s3, amps, variances, derivs):
         """Add the residual term (and, with ``derivs``, its five derivative planes) to ``buf``
@@ -554,15 +577,14 @@ class ExactPsf:
         a = np.asarray(amps, float)
         v = np.asarray(variances, float)
         coef = np.vstack([a, a * v]) if derivs else a[None, :]
-        buf[:6 if derivs else 1] += self._planes(buf.shape[1:], flux, x, y, s3, coef, v,
-                                                 1 if derivs else 0, a)
+        self._planes(buf, flux, x, y, s3, coef, v, 1 if derivs else 0, a)
         return buf
 
     def residual_dn(self, shape, flux, x, y, s3, amps, variances, damps, dvariances):
         """``d/dn`` of the residual term for a profile whose ``a_m, v_m`` depend on ``n``."""
         a = np.asarray(amps, float)
         coef = np.vstack([np.asarray(damps, float), a * np.asarray(dvariances, float)])
-        return self._planes(shape, flux, x, y, s3, coef, variances, 2, a)[0]
+        return self._planes(np.zeros(tuple(shape)), flux, x, y, s3, coef, variances, 2, a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,9 +627,9 @@ def _warm_exact():
     rhat = np.zeros((3, 2, 2))
     acc = np.zeros((2, 2))
     for dtype in (np.float32, np.float64):
-        out = np.zeros((6, 3, 4), dtype)
+        out = np.zeros((5, 3, 4), dtype)
         _residual_planes(np.ones((2, 1)), one, 1.0, 0.1, 1.0, 1.0, k[:2], k, rhat, 0.5, 0.5,
-                         1.0, 1, out, acc, np.zeros((5, 1)))
+                         1.0, 1, np.zeros((3, 4)), out, acc, np.zeros((5, 1)))
     _tail(one, one, 1.0, 0.5, 1e-4)
     _alias_sum_kernel(one, np.zeros((1, 2)), np.eye(2)[None], k[:2], k, 1,
                       np.zeros((3, 2, 2)))

@@ -17,7 +17,12 @@ def _entry_kernels():
     from . import exact, kernels, normal
     return {"render": kernels._galaxy_kernel, "mixture": kernels._mixture_kernel,
             "fit": normal._galaxy_normal_kernel, "fit (no PSF)": normal._pairs_normal_kernel,
-            "exact PSF": exact._residual_planes}
+            "exact PSF": exact._residual_planes, "fit driver": _solver()._assemble}
+
+
+def _solver():
+    from ..fitting import solver  # imported late: fitting imports render
+    return solver
 
 
 def _state(disp):

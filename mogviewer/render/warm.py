@@ -42,6 +42,8 @@ def warmup(*, background=False):
                                _scratch.full(4, 1), True)
             _warm_normal()
             _warm_exact()
+            from ..fitting.solver import _warm_solver  # the fit driver's own small kernels
+            _warm_solver()
             _warm["done"] = True
 
     if background:
