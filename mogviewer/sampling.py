@@ -44,8 +44,11 @@ from .errors import FitError
 from .fitting.problem import FLUX_LIKE, _FamilyProfile
 from .render import render_galaxy
 
-__all__ = ["Posterior", "sample", "priors_from_model", "CONVERGENCE_TAUS"]
+__all__ = ["Posterior", "sample", "priors_from_model", "CONVERGENCE_TAUS", "SCALE_PARAMS"]
 
+#: Scale parameters: with ``sample(..., scale_prior='ln')`` (the default) their prior is flat in
+#: their logarithm.
+SCALE_PARAMS = ("flux", "flux2", "re", "re2")
 #: A chain is converged when it is longer than this many autocorrelation times (emcee docs).
 CONVERGENCE_TAUS = 50
 #: An adaptive run checks its autocorrelation times every this many steps ...
@@ -86,6 +89,9 @@ class Posterior:
     elapsed : float
         Seconds.
     log_prob : ndarray (n_samples,)
+    prior : dict
+        ``name -> 'ln'`` (flat in the logarithm), ``'flat'`` or ``'flat x gauss(mean, sigma)'``
+        for every sampled parameter: the prior the samples were drawn under.
     """
 
     names: tuple
@@ -101,6 +107,21 @@ class Posterior:
     burn: int
     elapsed: float
     log_prob: np.ndarray
+    prior: dict = dataclasses.field(default_factory=dict)
+
+    def prior_text(self):
+        """The prior in one line, e.g. ``'flat in ln(flux), ln(re); flat in x, y, q, angle,
+        n'`` (for logs and the CSV)."""
+        ln = [n for n, v in self.prior.items() if v.startswith("ln")]
+        flat = [n for n, v in self.prior.items() if not v.startswith("ln")]
+        parts = []
+        if ln:
+            parts.append("flat in " + ", ".join(f"ln({n})" for n in ln))
+        if flat:
+            parts.append("flat in " + ", ".join(flat))
+        text = "; ".join(parts)
+        gauss = [f"{n} {v.split(' x ', 1)[1]}" for n, v in self.prior.items() if " x " in v]
+        return text + (" (x " + ", ".join(gauss) + ")" if gauss else "")
 
     def interval(self, name):
         """``(p16, p50, p84)`` of a sampled or derived quantity."""
@@ -115,7 +136,8 @@ class Posterior:
         cols["log_prob"] = self.log_prob
         t = Table(cols)
         t.meta.update(WALKERS=self.n_walkers, STEPS=self.n_steps, BURN=self.burn,
-                      ACCEPT=self.acceptance, CONVERGD=self.converged)
+                      ACCEPT=self.acceptance, CONVERGD=self.converged,
+                      PRIOR=self.prior_text()[:68])
         t.write(path, format="fits", overwrite=True)
         return path
 
@@ -128,7 +150,7 @@ class _LogProb:
     are the prior's support.
     """
 
-    def __init__(self, problem, best, priors):
+    def __init__(self, problem, best, priors, log_params=()):
         self.problem = problem
         self.best = best
         self.names = tuple(problem.free)
@@ -150,6 +172,8 @@ class _LogProb:
         # Sérsic family's range, which the problem's bounds on n already hold)
         self.re_i = [self.index[k] for k in ("re", "re2") if k in self.index]
         self.q_i = [self.index[k] for k in ("q", "q2") if k in self.index]
+        # scale parameters with a prior flat in their logarithm (see sample's scale_prior)
+        self.log_i = [self.index[k] for k in log_params]
         self.family = _FamilyProfile() if problem.uses_family else None
         self.prof = None if self.family is not None else problem.profile_mixture()
         self.prof2 = problem.profile_mixture("2") if problem.profile2 is not None else None
@@ -191,12 +215,17 @@ class _LogProb:
         for i in self.q_i:
             if not 0.0 < t[i] <= 1.0:
                 return -np.inf
+        lp = 0.0
+        for i in self.log_i:          # p(x) dx = dx / x: flat in ln x
+            if not t[i] > 0.0:
+                return -np.inf
+            lp -= math.log(t[i])
         try:
             r = self.data - self.model(t)
         except (ValueError, ArithmeticError):
             return -np.inf
         r *= self.sw
-        lp = -0.5 * float(r @ r)
+        lp -= 0.5 * float(r @ r)
         for i, m, s in self.priors:
             lp -= 0.5 * ((t[i] - m) / s) ** 2
         return lp if math.isfinite(lp) else -np.inf
@@ -290,8 +319,8 @@ def _integrated_time(chain):
 
 
 def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=1000,
-           max_steps=20000, priors=None, zeropoint=None, seed=0, progress=None,
-           should_stop=None):
+           max_steps=20000, priors=None, scale_prior="ln", zeropoint=None, seed=0,
+           progress=None, should_stop=None):
     """Sample the posterior of ``problem`` around its fit ``result``.
 
     Parameters
@@ -315,6 +344,14 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
     priors : dict, optional
         ``{name: (mean, sigma)}`` Gaussian priors on physical parameters (multiplying the flat
         prior; see :func:`priors_from_model`).
+    scale_prior : {'ln', 'flat'}
+        The prior of the scale parameters :data:`SCALE_PARAMS` (flux, r_e and a second
+        component's): ``'ln'`` (default) is flat in their logarithm, ``p(x) dx = dx / x`` for
+        ``x > 0`` (Jeffreys' prior for a scale; the result does not depend on the units, and a
+        factor 2 up weighs as much as a factor 2 down); ``'flat'`` is flat in ``x`` itself.
+        A scale parameter whose best fit is not positive (a negative flux) keeps the flat prior.
+        The other parameters (x, y, q, angle, n, sky) have flat priors within the bounds.
+        ``Posterior.prior`` records what was used.
     zeropoint : float, optional
         For ``mag`` among the derived quantities.
     seed : int
@@ -354,12 +391,21 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
     # the chains run in the problem's internal units (data divided by problem.scale, 1 for
     # ordinary data); samples of image-unit parameters are scaled back at the end
     scale = getattr(problem, "scale", 1.0)
+    user_priors = priors
     unit = np.array([scale if n in FLUX_LIKE else 1.0 for n in names])
     best = problem.to_internal(result.params) if scale != 1.0 else result.params
     if priors and scale != 1.0:
         priors = {k: (m / scale, sd / scale) if k in FLUX_LIKE else (m, sd)
                   for k, (m, sd) in priors.items()}
-    lp = _LogProb(problem, best, priors)
+    if scale_prior not in ("ln", "flat"):
+        raise FitError(f"scale_prior must be 'ln' or 'flat', got {scale_prior!r}")
+    log_params = tuple(n for n in names if scale_prior == "ln" and n in SCALE_PARAMS
+                       and getattr(best, n) > 0)
+    prior_used = {n: "ln" if n in log_params else "flat" for n in names}
+    for n, (m, sd) in (user_priors or {}).items():
+        if n in prior_used:
+            prior_used[n] += f" x gauss({m:.6g}, {sd:.6g})"
+    lp = _LogProb(problem, best, priors, log_params)
     x0 = np.array([getattr(best, n) for n in names], float)
     cov = _laplace_covariance(result, ndim)
     if cov is not None:
@@ -455,7 +501,7 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
     return Posterior(names=names, samples=flat, derived=derived, percentiles=pct, tau=tau,
                      ess=ess, acceptance=float(np.mean(sampler.acceptance_fraction)),
                      converged=converged, n_walkers=n_walkers, n_steps=done, burn=burn,
-                     elapsed=time.perf_counter() - t0, log_prob=logp)
+                     elapsed=time.perf_counter() - t0, log_prob=logp, prior=prior_used)
 
 
 def priors_from_model(model):
