@@ -24,8 +24,9 @@ def main(argv=None):
     ap.add_argument("--profile", default="exp", choices=("exp", "ser"))
     ap.add_argument("--max-steps", type=int, default=3000)
     ap.add_argument("--min-ess", type=int, default=1000)
-    ap.add_argument("--scale-prior", default="ln", choices=("ln", "flat"),
-                    help="prior of flux and r_e: flat in their logarithm (default) or flat")
+    ap.add_argument("--ln-prior", default="flux,flux2,re,re2,n",
+                    help="parameters with a prior flat in their logarithm (comma-separated; "
+                         "'' for flat priors everywhere; default flux, r_e and n)")
     ap.add_argument("--start", type=int, default=0, help="skip the first galaxies")
     ap.add_argument("--progress", action="store_true", help="a line per galaxy")
     args = ap.parse_args(argv)
@@ -39,10 +40,10 @@ def main(argv=None):
 
     hits, used, n_conv, dt = sampling_coverage.run(args.profile, args.n, min_ess=args.min_ess,
                                                    max_steps=args.max_steps,
-                                                   scale_prior=args.scale_prior,
+                                                   ln_prior=tuple(p for p in args.ln_prior.split(",") if p),
                                                    start=args.start,
                                                    report=report if args.progress else None)
-    print(f"{used} galaxies fitted and sampled ({args.profile}, scale prior {args.scale_prior}, "
+    print(f"{used} galaxies fitted and sampled ({args.profile}, ln prior on {args.ln_prior or 'nothing'}, "
           f"from galaxy {args.start}), {n_conv} chains converged, "
           f"{dt:.0f} s")
     print(f"{'param':>6} {'posterior 16-84 %':>18} {'formal +-1 sigma':>17}")

@@ -20,7 +20,7 @@ import recovery
 from mogviewer.fitting import FitProblem, fit, initial_guess
 from mogviewer.profiles import sersic
 from mogviewer.render import render_model
-from mogviewer.sampling import sample
+from mogviewer.sampling import LN_PRIOR, sample
 
 SEED = 777
 
@@ -65,10 +65,10 @@ def formal(res, name):
     return res.flux_target, float(np.sqrt(grad @ res.covariance @ grad))
 
 
-def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000, scale_prior="ln", start=0,
+def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000, ln_prior=LN_PRIOR, start=0,
         report=None):
     """``(hits, used, n_converged, seconds)``: ``hits[kind][param]`` counts the galaxies whose
-    interval (``kind`` 'posterior' or 'formal') contains the truth. ``scale_prior`` is
+    interval (``kind`` 'posterior' or 'formal') contains the truth. ``ln_prior`` is
     :func:`mogviewer.sampling.sample`'s; ``start`` skips the first galaxies of the sequence
     (the same galaxies whatever ``start``: a run can be split in parts)."""
     import time
@@ -90,7 +90,7 @@ def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000, scale_prior="ln", s
         res = fit(prob, initial_guess(prob))
         if res.status != "converged":
             continue
-        post = sample(prob, res, min_ess=min_ess, max_steps=max_steps, scale_prior=scale_prior)
+        post = sample(prob, res, min_ess=min_ess, max_steps=max_steps, ln_prior=ln_prior)
         used += 1
         n_conv += post.converged
         for p in params:

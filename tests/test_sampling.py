@@ -191,9 +191,10 @@ def test_priors_from_the_model_json_narrow_the_posterior():
             priors_from_model(bad)
 
 
-def test_scale_prior_is_flat_in_ln_flux_and_ln_re():
+def test_ln_prior_is_flat_in_ln_flux_and_ln_re():
     # the default prior of the scale parameters is p(x) dx = dx / x: ln p = -chi2/2 - ln flux -
-    # ln re (+ a constant) at any point; flux <= 0 is outside its support; 'flat' drops the term
+    # ln re (+ a constant) at any point; flux <= 0 is outside its support; without them in
+    # ln_prior the term is dropped
     from mogviewer.fitting import initial_guess
     from mogviewer.sampling import _LogProb
 
@@ -208,8 +209,8 @@ def test_scale_prior_is_flat_in_ln_flux_and_ln_re():
     neg = theta.copy()
     neg[i_f] = -1.0
     assert ln(neg) == -np.inf
-    with pytest.raises(FitError, match="scale_prior"):
-        sample(prob, fit(prob), scale_prior="jeffreys")
+    with pytest.raises(FitError, match="ln_prior: q cannot"):
+        sample(prob, fit(prob), ln_prior=("re", "q"))
 
 
 def test_ln_prior_posterior_is_the_flat_one_reweighted_by_1_over_flux_re():
@@ -224,8 +225,8 @@ def test_ln_prior_posterior_is_the_flat_one_reweighted_by_1_over_flux_re():
     prob = FitProblem.from_arrays(img, sigma=np.ones(shape), psf=PSF3, profile="exp", M=6,
                                   sky="none")
     res = fit(prob)
-    a = sample(prob, res, scale_prior="flat", seed=1)
-    b = sample(prob, res, scale_prior="ln", seed=2)
+    a = sample(prob, res, ln_prior=(), seed=1)
+    b = sample(prob, res, seed=2)                   # default: flux, re (and n, not free here)
     assert a.prior["re"] == "flat" and b.prior == {n: "ln" if n in ("flux", "re") else "flat"
                                                     for n in prob.free}
     assert b.prior_text() == "flat in ln(flux), ln(re); flat in x, y, q, angle"
