@@ -106,7 +106,7 @@ def register_cli(sub):
                         "every parameter's effective sample size is >= 1000 and the chain is "
                         "longer than 50 autocorrelation times (at most 20000 steps); with "
                         "STEPS (100-100000) it has that fixed length, the first quarter "
-                        "dropped. Prior: flat in ln(flux) and ln(r_e), flat in the other "
+                        "dropped. Prior: flat in ln(flux), ln(r_e) and ln(n), flat in the other "
                         "parameters within their bounds (times the --start model's 'priors')"),
     p.add_argument("--neighbours", choices=("ignore", "mask", "fit"), default="ignore",
                    help="the other sources in the cutout (detected with photutils): ignore "
