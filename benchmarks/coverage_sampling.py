@@ -38,14 +38,14 @@ def main(argv=None):
         print(f"{used:4d} " + " ".join(f"{k[0]}{p}={v}" for k in hits for p, v in hits[k].items())
               + f" steps={post.n_steps} conv={post.converged} snr={snr:.0f} {iv}", flush=True)
 
+    ln_prior = tuple(p for p in args.ln_prior.split(",") if p)
     hits, used, n_conv, dt = sampling_coverage.run(args.profile, args.n, min_ess=args.min_ess,
-                                                   max_steps=args.max_steps,
-                                                   ln_prior=tuple(p for p in args.ln_prior.split(",") if p),
+                                                   max_steps=args.max_steps, ln_prior=ln_prior,
                                                    start=args.start,
                                                    report=report if args.progress else None)
-    print(f"{used} galaxies fitted and sampled ({args.profile}, ln prior on {args.ln_prior or 'nothing'}, "
-          f"from galaxy {args.start}), {n_conv} chains converged, "
-          f"{dt:.0f} s")
+    print(f"{used} galaxies fitted and sampled ({args.profile}, prior flat in ln of "
+          f"{', '.join(ln_prior) or 'nothing'}, from galaxy {args.start}), {n_conv} chains "
+          f"converged, {dt:.0f} s")
     print(f"{'param':>6} {'posterior 16-84 %':>18} {'formal +-1 sigma':>17}")
     for p in hits["posterior"]:
         print(f"{p:>6} {100 * hits['posterior'][p] / used:>17.1f}% "
