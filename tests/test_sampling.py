@@ -258,3 +258,18 @@ def test_cli_bare_sample_runs_until_the_goal(tmp_path):
     assert row["sample_steps"] % 50 == 0               # grown in chunks of CHECK_EVERY steps
     assert row["sample_prior"].startswith("flat in ln(flux), ln(re); flat in")
     assert row["re_pix_p16"] < row["re_pix"] < row["re_pix_p84"]
+
+
+def test_cli_sample_argument_forms():
+    # --sample [STEPS]: an integer is STEPS (100-100000, else a one-line error), 'auto' the
+    # adaptive run, anything else a FILE that followed a bare --sample
+    import argparse
+
+    from mogviewer.cli.fit import _FileAfterSample, _sample_steps
+
+    assert _sample_steps("400") == 400 and _sample_steps(" AUTO ") == "auto"
+    got = _sample_steps("a.fits")
+    assert isinstance(got, _FileAfterSample) and got == "a.fits"
+    for bad in ("5", "-300", "100001"):
+        with pytest.raises(argparse.ArgumentTypeError, match="from 100 to 100000"):
+            _sample_steps(bad)

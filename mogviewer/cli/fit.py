@@ -102,9 +102,9 @@ def register_cli(sub):
     p.add_argument("--sample", type=_sample_steps, nargs="?", const="auto", default=0,
                    metavar="STEPS",
                    help="also sample the posterior (emcee, 32+ walkers from the best fit): "
-                        "16/50/84 %% columns and chain diagnostics. Alone, the run grows until "
-                        "every parameter's effective sample size is >= 1000 and the chain is "
-                        "longer than 50 autocorrelation times (at most 20000 steps); with "
+                        "16/50/84 %% columns and chain diagnostics. Alone (or auto), the run "
+                        "grows until every parameter's effective sample size is >= 1000 and the "
+                        "chain is longer than 50 autocorrelation times (at most 20000 steps); with "
                         "STEPS (100-100000) it has that fixed length, the first quarter "
                         "dropped. Prior: flat in ln(flux), ln(r_e) and ln(n), flat in the other "
                         "parameters within their bounds (times the --start model's 'priors')"),
@@ -150,7 +150,10 @@ class _FileAfterSample(str):
 
 def _sample_steps(text):
     """argparse type of ``--sample [STEPS]``: an integer is STEPS (100-100000); anything else
-    is a FILE that followed a bare ``--sample`` (given back to the files in :func:`_cli_fit`)."""
+    is a FILE that followed a bare ``--sample`` (given back to the files in :func:`_cli_fit`);
+    ``auto`` is the bare option's adaptive run."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
     try:
         int(str(text).strip())
     except ValueError:
