@@ -20,7 +20,7 @@ import recovery
 from mogviewer.fitting import FitProblem, fit, initial_guess
 from mogviewer.profiles import sersic
 from mogviewer.render import render_model
-from mogviewer.sampling import sample
+from mogviewer.sampling import LN_PRIOR, sample
 
 SEED = 777
 
@@ -65,9 +65,12 @@ def formal(res, name):
     return res.flux_target, float(np.sqrt(grad @ res.covariance @ grad))
 
 
-def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000, report=None):
+def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000, ln_prior=LN_PRIOR, start=0,
+        report=None):
     """``(hits, used, n_converged, seconds)``: ``hits[kind][param]`` counts the galaxies whose
-    interval (``kind`` 'posterior' or 'formal') contains the truth."""
+    interval (``kind`` 'posterior' or 'formal') contains the truth. ``ln_prior`` is
+    :func:`mogviewer.sampling.sample`'s; ``start`` skips the first galaxies of the sequence
+    (the same galaxies whatever ``start``: a run can be split in parts)."""
     import time
 
     t0 = time.perf_counter()
@@ -80,14 +83,14 @@ def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000, report=None):
         params = ["flux", "re", "q", "n"]
     hits = {k: dict.fromkeys(params, 0) for k in ("posterior", "formal")}
     used = n_conv = 0
-    for data, sigma, truth, _snr in sims:
+    for data, sigma, truth, _snr in sims[start:]:
         prob = FitProblem.from_arrays(data, sigma=np.full(data.shape, sigma), psf=recovery.PSF,
                                       profile=profile, M=6 if profile == "exp" else None,
                                       sky="none")
         res = fit(prob, initial_guess(prob))
         if res.status != "converged":
             continue
-        post = sample(prob, res, min_ess=min_ess, max_steps=max_steps)
+        post = sample(prob, res, min_ess=min_ess, max_steps=max_steps, ln_prior=ln_prior)
         used += 1
         n_conv += post.converged
         for p in params:
@@ -97,5 +100,5 @@ def run(profile, n_gal=200, *, min_ess=1000, max_steps=3000, report=None):
             f, e = formal(res, p)
             hits["formal"][p] += abs(f - t) <= e
         if report is not None:
-            report(used, hits, post)
+            report(used, hits, post, truth=truth, snr=_snr, res=res)
     return hits, used, n_conv, time.perf_counter() - t0

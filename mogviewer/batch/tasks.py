@@ -140,7 +140,7 @@ class FitTask:
     model_json_dir: str | None = None
     scale_errors: bool = False
     max_nfev: int = 200
-    sample_steps: int = 0
+    sample_steps: int | str = 0       # 0: no sampling; "auto": adaptive (ESS >= 1000, 50 tau)
     output_name: str | None = None
     neighbours: str = "ignore"
     max_neighbours: int = 10
@@ -405,13 +405,16 @@ def _run_task(task, base, caught, step):
     posterior = None
     if task.sample_steps and result.status == "converged":
         set_step("sampling the posterior")
-        posterior = sample(problem, result, n_steps=task.sample_steps,
+        adaptive = task.sample_steps == "auto"
+        posterior = sample(problem, result,
+                           n_steps=None if adaptive else int(task.sample_steps),
                            priors=priors_from_model(saved) if saved is not None else None,
                            zeropoint=data.zeropoint)
         if not posterior.converged:
             problems.append(f"posterior chains shorter than {CONVERGENCE_TAUS} autocorrelation "
-                            f"times (longest tau {max(posterior.tau.values()):.0f} steps): "
-                            "raise --sample")
+                            f"times (longest tau {max(posterior.tau.values()):.0f} steps"
+                            + (f" after {posterior.n_steps} steps, the limit)" if adaptive else
+                               "): raise --sample"))
     row = export.result_to_row(result, data, problem=problem, psf_source=psf_source,
                                file=str(task.image), scale_errors=task.scale_errors,
                                reason="; ".join(problems), warnings_text=_warnings_text(caught),

@@ -99,9 +99,15 @@ def register_cli(sub):
                    help="scale errors by sqrt(chi2/nu)")
     p.add_argument("--max-nfev", type=opt.int_range(1, 100000), default=200,
                    help="evaluation limit per fit")
-    p.add_argument("--sample", type=opt.int_range(100, 100000), default=0, metavar="STEPS",
-                   help="also sample the posterior (emcee, STEPS steps of 32+ walkers, the "
-                        "first quarter dropped): 16/50/84 %% columns and chain diagnostics")
+    p.add_argument("--sample", type=_sample_steps, nargs="?", const="auto", default=0,
+                   metavar="STEPS",
+                   help="also sample the posterior (emcee, 32+ walkers from the best fit): "
+                        "16/50/84 %% columns and chain diagnostics. Alone (or auto), the run "
+                        "grows until every parameter's effective sample size is >= 1000 and the "
+                        "chain is longer than 50 autocorrelation times (at most 20000 steps); with "
+                        "STEPS (100-100000) it has that fixed length, the first quarter "
+                        "dropped. Prior: flat in ln(flux), ln(r_e) and ln(n), flat in the other "
+                        "parameters within their bounds (times the --start model's 'priors')"),
     p.add_argument("--neighbours", choices=("ignore", "mask", "fit"), default="ignore",
                    help="the other sources in the cutout (detected with photutils): ignore "
                         "them (default), mask their segments, or fit them with the target "
@@ -138,9 +144,29 @@ def register_cli(sub):
     p.set_defaults(func=_cli_fit)
 
 
+class _FileAfterSample(str):
+    """A FILE argument that ``--sample`` (its STEPS optional) took as its value."""
+
+
+def _sample_steps(text):
+    """argparse type of ``--sample [STEPS]``: an integer is STEPS (100-100000); anything else
+    is a FILE that followed a bare ``--sample`` (given back to the files in :func:`_cli_fit`);
+    ``auto`` is the bare option's adaptive run."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        int(str(text).strip())
+    except ValueError:
+        return _FileAfterSample(text)
+    return opt.int_range(100, 100000)(text)
+
+
 def _cli_fit(args):
     """Check every option and path, then plan the outputs, then fit: nothing is read before
     the options are known to be usable, nothing is written before the outputs are."""
+    if isinstance(args.sample, _FileAfterSample):     # `--sample a.fits`: adaptive, a.fits a FILE
+        args.files = [*args.files, str(args.sample)]
+        args.sample = "auto"
     # a joint fit of bands in files of their own (--bands g=a.fits r=b.fits) needs no FILE
     bands_only = (not args.files and args.bands and all(f is not None for _, f in args.bands)
                   and args.manifest is None and args.image is None and args.catalog is None)

@@ -119,6 +119,9 @@ _C = [
     ("sample_ess_min", "", "smallest effective sample size over the sampled parameters"),
     ("sample_acceptance", "", "mean acceptance fraction of the walkers"),
     ("sample_converged", "", "True if every chain is longer than 50 autocorrelation times"),
+    ("sample_steps", "steps", "steps per walker run (burn-in included)"),
+    ("sample_prior", "", "the posterior's prior, e.g. 'flat in ln(flux), ln(re), ln(n); flat "
+                         "in x, y, q, angle, sky' (within the fit's bounds)"),
 ]
 
 

@@ -374,3 +374,5 @@ def _posterior_columns(row, post):
     row["sample_ess_min"] = min(ess) if ess else _NAN
     row["sample_acceptance"] = post.acceptance
     row["sample_converged"] = bool(post.converged)
+    row["sample_steps"] = int(post.n_steps)
+    row["sample_prior"] = post.prior_text()
