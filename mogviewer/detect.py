@@ -32,8 +32,8 @@ POINT_CONCENTRATION = 0.6
 #: A detection whose minor sigma is below this fraction of the PSF's cannot be a source seen through
 #: the PSF: a cosmic ray, a hot pixel or an edge artefact (kind 'artefact', masked, never fitted).
 ARTEFACT_SIZE = 0.35
-#: A neighbour whose segment flux is below this many sigmas (:attr:`Detection.snr`) is not
-#: modelled (nor masked): the 2-sigma detection threshold on the smoothed image finds about one
+#: A neighbour whose segment flux is below this many sigmas (:attr:`Detection.snr`) is masked,
+#: not modelled: the 2-sigma detection threshold on the smoothed image finds about one
 #: noise peak per 128x128 pure-noise image, and those have segment S/N 2-3 (measured on the
 #: simulated pairs of tests/test_scenes.py: 2.3-2.9), while a real neighbour worth modelling
 #: has S/N >= 5, the usual catalogue cut.
@@ -313,9 +313,9 @@ def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2
         ``'fit'``: model them (up to ``max_fitted``); ``'mask'``: mask every other segment;
         ``'ignore'``: neither (the target alone, nothing masked).
     min_snr : float
-        With ``'fit'``, a neighbour whose :attr:`Detection.snr` is below this is neither
-        modelled nor masked (a noise peak, or too faint to matter; default :data:`MIN_SNR`);
-        0 models every detection.
+        With ``'fit'``, a neighbour whose :attr:`Detection.snr` is below this is masked, not
+        modelled (a noise peak, or too faint to constrain; default :data:`MIN_SNR`); 0 models
+        every detection (up to ``max_fitted``).
 
     Returns
     -------
@@ -352,10 +352,10 @@ def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2
     others = [d for d in detections.sources if d.label != t.label]
     masked = []
     if neighbours == "fit":
-        # noise peaks are not sources: leave them in the data, unmodelled and unmasked
-        others = [d for d in others if d.kind == "artefact" or not (d.snr < min_snr)]
         for d in others:
-            if d.kind == "artefact" or len(sources) > max_fitted:
+            # below min_snr: a noise peak or a source too faint to constrain, masked (a few
+            # pixels of noise lost) rather than modelled by a free source
+            if d.kind == "artefact" or len(sources) > max_fitted or d.snr < min_snr:
                 masked.append(d)
             elif d.kind == "point":
                 sources.append(PointSource(d.flux, d.x, d.y))

@@ -140,7 +140,8 @@ def test_blend_search_keeps_a_lone_galaxy_whole():
 def test_noise_peaks_not_modelled():
     # At seed 4 the 2-sigma detection on the smoothed image finds two noise peaks beside the
     # pair (segment S/N 2.3-2.9, measured); with 'fit' they used to be modelled as point
-    # sources. Below MIN_SNR = 5 they are neither modelled nor masked; min_snr=0 restores them.
+    # sources. Below MIN_SNR = 5 they are masked (their segments only), not modelled;
+    # min_snr=0 models them again.
     from mogviewer.detect import MIN_SNR
     obs, _ = _pair(4.0, 1.0, seed=4)
     det = detect_sources(obs.image, ivar=obs.ivar, psf=PSF3)
@@ -149,7 +150,8 @@ def test_noise_peaks_not_modelled():
     assert all(d.snr > 50 for d in det.sources if d.kind == "galaxy")
     scene, mask, ids = scene_from_detections(det, target=(33.3, 35.6), profile="exp", M=6,
                                              psf=PSF3)
-    assert len(scene) == 2 and not mask.any()
+    assert len(scene) == 2
+    assert np.array_equal(mask, np.isin(det.segmap, [d.label for d in faint]))
     assert not set(ids) & {d.label for d in faint}
     every, _, _ = scene_from_detections(det, target=(33.3, 35.6), profile="exp", M=6,
                                         psf=PSF3, min_snr=0.0)
@@ -192,8 +194,7 @@ def test_decals_dr9_r_neighbours_fitted():
     # 20 brightest neighbours fitted (the rest masked) chi2/nu < 1.5 (measured 1.086; the
     # target alone with nothing masked: 17.4), and the target's r_e, q and PA within 3 %,
     # 0.02 and 2 deg of the fit with every other segment masked (measured 0.03 %, 0.0005,
-    # 0.035 deg; with the S/N >= 5 cut, which leaves 29 faint detections unmasked and
-    # unmodelled, -0.16 %, 0.0005, 0.03 deg). With the residual pass (two sources added, one a compact source 2 r_e from
+    # 0.035 deg). With the residual pass (two sources added, one a compact source 2 r_e from
     # the target's centre along its minor axis) the same bounds hold (measured chi2/nu 0.933;
     # 0.08 %, 0.019, 1.15 deg).
     d = io.read_image(f"{DATA}/pysersic-decals-dr9/cutout_59.1067_-30.4848.fits", band="r")
