@@ -750,8 +750,9 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         more than the Bayesian information criterion's ``k ln N`` (k its free parameters,
         N the used pixels), it ends at no bound and no flatter than :data:`SPLIT_MIN_Q` (a
         streak is the target's own structure); up to ``max_splits`` times; the search stops
-        at the first candidate not kept (why is in the target's :attr:`SceneFitResult.notes`). Its indices
-        are in :attr:`SceneFitResult.added`. (Not with ``frame``.)
+        at the first candidate not kept (why: in the target's :attr:`SceneFitResult.notes`).
+        The indices of the sources split off are in :attr:`SceneFitResult.added`. Not with
+        ``frame``.
     target_at : (x, y), optional
         Where the target is, to tell it from a source split off it: after a split, the one of
         the two nearer this point is the target (default: the target's start position).
