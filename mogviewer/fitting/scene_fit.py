@@ -744,7 +744,7 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
     split_blends : bool
         After the first fit, look for a neighbour blended with the target, one the detection
         could not deblend (no saddle between them: closer than ~2 r_e, or much fainter): the
-        most significant positive residual within :data:`SPLIT_RADIUS` half-light ellipses of
+        brightest positive residual within :data:`SPLIT_RADIUS` half-light ellipses of
         the target (S/N >= 5 over its residual segment) becomes a ``neighbour_profile``
         galaxy, everything is fitted again, and the new source is kept only if chi2 drops by
         more than the Bayesian information criterion's ``k ln N`` (k its free parameters,
