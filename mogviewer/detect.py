@@ -32,6 +32,12 @@ POINT_CONCENTRATION = 0.6
 #: A detection whose minor sigma is below this fraction of the PSF's cannot be a source seen through
 #: the PSF: a cosmic ray, a hot pixel or an edge artefact (kind 'artefact', masked, never fitted).
 ARTEFACT_SIZE = 0.35
+#: A neighbour whose segment flux is below this many sigmas (:attr:`Detection.snr`) is masked,
+#: not modelled: the 2-sigma detection threshold on the smoothed image finds about one
+#: noise peak per 128x128 pure-noise image, and those have segment S/N 2-3 (measured on the
+#: simulated pairs of tests/test_scenes.py: 2.3-2.9), while a real neighbour worth modelling
+#: has S/N >= 5, the usual catalogue cut.
+MIN_SNR = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,10 @@ class Detection:
         Major axis, degrees counter-clockwise from +x, in [0, 180).
     kind : {'point', 'galaxy', 'artefact'}
         From the concentration and size against the PSF's (:func:`classify`).
+    snr : float
+        Significance of the segment's flux: ``flux / sqrt(sum of the pixel variances over the
+        segment)`` (variances ``1/ivar``, or the background's robust sigma squared); NaN when
+        unknown.
     """
 
     label: int
@@ -65,6 +75,7 @@ class Detection:
     sigma_minor: float
     angle: float
     kind: str
+    snr: float = math.nan
 
     @property
     def q(self):
@@ -239,6 +250,11 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
             segm = deblend_sources(np.where(bad, 0.0, sharp), segm, npixels=npixels,
                                    nlevels=nlevels, contrast=contrast, progress_bar=False)
         cat = SourceCatalog(data, segm, convolved_data=smooth, mask=bad)
+    # each segment's noise: the sum of its pixels' variances (the unsmoothed image's)
+    with np.errstate(divide="ignore"):
+        var = np.where(bad, 0.0, sig ** 2)
+    seg_var = np.bincount(np.asarray(segm.data).ravel(), weights=var.ravel(),
+                          minlength=int(segm.max_label) + 1)
     out = []
     for row in cat:
         x, y = float(row.x_centroid), float(row.y_centroid)
@@ -248,9 +264,11 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
         ang = float(row.orientation.value) % 180.0
         flux = float(row.segment_flux)
         conc = float(row.max_value) / flux if flux > 0 else 0.0
+        sv = float(seg_var[int(row.label)])
+        snr = flux / math.sqrt(sv) if sv > 0 else math.nan
         out.append(Detection(label=int(row.label), x=x, y=y, flux=flux,
                              area=int(row.area.value), sigma_major=a, sigma_minor=b, angle=ang,
-                             kind=classify(conc, b, psf_conc, psf_sigma)))
+                             kind=classify(conc, b, psf_conc, psf_sigma), snr=snr))
     out.sort(key=lambda d: -d.flux)
     segmap = np.asarray(segm.data, dtype=np.int32).copy()
     if dropped_mask is not None:
@@ -277,7 +295,7 @@ def _restore(segmap, dropped_mask):
 
 def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2.0,
                           neighbour_profile="exp", max_fitted=10, psf=None,
-                          neighbours="fit"):
+                          neighbours="fit", min_snr=MIN_SNR):
     """A starting :class:`~mogviewer.scene.Scene` from detections, and which are fitted.
 
     Parameters
@@ -294,6 +312,10 @@ def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2
     neighbours : {'fit', 'mask', 'ignore'}
         ``'fit'``: model them (up to ``max_fitted``); ``'mask'``: mask every other segment;
         ``'ignore'``: neither (the target alone, nothing masked).
+    min_snr : float
+        With ``'fit'``, a neighbour whose :attr:`Detection.snr` is below this is masked, not
+        modelled (a noise peak, or too faint to constrain; default :data:`MIN_SNR`); 0 models
+        every detection (up to ``max_fitted``).
 
     Returns
     -------
@@ -331,7 +353,9 @@ def scene_from_detections(detections, *, target=None, profile="ser", M=None, n=2
     masked = []
     if neighbours == "fit":
         for d in others:
-            if d.kind == "artefact" or len(sources) > max_fitted:
+            # below min_snr: a noise peak or a source too faint to constrain, masked (a few
+            # pixels of noise lost) rather than modelled by a free source
+            if d.kind == "artefact" or len(sources) > max_fitted or d.snr < min_snr:
                 masked.append(d)
             elif d.kind == "point":
                 sources.append(PointSource(d.flux, d.x, d.y))
