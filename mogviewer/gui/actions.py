@@ -422,12 +422,23 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         if self.state.data is None:
             self.show_error("Cannot open model", "Open an image before a model.")
             return False
+        try:      # the other sources of the scene (files written by the app since issue 17)
+            nb = engine.saved_neighbours(saved, name=Path(str(path)).name)
+        except engine.export_error_types() as exc:
+            self.show_error("Cannot open model", str(exc))
+            return False
+        has_scene = engine.SCENE_KEY in (saved.meta or {})
         if saved.profile in engine.PROFILES:
             self.state.set_profile(saved.profile, saved.M)
         self.state.set_sky(saved.sky != "none")
         self.state.model_path = str(path)
+        self.undo_stack.beginMacro(f"Load model {Path(path).name}")
+        if has_scene and tuple(nb) != self.state.neighbours:
+            self._push_scene(f"Sources of {Path(path).name}", neighbours=nb)
         self.push_params(saved.params, f"Load model {Path(path).name}")
-        self.state.log(f"Model from {path}: {format_params(saved.params)}")
+        self.undo_stack.endMacro()
+        self.state.log(f"Model from {path}: {format_params(saved.params)}"
+                       + (f"; {len(nb)} other sources" if has_scene else ""))
         self.add_recent("model", path)
         return True
 
@@ -568,8 +579,9 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         return True
 
     def _start_scene_fit(self):
-        """The target and the other sources together (fit_scene with the PSF's mixture), then
-        the target on the data minus them with the session's problem (its PSF mode)."""
+        """The target and the other sources together (fit_scene, the PSF used as the session's
+        mode says: the stamp itself in exact mode), then the target on the data minus them
+        with the session's problem (the same PSF mode)."""
         from .worker import SceneFitWorker
         s = self.state
         data, psf, mode, prof, M, free, sky, user = (s.data, s.psf_model, s.psf_mode,
@@ -577,16 +589,18 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
                                                      s.user_mask)
         n = s.params.n
         start, nb = s.params, s.neighbours
-        s.log(f"Scene fit: the target and {len(nb)} other sources")
+        s.log(f"Scene fit: the target and {len(nb)} other sources, PSF "
+              f"{'none' if psf is None else mode}")
 
         def problem_for(neighbours):
-            image = data.image - engine.neighbours_image(data, psf, neighbours)
+            image = data.image - engine.neighbours_image(data, psf, neighbours, psf_mode=mode)
             return engine.make_problem(data, psf=psf, psf_mode=mode, profile=prof, M=M,
                                        free=free, sky=sky, n=n, image=image, extra_mask=user)
 
         def job(should_stop):
             return engine.run_scene_fit(data, psf, problem_for, start, prof, M, nb, sky=sky,
-                                        extra_mask=user, should_stop=should_stop)
+                                        extra_mask=user, should_stop=should_stop,
+                                        psf_mode=mode)
 
         self.runner.start(None, None, worker=SceneFitWorker(job))
 
@@ -757,18 +771,19 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         res = s.result if s.result is not None and s.result.params == s.params else None
         ok = self._export("region", lambda: engine.write_region(
             path, params=s.params, profile=s.profile, M=s.M, result=res, data=s.data,
-            inputs=s.input_files()))
+            inputs=s.input_files(), neighbours=s.neighbours))
         if ok:
-            s.log(f"Wrote DS9 region {path}")
+            s.log(f"Wrote DS9 region {path} (the target and {len(s.neighbours)} other "
+                  "sources)")
         return ok
 
     def export_model_json(self, path):
         s = self.state
         ok = self._export("model", lambda: engine.write_model_json(
             path, params=s.params, problem=s.problem(), result=s.result,
-            source=s.image_path, inputs=s.input_files()))
+            source=s.image_path, inputs=s.input_files(), neighbours=s.neighbours))
         if ok:
-            s.log(f"Wrote model {path}")
+            s.log(f"Wrote model {path} (the target and {len(s.neighbours)} other sources)")
         return ok
 
     def export_png(self, path):

@@ -480,27 +480,107 @@ def write_imgblock(path, *, problem, result, data=None, psf_text="none", inputs=
     return mexport.write_imgblock(path, problem, result, data, psf_source=psf_text)
 
 
-def write_region(path, *, params, profile, M, result=None, data=None, inputs=()):
-    """DS9 region of the current ellipse (the fit's if ``result`` is given); refused over any
-    of ``inputs``."""
+def write_region(path, *, params, profile, M, result=None, data=None, inputs=(),
+                 neighbours=()):
+    """DS9 region of the scene (:func:`mogviewer.export.write_region`): the target's
+    half-light ellipse (the fit's if ``result`` is given) in green, labelled ``target``, and
+    every other source in yellow (a galaxy as its ellipse, a point source as a point);
+    refused over any of ``inputs``."""
     from types import SimpleNamespace
     path = check_output_path(path, "region", inputs=inputs)
     res = result if result is not None else SimpleNamespace(params=params, profile=profile, M=M)
     wcs = getattr(data, "wcs", None) if data is not None else None
-    return mexport.write_region(path, res, wcs)
+    return mexport.write_region(path, res, wcs, text=f"target {profile}{M}",
+                                others=tuple(neighbours))
 
 
-def write_model_json(path, *, params, problem, result=None, source=None, inputs=()):
-    """Re-loadable model JSON; refused over any of ``inputs``."""
+#: The key of a model JSON file that holds every source of the scene (the app's addition to
+#: :func:`mogviewer.export.write_model_json`; the reader keeps unknown keys in ``meta``).
+SCENE_KEY = "scene_sources"
+
+
+def _source_doc(src, *, is_target=False):
+    """One source of the scene as JSON: 0-based pixel centre, ``angle`` CCW from +x in
+    degrees, ``re`` the semi-major half-light radius in pixels, flux in image units."""
+    if getattr(src, "kind", "") == "point":
+        doc = {"kind": "point", "flux": float(src.flux), "x": float(src.x), "y": float(src.y)}
+    else:
+        doc = {"kind": "galaxy", "profile": src.profile,
+               "M": None if src.M is None else int(src.M), "flux": float(src.flux),
+               "x": float(src.x), "y": float(src.y), "re": float(src.re), "q": float(src.q),
+               "angle": float(src.angle), "n": None if src.n is None else float(src.n)}
+    doc["is_target"] = bool(is_target)
+    return doc
+
+
+def write_model_json(path, *, params, problem, result=None, source=None, inputs=(),
+                     neighbours=()):
+    """Re-loadable model JSON (:func:`mogviewer.export.write_model_json`, the target) with
+    every source of the scene under :data:`SCENE_KEY`: the target first (``is_target``), then
+    the other sources (``kind`` 'point' or 'galaxy' with its profile and ellipse). Atomic;
+    refused over any of ``inputs``."""
     path = check_output_path(path, "model JSON", inputs=inputs)
     model = result if result is not None and result.params == params else params
-    return mexport.write_model_json(path, model, problem=problem, profile=problem.profile,
-                                      M=problem.M, source=source)
+    with atomic_output(path, "model JSON", inputs=inputs) as tmp:
+        mexport.write_model_json(tmp, model, problem=problem, profile=problem.profile,
+                                 M=problem.M, source=source)
+        with open(tmp, encoding="utf-8") as f:
+            doc = json.load(f)
+        p = params
+        target = {"kind": "galaxy", "profile": problem.profile, "M": int(problem.M),
+                  "flux": float(p.flux), "x": float(p.x), "y": float(p.y), "re": float(p.re),
+                  "q": float(p.q), "angle": float(p.angle),
+                  "n": None if p.n is None or problem.profile != "ser" else float(p.n),
+                  "is_target": True}
+        doc[SCENE_KEY] = [target] + [_source_doc(s) for s in neighbours]
+        text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return path
 
 
 def read_model_json(path):
     """A ``SavedModel`` (``.params``, ``.profile``, ``.M``, ``.sky``, ``.free``, ``.psf``)."""
     return mexport.read_model_json(path)
+
+
+def saved_neighbours(saved, *, name="model"):
+    """The other sources of a model file (:data:`SCENE_KEY`, target excluded) as
+    ``PointSource`` / ``Galaxy`` values; ``()`` for a file with the target only. Raises
+    ``ModelFileError`` naming the bad entry (a wrong kind, a missing or non-finite value, an
+    axis ratio out of (0, 1])."""
+    from ..scene import Galaxy, PointSource
+    entries = (saved.meta or {}).get(SCENE_KEY)
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise mexport.ModelFileError(f"{name}: '{SCENE_KEY}' must be a list of sources")
+    out = []
+    for k, e in enumerate(entries):
+        try:
+            if not isinstance(e, dict):
+                raise TypeError("not an object")
+            if e.get("is_target"):
+                continue
+            nums = {key: e[key] for key in ("flux", "x", "y", "re", "q", "angle", "n")
+                    if key in e and e[key] is not None}
+            for key, v in nums.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                        or not np.isfinite(v):
+                    raise ValueError(f"{key} = {v!r} is not a finite number")
+            if e.get("kind") == "point":
+                out.append(PointSource(float(e["flux"]), float(e["x"]), float(e["y"])))
+            elif e.get("kind") == "galaxy":
+                out.append(Galaxy(profile=str(e["profile"]), M=e.get("M"),
+                                  flux=float(e["flux"]), x=float(e["x"]), y=float(e["y"]),
+                                  re=float(e["re"]), q=float(e["q"]),
+                                  angle=float(e["angle"]), n=nums.get("n")))
+            else:
+                raise ValueError(f"kind {e.get('kind')!r} is not 'point' or 'galaxy'")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise mexport.ModelFileError(f"{name}: source {k} of '{SCENE_KEY}' is invalid "
+                                         f"({exc})") from None
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------- routing
@@ -579,23 +659,32 @@ def _classify_array(arr, current_shape):
 SOURCE_KINDS = ("point", "exp", "dev", "ser")
 
 
-def observation(data, psf_model, *, extra_mask=None):
-    """An :class:`mogviewer.observation.Observation` of the image with the PSF's mixture
-    (scenes are rendered and fitted with the mixture: :func:`mogviewer.fitting.scene_fit.
-    fit_scene` takes a Mixture) and the user's mask added."""
+def _library_psf_mode(psf_mode):
+    """The library's ``psf_mode`` of the app's: 'exact' is ``'auto'`` (a PSF image used
+    exactly, a mixture file stays a mixture: the command line's default), 'mixture' the
+    Gaussian mixture only."""
+    return "auto" if psf_mode == "exact" else "mixture"
+
+
+def observation(data, psf_model, *, extra_mask=None, psf_mode="exact"):
+    """An :class:`mogviewer.observation.Observation` of the image with the user's mask added
+    and the PSF used as the session says: in exact mode the stamp itself (an
+    :class:`~mogviewer.render.exact.ExactPsf`: the mixture plus the FFT-applied residual, as
+    the one-galaxy fit and ``mogviewer fit --neighbours fit`` use it), in mixture mode its
+    Gaussian mixture only."""
     from ..observation import Observation
     mask = data.mask if extra_mask is None else (data.mask | extra_mask)
-    return Observation.from_arrays(data.image, ivar=data.ivar, mask=mask,
-                                   psf=None if psf_model is None else psf_model.mixture)
+    return Observation.from_arrays(data.image, ivar=data.ivar, mask=mask, psf=psf_model,
+                                   psf_mode=_library_psf_mode(psf_mode))
 
 
-def neighbours_image(data, psf_model, neighbours):
-    """The model image of the other sources (no sky): what is taken from the data before the
-    target is fitted."""
+def neighbours_image(data, psf_model, neighbours, *, psf_mode="exact"):
+    """The model image of the other sources (no sky), convolved with the PSF as the session's
+    ``psf_mode`` says: what is taken from the data before the target is fitted."""
     from ..scene import Scene
     if not neighbours:
         return np.zeros(data.shape)
-    obs = observation(data, psf_model)
+    obs = observation(data, psf_model, psf_mode=psf_mode)
     return Scene(tuple(neighbours)).render(obs, sources=range(len(neighbours)))
 
 
@@ -655,9 +744,10 @@ def detect_scene(data, psf_model, *, target, profile, M, n, extra_mask=None, max
 
 
 def run_scene_fit(data, psf_model, problem_for, target_params, profile, M, neighbours, *,
-                  sky, extra_mask=None, should_stop=None):
+                  sky, extra_mask=None, should_stop=None, psf_mode="exact"):
     """Fit the target and its neighbours jointly (:func:`mogviewer.fitting.scene_fit.
-    fit_scene`, the PSF's mixture), then the target alone on the data minus the fitted
+    fit_scene`, the PSF used as ``psf_mode`` says: the stamp itself in exact mode, as
+    ``mogviewer fit --neighbours fit`` does), then the target alone on the data minus the fitted
     neighbours with the session's own problem (``problem_for(neighbours)``: its PSF mode,
     free parameters and sky), so the result is an ordinary FitResult whose errors hold the
     neighbours fixed. Returns ``(FitResult, neighbours, SceneFitResult)``."""
@@ -665,7 +755,7 @@ def run_scene_fit(data, psf_model, problem_for, target_params, profile, M, neigh
     from ..scene import Scene
     scene = Scene.from_params(target_params, profile, None if profile == "ser" else M)
     scene = Scene(scene.sources + tuple(neighbours), sky=target_params.sky)
-    obs = observation(data, psf_model, extra_mask=extra_mask)
+    obs = observation(data, psf_model, extra_mask=extra_mask, psf_mode=psf_mode)
     sres = fit_scene(obs, scene, sky="constant" if sky else "none", should_stop=should_stop)
     best = sres.scene
     t = best.sources[0]

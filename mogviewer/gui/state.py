@@ -349,12 +349,13 @@ class SessionState:
         return self.data.mask if self.user_mask is None else (self.data.mask | self.user_mask)
 
     def neighbours_image(self, neighbours=None):
-        """The model of the other sources (cached per sources and PSF)."""
+        """The model of the other sources (cached per sources, PSF and PSF mode)."""
         nb = self.neighbours if neighbours is None else tuple(neighbours)
-        key = (nb, id(self.psf_model), id(self.data))
+        key = (nb, id(self.psf_model), self.psf_mode, id(self.data))
         if self._nb_image is not None and self._nb_image[0] == key:
             return self._nb_image[1]
-        img = _ro(engine.neighbours_image(self.data, self.psf_model, nb))
+        img = _ro(engine.neighbours_image(self.data, self.psf_model, nb,
+                                          psf_mode=self.psf_mode))
         if neighbours is None:
             self._nb_image = (key, img)
         return img
@@ -368,7 +369,8 @@ class SessionState:
         image = None
         if neighbours:
             nb_img = (self.neighbours_image() if neighbours == self.neighbours
-                      else engine.neighbours_image(self.data, self.psf_model, neighbours))
+                      else engine.neighbours_image(self.data, self.psf_model, neighbours,
+                                                   psf_mode=self.psf_mode))
             image = self.data.image - nb_img
         return engine.make_problem(
             self.data, psf=self.psf_model, psf_mode=self.psf_mode,
