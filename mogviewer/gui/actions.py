@@ -22,6 +22,9 @@ from .worker import FitRunner, Tasks
 
 MAX_RECENT = 10
 
+#: What the worker of a joint fit returns when it was cancelled before fitting.
+_JOINT_CANCELLED = object()
+
 FILE_FILTERS = {
     "image": "Images (*.fits *.fit *.fts *.fits.gz *.fz *.npy);;All files (*)",
     "psf": "PSF (*.fits *.fit *.fits.gz *.npy *.json *.psf);;All files (*)",
@@ -54,7 +57,9 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
 
     Signals
     -------
-    fit_finished(FitResult) : a fit ended (after the state was updated).
+    fit_finished(object) : a fit ended (after the state was updated): its FitResult, or the
+        :class:`.engine.JointFit` of a joint fit of all bands (None: a joint fit cancelled
+        before it started fitting).
     fit_progressed(FitProgress) : one per optimiser iteration.
     sample_finished(Posterior) : a posterior sampling ended (complete or cancelled), or None
         when it failed.
@@ -321,12 +326,84 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         if s.data is None or s.data.hdu == index:
             return False
         ok = self.reopen_image(hdu=int(index))
+        if ok and self._show_joint_band():
+            self._edits_since_load += 1      # the band's fitted model: not a start to redo
         if ok and s.psf_path is not None:
             # a multi-band PSF file: follow the band
             hdu = engine.psf_hdu_for_band(s.psf_path, s.data.band)
             if hdu is not None:
                 self.open_psf(s.psf_path, hdu=hdu)
         return ok
+
+    # ------------------------------------------------------------------ several bands
+    def set_joint(self, on):
+        """The "joint (all bands)" switch (see :meth:`_start_joint_fit`)."""
+        self.state.set_joint(on)
+
+    def _show_joint_band(self):
+        """After a joint fit, show the shown band's fitted model: its target (shared shape,
+        its flux and sky) and its other sources, so that the panels hold this band's model,
+        residual and chi. False when there is no joint fit of this band."""
+        s = self.state
+        jf = s.joint_fit
+        if jf is None or s.data is None or s.params is None or s.data.band not in \
+                jf.result.bands:
+            return False
+        b = s.data.band
+        s.set_neighbours(jf.neighbours(b), origin="fit")
+        s.set_params(jf.params(b, s.params), origin="fit", clear_result=False)
+        s.joint_changed.emit()
+        return True
+
+    def _start_joint_fit(self):
+        """Every band of the file at once in the worker thread (:func:`.engine.run_joint_fit`,
+        as ``mogviewer fit --bands``): the shown band's target and other sources are the
+        start, its grid the reference; Cancel stops it."""
+        from .worker import SceneFitWorker
+        s = self.state
+        path, opts, start, nb = s.image_path, s.image_options, s.params, s.neighbours
+        prof, M, sky, mode, user = s.profile, s.M, s.sky_on, s.psf_mode, s.user_mask
+        psf_path = s.psf_path
+        band = s.data.band
+        bands = [b for _i, b in engine.image_bands(path)]
+        s.log(f"Joint fit of the bands {' '.join(bands)} (reference grid: {band}): centre, "
+              f"shape{' and n' if prof == 'ser' else ''} shared, a flux and a sky per band; "
+              f"{len(nb)} other sources; PSF "
+              + ("none (each band integrated over the pixel)" if psf_path is None else
+                 f"{Path(psf_path).name}, the HDU of each band, {mode}"))
+
+        def job(should_stop):
+            jf = engine.run_joint_fit(path, opts, start, profile=prof, M=M, sky=sky,
+                                      psf_path=psf_path, psf_mode=mode, reference_band=band,
+                                      neighbours=nb, extra_mask=user, should_stop=should_stop)
+            return _JOINT_CANCELLED if jf is None else jf
+
+        self.runner.start(None, None, worker=SceneFitWorker(job))
+
+    def _on_joint_finished(self, jf):
+        s = self.state
+        self._fit_start = None
+        s.set_busy(False)
+        if jf is _JOINT_CANCELLED:
+            s.log("Joint fit cancelled while the bands were read: nothing changed.")
+            self._status("Joint fit cancelled")
+            self.update_enabled()
+            self.fit_finished.emit(None)
+            return
+        self._edits_since_load += 1
+        res = jf.result
+        s.set_joint_fit(jf)
+        self._show_joint_band()
+        lines = [f"Joint fit {res.status} in {res.elapsed:.2f} s, {res.nfev} evaluations: "
+                 f"chi2/nu = {res.chi2_nu:.4f} (nu = {res.nu}) over {' '.join(res.bands)}",
+                 f"  ties used: {res.ties}"]
+        lines += [f"  {ln}" for ln in engine.joint_summary(jf, shown=s.data.band)[2:]]
+        lines += [f"  {m}" for m in res.messages]
+        s.log("\n".join(lines))
+        self._status(f"Joint fit {res.status}: chi2/nu = {res.chi2_nu:.4f} over "
+                     f"{len(res.bands)} bands")
+        self.update_enabled()
+        self.fit_finished.emit(jf)
 
     def set_zeropoint(self, zp):
         if self.state.data is None:
@@ -572,7 +649,9 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         s.log(f"Fit {s.profile} M={s.M}, sky {'on' if s.sky_on else 'off'}, "
               f"PSF {engine.psf_info_text(problem.psf_info) if s.psf_model else 'none'}"
               f"; free: {free}; start: {format_params(s.params)}")
-        if s.neighbours:
+        if s.joint and len(engine.image_bands(s.image_path)) >= 2:
+            self._start_joint_fit()
+        elif s.neighbours:
             self._start_scene_fit()
         else:
             self.runner.start(problem, s.params)
@@ -623,6 +702,9 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         self.fit_progressed.emit(snap)
 
     def _on_fit_finished(self, result):
+        if isinstance(result, engine.JointFit) or result is _JOINT_CANCELLED:
+            self._on_joint_finished(result)
+            return
         s = self.state
         old_p, old_r = self._fit_start or (s.params, s.result)
         self._fit_start = None
@@ -666,7 +748,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
 
     def update_enabled(self, *_):
         has_img = self.state.data is not None
-        has_res = self.state.result is not None
+        has_res = self.state.result is not None or self.state.joint_fit is not None
         busy = self.state.busy
         for k, a in self.export_actions.items():
             need_res = k in ("csv", "imgblock")
@@ -740,6 +822,8 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
 
     def export_csv(self, path, *, append=False):
         s = self.state
+        if s.joint_fit is not None:
+            return self._export_joint_csv(path, append=append)
         if s.result is None:
             self.show_error("Nothing to export", "Fit first: the CSV row holds a fit result.")
             return False
@@ -752,6 +836,22 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         ok = self._export("CSV", go)
         if ok:
             s.log(f"{'Appended a row to' if append else 'Wrote'} {path}")
+        return ok
+
+    def _export_joint_csv(self, path, *, append=False):
+        """The joint fit's rows, as ``mogviewer fit --bands`` writes them (one per source;
+        ``flux_<b>``, ``mag_<b>``, colours, ``ties``)."""
+        s = self.state
+
+        def go():
+            rows, columns = engine.joint_rows(s.joint_fit)
+            engine.write_csv(path, rows, append=append, inputs=s.input_files(),
+                             columns=columns)
+
+        ok = self._export("CSV", go)
+        if ok:
+            s.log(f"{'Appended the joint fit rows to' if append else 'Wrote'} {path} "
+                  f"(bands {' '.join(s.joint_fit.result.bands)})")
         return ok
 
     def export_imgblock(self, path):
