@@ -986,8 +986,9 @@ def run_joint_fit(path, options, params, *, profile, M, sky, psf_path, psf_mode,
 
     Each band's PSF mixture has the automatic K (``n_components`` None), as the band selector
     reads it. Returns a :class:`JointFit` (its result's status ``'cancelled'`` when
-    ``should_stop`` ended the fit), or None when it was cancelled before fitting; raises :class:`FitError` (a message for people)
-    when the file has fewer than two bands or a band has no PSF.
+    ``should_stop`` ended the fit), or None when it was cancelled before fitting; raises
+    :class:`FitError` (a message for people) when the file has fewer than two bands or a band
+    has no PSF.
     """
     from ..batch.band_task import psf_hdu_for_band as band_psf_hdu
     from ..batch.scene_task import psf_columns

@@ -45,7 +45,7 @@ def cutout(tmp_path_factory):
 def open_joint(qtbot, settings, path):
     w = MainWindow(settings=settings)
     qtbot.addWidget(w)
-    c, s = w.commands, w.state
+    c = w.commands
     assert c.open_image(path)
     with qtbot.waitSignal(c.psf_loaded, timeout=PSF_TIMEOUT_MS):
         c.open_psf(DECALS_PSF)
@@ -155,3 +155,32 @@ def test_joint_fit_refuses_a_psf_without_the_bands(qtbot, settings, errors, cuto
 def test_joint_switch_disabled_for_one_band(window):
     """The bundled sample has one image: no joint fit to offer."""
     assert not window.params.joint_box.isEnabled()
+
+
+def test_joint_fit_without_psf_and_magnitudes(qtbot, settings, errors, cutout, tmp_path):
+    """No PSF at all: as a one-band fit with no PSF, every band is integrated over the pixel
+    (the log says so); with a zeropoint each band has its magnitude, in the panel and the CSV
+    (DECaLS DR9 fluxes are nanomaggies: zeropoint 22.5)."""
+    w = MainWindow(settings=settings)
+    qtbot.addWidget(w)
+    c, p = w.commands, w.params
+    assert c.open_image(cutout)
+    assert c.set_zeropoint(22.5)
+    p.joint_box.setChecked(True)
+    with qtbot.waitSignal(c.fit_finished, timeout=FIT_TIMEOUT_MS) as blk:
+        assert c.start_fit()
+    jf = blk.args[0]
+    assert jf.result.status == "converged" and not errors
+    assert all(o.psf is None for o in jf.observations.values())
+    assert "each band integrated over the pixel" in w.log_view.toPlainText()
+    out = tmp_path / "joint.csv"
+    assert c.export_csv(out)
+    with open(out, newline="") as f:
+        row = next(csv.DictReader(f))
+    t = jf.result.scenes[0].sources[0]
+    flux_g = float(row["flux_g"])
+    assert float(row["mag_g"]) == pytest.approx(22.5 - 2.5 * np.log10(flux_g), abs=1e-9)
+    assert f"mag = {float(row['mag_g']):.3f}" in p.joint_label.text()
+    assert row["psf_mode"] == "" or row["psf_mode"] in ("pixel", "none")
+    assert flux_g == pytest.approx(t.flux / t.mixture().flux_fraction, rel=1e-12)
+    w.commands.shutdown()
