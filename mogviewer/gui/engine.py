@@ -1101,7 +1101,11 @@ def joint_summary(jf, *, shown=None):
         if zp is not None and flux > 0:
             mag = zp - 2.5 * np.log10(flux)
             text += f", mag = {mag:.3f} \u00b1 {2.5 / np.log(10) * ferr / s.flux:.3f}"
-        text += f", chi2/nu = {res.chi2_band[k] / max(jf.observations[b].n_good, 1):.3f}"
+        # as the CSV's chi2_nu_<b>: the band's own parameters and its share of the shared
+        own = sum(1 for bb, _j, _p in res.names if bb == b)
+        shared_n = sum(1 for bb, _j, _p in res.names if bb is None)
+        dof = jf.observations[b].n_good - own - shared_n / len(res.bands)
+        text += f", chi2/nu = {res.chi2_band[k] / dof:.3f}" if dof > 0 else ""
         lines.append(text)
     for b1, b2 in zip(res.bands, res.bands[1:]):
         c, ce = res.colour(i, b1, b2)

@@ -397,15 +397,15 @@ class ParamsPanel(QtWidgets.QWidget):
         grid.addWidget(QtWidgets.QLabel("zeropoint"), 2, 0)
         grid.addWidget(self.zp_edit, 2, 1, 1, 2)
         grid.addWidget(self._small("mag"), 2, 3)
-        grid.addWidget(QtWidgets.QLabel("PSF"), 2, 0)
-        grid.addWidget(self.psf_label, 2, 1, 1, 3)
-        grid.addWidget(self.psf_open_button, 3, 1)
-        grid.addWidget(self.psf_remove_button, 3, 2, 1, 2)
+        grid.addWidget(QtWidgets.QLabel("PSF"), 3, 0)
+        grid.addWidget(self.psf_label, 3, 1, 1, 3)
+        grid.addWidget(self.psf_open_button, 4, 1)
+        grid.addWidget(self.psf_remove_button, 4, 2, 1, 2)
         self.pos_label = QtWidgets.QLabel("PSFEx x, y")
-        grid.addWidget(self.pos_label, 4, 0)
-        grid.addWidget(self.pos_x, 4, 1)
-        grid.addWidget(self.pos_y, 4, 2)
-        grid.addWidget(self.pos_button, 4, 3)
+        grid.addWidget(self.pos_label, 5, 0)
+        grid.addWidget(self.pos_x, 5, 1)
+        grid.addWidget(self.pos_y, 5, 2)
+        grid.addWidget(self.pos_button, 5, 3)
         self.psf_mode_combo = QtWidgets.QComboBox()
         self.psf_mode_combo.addItem("exact (the PSF image)", "exact")
         self.psf_mode_combo.addItem("mixture only", "mixture")
@@ -428,9 +428,9 @@ class ParamsPanel(QtWidgets.QWidget):
             "peak: max|stamp - mixture| / max(stamp). The same figures are the CSV's psf_k, "
             "psf_size_ratio, psf_res_flux, psf_res_peak.")
         self.psf_mode_label = QtWidgets.QLabel("PSF mode")
-        grid.addWidget(self.psf_mode_label, 5, 0)
-        grid.addWidget(self.psf_mode_combo, 5, 1, 1, 3)
-        grid.addWidget(self.psf_quality_label, 6, 0, 1, 4)
+        grid.addWidget(self.psf_mode_label, 6, 0)
+        grid.addWidget(self.psf_mode_combo, 6, 1, 1, 3)
+        grid.addWidget(self.psf_quality_label, 7, 0, 1, 4)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(2, 1)
         self.state.image_changed.connect(self.show_image)
@@ -533,11 +533,19 @@ class ParamsPanel(QtWidgets.QWidget):
         self.joint_label.setText("\n".join(engine.joint_summary(jf, shown=band)))
         self.joint_label.setVisible(True)
         if not s.busy:
+            res = jf.result
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
-            self.progress.setFormat(f"joint: {jf.result.status.replace('_', ' ')}")
-            self.chi2_label.setText(f"\u03c7\u00b2/\u03bd = {jf.result.chi2_nu:.4f} all bands "
-                                    f"(\u03bd = {jf.result.nu})")
+            self.progress.setFormat(f"joint: {res.status.replace('_', ' ')}")
+            flags = sorted({f.name for fl in (res.flags or ()) for f in engine.FitFlags
+                            if f.value and f in fl})
+            self.status_label.setText(
+                f"joint fit {res.status}, {res.nfev} evaluations, {res.elapsed:.2f} s"
+                + ("" if not flags else "\nflags: " + ", ".join(flags)))
+            self.status_label.setStyleSheet("color: #a33;" if flags else "")
+            for lab in self.err_labels.values():     # the errors are in the joint summary
+                lab.setText("")
+            self._on_model()
 
     def _on_hdu_combo(self, _i):
         idx = self.hdu_combo.currentData()
@@ -649,6 +657,8 @@ class ParamsPanel(QtWidgets.QWidget):
             return
         jf = self.state.joint_fit
         if jf is not None and not self.state.busy and self.state.data is not None:
+            # this band's chi2 (its model and residuals are what the panels show) and the
+            # joint fit's over every band
             self.chi2_label.setText(
                 f"\u03c7\u00b2/\u03bd = {im.chi2_nu:.4f} band {self.state.data.band}, "
                 f"{jf.result.chi2_nu:.4f} all bands")
