@@ -392,8 +392,22 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
             return
         self._edits_since_load += 1
         res = jf.result
+        b = s.data.band
+        if b in res.bands and s.params is not None:
+            # the shown band's fitted target and other sources, as one undo step (undo goes
+            # back to the start and drops the joint fit)
+            new_nb, new_p = jf.neighbours(b), jf.params(b, s.params)
+            self.undo_stack.beginMacro(f"Joint fit ({res.status})")
+            if new_nb != s.neighbours:
+                self.undo_stack.push(SetSceneCommand(s, (s.neighbours, None), (new_nb, None),
+                                                     "Fit the other sources",
+                                                     old_result=s.result, new_result=None))
+            self.undo_stack.push(SetParamsCommand(s, s.params, new_p,
+                                                  f"Joint fit ({res.status})",
+                                                  old_result=s.result, new_result=None))
+            self.undo_stack.endMacro()
         s.set_joint_fit(jf)
-        self._show_joint_band()
+        s.request_render(immediate=True)
         lines = [f"Joint fit {res.status} in {res.elapsed:.2f} s, {res.nfev} evaluations: "
                  f"chi2/nu = {res.chi2_nu:.4f} (nu = {res.nu}) over {' '.join(res.bands)}",
                  f"  ties used: {res.ties}"]

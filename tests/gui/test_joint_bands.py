@@ -167,6 +167,7 @@ def test_joint_fit_without_psf_and_magnitudes(qtbot, settings, errors, cutout, t
     assert c.open_image(cutout)
     assert c.set_zeropoint(22.5)
     p.joint_box.setChecked(True)
+    jf_start = [w.state.params]
     with qtbot.waitSignal(c.fit_finished, timeout=FIT_TIMEOUT_MS) as blk:
         assert c.start_fit()
     jf = blk.args[0]
@@ -183,4 +184,10 @@ def test_joint_fit_without_psf_and_magnitudes(qtbot, settings, errors, cutout, t
     assert f"mag = {float(row['mag_g']):.3f}" in p.joint_label.text()
     assert row["psf_mode"] == "" or row["psf_mode"] in ("pixel", "none")
     assert flux_g == pytest.approx(t.flux / t.mixture().flux_fraction, rel=1e-12)
+    # one undo step goes back to the start and drops the joint fit
+    start = jf_start[0]
+    assert w.state.params != start
+    c.undo_stack.undo()
+    assert w.state.params == start and w.state.joint_fit is None
+    assert p.joint_label.isHidden()
     w.commands.shutdown()
