@@ -106,6 +106,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         state.result_changed.connect(self.update_enabled)
         state.params_changed.connect(self.update_enabled)
         state.mask_changed.connect(self.update_enabled)
+        state.joint_changed.connect(self.update_enabled)
         state.image_changed.connect(self._on_image_changed)
         state.busy_changed.connect(self._on_busy)
 
@@ -762,12 +763,13 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
 
     def update_enabled(self, *_):
         has_img = self.state.data is not None
-        has_res = self.state.result is not None or self.state.joint_fit is not None
+        has_res = self.state.result is not None
+        has_joint = self.state.joint_fit is not None     # a CSV of every band, no image block
         busy = self.state.busy
         for k, a in self.export_actions.items():
             need_res = k in ("csv", "imgblock")
-            a.setEnabled(has_img and (has_res or not need_res) and not busy
-                         and (k != "mask" or self.state.user_mask is not None))
+            a.setEnabled(has_img and (has_res or not need_res or (k == "csv" and has_joint))
+                         and not busy and (k != "mask" or self.state.user_mask is not None))
         self.q["open_mask_regions"].setEnabled(has_img and not busy)
         self.q["fit"].setEnabled(has_img and not busy)
         self.q["sample"].setEnabled(self.can_sample())

@@ -95,7 +95,8 @@ def test_joint_switch_fits_all_bands_and_shows_each(qtbot, settings, errors, cut
     # and its chi2 is the joint fit's chi2 of that band (same model, PSF and pixels)
     assert s.images.chi2 == pytest.approx(res.chi2_band[2], rel=1e-6)
     assert "\u25b6 z:" in p.joint_label.text()
-    # the CSV: the command line's multi-band row
+    # the CSV: the command line's multi-band row (enabled; the one-band image block is not)
+    assert c.export_actions["csv"].isEnabled() and not c.export_actions["imgblock"].isEnabled()
     out = tmp_path / "joint.csv"
     assert c.export_csv(out)
     with open(out, newline="") as f:
