@@ -22,6 +22,9 @@ from .worker import FitRunner, Tasks
 
 MAX_RECENT = 10
 
+#: What the worker of a joint fit returns when it was cancelled before fitting.
+_JOINT_CANCELLED = object()
+
 FILE_FILTERS = {
     "image": "Images (*.fits *.fit *.fts *.fits.gz *.fz *.npy);;All files (*)",
     "psf": "PSF (*.fits *.fit *.fits.gz *.npy *.json *.psf);;All files (*)",
@@ -54,7 +57,9 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
 
     Signals
     -------
-    fit_finished(FitResult) : a fit ended (after the state was updated).
+    fit_finished(object) : a fit ended (after the state was updated): its FitResult, or the
+        :class:`.engine.JointFit` of a joint fit of all bands (None: a joint fit cancelled
+        before it started fitting).
     fit_progressed(FitProgress) : one per optimiser iteration.
     sample_finished(Posterior) : a posterior sampling ended (complete or cancelled), or None
         when it failed.
@@ -101,6 +106,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         state.result_changed.connect(self.update_enabled)
         state.params_changed.connect(self.update_enabled)
         state.mask_changed.connect(self.update_enabled)
+        state.joint_changed.connect(self.update_enabled)
         state.image_changed.connect(self._on_image_changed)
         state.busy_changed.connect(self._on_busy)
 
@@ -321,12 +327,98 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         if s.data is None or s.data.hdu == index:
             return False
         ok = self.reopen_image(hdu=int(index))
+        if ok and self._show_joint_band():
+            self._edits_since_load += 1      # the band's fitted model: not a start to redo
         if ok and s.psf_path is not None:
             # a multi-band PSF file: follow the band
             hdu = engine.psf_hdu_for_band(s.psf_path, s.data.band)
             if hdu is not None:
                 self.open_psf(s.psf_path, hdu=hdu)
         return ok
+
+    # ------------------------------------------------------------------ several bands
+    def set_joint(self, on):
+        """The "joint (all bands)" switch (see :meth:`_start_joint_fit`)."""
+        self.state.set_joint(on)
+
+    def _show_joint_band(self):
+        """After a joint fit, show the shown band's fitted model: its target (shared shape,
+        its flux and sky) and its other sources, so that the panels hold this band's model,
+        residual and chi. False when there is no joint fit of this band."""
+        s = self.state
+        jf = s.joint_fit
+        if jf is None or s.data is None or s.params is None or s.data.band not in \
+                jf.result.bands:
+            return False
+        b = s.data.band
+        s.set_neighbours(jf.neighbours(b), origin="fit")
+        s.set_params(jf.params(b, s.params), origin="fit", clear_result=False)
+        s.joint_changed.emit()
+        return True
+
+    def _start_joint_fit(self):
+        """Every band of the file at once in the worker thread (:func:`.engine.run_joint_fit`,
+        as ``mogviewer fit --bands``): the shown band's target and other sources are the
+        start, its grid the reference; Cancel stops it."""
+        from .worker import SceneFitWorker
+        s = self.state
+        path, opts, start, nb = s.image_path, s.image_options, s.params, s.neighbours
+        prof, M, sky, mode, user = s.profile, s.M, s.sky_on, s.psf_mode, s.user_mask
+        psf_path = s.psf_path
+        band = s.data.band
+        bands = [b for _i, b in engine.image_bands(path)]
+        s.log(f"Joint fit of the bands {' '.join(bands)} (reference grid: {band}): centre, "
+              f"shape{' and n' if prof == 'ser' else ''} shared, a flux and a sky per band; "
+              f"{len(nb)} other sources; PSF "
+              + ("none (each band integrated over the pixel)" if psf_path is None else
+                 f"{Path(psf_path).name}, the HDU of each band, {mode}"))
+
+        def job(should_stop):
+            jf = engine.run_joint_fit(path, opts, start, profile=prof, M=M, sky=sky,
+                                      psf_path=psf_path, psf_mode=mode, reference_band=band,
+                                      neighbours=nb, extra_mask=user, should_stop=should_stop)
+            return _JOINT_CANCELLED if jf is None else jf
+
+        self.runner.start(None, None, worker=SceneFitWorker(job))
+
+    def _on_joint_finished(self, jf):
+        s = self.state
+        self._fit_start = None
+        s.set_busy(False)
+        if jf is _JOINT_CANCELLED:
+            s.log("Joint fit cancelled while the bands were read: nothing changed.")
+            self._status("Joint fit cancelled")
+            self.update_enabled()
+            self.fit_finished.emit(None)
+            return
+        self._edits_since_load += 1
+        res = jf.result
+        b = s.data.band
+        if b in res.bands and s.params is not None:
+            # the shown band's fitted target and other sources, as one undo step (undo goes
+            # back to the start and drops the joint fit)
+            new_nb, new_p = jf.neighbours(b), jf.params(b, s.params)
+            self.undo_stack.beginMacro(f"Joint fit ({res.status})")
+            if new_nb != s.neighbours:
+                self.undo_stack.push(SetSceneCommand(s, (s.neighbours, None), (new_nb, None),
+                                                     "Fit the other sources",
+                                                     old_result=s.result, new_result=None))
+            self.undo_stack.push(SetParamsCommand(s, s.params, new_p,
+                                                  f"Joint fit ({res.status})",
+                                                  old_result=s.result, new_result=None))
+            self.undo_stack.endMacro()
+        s.set_joint_fit(jf)
+        s.request_render(immediate=True)
+        lines = [f"Joint fit {res.status} in {res.elapsed:.2f} s, {res.nfev} evaluations: "
+                 f"chi2/nu = {res.chi2_nu:.4f} (nu = {res.nu}) over {' '.join(res.bands)}",
+                 f"  ties used: {res.ties}"]
+        lines += [f"  {ln}" for ln in engine.joint_summary(jf, shown=s.data.band)[2:]]
+        lines += [f"  {m}" for m in res.messages]
+        s.log("\n".join(lines))
+        self._status(f"Joint fit {res.status}: chi2/nu = {res.chi2_nu:.4f} over "
+                     f"{len(res.bands)} bands")
+        self.update_enabled()
+        self.fit_finished.emit(jf)
 
     def set_zeropoint(self, zp):
         if self.state.data is None:
@@ -422,12 +514,23 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         if self.state.data is None:
             self.show_error("Cannot open model", "Open an image before a model.")
             return False
+        try:      # the other sources of the scene (files written by the app since issue 17)
+            nb = engine.saved_neighbours(saved, name=Path(str(path)).name)
+        except engine.export_error_types() as exc:
+            self.show_error("Cannot open model", str(exc))
+            return False
+        has_scene = engine.SCENE_KEY in (saved.meta or {})
         if saved.profile in engine.PROFILES:
             self.state.set_profile(saved.profile, saved.M)
         self.state.set_sky(saved.sky != "none")
         self.state.model_path = str(path)
+        self.undo_stack.beginMacro(f"Load model {Path(path).name}")
+        if has_scene and tuple(nb) != self.state.neighbours:
+            self._push_scene(f"Sources of {Path(path).name}", neighbours=nb)
         self.push_params(saved.params, f"Load model {Path(path).name}")
-        self.state.log(f"Model from {path}: {format_params(saved.params)}")
+        self.undo_stack.endMacro()
+        self.state.log(f"Model from {path}: {format_params(saved.params)}"
+                       + (f"; {len(nb)} other sources" if has_scene else ""))
         self.add_recent("model", path)
         return True
 
@@ -561,15 +664,18 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         s.log(f"Fit {s.profile} M={s.M}, sky {'on' if s.sky_on else 'off'}, "
               f"PSF {engine.psf_info_text(problem.psf_info) if s.psf_model else 'none'}"
               f"; free: {free}; start: {format_params(s.params)}")
-        if s.neighbours:
+        if s.joint and len(engine.image_bands(s.image_path)) >= 2:
+            self._start_joint_fit()
+        elif s.neighbours:
             self._start_scene_fit()
         else:
             self.runner.start(problem, s.params)
         return True
 
     def _start_scene_fit(self):
-        """The target and the other sources together (fit_scene with the PSF's mixture), then
-        the target on the data minus them with the session's problem (its PSF mode)."""
+        """The target and the other sources together (fit_scene, the PSF used as the session's
+        mode says: the stamp itself in exact mode), then the target on the data minus them
+        with the session's problem (the same PSF mode)."""
         from .worker import SceneFitWorker
         s = self.state
         data, psf, mode, prof, M, free, sky, user = (s.data, s.psf_model, s.psf_mode,
@@ -577,16 +683,18 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
                                                      s.user_mask)
         n = s.params.n
         start, nb = s.params, s.neighbours
-        s.log(f"Scene fit: the target and {len(nb)} other sources")
+        s.log(f"Scene fit: the target and {len(nb)} other sources, PSF "
+              f"{'none' if psf is None else mode}")
 
         def problem_for(neighbours):
-            image = data.image - engine.neighbours_image(data, psf, neighbours)
+            image = data.image - engine.neighbours_image(data, psf, neighbours, psf_mode=mode)
             return engine.make_problem(data, psf=psf, psf_mode=mode, profile=prof, M=M,
                                        free=free, sky=sky, n=n, image=image, extra_mask=user)
 
         def job(should_stop):
             return engine.run_scene_fit(data, psf, problem_for, start, prof, M, nb, sky=sky,
-                                        extra_mask=user, should_stop=should_stop)
+                                        extra_mask=user, should_stop=should_stop,
+                                        psf_mode=mode)
 
         self.runner.start(None, None, worker=SceneFitWorker(job))
 
@@ -609,6 +717,9 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         self.fit_progressed.emit(snap)
 
     def _on_fit_finished(self, result):
+        if isinstance(result, engine.JointFit) or result is _JOINT_CANCELLED:
+            self._on_joint_finished(result)
+            return
         s = self.state
         old_p, old_r = self._fit_start or (s.params, s.result)
         self._fit_start = None
@@ -653,11 +764,12 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
     def update_enabled(self, *_):
         has_img = self.state.data is not None
         has_res = self.state.result is not None
+        has_joint = self.state.joint_fit is not None     # a CSV of every band, no image block
         busy = self.state.busy
         for k, a in self.export_actions.items():
             need_res = k in ("csv", "imgblock")
-            a.setEnabled(has_img and (has_res or not need_res) and not busy
-                         and (k != "mask" or self.state.user_mask is not None))
+            a.setEnabled(has_img and (has_res or not need_res or (k == "csv" and has_joint))
+                         and not busy and (k != "mask" or self.state.user_mask is not None))
         self.q["open_mask_regions"].setEnabled(has_img and not busy)
         self.q["fit"].setEnabled(has_img and not busy)
         self.q["sample"].setEnabled(self.can_sample())
@@ -726,6 +838,8 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
 
     def export_csv(self, path, *, append=False):
         s = self.state
+        if s.joint_fit is not None:
+            return self._export_joint_csv(path, append=append)
         if s.result is None:
             self.show_error("Nothing to export", "Fit first: the CSV row holds a fit result.")
             return False
@@ -738,6 +852,22 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         ok = self._export("CSV", go)
         if ok:
             s.log(f"{'Appended a row to' if append else 'Wrote'} {path}")
+        return ok
+
+    def _export_joint_csv(self, path, *, append=False):
+        """The joint fit's rows, as ``mogviewer fit --bands`` writes them (one per source;
+        ``flux_<b>``, ``mag_<b>``, colours, ``ties``)."""
+        s = self.state
+
+        def go():
+            rows, columns = engine.joint_rows(s.joint_fit)
+            engine.write_csv(path, rows, append=append, inputs=s.input_files(),
+                             columns=columns)
+
+        ok = self._export("CSV", go)
+        if ok:
+            s.log(f"{'Appended the joint fit rows to' if append else 'Wrote'} {path} "
+                  f"(bands {' '.join(s.joint_fit.result.bands)})")
         return ok
 
     def export_imgblock(self, path):
@@ -757,18 +887,19 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         res = s.result if s.result is not None and s.result.params == s.params else None
         ok = self._export("region", lambda: engine.write_region(
             path, params=s.params, profile=s.profile, M=s.M, result=res, data=s.data,
-            inputs=s.input_files()))
+            inputs=s.input_files(), neighbours=s.neighbours))
         if ok:
-            s.log(f"Wrote DS9 region {path}")
+            s.log(f"Wrote DS9 region {path} (the target and {len(s.neighbours)} other "
+                  "sources)")
         return ok
 
     def export_model_json(self, path):
         s = self.state
         ok = self._export("model", lambda: engine.write_model_json(
             path, params=s.params, problem=s.problem(), result=s.result,
-            source=s.image_path, inputs=s.input_files()))
+            source=s.image_path, inputs=s.input_files(), neighbours=s.neighbours))
         if ok:
-            s.log(f"Wrote model {path}")
+            s.log(f"Wrote model {path} (the target and {len(s.neighbours)} other sources)")
         return ok
 
     def export_png(self, path):

@@ -468,9 +468,11 @@ def result_row(result, *, data=None, problem=None, psf_text="none", posterior=No
                                  posterior=posterior)
 
 
-def write_csv(path, rows, *, append=False, inputs=()):
-    """CSV rows (atomic, or a locked append); refused over any of ``inputs``."""
-    return mexport.write_csv(path, rows, append=append, inputs=inputs)
+def write_csv(path, rows, *, append=False, inputs=(), columns=None):
+    """CSV rows (atomic, or a locked append); refused over any of ``inputs``. ``columns``:
+    the header (default the one-band columns; a joint fit's from :func:`joint_rows`)."""
+    kw = {} if columns is None else {"columns": tuple(columns)}
+    return mexport.write_csv(path, rows, append=append, inputs=inputs, **kw)
 
 
 def write_imgblock(path, *, problem, result, data=None, psf_text="none", inputs=()):
@@ -480,27 +482,107 @@ def write_imgblock(path, *, problem, result, data=None, psf_text="none", inputs=
     return mexport.write_imgblock(path, problem, result, data, psf_source=psf_text)
 
 
-def write_region(path, *, params, profile, M, result=None, data=None, inputs=()):
-    """DS9 region of the current ellipse (the fit's if ``result`` is given); refused over any
-    of ``inputs``."""
+def write_region(path, *, params, profile, M, result=None, data=None, inputs=(),
+                 neighbours=()):
+    """DS9 region of the scene (:func:`mogviewer.export.write_region`): the target's
+    half-light ellipse (the fit's if ``result`` is given) in green, labelled ``target``, and
+    every other source in yellow (a galaxy as its ellipse, a point source as a point);
+    refused over any of ``inputs``."""
     from types import SimpleNamespace
     path = check_output_path(path, "region", inputs=inputs)
     res = result if result is not None else SimpleNamespace(params=params, profile=profile, M=M)
     wcs = getattr(data, "wcs", None) if data is not None else None
-    return mexport.write_region(path, res, wcs)
+    return mexport.write_region(path, res, wcs, text=f"target {profile}{M}",
+                                others=tuple(neighbours))
 
 
-def write_model_json(path, *, params, problem, result=None, source=None, inputs=()):
-    """Re-loadable model JSON; refused over any of ``inputs``."""
+#: The key of a model JSON file that holds every source of the scene (the app's addition to
+#: :func:`mogviewer.export.write_model_json`; the reader keeps unknown keys in ``meta``).
+SCENE_KEY = "scene_sources"
+
+
+def _source_doc(src, *, is_target=False):
+    """One source of the scene as JSON: 0-based pixel centre, ``angle`` CCW from +x in
+    degrees, ``re`` the semi-major half-light radius in pixels, flux in image units."""
+    if getattr(src, "kind", "") == "point":
+        doc = {"kind": "point", "flux": float(src.flux), "x": float(src.x), "y": float(src.y)}
+    else:
+        doc = {"kind": "galaxy", "profile": src.profile,
+               "M": None if src.M is None else int(src.M), "flux": float(src.flux),
+               "x": float(src.x), "y": float(src.y), "re": float(src.re), "q": float(src.q),
+               "angle": float(src.angle), "n": None if src.n is None else float(src.n)}
+    doc["is_target"] = bool(is_target)
+    return doc
+
+
+def write_model_json(path, *, params, problem, result=None, source=None, inputs=(),
+                     neighbours=()):
+    """Re-loadable model JSON (:func:`mogviewer.export.write_model_json`, the target) with
+    every source of the scene under :data:`SCENE_KEY`: the target first (``is_target``), then
+    the other sources (``kind`` 'point' or 'galaxy' with its profile and ellipse). Atomic;
+    refused over any of ``inputs``."""
     path = check_output_path(path, "model JSON", inputs=inputs)
     model = result if result is not None and result.params == params else params
-    return mexport.write_model_json(path, model, problem=problem, profile=problem.profile,
-                                      M=problem.M, source=source)
+    with atomic_output(path, "model JSON", inputs=inputs) as tmp:
+        mexport.write_model_json(tmp, model, problem=problem, profile=problem.profile,
+                                 M=problem.M, source=source)
+        with open(tmp, encoding="utf-8") as f:
+            doc = json.load(f)
+        p = params
+        target = {"kind": "galaxy", "profile": problem.profile, "M": int(problem.M),
+                  "flux": float(p.flux), "x": float(p.x), "y": float(p.y), "re": float(p.re),
+                  "q": float(p.q), "angle": float(p.angle),
+                  "n": None if p.n is None or problem.profile != "ser" else float(p.n),
+                  "is_target": True}
+        doc[SCENE_KEY] = [target] + [_source_doc(s) for s in neighbours]
+        text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return path
 
 
 def read_model_json(path):
     """A ``SavedModel`` (``.params``, ``.profile``, ``.M``, ``.sky``, ``.free``, ``.psf``)."""
     return mexport.read_model_json(path)
+
+
+def saved_neighbours(saved, *, name="model"):
+    """The other sources of a model file (:data:`SCENE_KEY`, target excluded) as
+    ``PointSource`` / ``Galaxy`` values; ``()`` for a file with the target only. Raises
+    ``ModelFileError`` naming the bad entry (a wrong kind, a missing or non-finite value, an
+    axis ratio out of (0, 1])."""
+    from ..scene import Galaxy, PointSource
+    entries = (saved.meta or {}).get(SCENE_KEY)
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise mexport.ModelFileError(f"{name}: '{SCENE_KEY}' must be a list of sources")
+    out = []
+    for k, e in enumerate(entries):
+        try:
+            if not isinstance(e, dict):
+                raise TypeError("not an object")
+            if e.get("is_target"):
+                continue
+            nums = {key: e[key] for key in ("flux", "x", "y", "re", "q", "angle", "n")
+                    if key in e and e[key] is not None}
+            for key, v in nums.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                        or not np.isfinite(v):
+                    raise ValueError(f"{key} = {v!r} is not a finite number")
+            if e.get("kind") == "point":
+                out.append(PointSource(float(e["flux"]), float(e["x"]), float(e["y"])))
+            elif e.get("kind") == "galaxy":
+                out.append(Galaxy(profile=str(e["profile"]), M=e.get("M"),
+                                  flux=float(e["flux"]), x=float(e["x"]), y=float(e["y"]),
+                                  re=float(e["re"]), q=float(e["q"]),
+                                  angle=float(e["angle"]), n=nums.get("n")))
+            else:
+                raise ValueError(f"kind {e.get('kind')!r} is not 'point' or 'galaxy'")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise mexport.ModelFileError(f"{name}: source {k} of '{SCENE_KEY}' is invalid "
+                                         f"({exc})") from None
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------- routing
@@ -579,23 +661,32 @@ def _classify_array(arr, current_shape):
 SOURCE_KINDS = ("point", "exp", "dev", "ser")
 
 
-def observation(data, psf_model, *, extra_mask=None):
-    """An :class:`mogviewer.observation.Observation` of the image with the PSF's mixture
-    (scenes are rendered and fitted with the mixture: :func:`mogviewer.fitting.scene_fit.
-    fit_scene` takes a Mixture) and the user's mask added."""
+def _library_psf_mode(psf_mode):
+    """The library's ``psf_mode`` of the app's: 'exact' is ``'auto'`` (a PSF image used
+    exactly, a mixture file stays a mixture: the command line's default), 'mixture' the
+    Gaussian mixture only."""
+    return "auto" if psf_mode == "exact" else "mixture"
+
+
+def observation(data, psf_model, *, extra_mask=None, psf_mode="exact"):
+    """An :class:`mogviewer.observation.Observation` of the image with the user's mask added
+    and the PSF used as the session says: in exact mode the stamp itself (an
+    :class:`~mogviewer.render.exact.ExactPsf`: the mixture plus the FFT-applied residual, as
+    the one-galaxy fit and ``mogviewer fit --neighbours fit`` use it), in mixture mode its
+    Gaussian mixture only."""
     from ..observation import Observation
     mask = data.mask if extra_mask is None else (data.mask | extra_mask)
-    return Observation.from_arrays(data.image, ivar=data.ivar, mask=mask,
-                                   psf=None if psf_model is None else psf_model.mixture)
+    return Observation.from_arrays(data.image, ivar=data.ivar, mask=mask, psf=psf_model,
+                                   psf_mode=_library_psf_mode(psf_mode))
 
 
-def neighbours_image(data, psf_model, neighbours):
-    """The model image of the other sources (no sky): what is taken from the data before the
-    target is fitted."""
+def neighbours_image(data, psf_model, neighbours, *, psf_mode="exact"):
+    """The model image of the other sources (no sky), convolved with the PSF as the session's
+    ``psf_mode`` says: what is taken from the data before the target is fitted."""
     from ..scene import Scene
     if not neighbours:
         return np.zeros(data.shape)
-    obs = observation(data, psf_model)
+    obs = observation(data, psf_model, psf_mode=psf_mode)
     return Scene(tuple(neighbours)).render(obs, sources=range(len(neighbours)))
 
 
@@ -655,9 +746,10 @@ def detect_scene(data, psf_model, *, target, profile, M, n, extra_mask=None, max
 
 
 def run_scene_fit(data, psf_model, problem_for, target_params, profile, M, neighbours, *,
-                  sky, extra_mask=None, should_stop=None):
+                  sky, extra_mask=None, should_stop=None, psf_mode="exact"):
     """Fit the target and its neighbours jointly (:func:`mogviewer.fitting.scene_fit.
-    fit_scene`, the PSF's mixture), then the target alone on the data minus the fitted
+    fit_scene`, the PSF used as ``psf_mode`` says: the stamp itself in exact mode, as
+    ``mogviewer fit --neighbours fit`` does), then the target alone on the data minus the fitted
     neighbours with the session's own problem (``problem_for(neighbours)``: its PSF mode,
     free parameters and sky), so the result is an ordinary FitResult whose errors hold the
     neighbours fixed. Returns ``(FitResult, neighbours, SceneFitResult)``."""
@@ -665,7 +757,7 @@ def run_scene_fit(data, psf_model, problem_for, target_params, profile, M, neigh
     from ..scene import Scene
     scene = Scene.from_params(target_params, profile, None if profile == "ser" else M)
     scene = Scene(scene.sources + tuple(neighbours), sky=target_params.sky)
-    obs = observation(data, psf_model, extra_mask=extra_mask)
+    obs = observation(data, psf_model, extra_mask=extra_mask, psf_mode=psf_mode)
     sres = fit_scene(obs, scene, sky="constant" if sky else "none", should_stop=should_stop)
     best = sres.scene
     t = best.sources[0]
@@ -808,3 +900,217 @@ def colour_image(path, hdus, *, Q=8.0):
         raise mio.ImageReadError(f"{Path(str(path)).name}: the bands differ in shape")
     rgb = make_lupton_rgb(*planes, minimum=0.0, stretch=0.5, Q=Q)
     return np.ascontiguousarray(rgb), [b for _i, b in chosen]
+
+
+# ------------------------------------------------------------------------------- several bands
+def image_bands(path):
+    """``[(hdu index, band)]`` of the image HDUs of a file that carry a ``BAND`` keyword (a
+    Legacy Surveys g/r/z cutout), in file order; [] for a file with fewer than two."""
+    if path is None or not isinstance(path, (str, Path)):
+        return []
+    try:
+        rows = mio.list_hdus(path)
+    except READ_ERRORS + (mio.ImageReadError,):
+        return []
+    out = [(int(r["index"]), str(r["band"])) for r in rows
+           if r["kind"] == "image" and r["band"] and r["shape"] and len(r["shape"]) >= 2]
+    return out if len({b for _i, b in out}) >= 2 and len({b for _i, b in out}) == len(out) \
+        else []
+
+
+class JointFit:
+    """A joint fit of every band of one file (:func:`run_joint_fit`), with what the app needs
+    to show each band and to write the command line's multi-band CSV row.
+
+    Attributes
+    ----------
+    result : mogviewer.fitting.MultiBandResult
+    path : str
+        The image file.
+    bands : tuple of str
+        The fitted bands (``result.bands``), in file order.
+    hdus : dict
+        Band -> image HDU index.
+    datas : dict
+        Band -> :class:`~mogviewer.io.ImageData` as fitted (the user's mask included).
+    observations : dict
+        Band -> the fitted :class:`~mogviewer.observation.Observation`.
+    reference : str
+        The band whose pixel grid is the scene's frame (the one shown when Fit was pressed).
+    psf_text : str
+        Per band, where its PSF came from (the CSV's ``psf_source``).
+    psf_info : dict
+        The PSF quality columns of the band whose mixture is furthest from its stamp, and
+        ``approx``: True when a mixture-only PSF is poor (the command line's ``PSF_APPROX``).
+    profile, M : str, int
+        The target's profile.
+    """
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def band_index(self, band):
+        return self.result.bands.index(band)
+
+    def scene(self, band):
+        """The fitted scene of ``band`` (its fluxes and sky; shared centre and shape)."""
+        return self.result.scenes[self.band_index(band)]
+
+    def params(self, band, start):
+        """The target of ``band`` as :class:`GalaxyParams` (``start`` with the fitted
+        values)."""
+        sc = self.scene(band)
+        t = sc.sources[sc.target]
+        extra = {"n": t.n} if t.n is not None else {}
+        return start.replace(flux=t.flux, x=t.x, y=t.y, re=t.re, q=t.q, angle=t.angle,
+                             sky=sc.sky, **extra)
+
+    def neighbours(self, band):
+        sc = self.scene(band)
+        return tuple(s for i, s in enumerate(sc.sources) if i != sc.target)
+
+
+def run_joint_fit(path, options, params, *, profile, M, sky, psf_path, psf_mode,
+                  reference_band, neighbours=(), extra_mask=None, should_stop=None,
+                  n_components=None):
+    """Fit every band of the file ``path`` jointly (:func:`mogviewer.fitting.multiband.
+    fit_multiband`, as ``mogviewer fit --bands``): one scene (the target from ``params`` and
+    the ``neighbours``), centre, shape and Sérsic n shared, a flux and a sky per band.
+
+    Each band is read as the app reads one band (``options`` without its HDU, ``band=b``:
+    the HDU whose ``BAND`` is b and its inverse variance), with the user's ``extra_mask``
+    (pixels of the shown band's grid); its PSF is the HDU of ``psf_path`` whose ``BAND`` is
+    b, used as ``psf_mode`` says. With no PSF at all every band is integrated over the pixel
+    (as a one-band fit with no PSF); a PSF file without an HDU for each band is refused (a
+    shared shape through the wrong PSF would be biased), as the command line refuses it.
+
+    Each band's PSF mixture has the automatic K (``n_components`` None), as the band selector
+    reads it. Returns a :class:`JointFit` (its result's status ``'cancelled'`` when
+    ``should_stop`` ended the fit), or None when it was cancelled before fitting; raises
+    :class:`FitError` (a message for people) when the file has fewer than two bands or a band
+    has no PSF.
+    """
+    from ..batch.band_task import psf_hdu_for_band as band_psf_hdu
+    from ..batch.scene_task import psf_columns
+    from ..fitting.multiband import fit_multiband
+    from ..observation import Observation
+    from ..scene import Scene
+
+    name = Path(str(path)).name
+    bands = image_bands(path)
+    if len(bands) < 2:
+        raise FitError(f"{name}: a joint fit needs two or more image HDUs with a BAND keyword")
+    opts = {k: v for k, v in dict(options or {}).items() if k not in ("hdu", "band")}
+    datas, obs, hdus, descs, quals, notes = {}, {}, {}, [], [], []
+    for idx, b in bands:
+        if should_stop is not None and should_stop():
+            return None              # cancelled while reading (a PSF mixture takes seconds)
+        d = mio.read_image(str(path), hdu=idx, **opts)
+        if extra_mask is not None and extra_mask.shape == d.shape:
+            import dataclasses
+            d = dataclasses.replace(d, mask=d.mask | extra_mask,
+                                    ivar=np.where(extra_mask, 0.0, d.ivar))
+        pm = None
+        if psf_path is not None:
+            hdu = band_psf_hdu(psf_path, b)
+            if hdu is None:
+                raise FitError(f"band {b} has no PSF: {Path(str(psf_path)).name} has no HDU "
+                               f"whose BAND is {b}. A joint fit needs each band's own PSF: "
+                               "open a PSF file with one HDU per band (BAND keyword), or "
+                               "fit the bands one at a time")
+            pm = read_psf(psf_path, hdu=hdu, n_components=n_components)
+            descs.append(f"{b}: {psf_source(pm, psf_path)} HDU {hdu}")
+            q, approx = psf_columns(pm, _library_psf_mode(psf_mode))
+            quals.append((approx, abs((q.get("psf_size_ratio") or 1.0) - 1.0), q))
+        datas[b], hdus[b] = d, idx
+        obs[b] = Observation.from_image_data(d, psf=pm, band=b,
+                                             psf_mode=_library_psf_mode(psf_mode))
+    names = [b for _i, b in bands]
+    ref = names.index(reference_band) if reference_band in names else 0
+    scene = Scene.from_params(params, profile, None if profile == "ser" else M)
+    scene = Scene(scene.sources + tuple(neighbours), sky=params.sky)
+    res = fit_multiband([obs[b] for b in names], scene, bands=tuple(names),
+                        sky="constant" if sky else "none", should_stop=should_stop,
+                        reference=ref)
+    if quals:
+        approx, _, info = max(quals, key=lambda t: (t[0], t[1]))
+        info = dict(info, approx=approx)
+    else:
+        info = {"approx": False}
+        notes.append("no PSF: every band is integrated over the pixel")
+    return JointFit(result=res, path=str(path), bands=tuple(res.bands), hdus=hdus,
+                    datas=datas, observations=obs, reference=names[ref],
+                    psf_text="; ".join(descs) or "none", psf_info=info, profile=profile,
+                    M=M, notes=tuple(notes))
+
+
+def joint_rows(jf, *, file=None):
+    """The CSV rows of a joint fit, as ``mogviewer fit --bands`` writes them
+    (:func:`mogviewer.batch.band_task.band_rows`: one per source, ``flux_<b>``, ``mag_<b>``,
+    colours with their covariance, ``ties``), with the command line's ``PSF_APPROX`` and
+    ``ERRORS_UNDERESTIMATED`` flags. Returns ``(rows, columns)``."""
+    from ..batch.band_task import band_columns, band_rows
+    from ..batch.scene_task import add_flags
+    from ..fitting.flags import chi2nu_threshold
+
+    res = jf.result
+    ref = jf.reference if jf.reference in res.bands else res.bands[0]
+    psf_info = {k: v for k, v in jf.psf_info.items() if k != "approx"}
+    rows = band_rows(res, jf.datas[ref], [jf.observations[b] for b in res.bands],
+                     psf_source=jf.psf_text, file=str(file or jf.path), psf_info=psf_info,
+                     warnings_text=" | ".join(list(jf.notes) + list(res.messages)),
+                     reason="; ".join([f"band {b} not fitted: {why}" for b, why in res.skipped]
+                                      + ([] if res.status == "converged"
+                                         else [f"joint fit {res.status}"])),
+                     zeropoints={b: jf.datas[b].zeropoint for b in res.bands},
+                     info=dict(neighbours="fit" if len(res.scenes[0]) > 1 else "ignore",
+                               n_sources=len(res.scenes[0]), ref_band=ref),
+                     requested=jf.bands)
+    for row in rows:
+        if jf.psf_info.get("approx"):
+            add_flags(row, FitFlags.PSF_APPROX)
+        if res.nu > 0 and res.chi2 / res.nu > chi2nu_threshold(res.nu):
+            add_flags(row, FitFlags.ERRORS_UNDERESTIMATED)
+    return rows, band_columns(res.bands)
+
+
+def joint_summary(jf, *, shown=None):
+    """Lines for people: the shared parameters with errors, each band's flux and magnitude
+    (``shown`` marked), the colours of consecutive bands with their errors (the flux
+    covariance included), the ties."""
+    res = jf.result
+    sc = res.scenes[0]
+    i = sc.target
+    t = sc.sources[i]
+    e = res.errors[0][i]
+    lines = [f"Joint fit of {' '.join(res.bands)}: {res.status}, chi2/nu = {res.chi2_nu:.4f}",
+             f"ties: {res.ties}"]
+    shared = [("x", t.x), ("y", t.y), ("re", t.re), ("q", t.q), ("angle", t.angle % 180.0)]
+    if t.n is not None:
+        shared.append(("n", t.n))
+    lines.append("shared: " + ", ".join(
+        f"{k} = {v:.4g} \u00b1 {e.get(k, float('nan')):.2g}" for k, v in shared))
+    ff = t.mixture().flux_fraction if t.kind != "point" else 1.0
+    for k, b in enumerate(res.bands):
+        s = res.scenes[k].sources[i]
+        ferr = res.errors[k][i].get("flux", float("nan"))
+        flux = s.flux / ff
+        mark = "\u25b6 " if b == shown else "   "
+        text = f"{mark}{b}: flux = {flux:.5g} \u00b1 {ferr / ff:.2g}"
+        zp = jf.datas[b].zeropoint
+        if zp is not None and flux > 0:
+            mag = zp - 2.5 * np.log10(flux)
+            text += f", mag = {mag:.3f} \u00b1 {2.5 / np.log(10) * ferr / s.flux:.3f}"
+        # as the CSV's chi2_nu_<b>: the band's own parameters and its share of the shared
+        own = sum(1 for bb, _j, _p in res.names if bb == b)
+        shared_n = sum(1 for bb, _j, _p in res.names if bb is None)
+        dof = jf.observations[b].n_good - own - shared_n / len(res.bands)
+        text += f", chi2/nu = {res.chi2_band[k] / dof:.3f}" if dof > 0 else ""
+        lines.append(text)
+    for b1, b2 in zip(res.bands, res.bands[1:]):
+        c, ce = res.colour(i, b1, b2)
+        if c is not None and np.isfinite(c):
+            lines.append(f"colour {b1}-{b2} = {c:.3f} \u00b1 {ce:.3f}")
+    if res.skipped:
+        lines += [f"band {b} not fitted: {why}" for b, why in res.skipped]
+    return lines

@@ -381,6 +381,7 @@ class MainWindow(QtWidgets.QMainWindow):
         p.fit_requested.connect(a.start_fit)
         p.cancel_requested.connect(a.cancel_fit)
         p.hdu_chosen.connect(a.choose_hdu)
+        p.joint_toggled.connect(a.set_joint)
         p.zeropoint_edited.connect(a.set_zeropoint)
         p.psf_open_requested.connect(lambda: a.ask_open("psf"))
         p.psf_remove_requested.connect(a.remove_psf)

@@ -124,6 +124,7 @@ class ParamsPanel(QtWidgets.QWidget):
     fit_requested()
     cancel_requested()
     hdu_chosen(int) : image HDU (of a multi-band / multi-HDU file).
+    joint_toggled(bool) : the "joint (all bands)" switch.
     zeropoint_edited(object) : a zeropoint (float) or None (use the header's).
     psf_open_requested()
     psf_remove_requested()
@@ -142,6 +143,7 @@ class ParamsPanel(QtWidgets.QWidget):
     fit_requested = QtCore.pyqtSignal()
     cancel_requested = QtCore.pyqtSignal()
     hdu_chosen = QtCore.pyqtSignal(int)
+    joint_toggled = QtCore.pyqtSignal(bool)
     zeropoint_edited = QtCore.pyqtSignal(object)
     psf_open_requested = QtCore.pyqtSignal()
     psf_remove_requested = QtCore.pyqtSignal()
@@ -330,6 +332,14 @@ class ParamsPanel(QtWidgets.QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         v.addWidget(self.status_label)
+        # the joint fit of every band: shared shape, each band's flux / mag, colours
+        self.joint_label = QtWidgets.QLabel("")
+        self.joint_label.setWordWrap(True)
+        self.joint_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.joint_label.setSizePolicy(QtWidgets.QSizePolicy.Ignored,
+                                       QtWidgets.QSizePolicy.Preferred)
+        self.joint_label.setVisible(False)
+        v.addWidget(self.joint_label)
         return gfit
 
     def _build_image_group(self):
@@ -339,6 +349,14 @@ class ParamsPanel(QtWidgets.QWidget):
         self.hdu_combo = QtWidgets.QComboBox()
         self.hdu_combo.setToolTip("Image HDU / band of a multi-extension file (BAND keyword)")
         self.hdu_combo.currentIndexChanged.connect(self._on_hdu_combo)
+        self.joint_box = QtWidgets.QCheckBox("joint (all bands)")
+        self.joint_box.setToolTip(
+            "Fit fits every band of the file at once (as mogviewer fit --bands): centre, "
+            "shape and S\u00e9rsic n shared, a flux and a sky per band, each band with its own "
+            "noise, mask and PSF (the PSF file's HDU of that band). The band selector then "
+            "chooses which band's model and residuals are shown.")
+        self.joint_box.setEnabled(False)
+        self.joint_box.toggled.connect(self.joint_toggled.emit)
         self.zp_edit = QtWidgets.QLineEdit()
         self.zp_edit.setToolTip("Magnitude zeropoint: mag = zp \u2212 2.5 log10(flux in image "
                                 "units). Empty: the header's (MAGZERO, MAGZP, ZP, ...).")
@@ -375,18 +393,19 @@ class ParamsPanel(QtWidgets.QWidget):
             lambda: self.psf_position_edited.emit(self.pos_x.value(), self.pos_y.value()))
         grid.addWidget(QtWidgets.QLabel("HDU / band"), 0, 0)
         grid.addWidget(self.hdu_combo, 0, 1, 1, 3)
-        grid.addWidget(QtWidgets.QLabel("zeropoint"), 1, 0)
-        grid.addWidget(self.zp_edit, 1, 1, 1, 2)
-        grid.addWidget(self._small("mag"), 1, 3)
-        grid.addWidget(QtWidgets.QLabel("PSF"), 2, 0)
-        grid.addWidget(self.psf_label, 2, 1, 1, 3)
-        grid.addWidget(self.psf_open_button, 3, 1)
-        grid.addWidget(self.psf_remove_button, 3, 2, 1, 2)
+        grid.addWidget(self.joint_box, 1, 1, 1, 3)
+        grid.addWidget(QtWidgets.QLabel("zeropoint"), 2, 0)
+        grid.addWidget(self.zp_edit, 2, 1, 1, 2)
+        grid.addWidget(self._small("mag"), 2, 3)
+        grid.addWidget(QtWidgets.QLabel("PSF"), 3, 0)
+        grid.addWidget(self.psf_label, 3, 1, 1, 3)
+        grid.addWidget(self.psf_open_button, 4, 1)
+        grid.addWidget(self.psf_remove_button, 4, 2, 1, 2)
         self.pos_label = QtWidgets.QLabel("PSFEx x, y")
-        grid.addWidget(self.pos_label, 4, 0)
-        grid.addWidget(self.pos_x, 4, 1)
-        grid.addWidget(self.pos_y, 4, 2)
-        grid.addWidget(self.pos_button, 4, 3)
+        grid.addWidget(self.pos_label, 5, 0)
+        grid.addWidget(self.pos_x, 5, 1)
+        grid.addWidget(self.pos_y, 5, 2)
+        grid.addWidget(self.pos_button, 5, 3)
         self.psf_mode_combo = QtWidgets.QComboBox()
         self.psf_mode_combo.addItem("exact (the PSF image)", "exact")
         self.psf_mode_combo.addItem("mixture only", "mixture")
@@ -409,13 +428,14 @@ class ParamsPanel(QtWidgets.QWidget):
             "peak: max|stamp - mixture| / max(stamp). The same figures are the CSV's psf_k, "
             "psf_size_ratio, psf_res_flux, psf_res_peak.")
         self.psf_mode_label = QtWidgets.QLabel("PSF mode")
-        grid.addWidget(self.psf_mode_label, 5, 0)
-        grid.addWidget(self.psf_mode_combo, 5, 1, 1, 3)
-        grid.addWidget(self.psf_quality_label, 6, 0, 1, 4)
+        grid.addWidget(self.psf_mode_label, 6, 0)
+        grid.addWidget(self.psf_mode_combo, 6, 1, 1, 3)
+        grid.addWidget(self.psf_quality_label, 7, 0, 1, 4)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(2, 1)
         self.state.image_changed.connect(self.show_image)
         self.state.psf_changed.connect(self.show_psf)
+        self.state.joint_changed.connect(self.show_joint)
         self.show_image()
         self.show_psf()
         return g
@@ -437,6 +457,7 @@ class ParamsPanel(QtWidgets.QWidget):
         finally:
             self.hdu_combo.blockSignals(False)
         self.hdu_combo.setEnabled(len(hdus) > 1)
+        self.show_joint()
         zp = None if s.data is None else s.data.zeropoint
         self.zp_edit.setText("" if zp is None else f"{zp:g}")
         self.zp_edit.setPlaceholderText("unknown: type one")
@@ -489,6 +510,42 @@ class ParamsPanel(QtWidgets.QWidget):
         mode = self.psf_mode_combo.currentData()
         if mode is not None:
             self.psf_mode_chosen.emit(str(mode))
+
+    def _joint_possible(self):
+        s = self.state
+        return s.data is not None and len(engine.image_bands(s.image_path)) >= 2
+
+    def show_joint(self):
+        """The joint switch (enabled for a file with two or more bands) and the joint fit's
+        summary, the shown band marked."""
+        s = self.state
+        possible = self._joint_possible()
+        self.joint_box.blockSignals(True)
+        self.joint_box.setChecked(s.joint and possible)
+        self.joint_box.blockSignals(False)
+        self.joint_box.setEnabled(possible and not s.busy)
+        jf = s.joint_fit
+        if jf is None:
+            self.joint_label.setText("")
+            self.joint_label.setVisible(False)
+            return
+        band = None if s.data is None else s.data.band
+        self.joint_label.setText("\n".join(engine.joint_summary(jf, shown=band)))
+        self.joint_label.setVisible(True)
+        if not s.busy:
+            res = jf.result
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+            self.progress.setFormat(f"joint: {res.status.replace('_', ' ')}")
+            flags = sorted({f.name for fl in (res.flags or ()) for f in engine.FitFlags
+                            if f.value and f in fl})
+            self.status_label.setText(
+                f"joint fit {res.status}, {res.nfev} evaluations, {res.elapsed:.2f} s"
+                + ("" if not flags else "\nflags: " + ", ".join(flags)))
+            self.status_label.setStyleSheet("color: #a33;" if flags else "")
+            for lab in self.err_labels.values():     # the errors are in the joint summary
+                lab.setText("")
+            self._on_model()
 
     def _on_hdu_combo(self, _i):
         idx = self.hdu_combo.currentData()
@@ -598,7 +655,14 @@ class ParamsPanel(QtWidgets.QWidget):
         im = self.state.images
         if im is None:
             return
-        if self.state.result is None or self.state.busy:
+        jf = self.state.joint_fit
+        if jf is not None and not self.state.busy and self.state.data is not None:
+            # this band's chi2 (its model and residuals are what the panels show) and the
+            # joint fit's over every band
+            self.chi2_label.setText(
+                f"\u03c7\u00b2/\u03bd = {im.chi2_nu:.4f} band {self.state.data.band}, "
+                f"{jf.result.chi2_nu:.4f} all bands")
+        elif self.state.result is None or self.state.busy:
             self.chi2_label.setText(f"\u03c7\u00b2/\u03bd = {im.chi2_nu:.4f}  (\u03bd = {im.nu})")
 
     def set_busy(self, busy):
@@ -609,6 +673,7 @@ class ParamsPanel(QtWidgets.QWidget):
                   self.psf_open_button, self.psf_remove_button, self.pos_button,
                   self.psf_mode_combo):
             w.setEnabled(not busy)
+        self.joint_box.setEnabled(not busy and self._joint_possible())
         for w in (self.sample_button, self.steps_spin, self.corner_button):
             w.setEnabled(not busy)
         if busy:

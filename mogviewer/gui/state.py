@@ -153,6 +153,8 @@ class SessionState:
     mask_changed() : the user's mask (:attr:`user_mask`, drawn or from detection) changed.
     selection_changed(index) : the selected source (0 = the target, i >= 1 = neighbour i - 1,
         None).
+    joint_changed() : the "joint (all bands)" switch (:attr:`joint`) or the joint fit of the
+        file's bands (:attr:`joint_fit`) changed.
     logged(str) : a line for the log.
     """
 
@@ -169,6 +171,7 @@ class SessionState:
     sources_changed = Signal(str)
     mask_changed = Signal()
     selection_changed = Signal(object)
+    joint_changed = Signal()
     logged = Signal(str)
 
     def __init__(self, *, schedule=None, render_interval_ms=30):
@@ -194,6 +197,8 @@ class SessionState:
         self.neighbours = ()         # the other sources of the scene (PointSource / Galaxy)
         self.user_mask = None        # bool array: pixels the user masked (drawn, detected)
         self.selected = 0            # the selected source: 0 target, i neighbour i - 1
+        self.joint = False           # Fit fits every band of the file jointly
+        self.joint_fit = None        # engine.JointFit of the file's bands (or None)
         self._nb_image = None        # (key, image) of the neighbours' model
         self.images = None           # ModelImages
         self.display = DisplayState()
@@ -247,6 +252,9 @@ class SessionState:
         current parameters fit in the new image. Clears the result (it belongs to the old
         image) and shows the whole new image."""
         same_shape = self.data is not None and self.data.shape == data.shape
+        if self.joint_fit is not None and (path is None or str(path) != self.joint_fit.path
+                                           or not keep_params):
+            self.set_joint_fit(None)     # another file: the joint fit is not about it
         self.data = data
         self.source = ImageSource(None if path is None else str(path), dict(options or {}),
                                   tuple(hdus))
@@ -315,6 +323,22 @@ class SessionState:
             self.clear_result()
         self.request_render(immediate=origin != "drag")
 
+    def set_joint(self, on):
+        """The "joint (all bands)" switch: Fit fits every band of the file at once."""
+        on = bool(on)
+        if on != self.joint:
+            self.joint = on
+            self.log("Joint fit of all bands: on (shared centre, shape and n; a flux and a "
+                     "sky per band)" if on else "Joint fit of all bands: off")
+            self.joint_changed.emit()
+
+    def set_joint_fit(self, joint_fit):
+        """The joint fit of the file's bands (:class:`.engine.JointFit`), or None."""
+        if joint_fit is None and self.joint_fit is None:
+            return
+        self.joint_fit = joint_fit
+        self.joint_changed.emit()
+
     def select(self, index):
         if index != self.selected:
             self.selected = index
@@ -349,12 +373,13 @@ class SessionState:
         return self.data.mask if self.user_mask is None else (self.data.mask | self.user_mask)
 
     def neighbours_image(self, neighbours=None):
-        """The model of the other sources (cached per sources and PSF)."""
+        """The model of the other sources (cached per sources, PSF and PSF mode)."""
         nb = self.neighbours if neighbours is None else tuple(neighbours)
-        key = (nb, id(self.psf_model), id(self.data))
+        key = (nb, id(self.psf_model), self.psf_mode, id(self.data))
         if self._nb_image is not None and self._nb_image[0] == key:
             return self._nb_image[1]
-        img = _ro(engine.neighbours_image(self.data, self.psf_model, nb))
+        img = _ro(engine.neighbours_image(self.data, self.psf_model, nb,
+                                          psf_mode=self.psf_mode))
         if neighbours is None:
             self._nb_image = (key, img)
         return img
@@ -368,7 +393,8 @@ class SessionState:
         image = None
         if neighbours:
             nb_img = (self.neighbours_image() if neighbours == self.neighbours
-                      else engine.neighbours_image(self.data, self.psf_model, neighbours))
+                      else engine.neighbours_image(self.data, self.psf_model, neighbours,
+                                                   psf_mode=self.psf_mode))
             image = self.data.image - nb_img
         return engine.make_problem(
             self.data, psf=self.psf_model, psf_mode=self.psf_mode,
@@ -428,6 +454,7 @@ class SessionState:
         b, ff = engine.profile_quality(self.profile, self.M,
                                        self.params.n if self.params is not None else None)
         self.log(f"Profile {profile}, M = {self.M} (badness {b:.3g}, flux fraction {ff:.4f})")
+        self.set_joint_fit(None)
         self.config_changed.emit()
         if result is not None:
             self.set_result(result)
@@ -442,6 +469,7 @@ class SessionState:
         self.sky_on = on
         self._problem = None
         self.log("Sky: fitted as a constant" if on else "Sky: off (model has no background)")
+        self.set_joint_fit(None)
         self.config_changed.emit()
         self.clear_result()
         self.request_render(immediate=True)
@@ -481,6 +509,8 @@ class SessionState:
         self.params = params
         if clear_result and origin in ("drag", "edit", "reset"):
             self.clear_result()
+        if origin != "fit":
+            self.set_joint_fit(None)   # the joint fit of the bands no longer describes them
         self.params_changed.emit(params, origin)
         self.request_render()
 
