@@ -345,7 +345,9 @@ def _run_task(task, base, caught, step):
                                                        n=n)
         for note in det_notes:
             warnings.warn(note, MogviewerWarning, stacklevel=1)
-        if task.neighbours == "fit" and len(scene) > 1:
+        if task.neighbours == "fit":
+            # a scene fit even with no neighbour detected: its blend search finds a neighbour
+            # that detection could not separate from the target (no saddle between them)
             return _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
                               saved=saved, profile=profile, M=M, n=n, sky=sky)
         info["n_sources"] = 1
@@ -461,8 +463,11 @@ def _run_scene(task, base, caught, set_step, data, psf, psf_source, scene, info,
     obs = Observation.from_image_data(data, psf=psf, psf_mode=task.psf_mode)
     mix = obs.psf_mixture
     set_step("fitting the scene")
+    # the blend search splits off a neighbour that detection left inside the target's segment
+    # (no saddle between them); target_at keeps the target the source at --centre
     fit = fit_scene(obs, scene, sky=sky, max_nfev=task.max_nfev,
-                    residual_pass=task.residual_pass)
+                    residual_pass=task.residual_pass, split_blends=True,
+                    target_at=task.centre)
     info = dict(info, n_sources=len(fit.scene))
     problems = []
     notes = " | ".join([_warnings_text(caught)] * bool(_warnings_text(caught))
