@@ -255,6 +255,7 @@ class PosteriorActions:
                  f"{'converged' if post.converged else 'NOT converged'}"
                  + (f" (longest tau {max(taus):.0f} steps, smallest ESS {min(ess):.0f})"
                     if taus and ess else "")]
+        lines.append(f"  prior: {post.prior_text()} (within the bounds)")
         for name, lo, mid, hi in engine.posterior_rows(post):
             lines.append(f"  {name} = {mid:.6g} -{mid - lo:.3g} +{hi - mid:.3g} (16/50/84 %)")
         s.log("\n".join(lines))

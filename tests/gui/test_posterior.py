@@ -71,6 +71,8 @@ def test_sample_intervals_corner_plot_and_csv(fitted, qtbot, tmp_path):
     assert "sampling" not in p.status_label.text()       # the fit's status is back
     assert "converged" in p.status_label.text()
     assert "walkers" in p.posterior_label.text() and "flux_target" in p.posterior_label.text()
+    # the log says which prior the intervals rest on (the library's default, ln flux and r_e)
+    assert "prior: flat in ln(flux), ln(re)" in w.log_view.toPlainText()
     # the corner plot opens by itself and is drawn in the background
     dlg = w._posterior_dialog
     assert dlg is not None and dlg.isVisible()
