@@ -182,6 +182,32 @@ class DisplayBar(QtWidgets.QToolBar):
             resid_nsigma=self.nsig_spin.value(), show_mask=self.mask_box.isChecked()))
 
 
+class WheelScrollsPanel(QtCore.QObject):
+    """A wheel turned over a combo box or spin box of the scrolling dock scrolls the dock
+    unless that box has the keyboard focus (clicked or tabbed into). Without it, scrolling
+    the dock past the profile, M or band box silently changed the model or the band.
+
+    Parameters
+    ----------
+    scroll : QScrollArea
+        The dock's scroll area; every combo and spin box inside its widget is covered.
+    """
+
+    def __init__(self, scroll):
+        super().__init__(scroll)
+        self.scroll = scroll
+        for box in scroll.widget().findChildren((QtWidgets.QComboBox,
+                                                 QtWidgets.QAbstractSpinBox)):
+            box.setFocusPolicy(QtCore.Qt.StrongFocus)     # no focus by the wheel alone
+            box.installEventFilter(self)
+
+    def eventFilter(self, obj, ev):  # noqa: N802 - Qt's name
+        if ev.type() == QtCore.QEvent.Wheel and not obj.hasFocus():
+            QtWidgets.QApplication.sendEvent(self.scroll.verticalScrollBar(), ev)
+            return True
+        return False
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """mogviewer's main window: layout only; the verbs are :attr:`commands` (an
     :class:`~mogviewer.gui.actions.Actions`; not ``actions``, which would hide
@@ -249,6 +275,7 @@ class MainWindow(QtWidgets.QMainWindow):
         scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
         self.params_scroll = scroll
+        self._wheel_scrolls = WheelScrollsPanel(scroll)
         self._fit_params_width()
         self.params_dock = QtWidgets.QDockWidget("Model and fit", self)
         self.params_dock.setObjectName("params_dock")
