@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from . import bands as gbands
 from . import dialogs, engine
 from .scene_actions import PosteriorActions, SceneActions
 from .state import format_params
@@ -58,7 +59,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
     Signals
     -------
     fit_finished(object) : a fit ended (after the state was updated): its FitResult, or the
-        :class:`.engine.JointFit` of a joint fit of all bands (None: a joint fit cancelled
+        :class:`.bands.JointFit` of a joint fit of all bands (None: a joint fit cancelled
         before it started fitting).
     fit_progressed(FitProgress) : one per optimiser iteration.
     sample_finished(Posterior) : a posterior sampling ended (complete or cancelled), or None
@@ -357,7 +358,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         return True
 
     def _start_joint_fit(self):
-        """Every band of the file at once in the worker thread (:func:`.engine.run_joint_fit`,
+        """Every band of the file at once in the worker thread (:func:`.bands.run_joint_fit`,
         as ``mogviewer fit --bands``): the shown band's target and other sources are the
         start, its grid the reference; Cancel stops it."""
         from .worker import SceneFitWorker
@@ -366,7 +367,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         prof, M, sky, mode, user = s.profile, s.M, s.sky_on, s.psf_mode, s.user_mask
         psf_path = s.psf_path
         band = s.data.band
-        bands = [b for _i, b in engine.image_bands(path)]
+        bands = [b for _i, b in gbands.image_bands(path)]
         s.log(f"Joint fit of the bands {' '.join(bands)} (reference grid: {band}): centre, "
               f"shape{' and n' if prof == 'ser' else ''} shared, a flux and a sky per band; "
               f"{len(nb)} other sources; PSF "
@@ -374,7 +375,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
                  f"{Path(psf_path).name}, the HDU of each band, {mode}"))
 
         def job(should_stop):
-            jf = engine.run_joint_fit(path, opts, start, profile=prof, M=M, sky=sky,
+            jf = gbands.run_joint_fit(path, opts, start, profile=prof, M=M, sky=sky,
                                       psf_path=psf_path, psf_mode=mode, reference_band=band,
                                       neighbours=nb, extra_mask=user, should_stop=should_stop)
             return _JOINT_CANCELLED if jf is None else jf
@@ -412,7 +413,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         lines = [f"Joint fit {res.status} in {res.elapsed:.2f} s, {res.nfev} evaluations: "
                  f"chi2/nu = {res.chi2_nu:.4f} (nu = {res.nu}) over {' '.join(res.bands)}",
                  f"  ties used: {res.ties}"]
-        lines += [f"  {ln}" for ln in engine.joint_summary(jf, shown=s.data.band)[2:]]
+        lines += [f"  {ln}" for ln in gbands.joint_summary(jf, shown=s.data.band)[2:]]
         lines += [f"  {m}" for m in res.messages]
         s.log("\n".join(lines))
         self._status(f"Joint fit {res.status}: chi2/nu = {res.chi2_nu:.4f} over "
@@ -664,7 +665,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         s.log(f"Fit {s.profile} M={s.M}, sky {'on' if s.sky_on else 'off'}, "
               f"PSF {engine.psf_info_text(problem.psf_info) if s.psf_model else 'none'}"
               f"; free: {free}; start: {format_params(s.params)}")
-        if s.joint and len(engine.image_bands(s.image_path)) >= 2:
+        if s.joint and len(gbands.image_bands(s.image_path)) >= 2:
             self._start_joint_fit()
         elif s.neighbours:
             self._start_scene_fit()
@@ -717,7 +718,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         self.fit_progressed.emit(snap)
 
     def _on_fit_finished(self, result):
-        if isinstance(result, engine.JointFit) or result is _JOINT_CANCELLED:
+        if isinstance(result, gbands.JointFit) or result is _JOINT_CANCELLED:
             self._on_joint_finished(result)
             return
         s = self.state
@@ -860,7 +861,7 @@ class Actions(SceneActions, PosteriorActions, QtCore.QObject):
         s = self.state
 
         def go():
-            rows, columns = engine.joint_rows(s.joint_fit)
+            rows, columns = gbands.joint_rows(s.joint_fit)
             engine.write_csv(path, rows, append=append, inputs=s.input_files(),
                              columns=columns)
 

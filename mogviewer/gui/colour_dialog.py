@@ -1,12 +1,12 @@
 """View > Colour Image: the three reddest bands of a multi-band file as an RGB image
-(:func:`.engine.colour_image`, astropy's ``make_lupton_rgb``), drawn in the background."""
+(:func:`.bands.colour_image`, astropy's ``make_lupton_rgb``), drawn in the background."""
 
 from __future__ import annotations
 
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from . import engine
+from . import bands as gbands
 
 
 class ColourDialog(QtWidgets.QDialog):
@@ -42,7 +42,7 @@ class ColourDialog(QtWidgets.QDialog):
         self.rgb = None
         self.label.setPixmap(QtGui.QPixmap())
         self.label.setText("drawing\u2026")
-        self.tasks.run(lambda: engine.colour_image(path, hdus),
+        self.tasks.run(lambda: gbands.colour_image(path, hdus),
                        lambda out: self._done(gen, out), lambda exc: self._failed(gen, exc))
 
     def _done(self, gen, out):

@@ -13,6 +13,7 @@ import math
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from . import bands as gbands
 from . import engine
 from .state import PARAM_NAMES
 
@@ -513,7 +514,7 @@ class ParamsPanel(QtWidgets.QWidget):
 
     def _joint_possible(self):
         s = self.state
-        return s.data is not None and len(engine.image_bands(s.image_path)) >= 2
+        return s.data is not None and len(gbands.image_bands(s.image_path)) >= 2
 
     def show_joint(self):
         """The joint switch (enabled for a file with two or more bands) and the joint fit's
@@ -530,7 +531,7 @@ class ParamsPanel(QtWidgets.QWidget):
             self.joint_label.setVisible(False)
             return
         band = None if s.data is None else s.data.band
-        self.joint_label.setText("\n".join(engine.joint_summary(jf, shown=band)))
+        self.joint_label.setText("\n".join(gbands.joint_summary(jf, shown=band)))
         self.joint_label.setVisible(True)
         if not s.busy:
             res = jf.result

@@ -198,7 +198,7 @@ class SessionState:
         self.user_mask = None        # bool array: pixels the user masked (drawn, detected)
         self.selected = 0            # the selected source: 0 target, i neighbour i - 1
         self.joint = False           # Fit fits every band of the file jointly
-        self.joint_fit = None        # engine.JointFit of the file's bands (or None)
+        self.joint_fit = None        # bands.JointFit of the file's bands (or None)
         self._nb_image = None        # (key, image) of the neighbours' model
         self.images = None           # ModelImages
         self.display = DisplayState()
@@ -333,7 +333,7 @@ class SessionState:
             self.joint_changed.emit()
 
     def set_joint_fit(self, joint_fit):
-        """The joint fit of the file's bands (:class:`.engine.JointFit`), or None."""
+        """The joint fit of the file's bands (:class:`.bands.JointFit`), or None."""
         if joint_fit is None and self.joint_fit is None:
             return
         self.joint_fit = joint_fit

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mogviewer.gui import bands as gbands
 from mogviewer.gui import engine
 from mogviewer.gui.main_window import MainWindow
 
@@ -17,7 +18,7 @@ def test_colour_image_of_a_grz_cutout(qtbot, settings, errors):
     assert w.commands.open_image(DECALS)
     hdus = w.state.source.hdus
     # z, r, g as R, G, B (reddest first)
-    assert [b for _i, b in engine.colour_bands(hdus)] == ["z", "r", "g"]
+    assert [b for _i, b in gbands.colour_bands(hdus)] == ["z", "r", "g"]
     dlg = w.show_colour_dialog()
     with qtbot.waitSignal(dlg.ready, timeout=60000):
         pass
@@ -25,7 +26,7 @@ def test_colour_image_of_a_grz_cutout(qtbot, settings, errors):
     assert dlg.bands == ["z", "r", "g"]
     assert rgb.shape == w.state.data.shape + (3,) and rgb.dtype == np.uint8
     # each channel is its band: the brightest pixel of the z image is bright in R
-    z = engine.read_image(DECALS, hdu=engine.colour_bands(hdus)[0][0]).image
+    z = engine.read_image(DECALS, hdu=gbands.colour_bands(hdus)[0][0]).image
     iy, ix = np.unravel_index(np.nanargmax(z), z.shape)
     assert rgb[iy, ix, 0] > 100 and rgb[iy, ix, 0] > 3 * max(np.median(rgb[..., 0]), 1)
     # the sky (the median pixel) is dark in every channel: the stretch starts at zero

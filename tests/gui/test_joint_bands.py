@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from mogviewer.gui import bands as gbands
 from mogviewer.gui import engine
 from mogviewer.gui.main_window import MainWindow
 
@@ -62,7 +63,7 @@ def test_joint_switch_fits_all_bands_and_shows_each(qtbot, settings, errors, cut
         assert c.start_fit()
         assert s.busy and not p.joint_box.isEnabled()     # the window is not frozen: a worker
     jf = blk.args[0]
-    assert isinstance(jf, engine.JointFit) and not errors
+    assert isinstance(jf, gbands.JointFit) and not errors
     res = jf.result
     assert res.bands == ("g", "r", "z") and res.status == "converged"
     # one shared shape, a flux per band: the scenes differ only in flux and sky
