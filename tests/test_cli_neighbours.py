@@ -173,14 +173,9 @@ def test_cli_fit_splits_a_neighbour_detection_could_not_separate(tmp_path):
     # segment, so before the blend search the CLI fitted one galaxy (+42 % flux, measured).
     # --neighbours fit now splits the neighbour off: two rows, the target within 3 % (its
     # reported 1-sigma flux error is 1.8 % here: the overlapping pair trades flux).
-    from brute import exact_galaxy_image
-    shape = (72, 72)
-    tgt = exact_galaxy_image("exp", 1.0, 33.3, 35.6, 4.0, 0.7, 30.0, shape, PSF3)
-    tgt *= 5000.0 / tgt.sum()
-    nb = exact_galaxy_image("exp", 1.0, 39.3, 36.4, 3.0, 0.6, 120.0, shape, PSF3)
-    nb *= 5000.0 / 3.0 / nb.sum()
-    sigma = np.sqrt((tgt ** 2).sum()) / 200.0
-    img = tgt + nb + np.random.default_rng(2).normal(0.0, sigma, shape)
+    from test_scenes import brute_pair
+    img, sigma = brute_pair()
+    shape = img.shape
     fits.writeto(tmp_path / "pair.fits", img.astype(np.float32))
     fits.writeto(tmp_path / "sigma.fits", np.full(shape, sigma, np.float32))
     write_psf(tmp_path / "psf.json", PSF3)

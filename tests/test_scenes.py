@@ -119,13 +119,10 @@ def test_undeblended_neighbour_split_off_the_target(sep, ratio):
     assert abs(plain.flux / t.flux - 1) > 0.04
 
 
-def test_blend_search_on_a_brute_rendered_pair():
-    # The independent renderer (tests/brute.py: exact exponentials, supersampled, FFT-convolved)
-    # at 1.5 r_e, ratio 3, noise seed 2: fitted one source after the other, the split-off
-    # source collapsed to a q -> 0 needle between the pair (at the size bound, so not kept: the
-    # target stayed at +42 % flux); fitted jointly from the start it is kept and the target
-    # comes back to +1.8 % / +0.6 % (measured), within 2 of its reported 1-sigma errors
-    # (1.8 % / 1.8 %: the overlapping pair trades flux); fluxes normalised on this stamp.
+def brute_pair():
+    """A 72x72 pair from the independent renderer (tests/brute.py): the target exp r_e 4 px,
+    flux 5000 at (33.3, 35.6), and an exp neighbour 1.5 r_e away (39.3, 36.4) with a third of
+    its flux; PSF3; Gaussian noise (seed 2) at S/N 200 for the target. Returns (image, sigma)."""
     from brute import exact_galaxy_image
     shape = (72, 72)
     tgt = exact_galaxy_image("exp", 1.0, 33.3, 35.6, 4.0, 0.7, 30.0, shape, PSF3)
@@ -133,8 +130,18 @@ def test_blend_search_on_a_brute_rendered_pair():
     nb = exact_galaxy_image("exp", 1.0, 39.3, 36.4, 3.0, 0.6, 120.0, shape, PSF3)
     nb *= 5000.0 / 3.0 / nb.sum()
     sigma = np.sqrt((tgt ** 2).sum()) / 200.0
-    img = tgt + nb + np.random.default_rng(2).normal(0.0, sigma, shape)
-    obs = Observation.from_arrays(img, sigma=np.full(shape, sigma), psf=PSF3)
+    return tgt + nb + np.random.default_rng(2).normal(0.0, sigma, shape), sigma
+
+
+def test_blend_search_on_a_brute_rendered_pair():
+    # The independent renderer (tests/brute.py: exact exponentials, supersampled, FFT-convolved)
+    # at 1.5 r_e, ratio 3, noise seed 2: fitted one source after the other, the split-off
+    # source collapsed to a q -> 0 needle between the pair (at the size bound, so not kept: the
+    # target stayed at +42 % flux); fitted jointly from the start it is kept and the target
+    # comes back to +1.8 % / +0.6 % (measured), within 2 of its reported 1-sigma errors
+    # (1.8 % / 1.8 %: the overlapping pair trades flux); fluxes normalised on this stamp.
+    img, sigma = brute_pair()
+    obs = Observation.from_arrays(img, sigma=np.full(img.shape, sigma), psf=PSF3)
     det = detect_sources(img, ivar=obs.ivar, psf=PSF3)
     scene, mask, _ = scene_from_detections(det, target=(33.3, 35.6), profile="exp", M=6,
                                            psf=PSF3)
