@@ -374,16 +374,7 @@ class _NormalEvaluator:
             S0 = S[""][0]
             self.dn(ext[self.i_n - 6], p.x, p.y, (S0[0, 0], S0[0, 1], S0[1, 1]),
                     self.family.at(p.n), self.psf)
-        coef = np.zeros(self.acc.B)
-        coef[0] = p.flux
-        if self.composite:
-            coef[6] = p.flux2
-        nsky = _SKY_TERMS[pb.sky]
-        if nsky:
-            coef[self.NB] = p.sky
-        if nsky == 3:
-            coef[self.NB + 1] = p.sky_dx
-            coef[self.NB + 2] = p.sky_dy
+        coef = self._coefficients(p)
         S0 = S[""][0]
         packed = self.packed if self.packed is not None else _profile_packed(
             self._prof(p, ""))
@@ -392,10 +383,24 @@ class _NormalEvaluator:
         T = self.columns(p, self.par.znames, {sfx: S[sfx][1] for sfx in S}, self._zT)
         return chi2, T.T @ gram @ T, T.T @ rhs, gram
 
+    def _coefficients(self, p):
+        """The linear coefficients of the basis planes: the flux (and the second component's),
+        then the sky terms the problem fits."""
+        coef = np.zeros(self.acc.B)
+        coef[0] = p.flux
+        if self.composite:
+            coef[6] = p.flux2
+        nsky = _SKY_TERMS[self.problem.sky]
+        if nsky:
+            coef[self.NB] = p.sky
+        if nsky == 3:
+            coef[self.NB + 1] = p.sky_dx
+            coef[self.NB + 2] = p.sky_dy
+        return coef
+
     def _call_fast(self, z):
         """:meth:`__call__` for one component in eta mode (the usual case), with the shape,
         its Jacobian and the products ``T^T gram T``, ``T^T rhs`` compiled."""
-        pb = self.problem
         z = np.asarray(z, dtype=np.float64)
         p = self._vals
         for name, i in self._direct:
@@ -403,14 +408,7 @@ class _NormalEvaluator:
         S3 = _eta_shape(z, self._cols[0], self._J[0])
         if self.with_n:
             self.dn(self.acc.ext[self.i_n - 6], p.x, p.y, S3, self.family.at(p.n), self.psf)
-        coef = np.zeros(self.acc.B)
-        coef[0] = p.flux
-        nsky = _SKY_TERMS[pb.sky]
-        if nsky:
-            coef[self.NB] = p.sky
-        if nsky == 3:
-            coef[self.NB + 1] = p.sky_dx
-            coef[self.NB + 2] = p.sky_dy
+        coef = self._coefficients(p)
         packed = self.packed if self.packed is not None else _profile_packed(
             self._prof(p, ""))
         gram, rhs, chi2 = self.acc(p.x, p.y, S3, packed, self.psf, coef)

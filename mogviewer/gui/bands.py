@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import io as mio
-from .engine import READ_ERRORS, FitError, FitFlags, _library_psf_mode, psf_source, read_psf
+from .engine import (
+    FitError,
+    FitFlags,
+    _library_psf_mode,
+    image_hdu_rows,
+    psf_source,
+    read_psf,
+)
 
 # ------------------------------------------------------------------------------- colour
 #: Bands from blue to red (a file's BAND keywords are ordered by this for the colour image).
@@ -64,14 +71,7 @@ def colour_image(path, hdus, *, Q=8.0):
 def image_bands(path):
     """``[(hdu index, band)]`` of the image HDUs of a file that carry a ``BAND`` keyword (a
     Legacy Surveys g/r/z cutout), in file order; [] for a file with fewer than two."""
-    if path is None or not isinstance(path, (str, Path)):
-        return []
-    try:
-        rows = mio.list_hdus(path)
-    except READ_ERRORS + (mio.ImageReadError,):
-        return []
-    out = [(int(r["index"]), str(r["band"])) for r in rows
-           if r["kind"] == "image" and r["band"] and r["shape"] and len(r["shape"]) >= 2]
+    out = [(int(r["index"]), str(r["band"])) for r in image_hdu_rows(path) if r["band"]]
     return out if len({b for _i, b in out}) >= 2 and len({b for _i, b in out}) == len(out) \
         else []
 

@@ -101,19 +101,23 @@ def read_image(path, **options):
     return mio.read_image(str(path) if isinstance(path, Path) else path, **options)
 
 
-def image_hdus(path):
-    """``[(index, label)]`` of the image HDUs of a FITS file a user can choose between (with
-    their ``BAND``), or ``[]`` for a ``.npy`` file, an array or a file with one image HDU."""
+def image_hdu_rows(path):
+    """The :func:`mogviewer.io.list_hdus` rows of the 2-D (or larger) image HDUs of a FITS
+    file; [] for a ``.npy`` file, an array, or a file that cannot be listed."""
     if path is None or not isinstance(path, (str, Path)):
         return []
     try:
         rows = mio.list_hdus(path)
     except READ_ERRORS + (mio.ImageReadError,):
         return []
+    return [r for r in rows if r["kind"] == "image" and r["shape"] and len(r["shape"]) >= 2]
+
+
+def image_hdus(path):
+    """``[(index, label)]`` of the image HDUs of a FITS file a user can choose between (with
+    their ``BAND``), or ``[]`` for a ``.npy`` file, an array or a file with one image HDU."""
     out = []
-    for r in rows:
-        if r["kind"] != "image" or not r["shape"] or len(r["shape"]) < 2:
-            continue
+    for r in image_hdu_rows(path):
         label = f"HDU {r['index']}"
         if r["name"] and r["name"] != "PRIMARY":
             label += f" {r['name']}"
