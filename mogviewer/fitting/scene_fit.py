@@ -55,6 +55,7 @@ from ..profiles import sersic
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.exact import PIXEL_VAR, ExactPsf
 from ..scene import POINT_PROFILE, Galaxy, PointSource, Scene
+from .blends import split_target
 from .flags import FitFlags
 from .lm import levenberg_marquardt
 
@@ -748,7 +749,7 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         the target (S/N >= 5 over its residual segment) becomes a ``neighbour_profile``
         galaxy, everything is fitted again, and the new source is kept only if chi2 drops by
         more than the Bayesian information criterion's ``k ln N`` (k its free parameters,
-        N the used pixels), it ends at no bound and no flatter than :data:`SPLIT_MIN_Q` (a
+        N the used pixels), it ends at no bound and no flatter than :data:`.blends.SPLIT_MIN_Q` (a
         streak is the target's own structure); up to ``max_splits`` times; the search stops
         at the first candidate not kept (why: in the target's :attr:`SceneFitResult.notes`).
         The indices of the sources split off are in :attr:`SceneFitResult.added`. Not with
@@ -780,16 +781,16 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
     if split_blends:
         t = scene.sources[scene.target]
         at = target_at if target_at is not None else (t.x, t.y)
-        res, said, nfev = _split_target(observation, res, at, kw, said, nfev,
-                                        max_splits=max_splits,
-                                        neighbour_profile=neighbour_profile)
+        # the trial is fitted jointly from the start: fitted alone first, with the inflated
+        # target held, the new source is squeezed into the gap between the two (a q -> 0
+        # needle at the size bound; seen on the brute-rendered 1.5 r_e, ratio 3 pairs)
+        joint = dict(kw, sequential=False)
+        res, said, nfev = split_target(
+            observation, res, at,
+            lambda sc, fitted_: _fit_scene(observation, sc, fitted=fitted_, **joint),
+            said, nfev, max_splits=max_splits, neighbour_profile=neighbour_profile)
     if not residual_pass or res.status == "cancelled":
-        notes = [tuple(dict.fromkeys(said.get(i, []) + list(ns)))
-                 for i, ns in enumerate(res.notes)]
-        messages = tuple(f"source {i}: {t}" for i, ns in enumerate(notes) for t in ns)
-        return dataclasses.replace(res, notes=tuple(notes), messages=messages,
-                                   added=tuple(range(n0, len(res.scene))), nfev=nfev,
-                                   elapsed=time.perf_counter() - t0)
+        return _with_passes(res, said, (), n0, nfev, t0)
     for _ in range(residual_rounds):
         missed = detect_missed(observation, res.scene, max_new=max_new - (len(res.scene) - n0))
         extra += list(missed.messages)
@@ -808,81 +809,18 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
             break
     if len(res.scene) == n0:
         extra.insert(0, "residual pass: nothing missed")
+    return _with_passes(res, said, extra, n0, nfev, t0)
+
+
+def _with_passes(res, said, extra, n0, nfev, t0):
+    """``res`` with the notes of the passes after the first fit (``said``: by source index),
+    their messages (``extra``), the sources they added (index ``n0`` on), the evaluations of
+    all the fits and the time since ``t0``."""
     notes = [tuple(dict.fromkeys(said.get(i, []) + list(ns))) for i, ns in enumerate(res.notes)]
     messages = tuple(f"source {i}: {t}" for i, ns in enumerate(notes) for t in ns)
     return dataclasses.replace(res, notes=tuple(notes), messages=messages + tuple(extra),
                                added=tuple(range(n0, len(res.scene))), nfev=nfev,
                                elapsed=time.perf_counter() - t0)
-
-
-#: A blended neighbour is looked for within this many half-light ellipses of the target.
-SPLIT_RADIUS = 5.0
-#: S/N (residual segment flux over its noise) a residual peak needs to be tried as a blend.
-SPLIT_SNR = 5.0
-#: A source split off the target that ends flatter than this is the target's own structure (an
-#: arm, a bar, a disk the profile misses), not a neighbour: on the DECaLS DR9 r cutout the
-#: search otherwise splits off streaks of q 0.12 and 0.01 (chi2 drops 464 and 85) and moves the
-#: target's r_e by 3 % and q by 0.04; the simulated blended neighbours end at q 0.5-0.7.
-SPLIT_MIN_Q = 0.25
-
-
-def _split_target(observation, res, at, kw, said, nfev, *, max_splits, neighbour_profile):
-    """The blend search of :func:`fit_scene`: ``(result, notes by source, nfev)``."""
-    from ..detect import _within, detect_missed
-
-    # the trial is fitted jointly from the start: fitted alone first, with the inflated target
-    # held, the new source is squeezed into the gap between the two (a q -> 0 needle at the
-    # size bound; seen on the brute-rendered 1.5 r_e, ratio 3 pairs)
-    kw = dict(kw, sequential=False)
-    for _ in range(max_splits):
-        scene = res.scene
-        k = scene.target
-        tgt = scene.sources[k]
-        if getattr(tgt, "kind", None) != "galaxy":
-            break
-        missed = detect_missed(observation, scene, nsigma=2.0, min_snr=SPLIT_SNR,
-                               relative_snr=0.0, inside=0.0, max_new=50)
-        cands = [d for d in missed.sources if _within(d, tgt, SPLIT_RADIUS)]
-        if not cands:
-            break
-        d = cands[0]                       # brightest residual near the target
-        new = Galaxy(profile=neighbour_profile, flux=max(d.flux, 1e-30), x=d.x, y=d.y,
-                     re=max(1.0, 0.5 * tgt.re), q=0.8, angle=0.0)
-        trial = scene.add(new)
-        j = len(trial) - 1
-        r2 = _fit_scene(observation, trial, fitted=tuple(res.fitted) + (True,), **kw)
-        nfev += r2.nfev
-        npar = 6 if neighbour_profile != "ser" else 7
-        need = npar * math.log(max(r2.nu + r2.covariance.shape[0], 2))
-        gain = res.chi2 - r2.chi2
-        why = ("cancelled" if r2.status == "cancelled" else
-               f"chi2 drop {gain:.1f} <= {need:.1f}" if gain <= need else
-               "held (outside the image or on the target's pixel)" if not r2.fitted[j] else
-               "it ended at a bound or with no flux" if r2.flags[j] & (
-                   FitFlags.AT_BOUND | FitFlags.NEGATIVE_FLUX) else
-               f"it ended as a streak (q {r2.scene.sources[j].q:.2f} < {SPLIT_MIN_Q}): the "
-               "target's own structure" if r2.scene.sources[j].q < SPLIT_MIN_Q else "")
-        if why:
-            said.setdefault(k, []).append(
-                f"blend search: a source tried at ({d.x:.1f}, {d.y:.1f}) was not kept ({why})")
-            break
-        a, b = r2.scene.sources[k], r2.scene.sources[j]
-        if math.hypot(b.x - at[0], b.y - at[1]) < math.hypot(a.x - at[0], a.y - at[1]):
-            # the split-off source is where the target is: swap their places and refit, so
-            # that source ``target`` stays the target
-            def moved(s, o):
-                return dataclasses.replace(s, flux=o.flux, x=o.x, y=o.y, re=o.re, q=o.q,
-                                           angle=o.angle)
-            trial = r2.scene.replace_source(k, moved(a, b)).replace_source(j, moved(b, a))
-            r2 = _fit_scene(observation, trial, fitted=r2.fitted, **kw)
-            nfev += r2.nfev
-        said[j] = [f"split off the target by the blend search (residual at "
-                   f"({d.x:.1f}, {d.y:.1f}), flux {d.flux:.4g}; chi2 drop {gain:.1f} > "
-                   f"{need:.1f})"]
-        res = r2
-        if res.status == "cancelled":
-            break
-    return res, said, nfev
 
 
 def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_nfev, solver,
