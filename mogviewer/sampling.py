@@ -233,7 +233,9 @@ class _LogProb:
         except (ValueError, ArithmeticError):
             return -np.inf
         r *= self.sw
-        lp -= 0.5 * float(r @ r)
+        # einsum, not ``r @ r``: BLAS's threaded dot costs 3.8 ms instead of 0.13 ms on a
+        # 256x256 image on a busy 2-core machine (its threads spin), as in the app's worker
+        lp -= 0.5 * float(np.einsum("i,i->", r, r))
         for i, m, s in self.priors:
             lp -= 0.5 * ((t[i] - m) / s) ** 2
         return lp if math.isfinite(lp) else -np.inf
