@@ -163,6 +163,8 @@ class ParamsPanel(QtWidgets.QWidget):
         # the Fit group is laid out by the window above the scrolling part of the dock, so it
         # stays in view however short the window and wherever the parameters are scrolled
         self.fit_group = self._build_fit_group()
+        self.joint_group = self._build_joint_group()
+        outer.addWidget(self.joint_group)
 
         # profile ---------------------------------------------------------------
         gp = QtWidgets.QGroupBox("Profile")
@@ -333,7 +335,14 @@ class ParamsPanel(QtWidgets.QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         v.addWidget(self.status_label)
-        # the joint fit of every band: shared shape, each band's flux / mag, colours
+        return gfit
+
+    def _build_joint_group(self):
+        """The joint fit of every band (shared shape, each band's flux / mag, colours): the
+        first group of the scrolled part, not in the Fit group, whose height is taken from the
+        dock at every size (its 13 lines left a 130 px strip for the parameters at 1280x720)."""
+        g = QtWidgets.QGroupBox("Joint fit (all bands)")
+        v = QtWidgets.QVBoxLayout(g)
         self.joint_label = QtWidgets.QLabel("")
         self.joint_label.setWordWrap(True)
         self.joint_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
@@ -341,7 +350,8 @@ class ParamsPanel(QtWidgets.QWidget):
                                        QtWidgets.QSizePolicy.Preferred)
         self.joint_label.setVisible(False)
         v.addWidget(self.joint_label)
-        return gfit
+        g.setVisible(False)
+        return g
 
     def _build_image_group(self):
         g = QtWidgets.QGroupBox("Image and PSF")
@@ -529,10 +539,12 @@ class ParamsPanel(QtWidgets.QWidget):
         if jf is None:
             self.joint_label.setText("")
             self.joint_label.setVisible(False)
+            self.joint_group.setVisible(False)
             return
         band = None if s.data is None else s.data.band
         self.joint_label.setText("\n".join(gbands.joint_summary(jf, shown=band)))
         self.joint_label.setVisible(True)
+        self.joint_group.setVisible(True)
         if not s.busy:
             res = jf.result
             self.progress.setRange(0, 1)

@@ -82,6 +82,13 @@ def test_joint_switch_fits_all_bands_and_shows_each(qtbot, settings, errors, cut
     assert f"colour g-r = {c1:.3f} \u00b1 {e1:.3f}" in text
     log = w.log_view.toPlainText()
     assert "ties used: " + res.ties in log
+    # the summary's 13 lines sit in the scrolled part, not in the fixed Fit group: at
+    # 1280x720 the parameters' viewport kept a 130 px strip when they were in the Fit group
+    w.resize(1280, 720)
+    w.show()
+    qtbot.wait(100)
+    assert p.joint_group.isVisible() and not p.fit_group.isAncestorOf(p.joint_label)
+    assert w.params_scroll.viewport().height() >= 250, w.params_scroll.viewport().height()
     # another band: its data, its PSF, its flux; its own residuals (per-band chi)
     with qtbot.waitSignal(c.psf_loaded, timeout=PSF_TIMEOUT_MS):
         p.hdu_combo.setCurrentIndex(2)
