@@ -9,12 +9,19 @@ called" in ``QGraphicsScene::itemsBoundingRect``; seen as a worker crash in
 ``test_settings_persist`` in 4 of 4 runs of ``pytest -n 1 tests/test_psf.py
 tests/gui/test_app.py`` and 0 of 2 with this hook). The app does the same with pyqtgraph's
 ``GarbageCollector`` (:func:`mogviewer.gui.app.create_app`).
+
+Also: the app's PSF models kept between sessions (:mod:`mogviewer.gui.psf_cache`) go to a
+directory of this test process, never to (or from) the user's cache.
 """
 
 import gc
+import os
 import sys
+import tempfile
 
 import pytest
+
+os.environ["MOGVIEWER_CACHE_DIR"] = tempfile.mkdtemp(prefix="mogviewer-test-cache-")
 
 _FULL_EVERY = 25            # a full collection at least every 25 tests (a full pass costs ~50 ms)
 _count = {"n": 0}

@@ -26,6 +26,7 @@ from .. import psf as mpsf
 from ..errors import MogviewerError, MogviewerWarning
 from ..export import files as mfiles
 from ..profiles import sersic as SERSIC
+from . import psf_cache
 
 # ------------------------------------------------------------------------------- errors
 ImageReadError = mio.ImageReadError
@@ -193,7 +194,8 @@ _psf_lock = threading.Lock()
 
 
 def read_psf(path, *, n_components=None, hdu=None, position=None):
-    """:func:`mogviewer.psf.read_psf`, memoised on (path, mtime, size, K, HDU, position).
+    """:func:`mogviewer.psf.read_psf`, memoised on (path, mtime, size, K, HDU, position) for
+    the process and on the file's content across sessions (:mod:`mogviewer.gui.psf_cache`).
 
     Fitting a mixture to a PSF stamp takes seconds; the same file is often opened again (the
     sample at every start, the PSF dialog's K choice), so results are kept for the process.
@@ -209,7 +211,12 @@ def read_psf(path, *, n_components=None, hdu=None, position=None):
         hit = _psf_cache.get(key)
     if hit is not None:
         return hit
-    model = mpsf.read_psf(p, n_components=n_components, hdu=hdu, position=pos)
+    # then the models fitted in earlier sessions (keyed by the file's bytes; psf_cache)
+    disk_key = psf_cache.key(p, ("read_psf", hdu, pos, n_components))
+    model = psf_cache.load(disk_key)
+    if model is None:
+        model = mpsf.read_psf(p, n_components=n_components, hdu=hdu, position=pos)
+        psf_cache.store(disk_key, model)
     with _psf_lock:
         _psf_cache[key] = model
         if n_components is None:   # the automatic choice is also the answer for its own K
