@@ -788,7 +788,8 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         res, said, nfev = split_target(
             observation, res, at,
             lambda sc, fitted_: _fit_scene(observation, sc, fitted=fitted_, **joint),
-            said, nfev, max_splits=max_splits, neighbour_profile=neighbour_profile)
+            said, nfev, max_splits=max_splits, neighbour_profile=neighbour_profile,
+            sky=sky)
     if not residual_pass or res.status == "cancelled":
         return _with_passes(res, said, (), n0, nfev, t0)
     for _ in range(residual_rounds):
