@@ -49,8 +49,9 @@ SPLIT_MIN_SEPARATION = 1.0
 #: The ``score`` start is tried when its linearised chi2 drop reaches this fraction of the
 #: BIC's ``k ln N``: the nonlinear fit gains more than the linearised step (the neighbour's
 #: shape and position adjust), so a start a little short of the bound can still pass it
-#: (measured on the 1 r_e, ratio 10 pairs: linearised 44-77, fitted 55-104 for a bound of 51),
-#: while on pure noise the map's maximum stays near 15 (4 realisations: 3-15).
+#: (measured on six 1 r_e, ratio 10 pairs: linearised 44-77, fitted 55-104 for a bound of 51),
+#: while on the residual of a pair fitted as two, where only noise is left, the map's maximum
+#: is 3-15 (12 realisations).
 SCORE_FRACTION = 0.5
 
 
