@@ -247,8 +247,9 @@ def test_decals_dr9_r_neighbours_fitted():
             out["split"] = fit_scene(obs, scene, split_blends=True, target_at=(126.4, 130.3))
     assert out["residual"].added and out["residual"].scene.target == 0
     # the blend search tries the target's arm-like residual (119.7, 122.5) and rejects it as a
-    # streak (q 0.13 < blends.SPLIT_MIN_Q): without that guard it split off two streaks and moved
-    # the target's r_e by 3.1 % and q by 0.041 (measured)
+    # streak (q 0.139 +- 0.030, below blends.SPLIT_MIN_Q = 0.25 by more than two errors): without
+    # that guard it split off two streaks and moved the target's r_e by 3.1 % and q by 0.041
+    # (measured)
     assert out["split"].added == () and "streak" in out["split"].notes[0][0]
     b = out["mask"].scene.sources[0]
     for mode in ("fit", "residual", "split"):

@@ -744,16 +744,21 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         :attr:`SceneFitResult.added`.
     split_blends : bool
         After the first fit, look for a neighbour blended with the target, one the detection
-        could not deblend (no saddle between them: closer than ~2 r_e, or much fainter): the
-        brightest positive residual within :data:`SPLIT_RADIUS` half-light ellipses of
-        the target (S/N >= 5 over its residual segment) becomes a ``neighbour_profile``
-        galaxy, everything is fitted again, and the new source is kept only if chi2 drops by
-        more than the Bayesian information criterion's ``k ln N`` (k its free parameters,
-        N the used pixels), it ends at no bound and no flatter than :data:`.blends.SPLIT_MIN_Q` (a
-        streak is the target's own structure); up to ``max_splits`` times; the search stops
-        at the first candidate not kept (why: in the target's :attr:`SceneFitResult.notes`).
-        The indices of the sources split off are in :attr:`SceneFitResult.added`. Not with
-        ``frame``.
+        could not deblend (no saddle between them: closer than ~2 r_e, or much fainter), which
+        the target absorbed (:mod:`.blends`). A ``neighbour_profile`` galaxy is started at two
+        places within :data:`.blends.SPLIT_RADIUS` half-light ellipses of the target: the
+        brightest positive residual (S/N >= 5 over its residual segment), and the maximum of
+        :func:`.blends.score_map` (the linearised chi2 drop of a neighbour at each pixel, the
+        target free to move and stretch; tried when it reaches half the BIC's bound);
+        everything is fitted jointly from each, and the lower chi2 is kept only if it drops by
+        more than the Bayesian information criterion's ``k ln N`` (k the new source's free
+        parameters, N the used pixels) and the new source ends at no bound, no flatter than
+        :data:`.blends.SPLIT_MIN_Q` by two of its errors (a streak is the target's own
+        structure) and not on the target's centre (:data:`.blends.SPLIT_MIN_SEPARATION` PSF
+        sigmas: its core); up to ``max_splits`` times; the search stops at the first
+        candidate not kept (why, and every start's chi2: in the target's
+        :attr:`SceneFitResult.notes`). The indices of the sources split off are in
+        :attr:`SceneFitResult.added`. Not with ``frame``.
     target_at : (x, y), optional
         Where the target is, to tell it from a source split off it: after a split, the one of
         the two nearer this point is the target (default: the target's start position).
@@ -788,7 +793,8 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         res, said, nfev = split_target(
             observation, res, at,
             lambda sc, fitted_: _fit_scene(observation, sc, fitted=fitted_, **joint),
-            said, nfev, max_splits=max_splits, neighbour_profile=neighbour_profile)
+            said, nfev, max_splits=max_splits, neighbour_profile=neighbour_profile,
+            sky=sky)
     if not residual_pass or res.status == "cancelled":
         return _with_passes(res, said, (), n0, nfev, t0)
     for _ in range(residual_rounds):
