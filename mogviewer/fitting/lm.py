@@ -216,7 +216,8 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
                 trial = np.clip(z + step, lo, hi)
                 step = trial - z
                 pred = 2.0 * step @ g - step @ A @ step
-            if not (pred > 1e-15 * max(chi2, 1e-300)) or not step.any():
+            # (a step of zeros predicts no decrease: pred = 0 fails the test below)
+            if not (pred > 1e-15 * max(chi2, 1e-300)):
                 if lam > 1e16 or not step.any():
                     status, message = "converged", "no step lowers chi^2 any further"
                     break
