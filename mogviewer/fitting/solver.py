@@ -709,7 +709,7 @@ def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfe
         # one error-state context for the whole fit, not one per evaluation (~3 us each)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             res = levenberg_marquardt(ev, z0, lo, hi, max_nfev=max_nfev, xtol=xtol,
-                                      ftol=ftol, gtol=1e-10,
+                                      ftol=ftol, gtol=1e-10, ftol_predicted=True,
                                       callback=cb if callback is not None
                                       or should_stop is not None else None)
     except (np.linalg.LinAlgError, ArithmeticError) as exc:
