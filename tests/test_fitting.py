@@ -443,3 +443,57 @@ def test_fixed_sky_starts_at_zero_and_negative_second_flux_is_flagged():
               GalaxyParams(flux=1000, x=20, y=20, re=3, q=0.8, angle=30, flux2=50, re2=8, q2=0.6,
                            angle2=100))
     assert res.params.flux2 < 0 and res.flags & FitFlags.NEGATIVE_FLUX and not res.ok
+
+
+def test_undersampled_flag_equals_the_eigenvalue_count_over_every_pair():
+    """psf_flags skips the per-pair eigenvalues when Weyl's bound clears the threshold: the
+    flag must equal the direct count (numpy's eigvalsh of every v_m S + C_k) on both sides of
+    the threshold, with and without a PSF."""
+    from mogviewer.ellipse import shape_matrix
+    from mogviewer.fitting.flags import FitFlags
+    from mogviewer.fitting.params import GalaxyParams
+    from mogviewer.fitting.problem import UNDERSAMPLED_FRACTION, UNDERSAMPLED_SIGMA, psf_flags
+    from mogviewer.render.exact import PIXEL_VAR
+
+    rng = np.random.default_rng(3)
+    img = np.zeros((16, 16))
+    psfs = [None, Mixture.isotropic([0.7, 0.3], [0.05, 0.6])]
+    seen = set()
+    for psf in psfs:
+        prob = FitProblem.from_arrays(img, sigma=np.ones_like(img), psf=psf, profile="exp", M=6)
+        covs = (np.eye(2)[None] * PIXEL_VAR if psf is None else psf.covs)
+        pa = np.ones(1) if psf is None else psf.amps / psf.amps.sum()
+        prof = prob.profile_mixture()
+        a = np.asarray(prof.amps) / np.sum(prof.amps)
+        for _ in range(60):
+            p = GalaxyParams(flux=1.0, x=7.5, y=7.5, re=float(np.exp(rng.uniform(-2.5, 2.5))),
+                             q=float(rng.uniform(0.05, 1.0)), angle=float(rng.uniform(0, 180)))
+            S = shape_matrix(p.re, p.q, p.angle)
+            frac = sum(a[m] * pa[k] for m in range(len(a)) for k in range(len(pa))
+                       if np.linalg.eigvalsh(prof.variances[m] * S + covs[k])[0]
+                       < UNDERSAMPLED_SIGMA ** 2)
+            want = frac > UNDERSAMPLED_FRACTION
+            got = bool(psf_flags(prob, p) & FitFlags.UNDERSAMPLED)
+            assert got == want, (psf, p)
+            seen.add(want)
+    assert seen == {True, False}     # both sides of the threshold were reached
+
+
+def test_compiled_covariance_equals_numpy_inverse_and_refuses_the_same_matrices():
+    """_covariance_from_normal (compiled) against numpy's inverse on well-conditioned normal
+    matrices (to 1e-10 relative: a 7x7 inverse of condition <= 1e6 loses < 1e-10), and NaN
+    with ok=False for a singular, a non-finite and a negative-diagonal matrix."""
+    from mogviewer.fitting.solver import _covariance_from_normal
+
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        J = rng.normal(size=(50, 7)) * np.exp(rng.uniform(-3, 3, 7))
+        A = J.T @ J
+        cov, ok = _covariance_from_normal(A)
+        assert ok
+        np.testing.assert_allclose(cov, np.linalg.inv(A), rtol=1e-10,
+                                   atol=1e-10 * np.abs(np.linalg.inv(A)).max())
+    bad = [np.ones((3, 3)), np.diag([1.0, np.inf, 1.0]), np.diag([1.0, -1.0, 1.0])]
+    for A in bad:
+        cov, ok = _covariance_from_normal(A)
+        assert not ok and np.isnan(cov).all()

@@ -268,6 +268,42 @@ def test_lm_driver_reaches_a_quadratic_minimum_and_reports_cancel():
     assert r.status == "cancelled" and r.nit == 1
 
 
+def test_lm_takes_the_last_gauss_newton_step_unevaluated_with_ftol_predicted():
+    # a nonlinear least-squares problem (exponential decay, 3 parameters; r = data - model):
+    # with ftol_predicted the driver stops one evaluation earlier, at the same minimum (to
+    # 1e-9 of the parameters: the unevaluated Gauss-Newton step from a point whose next
+    # step predicts < ftol chi^2 lands within rounding of it), with a chi^2 equal to the one
+    # evaluated there to ftol^2-ish (1e-12 relative: the quadratic model's error is of the
+    # order of the predicted decrease times the relative curvature change over the step)
+    t = np.linspace(0.0, 4.0, 40)
+    rng = np.random.default_rng(2)
+    data = 3.0 * np.exp(-1.3 * t) + 0.5 + rng.normal(0, 0.01, t.size)
+
+    def resid(z):
+        e = np.exp(-z[1] * t)
+        J = np.stack([e, -z[0] * t * e, np.ones_like(t)], axis=1)
+        return data - (z[0] * e + z[2]), J
+
+    calls = []
+
+    def ev(z):
+        calls.append(1)
+        r, J = resid(z)
+        return float(r @ r), J.T @ J, J.T @ r, None
+
+    inf = np.full(3, np.inf)
+    z0 = np.array([1.0, 0.5, 0.0])
+    ref = levenberg_marquardt(ev, z0, -inf, inf, ftol=1e-13, xtol=1e-13)
+    plain = levenberg_marquardt(ev, z0, -inf, inf, ftol=1e-9)
+    fast = levenberg_marquardt(ev, z0, -inf, inf, ftol=1e-9, ftol_predicted=True)
+    assert fast.status == "converged" and "unevaluated" in fast.message
+    assert fast.nfev == plain.nfev - 1
+    np.testing.assert_allclose(fast.z, ref.z, rtol=1e-9)
+    r, _ = resid(fast.z)
+    assert fast.chi2 == pytest.approx(float(r @ r), rel=1e-12)
+    assert fast.chi2 == pytest.approx(ref.chi2, rel=1e-12)
+
+
 def test_problems_the_kernel_does_not_model_use_the_materialised_path(monkeypatch):
     # a FitProblem with a field the accumulating kernel does not know (e.g. a PSF's pixelised
     # residual part, added by another mode) must be fitted by the scipy path, not silently
