@@ -182,7 +182,9 @@ print("RESULT", t_end, s.fitted, s.flagged, s.failed, t_plan, marks[0] if marks 
 def run_backend(d, backend, workers, csv_path, psf_mode, max_per_job=None):
     """Run one backend in a fresh process: ``serial``, ``processes``, ``dask``, and
     ``processes-spawn`` / ``dask-spawn`` (workers started by ``spawn`` instead of the fork
-    server, for comparison)."""
+    server, for comparison); ``/N`` after the name plans with ``max_per_job=N``."""
+    backend, _, own = backend.partition("/")
+    max_per_job = int(own) if own else max_per_job
     executor, _, method = backend.partition("-")
     plan_kw = "" if max_per_job is None else f", max_per_job={max_per_job}"
     code = _CHILD.format(bench_dir=str(Path(__file__).parent), d=str(d), psf_mode=psf_mode,
@@ -287,8 +289,9 @@ def main(argv=None):
     ap.add_argument("--psf-mode", default="auto", choices=("auto", "mixture"))
     ap.add_argument("--backends", default="serial,processes,dask",
                     help="comma-separated: serial, processes, dask, and processes-spawn, "
-                         "dask-spawn (workers started by spawn, not the fork server); a "
-                         "backend named twice runs twice")
+                         "dask-spawn (workers started by spawn, not the fork server); /N after "
+                         "a name: jobs of at most N sources (e.g. processes/64); a backend "
+                         "named twice runs twice")
     ap.add_argument("--max-per-job", type=int, default=None, metavar="N",
                     help="plan_cutout_jobs's max_per_job (default: its own)")
     ap.add_argument("--profile-serial", type=int, default=0, metavar="N")
@@ -313,7 +316,7 @@ def main(argv=None):
         for k, backend in enumerate(args.backends.split(",")):
             workers = 1 if backend == "serial" else args.workers
             label = backend if backend not in parts else f"{backend} ({k + 1})"
-            out = d / f"{backend}-{k}.csv"
+            out = d / f"{backend.replace('/', '_')}-{k}.csv"
             r = run_backend(d, backend, workers, out, args.psf_mode, args.max_per_job)
             parts[label] = r
             rows = read_rows(out)
