@@ -179,6 +179,40 @@ print("RESULT", t_end, s.fitted, s.flagged, s.failed, t_plan, marks[0] if marks 
 """
 
 
+_STARTUP = """
+import multiprocessing.forkserver as fs, os, resource, time
+t0 = time.perf_counter()
+from mogviewer.batch.executors import PoolExecutor
+from mogviewer.batch.runner import run_job
+from mogviewer.render import warmup
+warmup()
+t1 = time.perf_counter()
+c1 = resource.getrusage(resource.RUSAGE_SELF)
+from mogviewer.batch import FitTask
+task = FitTask(image={image!r}, profile="exp", M=6)
+ex = PoolExecutor(run_job, workers={workers}, failed=None)
+assert all(r[0]["status"] == "converged" for _, r in ex.map([task] * {workers}))
+t2 = time.perf_counter()
+getattr(fs._forkserver, "_stop", lambda: None)()
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print("STARTUP", t2 - t1, me.ru_utime + me.ru_stime - c1.ru_utime - c1.ru_stime,
+      kids.ru_utime + kids.ru_stime)
+"""
+
+
+def startup(workers, method):
+    """Wall and CPU seconds of starting a pool of ``workers`` (``spawn`` or ``forkserver``)
+    and running one small fit per worker (a 64 x 64 cutout: the job's imports and kernels
+    loaded, ~10 ms of fitting), after the parent's own imports and warm-up."""
+    env = dict(os.environ, MOGVIEWER_START_METHOD=method, OPENBLAS_NUM_THREADS="1")
+    image = Path(__file__).parents[1] / "tests/data/real/imfit-sdss/ic3478rss_64x64.fits"
+    out = subprocess.run([sys.executable, "-c", _STARTUP.format(workers=workers,
+                                                                image=str(image))],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    _, wall, parent, kids = [ln for ln in out.splitlines() if ln.startswith("STARTUP")][0].split()
+    return float(wall), float(parent), float(kids)
+
+
 def run_backend(d, backend, workers, csv_path, psf_mode, max_per_job=None):
     """Run one backend in a fresh process: ``serial``, ``processes``, ``dask``, and
     ``processes-spawn`` / ``dask-spawn`` (workers started by ``spawn`` instead of the fork
@@ -298,7 +332,21 @@ def main(argv=None):
     ap.add_argument("--keep", metavar="DIR",
                     help="simulate the field into DIR and keep it (a later run with the same "
                          "--size and -n reuses it); default: a temporary directory")
+    ap.add_argument("--startup", type=int, default=0, metavar="R",
+                    help="only measure the pool's start-up (spawn vs fork server), R times "
+                         "each, alternating")
     args = ap.parse_args(argv)
+    if args.startup:
+        print(f"pool start-up, {args.workers} workers, one 64x64 fit each (after the "
+              f"parent's imports); load {open('/proc/loadavg').read().split()[:3]}")
+        print("| start method | wall (s) | parent CPU (s) | workers + server CPU (s) |")
+        print("|---|---|---|---|")
+        for _ in range(args.startup):
+            for method in ("spawn", "forkserver"):
+                wall, parent, kids = startup(args.workers, method)
+                print(f"| {method} | {wall:.2f} | {parent:.2f} | {kids:.2f} |", flush=True)
+        print(f"load after: {open('/proc/loadavg').read().split()[:3]}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(args.keep or tmp)
         d.mkdir(parents=True, exist_ok=True)
