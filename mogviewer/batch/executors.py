@@ -67,14 +67,16 @@ class _single_threaded_children:
                 os.environ[k] = v
 
 
-def worker_init(parent_pid):
+def worker_init(parent_pid, alive=None):
     """Initializer of every pool worker: ignore Ctrl-C (the parent handles it) and end with
     the parent ``parent_pid`` (the process that runs the batch), however it ends (SIGTERM,
     SIGKILL, a crash). On Linux the kernel sends SIGKILL when the worker's own parent dies
-    (``prctl(PR_SET_PDEATHSIG)``: the batch's process, or the fork server); everywhere a
-    watchdog thread checks twice a second that the batch's process still exists and that the
-    worker's parent is the same, and exits when not. (A fork server outlives the batch's
-    process while its workers live, so under it the watchdog is what ends them.)"""
+    (``prctl(PR_SET_PDEATHSIG)``: the batch's process under ``spawn``, the fork server under
+    ``forkserver``). Everywhere a watchdog thread waits on ``alive``, the read end of a pipe
+    whose only write end the batch's process holds: it reads end-of-file the moment that
+    process ends (even before it is reaped), and the worker exits. (A fork server outlives
+    the batch's process while its workers live, so under it the pipe is what ends them.)
+    Without ``alive`` the watchdog polls ``os.getppid()`` twice a second."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
@@ -86,28 +88,22 @@ def worker_init(parent_pid):
         except (OSError, AttributeError):  # no prctl: the watchdog alone
             pass
     ppid = os.getppid()
-    if not _exists(parent_pid) or ppid == 1:  # the parent died before we got here
+    if ppid == 1 or (alive is None and ppid != parent_pid):  # the parent died already
         os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid, ppid), daemon=True,
+    threading.Thread(target=_watch_parent, args=(ppid, alive), daemon=True,
                      name="mogviewer-parent-watchdog").start()
 
 
-def _exists(pid):
-    """Whether process ``pid`` exists (``kill(pid, 0)``; a zombie not yet reaped counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:     # pragma: no cover - exists, owned by someone else
-        return True
-    return True
+def _watch_parent(ppid, alive, interval=0.5):
+    if alive is not None:
+        from multiprocessing.connection import wait as wait_for
 
-
-def _watch_parent(parent_pid, ppid, interval=0.5):
+        wait_for([alive])       # nothing is ever sent: this returns at end-of-file
+        os._exit(1)             # orphaned: no cleanup to do, the parent owns every output file
     while True:
         time.sleep(interval)
-        if os.getppid() != ppid or not _exists(parent_pid):
-            os._exit(1)  # orphaned: no cleanup to do, the parent owns every output file
+        if os.getppid() != ppid:
+            os._exit(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,15 +223,19 @@ class PoolExecutor:
         if self.pool is not None:
             self._stop()
         ctx = multiprocessing.get_context(self.method)
+        # the workers' lifeline: they get the read end; the write end stays here, unused,
+        # until this pool ends (or this process does)
+        alive_r, self._alive_w = ctx.Pipe(duplex=False)
         with _quiet_children():
             if self.method == "forkserver":
                 _set_preload()
             self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                             initializer=worker_init,
-                                            initargs=(os.getpid(),))
+                                            initargs=(os.getpid(), alive_r))
             # start every worker now, while the environment and SIGINT are set for them
             for f in [self.pool.submit(os.getpid) for _ in range(self.workers)]:
                 f.result()
+        self._alive_r = alive_r     # kept: a worker the pool starts later gets it too
 
     def map(self, jobs):
         from concurrent.futures.process import BrokenProcessPool
@@ -297,6 +297,8 @@ class PoolExecutor:
                 proc.terminate()
         for proc in procs:
             proc.join(timeout=5)
+        self._alive_w.close()
+        self._alive_r.close()
 
     def close(self, abort=False):
         if self.pool is None:
@@ -306,6 +308,8 @@ class PoolExecutor:
         else:
             self.pool.shutdown(wait=True)
             self.pool = None
+            self._alive_w.close()
+            self._alive_r.close()
 
 
 class DaskExecutor:
