@@ -2,6 +2,7 @@
 """Survey throughput (issue 19): a simulated field fitted end to end in catalogue mode.
 
     python benchmarks/bench_survey.py [--size 4096] [-n 5000] [--workers 2] [--profile-serial 200]
+                                      [--keep DIR]
 
 The field (simulated once into a temporary directory by :func:`make_field`): ``size`` x ``size``
 float32 pixels with a TAN WCS, 80 % exponential galaxies (r_e 1.5-6 px, q 0.4-1, any angle, S/N
@@ -127,7 +128,7 @@ def make_field(d, size=4096, n=5000, seed=19, sigma=1.0):
     return truth
 
 
-def plan(d, *, psf_cell=512, psf_mode="auto"):
+def plan(d, *, psf_cell=512, psf_mode="auto", max_per_job=None):
     """The cutout jobs of the simulated field (what ``mogviewer fit --image ... --catalog``
     plans)."""
     from astropy.io import fits
@@ -142,30 +143,92 @@ def plan(d, *, psf_cell=512, psf_mode="auto"):
     src = read_catalog(d / "sources.fits", wcs=wcs, size_column="flux_radius")
     template = FitTask(image=str(d / "field.fits"), psf=str(d / "field.psfex"), profile="exp",
                        M=6, psf_mode=psf_mode)
+    kw = {} if max_per_job is None else dict(max_per_job=max_per_job)
     return plan_cutout_jobs(d / "field.fits", src, template, weight=str(d / "weight.fits"),
-                            psf_cell=psf_cell, size_factor=8.0, min_size=24, max_size=64)
+                            psf_cell=psf_cell, size_factor=8.0, min_size=24, max_size=64, **kw)
 
 
 _CHILD = """
-import sys, time
+import resource, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {bench_dir!r})
 import bench_survey
 from mogviewer.batch import run_batch
+from mogviewer.batch.executors import prestart
 from mogviewer.render import warmup
+if {executor!r} == "processes" and {workers} > 1:
+    prestart()          # as the CLI does: the fork server starts while this process plans
 warmup()
-jobs = bench_survey.plan({d!r}, psf_mode={psf_mode!r})
-s = run_batch(jobs, {csv!r}, workers={workers}, executor={executor!r}, unit="objects")
-print("RESULT", time.perf_counter() - t0, s.fitted, s.flagged, s.failed, flush=True)
+jobs = bench_survey.plan({d!r}, psf_mode={psf_mode!r}{plan_kw})
+t_plan = time.perf_counter() - t0
+cpu_plan = resource.getrusage(resource.RUSAGE_SELF)
+marks = []
+def progress(done, total, row):
+    if not marks:
+        marks.append(time.perf_counter() - t0)
+s = run_batch(jobs, {csv!r}, workers={workers}, executor={executor!r}, unit="objects",
+              progress=progress)
+t_end = time.perf_counter() - t0
+me = resource.getrusage(resource.RUSAGE_SELF)
+# stop and reap the fork server (it would end with this process, unreaped): its CPU, and that of
+# the workers it forked and reaped, then counts in this process's children, as wait4 reports
+import multiprocessing.forkserver as fs
+getattr(fs._forkserver, "_stop", lambda: None)()
+print("RESULT", t_end, s.fitted, s.flagged, s.failed, t_plan, marks[0] if marks else -1,
+      cpu_plan.ru_utime + cpu_plan.ru_stime, me.ru_utime + me.ru_stime, flush=True)
 """
 
 
-def run_backend(d, executor, workers, csv_path, psf_mode):
+_STARTUP = """
+import multiprocessing.forkserver as fs, os, resource, time
+t0 = time.perf_counter()
+from mogviewer.batch.executors import PoolExecutor
+from mogviewer.batch.runner import run_job
+from mogviewer.render import warmup
+warmup()
+t1 = time.perf_counter()
+c1 = resource.getrusage(resource.RUSAGE_SELF)
+from mogviewer.batch import FitTask
+task = FitTask(image={image!r}, profile="exp", M=6)
+ex = PoolExecutor(run_job, workers={workers}, failed=None)
+assert all(r[0]["status"] == "converged" for _, r in ex.map([task] * {workers}))
+t2 = time.perf_counter()
+getattr(fs._forkserver, "_stop", lambda: None)()
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print("STARTUP", t2 - t1, me.ru_utime + me.ru_stime - c1.ru_utime - c1.ru_stime,
+      kids.ru_utime + kids.ru_stime)
+"""
+
+
+def startup(workers, method):
+    """Wall and CPU seconds of starting a pool of ``workers`` (``spawn`` or ``forkserver``)
+    and running one small fit per worker (a 64 x 64 cutout: the job's imports and kernels
+    loaded, ~10 ms of fitting), after the parent's own imports and warm-up."""
+    env = dict(os.environ, MOGVIEWER_START_METHOD=method, OPENBLAS_NUM_THREADS="1")
+    image = Path(__file__).parents[1] / "tests/data/real/imfit-sdss/ic3478rss_64x64.fits"
+    out = subprocess.run([sys.executable, "-c", _STARTUP.format(workers=workers,
+                                                                image=str(image))],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    _, wall, parent, kids = [ln for ln in out.splitlines() if ln.startswith("STARTUP")][0].split()
+    return float(wall), float(parent), float(kids)
+
+
+def run_backend(d, backend, workers, csv_path, psf_mode, max_per_job=None):
+    """Run one backend in a fresh process: ``serial``, ``processes``, ``dask``, and
+    ``processes-spawn`` / ``dask-spawn`` (workers started by ``spawn`` instead of the fork
+    server, for comparison); ``/N`` after the name plans with ``max_per_job=N``."""
+    backend, _, own = backend.partition("/")
+    max_per_job = int(own) if own else max_per_job
+    executor, _, method = backend.partition("-")
+    plan_kw = "" if max_per_job is None else f", max_per_job={max_per_job}"
     code = _CHILD.format(bench_dir=str(Path(__file__).parent), d=str(d), psf_mode=psf_mode,
-                         csv=str(csv_path), workers=workers, executor=executor)
+                         csv=str(csv_path), workers=workers, executor=executor,
+                         plan_kw=plan_kw)
     t0 = time.perf_counter()
     # one BLAS thread in every process, the serial one too (the pool's workers get it anyway)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if method:
+        env["MOGVIEWER_START_METHOD"] = method
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                          env=env)
     out = p.stdout.read()
@@ -174,11 +237,12 @@ def run_backend(d, executor, workers, csv_path, psf_mode):
     p.returncode = os.waitstatus_to_exitcode(status)
     line = [ln for ln in out.splitlines() if ln.startswith("RESULT")]
     if p.returncode != 0 or not line:
-        raise RuntimeError(f"{executor} run failed ({p.returncode}): {out[-2000:]}")
-    _, inner, fitted, flagged, failed = line[0].split()
+        raise RuntimeError(f"{backend} run failed ({p.returncode}): {out[-2000:]}")
+    _, inner, fitted, flagged, failed, t_plan, t_first, cpu_plan, cpu_parent = line[0].split()
     return dict(wall=wall, inner=float(inner), fitted=int(fitted), flagged=int(flagged),
                 failed=int(failed), maxrss_mb=ru.ru_maxrss / 1024,
-                cpu=ru.ru_utime + ru.ru_stime)
+                cpu=ru.ru_utime + ru.ru_stime, t_plan=float(t_plan), t_first=float(t_first),
+                cpu_plan=float(cpu_plan), cpu_parent=float(cpu_parent))
 
 
 def read_rows(path):
@@ -235,48 +299,98 @@ def profile_serial(d, n, psf_mode):
     pstats.Stats(pr).sort_stats("tottime").print_stats(15)
 
 
+def _field(d, size, n):
+    """Simulate the field into ``d``, or reuse the one a previous ``--keep`` run left there
+    (same size, count and seed: ``truth.json`` says which)."""
+    import json
+
+    stamp = d / "truth.json"
+    if stamp.exists():
+        saved = json.loads(stamp.read_text())
+        if saved.get("size") == size and saved.get("n") == n:
+            return saved["truth"], "reused"
+    t0 = time.perf_counter()
+    truth = make_field(d, size, n)
+    stamp.write_text(json.dumps(dict(size=size, n=n, truth=truth)))
+    return truth, f"simulated in {time.perf_counter() - t0:.0f} s"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--psf-mode", default="auto", choices=("auto", "mixture"))
-    ap.add_argument("--backends", default="serial,processes,dask")
+    ap.add_argument("--backends", default="serial,processes,dask",
+                    help="comma-separated: serial, processes, dask, and processes-spawn, "
+                         "dask-spawn (workers started by spawn, not the fork server); /N after "
+                         "a name: jobs of at most N sources (e.g. processes/64); a backend "
+                         "named twice runs twice")
+    ap.add_argument("--max-per-job", type=int, default=None, metavar="N",
+                    help="plan_cutout_jobs's max_per_job (default: its own)")
     ap.add_argument("--profile-serial", type=int, default=0, metavar="N")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="simulate the field into DIR and keep it (a later run with the same "
+                         "--size and -n reuses it); default: a temporary directory")
+    ap.add_argument("--startup", type=int, default=0, metavar="R",
+                    help="only measure the pool's start-up (spawn vs fork server), R times "
+                         "each, alternating")
     args = ap.parse_args(argv)
+    if args.startup:
+        print(f"pool start-up, {args.workers} workers, one 64x64 fit each (after the "
+              f"parent's imports); load {open('/proc/loadavg').read().split()[:3]}")
+        print("| start method | wall (s) | parent CPU (s) | workers + server CPU (s) |")
+        print("|---|---|---|---|")
+        for _ in range(args.startup):
+            for method in ("spawn", "forkserver"):
+                wall, parent, kids = startup(args.workers, method)
+                print(f"| {method} | {wall:.2f} | {parent:.2f} | {kids:.2f} |", flush=True)
+        print(f"load after: {open('/proc/loadavg').read().split()[:3]}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        t0 = time.perf_counter()
-        truth = make_field(d, args.size, args.n)
+        d = Path(args.keep or tmp)
+        d.mkdir(parents=True, exist_ok=True)
+        truth, how = _field(d, args.size, args.n)
         field_mb = (d / "field.fits").stat().st_size / 2 ** 20
         print(f"field {args.size}x{args.size} ({field_mb:.0f} MB + weight), {args.n} sources "
-              f"({sum(t['kind'] == 'star' for t in truth)} stars), simulated in "
-              f"{time.perf_counter() - t0:.0f} s; {len(plan(d))} jobs (512 px PSF cells); "
-              f"psf-mode {args.psf_mode}; load {os.getloadavg()[0]:.1f}")
+              f"({sum(t['kind'] == 'star' for t in truth)} stars), {how}; "
+              f"{len(plan(d))} jobs (512 px PSF cells); psf-mode {args.psf_mode}; "
+              f"load {open('/proc/loadavg').read().split()[:3]}")
         print("| backend | workers | wall (s) | objects/s | objects/s per worker | CPU (s) | "
               "objects per CPU-s | peak RSS (MB) | converged+flagged/failed | median abs r_e "
               "err | median flux ratio |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-        results = {}
-        for backend in args.backends.split(","):
+        results, parts = {}, {}
+        for k, backend in enumerate(args.backends.split(",")):
             workers = 1 if backend == "serial" else args.workers
-            out = d / f"{backend}.csv"
-            r = run_backend(d, backend, workers, out, args.psf_mode)
+            label = backend if backend not in parts else f"{backend} ({k + 1})"
+            out = d / f"{backend.replace('/', '_')}-{k}.csv"
+            r = run_backend(d, backend, workers, out, args.psf_mode, args.max_per_job)
+            parts[label] = r
             rows = read_rows(out)
-            results[backend] = rows
+            results[label] = rows
             err, ratio, ng = accuracy(rows, truth)
             rate = args.n / r["wall"]
-            print(f"| {backend} | {workers} | {r['wall']:.1f} | {rate:.0f} | "
-                  f"{rate / workers:.0f} | {r['cpu']:.0f} | {args.n / r['cpu']:.0f} | "
+            print(f"| {label} | {workers} | {r['wall']:.1f} | {rate:.0f} | "
+                  f"{rate / workers:.0f} | {r['cpu']:.1f} | {args.n / r['cpu']:.0f} | "
                   f"{r['maxrss_mb']:.0f} | "
                   f"{r['fitted'] + r['flagged']}/{r['failed']} | {err:.4f} ({ng} galaxies) | "
                   f"{ratio:.4f} |", flush=True)
+        print("\nWhere the time goes (seconds from the start of the backend's process): the "
+              "parent's imports + warm-up + plan (wall, CPU), the first row, the end; CPU of "
+              "the parent in all and of its workers (the rest of the total)")
+        print("| backend | plan wall | plan CPU | first row | end | parent CPU | workers CPU |")
+        print("|---|---|---|---|---|---|---|")
+        for backend, r in parts.items():
+            print(f"| {backend} | {r['t_plan']:.1f} | {r['cpu_plan']:.1f} | "
+                  f"{r['t_first']:.1f} | {r['inner']:.1f} | {r['cpu_parent']:.1f} | "
+                  f"{r['cpu'] - r['cpu_parent']:.1f} |")
         names = list(results)
         for other in names[1:]:
             n_diff, missing = compare(results[names[0]], results[other])
             print(f"rows {names[0]} vs {other}: {n_diff} differ (all columns but elapsed_s), "
                   f"{len(missing)} ids in one only")
-        print(f"load after: {os.getloadavg()}")
+        print(f"load after: {open('/proc/loadavg').read().split()[:3]}")
         if args.profile_serial:
             profile_serial(d, args.profile_serial, args.psf_mode)
 

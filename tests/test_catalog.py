@@ -137,9 +137,11 @@ def test_simulated_field_serial_and_dask_give_the_same_rows(sim_field, tmp_path,
 
     def kill_a_worker(self, done, total, row):
         if not killed:
-            # the nannies live in this process; each worker is a spawned child
-            workers = [p for p in psutil.Process().children()
-                       if "spawn_main" in " ".join(p.cmdline())]
+            # the nannies live in this process; each worker is a fork of the fork server (a
+            # child of this process: its children are the workers), or a spawned child
+            me = psutil.Process()
+            workers = [p for p in me.children(recursive=True)
+                       if p.ppid() != me.pid or "spawn_main" in " ".join(p.cmdline())]
             os.kill(workers[0].pid, signal.SIGKILL)
             killed.append(workers[0].pid)
 

@@ -6,6 +6,7 @@ rows as in one process) is tests/test_catalog.py's simulated-field test."""
 import os
 import signal
 
+import numpy as np
 import pytest
 
 from mogviewer.batch import FitTask
@@ -88,3 +89,128 @@ def test_killing_a_pool_worker_mid_batch_loses_and_repeats_no_row(tmp_path):
     assert killed                                             # a worker really was killed
     assert sorted(ids) == sorted(f"o{i}" for i in range(10))   # every object, once
     assert "failed" not in status and s.failed == 0           # its jobs were rerun, not lost
+
+
+# ---------------------------------------------------------------------------------------------
+# chunks: several jobs per submit, each result yielded once, a dead worker's chunk retried
+# ---------------------------------------------------------------------------------------------
+
+def _square_or_die(job):
+    """A job function for the pool: job 7 kills its worker process every time it runs."""
+    if job == 7:
+        os._exit(3)
+    return job * job
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 32])
+def test_pool_chunks_yield_every_job_once(chunk):
+    from mogviewer.batch.executors import PoolExecutor
+    ex = PoolExecutor(abs, workers=2, chunk=chunk, failed=lambda job, why: None)
+    got = list(ex.map(range(-20, 0)))
+    assert sorted(i for i, _ in got) == list(range(20))                 # each index, once
+    assert all(r == 20 - i for i, r in got)                              # with its own result
+
+
+def test_a_job_that_kills_its_worker_fails_alone_not_its_chunk():
+    # chunks of 4: job 7 shares its chunk with 4, 5, 6. After the first death the chunk is
+    # split and its jobs retried one by one: 4-6 succeed, 7 fails after retries + 1 deaths.
+    # One chunk in flight at a time (window=1): a death breaks the whole pool, and every job
+    # in flight then counts it, so with more in flight an innocent job could be blamed too
+    from mogviewer.batch.executors import PoolExecutor
+    ex = PoolExecutor(_square_or_die, workers=2, chunk=4, retries=1, window=1,
+                      failed=lambda job, why: ("failed", job, why))
+    got = dict(ex.map(range(12)))
+    assert sorted(got) == list(range(12))
+    assert got[7][0] == "failed" and "died 2 times" in got[7][2]
+    assert all(got[i] == i * i for i in range(12) if i != 7)
+
+
+def test_dask_chunks_yield_every_job_once():
+    # an in-process cluster (threads: starts in a second) reached by its address, as
+    # --scheduler does; chunks of 3 with a window of 2 chunks
+    pytest.importorskip("dask.distributed", reason="the cluster extra is not installed")
+    from dask.distributed import LocalCluster
+
+    from mogviewer.batch.executors import DaskExecutor
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster:
+        ex = DaskExecutor(abs, scheduler=cluster.scheduler_address, chunk=3, window=2,
+                          failed=lambda job, why: None)
+        try:
+            got = list(ex.map(range(-10, 0)))
+        finally:
+            ex.close()
+    assert sorted(i for i, _ in got) == list(range(10))
+    assert all(r == 10 - i for i, r in got)
+
+
+def test_chunk_size_gives_every_worker_several_chunks():
+    from mogviewer.batch.executors import chunk_size
+    assert chunk_size(10, 2) == 1            # few jobs: one per submit
+    assert chunk_size(1000, 2) == 32         # capped
+    assert chunk_size(160, 2) == 10          # 8 chunks per worker
+    assert chunk_size(0, 2) == 1             # nothing to do: still a valid size
+
+
+@pytest.mark.parametrize("chunk", [3, None])
+def test_killing_a_worker_with_chunked_jobs_loses_and_repeats_no_row(tmp_path, chunk):
+    # one-file jobs in chunks of 3 (None: the runner's own choice, here 1 per submit): the
+    # killed worker's chunk is retried and every object is written exactly once
+    import multiprocessing
+
+    from mogviewer.batch import run_batch
+    progress, killed = _kill_once(lambda: multiprocessing.active_children()[0].pid)
+    out = tmp_path / "k.csv"
+    s = run_batch(_id_tasks(12), out, workers=2, progress=progress, flush_interval=0,
+                  chunk=chunk)
+    ids, status = _ids_in(out)
+    assert killed
+    assert sorted(ids) == sorted(f"o{i}" for i in range(12))
+    assert "failed" not in status and s.failed == 0
+
+
+def test_cells_are_split_in_equal_jobs_that_hold_every_source_once():
+    from mogviewer.batch import FitTask, plan_cutout_jobs
+    from mogviewer.io.catalog import CatalogSource
+    rng = np.random.default_rng(1)
+    src = [CatalogSource(id=f"s{i}", x=float(x), y=float(y), size=None)
+           for i, (x, y) in enumerate(rng.uniform(0, 500, (600, 2)))]
+    src += [CatalogSource(id="far", x=700.0, y=20.0, size=None)]
+    jobs = plan_cutout_jobs("f.fits", src, FitTask(image="f.fits"), psf_cell=512,
+                            max_per_job=256)
+    assert [j.n_objects for j in jobs] == [200, 200, 200, 1]   # 600 = 3 x 200, not 256+256+88
+    ids = [i for j in jobs for i in j.ids()]
+    assert sorted(ids) == sorted(s.id for s in src)            # every source, once
+    assert len({j.psf_position for j in jobs[:3]}) == 1        # one cell, one PSF position
+
+
+@pytest.mark.slow   # a fresh interpreter, its fork server and workers: 5-15 s on 2 cores
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="psutil process tree")
+def test_forked_workers_end_with_the_batch_process(tmp_path):
+    # the workers are forks of the fork server, not children of the batch's process: when
+    # that process is SIGKILLed, its whole tree (fork server, workers) must end
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    code = ("import sys; sys.path.insert(0, 'tests'); import test_executors as t; "
+            "from mogviewer.batch import run_batch; "
+            f"run_batch(t._id_tasks(400), {str(tmp_path / 'o.csv')!r}, workers=2)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        me = psutil.Process(proc.pid)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            tree = me.children(recursive=True)
+            if sum(p.ppid() != proc.pid for p in tree) >= 2:      # two forked workers
+                break
+            time.sleep(0.2)
+        assert sum(p.ppid() != proc.pid for p in tree) >= 2, "the workers did not start"
+        proc.kill()
+        proc.wait()
+        _, alive = psutil.wait_procs(tree, timeout=10)
+        assert not alive, f"outlived the batch: {[p.cmdline()[:3] for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -21,7 +21,7 @@ from collections import Counter
 from .. import export
 from ..export.files import InputSet
 from .cutouts import close_fields
-from .executors import make_executor
+from .executors import chunk_size, make_executor
 from .outputs import plan_outputs
 from .tasks import FitTask, run_task
 
@@ -182,7 +182,7 @@ def _classify(row):
 
 def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", scheduler=None,
               append=False, resume=False, progress=None, flush_interval=1.0, unit="files",
-              columns=None):
+              columns=None, chunk=None):
     """Run :func:`run_job` over ``tasks`` and append the rows to ``csv_path`` as they finish.
 
     Parameters
@@ -215,6 +215,11 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
     columns : sequence of str, optional
         The CSV's columns (default :data:`mogviewer.export.COLUMN_NAMES`; a multi-band run adds
         its band columns).
+    chunk : int, optional
+        Jobs per submit to the pool or cluster (one pickled message and one future each).
+        Default: one-file jobs in chunks of :func:`~mogviewer.batch.executors.chunk_size`
+        (about 8 chunks per worker, at most 32 files each); catalogue jobs, which hold up to
+        a PSF cell of sources each, one at a time.
 
     Returns
     -------
@@ -250,8 +255,11 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
     # the executor first: a scheduler that cannot be reached leaves the CSV as it was
     ex = None
     if jobs:
+        if chunk is None:
+            chunk = (chunk_size(len(jobs), n_workers)
+                     if all(isinstance(j, FitTask) for j in jobs) else 1)
         ex = make_executor("dask" if use_dask else executor, run_job, workers=n_workers,
-                           scheduler=scheduler, failed=failed_rows)
+                           scheduler=scheduler, failed=failed_rows, chunk=chunk)
     if csv_path is not None:
         try:
             # header, or check an appended file

@@ -12,6 +12,7 @@ import sys
 from .. import export, profiles
 from ..batch import BatchInterrupted, FitTask, load_psf, plan_outputs, run_batch
 from ..batch.band_task import band_columns, psf_hdu_for_band
+from ..batch.executors import prestart
 from ..batch.tasks import _short
 from ..errors import MogviewerError, UserError
 from ..export.files import same_file_as_any
@@ -264,6 +265,11 @@ def _cli_fit(args):
             export.read_model_json(args.start)
         except (export.ModelFileError, OSError) as exc:
             raise UserError(f"--start {args.start}: {_one_line(exc)}") from None
+    if args.workers > 1 and not (args.dask or args.scheduler) and kernels_ready():
+        # the pool's fork server imports mogviewer and loads the kernels (2 CPU-s) while this
+        # process reads the PSF, the catalogue or the manifest (with kernels to compile, the
+        # warm-up below comes first and the server starts with the pool)
+        prestart()
     psf_checks = ([("--psf", args.psf, args.psf_hdu)]
                   if args.psf and not bands and kind != "catalog" else [])
     for b in bands:
