@@ -153,6 +153,8 @@ def _main(argv):
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    from .. import _blas
+    _blas.limit()       # one BLAS thread: its threads only slow mogviewer's small BLAS calls
     try:
         return int(args.func(args) or 0)
     except MogviewerError as exc:

@@ -132,6 +132,9 @@ def create_app(argv=None):
     app = QtWidgets.QApplication.instance()
     if app is None:
         app = QtWidgets.QApplication(list(argv or ["mogviewer"]))
+    from .. import _blas
+    _blas.limit()       # one BLAS thread (see mogviewer._blas): the fit's worker thread and
+    #                     the GUI thread share the cores with BLAS's spinning threads otherwise
     if not hasattr(app, "_mogviewer_gc"):
         # Python's cyclic collector runs in whichever thread allocates; a collection in the fit's
         # worker thread can delete a Qt graphics item under its scene and abort the process.
