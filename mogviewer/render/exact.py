@@ -45,6 +45,7 @@ aliases) are cached per grid size; the grid, the phases and the per-frequency su
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
@@ -365,6 +366,29 @@ def _odd_fast_len(n):
 _fast_lens = {}
 
 
+class _Scratch(threading.local):
+    """Per-thread spectra and work arrays of :meth:`ExactPsf._planes`, kept from call to call
+    by role, shape and dtype (the kernel clears what it writes). Allocated afresh at every
+    call, the five derivative spectra (1.4 MB on a 128 px image's 225 x 315 grid) and their
+    transforms cost page faults: render + derivatives took 4.0 ms instead of 2.3 ms at 128 px
+    (benchmarks/bench_render.py's galaxy, thread time, side by side)."""
+
+    def __init__(self):
+        self.kept = {}
+
+    def get(self, role, shape, dtype):
+        key = (role, shape, np.dtype(dtype).str)
+        a = self.kept.get(key)
+        if a is None:
+            if len(self.kept) > 24:
+                self.kept.clear()
+            a = self.kept[key] = np.empty(shape, dtype)
+        return a
+
+
+_scratch = _Scratch()
+
+
 def _crop(res, centre, tol):
     """Smallest box centred on the pixel nearest ``centre`` holding all but ``tol`` of sum|res|
     (absolute: the stamp sums to 1);
@@ -551,16 +575,16 @@ class ExactPsf:
         kx, ky = plan["kx"], plan["ky"]
         Ny, nxr = plan["Ny"], kx.size
         P = 5 if mode == 1 else (1 if mode == 2 else 0)
-        out0 = np.empty((Ny if mode != 2 else 1, nxr), np.complex128)
-        out = np.empty((P, Ny if P else 1, nxr), self._cdtype)
-        acc = np.empty((coef.shape[0], kx.size))
-        st = np.empty((5, coef.shape[1]))
+        out0 = _scratch.get("out0", (Ny if mode != 2 else 1, nxr), np.complex128)
+        out = _scratch.get("out", (P, Ny if P else 1, nxr), self._cdtype)
+        acc = _scratch.get("acc", (coef.shape[0], nxr), np.float64)
         _residual_planes(np.ascontiguousarray(coef, np.float64), v, s3[0], s3[1], s3[2],
                          plan["dkx"], kx, ky, plan["Rhat_ri"], float(x), float(y), float(flux),
-                         mode, out0.view(np.float64), out.view(self._rdtype), acc, st)
+                         mode, out0.view(np.float64), out.view(self._rdtype), acc, acc)
 
         def back(a):
-            # inverse along y for every column, then along x only for the rows of the image
+            # inverse along y for every column (in place: the spectra are scratch), then
+            # along x only for the rows of the image
             g = sfft.ifft(a, axis=-2, overwrite_x=True)[..., :H, :]
             return sfft.irfft(g, n=plan["Nx"], axis=-1, overwrite_x=True)[..., :W]
         if mode == 2:
