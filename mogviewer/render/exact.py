@@ -188,13 +188,18 @@ def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, x, y, flux, mode
     for i in range(ny):
         py[i, 0] = math.cos(ky[i] * y)
         py[i, 1] = -math.sin(ky[i] * y)
-    if mode != 2:
-        out0[:] = 0.0
-    if mode != 0:
-        out[:] = 0.0
+    P = 0 if mode == 0 else (5 if mode == 1 else 1)
     for i in range(ny):
         k2 = ky[i]
         top = _row_sums(coef, v, sxx, sxy, syy, dkx, k2, nxr, acc, st)
+        # what the loop below does not write is zero (only that: a full clearing first was
+        # a second pass over the planes, most of which the loop overwrites)
+        if mode != 2:
+            for j in range(2 * top, 2 * nxr):
+                out0[i, j] = 0.0
+        for p in range(P):
+            for j in range(2 * top, 2 * nxr):
+                out[p, i, j] = 0.0
         pyr = py[i, 0] * flux
         pyi = py[i, 1] * flux
         for j in range(top):
@@ -328,24 +333,29 @@ def _tail(amps, v, s_axis, res_abs, tol):
 
 @numba.njit(cache=True, nogil=True)
 def _erfc_reach(q):
-    """Smallest ``u >= 0`` (to 1e-9, rounded up) with ``B(u) <= q`` for the bound
+    """Smallest ``u >= 0`` (to ~1e-10, never below it) with ``B(u) <= q`` for the bound
     ``B(u) = min(1, c / u) exp(-u^2 / 2) >= erfc(u / sqrt 2)``, ``c = sqrt(2 / pi)`` (the
     Mills-ratio bound of the Gaussian tail, and the plain exponential where ``c / u > 1``);
-    ``0 < q < 1``. ``B`` decreases, so bisection between 0 and ``sqrt(2 ln(1 / q))`` (where
-    the exponential alone is ``q``)."""
+    ``0 < q < 1``. Newton's method on ``g(u) = ln(c / u) - u^2 / 2 - ln q`` from
+    ``u = sqrt(2 ln(1 / q))`` (where the exponential alone is ``q``): ``g`` decreases and is
+    concave for ``u >= 1``, so each tangent's zero has ``g <= 0`` and the iterates descend to
+    the root from above (a bound at every step); an iterate that would leave that region or
+    break ``g <= 0`` ends the search at the last one."""
     c = math.sqrt(2.0 / math.pi)
-    hi = math.sqrt(2.0 * math.log(1.0 / q))
-    lo = 0.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        b = math.exp(-0.5 * mid * mid) * (min(1.0, c / mid) if mid > 0.0 else 1.0)
-        if b <= q:
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo < 1e-9:
+    lq = math.log(q)
+    u = math.sqrt(-2.0 * lq)
+    if u <= 1.0:
+        return u
+    for _ in range(20):
+        g = math.log(c / u) - 0.5 * u * u - lq
+        nu = u + g / (1.0 / u + u)
+        if nu < 1.0 or math.log(c / nu) - 0.5 * nu * nu - lq > 0.0:
             break
-    return hi
+        if u - nu < 1e-10:
+            u = nu
+            break
+        u = nu
+    return u
 
 
 def _grid_len(n, centre, reach, tail):
