@@ -315,8 +315,9 @@ def _tail(amps, v, s_axis, res_abs, tol):
     ``erfc(u / sqrt 2) <= q_m = tol / (M |a_m| res_abs)`` (``|a_m|`` normalised to unit sum),
     from the bound ``erfc(u / sqrt 2) <= min(1, sqrt(2 / pi) / u) exp(-u^2 / 2)``
     (:func:`_erfc_reach`); returns the largest ``t_m``. (With ``exp(-u^2 / 2)`` alone, as
-    before, ``u`` was ~15 % larger at the usual ``q ~ 1e-7``: a 125 px grid for a 64 px image
-    where 105 px now do.)"""
+    before, ``u`` was 6 % larger at the usual ``q ~ 1e-7``, 16 % at 1e-2: enough to cross
+    one of the gaps between odd 7-smooth sizes, e.g. 105 x 125 instead of 125 x 125 for the
+    64 px Sérsic of benchmarks/bench_render.py's fits.)"""
     M = amps.shape[0]
     tot = 0.0
     for m in range(M):
