@@ -27,6 +27,7 @@ from ..ellipse import shape_jacobian_eta, shape_jacobian_physical, shape_matrix
 from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.api import _profile_packed
+from ..render.exact import ExactDn, ExactPsf
 from ..render.normal import DnPlane, NormalAccumulator, _planes, normal_psf
 from .flags import FitFlags, chi2nu_threshold
 from .lm import levenberg_marquardt
@@ -332,6 +333,15 @@ class _Values:
             setattr(self, name, getattr(start, name))
 
 
+def _dn_plane(problem, keep):
+    """The d/dn plane of a fit: :class:`~mogviewer.render.exact.ExactDn` for a PSF stamp used
+    exactly (the drawn mixture's cheap central difference plus the residual's analytic
+    plane), :class:`~mogviewer.render.normal.DnPlane` otherwise."""
+    if type(problem.psf) is ExactPsf:
+        return ExactDn(problem.psf, problem.shape, keep=keep)
+    return DnPlane(problem.shape, keep=keep)
+
+
 class _NormalEvaluator:
     """chi^2, ``J^T W J`` and ``J^T W r`` of one problem from one accumulating kernel call.
 
@@ -354,7 +364,7 @@ class _NormalEvaluator:
         self.acc = NormalAccumulator(problem.image, problem.weights, n_ext=n_ext,
                                      n_sky=_SKY_TERMS[problem.sky], keep=keep)
         self.psf = normal_psf(problem.psf)
-        self.dn = DnPlane(problem.shape, keep=keep) if self.with_n else None
+        self.dn = _dn_plane(problem, keep) if self.with_n else None
         self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
         self.packed = None if self.family is not None else _profile_packed(self.profs[""])
         self.nfev = 0

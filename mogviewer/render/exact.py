@@ -45,6 +45,7 @@ aliases) are cached per grid size; the grid, the phases and the per-frequency su
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
@@ -187,13 +188,18 @@ def _residual_planes(coef, v, sxx, sxy, syy, dkx, kx, ky, rhat, x, y, flux, mode
     for i in range(ny):
         py[i, 0] = math.cos(ky[i] * y)
         py[i, 1] = -math.sin(ky[i] * y)
-    if mode != 2:
-        out0[:] = 0.0
-    if mode != 0:
-        out[:] = 0.0
+    P = 0 if mode == 0 else (5 if mode == 1 else 1)
     for i in range(ny):
         k2 = ky[i]
         top = _row_sums(coef, v, sxx, sxy, syy, dkx, k2, nxr, acc, st)
+        # what the loop below does not write is zero (only that: a full clearing first was
+        # a second pass over the planes, most of which the loop overwrites)
+        if mode != 2:
+            for j in range(2 * top, 2 * nxr):
+                out0[i, j] = 0.0
+        for p in range(P):
+            for j in range(2 * top, 2 * nxr):
+                out[p, i, j] = 0.0
         pyr = py[i, 0] * flux
         pyi = py[i, 1] * flux
         for j in range(top):
@@ -304,10 +310,14 @@ def _tail(amps, v, s_axis, res_abs, tol):
     """Distance (px) along one axis beyond which the galaxy ``sum_m a_m N(0, v_m s_axis)``
     (``s_axis``: the shape matrix's diagonal entry for that axis, so ``v_m s_axis`` is the
     component's marginal variance), convolved with a residual of ``sum|R| = res_abs``, holds
-    less than ``tol`` of the galaxy's flux: with ``erfc(t / sqrt 2) <= exp(-t^2 / 2)`` and
-    the tolerance shared equally among the ``M`` components,
-    ``t_m = sigma_m sqrt(2 ln(M |a_m| res_abs / tol))`` (``|a_m|`` normalised to unit sum);
-    returns the largest ``t_m``."""
+    less than ``tol`` of the galaxy's flux: with the tolerance shared equally among the ``M``
+    components, ``t_m = sigma_m u_m`` for the smallest ``u_m`` with
+    ``erfc(u / sqrt 2) <= q_m = tol / (M |a_m| res_abs)`` (``|a_m|`` normalised to unit sum),
+    from the bound ``erfc(u / sqrt 2) <= min(1, sqrt(2 / pi) / u) exp(-u^2 / 2)``
+    (:func:`_erfc_reach`); returns the largest ``t_m``. (With ``exp(-u^2 / 2)`` alone, as
+    before, ``u`` was 6 % larger at the usual ``q ~ 1e-7``, 16 % at 1e-2: enough to cross
+    one of the gaps between odd 7-smooth sizes, e.g. 105 x 125 instead of 125 x 125 for the
+    64 px Sérsic of benchmarks/bench_render.py's fits.)"""
     M = amps.shape[0]
     tot = 0.0
     for m in range(M):
@@ -318,8 +328,35 @@ def _tail(amps, v, s_axis, res_abs, tol):
     for m in range(M):
         arg = M * abs(amps[m]) / tot * res_abs / tol
         if arg > 1.0 and v[m] * s_axis > 0.0:
-            t = max(t, math.sqrt(v[m] * s_axis * 2.0 * math.log(arg)))
+            t = max(t, math.sqrt(v[m] * s_axis) * _erfc_reach(1.0 / arg))
     return t
+
+
+@numba.njit(cache=True, nogil=True)
+def _erfc_reach(q):
+    """Smallest ``u >= 0`` (to ~1e-10, never below it) with ``B(u) <= q`` for the bound
+    ``B(u) = min(1, c / u) exp(-u^2 / 2) >= erfc(u / sqrt 2)``, ``c = sqrt(2 / pi)`` (the
+    Mills-ratio bound of the Gaussian tail, and the plain exponential where ``c / u > 1``);
+    ``0 < q < 1``. Newton's method on ``g(u) = ln(c / u) - u^2 / 2 - ln q`` from
+    ``u = sqrt(2 ln(1 / q))`` (where the exponential alone is ``q``): ``g`` decreases and is
+    concave for ``u >= 1``, so each tangent's zero has ``g <= 0`` and the iterates descend to
+    the root from above (a bound at every step); an iterate that would leave that region or
+    break ``g <= 0`` ends the search at the last one."""
+    c = math.sqrt(2.0 / math.pi)
+    lq = math.log(q)
+    u = math.sqrt(-2.0 * lq)
+    if u <= 1.0:
+        return u
+    for _ in range(20):
+        g = math.log(c / u) - 0.5 * u * u - lq
+        nu = u + g / (1.0 / u + u)
+        if nu < 1.0 or math.log(c / nu) - 0.5 * nu * nu - lq > 0.0:
+            break
+        if u - nu < 1e-10:
+            u = nu
+            break
+        u = nu
+    return u
 
 
 def _grid_len(n, centre, reach, tail):
@@ -347,7 +384,9 @@ def _grid_len(n, centre, reach, tail):
 
 
 def _odd_fast_len(n):
-    """The smallest odd ``m >= n`` with no prime factor above 7 (fast for pocketfft). Odd,
+    """The smallest odd ``m >= n`` with no prime factor above 7 (fast for pocketfft; sizes
+    with a factor 11 were slower than the next 7-smooth one: 121 than 125, 231 than 243, 363
+    than 375). Odd,
     so that the grid has no Nyquist bin: there a real transform keeps only the real part of
     ``R^ G^ exp(-i k.x_g)``, which is complex for a sub-pixel centre (on the KiDS stamp an
     even grid erred by 1e-4 of the peak, an odd one by 3.5e-5)."""
@@ -363,6 +402,29 @@ def _odd_fast_len(n):
 
 
 _fast_lens = {}
+
+
+class _Scratch(threading.local):
+    """Per-thread spectra and work arrays of :meth:`ExactPsf._planes`, kept from call to call
+    by role, shape and dtype (the kernel clears what it writes). Allocated afresh at every
+    call, the five derivative spectra (1.4 MB on a 128 px image's 225 x 315 grid) and their
+    transforms cost page faults: render + derivatives took 4.0 ms instead of 2.3 ms at 128 px
+    (benchmarks/bench_render.py's galaxy, thread time, side by side)."""
+
+    def __init__(self):
+        self.kept = {}
+
+    def get(self, role, shape, dtype):
+        key = (role, shape, np.dtype(dtype).str)
+        a = self.kept.get(key)
+        if a is None:
+            if len(self.kept) > 24:
+                self.kept.clear()
+            a = self.kept[key] = np.empty(shape, dtype)
+        return a
+
+
+_scratch = _Scratch()
 
 
 def _crop(res, centre, tol):
@@ -551,16 +613,16 @@ class ExactPsf:
         kx, ky = plan["kx"], plan["ky"]
         Ny, nxr = plan["Ny"], kx.size
         P = 5 if mode == 1 else (1 if mode == 2 else 0)
-        out0 = np.empty((Ny if mode != 2 else 1, nxr), np.complex128)
-        out = np.empty((P, Ny if P else 1, nxr), self._cdtype)
-        acc = np.empty((coef.shape[0], kx.size))
-        st = np.empty((5, coef.shape[1]))
+        out0 = _scratch.get("out0", (Ny if mode != 2 else 1, nxr), np.complex128)
+        out = _scratch.get("out", (P, Ny if P else 1, nxr), self._cdtype)
+        acc = _scratch.get("acc", (coef.shape[0], nxr), np.float64)
         _residual_planes(np.ascontiguousarray(coef, np.float64), v, s3[0], s3[1], s3[2],
                          plan["dkx"], kx, ky, plan["Rhat_ri"], float(x), float(y), float(flux),
-                         mode, out0.view(np.float64), out.view(self._rdtype), acc, st)
+                         mode, out0.view(np.float64), out.view(self._rdtype), acc, acc)
 
         def back(a):
-            # inverse along y for every column, then along x only for the rows of the image
+            # inverse along y for every column (in place: the spectra are scratch), then
+            # along x only for the rows of the image
             g = sfft.ifft(a, axis=-2, overwrite_x=True)[..., :H, :]
             return sfft.irfft(g, n=plan["Nx"], axis=-1, overwrite_x=True)[..., :W]
         if mode == 2:
@@ -585,6 +647,43 @@ class ExactPsf:
         a = np.asarray(amps, float)
         coef = np.vstack([np.asarray(damps, float), a * np.asarray(dvariances, float)])
         return self._planes(np.zeros(tuple(shape)), flux, x, y, s3, coef, variances, 2, a)
+
+
+class ExactDn:
+    """``d image / d n`` of a unit-flux galaxy with a PSF stamp used exactly, into a given
+    plane: the fit's :class:`~mogviewer.render.normal.DnPlane` for the drawn mixture (its
+    central difference in ``n``, one image render of ``2 M`` components, within 1e-8 of the
+    plane's peak of the analytic formula) plus :meth:`ExactPsf.residual_dn` for the residual
+    term (analytic, by FFT).
+
+    :func:`~mogviewer.render.render_galaxy_dn` gives the same plane (to that 1e-8) at about
+    twice the cost, because its mixture part takes an image render and a derivative render
+    (six planes) of the galaxy: it made d/dn a third of an exact-mode evaluation (64 px
+    Sérsic fit, HSC gal2 stamp).
+
+    Called as ``DnPlane`` is: ``(out, x, y, S3, family, psf_packed)``; ``psf_packed`` is
+    ignored (the PSF is the one given here).
+    """
+
+    def __init__(self, psf, shape, *, keep=False):
+        from .api import _psf_packed
+        from .normal import DnPlane
+
+        if type(psf) is not ExactPsf:
+            raise TypeError(f"ExactDn takes an ExactPsf, not {type(psf).__name__}")
+        self.psf = psf
+        self._fast = None if psf.fast is None else _psf_packed(psf.fast)
+        self._mixture = DnPlane(shape, keep=keep)
+
+    def __call__(self, out, x, y, S3, family, psf_packed=None):
+        if self._fast is None:
+            out[:] = 0.0
+        else:
+            self._mixture(out, x, y, S3, family, self._fast)
+        out += self.psf.residual_dn(out.shape, 1.0, x, y, tuple(float(v) for v in S3),
+                                    family.amps, family.variances, family.damps,
+                                    family.dvariances)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
