@@ -26,7 +26,8 @@ def probe(action):
 
 
 def test_the_command_line_limits_blas_to_one_thread():
-    before, after = probe("from mogviewer.cli import main\nmain(['profiles', 'show', '--profile', 'exp', '-M', '6'])")
+    before, after = probe("from mogviewer.cli import main\n"
+                          "main(['profiles', 'show', '--profile', 'exp', '-M', '6'])")
     assert before and set(before.split(", ")) == {"2"}   # the probe's BLAS had two threads
     assert set(after.split(", ")) == {"1"}
 

@@ -244,11 +244,8 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
                     nit += 1
                     status, message = ("converged", "ftol: the Gauss-Newton step predicts a "
                                        "decrease of chi^2 below ftol (taken unevaluated)")
-                    if callback is not None:
-                        try:
-                            callback(z, chi2, nit, nfev)
-                        except StopIteration:
-                            status, message = "cancelled", "cancelled"
+                    if _cancelled(callback, z, chi2, nit, nfev):
+                        status, message = "cancelled", "cancelled"
                     break
                 good_model = False      # tested once per accepted step
             # (a step of zeros predicts no decrease: pred = 0 fails the test below)
@@ -272,12 +269,9 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
                 good_model = rho > 0.25
                 z, chi2, A, g, aux = trial, c2, A2, g2, aux2
                 nit += 1
-                if callback is not None:
-                    try:
-                        callback(z, chi2, nit, nfev)
-                    except StopIteration:
-                        status, message = "cancelled", "cancelled"
-                        break
+                if _cancelled(callback, z, chi2, nit, nfev):
+                    status, message = "cancelled", "cancelled"
+                    break
                 if small_f:
                     status, message = "converged", "ftol: chi^2 changes by less than ftol"
                 elif small_x:
@@ -290,3 +284,14 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
                 break
     active = (z <= lo) | (z >= hi)
     return LMResult(z, chi2, A, g, aux, nit, nfev, status, message, active)
+
+
+def _cancelled(callback, z, chi2, nit, nfev):
+    """Call ``callback`` after an accepted step; True if it asked to stop (StopIteration)."""
+    if callback is None:
+        return False
+    try:
+        callback(z, chi2, nit, nfev)
+    except StopIteration:
+        return True
+    return False
