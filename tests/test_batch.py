@@ -346,3 +346,23 @@ def test_cli_psf_centre_convention(tmp_path, capsys):
     c = rows["centroid"]
     assert abs((c["x"] - g["x"]) - 0.0117) < 0.01 and abs((c["y"] - g["y"]) - 0.0204) < 0.01
     capsys.readouterr()
+
+
+def test_progress_rate_counts_from_the_start_of_the_run():
+    """The bar was created at the first row, so one file fitted in 9 s showed
+    "1/1 [00:00<00:00, 3869.28file/s]": the rate and elapsed time now count from the run's
+    start."""
+    import io
+    import re
+
+    from mogviewer.cli.survey import TextProgress
+
+    out = io.StringIO()
+    p = TextProgress(out, unit="file")
+    p.t0 -= 10.0                      # the run started 10 s ago
+    p(1, 1, {"status": "converged", "file": "a.fits"})
+    p.close()
+    text = out.getvalue()
+    per_file = float(re.findall(r"([0-9.]+)s/file", text)[-1])   # tqdm's form below 1/s
+    assert 9.0 < per_file < 12.0, text    # 1 file in ~10 s, not thousands per second
+    assert "1/1 [00:10<" in text, text
