@@ -408,9 +408,12 @@ def _model_from_mixture(mix, source, notes, centre, what):
 
     notes = list(notes)
     tot = mix.total
-    if tot != 1.0:
+    # a total within rounding of 1 (a mixture this package wrote) is kept as it is: dividing
+    # by it would change the amplitudes' last bits, and a written model would not read back
+    # identical
+    if abs(tot - 1.0) > 8 * np.finfo(float).eps:
         notes.append(f"normalised: the mixture's total was {tot:.6g}, now 1")
-    mix = mix.normalized()
+        mix = mix.normalized()
     if centre == "centroid":
         c = mix.centroid()
         notes.append(f"centre = flux-weighted centroid of the mixture ({c[0]:.4g}, {c[1]:.4g}) "
