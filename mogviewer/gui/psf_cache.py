@@ -7,9 +7,9 @@ Fitting a mixture to a PSF stamp takes seconds (4-9 s for the sample's 51x51 Mof
     ``$MOGVIEWER_CACHE_DIR/psf/`` (default ``$XDG_CACHE_HOME/mogviewer`` or ``~/.cache/mogviewer``)
 
 in a file named by a SHA-256 of (the PSF file's bytes, the HDU, the position, K, the mogviewer
-version and the source of the modules that fit PSFs). A copy of the file elsewhere is the same
-entry; a changed byte, another option or a change of the fitting code is another entry, so a
-stale model is never returned. The cache is a convenience only: a directory that cannot be
+version and the source of the modules that fit PSFs, the LM driver included). A copy of the
+file elsewhere is the same entry; a changed byte, another option or a change of the fitting
+code is another entry, so a stale model is never returned. The cache is a convenience only: a directory that cannot be
 written, a full disk or a damaged entry mean the PSF is fitted again, never an error. Entries are
 pickles written by this module into the user's own cache directory (atomically: a temporary file
 renamed); at most :data:`MAX_ENTRIES` are kept, the least recently used removed first.
@@ -43,13 +43,15 @@ def cache_dir():
 
 def _code_digest():
     """SHA-256 of the mogviewer version and the source of the modules a PSF model comes from
-    (``mogviewer/psf/*.py``, ``mixture.py``): a change of the fitting code is a new key."""
+    (``mogviewer/psf/*.py``, ``mixture.py``, ``fitting/lm.py``, the polish's driver): a change
+    of the fitting code is a new key."""
     global _code_hash
     if _code_hash is None:
         from .. import __version__
         root = Path(__file__).resolve().parents[1]
         h = hashlib.sha256(__version__.encode())
-        for f in sorted((root / "psf").glob("*.py")) + [root / "mixture.py"]:
+        for f in sorted((root / "psf").glob("*.py")) + [root / "mixture.py",
+                                                        root / "fitting" / "lm.py"]:
             try:
                 h.update(f.name.encode() + f.read_bytes())
             except OSError:
