@@ -1,19 +1,19 @@
 """The app's PSF models kept on disk between sessions, keyed by the file's content.
 
-Fitting a mixture to a PSF stamp takes seconds (4-9 s for the sample's 51x51 Moffat on the
-2-core machine), and the app opens the same PSF at every start. The fitted
-:class:`~mogviewer.psf.model.PsfModel` is stored under
+Fitting a mixture to a PSF stamp takes a second or more (the sample's 51x51 Moffat: 1.1 s on
+the idle 2-core machine, up to 20 s when it is loaded), and the app opens the same PSF at every
+start. The fitted :class:`~mogviewer.psf.model.PsfModel` is stored under
 
     ``$MOGVIEWER_CACHE_DIR/psf/`` (default ``$XDG_CACHE_HOME/mogviewer`` or ``~/.cache/mogviewer``)
 
 in a file named by a SHA-256 of (the PSF file's bytes, the HDU, the position, K, the mogviewer
 version and the source of the modules that fit PSFs, the LM driver included). A copy of the
 file elsewhere is the same entry; a changed byte, another option or a change of the fitting
-code is another entry, so a stale model is never returned. The cache is a convenience only: a directory that cannot be
-written, a full disk or a damaged entry mean the PSF is fitted again, never an error. Entries are
-pickles written by this module into the user's own cache directory (atomically: a temporary file
-renamed); at most :data:`MAX_ENTRIES` are kept, the least recently used removed first.
-Nothing here imports Qt.
+code is another entry, so a stale model is never returned. The cache is a convenience only:
+a directory that cannot be written, a full disk or a damaged entry mean the PSF is fitted
+again, never an error. Entries are pickles written by this module into the user's own cache
+directory (atomically: a temporary file renamed); at most :data:`MAX_ENTRIES` are kept, the
+least recently used removed first. Nothing here imports Qt.
 """
 
 from __future__ import annotations
