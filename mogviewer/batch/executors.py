@@ -41,13 +41,15 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+from .. import _blas
+
 __all__ = ["SerialExecutor", "PoolExecutor", "DaskExecutor", "make_executor",
            "default_workers", "prestart", "start_method", "chunk_size"]
 
 #: One BLAS/OpenMP/numba thread per worker process: with N workers on N cores the default
 #: threaded BLAS oversubscribes and was measured 12x slower (bench_batch.py).
-_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS")
+#: The BLAS/OpenMP variables are those :mod:`mogviewer._blas` sets for the parent.
+_THREAD_VARS = _blas.THREAD_VARS + ("NUMBA_NUM_THREADS",)
 
 
 class _single_threaded_children:
