@@ -8,21 +8,16 @@ ivar and their BAND keywords kept) about the target, and the three-band PSF file
 """
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from decals_data import DECALS_PSF, FIT_TIMEOUT_MS, PSF_TIMEOUT_MS, open_window, write_box
 
 from mogviewer.gui import bands as gbands
 from mogviewer.gui import engine
 from mogviewer.gui.main_window import MainWindow
 
-REAL = Path(__file__).parents[1] / "data" / "real" / "pysersic-decals-dr9"
-DECALS = REAL / "cutout_59.1067_-30.4848.fits"          # g, r, z with their ivar
-DECALS_PSF = REAL / "copsf_59.1067_-30.4848.fits"       # one PSF HDU per band
-FIT_TIMEOUT_MS = 120000
-PSF_TIMEOUT_MS = 60000
 #: the target of the r band is at pixel (126.5, 130.5) (mogviewer fit --band r): 64x64 about it
 X0, Y0, SIDE = 94, 98, 64
 
@@ -32,25 +27,11 @@ def cutout(tmp_path_factory):
     """The g, r, z images and ivar of the file about the target (headers kept, WCS
     shifted)."""
     out = tmp_path_factory.mktemp("decals3") / "decals_grz_64.fits"
-    with fits.open(DECALS) as h:
-        hdus = [fits.PrimaryHDU()]
-        for k in range(1, 7):
-            hdr = h[k].header.copy()
-            hdr["CRPIX1"] -= X0
-            hdr["CRPIX2"] -= Y0
-            hdus.append(fits.ImageHDU(h[k].data[Y0:Y0 + SIDE, X0:X0 + SIDE], header=hdr))
-        fits.HDUList(hdus).writeto(out)
-    return out
+    return write_box(out, range(1, 7), X0, Y0, SIDE)
 
 
 def open_joint(qtbot, settings, path):
-    w = MainWindow(settings=settings)
-    qtbot.addWidget(w)
-    c = w.commands
-    assert c.open_image(path)
-    with qtbot.waitSignal(c.psf_loaded, timeout=PSF_TIMEOUT_MS):
-        c.open_psf(DECALS_PSF)
-    return w
+    return open_window(qtbot, settings, path, DECALS_PSF)
 
 
 def test_joint_switch_fits_all_bands_and_shows_each(qtbot, settings, errors, cutout, tmp_path):
@@ -147,12 +128,8 @@ def test_joint_fit_refuses_a_psf_without_the_bands(qtbot, settings, errors, cuto
     single = tmp_path / "psf_r.fits"
     with fits.open(DECALS_PSF) as h:
         fits.PrimaryHDU(h[1].data).writeto(single)
-    w = MainWindow(settings=settings)
-    qtbot.addWidget(w)
+    w = open_window(qtbot, settings, cutout, single)
     c, s = w.commands, w.state
-    assert c.open_image(cutout)
-    with qtbot.waitSignal(c.psf_loaded, timeout=PSF_TIMEOUT_MS):
-        c.open_psf(single)
     s.set_joint(True)
     with qtbot.waitSignal(c.runner.failed, timeout=FIT_TIMEOUT_MS):
         assert c.start_fit()

@@ -7,19 +7,11 @@ ivar HDU and the r PSF of copsf_*.fits), centred on the target, so the joint fit
 """
 
 import csv
-from pathlib import Path
 
 import pytest
 from astropy.io import fits
+from decals_data import DECALS_PSF, FIT_TIMEOUT_MS, open_window, write_box
 
-from mogviewer.gui.main_window import MainWindow
-
-REAL = Path(__file__).parents[1] / "data" / "real" / "pysersic-decals-dr9"
-DECALS = REAL / "cutout_59.1067_-30.4848.fits"          # g, r, z with their ivar
-DECALS_PSF = REAL / "copsf_59.1067_-30.4848.fits"       # one PSF HDU per band
-
-FIT_TIMEOUT_MS = 120000
-PSF_TIMEOUT_MS = 60000
 #: the r band's HDUs of the cutout file and of the PSF file (tests/gui/test_real_data.py)
 R_IMAGE, R_IVAR, R_PSF = 3, 4, 1
 #: the target of the whole r cutout is at pixel (126.5, 130.5) (mogviewer fit --band r):
@@ -29,15 +21,7 @@ X0, Y0, SIDE = 86, 90, 80
 
 def write_r_cutout(tmp_path):
     """The r band's image and ivar (headers kept, WCS shifted) and its PSF, as files."""
-    with fits.open(DECALS) as h:
-        hdus = [fits.PrimaryHDU()]
-        for k in (R_IMAGE, R_IVAR):
-            hdr = h[k].header.copy()
-            hdr["CRPIX1"] -= X0
-            hdr["CRPIX2"] -= Y0
-            hdus.append(fits.ImageHDU(h[k].data[Y0:Y0 + SIDE, X0:X0 + SIDE], header=hdr))
-        img = tmp_path / "decals_r_80.fits"
-        fits.HDUList(hdus).writeto(img)
+    img = write_box(tmp_path / "decals_r_80.fits", (R_IMAGE, R_IVAR), X0, Y0, SIDE)
     with fits.open(DECALS_PSF) as h:
         psf = tmp_path / "decals_r_psf.fits"
         fits.PrimaryHDU(h[R_PSF].data, header=h[R_PSF].header).writeto(psf)
@@ -92,12 +76,8 @@ def test_scene_fit_exact_psf_matches_the_command_line(qtbot, settings, errors, c
         return out
 
     monkeypatch.setattr(engine, "run_scene_fit", spy)
-    w = MainWindow(settings=settings)
-    qtbot.addWidget(w)
+    w = open_window(qtbot, settings, img, psf)
     c, s = w.commands, w.state
-    assert c.open_image(img)
-    with qtbot.waitSignal(c.psf_loaded, timeout=PSF_TIMEOUT_MS):
-        c.open_psf(psf)
     assert s.psf_mode == "exact" and s.psf_model.stamp is not None
     with qtbot.waitSignal(c.detect_finished, timeout=FIT_TIMEOUT_MS) as blk:
         assert c.detect_sources()
@@ -145,12 +125,8 @@ def test_scene_fit_mixture_mode_differs_from_exact(qtbot, settings, errors, cuto
     """The same scene fitted with the mixture only (the app's scene fit before the fix): the
     target's flux moves by many times the tolerance of the test above, which would fail."""
     img, psf = cutout
-    w = MainWindow(settings=settings)
-    qtbot.addWidget(w)
+    w = open_window(qtbot, settings, img, psf)
     c, s = w.commands, w.state
-    assert c.open_image(img)
-    with qtbot.waitSignal(c.psf_loaded, timeout=PSF_TIMEOUT_MS):
-        c.open_psf(psf)
     s.set_psf_mode("mixture")
     with qtbot.waitSignal(c.detect_finished, timeout=FIT_TIMEOUT_MS):
         assert c.detect_sources()
