@@ -70,3 +70,35 @@ def test_an_import_failed_by_ctrl_c_is_an_interrupt(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_main", failed_import)
     with pytest.raises(ImportError, match="no module named nothing"):
         cli.main(["fit"])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_ctrl_c_lost_inside_a_c_extension_is_still_an_interrupt(monkeypatch, capsys):
+    # CI, 2026-12-04: a Ctrl-C 0.05 s into start-up landed while numpy initialised and came out
+    # as "ImportError: PyCapsule_Import could not import module 'datetime'" with no
+    # KeyboardInterrupt anywhere in its chain (the C code replaced it). The signal's own record
+    # tells: one line and 130. Without a signal, the same ImportError stays an error.
+    import os
+    import signal
+    import time
+
+    from mogviewer import cli
+
+    def signal_swallowed_by_c(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        raise ImportError("PyCapsule_Import could not import module \"datetime\"")
+
+    def plain_failure(argv):
+        raise ImportError("PyCapsule_Import could not import module \"datetime\"")
+
+    monkeypatch.setattr(cli, "_main", signal_swallowed_by_c)
+    assert cli.main(["fit"]) == 130
+    assert capsys.readouterr().err.strip() == "mogviewer: interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored
+    monkeypatch.setattr(cli, "_main", plain_failure)
+    with pytest.raises(ImportError, match="datetime"):
+        cli.main(["fit"])

@@ -49,6 +49,16 @@ class _Terminated(KeyboardInterrupt):
 
 
 _TERMINATED = []
+_INTERRUPTED = []
+
+
+def _on_sigint(signum, frame):
+    """Ctrl-C during :func:`main`: Python's own KeyboardInterrupt, remembered. A Ctrl-C that
+    lands while a C extension initialises can come out as another exception with the
+    KeyboardInterrupt lost (numpy's "PyCapsule_Import could not import module 'datetime'"):
+    the record says it was still the user's Ctrl-C."""
+    _INTERRUPTED.append(signum)
+    raise KeyboardInterrupt
 
 
 def _on_sigterm(signum, frame):
@@ -95,11 +105,14 @@ def main(argv=None):
     """Run the command line; returns the exit status (Ctrl-C and SIGTERM included)."""
     in_main_thread = _in_main_thread()
     old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    old_int = None
+    _INTERRUPTED.clear()
     try:
-        if in_main_thread and signal.getsignal(signal.SIGINT) is _startup_interrupt:
+        if in_main_thread and signal.getsignal(signal.SIGINT) in (
+                _startup_interrupt, signal.default_int_handler):
             # from here a Ctrl-C is a KeyboardInterrupt that the except below turns into the
             # same line and status after the clean-up (files completed or removed)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            old_int = signal.signal(signal.SIGINT, _on_sigint)
         return _main(argv)
     except KeyboardInterrupt:
         if _TERMINATED:  # SIGTERM, possibly re-raised as BatchInterrupted after the clean-up
@@ -108,17 +121,20 @@ def main(argv=None):
             return 143
         print("mogviewer: interrupted", file=sys.stderr)
         return 130
-    except ImportError as exc:
-        # a Ctrl-C that lands while a C extension initialises (scipy's HiGHS module, say)
-        # comes out as "ImportError: initialization failed" with the KeyboardInterrupt as its
-        # context: it is still the user's Ctrl-C
-        if not _from_interrupt(exc):
+    except Exception as exc:
+        # a Ctrl-C that lands while a C extension initialises comes out as an ImportError:
+        # scipy's HiGHS module says "initialization failed" with the KeyboardInterrupt as its
+        # context, numpy's datetime capsule loses it altogether (then only the record of the
+        # signal tells): it is still the user's Ctrl-C
+        if not (_INTERRUPTED or _from_interrupt(exc)):
             raise
         print("mogviewer: interrupted", file=sys.stderr)
         return 130
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, old_term)
+            if old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
 
 
 def _from_interrupt(exc):
