@@ -9,7 +9,8 @@ from test_scenes import PSF3, _pair
 from mogviewer.detect import detect_sources, scene_from_detections
 from mogviewer.fitting import FitFlags
 from mogviewer.fitting.blends import score_map
-from mogviewer.fitting.scene_fit import _Model, fit_scene
+from mogviewer.fitting.scene_fit import fit_scene
+from mogviewer.fitting.scene_model import _Model
 from mogviewer.observation import Observation
 from mogviewer.scene import Galaxy, Scene
 

@@ -10,7 +10,8 @@ from test_fitting import PSF3
 
 from mogviewer.errors import FitError
 from mogviewer.fitting import FitFlags
-from mogviewer.fitting.scene_fit import _Model, fit_scene
+from mogviewer.fitting.scene_fit import fit_scene
+from mogviewer.fitting.scene_model import _Model
 from mogviewer.observation import Observation
 from mogviewer.psf import PsfWarning, read_psf
 from mogviewer.scene import Galaxy, PointSource, Scene

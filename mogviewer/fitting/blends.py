@@ -88,7 +88,7 @@ def score_map(observation, scene, k, sky, template):
         is the linearised fit's flux of the template, ``r . T_p / den``. NaN where the target
         absorbs more than 90 % of the template's norm (the step is ill-conditioned there).
     """
-    from .scene_fit import _Model
+    from .scene_model import _Model
 
     m = _Model(observation, scene, tuple(i == k for i in range(len(scene))), sky)
     r, J = m.dense(m.to_z(scene))

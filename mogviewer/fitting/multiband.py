@@ -2,8 +2,9 @@
 
 Centre, shape and Sérsic n are shared (or ``r_e`` and ``n`` tied to wavelength as Chebyshev
 polynomials, GalfitM's approach), a flux and a sky per band; observations on other pixel grids
-are reached through their WCSs (:class:`~mogviewer.fitting.scene_fit.Frame`). The machinery of one
-observation (the model, the solver, the covariance) is :mod:`mogviewer.fitting.scene_fit`'s.
+are reached through their WCSs (:class:`~mogviewer.fitting.scene_model.Frame`). The machinery of one
+observation is :mod:`mogviewer.fitting.scene_model`'s (the model, the covariance) and
+:mod:`mogviewer.fitting.scene_fit`'s (the solver).
 """
 
 from __future__ import annotations
@@ -16,17 +17,8 @@ import numpy as np
 
 from ..errors import FitError
 from .flags import FitFlags
-from .scene_fit import (
-    Frame,
-    _check_sources,
-    _dphys_dz,
-    _inside,
-    _inverse,
-    _Model,
-    _solve,
-    fit_scene,
-    scene_in_frame,
-)
+from .scene_fit import _check_sources, _inside, _solve, fit_scene
+from .scene_model import Frame, _dphys_dz, _inverse, _Model, scene_in_frame
 
 __all__ = ["MultiBandResult", "fit_multiband"]
 
