@@ -50,6 +50,19 @@ def settle(app, seconds=0.4):
     wait_until(app, lambda: False, seconds, poll=0.01)
 
 
+def throwaway_settings():
+    """QSettings in a fresh temporary directory (removed when the process exits), for scripts
+    that must not read or change the user's settings. Never ``QSettings(os.devnull)``: Qt saves
+    a settings file by writing a temporary file and renaming it over the path, which replaces
+    ``/dev/null`` itself with a regular file when the process runs as root."""
+    import atexit
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="mogviewer-settings-")
+    atexit.register(shutil.rmtree, d, True)
+    return QtCore.QSettings(os.path.join(d, "mogviewer.ini"), QtCore.QSettings.IniFormat)
+
+
 def sample_window(width, height, *, timeout=120.0):
     """Scripts only (benchmarks, screenshots): the app, compiled kernels, and a shown main
     window of ``width`` x ``height`` with throwaway settings, on the bundled sample with its PSF
@@ -58,7 +71,7 @@ def sample_window(width, height, *, timeout=120.0):
     from .main_window import MainWindow
     app = create_app()
     engine.warmup()
-    w = MainWindow(settings=QtCore.QSettings(os.devnull, QtCore.QSettings.IniFormat))
+    w = MainWindow(settings=throwaway_settings())
     w.resize(width, height)
     w.show()
     loaded = []

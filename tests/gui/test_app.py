@@ -2,8 +2,10 @@
 
 import csv
 import math
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -637,3 +639,19 @@ def test_build_window_without_args_opens_sample(qtbot, settings, errors):
     qtbot.waitUntil(lambda: w.state.psf_model is not None, timeout=60000)
     assert w.state.data.shape == (256, 256) and not errors
     assert gui_app.engine_icon() is not None
+
+
+def test_throwaway_settings_never_touch_a_device(qtbot):
+    # newuser review, 2026-12-04: sample_window (screenshots, the GUI bench) used
+    # QSettings(os.devnull); Qt saves by renaming a temporary file over the path, which turned
+    # /dev/null into a regular file on a machine where the scripts ran as root
+    import stat
+
+    from mogviewer.gui.app import throwaway_settings
+    st = throwaway_settings()
+    st.setValue("dirs/last", "/somewhere")
+    st.sync()
+    path = Path(st.fileName())
+    assert path.is_file() and "mogviewer-settings-" in str(path.parent)
+    assert path.parent != Path(os.devnull).parent
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
