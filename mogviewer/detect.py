@@ -191,6 +191,7 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
     """
     from astropy.convolution import Gaussian2DKernel, convolve
     from astropy.stats import sigma_clipped_stats
+    from astropy.utils.exceptions import AstropyUserWarning
     from photutils.segmentation import SourceCatalog, deblend_sources
     from photutils.segmentation import detect_sources as _segment
 
@@ -212,7 +213,13 @@ def detect_sources(image, *, ivar=None, mask=None, psf=None, nsigma=2.0, npixels
     ksig = max(psf_sigma, 0.5)
     kernel = Gaussian2DKernel(ksig, x_size=int(2 * math.ceil(3 * ksig) + 1))
     kernel.normalize()
-    smooth = convolve(data, kernel, mask=bad, normalize_kernel=True, boundary="extend")
+    with _warnings.catch():
+        # astropy says "NaN values detected post convolution" when a masked region is wider
+        # than the kernel: those pixels are masked ones (a usable pixel always weighs itself)
+        # and are set to 0 below; the warning told the user nothing (it reached every CSV row
+        # of a masked cutout fitted with --neighbours)
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        smooth = convolve(data, kernel, mask=bad, normalize_kernel=True, boundary="extend")
     # the noise of the smoothed image: sigma times the kernel's root-sum-square
     knorm = float(np.sqrt(np.sum(kernel.array ** 2)))
     if ivar is not None:

@@ -373,7 +373,7 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
         ``progress(step, n_steps)`` every 50 steps (live display; ``n_steps`` is ``max_steps``
         for an adaptive run).
     should_stop : callable, optional
-        Polled every 50 steps; True ends the run early (the samples so far are summarised,
+        Polled after every step; True ends the run early (the samples so far are summarised,
         ``converged`` is then False unless they suffice).
 
     Returns
@@ -469,12 +469,11 @@ def sample(problem, result, *, n_walkers=None, n_steps=None, burn=None, min_ess=
         for step in sampler.sample(position, iterations=chunk):
             position = step
             done += 1
-            if done % 50 == 0:
-                if progress is not None:
-                    progress(done, limit)
-                if should_stop is not None and should_stop():
-                    stopped = True
-                    break
+            if done % 50 == 0 and progress is not None:
+                progress(done, limit)
+            if should_stop is not None and should_stop():
+                stopped = True      # polled every step: Cancel answers within one step
+                break
         if stopped or not adaptive:
             break
         burn = max(adapted_at, _adaptive_burn(tau_arr, done))

@@ -273,3 +273,23 @@ def test_cli_sample_argument_forms():
     for bad in ("5", "-300", "100001"):
         with pytest.raises(argparse.ArgumentTypeError, match="from 100 to 100000"):
             _sample_steps(bad)
+
+
+@pytest.mark.parametrize("stop_after", [1, 7])
+def test_stop_is_answered_within_one_step(stop_after):
+    # New-user review, 2026-12-04: Esc during sampling was polled every 50 steps only (the app
+    # ran on for ~10 s after "Cancel requested"); now every step. Stopping after 1 or 7 steps
+    # ends the run there and still returns a summary of the samples so far.
+    prob = _problem()
+    res = fit(prob)
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) >= stop_after
+
+    post = sample(prob, res, n_walkers=16, n_steps=200, burn=50, should_stop=should_stop)
+    assert len(calls) == stop_after
+    assert not post.converged
+    assert post.samples.shape[1] == len(prob.free) and post.samples.shape[0] >= 16
+    assert np.all(np.isfinite(post.samples))

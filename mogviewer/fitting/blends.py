@@ -204,7 +204,8 @@ def split_target(observation, res, at, fit_once, said, nfev, *, max_splits,
         dq = dq if math.isfinite(dq) else 0.0
         why = ("cancelled" if r2.status == "cancelled" else
                f"chi2 drop {gain:.1f} <= {need:.1f}" if gain <= need else
-               "held (outside the image or on the target's pixel)" if not r2.fitted[j] else
+               "held: " + (r2.notes[j][0] if r2.notes[j] else "outside the image or on the "
+                           "target's pixel") if not r2.fitted[j] else
                "it ended at a bound or with no flux" if r2.flags[j] & (
                    FitFlags.AT_BOUND | FitFlags.NEGATIVE_FLUX) else
                f"it ended as a streak (q {b.q:.2f} +- {dq:.2f}, below {SPLIT_MIN_Q} by more "

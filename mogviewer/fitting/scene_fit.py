@@ -177,9 +177,60 @@ def _solve(problem, z0, lo, hi, should_stop, max_nfev, solver):
 
 
 
-def _inside(s, shape):
+def _inside(s, shape, margin=0.0):
+    """Whether the centre of ``s`` is on the image (``margin`` px inside its edges)."""
     ny, nx = shape
-    return -0.5 <= s.x <= nx - 0.5 and -0.5 <= s.y <= ny - 0.5
+    return (-0.5 + margin <= s.x <= nx - 0.5 - margin
+            and -0.5 + margin <= s.y <= ny - 0.5 - margin)
+
+
+#: A neighbour's centre may move this many px from its start (twice its start r_e if larger).
+BOX_MIN = 5.0
+#: A neighbour's circularised radius may grow to this many times its start (or BOX_MIN px).
+SIZE_MAX = 5.0
+
+
+def position_boxes(scene, fitted, shape, skip=()):
+    """``{i: (x0, y0, R, ln r_max)}``: the box each fitted source other than the target keeps
+    its centre in, ``R = max(BOX_MIN, 2 x its start r_e)`` px around its start along each
+    axis, and (a galaxy) the largest circularised radius it may reach, ``SIZE_MAX`` times its
+    start's (at least ``BOX_MIN`` px). Sources in ``skip`` get none (the blend search's trial
+    source, started where a residual peaks rather than where a source was detected).
+
+    A detection's centroid is within a pixel or two of the source's centre, and a click in the
+    app within a few (a 3 px box held the app test's clicked point source; 5 px did not), so a
+    neighbour has no reason to travel further; one that does is taking light that is not its
+    own. Unbounded, a small detected neighbour 60 px from IC 3478 walked onto the target during
+    the joint fit and became its bulge (r_e 42.8 px, 8x the target's flux), with no flag
+    (new-user review, 2026-12-04); held to a box, it swelled instead to 12 million counts, the
+    sky that the fit held fixed. The target is bounded by the image only. A neighbour that ends
+    on its box's edge or its size limit is held at its start and the scene fitted again
+    (:func:`_fit_scene`), flagged ``AT_BOUND`` with a note.
+    """
+    boxes = {}
+    for i, (s, f) in enumerate(zip(scene.sources, fitted)):
+        if not f or i == scene.target or i in skip or not _inside(s, shape):
+            continue
+        r = float(getattr(s, "re", 0.0) or 0.0)
+        r = r if math.isfinite(r) else 0.0
+        rc = r * math.sqrt(max(float(getattr(s, "q", 1.0) or 1.0), 1e-3))
+        boxes[i] = (float(s.x), float(s.y), max(BOX_MIN, 2.0 * r),
+                    math.log(max(SIZE_MAX * rc, BOX_MIN)))
+    return boxes
+
+
+def _strayed(s, box, tol=1e-6):
+    """Why source ``s`` ended on the edge of its ``box`` (:func:`position_boxes`), or ''."""
+    if box is None:
+        return ""
+    x0, y0, R, lnr = box
+    if abs(s.x - x0) >= R - tol or abs(s.y - y0) >= R - tol:
+        return (f"its centre reached the edge of its +-{R:.1f} px box around its start "
+                f"({x0:.1f}, {y0:.1f})")
+    if isinstance(s, Galaxy) and math.log(s.re * math.sqrt(s.q)) >= lnr - tol:
+        return (f"its size reached its limit, {SIZE_MAX:g} times its start (circularised "
+                f"radius {math.exp(lnr):.3g} px)")
+    return ""
 
 
 def _check_sources(scene, fitted, shape):
@@ -307,9 +358,12 @@ def fit_scene(observation, scene, *, fitted=None, sky="constant", sequential=Tru
         # target held, the new source is squeezed into the gap between the two (a q -> 0
         # needle at the size bound; seen on the brute-rendered 1.5 r_e, ratio 3 pairs)
         joint = dict(kw, sequential=False)
+        # the trial source starts at a residual peak or the score map's maximum, not at a
+        # detection: it may travel (no box), the others keep theirs
         res, said, nfev = split_target(
             observation, res, at,
-            lambda sc, fitted_: _fit_scene(observation, sc, fitted=fitted_, **joint),
+            lambda sc, fitted_: _fit_scene(observation, sc, fitted=fitted_,
+                                           unboxed=(len(sc) - 1,), **joint),
             said, nfev, max_splits=max_splits, neighbour_profile=neighbour_profile,
             sky=sky)
     if not residual_pass or res.status == "cancelled":
@@ -346,9 +400,42 @@ def _with_passes(res, said, extra, n0, nfev, t0):
                                elapsed=time.perf_counter() - t0)
 
 
-def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_nfev, solver,
-               frame, ref_shape):
-    """One fit of :func:`fit_scene` (without the residual pass)."""
+def _fit_scene(observation, scene, *, fitted, unboxed=(), **kw):
+    """One fit of :func:`fit_scene` (without the residual pass): the sequential and joint
+    passes, then, if a neighbour strayed (:func:`position_boxes`), the joint pass again with it
+    held at its start values."""
+    t0 = time.perf_counter()
+    res, strayed = _fit_scene_once(observation, scene, fitted=fitted, unboxed=unboxed, **kw)
+    if not strayed or res.status == "cancelled":
+        return res
+    held = res.scene
+    for i in strayed:
+        held = held.replace_source(i, scene.sources[i])
+    fitted2 = tuple(f and i not in strayed for i, f in enumerate(res.fitted))
+    res2, _ = _fit_scene_once(observation, held, fitted=fitted2, unboxed=unboxed,
+                              **dict(kw, sequential=False))
+    notes = [list(n) for n in res2.notes]
+    flags = list(res2.flags)
+    for i, why in strayed.items():
+        s = scene.sources[i]
+        size = f", r_e {s.re:.3g} px" if isinstance(s, Galaxy) else ""
+        notes[i] += [why, f"held at its start values (flux {s.flux:.4g}{size}) and the scene "
+                          "fitted again without it free: a neighbour that travels or swells is "
+                          "taking light that is not its own (the target's wings, a sky the fit "
+                          "does not model, a blend); mask it, or fit it by hand"]
+        flags[i] |= FitFlags.AT_BOUND
+    notes = tuple(tuple(dict.fromkeys(n)) for n in notes)
+    return dataclasses.replace(
+        res2, notes=notes, flags=tuple(flags), nfev=res.nfev + res2.nfev,
+        messages=tuple(f"source {i}: {t}" for i, ns in enumerate(notes) for t in ns),
+        elapsed=time.perf_counter() - t0)
+
+
+def _fit_scene_once(observation, scene, *, fitted, sky, sequential, should_stop, max_nfev,
+                    solver, frame, ref_shape, unboxed=()):
+    """The sequential and joint passes: ``(SceneFitResult, {i: why})``, the second naming the
+    neighbours that ended on the edge of their box (:func:`position_boxes`; the sources in
+    ``unboxed`` have none)."""
     t0 = time.perf_counter()
     if not scene.sources:
         raise FitError("the scene has no sources to fit")
@@ -365,6 +452,7 @@ def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_
         scene = dataclasses.replace(scene, sky=0.0, sky_dx=0.0, sky_dy=0.0)
     ref_shape = tuple(ref_shape or observation.shape)
     fitted, scene, notes = _check_sources(scene, fitted, ref_shape)
+    boxes = position_boxes(scene, fitted, ref_shape, skip=unboxed)
     nfev = 0
     status = "converged"
     if sequential and sum(fitted) > 1:
@@ -373,8 +461,8 @@ def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_
         for i in order:
             alone = tuple(j == i for j in range(len(scene)))
             m = _Model(observation, scene, alone, sky, frame)
-            z, status = _solve(m, m.to_z(scene), *m.bounds(ref_shape), should_stop, max_nfev,
-                               solver)
+            z, status = _solve(m, m.to_z(scene), *m.bounds(ref_shape, boxes), should_stop,
+                               max_nfev, solver)
             nfev += m.nfev
             scene = m.from_z(z)
             if status == "cancelled":
@@ -382,7 +470,7 @@ def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_
     m = _Model(observation, scene, fitted, sky, frame)
     if m.npix <= m.nz:
         raise FitError(f"{m.npix} usable pixels for {m.nz} free parameters")
-    lo, hi = m.bounds(ref_shape)
+    lo, hi = m.bounds(ref_shape, boxes)
     if status != "cancelled" and m.nz:
         z, status = _solve(m, m.to_z(scene), lo, hi, should_stop, max_nfev, solver)
     else:
@@ -408,10 +496,17 @@ def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_
         else:
             errors[i][p] = float(e)
     flags = [FitFlags(0)] * len(scene)
+    strayed = {}
     k = 0
     for i, zn in m.blocks:
         f = FitFlags(0)
         hit = [n for n, b in zip(zn, at_bound[k:k + len(zn)]) if b]
+        why = _strayed(best.sources[i], boxes.get(i))
+        if why:
+            f |= FitFlags.AT_BOUND
+            notes[i].append(why)
+            strayed[i] = why
+            hit = [n for n in hit if n not in ("x", "y", "lnrc")]
         if hit:
             f |= FitFlags.AT_BOUND
             notes[i].append(f"ended on a bound of {', '.join(hit)} (its error there is "
@@ -439,4 +534,4 @@ def _fit_scene(observation, scene, *, fitted, sky, sequential, should_stop, max_
                           flags=tuple(flags), fitted=fitted, chi2=chi2, nu=nu,
                           chi2_nu=chi2 / nu if nu > 0 else math.nan, status=status, nfev=nfev,
                           elapsed=time.perf_counter() - t0, covariance=cov, names=tuple(names),
-                          notes=notes, messages=messages, solver=solver)
+                          notes=notes, messages=messages, solver=solver), strayed

@@ -208,15 +208,26 @@ class _Model:
         z += [getattr(scene, n) for n in self.sky_names]
         return np.array(z, dtype=float)
 
-    def bounds(self, ref_shape=None):
+    def bounds(self, ref_shape=None, boxes=None):
+        """``(lo, hi)`` of ``z``: centres within the image (``ref_shape``, reference frame) and,
+        for a source ``i`` in ``boxes`` (``{i: (x0, y0, R, ln r_max)}``), within ``R`` px of
+        ``(x0, y0)`` along each axis with ``ln r_circ <= ln r_max``; sizes, axis ratios and n
+        within the one-galaxy fit's limits."""
         ny, nx = ref_shape or self.shape
+        boxes = boxes or {}
         lo, hi = [], []
-        for _, names in self.blocks:
+        for i, names in self.blocks:
+            box = boxes.get(i)
             for n in names:
                 a, b = {"x": (-0.5, nx - 0.5), "y": (-0.5, ny - 0.5), "lnrc": _LN_RC,
                         "lnrc2": _LN_RC, "eta1": (-_ETA, _ETA), "eta2": (-_ETA, _ETA),
                         "eta1_2": (-_ETA, _ETA), "eta2_2": (-_ETA, _ETA),
                         "n": _N}.get(n, (-np.inf, np.inf))
+                if box is not None and n in ("x", "y"):
+                    c = box[0] if n == "x" else box[1]
+                    a, b = max(a, c - box[2]), min(b, c + box[2])
+                elif box is not None and n == "lnrc":
+                    b = min(b, box[3])
                 lo.append(a)
                 hi.append(b)
         lo += [-np.inf] * len(self.sky_names)

@@ -166,7 +166,8 @@ class Actions(SceneActions, PosteriorActions, ExportActions, QtCore.QObject):
         self.q["undo"], self.q["redo"] = undo, redo
         m("fit", "&Fit", self.start_fit, ["F", "Ctrl+Return"],
           "Fit the model (in the background)")
-        m("sample", "&Sample Posterior", self.start_sample, "S",
+        # a lambda: triggered(bool) would hand start_sample a False for its step count
+        m("sample", "&Sample Posterior", lambda: self.start_sample(), "S",
           "Sample the posterior around the fit (emcee, in the background): intervals and a "
           "corner plot")
         m("cancel", "&Cancel Fit", self.cancel_fit, "Esc",
@@ -708,9 +709,8 @@ class Actions(SceneActions, PosteriorActions, ExportActions, QtCore.QObject):
             self.runner.cancel()
         if self.sampler.running:
             self.state.log("Cancel requested: the samples so far are kept.")
-            self._status("Stopping the sampling at its next progress point\u2026", 3000)
+            self._status("Stopping the sampling after its current step\u2026", 3000)
             self.sampler.cancel()
-
 
     def _on_fit_progress(self, snap):
         s = self.state

@@ -415,6 +415,9 @@ class MainWindow(QtWidgets.QMainWindow):
         p.psf_position_edited.connect(a.set_psf_position)
         p.psf_mode_chosen.connect(s.set_psf_mode)
         p.sample_requested.connect(a.start_sample)
+        # the box's step count is the one Fit > Sample Posterior (S) uses too
+        p.steps_spin.valueChanged.connect(a.set_sample_steps)
+        a.set_sample_steps(p.steps_spin.value())
         p.corner_requested.connect(self.show_posterior_dialog)
         a.sample_progressed.connect(p.show_sample_progress)
         a.sample_finished.connect(self._on_sample_finished)

@@ -8,6 +8,7 @@ once from the posterior's percentiles, tau and effective sample sizes.
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -85,7 +86,8 @@ class PosteriorDialog(QtWidgets.QDialog):
                f"{engine.converged_after()} autocorrelation times)" if post.converged else
                f"<b>not converged</b>: chains shorter than {engine.converged_after()} "
                "autocorrelation times, sample longer")
-            + ". Flat priors within the bounds; derived quantities from the samples.")
+            + f". Priors: {html.escape(post.prior_text() or 'flat')}, within the bounds; derived "
+              "quantities from the samples.")
         self.plot_label.setPixmap(QtGui.QPixmap())
         self.plot_label.setText("drawing the corner plot\u2026")
         truths = None

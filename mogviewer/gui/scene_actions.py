@@ -213,15 +213,15 @@ class PosteriorActions:
 
     def start_sample(self, n_steps=None):
         """Sample the posterior around the current fit in the worker thread (emcee, as
-        ``mogviewer fit --sample STEPS``); progress every 50 steps, Cancel keeps the samples
-        so far. Returns True when it started."""
+        ``mogviewer fit --sample STEPS``); progress every 50 steps, Cancel stops after the
+        current step and keeps the samples so far. Returns True when it started."""
         s = self.state
         if s.busy or self.runner.running or self.sampler.running:
             return False
         if s.result is None or s.params != s.result.params:
             self._status("Fit first: the posterior is sampled around a fit result.")
             return False
-        if n_steps is not None:
+        if n_steps is not None and not isinstance(n_steps, bool):
             self.set_sample_steps(n_steps)
         try:
             problem = s.problem()

@@ -77,7 +77,7 @@ class SampleWorker(QtCore.QObject):
         self._stop = threading.Event()
 
     def request_stop(self):
-        """Thread-safe: the run stops at its next progress point (every 50 steps)."""
+        """Thread-safe: the run stops after its current step."""
         self._stop.set()
 
     @QtCore.pyqtSlot()

@@ -83,6 +83,8 @@ def test_sample_intervals_corner_plot_and_csv(fitted, qtbot, tmp_path):
     assert k == 7                             # flux x y re q angle sky
     assert np.std(img[..., :3]) > 10          # something is drawn, not a blank canvas
     assert dlg.table.rowCount() == len(post.percentiles)
+    # the dialog states the prior the samples were drawn under (it said "flat" whatever it was)
+    assert "Priors: flat in ln(flux), ln(re)" in dlg.summary.text()
 
     # the CSV has the columns ``mogviewer fit --sample`` adds (mogviewer/export/table.py),
     # filled with this posterior's percentiles
@@ -141,3 +143,17 @@ def test_sample_action_in_the_fit_menu(window):
             for a in m.actions()]
     assert "&Sample Posterior" in acts
     assert engine.SAMPLE_STEPS[1] == 100      # the CLI's --sample lower bound
+
+
+def test_the_sample_shortcut_uses_the_steps_box(fitted, qtbot):
+    # New-user review, 2026-12-04: S (Fit > Sample Posterior) ran 100 steps while the box said
+    # 1000: triggered(bool) handed start_sample a False, clamped to the minimum, 100.
+    w, p = fitted, fitted.params
+    p.steps_spin.setValue(1500)
+    with qtbot.waitSignal(w.commands.sample_finished, timeout=SAMPLE_TIMEOUT_MS) as blocker:
+        w.commands.q["sample"].trigger()
+        qtbot.waitUntil(lambda: w.state.busy, timeout=5000)
+        assert w.commands.sample_steps == 1500
+        w.commands.cancel_fit()
+    assert "Sampling the posterior: 1500 steps per walker" in w.log_view.toPlainText()
+    assert blocker.args[0] is w.state.posterior
