@@ -102,3 +102,34 @@ def test_a_ctrl_c_lost_inside_a_c_extension_is_still_an_interrupt(monkeypatch, c
     monkeypatch.setattr(cli, "_main", plain_failure)
     with pytest.raises(ImportError, match="datetime"):
         cli.main(["fit"])
+
+
+@pytest.mark.filterwarnings("default")      # shown, as outside pytest (its config raises them)
+def test_a_warning_is_one_line_without_python_source(tmp_path, capsys):
+    # New-user review, 2026-12-04: a PSF warning reached the terminal as Python prints it,
+    # "/.../psf/formats.py:399: PsfWarning: ..." plus the source line of the call; the command
+    # line now says "mogviewer: warning: ..." in one line (other categories keep their name),
+    # and restores Python's own display when it returns.
+    import warnings
+
+    import numpy as np
+
+    from mogviewer import cli
+    cli._subcommand_modules()       # imported first: astropy installs its own showwarning then
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:15, :15]
+    psf = np.exp(-((xx - 7) ** 2 + (yy - 7) ** 2) / (2 * 1.5 ** 2))
+    psf[0, 0] = np.nan
+    np.save(tmp_path / "psf.npy", psf)
+    img = 100 * np.exp(-((np.mgrid[:32, :32][1] - 15.6) ** 2
+                         + (np.mgrid[:32, :32][0] - 16.2) ** 2) / 18.0)
+    np.save(tmp_path / "img.npy", img + rng.normal(0, 1.0, img.shape))
+    before = warnings.showwarning
+    status = cli.main(["fit", str(tmp_path / "img.npy"), "--psf", str(tmp_path / "psf.npy"),
+                       "--csv", str(tmp_path / "o.csv"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status in (0, 1), err
+    lines = [ln for ln in err.splitlines() if "NaN" in ln]
+    assert lines and all(ln.startswith("mogviewer: warning: ") for ln in lines), err
+    assert ".py:" not in err and "return _model_from_stamp" not in err
+    assert warnings.showwarning is before

@@ -171,11 +171,29 @@ def _main(argv):
         return 0
     from .. import _blas
     _blas.limit()       # one BLAS thread: its threads only slow mogviewer's small BLAS calls
+    import warnings
+    old_show = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
     except MogviewerError as exc:
         print(f"mogviewer: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = old_show
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, ``mogviewer: warning: ...`` (the category named unless
+    it is mogviewer's own), not Python's two lines with the source file and its code."""
+    from ..errors import MogviewerWarning
+    text = _one_line(message)
+    if not issubclass(category, MogviewerWarning):
+        text = f"{category.__name__}: {text}"
+    try:
+        (file or sys.stderr).write(f"mogviewer: warning: {text}\n")
+    except (OSError, ValueError):      # stderr closed: a warning is not worth a crash
+        pass
 
 
 def _one_line(exc):

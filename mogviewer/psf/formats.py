@@ -390,7 +390,7 @@ def _dispatch_fits(hdul, *, hdu, plane, position, what, **opts):
     if len(images) > 1:
         msg = (f"{what}: {len(images)} HDUs hold images "
                f"({', '.join(_hdu_label(j, g) for j, g in images)}); using "
-               f"{_hdu_label(i, h)}. Pass hdu= (command line: --hdu) to choose another")
+               f"{_hdu_label(i, h)}. Pass hdu= (command line: --psf-hdu) to choose another")
         warnings.warn(msg, PsfWarning, stacklevel=3)
         notes.append(msg)
     w = f"{what} {_hdu_label(i, h)}"
