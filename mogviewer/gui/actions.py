@@ -534,7 +534,8 @@ class Actions(SceneActions, PosteriorActions, ExportActions, QtCore.QObject):
         self.push_params(saved.params, f"Load model {Path(path).name}")
         self.undo_stack.endMacro()
         self.state.log(f"Model from {path}: {format_params(saved.params)}"
-                       + (f"; {len(nb)} other sources" if has_scene else ""))
+                       + (f"; {len(nb)} other source{'' if len(nb) == 1 else 's'}" if has_scene
+                          else ""))
         self.add_recent("model", path)
         return True
 

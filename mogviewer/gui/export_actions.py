@@ -131,7 +131,7 @@ class ExportActions:
             inputs=s.input_files(), neighbours=s.neighbours))
         if ok:
             s.log(f"Wrote DS9 region {path} (the target and {len(s.neighbours)} other "
-                  "sources)")
+                  f"source{'' if len(s.neighbours) == 1 else 's'})")
         return ok
 
     def export_model_json(self, path):
@@ -140,7 +140,8 @@ class ExportActions:
             path, params=s.params, problem=s.problem(), result=s.result,
             source=s.image_path, inputs=s.input_files(), neighbours=s.neighbours))
         if ok:
-            s.log(f"Wrote model {path} (the target and {len(s.neighbours)} other sources)")
+            s.log(f"Wrote model {path} (the target and {len(s.neighbours)} other "
+                  f"source{'' if len(s.neighbours) == 1 else 's'})")
         return ok
 
     def export_png(self, path):

@@ -638,7 +638,10 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.state
         name = Path(s.image_path).name if s.image_path else "(array)"
         band = f" [{s.data.band}]" if s.data is not None and s.data.band else ""
-        self.setWindowTitle(f"mogviewer \u2014 {name}{band}")
+        # ends with the application's display name (app.py), so that Qt does not append it a
+        # second time (X11 and Windows add " \u2014 mogviewer" to a title that lacks it: the
+        # title read "mogviewer \u2014 file [r] \u2014 mogviewer")
+        self.setWindowTitle(f"{name}{band} \u2014 mogviewer")
         self._hover = None      # the pixel under the mouse belonged to the previous image
         self._refresh_readout()
         self._on_psf_changed()

@@ -20,7 +20,9 @@ from .state import PARAM_NAMES
 LABELS = {"flux": "flux", "x": "x", "y": "y", "re": "r\u2091", "q": "q = b/a",
           "angle": "angle", "n": "S\u00e9rsic n", "sky": "sky"}
 TOOLTIPS = {
-    "flux": "Total flux of the model mixture (image units).",
+    "flux": "Total flux of the model mixture (image units). The target profile's total, the "
+            "CSV's flux column, is this divided by the mixture's flux fraction (shown under the "
+            "fit's status; e.g. 0.896 for dev M=8, 0.932 for luv M=8, 0.9986 for exp M=6).",
     "x": "Centre x, 0-based pixels (FITS / GALFIT x = this + 1).",
     "y": "Centre y, 0-based pixels (FITS / GALFIT y = this + 1).",
     "re": "Semi-major half-light radius of the target profile (pixels).",
@@ -41,6 +43,11 @@ RANGES = {"flux": (-1e30, 1e30), "x": (-1e6, 1e6), "y": (-1e6, 1e6), "re": (0.01
 STEPS = {"flux": ("rel", 0.02), "x": ("abs", 0.5), "y": ("abs", 0.5), "re": ("rel", 0.05),
          "q": ("abs", 0.02), "angle": ("abs", 2.0), "sky": ("abs", 0.1), "n": ("abs", 0.1)}
 
+
+
+def _count(n, noun):
+    """``'1 evaluation'``, ``'5 evaluations'``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 class ParamSpin(QtWidgets.QDoubleSpinBox):
     """A spin box that shows ``format(value, fmt)`` and steps relatively or additively."""
@@ -537,9 +544,12 @@ class ParamsPanel(QtWidgets.QWidget):
         self.joint_box.setEnabled(possible and not s.busy)
         jf = s.joint_fit
         if jf is None:
+            shown = self.joint_label.isVisibleTo(self)
             self.joint_label.setText("")
             self.joint_label.setVisible(False)
             self.joint_group.setVisible(False)
+            if shown:   # the joint fit's status and progress go with it (another image)
+                self.show_result(s.result)
             return
         band = None if s.data is None else s.data.band
         self.joint_label.setText("\n".join(gbands.joint_summary(jf, shown=band)))
@@ -553,7 +563,8 @@ class ParamsPanel(QtWidgets.QWidget):
             flags = sorted({f.name for fl in (res.flags or ()) for f in engine.FitFlags
                             if f.value and f in fl})
             self.status_label.setText(
-                f"joint fit {res.status}, {res.nfev} evaluations, {res.elapsed:.2f} s"
+                f"joint fit {res.status}, {_count(res.nfev, 'evaluation')}, "
+                f"{res.elapsed:.2f} s"
                 + ("" if not flags else "\nflags: " + ", ".join(flags)))
             self.status_label.setStyleSheet("color: #a33;" if flags else "")
             for lab in self.err_labels.values():     # the errors are in the joint summary
@@ -653,8 +664,12 @@ class ParamsPanel(QtWidgets.QWidget):
                 lab.setText("fixed" if used else "")
                 lab.setStyleSheet("color: #777;")
         flags = [f.name for f in engine.FitFlags if f in result.flags and f.value]
-        text = (f"{result.status}, {result.nfev} evaluations, {result.elapsed:.2f} s"
+        text = (f"{result.status}, {_count(result.nfev, 'evaluation')}, {result.elapsed:.2f} s"
                 + ("" if not flags else "\nflags: " + ", ".join(flags)))
+        ft = result.flux_target
+        if math.isfinite(ft) and ft != result.params.flux:
+            text += (f"\nflux of the target profile = {ft:.7g} (the CSV's flux; the box holds "
+                     f"the mixture's, {result.params.flux / ft:.4f} of it)")
         zp = None if self.state.data is None else self.state.data.zeropoint
         if zp is not None and result.params.flux > 0:
             mag = result.magnitude(zp, target=True)

@@ -48,7 +48,8 @@ class SceneActions:
         src = engine.new_source(kind, x, y, s.data, sky=sky)
         self._push_scene(f"Add {kind} source", neighbours=s.neighbours + (src,))
         s.select(len(s.neighbours))
-        s.log(f"Added a {kind} source at ({x:.1f}, {y:.1f}), flux {src.flux:.4g}")
+        what = "point source" if kind == "point" else f"{kind} galaxy"
+        s.log(f"Added a {what} at ({x:.1f}, {y:.1f}), flux {src.flux:.4g}")
         return True
 
     def delete_source(self, index=None):

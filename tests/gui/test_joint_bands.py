@@ -100,9 +100,13 @@ def test_joint_switch_fits_all_bands_and_shows_each(qtbot, settings, errors, cut
     from mogviewer.batch.band_task import band_columns
     with open(out, newline="") as f:
         assert tuple(next(csv.reader(f))) == tuple(band_columns(res.bands))
-    # editing the target afterwards: the joint fit no longer describes it
+    # editing the target afterwards: the joint fit no longer describes it, and its status
+    # and progress go with it (new-user review: "joint: converged" stayed after another image
+    # was opened)
+    assert p.progress.format().startswith("joint:")
     c.edit_param("re", s.params.re * 1.2)
     assert s.joint_fit is None and not (not p.joint_label.isHidden())
+    assert p.progress.format() == "not fitted" and "joint" not in p.status_label.text()
     w.commands.shutdown()
 
 
