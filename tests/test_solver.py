@@ -44,6 +44,7 @@ def test_accumulated_sums_match_the_materialised_ones(n_sky, n_ext, fused):
     w[rng.uniform(size=(H, W)) < 0.1] = 0
     acc = NormalAccumulator(data, w, n_ext=n_ext, n_sky=n_sky)
     acc.fused = fused
+    acc.ring = False        # the whole planes drawn too, to compare them
     acc.ext[:] = rng.normal(size=acc.ext.shape)
     coef = rng.normal(size=acc.B)
     coef[0] = 900.0
@@ -191,6 +192,41 @@ def test_same_optimum_as_scipy_on_real_data(name):
     ea, eb = ours.errors(), ref.errors()
     for k in prob.free:
         assert ea[k] == pytest.approx(eb[k], rel=1e-5), k
+
+
+@pytest.mark.parametrize("shape", [(50, 61), (3, 40), (37, 33), (120, 24)])
+@pytest.mark.parametrize("psf_kind", ["mixture", "pixel"])
+def test_ring_of_rows_gives_the_sums_of_whole_planes_bit_for_bit(shape, psf_kind):
+    # The fused kernels draw into a ring of four rows (NormalAccumulator.ring) instead of the
+    # whole planes: the same values in the same order go into the same sums, so gram, rhs
+    # and chi^2 must be identical, not close. Shapes: a height below four (the ring is the
+    # whole image), heights not a multiple of four, and a tall narrow stamp whose top and
+    # bottom rows no component reaches (the ring is zeroed for them); a row lost or summed
+    # twice, or a stale ring row, changes chi^2 by far more than rounding.
+    from mogviewer.render.normal import normal_psf
+
+    rng = np.random.default_rng(sum(shape))
+    H, W = shape
+    S = shape_matrix(3.0, 0.6, 70.0)
+    prof = _profile("luv", 8, None)
+    psf = recovery.PSF if psf_kind == "mixture" else None
+    x, y = 0.45 * W, 0.5 * H
+    data = render_galaxy(1000.0, x, y, S, prof, None, psf, (H, W)) + rng.normal(0, 1, (H, W))
+    w = rng.uniform(0.5, 2, (H, W))
+    w[rng.uniform(size=(H, W)) < 0.1] = 0
+    npsf = _psf_packed(psf) if psf is not None else normal_psf(None)
+    out = []
+    for ring in (True, False):
+        acc = NormalAccumulator(data, w, n_ext=1, n_sky=3)
+        acc.ring = ring
+        acc.ext[:] = np.random.default_rng(1).normal(size=acc.ext.shape)
+        coef = np.random.default_rng(2).normal(size=acc.B)
+        coef[0] = 900.0
+        out.append(acc(x + 0.3, y - 0.2, (S[0, 0], S[0, 1], S[1, 1]), _profile_packed(prof),
+                       npsf, coef))
+    (G1, g1, c1), (G2, g2, c2) = out
+    assert np.array_equal(G1, G2) and np.array_equal(g1, g2) and c1 == c2
+    assert np.isfinite(c1) and c1 > 0
 
 
 def test_default_tolerances_agree_with_scipy_within_a_hundredth_of_sigma():
