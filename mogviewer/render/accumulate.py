@@ -87,8 +87,9 @@ _tile4 = numba.njit(cache=True, nogil=True, fastmath=_FM, forceinline=True)(_til
 def _accumulate_rows_py(acc, out, r0, nk, ro):
     """Add rows ``r0 .. r0 + nk - 1`` (``nk <= 4``) of the image, rows ``ro .. ro + nk - 1`` of
     the kernel's planes ``out`` (``ro = r0`` for whole planes, less for a ring of rows), to the
-    sums of ``acc = (data, w, ext, coef, gram, rhs, tot, X, rg)`` (module docstring). The rows are taken as one vector of
-    ``nk W`` pixels (fewer loop starts and reductions than row by row: they dominate at 64 px).
+    sums of ``acc = (data, w, ext, coef, gram, rhs, tot, X, rg)`` (module docstring). The
+    rows are taken as one vector of ``nk W`` pixels (fewer loop starts and reductions than row
+    by row: they dominate at 64 px).
     ``X`` (NB + 6, 4 W) is work space: rows ``0 .. NB - 1`` the basis, then res, 1, gx, gy, 0
     and the weights; the caller fills 1 and gx (gx repeated four times); ``rg`` is a
     (NB + 12, NB + 12) work matrix."""
