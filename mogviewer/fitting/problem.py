@@ -405,6 +405,35 @@ def _lam_min(cxx, cxy, cyy):
     return 0.5 * tr - np.sqrt(np.maximum(0.25 * tr * tr - det, 0.0))
 
 
+def _psf_terms(psf):
+    """``(pxx, pxy, pyy, pa, lambda_min)`` of a PSF for :func:`psf_flags`: its mixture's
+    covariances, normalised amplitudes and smallest eigenvalue (the pixel's for None), cached
+    by identity (Mixtures are immutable; a batch fits many cutouts with one PSF: the numpy
+    calls cost ~15 us, as much as the rest of the test)."""
+    hit = _psf_terms_cache.get(id(psf))
+    if hit is not None and hit[0] is psf:
+        return hit[1]
+    if psf is None:
+        pxx = pyy = np.full(1, PIXEL_VAR)
+        pxy = np.zeros(1)
+        pa = np.ones(1)
+    else:
+        mix = psf.mixture if isinstance(psf, ExactPsf) else psf
+        pc = mix.covs
+        pxx, pxy, pyy = pc[:, 0, 0], pc[:, 0, 1], pc[:, 1, 1]
+        pa = mix.amps / mix.amps.sum()
+    for a in (pxx, pxy, pyy, pa):
+        a.setflags(write=False)         # shared by every later call
+    terms = (pxx, pxy, pyy, pa, float(_lam_min(pxx, pxy, pyy).min()))
+    if len(_psf_terms_cache) > 16:
+        _psf_terms_cache.clear()
+    _psf_terms_cache[id(psf)] = (psf, terms)
+    return terms
+
+
+_psf_terms_cache = {}
+
+
 def psf_flags(problem, params):
     """``PSF_APPROX`` and ``UNDERSAMPLED`` for ``params`` (see :class:`FitFlags`).
 
@@ -423,17 +452,8 @@ def psf_flags(problem, params):
         if (ratio is None or abs(ratio - 1.0) > PSF_APPROX_TOL
                 or abs(info["psf_res_flux"]) > PSF_APPROX_TOL):
             flags |= FitFlags.PSF_APPROX
-    if problem.psf is None:
-        pxx = pyy = np.full(1, PIXEL_VAR)
-        pxy = np.zeros(1)
-        pa = np.ones(1)
-    else:
-        mix = problem.psf.mixture if isinstance(problem.psf, ExactPsf) else problem.psf
-        pc = mix.covs
-        pxx, pxy, pyy = pc[:, 0, 0], pc[:, 0, 1], pc[:, 1, 1]
-        pa = mix.amps / mix.amps.sum()
+    pxx, pxy, pyy, pa, psf_min = _psf_terms(problem.psf)
     thr = UNDERSAMPLED_SIGMA ** 2
-    psf_min = float(_lam_min(pxx, pxy, pyy).min())
     narrow = 0.0
     for sfx in problem.suffixes:
         re, q, angle = (getattr(params, n + sfx) for n in ("re", "q", "angle"))

@@ -302,6 +302,7 @@ def _warm_solver():
     lm._prepare(A, g, z, lo, hi, np.zeros(n), np.ones(n), free, 1.0, 1e-10)
     lm._small(g, z, 1e-8)
     lm._finite(1.0, A, g)
+    lm._secant(np.zeros((n, n)), g, g, z, A, np.ones(n), 1.0, A, np.zeros((3, n)))
     _covariance_kernel(np.eye(n), np.zeros((n, n)))
 
 
@@ -720,6 +721,7 @@ def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfe
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             res = levenberg_marquardt(ev, z0, lo, hi, max_nfev=max_nfev, xtol=xtol,
                                       ftol=ftol, gtol=1e-10, ftol_predicted=True,
+                                      second_order=True,
                                       callback=cb if callback is not None
                                       or should_stop is not None else None)
     except (np.linalg.LinAlgError, ArithmeticError) as exc:

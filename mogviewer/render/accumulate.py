@@ -84,15 +84,17 @@ _tile8 = numba.njit(cache=True, nogil=True, fastmath=_FM, forceinline=True)(_til
 _tile4 = numba.njit(cache=True, nogil=True, fastmath=_FM, forceinline=True)(_tile4_py)
 
 
-def _accumulate_rows_py(acc, out, r0, nk):
-    """Add rows ``r0 .. r0 + nk - 1`` (``nk <= 4``) to the sums of ``acc = (data, w, ext, coef,
-    gram, rhs, tot, X, rg)`` (module docstring). The rows are taken as one vector of
-    ``nk W`` pixels (fewer loop starts and reductions than row by row: they dominate at 64 px).
+def _accumulate_rows_py(acc, out, r0, nk, ro):
+    """Add rows ``r0 .. r0 + nk - 1`` (``nk <= 4``) of the image, rows ``ro .. ro + nk - 1`` of
+    the kernel's planes ``out`` (``ro = r0`` for whole planes, less for a ring of rows), to the
+    sums of ``acc = (data, w, ext, coef, gram, rhs, tot, X, rg)`` (module docstring). The
+    rows are taken as one vector of ``nk W`` pixels (fewer loop starts and reductions than row
+    by row: they dominate at 64 px).
     ``X`` (NB + 6, 4 W) is work space: rows ``0 .. NB - 1`` the basis, then res, 1, gx, gy, 0
     and the weights; the caller fills 1 and gx (gx repeated four times); ``rg`` is a
     (NB + 12, NB + 12) work matrix."""
     data, w, ext, coef, gram, rhs, tot, X, rg = acc
-    H = out.shape[1]
+    H = data.shape[0]
     W = out.shape[2]
     NB = 6 + ext.shape[0]
     nsky = coef.shape[0] - NB
@@ -130,7 +132,7 @@ def _accumulate_rows_py(acc, out, r0, nk):
             o = np.uint64(k * W)
             if i < 6:
                 for j in range(Wu):
-                    v = out[i, r0 + k, j]
+                    v = out[i, ro + k, j]
                     X[i, o + j] = v
                     X[RES, o + j] -= ci * v
             else:

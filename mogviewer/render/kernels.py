@@ -471,6 +471,12 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work, acc=No
     """
     H = out.shape[1]
     W = out.shape[2]
+    if acc is not None:         # the image's height: with sums, ``out`` may be a ring of rows
+        H = acc[0].shape[0]
+    # ring: ``out`` holds only the current group of four rows (row r in out[:, r - r4]), the
+    # sums being all the caller wants: the planes of a 256 px image (3 MB) no longer leave the
+    # cache (rows beyond H in a short image are the same either way)
+    ring = out.shape[1] < H
     C = amp.shape[0]
     Wp = W + 8
     # Everything lives in ``work`` (reused from call to call: :func:`_work_size_py`), so where
@@ -542,12 +548,13 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work, acc=No
         rmin = min(rmin, RLO[c])
         rmax = max(rmax, RHI[c])
     order[:] = np.argsort(size[:C])
-    if clear:
+    if clear and not ring:
         for r in range(H):
             if r < rmin or r > rmax:
                 _zero_row(out, r, 0, W)
     for r4 in range(rmin, rmax + 1, 4):        # four rows at a time
         nk = min(4, rmax + 1 - r4)
+        rb = r4 if ring else 0                 # row r of the image is row r - rb of out
         nact[:] = 0
         for q in range(C):
             c = np.uint64(order[q])      # unsigned: indexing needs no wraparound code
@@ -638,7 +645,7 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work, acc=No
             r = r4 + k
             na = nact[k]
             if na == 0 and clear:
-                _zero_row(out, r, 0, W)
+                _zero_row(out, r - rb, 0, W)
             first = clear
             q1 = na
             while q1 > 0:                       # largest components first; a short group
@@ -674,19 +681,31 @@ def _derivs_kernel_py(amp, mx, my, cxx, cxy, cyy, vfac, out, clear, work, acc=No
                 c2 = act[k, q0 + 2] if q0 + 2 < q1 else C
                 c3 = act[k, q0 + 3] if q0 + 3 < q1 else C
                 if first:                       # zero the rest of the row, assign the span
-                    _zero_row(out, r, 0, ua)
-                    _zero_row(out, r, ub + 1, W)
-                _group_pass(out[0, r], out[1, r], out[2, r], out[3, r], out[4, r], out[5, r],
+                    _zero_row(out, r - rb, 0, ua)
+                    _zero_row(out, r - rb, ub + 1, W)
+                ro = r - rb
+                _group_pass(out[0, ro], out[1, ro], out[2, ro], out[3, ro], out[4, ro], out[5, ro],
                             G[c0, k], G[c1, k], G[c2, k], G[c3, k], ua, ub - ua + 1, c0, c1, c2,
                             c3, BX, BY, P00, P01, P11, HV, first)
                 first = False
                 q1 = q0
         if acc is not None:     # pruned at compile time when absent (numba: `is None` on an arg)
-            _accumulate_rows(acc, out, r4, nk)
-    if acc is not None:         # rows no component reaches (zeroed above, or untouched: ``acc``
-        for r in range(H):      # is only given with ``clear``)
-            if r < rmin or r > rmax:
-                _accumulate_rows(acc, out, r, 1)
+            _accumulate_rows(acc, out, r4, nk, r4 - rb)
+    if acc is not None:         # rows no component reaches, four at a time (zeroed above, or
+        if ring:                # untouched: ``acc`` is only given with ``clear``; in a ring
+            for r in range(out.shape[1]):   # they are zeroed here once)
+                _zero_row(out, r, 0, W)
+        for r in range(0, H, 4):
+            nk = 0
+            while nk < 4 and r + nk < H and (r + nk < rmin or r + nk > rmax):
+                nk += 1
+            if nk == 4 or (nk > 0 and r + nk == H):
+                _accumulate_rows(acc, out, r, nk, 0 if ring else r)
+            else:           # a group that meets the drawn rows: each outside row on its own
+                for k in range(4):
+                    rr = r + k
+                    if rr < H and (rr < rmin or rr > rmax):
+                        _accumulate_rows(acc, out, rr, 1, 0 if ring else rr)
 
 
 def _work_size_py(C, W):

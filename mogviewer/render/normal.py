@@ -87,7 +87,7 @@ def _galaxy_then_accumulate_py(x, y, sxx, sxy, syy, prof, psf, out, scratch, acc
     _galaxy_kernel(1.0, x, y, sxx, sxy, syy, prof, psf, out, True, scratch, True)
     H = out.shape[1]
     for r in range(0, H, 4):
-        _accumulate_rows(acc, out, r, min(4, H - r))
+        _accumulate_rows(acc, out, r, min(4, H - r), r)
     _symmetrise(acc)
 
 
@@ -131,7 +131,7 @@ def _accumulate_drawn_py(out, acc):
     _clear_sums(acc)
     H = out.shape[1]
     for r in range(0, H, 4):
-        _accumulate_rows(acc, out, r, min(4, H - r))
+        _accumulate_rows(acc, out, r, min(4, H - r), r)
     _symmetrise(acc)
 
 
@@ -265,6 +265,9 @@ class NormalAccumulator:
         else:
             self.out = np.zeros((6, H, W))
             self.ext = np.zeros((n_ext, H, W))
+        # the fused kernels draw into a ring of four rows (:attr:`ring`), reused per thread
+        self._ring = _planes.get("ring", (6, min(4, H), W)) if keep else np.zeros(
+            (6, min(4, H), W))
         self.B = 6 + n_ext + n_sky
         NB = 6 + n_ext          # work rows (accumulate._accumulate_rows_py): basis, res, 1,
         self._X = np.zeros((NB + 6, 4 * W))     # gx, gy, 0, weights; four rows long
@@ -279,10 +282,16 @@ class NormalAccumulator:
     #: whole image and then accumulate; side by side the two took the same time within the
     #: machine's noise (64 and 256 px, with and without PSF: benchmarks/NOTES.md)
     fused = True
+    #: the fused kernels draw into a ring of four rows, not into :attr:`out` (the sums are
+    #: what a fit wants: the six planes of a 256 px image, 3 MB, then never leave the cache);
+    #: false: the whole planes are drawn into :attr:`out` as well (tests compare them), with
+    #: the same sums bit for bit
+    ring = True
 
     def __call__(self, x, y, S3, prof_packed, psf_packed, coef):
-        """Draw the unit-flux galaxy at ``(x, y)`` with shape ``S3 = (Sxx, Sxy, Syy)`` into
-        :attr:`out` and return ``(gram, rhs, chi2)`` for the model ``sum_b coef[b] basis_b``:
+        """Draw the unit-flux galaxy at ``(x, y)`` with shape ``S3 = (Sxx, Sxy, Syy)`` (into
+        :attr:`out` unless :attr:`ring`) and return ``(gram, rhs, chi2)`` for the model
+        ``sum_b coef[b] basis_b``:
         ``gram`` (B, B) symmetric, ``rhs`` (B,), ``chi2`` float (NaN or inf if the model is
         not finite)."""
         if type(coef) is not np.ndarray or coef.dtype != np.float64 or coef.shape != (self.B,):
@@ -298,9 +307,13 @@ class NormalAccumulator:
             return gram.copy(), self._rhs.copy(), float(self._tot[0])
         C = prof_packed.shape[1] * psf_packed.shape[1]
         sc = _scratch.full(W, C)
-        kern = _galaxy_normal_kernel if self.fused else _galaxy_then_accumulate
-        kern(float(x), float(y), float(S3[0]), float(S3[1]), float(S3[2]),
-                              prof_packed, psf_packed, self.out, sc, acc)
+        if self.fused:
+            _galaxy_normal_kernel(float(x), float(y), float(S3[0]), float(S3[1]),
+                                  float(S3[2]), prof_packed, psf_packed,
+                                  self._ring if self.ring else self.out, sc, acc)
+        else:
+            _galaxy_then_accumulate(float(x), float(y), float(S3[0]), float(S3[1]),
+                                    float(S3[2]), prof_packed, psf_packed, self.out, sc, acc)
         return gram.copy(), self._rhs.copy(), float(self._tot[0])
 
     def _special(self, x, y, S3, pp, npsf, acc):
@@ -311,8 +324,8 @@ class NormalAccumulator:
         if npsf.psf is None:
             prof, psf = npsf.pairs(pp, sxx, sxy, syy)
             sc = _scratch.full(W, prof.shape[1])
-            _pairs_normal_kernel(float(x), float(y), sxx, sxy, syy, prof, psf, self.out, sc,
-                                 acc)
+            _pairs_normal_kernel(float(x), float(y), sxx, sxy, syy, prof, psf,
+                                 self._ring if self.ring else self.out, sc, acc)
             return
         out = self.out
         if npsf.fast is None:
