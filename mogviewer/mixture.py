@@ -90,7 +90,7 @@ class Mixture:
         if asym.any():
             k = int(np.argmax(asym))
             raise ValueError(f"component {k}: covariance is not symmetric "
-                             f"(xy = {c[k, 0, 1]!r}, yx = {c[k, 1, 0]!r})")
+                             f"(xy = {float(c[k, 0, 1]):.6g}, yx = {float(c[k, 1, 0]):.6g})")
         det = c[:, 0, 0] * c[:, 1, 1] - c[:, 0, 1] * c[:, 1, 0]
         notpd = (c[:, 0, 0] <= 0) | (det <= 0)
         if notpd.any():
