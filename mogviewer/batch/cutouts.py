@@ -214,9 +214,10 @@ class CutoutJob:
             # (a deepcopy per object cost 0.8 ms); used only while this row is made
             wcs, crpix = job_wcs
             wcs.wcs.crpix = crpix - np.array([x0, y0], float)
-        data = dataclasses.replace(data, wcs=wcs, path=str(self.image), hdu=field.hdu,
-                                   noise_source=("weight map " + Path(self.weight).name
-                                                 if weight is not None else data.noise_source))
+        # (the cutout's arrays shared, not copied a second time)
+        data = data.replace(wcs=wcs, path=str(self.image), hdu=field.hdu,
+                            noise_source=("weight map " + Path(self.weight).name
+                                          if weight is not None else data.noise_source))
         profile = o.profile or "exp"
         sky = o.sky or "constant"
         problem = FitProblem.from_image_data(

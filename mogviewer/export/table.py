@@ -22,7 +22,7 @@ from .files import _atomic_write, append_locked, check_output_path
 # ---------------------------------------------------------------------------------------------
 
 def _empty_row():
-    return {name: None for name in COLUMN_NAMES}
+    return dict.fromkeys(COLUMN_NAMES)
 
 
 def failed_row(reason, *, file=None, hdu=None, band=None, profile=None, M=None, n=None,
@@ -35,18 +35,35 @@ def failed_row(reason, *, file=None, hdu=None, band=None, profile=None, M=None, 
     return row
 
 
+class _Propagator:
+    """``sqrt(g^T C g) * scale`` over a result's free parameters (derivatives by name; NaN if
+    undefined), with the covariance and the names' positions looked up once per row. The
+    product is taken on the same sub-matrix and vector as before (the non-zero derivatives
+    only), so every error is the same to the last bit."""
+
+    def __init__(self, result, scale):
+        self.index = {name: i for i, name in enumerate(result.free)}
+        self.n = len(self.index)
+        self.cov = np.asarray(result.covariance, float)
+        self.scale = scale
+
+    def __call__(self, grads):
+        pairs = sorted((self.index[k], v) for k, v in grads.items()
+                       if k in self.index and v != 0)
+        if not pairs:
+            return 0.0
+        idx = [i for i, _ in pairs]
+        g = np.array([v for _, v in pairs], float)
+        C = self.cov[np.ix_(idx, idx)]
+        var = float(g @ C @ g)
+        if not math.isfinite(var) or var < 0:
+            return _NAN
+        return math.sqrt(var) * self.scale
+
+
 def _propagate(result, grads, scale):
     """``sqrt(g^T C g)`` over the free parameters (derivatives by name); NaN if undefined."""
-    free = list(result.free)
-    g = np.array([grads.get(name, 0.0) for name in free], float)
-    if not np.any(g):
-        return 0.0
-    idx = np.flatnonzero(g)
-    C = np.asarray(result.covariance, float)[np.ix_(idx, idx)]
-    var = float(g[idx] @ C @ g[idx])
-    if not math.isfinite(var) or var < 0:
-        return _NAN
-    return math.sqrt(var) * scale
+    return _Propagator(result, scale)(grads)
 
 
 def _dlnf_dn(result, h=1e-3):
@@ -102,8 +119,10 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
     d = image_data
     row = _empty_row()
 
+    propagate = _Propagator(result, scale)
+
     def prop(**grads):
-        return _propagate(result, grads, scale)
+        return propagate(grads)
 
     if problem is not None and getattr(problem, "psf_info", None):
         row.update({k: v for k, v in problem.psf_info.items() if k in row})
