@@ -225,8 +225,21 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
 # ---------------------------------------------------------------------------------------------
 
 def _fmt(v):
+    # the common exact types first (a row has ~160 values; the parent process formats every
+    # row of a batch): the same text as the general rules below
+    t = type(v)
+    if t is float:
+        return repr(v)
     if v is None:
         return ""
+    if t is str:
+        return v
+    if t is int:
+        return str(v)
+    return _fmt_other(v)
+
+
+def _fmt_other(v):
     if isinstance(v, bool | np.bool_):
         return "True" if v else "False"
     if isinstance(v, int | np.integer):
@@ -305,8 +318,9 @@ def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES, inputs=()):
     path = check_output_path(path, "CSV", inputs=inputs)
     rows = list(rows)
     columns = tuple(columns)
+    known = frozenset(columns)
     for r in rows:
-        extra = set(r) - set(columns)
+        extra = r.keys() - known
         if extra:
             raise ValueError(f"row has unknown columns: {', '.join(sorted(extra))}")
     # format every row first: a row that cannot be formatted leaves the file untouched

@@ -18,6 +18,7 @@ from .params import GalaxyParams
 # ---------------------------------------------------------------------------------------------
 
 _CROSS = ndimage.generate_binary_structure(2, 1)     # 4-connectivity, built once
+_DIAMOND2 = ndimage.iterate_structure(_CROSS, 2)     # the pixels within 2 steps of 4-conn.
 _SMOOTH = 1.5                                         # sigma (px) of the detection smoothing
 # the weights ndimage.gaussian_filter(x, 1.5) correlates each axis with (truncate 4: 13 taps),
 # taken once from the filter itself (the response to a unit impulse): two correlate1d calls
@@ -90,9 +91,12 @@ def _target_segment(data, good, ref, centre):
     if centre is None:
         iy, ix = np.unravel_index(np.argmax(np.where(seg, sm, -np.inf)), sm.shape)
     others = None
-    if nlab > 1:     # other segments: them and two pixels around them (a lone target: none)
-        others = ndimage.binary_dilation((lab > 0) & ~seg, structure=_CROSS,
-                                         iterations=2) & ~seg
+    if nlab > 1:
+        # other segments: them and two pixels around them (a lone target: none). The maximum
+        # filter over the radius-2 diamond is binary_dilation(structure=_CROSS, iterations=2)
+        # in one pass (the same pixels: outside the image counts as empty in both)
+        others = ndimage.maximum_filter((lab > 0) & ~seg, footprint=_DIAMOND2,
+                                        mode="constant", cval=0) & ~seg
     if centre is not None:
         return float(cx), float(cy), others
     return float(ix), float(iy), others
