@@ -21,6 +21,10 @@ from .files import _atomic_write, append_locked, check_output_path
 # rows
 # ---------------------------------------------------------------------------------------------
 
+#: The ``_err`` columns, in row order (every row starts with exactly COLUMN_NAMES).
+_ERR_COLUMNS = tuple(k for k in COLUMN_NAMES if k.endswith("_err"))
+
+
 def _empty_row():
     return dict.fromkeys(COLUMN_NAMES)
 
@@ -211,7 +215,9 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
         row["re_arcsec"], row["re_arcsec_err"] = p.re * pixscale, err["re"] * pixscale
     # every error also scaled by sqrt(chi2/nu), in its own column (issue 20)
     to_scaled = math.sqrt(result.chi2_nu) / scale if result.chi2_nu >= 0 else _NAN
-    for name in [k for k in row if k.endswith("_err")]:
+    names = (_ERR_COLUMNS if len(row) == len(COLUMN_NAMES) else
+             [k for k in row if k.endswith("_err")])
+    for name in names:
         if row[name] is not None:
             row[name + "_scaled"] = row[name] * to_scaled
     if posterior is not None:
