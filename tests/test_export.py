@@ -562,3 +562,42 @@ def test_imgblock_reports_a_fitted_sersic_index_with_its_error(tmp_path):
     card = afits.getheader(tmp_path / "b.fits", "MODEL")["1_N"]
     value, err = (float(v) for v in card.split("+/-"))
     assert value == pytest.approx(res.params.n, abs=1e-4) and err > 0
+
+
+def test_row_helpers_equal_their_plain_forms():
+    """The per-row shortcuts of issue 19 give what the plain forms gave: the error
+    propagation (sqrt(g^T C g) on the sub-matrix of the non-zero derivatives, NaN for a
+    negative or NaN variance), the flag names (the enum's set bits, in order) and the CSV text
+    of every kind of value (np.float64 as repr(float), np.float32 widened, bools, None)."""
+    from mogviewer.export.conventions import flag_names
+    from mogviewer.export.table import _fmt, _propagate
+
+    def plain_propagate(free, cov, grads, scale):
+        g = np.array([grads.get(name, 0.0) for name in free], float)
+        if not np.any(g):
+            return 0.0
+        idx = np.flatnonzero(g)
+        var = float(g[idx] @ np.asarray(cov, float)[np.ix_(idx, idx)] @ g[idx])
+        return math.nan if not math.isfinite(var) or var < 0 else math.sqrt(var) * scale
+
+    class R:
+        pass
+
+    rng = np.random.default_rng(11)
+    free = ("flux", "x", "y", "re", "q", "angle", "sky")
+    for trial in range(50):
+        A = rng.normal(size=(7, 7))
+        r = R()
+        r.free, r.covariance = free, A @ A.T if trial % 10 else -A @ A.T   # some negative
+        grads = {k: float(rng.normal()) if rng.uniform() < 0.5 else 0.0 for k in free}
+        grads["n"] = 1.0                   # not free: ignored by both
+        want = plain_propagate(free, r.covariance, grads, 1.7)
+        got = _propagate(r, grads, 1.7)
+        assert got == want or (math.isnan(got) and math.isnan(want))
+    for bits in [0, 1, 2, 3, 5, 6, 2 ** len(FitFlags) - 1] + [int(m) for m in FitFlags]:
+        assert flag_names(bits) == "|".join(m.name for m in FitFlags if bits & int(m))
+    cases = {0.1: "0.1", np.float64(0.25): "0.25", np.float32(0.1): repr(float(np.float32(0.1))),
+             3: "3", np.int64(4): "4", True: "True", np.bool_(False): "False", None: "",
+             "a,b": "a,b", math.inf: "inf"}
+    for value, text in cases.items():
+        assert _fmt(value) == text
