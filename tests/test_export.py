@@ -601,3 +601,24 @@ def test_row_helpers_equal_their_plain_forms():
              "a,b": "a,b", math.inf: "inf"}
     for value, text in cases.items():
         assert _fmt(value) == text
+
+
+def test_csv_text_of_plain_values_equals_the_formatted_text():
+    """write_csv passes floats, ints, bools, str and None to the csv module unformatted: the
+    text must equal that of the values formatted by _fmt (repr of a float, '' for None)."""
+    import csv as csvmod
+    import io
+
+    from mogviewer.export.table import _csv_fields, _fmt
+
+    row = {"a": 0.1, "b": 1e16, "c": -0.0, "d": math.nan, "e": 7, "f": True, "g": None,
+           "h": "x,y", "i": np.float64(2.5), "j": np.float32(0.1), "k": np.int64(3), "l": ""}
+    cols = tuple(row) + ("missing",)
+
+    def text(fields):
+        buf = io.StringIO()
+        csvmod.writer(buf, lineterminator="\n").writerow(fields)
+        return buf.getvalue()
+
+    assert text(_csv_fields(row, cols)) == text([_fmt(row.get(c)) for c in cols])
+    assert text(_csv_fields({"g": None}, ("g",))) == text([_fmt(None)])   # a lone empty field

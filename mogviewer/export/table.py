@@ -245,6 +245,18 @@ def _fmt(v):
     return _fmt_other(v)
 
 
+#: Types the csv module writes exactly as :func:`_fmt` does (a float by its repr, an int or a
+#: bool by str, None as an empty field, a str as it is): passed through unformatted.
+_AS_IS = frozenset((float, int, bool, str, type(None)))
+
+
+def _csv_fields(row, columns):
+    """The values of ``row`` for ``columns``, ready for ``csv.writer`` (same text as
+    ``[_fmt(row.get(c)) for c in columns]``)."""
+    as_is = _AS_IS
+    return [v if type(v) in as_is else _fmt(v) for v in map(row.get, columns)]
+
+
 def _fmt_other(v):
     if isinstance(v, bool | np.bool_):
         return "True" if v else "False"
@@ -333,7 +345,7 @@ def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES, inputs=()):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     for r in rows:
-        w.writerow([_fmt(r.get(c)) for c in columns])
+        w.writerow(_csv_fields(r, columns))
     body = buf.getvalue()
     header = rows_to_text([], columns)
     created = []
@@ -388,7 +400,7 @@ def rows_to_text(rows, columns=COLUMN_NAMES):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow([_fmt(r.get(c)) for c in columns])
+        w.writerow(_csv_fields(r, columns))
     return buf.getvalue()
 
 
