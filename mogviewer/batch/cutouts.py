@@ -250,8 +250,26 @@ def _neighbour_mask(shape, x0, y0, cx, cy, close, radius, block=32):
     return mask
 
 
+_VARIES = {}
+
+
 def _varies(psf_path):
-    """True for a PSFEx file (evaluated per position); other PSFs are one stamp or mixture."""
+    """True for a PSFEx file (evaluated per position); other PSFs are one stamp or mixture.
+    Known per process by path, modification time and size (opening the file to look cost
+    ~1.3 ms, twice per job)."""
+    try:
+        st = os.stat(psf_path)
+        key = (os.path.realpath(psf_path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return _psfex_columns(psf_path)
+    if key not in _VARIES:
+        if len(_VARIES) > 16:
+            _VARIES.clear()
+        _VARIES[key] = _psfex_columns(psf_path)
+    return _VARIES[key]
+
+
+def _psfex_columns(psf_path):
     try:
         from astropy.io import fits
         with fits.open(psf_path, memmap=True) as h:
