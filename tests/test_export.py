@@ -622,3 +622,71 @@ def test_csv_text_of_plain_values_equals_the_formatted_text():
 
     assert text(_csv_fields(row, cols)) == text([_fmt(row.get(c)) for c in cols])
     assert text(_csv_fields({"g": None}, ("g",))) == text([_fmt(None)])   # a lone empty field
+
+
+# four real cutouts with fixed (not fitted) results: each row's every column must stay as
+# mogviewer 1204f43 wrote it (tests/data/rows/fixed_results_1204f43.json, made by this same
+# code run on that commit, before the row-building shortcuts of issues 16/19); file,
+# mogviewer_version and elapsed_s are left out
+_ROW_CASES = [
+    ("imfit-sdss/ic3478rss_64x64.fits", dict(noise="imfit-sdss/ic3478rss_64x64_sigma.fits"),
+     "exp", "constant", 0),
+    ("pysersic-decals-dr9/cutout_59.1067_-30.4848.fits", dict(band="r"), "ser", "plane",
+     int(FitFlags.NOT_CONVERGED)),
+    ("galfit-example-hst/gal.fits", {}, "dev", "none", 0),
+    ("profit-gama/KiDS/G265911fitim.fits", dict(noise="profit-gama/KiDS/G265911sigma.fits"),
+     "exp", "constant", 3),
+]
+
+
+def _fixed_result_rows():
+    import warnings
+
+    from mogviewer.export.table import _fmt
+
+    real = "tests/data/real"
+    rng = np.random.default_rng(16)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path, kw, profile, sky, flags in _ROW_CASES:
+            kw = {k: f"{real}/{v}" if k == "noise" else v for k, v in kw.items()}
+            d = read_image(f"{real}/{path}", **kw)
+            prob = FitProblem.from_image_data(d, profile=profile, sky=sky)
+            ny, nx = d.shape
+            p = GalaxyParams(flux=1234.5678, x=(nx - 1) / 2 + 0.37, y=(ny - 1) / 2 - 0.81,
+                             re=5.4321, q=0.6180339, angle=123.456,
+                             sky=0.0123 if sky != "none" else 0.0,
+                             sky_dx=1e-4 if sky == "plane" else 0.0,
+                             sky_dy=-2e-4 if sky == "plane" else 0.0,
+                             n=2.71828 if profile == "ser" else
+                             prob.n if prob.n is not None else 1.0)
+            k = len(prob.free)
+            A = rng.normal(size=(k, k)) * 0.01
+            cov = A @ A.T + np.diag(np.linspace(1e-4, 1e-2, k))
+            res = FitResult(params=p, start=p, free=prob.free, covariance=cov, chi2=4321.0,
+                            nu=int(prob.n_good) - k, nit=7, nfev=8, status="converged",
+                            flags=FitFlags(flags), message="", profile=profile, M=prob.M,
+                            n=prob.n, flux_fraction=prob.profile_mixture().flux_fraction,
+                            elapsed=0.0)
+            row = export.result_to_row(res, d, problem=prob, psf_source="none",
+                                       zeropoint=25.0 if "gama" in path else None,
+                                       scale_errors="sdss" in path)
+            out.append(dict(case=path, row={c: _fmt(v) for c, v in row.items()
+                                            if c not in ("elapsed_s", "mogviewer_version",
+                                                         "file")}))
+    return out
+
+
+def test_rows_of_fixed_results_are_those_of_1204f43():
+    import json
+
+    with open("tests/data/rows/fixed_results_1204f43.json") as f:
+        want = json.load(f)
+    got = _fixed_result_rows()
+    assert [g["case"] for g in got] == [w["case"] for w in want]
+    assert sum(w["row"]["ra_deg"] != "" for w in want) == 3      # WCS rows among them
+    for g, w in zip(got, want):
+        differ = {c: (g["row"].get(c), v) for c, v in w["row"].items() if g["row"].get(c) != v}
+        assert not differ, (g["case"], differ)
+        assert set(g["row"]) == set(w["row"])
