@@ -155,10 +155,11 @@ sys.path.insert(0, {bench_dir!r})
 import bench_survey
 from mogviewer.batch import run_batch
 from mogviewer.batch.executors import prestart
-from mogviewer.render import warmup
+from mogviewer.render import kernels_ready, warmup
 if {executor!r} == "processes" and {workers} > 1:
     prestart()          # as the CLI does: the fork server starts while this process plans
-warmup()
+if not kernels_ready():
+    warmup()            # as the CLI does: only to compile (a pool's parent never fits)
 jobs = bench_survey.plan({d!r}, psf_mode={psf_mode!r}{plan_kw})
 t_plan = time.perf_counter() - t0
 cpu_plan = resource.getrusage(resource.RUSAGE_SELF)

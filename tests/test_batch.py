@@ -366,3 +366,28 @@ def test_progress_rate_counts_from_the_start_of_the_run():
     per_file = float(re.findall(r"([0-9.]+)s/file", text)[-1])   # tqdm's form below 1/s
     assert 9.0 < per_file < 12.0, text    # 1 file in ~10 s, not thousands per second
     assert "1/1 [00:10<" in text, text
+
+
+def test_load_psf_knows_a_file_by_any_path_and_sees_it_change(tmp_path):
+    """load_psf's per-process cache (a batch reads a PSF once per worker) keys a file by its
+    device and inode (one stat a task): a symlink or another spelling of the path is the same
+    file; a rewritten file is read again."""
+    import os
+
+    from mogviewer.batch.tasks import load_psf
+    from mogviewer.mixture import Mixture
+    from mogviewer.psf import write_psf
+
+    path = tmp_path / "psf.json"
+    write_psf(path, Mixture.isotropic([1.0], [1.3 ** 2]))
+    link = tmp_path / "link.json"
+    os.symlink(path, link)
+    first, desc = load_psf(path)
+    assert load_psf(link)[0] is first
+    assert load_psf(tmp_path / "." / "psf.json")[0] is first
+    assert desc.startswith("psf.json")
+    write_psf(path, Mixture.isotropic([1.0], [2.0 ** 2]))
+    os.utime(path, ns=(1, 1))          # a different mtime, even within the clock's resolution
+    again, _ = load_psf(link)
+    assert again is not first
+    assert again.mixture.second_moments()[0, 0] == pytest.approx(4.0)

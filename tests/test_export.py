@@ -562,3 +562,131 @@ def test_imgblock_reports_a_fitted_sersic_index_with_its_error(tmp_path):
     card = afits.getheader(tmp_path / "b.fits", "MODEL")["1_N"]
     value, err = (float(v) for v in card.split("+/-"))
     assert value == pytest.approx(res.params.n, abs=1e-4) and err > 0
+
+
+def test_row_helpers_equal_their_plain_forms():
+    """The per-row shortcuts of issue 19 give what the plain forms gave: the error
+    propagation (sqrt(g^T C g) on the sub-matrix of the non-zero derivatives, NaN for a
+    negative or NaN variance), the flag names (the enum's set bits, in order) and the CSV text
+    of every kind of value (np.float64 as repr(float), np.float32 widened, bools, None)."""
+    from mogviewer.export.conventions import flag_names
+    from mogviewer.export.table import _fmt, _propagate
+
+    def plain_propagate(free, cov, grads, scale):
+        g = np.array([grads.get(name, 0.0) for name in free], float)
+        if not np.any(g):
+            return 0.0
+        idx = np.flatnonzero(g)
+        var = float(g[idx] @ np.asarray(cov, float)[np.ix_(idx, idx)] @ g[idx])
+        return math.nan if not math.isfinite(var) or var < 0 else math.sqrt(var) * scale
+
+    class R:
+        pass
+
+    rng = np.random.default_rng(11)
+    free = ("flux", "x", "y", "re", "q", "angle", "sky")
+    for trial in range(50):
+        A = rng.normal(size=(7, 7))
+        r = R()
+        r.free, r.covariance = free, A @ A.T if trial % 10 else -A @ A.T   # some negative
+        grads = {k: float(rng.normal()) if rng.uniform() < 0.5 else 0.0 for k in free}
+        grads["n"] = 1.0                   # not free: ignored by both
+        want = plain_propagate(free, r.covariance, grads, 1.7)
+        got = _propagate(r, grads, 1.7)
+        assert got == want or (math.isnan(got) and math.isnan(want))
+    for bits in [0, 1, 2, 3, 5, 6, 2 ** len(FitFlags) - 1] + [int(m) for m in FitFlags]:
+        assert flag_names(bits) == "|".join(m.name for m in FitFlags if bits & int(m))
+    cases = {0.1: "0.1", np.float64(0.25): "0.25", np.float32(0.1): repr(float(np.float32(0.1))),
+             3: "3", np.int64(4): "4", True: "True", np.bool_(False): "False", None: "",
+             "a,b": "a,b", math.inf: "inf"}
+    for value, text in cases.items():
+        assert _fmt(value) == text
+
+
+def test_csv_text_of_plain_values_equals_the_formatted_text():
+    """write_csv passes floats, ints, bools, str and None to the csv module unformatted: the
+    text must equal that of the values formatted by _fmt (repr of a float, '' for None)."""
+    import csv as csvmod
+    import io
+
+    from mogviewer.export.table import _csv_fields, _fmt
+
+    row = {"a": 0.1, "b": 1e16, "c": -0.0, "d": math.nan, "e": 7, "f": True, "g": None,
+           "h": "x,y", "i": np.float64(2.5), "j": np.float32(0.1), "k": np.int64(3), "l": ""}
+    cols = tuple(row) + ("missing",)
+
+    def text(fields):
+        buf = io.StringIO()
+        csvmod.writer(buf, lineterminator="\n").writerow(fields)
+        return buf.getvalue()
+
+    assert text(_csv_fields(row, cols)) == text([_fmt(row.get(c)) for c in cols])
+    assert text(_csv_fields({"g": None}, ("g",))) == text([_fmt(None)])   # a lone empty field
+
+
+# four real cutouts with fixed (not fitted) results: each row's every column must stay as
+# mogviewer 1204f43 wrote it (tests/data/rows/fixed_results_1204f43.json, made by this same
+# code run on that commit, before the row-building shortcuts of issues 16/19); file,
+# mogviewer_version and elapsed_s are left out
+_ROW_CASES = [
+    ("imfit-sdss/ic3478rss_64x64.fits", dict(noise="imfit-sdss/ic3478rss_64x64_sigma.fits"),
+     "exp", "constant", 0),
+    ("pysersic-decals-dr9/cutout_59.1067_-30.4848.fits", dict(band="r"), "ser", "plane",
+     int(FitFlags.NOT_CONVERGED)),
+    ("galfit-example-hst/gal.fits", {}, "dev", "none", 0),
+    ("profit-gama/KiDS/G265911fitim.fits", dict(noise="profit-gama/KiDS/G265911sigma.fits"),
+     "exp", "constant", 3),
+]
+
+
+def _fixed_result_rows():
+    import warnings
+
+    from mogviewer.export.table import _fmt
+
+    real = "tests/data/real"
+    rng = np.random.default_rng(16)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path, kw, profile, sky, flags in _ROW_CASES:
+            kw = {k: f"{real}/{v}" if k == "noise" else v for k, v in kw.items()}
+            d = read_image(f"{real}/{path}", **kw)
+            prob = FitProblem.from_image_data(d, profile=profile, sky=sky)
+            ny, nx = d.shape
+            p = GalaxyParams(flux=1234.5678, x=(nx - 1) / 2 + 0.37, y=(ny - 1) / 2 - 0.81,
+                             re=5.4321, q=0.6180339, angle=123.456,
+                             sky=0.0123 if sky != "none" else 0.0,
+                             sky_dx=1e-4 if sky == "plane" else 0.0,
+                             sky_dy=-2e-4 if sky == "plane" else 0.0,
+                             n=2.71828 if profile == "ser" else
+                             prob.n if prob.n is not None else 1.0)
+            k = len(prob.free)
+            A = rng.normal(size=(k, k)) * 0.01
+            cov = A @ A.T + np.diag(np.linspace(1e-4, 1e-2, k))
+            res = FitResult(params=p, start=p, free=prob.free, covariance=cov, chi2=4321.0,
+                            nu=int(prob.n_good) - k, nit=7, nfev=8, status="converged",
+                            flags=FitFlags(flags), message="", profile=profile, M=prob.M,
+                            n=prob.n, flux_fraction=prob.profile_mixture().flux_fraction,
+                            elapsed=0.0)
+            row = export.result_to_row(res, d, problem=prob, psf_source="none",
+                                       zeropoint=25.0 if "gama" in path else None,
+                                       scale_errors="sdss" in path)
+            out.append(dict(case=path, row={c: _fmt(v) for c, v in row.items()
+                                            if c not in ("elapsed_s", "mogviewer_version",
+                                                         "file")}))
+    return out
+
+
+def test_rows_of_fixed_results_are_those_of_1204f43():
+    import json
+
+    with open("tests/data/rows/fixed_results_1204f43.json") as f:
+        want = json.load(f)
+    got = _fixed_result_rows()
+    assert [g["case"] for g in got] == [w["case"] for w in want]
+    assert sum(w["row"]["ra_deg"] != "" for w in want) == 3      # WCS rows among them
+    for g, w in zip(got, want):
+        differ = {c: (g["row"].get(c), v) for c, v in w["row"].items() if g["row"].get(c) != v}
+        assert not differ, (g["case"], differ)
+        assert set(g["row"]) == set(w["row"])

@@ -490,3 +490,18 @@ def test_io_fits_is_qt_free():
     code = ("import sys; sys.modules['PyQt5'] = None; sys.modules['pyqtgraph'] = None; "
             "import mogviewer.io")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_image_data_replace_shares_the_read_only_arrays():
+    """ImageData.replace (catalogue mode: the cutout's WCS and file set per object, issue 19)
+    changes header facts without copying the pixels again; new pixels are copied as before."""
+    d = read_image(np.arange(20.0).reshape(4, 5), noise=np.ones((4, 5)))
+    e = d.replace(path="field.fits", hdu=3, notes=["x"])
+    assert (e.path, e.hdu, e.notes, e.band) == ("field.fits", 3, ("x",), d.band)
+    assert e.image is d.image and e.ivar is d.ivar and e.mask is d.mask
+    assert not e.image.flags.writeable and d.path is None       # d unchanged
+    with pytest.raises(TypeError, match="no field"):
+        d.replace(colour="red")
+    mine = np.zeros((4, 5))
+    f = d.replace(image=mine)
+    assert f.image is not mine and not f.image.flags.writeable and f.ivar is not d.ivar

@@ -195,17 +195,10 @@ class CutoutJob:
         # target is masked
         cx, cy = x - x0, y - y0
         ny, nx = img.shape
-        mask = np.zeros(img.shape, bool)
         near = ((nb[:, 0] > x0 - self.max_size) & (nb[:, 0] < x0 + nx + self.max_size)
                 & (nb[:, 1] > y0 - self.max_size) & (nb[:, 1] < y0 + ny + self.max_size)
                 & ((nb[:, 0] - x) ** 2 + (nb[:, 1] - y) ** 2 > 0.25))
-        if np.any(near):
-            yy, xx = np.ogrid[0:ny, 0:nx]       # broadcast: no full index grids
-            d_t = (xx - cx) ** 2 + (yy - cy) ** 2
-            for bx, by, bs in nb[near]:
-                r = max(self.neighbour_radius, 1.5 * bs)
-                d_n = (xx - (bx - x0)) ** 2 + (yy - (by - y0)) ** 2
-                mask |= (d_n < r * r) & (d_n < d_t)
+        mask = _neighbour_mask(img.shape, x0, y0, cx, cy, nb[near], self.neighbour_radius)
         data = read_image(img, noise=ivar, noise_kind="ivar", mask=mask,
                           zeropoint=o.zeropoint if o.zeropoint is not None else field.zeropoint,
                           gain=o.gain, pixel_scale=o.pixel_scale or field.pixel_scale)
@@ -214,9 +207,10 @@ class CutoutJob:
             # (a deepcopy per object cost 0.8 ms); used only while this row is made
             wcs, crpix = job_wcs
             wcs.wcs.crpix = crpix - np.array([x0, y0], float)
-        data = dataclasses.replace(data, wcs=wcs, path=str(self.image), hdu=field.hdu,
-                                   noise_source=("weight map " + Path(self.weight).name
-                                                 if weight is not None else data.noise_source))
+        # (the cutout's arrays shared, not copied a second time)
+        data = data.replace(wcs=wcs, path=str(self.image), hdu=field.hdu,
+                            noise_source=("weight map " + Path(self.weight).name
+                                          if weight is not None else data.noise_source))
         profile = o.profile or "exp"
         sky = o.sky or "constant"
         problem = FitProblem.from_image_data(
@@ -237,8 +231,45 @@ class CutoutJob:
         return row
 
 
+def _neighbour_mask(shape, x0, y0, cx, cy, close, radius, block=32):
+    """The pixels of a cutout (origin ``x0, y0`` in the field, target at ``cx, cy`` in the
+    cutout) within ``max(radius, 1.5 size)`` of a neighbour ``(x, y, size)`` of ``close``
+    (field pixels) and nearer to it than to the target; neighbours taken ``block`` at a time
+    along a third axis (the same arithmetic per pixel as one by one, in bounded memory)."""
+    ny, nx = shape
+    mask = np.zeros(shape, bool)
+    if len(close) == 0:
+        return mask
+    yy, xx = np.ogrid[0:ny, 0:nx]       # broadcast: no full index grids
+    d_t = (xx - cx) ** 2 + (yy - cy) ** 2
+    for k in range(0, len(close), block):
+        bx, by, bs = (c[:, None, None] for c in np.asarray(close[k:k + block], float).T)
+        r = np.maximum(radius, 1.5 * bs)
+        d_n = (xx - (bx - x0)) ** 2 + (yy - (by - y0)) ** 2
+        mask |= ((d_n < r * r) & (d_n < d_t)).any(axis=0)
+    return mask
+
+
+_VARIES = {}
+
+
 def _varies(psf_path):
-    """True for a PSFEx file (evaluated per position); other PSFs are one stamp or mixture."""
+    """True for a PSFEx file (evaluated per position); other PSFs are one stamp or mixture.
+    Known per process by path, modification time and size (opening the file to look cost
+    ~1.3 ms, twice per job)."""
+    try:
+        st = os.stat(psf_path)
+        key = (os.path.realpath(psf_path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return _psfex_columns(psf_path)
+    if key not in _VARIES:
+        if len(_VARIES) > 16:
+            _VARIES.clear()
+        _VARIES[key] = _psfex_columns(psf_path)
+    return _VARIES[key]
+
+
+def _psfex_columns(psf_path):
     try:
         from astropy.io import fits
         with fits.open(psf_path, memmap=True) as h:

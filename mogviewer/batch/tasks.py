@@ -5,6 +5,7 @@ into a result row and never raises for anything the data can do wrong.
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -185,12 +186,16 @@ def load_psf(path, *, hdu=None, n_components=None, position=None, centre="centro
     """Read a PSF file: returns ``(PsfModel, description)`` (its mixture, and its stamp for
     the exact-PSF mode when it came from an image).
 
-    Adapter over :func:`mogviewer.psf.read_psf` (cached per process by path, HDU, K and file
-    modification time, so a batch fits a PSF image once per worker).
+    Adapter over :func:`mogviewer.psf.read_psf` (cached per process by file, HDU, K and file
+    modification time, so a batch fits a PSF image once per worker). The file is known by its
+    device and inode, which one ``stat`` gives (every spelling of a path, links included, is
+    the same file; resolving the path cost ~6 system calls per task).
     """
     p = Path(path)
     position = None if position is None else tuple(float(v) for v in position)
-    key = (str(p.resolve()), hdu, n_components, position, centre, p.stat().st_mtime_ns)
+    st = os.stat(p)
+    key = (st.st_dev, st.st_ino, hdu, n_components, position, centre, st.st_mtime_ns,
+           st.st_size)
     if key not in _PSF_CACHE:
         model = read_psf(p, hdu=hdu, n_components=n_components, position=position,
                          centre=centre)

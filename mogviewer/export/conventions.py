@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -62,4 +63,10 @@ def pa_east_of_north(J, pa_img_deg):
 def flag_names(flags):
     """Names of the set bits of ``flags`` joined by ``|`` ('' for 0)."""
     f = int(flags)
+    return _flag_names(f) if f else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _flag_names(f):
+    # iterating the enum costs tens of microseconds; a batch sees few distinct combinations
     return "|".join(m.name for m in FitFlags if f & int(m))

@@ -21,8 +21,12 @@ from .files import _atomic_write, append_locked, check_output_path
 # rows
 # ---------------------------------------------------------------------------------------------
 
+#: The ``_err`` columns, in row order (every row starts with exactly COLUMN_NAMES).
+_ERR_COLUMNS = tuple(k for k in COLUMN_NAMES if k.endswith("_err"))
+
+
 def _empty_row():
-    return {name: None for name in COLUMN_NAMES}
+    return dict.fromkeys(COLUMN_NAMES)
 
 
 def failed_row(reason, *, file=None, hdu=None, band=None, profile=None, M=None, n=None,
@@ -35,18 +39,35 @@ def failed_row(reason, *, file=None, hdu=None, band=None, profile=None, M=None, 
     return row
 
 
+class _Propagator:
+    """``sqrt(g^T C g) * scale`` over a result's free parameters (derivatives by name; NaN if
+    undefined), with the covariance and the names' positions looked up once per row. The
+    product is taken on the same sub-matrix and vector as before (the non-zero derivatives
+    only), so every error is the same to the last bit."""
+
+    def __init__(self, result, scale):
+        self.index = {name: i for i, name in enumerate(result.free)}
+        self.n = len(self.index)
+        self.cov = np.asarray(result.covariance, float)
+        self.scale = scale
+
+    def __call__(self, grads):
+        pairs = sorted((self.index[k], v) for k, v in grads.items()
+                       if k in self.index and v != 0)
+        if not pairs:
+            return 0.0
+        idx = [i for i, _ in pairs]
+        g = np.array([v for _, v in pairs], float)
+        C = self.cov[np.ix_(idx, idx)]
+        var = float(g @ C @ g)
+        if not math.isfinite(var) or var < 0:
+            return _NAN
+        return math.sqrt(var) * self.scale
+
+
 def _propagate(result, grads, scale):
     """``sqrt(g^T C g)`` over the free parameters (derivatives by name); NaN if undefined."""
-    free = list(result.free)
-    g = np.array([grads.get(name, 0.0) for name in free], float)
-    if not np.any(g):
-        return 0.0
-    idx = np.flatnonzero(g)
-    C = np.asarray(result.covariance, float)[np.ix_(idx, idx)]
-    var = float(g[idx] @ C @ g[idx])
-    if not math.isfinite(var) or var < 0:
-        return _NAN
-    return math.sqrt(var) * scale
+    return _Propagator(result, scale)(grads)
 
 
 def _dlnf_dn(result, h=1e-3):
@@ -102,8 +123,10 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
     d = image_data
     row = _empty_row()
 
+    propagate = _Propagator(result, scale)
+
     def prop(**grads):
-        return _propagate(result, grads, scale)
+        return propagate(grads)
 
     if problem is not None and getattr(problem, "psf_info", None):
         row.update({k: v for k, v in problem.psf_info.items() if k in row})
@@ -192,7 +215,9 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
         row["re_arcsec"], row["re_arcsec_err"] = p.re * pixscale, err["re"] * pixscale
     # every error also scaled by sqrt(chi2/nu), in its own column (issue 20)
     to_scaled = math.sqrt(result.chi2_nu) / scale if result.chi2_nu >= 0 else _NAN
-    for name in [k for k in row if k.endswith("_err")]:
+    names = (_ERR_COLUMNS if len(row) == len(COLUMN_NAMES) else
+             [k for k in row if k.endswith("_err")])
+    for name in names:
         if row[name] is not None:
             row[name + "_scaled"] = row[name] * to_scaled
     if posterior is not None:
@@ -206,8 +231,33 @@ def result_to_row(result, image_data=None, *, problem=None, zeropoint=None, psf_
 # ---------------------------------------------------------------------------------------------
 
 def _fmt(v):
+    # the common exact types first (a row has ~160 values; the parent process formats every
+    # row of a batch): the same text as the general rules below
+    t = type(v)
+    if t is float:
+        return repr(v)
     if v is None:
         return ""
+    if t is str:
+        return v
+    if t is int:
+        return str(v)
+    return _fmt_other(v)
+
+
+#: Types the csv module writes exactly as :func:`_fmt` does (a float by its repr, an int or a
+#: bool by str, None as an empty field, a str as it is): passed through unformatted.
+_AS_IS = frozenset((float, int, bool, str, type(None)))
+
+
+def _csv_fields(row, columns):
+    """The values of ``row`` for ``columns``, ready for ``csv.writer`` (same text as
+    ``[_fmt(row.get(c)) for c in columns]``)."""
+    as_is = _AS_IS
+    return [v if type(v) in as_is else _fmt(v) for v in map(row.get, columns)]
+
+
+def _fmt_other(v):
     if isinstance(v, bool | np.bool_):
         return "True" if v else "False"
     if isinstance(v, int | np.integer):
@@ -286,15 +336,16 @@ def write_csv(path, rows, *, append=False, columns=COLUMN_NAMES, inputs=()):
     path = check_output_path(path, "CSV", inputs=inputs)
     rows = list(rows)
     columns = tuple(columns)
+    known = frozenset(columns)
     for r in rows:
-        extra = set(r) - set(columns)
+        extra = r.keys() - known
         if extra:
             raise ValueError(f"row has unknown columns: {', '.join(sorted(extra))}")
     # format every row first: a row that cannot be formatted leaves the file untouched
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     for r in rows:
-        w.writerow([_fmt(r.get(c)) for c in columns])
+        w.writerow(_csv_fields(r, columns))
     body = buf.getvalue()
     header = rows_to_text([], columns)
     created = []
@@ -349,7 +400,7 @@ def rows_to_text(rows, columns=COLUMN_NAMES):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow([_fmt(r.get(c)) for c in columns])
+        w.writerow(_csv_fields(r, columns))
     return buf.getvalue()
 
 

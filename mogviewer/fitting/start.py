@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 from scipy import ndimage
@@ -17,7 +18,17 @@ from .params import GalaxyParams
 # ---------------------------------------------------------------------------------------------
 
 _CROSS = ndimage.generate_binary_structure(2, 1)     # 4-connectivity, built once
-
+_DIAMOND2 = ndimage.iterate_structure(_CROSS, 2)     # the pixels within 2 steps of 4-conn.
+_SMOOTH = 1.5                                         # sigma (px) of the detection smoothing
+# the weights ndimage.gaussian_filter(x, 1.5) correlates each axis with (truncate 4: 13 taps),
+# taken once from the filter itself (the response to a unit impulse): two correlate1d calls
+# with them give gaussian_filter's result bit for bit without its per-call set-up
+_SMOOTH_WEIGHTS = ndimage.gaussian_filter1d(
+    np.eye(1, 2 * int(4.0 * _SMOOTH + 0.5) + 1, int(4.0 * _SMOOTH + 0.5)).ravel(), _SMOOTH,
+    mode="constant")
+# the second moments of each PSF seen, by object (a batch shares one PSF among its cutouts;
+# PSF models are immutable)
+_PSF_MOMENTS = weakref.WeakKeyDictionary()
 
 
 def _dot(a, b):
@@ -33,32 +44,59 @@ def _median(a):
     return float(part[k]) if n % 2 else float(0.5 * (part[k - 1] + part[k]))
 
 
-def _target_segment(data, good, border, centre):
-    """Start centre and a mask of the *other* sources (see :func:`initial_guess`, step 2)."""
+def _smooth(data):
+    """``ndimage.gaussian_filter(data, 1.5)`` (mode 'reflect'), bit for bit."""
+    out = ndimage.correlate1d(data, _SMOOTH_WEIGHTS, axis=0, mode="reflect")
+    return ndimage.correlate1d(out, _SMOOTH_WEIGHTS, axis=1, mode="reflect", output=out)
+
+
+def _psf_moments(psf):
+    """``psf.second_moments()``, computed once per PSF object."""
+    try:
+        return _PSF_MOMENTS[psf]
+    except (KeyError, TypeError):
+        pass
+    m = np.asarray(psf.second_moments(), float)
+    try:
+        _PSF_MOMENTS[psf] = m
+    except TypeError:           # not weak-referenceable: computed each time
+        pass
+    return m
+
+
+def _target_segment(data, good, ref, centre):
+    """Start centre and a mask of the *other* sources, or None when there are none (see
+    :func:`initial_guess`, step 2); ``ref``: the pixels whose MAD sets the noise."""
     ny, nx = data.shape
     cx, cy = ((nx - 1) / 2, (ny - 1) / 2) if centre is None else map(float, centre)
-    sm = ndimage.gaussian_filter(data, 1.5)
-    ref = data[border & good] if (border & good).sum() > 10 else data[good]
+    sm = _smooth(data)
     sigma = 1.4826 * _median(np.abs(ref - _median(ref)))
     # a Gaussian filter of sigma s scales white noise by 1 / (2 sqrt(pi) s)
-    thresh = 3.0 * sigma / (2.0 * math.sqrt(math.pi) * 1.5)
+    thresh = 3.0 * sigma / (2.0 * math.sqrt(math.pi) * _SMOOTH)
     det = (sm > thresh) & good if sigma > 0 else np.zeros(data.shape, bool)
     lab, nlab = ndimage.label(det, structure=_CROSS)
-    icx = int(np.clip(round(cx), 0, nx - 1))
-    icy = int(np.clip(round(cy), 0, ny - 1))
+    icx = int(min(max(round(cx), 0), nx - 1))
+    icy = int(min(max(round(cy), 0), ny - 1))
     if nlab == 0:
         if centre is not None:
-            return float(cx), float(cy), np.zeros(data.shape, bool)
+            return float(cx), float(cy), None
         box = sm[ny // 4:ny - ny // 4, nx // 4:nx - nx // 4]
         iy, ix = np.unravel_index(np.argmax(box), box.shape)
-        return float(ix + nx // 4), float(iy + ny // 4), np.zeros(data.shape, bool)
+        return float(ix + nx // 4), float(iy + ny // 4), None
     target = lab[icy, icx]
     if target == 0:  # the centre is on sky: the segment that comes nearest to it
         dist = ndimage.distance_transform_edt(lab == 0, return_indices=True)[1]
         target = lab[dist[0][icy, icx], dist[1][icy, icx]]
     seg = lab == target
-    iy, ix = np.unravel_index(np.argmax(np.where(seg, sm, -np.inf)), sm.shape)
-    others = ndimage.binary_dilation((lab > 0) & ~seg, structure=_CROSS, iterations=2) & ~seg
+    if centre is None:
+        iy, ix = np.unravel_index(np.argmax(np.where(seg, sm, -np.inf)), sm.shape)
+    others = None
+    if nlab > 1:
+        # other segments: them and two pixels around them (a lone target: none). The maximum
+        # filter over the radius-2 diamond is binary_dilation(structure=_CROSS, iterations=2)
+        # in one pass (the same pixels: outside the image counts as empty in both)
+        others = ndimage.maximum_filter((lab > 0) & ~seg, footprint=_DIAMOND2,
+                                        mode="constant", cval=0) & ~seg
     if centre is not None:
         return float(cx), float(cy), others
     return float(ix), float(iy), others
@@ -86,22 +124,26 @@ def initial_guess(problem, *, centre=None):
     """
     img, w = problem.image, problem.weights
     good = w > 0
-    if not good.any():
+    values = img[good]
+    if values.size == 0:
         raise FitError("no usable pixels (all masked, NaN or zero weight)")
-    if np.ptp(img[good]) == 0:
-        raise FitError(f"the image holds no signal: every usable pixel equals {img[good][0]:g}")
+    if np.ptp(values) == 0:
+        raise FitError(f"the image holds no signal: every usable pixel equals {values[0]:g}")
     ny, nx = img.shape
     border = np.zeros(img.shape, bool)
     b = max(1, int(0.1 * min(ny, nx)))
     border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
+    sel = border & good
+    n_border = np.count_nonzero(sel)
     sky = 0.0
     if "sky" in problem.free:  # a fixed sky starts at 0 (the image is taken as sky-subtracted)
-        sel = border & good
-        sky = _median(img[sel]) if sel.sum() > 10 else _median(img[good])
+        sky = _median(img[sel]) if n_border > 10 else _median(values)
     data = np.where(good, img - sky, 0.0)
-    xc, yc, others = _target_segment(data, good, border, centre)
-    good = good & ~others
-    data = np.where(good, data, 0.0)
+    xc, yc, others = _target_segment(data, good, data[sel] if n_border > 10 else data[good],
+                                     centre)
+    if others is not None:
+        good = good & ~others
+        data = np.where(good, data, 0.0)
     # the usable pixels as flat arrays, once (a cutout is small: the cost is numpy's per-call
     # overhead, so each step below works on these 1-D arrays, not on the whole grid)
     gy, gx = np.nonzero(good)
@@ -109,12 +151,13 @@ def initial_guess(problem, *, centre=None):
     fs = data[gy, gx]
     pos = fs > 0
     xp, yp, fp = xs[pos], ys[pos], fs[pos]
-    # iterate moments in an elliptical aperture
-    C = np.eye(2) * (min(ny, nx) / 8.0) ** 2
+    # iterate moments in an elliptical aperture; the 2x2 moment matrix as three floats
+    c00 = c11 = (min(ny, nx) / 8.0) ** 2
+    c01 = 0.0
     for _ in range(4):
         dx, dy = xp - xc, yp - yc
-        det = C[0, 0] * C[1, 1] - C[0, 1] * C[0, 1]
-        r2 = (C[1, 1] * dx * dx - 2 * C[0, 1] * dx * dy + C[0, 0] * dy * dy) / det
+        det = c00 * c11 - c01 * c01
+        r2 = (c11 * dx * dx - 2 * c01 * dx * dy + c00 * dy * dy) / det
         ap = r2 <= 9.0
         f = fp[ap]
         tot = f.sum()
@@ -128,17 +171,22 @@ def initial_guess(problem, *, centre=None):
         ddx, ddy = xa - xc, ya - yc
         fx, fy = f * ddx, f * ddy
         sxy = _dot(fx, ddy)
-        Cn = np.array([[_dot(fx, ddx), sxy], [sxy, _dot(fy, ddy)]]) / tot
-        if not np.all(np.isfinite(Cn)) or Cn[0, 0] * Cn[1, 1] - Cn[0, 1] ** 2 <= 0:
+        n00, n01, n11 = float(_dot(fx, ddx) / tot), float(sxy / tot), float(_dot(fy, ddy) / tot)
+        if not (math.isfinite(n00) and math.isfinite(n01) and math.isfinite(n11)) or \
+                n00 * n11 - n01 * n01 <= 0:
             break
-        C = Cn
-    Cg = C.copy()
+        c00, c01, c11 = n00, n01, n11
+    C = np.array([[c00, c01], [c01, c11]])
+    evals = evecs = None
     if problem.psf is not None:
-        Cd = C - problem.psf.second_moments()
-        if np.all(np.linalg.eigvalsh(Cd) > 0.25):
-            Cg = Cd
-    evals, evecs = np.linalg.eigh(Cg)
-    q = float(np.clip(math.sqrt(max(evals[0], 1e-6) / max(evals[1], 1e-6)), 0.1, 1.0))
+        # the PSF's second moments subtracted when the difference stays well resolved
+        evals, evecs = np.linalg.eigh(C - _psf_moments(problem.psf))
+        if not np.all(evals > 0.25):
+            evals = evecs = None
+    if evals is None:
+        evals, evecs = np.linalg.eigh(C)
+    e0, e1 = float(evals[0]), float(evals[1])
+    q = min(max(math.sqrt(max(e0, 1e-6) / max(e1, 1e-6)), 0.1), 1.0)
     angle = wrap_angle(math.degrees(math.atan2(evecs[1, 1], evecs[0, 1])))
     # half-light semi-major axis in the moment-shaped ellipse (q, angle)
     t = math.radians(angle)
@@ -146,7 +194,7 @@ def initial_guess(problem, *, centre=None):
     u = dx * math.cos(t) + dy * math.sin(t)
     v = -dx * math.sin(t) + dy * math.cos(t)
     a = np.sqrt(u * u + (v / q) ** 2)
-    amax = 3.0 * math.sqrt(evals[1]) * 2.0
+    amax = 3.0 * math.sqrt(e1) * 2.0
     sel = a <= amax
     a_sel = a[sel]
     order = np.argsort(a_sel)
@@ -155,11 +203,11 @@ def initial_guess(problem, *, centre=None):
     if cum.size and flux > 0:
         re = float(a_sel[order][np.searchsorted(cum, 0.5 * flux)])
     else:
-        re = math.sqrt(evals[1])
+        re = math.sqrt(e1)
         flux = max(float(fs.sum()), 1e-3)
-    re = float(np.clip(re, 0.5, 0.5 * max(ny, nx)))
-    xc = float(np.clip(xc, 0, nx - 1))
-    yc = float(np.clip(yc, 0, ny - 1))
+    re = float(min(max(re, 0.5), 0.5 * max(ny, nx)))
+    xc = float(min(max(xc, 0), nx - 1))
+    yc = float(min(max(yc, 0), ny - 1))
     flux = max(flux, 1e-3 * abs(flux) + 1e-12)
     if problem.profile2 is not None:
         # composite: a compact, rounder first component (bulge) holding 40 % of the light and

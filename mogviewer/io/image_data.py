@@ -113,6 +113,23 @@ class ImageData:
         for name in ("image", "ivar", "mask"):
             self.__dict__[name].setflags(write=False)
 
+    def replace(self, **changes):
+        """A copy with some header facts changed (``wcs``, ``path``, ``noise_source``, ...),
+        sharing this one's pixel arrays (they are private and read-only; giving ``image``,
+        ``ivar`` or ``mask`` makes new private copies, as :func:`dataclasses.replace` does)."""
+        if {"image", "ivar", "mask"} & changes.keys():
+            return dataclasses.replace(self, **changes)
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = changes.keys() - names
+        if unknown:
+            raise TypeError(f"ImageData has no field {', '.join(sorted(unknown))}")
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        if "notes" in changes:
+            new.__dict__["notes"] = tuple(changes["notes"])
+        return new
+
     @property
     def shape(self):
         """``(ny, nx)``."""

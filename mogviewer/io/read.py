@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -154,8 +153,8 @@ def read_image(path, *, hdu=None, band=None, plane=None, header=None,
                              f"not {noise_kind!r}")
     with _warnings.catch(record=True) as caught:
         warnings.simplefilter("always", AstropyWarning)
-        result = _read_image(**kwargs)
-    notes = list(result.notes)
+        fields = _read_image(**kwargs)
+    notes = fields.pop("notes")
     seen = set()
     for w in caught:
         if not issubclass(w.category, AstropyWarning):
@@ -169,7 +168,7 @@ def read_image(path, *, hdu=None, band=None, plane=None, header=None,
         if text not in seen:
             seen.add(text)
             notes.append(f"Header warning (astropy {w.category.__name__}): {text}")
-    return dataclasses.replace(result, notes=tuple(notes))
+    return ImageData(**fields, notes=tuple(notes))
 
 
 def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu, auto_noise,
@@ -426,11 +425,13 @@ def _read_image(*, path, hdu, band, plane, header, noise, noise_kind, noise_hdu,
                                  "together leave nothing to fit)")
         notes.append(f"{int(bad.sum())} of {bad.size} px masked ({bad.mean():.2%}).")
 
-        return ImageData(image=image, ivar=ivar, mask=bad, header=img_header, wcs=wcs,
-                         pixel_scale_arcsec=pscale, zeropoint=zp, exptime=exptime,
-                         gain=gain_val, bunit=bunit, path=src_path, hdu=hdu_index,
-                         hdu_name=hdu_name, band=band_val, noise_source=noise_source,
-                         noise_is_estimate=is_estimate, notes=tuple(notes))
+        # the ImageData's fields: read_image adds the header warnings to the notes and builds
+        # it once (its arrays are copied there)
+        return dict(image=image, ivar=ivar, mask=bad, header=img_header, wcs=wcs,
+                    pixel_scale_arcsec=pscale, zeropoint=zp, exptime=exptime,
+                    gain=gain_val, bunit=bunit, path=src_path, hdu=hdu_index,
+                    hdu_name=hdu_name, band=band_val, noise_source=noise_source,
+                    noise_is_estimate=is_estimate, notes=notes)
     finally:
         if hdul is not None:
             hdul.close()
