@@ -391,3 +391,26 @@ def test_load_psf_knows_a_file_by_any_path_and_sees_it_change(tmp_path):
     again, _ = load_psf(link)
     assert again is not first
     assert again.mixture.second_moments()[0, 0] == pytest.approx(4.0)
+
+
+@pytest.mark.filterwarnings("default")
+def test_every_row_records_the_psf_warnings(tmp_path):
+    # New-user review, 2026-12-04: a PSF with a NaN pixel printed a warning, but the rows'
+    # warnings column was empty (the command line reads the PSF before the batch, and the
+    # tasks then took it from the cache without a word). Every row fitted with it says it now.
+    from mogviewer import cli
+    yy, xx = np.mgrid[:15, :15]
+    psf = np.exp(-((xx - 7) ** 2 + (yy - 7) ** 2) / (2 * 1.5 ** 2))
+    psf[0, 0] = np.nan
+    np.save(tmp_path / "psf.npy", psf)
+    rng = np.random.default_rng(2)
+    gy, gx = np.mgrid[:32, :32]
+    for k in range(2):
+        img = 100 * np.exp(-((gx - 15.6 - k) ** 2 + (gy - 16.2) ** 2) / 18.0)
+        np.save(tmp_path / f"img{k}.npy", img + rng.normal(0, 1.0, img.shape))
+    out = tmp_path / "o.csv"
+    rc = cli.main(["fit", str(tmp_path / "img0.npy"), str(tmp_path / "img1.npy"), "--psf",
+                   str(tmp_path / "psf.npy"), "--csv", str(out), "--quiet"])
+    rows = read_csv(out)
+    assert rc in (0, 1) and len(rows) == 2
+    assert all("1 of 225 pixels are NaN" in r["warnings"] for r in rows), rows

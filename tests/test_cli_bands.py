@@ -236,3 +236,27 @@ def test_bands_on_different_grids_through_their_wcs(tmp_path):
     # r's model sits on r's galaxy: its chi2 is noise (a model misplaced by the 5.3 px shift
     # would leave chi2/nu in the hundreds at S/N 100)
     assert 0.85 < r["chi2_nu_r"] < 1.15
+
+
+def test_one_band_takes_the_psf_hdu_of_that_band(grz, tmp_path):
+    # New-user review, 2026-12-04: `--band r --psf copsf.fits` (a Legacy Surveys PSF file,
+    # one HDU per band) used HDU 0, the g PSF, with a warning naming the image's --hdu; now the
+    # HDU whose BAND is r is taken, as --bands and the app take it: the row equals the one
+    # with --psf-hdu given by hand, and differs from the g PSF's.
+    yy, xx = np.mgrid[:25, :25]
+    hdus = [fits.PrimaryHDU()]
+    for b, s in (("g", 2.6), ("r", 1.3), ("z", 1.9)):
+        h = fits.ImageHDU(np.exp(-((xx - 12) ** 2 + (yy - 12) ** 2) / (2 * s * s)))
+        h.header["BAND"] = b
+        hdus.append(h)
+    fits.HDUList(hdus).writeto(tmp_path / "psfs.fits")
+    rows = {}
+    for name, extra in (("auto", []), ("r", ["--psf-hdu", "2"]), ("g", ["--psf-hdu", "1"])):
+        out = tmp_path / f"{name}.csv"
+        rc = cli.main(["fit", str(grz / "obj.fits"), "--band", "r", "--psf",
+                       str(tmp_path / "psfs.fits"), *extra, "--profile", "exp", "-M", "6",
+                       "--sky", "none", "--csv", str(out), "--quiet"])
+        assert rc == 0
+        rows[name] = read_csv(out)[0]
+    assert float(rows["auto"]["re_pix"]) == float(rows["r"]["re_pix"])
+    assert float(rows["auto"]["re_pix"]) != pytest.approx(float(rows["g"]["re_pix"]), rel=1e-3)

@@ -187,9 +187,10 @@ def load_psf(path, *, hdu=None, n_components=None, position=None, centre="centro
     the exact-PSF mode when it came from an image).
 
     Adapter over :func:`mogviewer.psf.read_psf` (cached per process by file, HDU, K and file
-    modification time, so a batch fits a PSF image once per worker). The file is known by its
-    device and inode, which one ``stat`` gives (every spelling of a path, links included, is
-    the same file; resolving the path cost ~6 system calls per task).
+    modification time, so a batch fits a PSF image once per worker). The warnings of the read
+    are given again at every call, so that every row fitted with the PSF records them. The
+    file is known by its device and inode, which one ``stat`` gives (every spelling of a
+    path, links included, is the same file; resolving the path cost ~6 system calls per task).
     """
     p = Path(path)
     position = None if position is None else tuple(float(v) for v in position)
@@ -197,13 +198,20 @@ def load_psf(path, *, hdu=None, n_components=None, position=None, centre="centro
     key = (st.st_dev, st.st_ino, hdu, n_components, position, centre, st.st_mtime_ns,
            st.st_size)
     if key not in _PSF_CACHE:
-        model = read_psf(p, hdu=hdu, n_components=n_components, position=position,
-                         centre=centre)
+        with _warnings.catch(record=True) as said:
+            warnings.simplefilter("always")
+            model = read_psf(p, hdu=hdu, n_components=n_components, position=position,
+                             centre=centre)
         desc = f"{p.name} ({model.source}, K={model.n_components})"
         if len(_PSF_CACHE) > 16:
             _PSF_CACHE.clear()
-        _PSF_CACHE[key] = (model, desc)
-    return _PSF_CACHE[key]
+        _PSF_CACHE[key] = (model, desc, tuple((w.category, str(w.message)) for w in said))
+    model, desc, said = _PSF_CACHE[key]
+    # the PSF's warnings (NaN pixels masked, which HDU was taken, ...) at every call, the
+    # cached ones too: each task that uses the PSF records them in its row's warnings
+    for category, message in said:
+        warnings.warn(message, category, stacklevel=2)
+    return model, desc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -270,6 +270,10 @@ def _cli_fit(args):
         # process reads the PSF, the catalogue or the manifest (with kernels to compile, the
         # warm-up below comes first and the server starts with the pool)
         prestart()
+    if args.band is not None and args.psf and args.psf_hdu is None and not bands:
+        # --band r with a PSF file of one HDU per band: the band's HDU, as --bands and the app
+        # take it (without this the first HDU, the g PSF of a Legacy Surveys file, was used)
+        args.psf_hdu = psf_hdu_for_band(args.psf, args.band)
     psf_checks = ([("--psf", args.psf, args.psf_hdu)]
                   if args.psf and not bands and kind != "catalog" else [])
     for b in bands:
@@ -383,4 +387,9 @@ def _psf_reason(exc, args):
         return "not a readable PSF file (a JSON file must be UTF-8 text)"
     if isinstance(exc, MemoryError):
         return "the PSF it describes is too large to build"
-    return text if isinstance(exc, MogviewerError) else _short(exc)
+    text = text if isinstance(exc, MogviewerError) else _short(exc)
+    # the caller names the option and the file: the reader's own "path: " prefix would repeat it
+    for path in {str(getattr(args, "psf", None) or "")} - {""}:
+        if text.startswith(path + ": "):
+            text = text[len(path) + 2:]
+    return text
