@@ -99,6 +99,11 @@ def test_dr3_catalogue_mode_positions_and_radec(tmp_path, capsys):
         assert float(r["dec_deg"]) == pytest.approx(float(dec), abs=1e-9)
         assert "at (35, 34)" in r["psf_source"]           # evaluated once, for the cell
         assert "extrapolated" in r["warnings"]             # and the row says how
+        # the zeropoint of the field's primary header (MAGZERO = 30.27; the image is HDU 1),
+        # as read_image takes it for a single file: the magnitudes were empty before
+        assert float(r["zeropoint"]) == 30.27
+        assert float(r["mag"]) == pytest.approx(30.27 - 2.5 * math.log10(float(r["flux"])),
+                                                abs=1e-9)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ import numpy as np
 from .. import _warnings, export
 from ..fitting import FitProblem, fit, initial_guess
 from ..io import read_image
+from ..io.image_data import ZEROPOINT_KEYS
 from ..render.exact import ExactPsf
 from .tasks import _short, _warnings_text, load_psf
 
@@ -334,10 +335,16 @@ def _open_field(path, hdu, what):
         from astropy.wcs.utils import proj_plane_pixel_scales
         scale = float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0
     zp = None
-    for k in ("MAGZERO", "MAGZP", "ZEROPOINT", "ZP"):
-        v = h.header.get(k)
-        if isinstance(v, int | float) and math.isfinite(v):
-            zp = float(v)
+    # the image HDU's header, then the primary's (a DECam CCD image keeps MAGZERO in HDU 0:
+    # the catalogue fit of the Tractor DR3 field wrote no magnitudes), with the keywords
+    # read_image knows, in its order
+    for hdr in (h.header, hdul[0].header) if h is not hdul[0] else (h.header,):
+        for k in ZEROPOINT_KEYS + ("ZEROPOINT",):
+            v = hdr.get(k)
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                zp = float(v)
+                break
+        if zp is not None:
             break
     if len(_FIELDS) >= 4:
         close_fields()
