@@ -330,6 +330,15 @@ def test_unwritable_paths_give_clear_export_errors(tmp_path):
         export.write_csv(afile / "out.csv", [])
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_directory_that_holds_no_files_is_not_called_missing():
+    # New-user review, 2026-12-04: --csv /proc/x.csv said "the directory does not exist"; the
+    # directory is there, nothing can be created in it
+    with pytest.raises(export.ExportError, match="nothing can be created in /proc") as exc:
+        export.write_csv("/proc/mogviewer-test.csv", [])
+    assert "does not exist" not in str(exc.value)
+
+
 # --------------------------------------------------------------------------------- image block
 
 def _pm(card):

@@ -15,7 +15,7 @@ from ..batch.band_task import band_columns, psf_hdu_for_band
 from ..batch.executors import prestart
 from ..batch.tasks import _short
 from ..errors import MogviewerError, UserError
-from ..export.files import same_file_as_any
+from ..export.files import _describe_oserror, same_file_as_any
 from ..profiles.sersic import N_MAX, N_MIN
 from ..render import kernels_ready, warmup
 from . import options as opt
@@ -257,7 +257,7 @@ def _cli_fit(args):
             raise UserError(f"{name} {d}: it exists and is not a directory") from None
         except OSError as exc:
             raise UserError(f"{name} directory {d} cannot be created: "
-                            f"{exc.strerror or exc}") from None
+                            f"{_describe_oserror(exc)}") from None
         if not os.access(d, os.W_OK | os.X_OK):
             raise UserError(f"{name} directory {d} is not writable")
     if args.start:

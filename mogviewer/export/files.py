@@ -39,6 +39,11 @@ from ..errors import ExportError
 
 
 def _describe_oserror(exc):
+    if exc.errno == errno.ENOENT and exc.filename:
+        parent = Path(os.fsdecode(exc.filename)).parent
+        if parent.is_dir():    # /proc, /sys: the directory is there, a file cannot be made
+            return (f"nothing can be created in {parent} (a virtual file system such as "
+                    "/proc or /sys, or the directory was removed meanwhile)")
     return {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
             errno.ENOENT: "the directory does not exist", errno.EISDIR: "it is a directory",
             errno.ENOTDIR: "a parent of the path is not a directory",
