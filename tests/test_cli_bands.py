@@ -260,3 +260,16 @@ def test_one_band_takes_the_psf_hdu_of_that_band(grz, tmp_path):
         rows[name] = read_csv(out)[0]
     assert float(rows["auto"]["re_pix"]) == float(rows["r"]["re_pix"])
     assert float(rows["auto"]["re_pix"]) != pytest.approx(float(rows["g"]["re_pix"]), rel=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-M", "7"], "no exp mixture with M = 7 (the default profile is exp)"),
+    (["--profile", "ser", "-M", "8"], "-M cannot be chosen for --profile ser"),
+    (["--profile", "dev", "-M", "7"], "no dev mixture with M = 7")])
+def test_mixture_size_refused_before_any_file_is_read(grz, tmp_path, capsys, args, message):
+    # New-user review, 2026-12-04: -M 7 with the default profile, and -M 8 with ser, were
+    # failed rows (exit 1) after reading each file; the README says options are checked first
+    rc = cli.main(["fit", str(grz / "obj.fits"), *args, "--csv", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.csv").exists()

@@ -16,7 +16,7 @@ from ..batch.executors import prestart
 from ..batch.tasks import _short
 from ..errors import MogviewerError, UserError
 from ..export.files import _describe_oserror, same_file_as_any
-from ..profiles.sersic import N_MAX, N_MIN
+from ..profiles.sersic import M_FAMILY, N_MAX, N_MIN
 from ..render import kernels_ready, warmup
 from . import options as opt
 from . import survey
@@ -178,10 +178,17 @@ def _cli_fit(args):
                         "of cutouts for them")
     if args.M2 is not None and args.profile2 is None:
         raise UserError("--M2 needs --profile2 (the second component's profile)")
-    if args.profile is not None and args.M is not None and args.profile != "ser":
-        valid = profiles.available(args.profile)
+    # -M checked before any file is read, for the default profile too (exp, unless --start
+    # names another: its model is checked by the fit); a failed row per file was the answer
+    profile = args.profile or (None if args.start else "exp")
+    if profile == "ser" and args.M is not None and args.M != M_FAMILY:
+        raise UserError(f"-M {args.M}: the Sérsic family's mixtures have M = {M_FAMILY} "
+                        "components; -M cannot be chosen for --profile ser")
+    if profile is not None and args.M is not None and profile != "ser":
+        valid = profiles.available(profile)
         if args.M not in valid:
-            raise UserError(f"-M {args.M}: there is no {args.profile} mixture with M = {args.M};"
+            raise UserError(f"-M {args.M}: there is no {profile} mixture with M = {args.M}"
+                            f"{'' if args.profile else ' (the default profile is exp)'};"
                             f" choose one of {', '.join(map(str, valid))}")
     if args.profile2 is not None and args.M2 is not None and args.M2 not in \
             profiles.available(args.profile2):
