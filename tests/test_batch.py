@@ -414,3 +414,15 @@ def test_every_row_records_the_psf_warnings(tmp_path):
     rows = read_csv(out)
     assert rc in (0, 1) and len(rows) == 2
     assert all("1 of 225 pixels are NaN" in r["warnings"] for r in rows), rows
+
+
+def test_failed_row_reasons_say_our_errors_in_words_and_name_others():
+    # New-user review, 2026-12-04: reasons read "setting up the fit: FitError: the Sérsic
+    # family has ..."; mogviewer's own errors are messages for people, a foreign exception
+    # (a bug) keeps its class so that it stays recognisable
+    from mogviewer.batch.tasks import _short
+    from mogviewer.errors import FitError, ImageReadError
+    assert _short(FitError("the Sérsic family has M = 10")) == "the Sérsic family has M = 10"
+    assert _short(ImageReadError("x.fits: not a FITS file")) == "x.fits: not a FITS file"
+    assert _short(RuntimeError("boom\n  here")) == "RuntimeError: boom here"
+    assert _short(ZeroDivisionError()) == "ZeroDivisionError"

@@ -47,6 +47,11 @@ def test_cutouts_are_the_field_pixels_and_know_their_neighbours(tmp_path):
     cat.write_text("id,x_image,y_image,r\n1,101,101,3\n2,111,105,2\n3,590,10,40\n")
     src = read_catalog(cat, size_column="r")
     assert (src[0].x, src[0].y) == (100.0, 100.0)            # SExtractor's 1-based -> 0-based
+    # a size column that is not there: the message lists those that are (new-user review)
+    from mogviewer.errors import UserError
+    with pytest.raises(UserError, match="no size column 'flux_radius'; its columns: id, "
+                                        "x_image, y_image, r"):
+        read_catalog(cat, size_column="flux_radius")
     cuts = list(make_cutouts(tmp_path / "f.fits", src, weight_path=tmp_path / "w.fits",
                              size_factor=10, min_size=32, max_size=64))
     a, b, c = cuts

@@ -242,7 +242,13 @@ def _simple_stem(task):
 
 
 def _short(exc):
+    """An exception in one line: mogviewer's own in its words (the message says what and why;
+    'ImageReadError:' before it told a user nothing), any other with its class (a bug's
+    ``ZeroDivisionError: ...`` must stay recognisable)."""
+    from ..errors import MogviewerError
     text = " ".join(str(exc).split())
+    if text and isinstance(exc, MogviewerError):
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -106,7 +106,11 @@ def read_catalog(path, *, wcs=None, size_column=None):
     if size_column is not None:
         sc = _column(table, (size_column.lower(),))
         if sc is None:
-            raise UserError(f"--catalog {path}: no size column {size_column!r}")
+            names = list(table.colnames)
+            listed = ", ".join(names[:40]) + (f", ... ({len(names)} in all)"
+                                              if len(names) > 40 else "")
+            raise UserError(f"--catalog {path}: no size column {size_column!r}; its columns: "
+                            f"{listed}")
         sizes = np.asarray(table[sc], float)
     out = []
     for i in range(len(table)):
