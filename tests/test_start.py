@@ -33,7 +33,7 @@ def _median(a):
 
 def _reference_guess(problem, centre=None):
     """initial_guess as of commit 1204f43 (same steps; np.median for its partition median,
-    which selects the same elements)."""
+    which selects the same elements), with masked pixels joining segments."""
     img, w = problem.image, problem.weights
     good = w > 0
     if not good.any():
@@ -54,7 +54,9 @@ def _reference_guess(problem, centre=None):
     sm = ndimage.gaussian_filter(data, 1.5)
     ref = data[border & good] if (border & good).sum() > 10 else data[good]
     sigma = 1.4826 * _median(np.abs(ref - _median(ref)))
-    det = (sm > 3.0 * sigma / (2.0 * math.sqrt(math.pi) * 1.5)) & good if sigma > 0 else \
+    # one deliberate change since 1204f43: masked pixels join a segment (no "& good": a mask
+    # of every other row cut the galaxy into one segment per row; test below)
+    det = (sm > 3.0 * sigma / (2.0 * math.sqrt(math.pi) * 1.5)) if sigma > 0 else \
         np.zeros(data.shape, bool)
     lab, nlab = ndimage.label(det, structure=CROSS)
     icx, icy = int(np.clip(round(cx), 0, nx - 1)), int(np.clip(round(cy), 0, ny - 1))
@@ -218,3 +220,26 @@ def test_no_signal_and_no_pixels_still_raise():
     object.__setattr__(masked, "weights", np.zeros((20, 20)))   # what no constructor allows
     with pytest.raises(FitError, match="no usable pixels"):
         initial_guess(masked)
+
+
+def test_a_mask_of_every_other_row_does_not_cut_the_target_apart():
+    # New-user review, 2026-12-04: IC 3478 with every other row masked started from one row of
+    # the galaxy (flux 27972 against ~450 000, r_e 79 px) and the fit ran off the image
+    # (flux -1.3e6, "converged"). Reference: the fit of the same image with every third row
+    # masked (r_e 23.66 px, flux 449 948; the data are the same galaxy).
+    d = read_image("sample_data/ic3478/ic3478rss_256.fits",
+                   mask="sample_data/ic3478/ic3478rss_256_mask.fits")
+    from mogviewer.fitting import fit
+    res = {}
+    for step in (2, 3):
+        m = d.mask.copy()
+        m[::step] = True
+        p = FitProblem.from_arrays(d.image, ivar=np.where(m, 0.0, d.ivar), mask=m,
+                                   profile="exp", M=6)
+        g = initial_guess(p)
+        assert abs(g.x - 127.9) < 2 and abs(g.y - 128.0) < 2 and 10 < g.re < 60, (step, g)
+        res[step] = fit(p, g)
+    a, b = res[2].params, res[3].params
+    assert res[2].status == "converged" and a.flux > 0
+    # two different halves of the pixels of one galaxy: the same galaxy to a few per cent
+    assert a.re == pytest.approx(b.re, rel=0.03) and a.flux == pytest.approx(b.flux, rel=0.03)

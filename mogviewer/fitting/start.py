@@ -73,7 +73,10 @@ def _target_segment(data, good, ref, centre):
     sigma = 1.4826 * _median(np.abs(ref - _median(ref)))
     # a Gaussian filter of sigma s scales white noise by 1 / (2 sqrt(pi) s)
     thresh = 3.0 * sigma / (2.0 * math.sqrt(math.pi) * _SMOOTH)
-    det = (sm > thresh) & good if sigma > 0 else np.zeros(data.shape, bool)
+    # masked pixels join a segment when their smoothed neighbourhood is above the threshold
+    # (they take no part in the moments): a mask of every other row cut a galaxy into one
+    # segment per row, and the start was one row of it (new-user review, 2026-12-04)
+    det = (sm > thresh) if sigma > 0 else np.zeros(data.shape, bool)
     lab, nlab = ndimage.label(det, structure=_CROSS)
     icx = int(min(max(round(cx), 0), nx - 1))
     icy = int(min(max(round(cy), 0), ny - 1))
