@@ -176,6 +176,18 @@ def _em(img, x, y, start, *, n_iter=300, tol=1e-7, var_floor=0.02):
     return Mixture(amps, means, covs, validate=False)
 
 
+_BLAS = []
+
+
+def _one_blas_thread():
+    """``threadpool_limits(1, 'blas')`` through one ThreadpoolController made once: making a
+    limiter scans the process's loaded libraries (4 ms, 7 % of a PSF fit with ~11 polishes)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def _polish(img, x, y, start, *, allow_negative, min_sigma=MIN_SIGMA, max_nfev=500,
             solver="lm"):
     """Least-squares polish; returns (result, mixture), ``result`` with ``x``, ``cost``
@@ -205,8 +217,6 @@ def _polish(img, x, y, start, *, allow_negative, min_sigma=MIN_SIGMA, max_nfev=5
                                 ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=max_nfev)
         return res, _to_mixture(res.x, K, validate=False, **kw)
 
-    from threadpoolctl import threadpool_limits
-
     from ..fitting.lm import levenberg_marquardt
 
     def evaluate(p):
@@ -215,7 +225,7 @@ def _polish(img, x, y, start, *, allow_negative, min_sigma=MIN_SIGMA, max_nfev=5
         return float(np.einsum("i,i->", r, r)), J.T @ J, J.T @ r, None
 
     inf = np.full(p0.size, np.inf)
-    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
+    with np.errstate(all="ignore"), _one_blas_thread():
         out = levenberg_marquardt(evaluate, p0, -inf, inf, max_nfev=max_nfev, xtol=1e-12,
                                   ftol=1e-12, gtol=1e-12)
     res = SimpleNamespace(x=out.z, cost=0.5 * out.chi2, nfev=out.nfev,
