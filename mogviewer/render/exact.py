@@ -46,12 +46,17 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 
 import numba
 import numpy as np
 from scipy import fft as sfft
 
 from ..mixture import Mixture
+
+#: ExactPsf.from_model's results by model (see there)
+_FROM_MODEL = weakref.WeakKeyDictionary()
+_FROM_MODEL_LOCK = threading.Lock()
 
 #: Mixture components whose minor-axis variance (px^2) is below this are left in the residual
 #: (rendered by FFT with the galaxy's analytic transform) rather than drawn as Gaussians: a
@@ -532,11 +537,22 @@ class ExactPsf:
 
     @classmethod
     def from_model(cls, model, *, double=False):
-        """From a :class:`mogviewer.psf.PsfModel` read from an image (stamp, .npy, PSFEx)."""
+        """From a :class:`mogviewer.psf.PsfModel` read from an image (stamp, .npy, PSFEx).
+
+        One per model and precision (models are immutable): a batch builds a problem per
+        cutout from one shared PSF, and each ExactPsf measured the stamp's size again
+        (6-8 ms, more than the fit of a 64 px cutout)."""
         if model.stamp is None:
             raise ValueError(f"a {model.source} PSF is a mixture with no stamp: it can only be "
                              f"used in mixture mode")
-        return cls(model.mixture, model.stamp, model.centre, double=double)
+        try:
+            per = _FROM_MODEL.setdefault(model, {})
+        except TypeError:       # not weak-referenceable: made each time
+            per = {}
+        with _FROM_MODEL_LOCK:
+            if double not in per:
+                per[double] = cls(model.mixture, model.stamp, model.centre, double=double)
+            return per[double]
 
     # a Mixture's face, for code that only needs the PSF's mixture (start guess, exports)
     @property
