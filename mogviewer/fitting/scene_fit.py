@@ -45,7 +45,6 @@ import math
 import time
 
 import numpy as np
-from scipy import optimize
 
 from ..errors import FitError
 from ..scene import Galaxy, Scene
@@ -152,6 +151,7 @@ def _solve(problem, z0, lo, hi, should_stop, max_nfev, solver):
             return cache[key]
 
         try:
+            from scipy import optimize  # on use: 0.4-0.6 s of start-up
             res = optimize.least_squares(lambda z: both(z)[0], z0, jac=lambda z: both(z)[1],
                                          bounds=(lo, hi), method="trf", x_scale="jac",
                                          max_nfev=max_nfev, **_TOL)

@@ -21,7 +21,6 @@ from typing import Callable
 
 import numba
 import numpy as np
-from scipy import optimize
 
 from ..ellipse import shape_jacobian_eta, shape_jacobian_physical, shape_matrix
 from ..errors import FitError
@@ -657,6 +656,7 @@ def _fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None 
     jac = ev.jacobian if jacobian == "analytic" else jacobian
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            from scipy import optimize  # on use: 0.4-0.6 s of start-up
             res = optimize.least_squares(ev.residuals, z0, jac=jac, method="trf",
                                          bounds=(lo, hi), x_scale="jac", max_nfev=max_nfev,
                                          xtol=xtol, ftol=ftol, gtol=1e-10, callback=cb)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import integrate, special
+from scipy import special
 
 from ..errors import ProfileError
 
@@ -98,6 +98,7 @@ def exact_total(profile, *, n=None):
         return float(2 * math.pi * nn * math.exp(b) * math.gamma(2 * nn) / b ** (2 * nn))
     cut = {"lux": 4.0, "luv": 8.0}[profile]
     knots = [0.0, 0.02, 0.1, 1.0, cut - 1.0, cut]
+    from scipy import integrate  # on use: it imports scipy.optimize (0.4 s)
     return float(sum(
         integrate.quad(lambda r: 2 * math.pi * r * float(profile_value(profile, r)), a, b,
                        epsabs=1e-13, epsrel=1e-12, limit=200)[0]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,4 +73,5 @@ def _half_light_ratio(amps, variances):
     def enclosed(r):
         return float(np.sum(w * (1.0 - np.exp(-r * r / (2 * np.asarray(variances))))) - 0.5)
 
+    from scipy import optimize  # on use: 0.4-0.6 s of start-up
     return float(optimize.brentq(enclosed, 1e-6, 100.0, xtol=1e-14))

@@ -55,7 +55,6 @@ from functools import lru_cache
 from importlib import resources
 
 import numpy as np
-from scipy import interpolate
 
 from ..errors import ProfileError
 from .derivation import _mog_radial, _polish, badness_grid
@@ -90,6 +89,8 @@ def build_spline(n_knots, amps, variances):
 
     ``amps`` and ``variances`` are (K, M) arrays at the K increasing knots ``n_knots``.
     """
+    from scipy import interpolate  # on use (the first Sérsic): it imports scipy.optimize
+
     x = np.log(np.asarray(n_knots, float))
     y = np.hstack([np.log(np.asarray(amps, float)), np.log(np.asarray(variances, float))])
     return interpolate.CubicSpline(x, y, axis=0, bc_type="not-a-knot")
