@@ -28,6 +28,7 @@ from ..render import render_galaxy, render_galaxy_dn
 from ..render.api import _profile_packed
 from ..render.exact import ExactDn, ExactPsf
 from ..render.normal import DnPlane, NormalAccumulator, _planes, normal_psf
+from ..render.warm import register as _register_warm
 from .flags import FitFlags, chi2nu_threshold
 from .lm import levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
@@ -284,7 +285,7 @@ def _assemble(T0, i1r, i1c, i2r, i2c, flux, flux2, Js, cols, offs, fl, gram, rhs
 def _warm_solver():
     """Compile (or load) the LM driver's small kernels (:func:`_eta_shape`, :func:`_assemble`
     and those of :mod:`mogviewer.fitting.lm`), so the first fit does not compile them
-    silently; called by :func:`mogviewer.render.warmup`."""
+    silently; registered with :func:`mogviewer.render.warmup` (end of this module)."""
     from . import lm
 
     J = np.zeros((1, 3, 3))
@@ -768,3 +769,7 @@ def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, m
     return FitResult(params=p, covariance=cov, chi2=chi2, nu=nu, nit=nit, nfev=nfev,
                      status=status, flags=flags, message=message,
                      elapsed=time.perf_counter() - t0, **common)
+
+
+# render.warmup() compiles the driver's kernels too, and compile_status() reports them
+_register_warm("fit driver", _warm_solver, lambda: _assemble)

@@ -14,10 +14,22 @@ from .exact import _warm_exact
 from .kernels import _DELTA_PACKED, _galaxy_kernel, _mixture_kernel, _scratch
 from .normal import _warm_normal
 
-__all__ = ["warmup"]
+__all__ = ["warmup", "register"]
 
 _warm_lock = threading.Lock()
 _warm = {"done": False}
+#: Kernels of the layers above the renderer, by name: ``(warm function, entry kernel getter)``
+_REGISTERED = {}
+
+
+def register(name, warm, entry):
+    """Have :func:`warmup` compile a layer's own kernels too, and
+    :func:`mogviewer.render.compile_status` report them as ``name``: ``warm()`` compiles them,
+    ``entry()`` returns the dispatcher whose cache says whether they are compiled. The fit
+    driver (:mod:`mogviewer.fitting.solver`) registers itself when it is imported, so the
+    renderer needs no import of the layer above it."""
+    _REGISTERED[name] = (warm, entry)
+    _warm["done"] = False
 
 
 def warmup(*, background=False):
@@ -42,8 +54,8 @@ def warmup(*, background=False):
                                _scratch.full(4, 1), True)
             _warm_normal()
             _warm_exact()
-            from ..fitting.solver import _warm_solver  # the fit driver's own small kernels
-            _warm_solver()
+            for warm, _ in list(_REGISTERED.values()):   # the fit driver's small kernels
+                warm()
             _warm["done"] = True
 
     if background:
