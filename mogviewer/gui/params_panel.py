@@ -668,8 +668,7 @@ class ParamsPanel(QtWidgets.QWidget):
                 + ("" if not flags else "\nflags: " + ", ".join(flags)))
         ft = result.flux_target
         if math.isfinite(ft) and ft != result.params.flux:
-            text += (f"\nflux of the target profile = {ft:.7g} (the CSV's flux; the box holds "
-                     f"the mixture's, {result.params.flux / ft:.4f} of it)")
+            text += f"\nCSV flux {ft:.7g} (target profile; the box: its mixture)"
         zp = None if self.state.data is None else self.state.data.zeropoint
         if zp is not None and result.params.flux > 0:
             mag = result.magnitude(zp, target=True)
