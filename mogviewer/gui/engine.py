@@ -417,12 +417,17 @@ def corner_rgba(post, *, truths=None, dpi=72, inches=7.5):
         best = truths[i] if truths is not None else float(np.median(samples[:, i]))
         samples[:, i] = best + ((samples[:, i] - best + 90.0) % 180.0 - 90.0)
     labels = [PARAM_LABELS.get(n, n) for n in names]
+    # no titles over the diagonal: seven "flux = 5.218e+05 +940 -930" in 77 px columns ran
+    # into each other (new-user review); the dialog's table beside the plot holds the values
     corner.corner(samples, fig=fig, labels=labels, truths=truths, truth_color="#2a8a2a",
-                  quantiles=(0.16, 0.5, 0.84), show_titles=True, title_fmt=".4g",
-                  title_kwargs={"fontsize": 7}, label_kwargs={"fontsize": 8},
-                  max_n_ticks=3)
+                  quantiles=(0.16, 0.5, 0.84), show_titles=False,
+                  label_kwargs={"fontsize": 8}, max_n_ticks=2)
     for ax in fig.axes:
         ax.tick_params(labelsize=6)
+        for axis in (ax.xaxis, ax.yaxis):    # "+1.278e2" offsets overlapped the next panel
+            fmt = axis.get_major_formatter()
+            if hasattr(fmt, "set_useOffset"):
+                fmt.set_useOffset(False)
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba(), dtype=np.uint8).copy()
 
