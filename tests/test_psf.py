@@ -505,15 +505,19 @@ def test_psf_module_is_qt_free():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_cli_plot_without_output_and_nothing_to_write(tmp_path, capsys):
-    # new-user report: `psf fit --plot` alone must work; with neither -o nor --plot, one line
+def test_cli_plot_without_output_and_a_look_without_either(tmp_path, capsys):
+    # new-user report: `psf fit --plot` alone must work; with neither -o nor --plot (a second
+    # review, 2026-12-04: "no way to just look at the quality figures") the report is printed
+    # and nothing is written
     from mogviewer import cli
     png = tmp_path / "p.png"
     assert cli.main(["psf", "fit", str(REAL / "pysersic-hsc" / "gal2_psf.npy"), "-K", "2",
                      "--plot", str(png)]) == 0
     assert png.stat().st_size > 1000
-    assert cli.main(["psf", "fit", str(REAL / "pysersic-hsc" / "gal2_psf.npy")]) == 2
-    assert "nothing to write" in capsys.readouterr().err
+    capsys.readouterr()
+    assert cli.main(["psf", "fit", str(REAL / "pysersic-hsc" / "gal2_psf.npy"), "-K", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "K = 2" in out and "size ratio" in out and "nothing written" in out
 
 
 @pytest.mark.parametrize("K", [2, 3, 4])

@@ -15,8 +15,6 @@ from .plots import plot_psf_model
 
 
 def _cli_fit(args):
-    if not args.output and not args.plot:
-        raise UserError("nothing to write: give -o OUTPUT (.fits or .json) and/or --plot PNG")
     check_input(args.psf, "PSFFILE")
     outputs = [(o, n) for o, n in ((args.output, "-o"), (args.plot, "--plot")) if o]
     for out, name in outputs:
@@ -62,6 +60,9 @@ def _cli_fit(args):
         with atomic_output_or_user_error(args.plot, "--plot", [args.psf]) as tmp:
             plot_psf_model(model, tmp)
         print(f"wrote {args.plot}")
+    if not (args.output or args.plot):   # a look at the quality figures (new-user review)
+        print("nothing written: -o OUTPUT (.json or .fits) saves the mixture, --plot PNG draws "
+              "it")
     return 0
 
 
