@@ -396,7 +396,5 @@ def _psf_reason(exc, args):
         return "the PSF it describes is too large to build"
     text = text if isinstance(exc, MogviewerError) else _short(exc)
     # the caller names the option and the file: the reader's own "path: " prefix would repeat it
-    for path in {str(getattr(args, "psf", None) or "")} - {""}:
-        if text.startswith(path + ": "):
-            text = text[len(path) + 2:]
-    return text
+    prefix = f"{args.psf}: "
+    return text[len(prefix):] if args.psf and text.startswith(prefix) else text

@@ -177,11 +177,9 @@ def _solve(problem, z0, lo, hi, should_stop, max_nfev, solver):
 
 
 
-def _inside(s, shape, margin=0.0):
-    """Whether the centre of ``s`` is on the image (``margin`` px inside its edges)."""
+def _inside(s, shape):
     ny, nx = shape
-    return (-0.5 + margin <= s.x <= nx - 0.5 - margin
-            and -0.5 + margin <= s.y <= ny - 0.5 - margin)
+    return -0.5 <= s.x <= nx - 0.5 and -0.5 <= s.y <= ny - 0.5
 
 
 #: A neighbour's centre may move this many px from its start (twice its start r_e if larger).

@@ -19,7 +19,7 @@ from . import bands as gbands
 from . import dialogs, engine
 from .export_actions import ExportActions
 from .scene_actions import PosteriorActions, SceneActions
-from .state import format_params
+from .state import count, format_params
 from .undo import SetParamsCommand, SetProfileCommand, SetSceneCommand
 from .worker import FitRunner, Tasks
 
@@ -534,8 +534,7 @@ class Actions(SceneActions, PosteriorActions, ExportActions, QtCore.QObject):
         self.push_params(saved.params, f"Load model {Path(path).name}")
         self.undo_stack.endMacro()
         self.state.log(f"Model from {path}: {format_params(saved.params)}"
-                       + (f"; {len(nb)} other source{'' if len(nb) == 1 else 's'}" if has_scene
-                          else ""))
+                       + (f"; {count(len(nb), 'other source')}" if has_scene else ""))
         self.add_recent("model", path)
         return True
 

@@ -14,6 +14,7 @@ from PyQt5 import QtWidgets
 
 from . import bands as gbands
 from . import dialogs, engine
+from .state import count
 
 
 class ExportActions:
@@ -130,8 +131,8 @@ class ExportActions:
             path, params=s.params, profile=s.profile, M=s.M, result=res, data=s.data,
             inputs=s.input_files(), neighbours=s.neighbours))
         if ok:
-            s.log(f"Wrote DS9 region {path} (the target and {len(s.neighbours)} other "
-                  f"source{'' if len(s.neighbours) == 1 else 's'})")
+            s.log(f"Wrote DS9 region {path} (the target and "
+                  f"{count(len(s.neighbours), 'other source')})")
         return ok
 
     def export_model_json(self, path):
@@ -140,8 +141,8 @@ class ExportActions:
             path, params=s.params, problem=s.problem(), result=s.result,
             source=s.image_path, inputs=s.input_files(), neighbours=s.neighbours))
         if ok:
-            s.log(f"Wrote model {path} (the target and {len(s.neighbours)} other "
-                  f"source{'' if len(s.neighbours) == 1 else 's'})")
+            s.log(f"Wrote model {path} (the target and "
+                  f"{count(len(s.neighbours), 'other source')})")
         return ok
 
     def export_png(self, path):

@@ -15,7 +15,7 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 
 from . import bands as gbands
 from . import engine
-from .state import PARAM_NAMES
+from .state import PARAM_NAMES, count
 
 LABELS = {"flux": "flux", "x": "x", "y": "y", "re": "r\u2091", "q": "q = b/a",
           "angle": "angle", "n": "S\u00e9rsic n", "sky": "sky"}
@@ -43,11 +43,6 @@ RANGES = {"flux": (-1e30, 1e30), "x": (-1e6, 1e6), "y": (-1e6, 1e6), "re": (0.01
 STEPS = {"flux": ("rel", 0.02), "x": ("abs", 0.5), "y": ("abs", 0.5), "re": ("rel", 0.05),
          "q": ("abs", 0.02), "angle": ("abs", 2.0), "sky": ("abs", 0.1), "n": ("abs", 0.1)}
 
-
-
-def _count(n, noun):
-    """``'1 evaluation'``, ``'5 evaluations'``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 class ParamSpin(QtWidgets.QDoubleSpinBox):
     """A spin box that shows ``format(value, fmt)`` and steps relatively or additively."""
@@ -563,7 +558,7 @@ class ParamsPanel(QtWidgets.QWidget):
             flags = sorted({f.name for fl in (res.flags or ()) for f in engine.FitFlags
                             if f.value and f in fl})
             self.status_label.setText(
-                f"joint fit {res.status}, {_count(res.nfev, 'evaluation')}, "
+                f"joint fit {res.status}, {count(res.nfev, 'evaluation')}, "
                 f"{res.elapsed:.2f} s"
                 + ("" if not flags else "\nflags: " + ", ".join(flags)))
             self.status_label.setStyleSheet("color: #a33;" if flags else "")
@@ -664,7 +659,7 @@ class ParamsPanel(QtWidgets.QWidget):
                 lab.setText("fixed" if used else "")
                 lab.setStyleSheet("color: #777;")
         flags = [f.name for f in engine.FitFlags if f in result.flags and f.value]
-        text = (f"{result.status}, {_count(result.nfev, 'evaluation')}, {result.elapsed:.2f} s"
+        text = (f"{result.status}, {count(result.nfev, 'evaluation')}, {result.elapsed:.2f} s"
                 + ("" if not flags else "\nflags: " + ", ".join(flags)))
         ft = result.flux_target
         if math.isfinite(ft) and ft != result.params.flux:

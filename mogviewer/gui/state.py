@@ -638,6 +638,11 @@ class SessionState:
             self.busy_changed.emit(busy)
 
 
+def count(n, noun):
+    """``'1 evaluation'``, ``'5 evaluations'``: a count for the log and the labels."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_params(p):
     return (f"flux={p.flux:.6g}, x={p.x:.3f}, y={p.y:.3f}, re={p.re:.3f} px, q={p.q:.4f}, "
             f"angle={p.angle:.2f} deg, n={p.n:.3f}, sky={p.sky:.4g}")
