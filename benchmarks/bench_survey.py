@@ -152,12 +152,13 @@ _CHILD = """
 import resource, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {bench_dir!r})
+from mogviewer.render import kernels_ready, warmup
+if {executor!r} == "processes" and {workers} > 1 and kernels_ready():
+    # as the CLI does: the fork server starts before this process's own imports and plan
+    from mogviewer.batch.executors import prestart
+    prestart()
 import bench_survey
 from mogviewer.batch import run_batch
-from mogviewer.batch.executors import prestart
-from mogviewer.render import kernels_ready, warmup
-if {executor!r} == "processes" and {workers} > 1:
-    prestart()          # as the CLI does: the fork server starts while this process plans
 if not kernels_ready():
     warmup()            # as the CLI does: only to compile (a pool's parent never fits)
 jobs = bench_survey.plan({d!r}, psf_mode={psf_mode!r}{plan_kw})

@@ -21,10 +21,25 @@ jobs), :mod:`~mogviewer.batch.executors` (where), :mod:`~mogviewer.batch.runner`
 command line over them is :mod:`mogviewer.cli.fit` with :mod:`mogviewer.cli.survey`.
 """
 
-from .cutouts import CutoutJob, plan_cutout_jobs
-from .outputs import plan_outputs
-from .runner import BatchInterrupted, BatchSummary, run_batch
-from .tasks import FitTask, load_psf, output_stem, run_task
+import importlib
+
+# where each public name lives: imported on first use (PEP 562), so that
+# ``mogviewer.batch.executors`` (the fork server's early start) costs no fitting imports
+_WHERE = {"FitTask": "tasks", "load_psf": "tasks", "output_stem": "tasks", "run_task": "tasks",
+          "CutoutJob": "cutouts", "plan_cutout_jobs": "cutouts", "plan_outputs": "outputs",
+          "BatchInterrupted": "runner", "BatchSummary": "runner", "run_batch": "runner"}
 
 __all__ = ["FitTask", "CutoutJob", "plan_cutout_jobs", "BatchSummary", "BatchInterrupted",
            "run_task", "run_batch", "load_psf", "output_stem", "plan_outputs"]
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

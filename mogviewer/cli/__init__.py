@@ -161,6 +161,8 @@ def _main(argv):
         return _run_gui(argv[1:] if argv and argv[0] == "gui" else argv)
     from ..errors import MogviewerError
 
+    if argv[0] == "fit":
+        _prestart_pool(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -181,6 +183,32 @@ def _main(argv):
         return 2
     finally:
         warnings.showwarning = old_show
+
+
+def _prestart_pool(argv):
+    """``mogviewer fit --workers N`` (N > 1, the local pool): start the pool's fork server
+    before this process imports the subcommands (about 1 s), so that the server's own imports
+    and kernel loading run beside them on another core. Only when the kernels are in numba's
+    cache (else this process compiles them first, and the server starts with the pool). The
+    options are read as written (``--workers N`` or ``--workers=N``); anything else, an
+    abbreviation included, leaves the start to :mod:`mogviewer.cli.fit` (later, same result)."""
+    workers = None
+    for i, a in enumerate(argv):
+        if a in ("-h", "--help", "--dask") or a.startswith("--scheduler"):
+            return
+        if a == "--workers" and i + 1 < len(argv):
+            workers = argv[i + 1]
+        elif a.startswith("--workers="):
+            workers = a.split("=", 1)[1]
+    try:
+        if workers is None or int(workers) <= 1:
+            return
+    except ValueError:          # argparse says what is wrong with it
+        return
+    from ..render import kernels_ready
+    if kernels_ready():
+        from ..batch.executors import prestart
+        prestart()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

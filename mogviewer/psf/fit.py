@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import PsfError, PsfWarning
 from ..mixture import Mixture
+from ._em import em_steps
 from .model import (
     DEFAULT_TARGET,
     MAX_BAD_FRACTION,
@@ -134,8 +135,24 @@ def _em(img, x, y, start, *, n_iter=300, tol=1e-7, var_floor=0.02):
 
     Stops when the weighted mean log-likelihood changes by less than ``tol`` or after ``n_iter``
     steps; a floor ``var_floor`` (pixels^2) on the diagonal keeps components from collapsing onto
-    one pixel.
+    one pixel. Compiled (:func:`mogviewer.psf._em.em_steps`); :func:`_em_numpy` is the same
+    algorithm in numpy, the reference of the tests.
     """
+    img = np.asarray(img, float)
+    # pixels at or below zero weigh nothing in any sum: left out (a noisy stamp's outer half)
+    pos = img > 0
+    amps = np.array(start.amps, float)
+    means = np.array(start.means, float)
+    covs = np.array(start.covs, float)
+    em_steps(img[pos], np.asarray(x, float)[pos], np.asarray(y, float)[pos], amps, means, covs,
+             int(n_iter), float(tol), float(var_floor))
+    # EM fits a density to weights summing to W; rescale to the stamp's total.
+    amps = amps * (img.sum() / amps.sum())
+    return Mixture(amps, means, covs, validate=False)
+
+
+def _em_numpy(img, x, y, start, *, n_iter=300, tol=1e-7, var_floor=0.02):
+    """:func:`_em` in numpy (K x N arrays per step): the reference of the compiled one."""
     w = np.clip(img, 0, None)
     W = w.sum()
     amps = np.array(start.amps, float)
