@@ -63,7 +63,11 @@ def test_psf_model_and_exact_psf_detect_as_their_mixture():
     a = detect_sources(img, psf=model.mixture)
     for psf in (model, obs.psf):
         b = detect_sources(img, psf=psf)
-        assert [(d.x, d.y, d.kind) for d in a.sources] == [(d.x, d.y, d.kind) for d in b.sources]
+        # the same sources and kinds; positions to rounding (the ExactPsf's mixture is the
+        # model's, normalised again: its amplitudes can differ in the last bit)
+        assert [d.kind for d in a.sources] == [d.kind for d in b.sources]
+        np.testing.assert_allclose([(d.x, d.y) for d in b.sources],
+                                   [(d.x, d.y) for d in a.sources], rtol=0, atol=1e-9)
     sa, _, _ = scene_from_detections(a, psf=model.mixture)
     sb, _, _ = scene_from_detections(a, psf=model)
     assert sa == sb

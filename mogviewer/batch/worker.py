@@ -24,3 +24,12 @@ try:
     warmup()
 except Exception:  # noqa: BLE001 - the worker's first job loads the kernels and says why not
     pass
+
+try:
+    # the default profile's mixture (its half-light ratio takes a root search: 0.05-0.1 s in
+    # each worker on its first fit otherwise); the others are computed where used
+    from ..profiles import get_mixture
+
+    get_mixture("exp", 6)
+except Exception:  # noqa: BLE001 - a fit that needs one computes it and says what went wrong
+    pass

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -47,6 +48,15 @@ FLUX_LIKE = ("flux", "flux2", "sky", "sky_dx", "sky_dy")
 SCALE_FREE_RANGE = (1e-30, 1e30)
 
 
+def _median(a):
+    """``np.median`` of a 1-D array (the same value: the middle one, or the mean of the middle
+    two) without its generic-axis machinery, which cost more than the selection on a cutout."""
+    n = a.size
+    k = n // 2
+    part = np.partition(a, (k - 1, k) if n % 2 == 0 else k)
+    return float(part[k]) if n % 2 else float(0.5 * (part[k - 1] + part[k]))
+
+
 def _data_scale(image, noise):
     """The power of two by which ``image`` and its noise are divided inside a problem (1.0 for
     data of ordinary magnitude). ``noise``: ``(kind, array)`` or None. The typical magnitude is
@@ -58,13 +68,13 @@ def _data_scale(image, noise):
             a = np.asarray(arr, dtype=float)
             a = a[np.isfinite(a) & (a > 0)]
             if a.size:
-                med = float(np.median(a))
+                med = _median(a)
                 typical = {"sigma": med, "variance": math.sqrt(med)}.get(kind, None)
                 if typical is None:                       # ivar, weight
                     typical = 1.0 / math.sqrt(med) if med > 0 else None
     if typical is None or not (math.isfinite(typical) and typical > 0):
         a = np.abs(image[np.isfinite(image) & (image != 0)])
-        typical = float(np.median(a)) if a.size else 1.0
+        typical = _median(a) if a.size else 1.0
     lo, hi = SCALE_FREE_RANGE
     if lo <= typical <= hi or not (math.isfinite(typical) and typical > 0):
         return 1.0
@@ -345,6 +355,12 @@ UNDERSAMPLED_SIGMA = 0.5
 UNDERSAMPLED_FRACTION = 0.01
 
 
+#: ``_resolve_psf``'s answers by PSF object and mode: the PSF objects are immutable, and a
+#: batch job or a survey cell gives one PSF to all its problems (resolving it again cost 1 % of
+#: a catalogue run, and a new normalised mixture per problem missed the renderer's caches)
+_RESOLVED = weakref.WeakKeyDictionary()
+
+
 def _resolve_psf(psf, mode):
     """``(what the renderer takes, mode, quality figures)`` for a PSF given to a problem."""
     if mode not in ("auto", "exact", "mixture"):
@@ -353,6 +369,21 @@ def _resolve_psf(psf, mode):
         if mode == "exact":
             raise FitError("psf_mode='exact' needs a PSF image; no PSF was given")
         return None, "pixel", psf_quality_columns(None, "pixel")
+    try:
+        hit = _RESOLVED[psf].get(mode)
+    except (KeyError, TypeError):
+        hit = None
+    if hit is None:
+        hit = _resolve_given_psf(psf, mode)
+        try:
+            _RESOLVED.setdefault(psf, {})[mode] = hit
+        except TypeError:           # not weak-referenceable: resolved each time
+            pass
+    target, kind, info = hit
+    return target, kind, dict(info)
+
+
+def _resolve_given_psf(psf, mode):
     if isinstance(psf, ExactPsf):
         exact = psf
     elif hasattr(psf, "stamp") and hasattr(psf, "mixture"):       # a PsfModel
