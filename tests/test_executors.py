@@ -214,3 +214,29 @@ def test_forked_workers_end_with_the_batch_process(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("kw,expected", [
+    (dict(executor="dask"), 2),                            # a LocalCluster: one per job at most
+    (dict(executor="processes"), 2),
+    (dict(executor="dask", scheduler="tcp://127.0.0.1:1"), 8),   # a cluster of its own: as asked
+])
+def test_no_more_local_workers_than_jobs(monkeypatch, tmp_path, kw, expected):
+    """`--dask --workers 8` on two objects started eight LocalCluster processes (44 s on two
+    cores, new-user review 2026-12-04): local workers are capped at the number of jobs."""
+    from mogviewer.batch import runner
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(kind, func, *, workers, **_):
+        asked["workers"] = workers
+        raise Stop
+
+    monkeypatch.setattr(runner, "make_executor", fake)
+    tasks = [FitTask(image=f"{DATA}/ic3478rss_64x64.fits") for _ in range(2)]
+    with pytest.raises(Stop):
+        runner.run_batch(tasks, str(tmp_path / "out.csv"), workers=8, **kw)
+    assert asked["workers"] == expected

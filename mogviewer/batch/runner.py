@@ -251,7 +251,9 @@ def run_batch(tasks, csv_path=None, *, workers=1, executor="processes", schedule
     if csv_path is not None and resume:
         jobs, skipped = _skip_done(jobs, done_ids(csv_path))
     use_dask = executor == "dask" or scheduler is not None
-    n_workers = workers if use_dask else min(workers, max(len(jobs), 1))
+    # no more local workers than jobs (a LocalCluster's too: each costs a process start-up;
+    # `--dask --workers 8` on two objects took 44 s); a remote cluster has its own
+    n_workers = workers if scheduler is not None else min(workers, max(len(jobs), 1))
     # the executor first: a scheduler that cannot be reached leaves the CSV as it was
     ex = None
     if jobs:
