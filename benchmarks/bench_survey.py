@@ -152,11 +152,11 @@ _CHILD = """
 import resource, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {bench_dir!r})
-from mogviewer.render import kernels_ready, warmup
-if {executor!r} == "processes" and {workers} > 1 and kernels_ready():
+if {executor!r} == "processes" and {workers} > 1:
     # as the CLI does: the fork server starts before this process's own imports and plan
     from mogviewer.batch.executors import prestart
     prestart()
+from mogviewer.render import kernels_ready, warmup
 import bench_survey
 from mogviewer.batch import run_batch
 if not kernels_ready():

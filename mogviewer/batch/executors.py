@@ -44,7 +44,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from .. import _blas
 
 __all__ = ["SerialExecutor", "PoolExecutor", "DaskExecutor", "make_executor",
-           "default_workers", "prestart", "start_method", "chunk_size"]
+           "default_workers", "prestart", "stop_unused_server", "start_method",
+           "chunk_size"]
 
 #: One BLAS/OpenMP/numba thread per worker process: with N workers on N cores the default
 #: threaded BLAS oversubscribes and was measured 12x slower (bench_batch.py).
@@ -155,7 +156,34 @@ def prestart():
 
     with _quiet_children():
         _set_preload()
+        started = getattr(forkserver._forkserver, "_forkserver_pid", None) is None
         forkserver.ensure_running()
+    if started:
+        _UNUSED_SERVER[:] = [forkserver._forkserver._forkserver_pid]
+
+
+#: The fork server :func:`prestart` started, until a pool uses it
+_UNUSED_SERVER = []
+
+
+def stop_unused_server():
+    """Stop the fork server :func:`prestart` started if no pool has used it: a command that
+    ended before its pool (an option or file refused, a single job run in-process, Ctrl-C)
+    would otherwise leave it finishing its imports, or a first run's compiling, alone. A
+    server that a pool used stays (it ends with this process, or serves the next pool)."""
+    if not _UNUSED_SERVER:
+        return
+    from multiprocessing import forkserver
+
+    pid = _UNUSED_SERVER.pop()
+    fs = forkserver._forkserver
+    if getattr(fs, "_forkserver_pid", None) != pid:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    getattr(fs, "_stop", lambda: None)()     # closes its pipe and reaps it
 
 
 def _set_preload():
@@ -228,6 +256,7 @@ class PoolExecutor:
         # the workers' lifeline: they get the read end; the write end stays here, unused,
         # until this pool ends (or this process does)
         alive_r, self._alive_w = ctx.Pipe(duplex=False)
+        _UNUSED_SERVER.clear()      # the fork server (if any) serves this pool now
         with _quiet_children():
             if self.method == "forkserver":
                 _set_preload()

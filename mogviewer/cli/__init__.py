@@ -131,6 +131,9 @@ def main(argv=None):
         print("mogviewer: interrupted", file=sys.stderr)
         return 130
     finally:
+        ex = sys.modules.get("mogviewer.batch.executors")
+        if ex is not None:      # a fork server started for a pool that never came
+            ex.stop_unused_server()
         if in_main_thread:
             signal.signal(signal.SIGTERM, old_term)
             if old_int is not None:
@@ -187,11 +190,11 @@ def _main(argv):
 
 def _prestart_pool(argv):
     """``mogviewer fit --workers N`` (N > 1, the local pool): start the pool's fork server
-    before this process imports the subcommands (about 1 s), so that the server's own imports
-    and kernel loading run beside them on another core. Only when the kernels are in numba's
-    cache (else this process compiles them first, and the server starts with the pool). The
-    options are read as written (``--workers N`` or ``--workers=N``); anything else, an
-    abbreviation included, leaves the start to :mod:`mogviewer.cli.fit` (later, same result)."""
+    before this process imports anything else (about 1.5 s), so that the server's own imports
+    and kernel loading (from numba's cache, or compiled there on the first run) run beside
+    them on another core. The options are read as written (``--workers N`` or
+    ``--workers=N``); anything else, an abbreviation included, leaves the start to
+    :mod:`mogviewer.cli.fit` (later, same result)."""
     workers = None
     for i, a in enumerate(argv):
         if a in ("-h", "--help", "--dask") or a.startswith("--scheduler"):
@@ -205,10 +208,8 @@ def _prestart_pool(argv):
             return
     except ValueError:          # argparse says what is wrong with it
         return
-    from ..render import kernels_ready
-    if kernels_ready():
-        from ..batch.executors import prestart
-        prestart()
+    from ..batch.executors import prestart
+    prestart()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

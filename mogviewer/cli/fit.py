@@ -12,7 +12,7 @@ import sys
 from .. import export, profiles
 from ..batch import BatchInterrupted, FitTask, load_psf, plan_outputs, run_batch
 from ..batch.band_task import band_columns, psf_hdu_for_band
-from ..batch.executors import prestart
+from ..batch.executors import prestart, start_method
 from ..batch.tasks import _short
 from ..errors import MogviewerError, UserError
 from ..export.files import _describe_oserror, same_file_as_any
@@ -272,10 +272,12 @@ def _cli_fit(args):
             export.read_model_json(args.start)
         except (export.ModelFileError, OSError) as exc:
             raise UserError(f"--start {args.start}: {_one_line(exc)}") from None
-    if args.workers > 1 and not (args.dask or args.scheduler) and kernels_ready():
-        # the pool's fork server imports mogviewer and loads the kernels (2 CPU-s) while this
-        # process reads the PSF, the catalogue or the manifest (with kernels to compile, the
-        # warm-up below comes first and the server starts with the pool)
+    pool_server = (args.workers > 1 and not (args.dask or args.scheduler)
+                   and start_method() == "forkserver")
+    if pool_server:
+        # the pool's fork server imports mogviewer and loads the kernels (2 CPU-s; compiles
+        # them on the first run) while this process reads the PSF, the catalogue or the
+        # manifest (already running if the command line started it: harmless twice)
         prestart()
     if args.band is not None and args.psf and args.psf_hdu is None and not bands:
         # --band r with a PSF file of one HDU per band: the band's HDU, as --bands and the app
@@ -345,7 +347,8 @@ def _cli_fit(args):
     if not kernels_ready():
         if not args.quiet:
             print("compiling the renderer (first run only)...", file=sys.stderr, flush=True)
-        warmup()
+        if not pool_server:     # (the fork server compiles them for its workers)
+            warmup()
     unit = "files" if kind == "files" else "objects"
     progress = None if args.quiet else TextProgress(sys.stderr, unit=unit[:-1])
     try:
