@@ -1,0 +1,394 @@
+"""The compiled body of :func:`mogviewer.fitting.initial_guess` (issues 16 and 19).
+
+A cutout of 24-64 px costs numpy more in per-call overhead than in arithmetic (the smoothing,
+the labelling, the maximum filter, the moment loop, ``eigh``, ``argsort``/``cumsum``: each a
+fraction of a per cent of a survey run, about 1 ms a cutout together), so the whole algorithm
+of :func:`~mogviewer.fitting.start.initial_guess` runs here in one numba call. The steps, their
+order of operations and their conventions are those of the numpy form it replaced (kept in
+``tests/test_start.py`` as the reference); only sums round differently (sequential here,
+pairwise or SIMD in numpy), hence starts equal to about 1e-13 relative, not bit for bit.
+
+Conventions: arrays ``image[y, x]``, pixel centres at integer 0-based coordinates; the angle is
+counter-clockwise from +x, in degrees, wrapped to [0, 180).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# status codes of :func:`_start_kernel`
+OK, NO_PIXELS, NO_SIGNAL, NEEDS_SEED = 0, 1, 2, 3
+# the slots of the kernel's result vector
+FLUX, X, Y, RE, Q, ANGLE, SKY, FIRST_GOOD = range(8)
+N_OUT = 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _median(a):
+    """Median of a 1-D array (mean of the two middle values for an even size): the selection
+    of ``np.median``, so the same value bit for bit."""
+    b = np.sort(a)
+    n = b.size
+    k = n // 2
+    if n % 2:
+        return b[k]
+    return 0.5 * (b[k - 1] + b[k])
+
+
+@numba.njit(cache=True, nogil=True)
+def _reflect(i, n):
+    """Index ``i`` of a line of ``n`` samples extended by half-sample symmetry
+    (``d c b a | a b c d | d c b a``: scipy.ndimage's mode 'reflect'), any number of times."""
+    p = 2 * n
+    i = i % p
+    if i < 0:
+        i += p
+    return p - 1 - i if i >= n else i
+
+
+@numba.njit(cache=True, nogil=True)
+def _correlate_symmetric(line, wts, out):
+    """``scipy.ndimage.correlate1d(line, wts, mode='reflect')`` for symmetric weights of odd
+    length, in scipy's order of operations (centre tap, then the pairs from the outside in):
+    the same doubles bit for bit."""
+    n = line.size
+    h = wts.size // 2
+    for i in range(n):
+        s = line[i] * wts[h]
+        for j in range(-h, 0):
+            s += (line[_reflect(i + j, n)] + line[_reflect(i - j, n)]) * wts[h + j]
+        out[i] = s
+
+
+@numba.njit(cache=True, nogil=True)
+def _smooth(data, wts):
+    """``ndimage.gaussian_filter(data, 1.5)`` (mode 'reflect') bit for bit: the separable
+    correlation with ``wts``, along y, then along x."""
+    ny, nx = data.shape
+    tmp = np.empty((ny, nx))
+    col = np.empty(ny)
+    res = np.empty(ny)
+    for x in range(nx):
+        for y in range(ny):
+            col[y] = data[y, x]
+        _correlate_symmetric(col, wts, res)
+        for y in range(ny):
+            tmp[y, x] = res[y]
+    out = np.empty((ny, nx))
+    for y in range(ny):
+        _correlate_symmetric(tmp[y], wts, out[y])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _flood(det, ty, tx):
+    """The 4-connected segment of ``det`` that holds pixel ``(ty, tx)`` (a detected pixel)."""
+    ny, nx = det.shape
+    seg = np.zeros((ny, nx), np.bool_)
+    stack = np.empty(ny * nx, np.int64)
+    seg[ty, tx] = True
+    stack[0] = ty * nx + tx
+    top = 1
+    while top:
+        top -= 1
+        k = stack[top]
+        y, x = k // nx, k % nx
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            yy, xx = y + dy, x + dx
+            if 0 <= yy < ny and 0 <= xx < nx and det[yy, xx] and not seg[yy, xx]:
+                seg[yy, xx] = True
+                stack[top] = yy * nx + xx
+                top += 1
+    return seg
+
+
+@numba.njit(cache=True, nogil=True)
+def _wrap(angle):
+    """:func:`mogviewer.ellipse.wrap_angle`: degrees to [0, 180)."""
+    a = angle % 180.0
+    return a - 180.0 if a >= 180.0 else a
+
+
+@numba.njit(cache=True, nogil=True)
+def _eig2(c00, c01, c11):
+    """Eigenvalues (ascending) of the symmetric 2x2 ``[[c00, c01], [c01, c11]]`` and the angle
+    (degrees, CCW from +x, in [0, 180)) of the eigenvector of the larger one -- the conventions
+    of ``np.linalg.eigh`` and ``atan2(v[1], v[0])``. Closed form: ``(c00 + c11) / 2 +- r``,
+    ``r = hypot((c00 - c11) / 2, c01)``, the smaller as ``det / larger`` when that is
+    better conditioned; the angle ``atan2(2 c01, c00 - c11) / 2``. A diagonal matrix of
+    equal values gives 90 degrees, as ``eigh`` (whose second eigenvector is then ``(0, 1)``)."""
+    m = 0.5 * (c00 + c11)
+    r = math.hypot(0.5 * (c00 - c11), c01)
+    e1 = m + r
+    e0 = m - r
+    if e1 > 0 and e0 < 0.5 * e1:
+        # m - r cancels when the ellipse is elongated; the determinant over e1 does not
+        e0 = (c00 * c11 - c01 * c01) / e1
+    if c01 == 0.0:
+        ang = 0.0 if c00 > c11 else 90.0
+    else:
+        ang = _wrap(math.degrees(0.5 * math.atan2(2.0 * c01, c00 - c11)))
+    return e0, e1, ang
+
+
+@numba.njit(cache=True, nogil=True)
+def _start_kernel(img, w, sky_free, cx, cy, centre_given, seed_y, seed_x, wts, psf_m, has_psf,
+                  out):
+    """The start of :func:`mogviewer.fitting.initial_guess` for ``img`` with weights ``w``
+    (float64, C-contiguous, ``[y, x]``); the steps are documented there.
+
+    ``cx, cy``: the centre (0-based pixels) to look for the target at, the stamp centre unless
+    ``centre_given``; ``seed_y, seed_x``: a detected pixel of the target's segment when the
+    centre is on sky (-1: none yet); ``wts``: the smoothing weights; ``psf_m``: the PSF's 2x2
+    second moments (pixels^2), used when ``has_psf``.
+
+    Returns ``(status, det)``: ``status`` is :data:`OK` (``out`` holds flux, x, y, re, q,
+    angle, sky), :data:`NO_PIXELS`, :data:`NO_SIGNAL` (``out[FIRST_GOOD]``: the value of every
+    usable pixel) or :data:`NEEDS_SEED` (the centre is on sky and no seed was given: ``det``,
+    the detection mask, is for the caller to find the segment nearest the centre).
+    """
+    ny, nx = img.shape
+    det = np.zeros((ny, nx), np.bool_)
+    # 0. usable pixels
+    good = np.empty((ny, nx), np.bool_)
+    n_good = 0
+    vmin = np.inf
+    vmax = -np.inf
+    first = 0.0
+    for y in range(ny):
+        for x in range(nx):
+            g = w[y, x] > 0
+            good[y, x] = g
+            if g:
+                v = img[y, x]
+                if n_good == 0:
+                    first = v
+                n_good += 1
+                vmin = min(vmin, v)
+                vmax = max(vmax, v)
+    if n_good == 0:
+        return NO_PIXELS, det
+    if vmax - vmin == 0:
+        out[FIRST_GOOD] = first
+        return NO_SIGNAL, det
+    # 1. sky: the median of the usable pixels of the outer 10 % border
+    b = max(1, int(0.1 * min(ny, nx)))
+    n_border = 0
+    for y in range(ny):
+        for x in range(nx):
+            if good[y, x] and (y < b or y >= ny - b or x < b or x >= nx - b):
+                n_border += 1
+    use_border = n_border > 10
+    vals = np.empty(n_border if use_border else n_good)
+    k = 0
+    for y in range(ny):
+        for x in range(nx):
+            if good[y, x] and (not use_border or y < b or y >= ny - b or x < b or x >= nx - b):
+                vals[k] = img[y, x]
+                k += 1
+    sky = _median(vals) if sky_free else 0.0
+    data = np.zeros((ny, nx))
+    for y in range(ny):
+        for x in range(nx):
+            if good[y, x]:
+                data[y, x] = img[y, x] - sky
+    # 2. the target's segment in the smoothed image above 3 sigma of its noise
+    sm = _smooth(data, wts)
+    for i in range(vals.size):
+        vals[i] = vals[i] - sky
+    med = _median(vals)
+    for i in range(vals.size):
+        vals[i] = abs(vals[i] - med)
+    sigma = 1.4826 * _median(vals)
+    # a Gaussian filter of sigma s scales white noise by 1 / (2 sqrt(pi) s); s = 1.5
+    thresh = 3.0 * sigma / (2.0 * math.sqrt(math.pi) * 1.5)
+    n_det = 0
+    if sigma > 0:
+        for y in range(ny):
+            for x in range(nx):
+                if sm[y, x] > thresh:
+                    det[y, x] = True
+                    n_det += 1
+    icx = int(min(max(round(cx), 0), nx - 1))
+    icy = int(min(max(round(cy), 0), ny - 1))
+    xc, yc = cx, cy
+    if n_det == 0:
+        if not centre_given:
+            y0, x0 = ny // 4, nx // 4
+            best = -np.inf
+            bi = bj = 0
+            for y in range(y0, ny - y0):
+                for x in range(x0, nx - x0):
+                    if sm[y, x] > best:
+                        best = sm[y, x]
+                        bi, bj = y, x
+            xc, yc = float(bj), float(bi)
+    else:
+        ty, tx = icy, icx
+        if not det[icy, icx]:
+            if seed_y < 0:
+                return NEEDS_SEED, det
+            ty, tx = seed_y, seed_x
+        seg = _flood(det, ty, tx)
+        if not centre_given:
+            best = -np.inf
+            bi = bj = 0
+            for y in range(ny):
+                for x in range(nx):
+                    if seg[y, x] and sm[y, x] > best:
+                        best = sm[y, x]
+                        bi, bj = y, x
+            xc, yc = float(bj), float(bi)
+        # other segments and the pixels within 2 steps (4-connected) of them leave the
+        # moments: a neighbour, even one brighter than the target, does not capture the start
+        for y in range(ny):
+            for x in range(nx):
+                if det[y, x] and not seg[y, x]:
+                    for dy in range(-2, 3):
+                        yy = y + dy
+                        if yy < 0 or yy >= ny:
+                            continue
+                        r = 2 - abs(dy)
+                        for xx in range(max(x - r, 0), min(x + r + 1, nx)):
+                            if not seg[yy, xx]:
+                                good[yy, xx] = False
+    # the usable pixels as flat arrays (raster order)
+    n = 0
+    for y in range(ny):
+        for x in range(nx):
+            if good[y, x]:
+                n += 1
+    xs = np.empty(n)
+    ys = np.empty(n)
+    fs = np.empty(n)
+    n_pos = 0
+    k = 0
+    for y in range(ny):
+        for x in range(nx):
+            if good[y, x]:
+                xs[k] = x
+                ys[k] = y
+                fs[k] = data[y, x]
+                if data[y, x] > 0:
+                    n_pos += 1
+                k += 1
+    xp = np.empty(n_pos)
+    yp = np.empty(n_pos)
+    fp = np.empty(n_pos)
+    k = 0
+    for i in range(n):
+        if fs[i] > 0:
+            xp[k] = xs[i]
+            yp[k] = ys[i]
+            fp[k] = fs[i]
+            k += 1
+    # 3. moments iterated in the elliptical aperture r^2 <= 9 of the current moment ellipse
+    c00 = c11 = (min(ny, nx) / 8.0) ** 2
+    c01 = 0.0
+    ap = np.empty(n_pos, np.bool_)
+    for _ in range(4):
+        dt = c00 * c11 - c01 * c01
+        tot = 0.0
+        na = 0
+        for i in range(n_pos):
+            dx = xp[i] - xc
+            dy = yp[i] - yc
+            r2 = (c11 * dx * dx - 2 * c01 * dx * dy + c00 * dy * dy) / dt
+            a_in = r2 <= 9.0
+            ap[i] = a_in
+            if a_in:
+                tot += fp[i]
+                na += 1
+        if tot <= 0 or na < 5:
+            break
+        sx = sy = 0.0
+        for i in range(n_pos):
+            if ap[i]:
+                sx += fp[i] * xp[i]
+                sy += fp[i] * yp[i]
+        xc = sx / tot
+        yc = sy / tot
+        s00 = s01 = s11 = 0.0
+        for i in range(n_pos):
+            if ap[i]:
+                ddx = xp[i] - xc
+                ddy = yp[i] - yc
+                fx = fp[i] * ddx
+                fy = fp[i] * ddy
+                s00 += fx * ddx
+                s01 += fx * ddy
+                s11 += fy * ddy
+        n00, n01, n11 = s00 / tot, s01 / tot, s11 / tot
+        if not (math.isfinite(n00) and math.isfinite(n01) and math.isfinite(n11)) or \
+                n00 * n11 - n01 * n01 <= 0:
+            break
+        c00, c01, c11 = n00, n01, n11
+    # the PSF's second moments subtracted when the difference stays well resolved
+    done = False
+    e0 = e1 = ang = 0.0
+    if has_psf:
+        e0, e1, ang = _eig2(c00 - psf_m[0, 0], c01 - psf_m[1, 0], c11 - psf_m[1, 1])
+        done = e0 > 0.25 and e1 > 0.25
+    if not done:
+        e0, e1, ang = _eig2(c00, c01, c11)
+    q = min(max(math.sqrt(max(e0, 1e-6) / max(e1, 1e-6)), 0.1), 1.0)
+    # 4. half-light semi-major axis in the moment-shaped ellipse (q, angle)
+    t = math.radians(ang)
+    ct, st = math.cos(t), math.sin(t)
+    amax = 3.0 * math.sqrt(e1) * 2.0
+    a = np.empty(n)
+    fa = np.empty(n)
+    m = 0
+    for i in range(n):
+        dx = xs[i] - xc
+        dy = ys[i] - yc
+        u = dx * ct + dy * st
+        v = -dx * st + dy * ct
+        vq = v / q
+        ai = math.sqrt(u * u + vq * vq)
+        if ai <= amax:
+            a[m] = ai
+            fa[m] = fs[i]
+            m += 1
+    a = a[:m]
+    order = np.argsort(a)
+    cum = np.empty(m)
+    s = 0.0
+    for i in range(m):
+        s += fa[order[i]]
+        cum[i] = s
+    if m:
+        flux = cum[m - 1]
+    else:
+        flux = 0.0
+        for i in range(n):
+            flux += fs[i]
+    if m and flux > 0:
+        # np.searchsorted(cum, flux / 2) (side 'left'): its binary search, as cum need not
+        # be monotonic (negative pixels)
+        half = 0.5 * flux
+        lo, hi = 0, m
+        while lo < hi:
+            mid = lo + ((hi - lo) >> 1)
+            if cum[mid] < half:
+                lo = mid + 1
+            else:
+                hi = mid
+        re = a[order[lo]]
+    else:
+        re = math.sqrt(e1)
+        fsum = 0.0
+        for i in range(n):
+            fsum += fs[i]
+        flux = max(fsum, 1e-3)
+    out[RE] = min(max(re, 0.5), 0.5 * max(ny, nx))
+    out[X] = min(max(xc, 0.0), nx - 1.0)
+    out[Y] = min(max(yc, 0.0), ny - 1.0)
+    out[FLUX] = max(flux, 1e-3 * abs(flux) + 1e-12)
+    out[Q] = q
+    out[ANGLE] = ang
+    out[SKY] = sky
+    return OK, det
