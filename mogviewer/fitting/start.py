@@ -29,7 +29,20 @@ _SMOOTH_WEIGHTS = ndimage.gaussian_filter1d(
     np.eye(1, 2 * int(4.0 * _SMOOTH + 0.5) + 1, int(4.0 * _SMOOTH + 0.5)).ravel(), _SMOOTH,
     mode="constant")
 assert np.array_equal(_SMOOTH_WEIGHTS, _SMOOTH_WEIGHTS[::-1])   # the kernel's symmetric form
-_NO_PSF = np.zeros((2, 2))
+
+
+def _readonly(a):
+    """``a`` as a C-contiguous, read-only float64 array (a view when it is one already): the
+    kernel is compiled once, for the read-only arrays a :class:`FitProblem` holds, and every
+    call passes that type (a writable array would compile a second specialisation)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.flags.writeable:
+        a = a.view()
+        a.setflags(write=False)
+    return a
+
+
+_NO_PSF = _readonly(np.zeros((2, 2)))
 # the second moments of the last PSF seen, by identity (a batch shares one PSF among its
 # cutouts; PSF models are immutable): ``(weak reference, moments)``, replaced in one
 # assignment (threads). Not a WeakKeyDictionary: Mixture hashes and compares by value, which
@@ -48,7 +61,7 @@ def _psf_moments(psf):
     ref, m = _PSF_LAST[0]
     if ref is not None and ref() is psf:
         return m
-    m = np.ascontiguousarray(psf.second_moments(), dtype=np.float64)
+    m = _readonly(psf.second_moments())
     try:
         _PSF_LAST[0] = (weakref.ref(psf), m)
     except TypeError:           # not weak-referenceable: computed each time
@@ -72,12 +85,26 @@ def initial_guess(problem, *, centre=None):
     4. ``re``: semi-major axis of the moment-shaped ellipse holding half the aperture flux;
        ``flux``: the aperture sum minus sky.
 
+    The steps run in one compiled call (:func:`start_kernels._start_kernel`); a centre on sky
+    calls it twice, with the nearest detected pixel by scipy's distance transform between.
+
+    Parameters
+    ----------
+    problem : FitProblem
+    centre : (float, float), optional
+        ``(x, y)`` in 0-based pixels (pixel centres at integers) to take the target at.
+
     Returns
     -------
     GalaxyParams
+        In the caller's image units; the angle in degrees CCW from +x, in [0, 180).
+
+    Raises
+    ------
+    FitError
+        No usable pixel, or every usable pixel equal.
     """
-    img = np.ascontiguousarray(problem.image, dtype=np.float64)
-    w = np.ascontiguousarray(problem.weights, dtype=np.float64)
+    img, w = _readonly(problem.image), _readonly(problem.weights)
     ny, nx = img.shape
     given = centre is not None
     cx, cy = ((nx - 1) / 2, (ny - 1) / 2) if centre is None else map(float, centre)
@@ -117,8 +144,8 @@ def _warm_start():
     stamp; registered with :func:`mogviewer.render.warmup` (end of this module)."""
     img = np.zeros((8, 8))
     img[3:5, 3:5] = 1.0
-    _k._start_kernel(img, np.ones((8, 8)), True, 3.5, 3.5, False, -1, -1, _SMOOTH_WEIGHTS,
-                     _NO_PSF, False, np.zeros(_k.N_OUT))
+    _k._start_kernel(_readonly(img), _readonly(np.ones((8, 8))), True, 3.5, 3.5, False, -1, -1,
+                     _SMOOTH_WEIGHTS, _NO_PSF, False, np.zeros(_k.N_OUT))
 
 
 # render.warmup() compiles the start's kernel too, and compile_status() reports it
