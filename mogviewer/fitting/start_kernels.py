@@ -34,6 +34,22 @@ def _median(a):
 
 
 @numba.njit(cache=True, nogil=True)
+def _middle(a):
+    """The two middle order statistics ``(lo, hi)`` of a 1-D array of ``n >= 1`` values (the
+    ``n // 2 - 1``-th and ``n // 2``-th smallest; both the middle one when ``n`` is odd): one
+    selection, and the median is ``hi`` or ``(lo + hi) / 2``, as numpy's."""
+    k = a.size // 2
+    part = np.partition(a, k)
+    hi = part[k]
+    if a.size % 2:
+        return hi, hi
+    lo = part[0]
+    for i in range(1, k):
+        lo = max(lo, part[i])
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
 def _reflect(i, n):
     """Index ``i`` of a line of ``n`` samples extended by half-sample symmetry
     (``d c b a | a b c d | d c b a``: scipy.ndimage's mode 'reflect'), any number of times."""
@@ -227,7 +243,9 @@ def _start_kernel(img, w, sky_free, cx, cy, centre_given, seed_y, seed_x, wts, p
             if good[y, x] and (not use_border or y < b or y >= ny - b or x < b or x >= nx - b):
                 vals[k] = img[y, x]
                 k += 1
-    sky = _median(vals) if sky_free else 0.0
+    lo, hi = _middle(vals)
+    odd = vals.size % 2 == 1
+    sky = (hi if odd else 0.5 * (lo + hi)) if sky_free else 0.0
     data = np.zeros((ny, nx))
     for y in range(ny):
         for x in range(nx):
@@ -235,11 +253,11 @@ def _start_kernel(img, w, sky_free, cx, cy, centre_given, seed_y, seed_x, wts, p
                 data[y, x] = img[y, x] - sky
     # 2. the target's segment in the smoothed image above 3 sigma of its noise
     sm = _smooth(data, wts)
+    # the median of the same values minus sky, from the same two middle ones: subtracting a
+    # constant keeps their order (it is monotonic in floating point too)
+    med = hi - sky if odd else 0.5 * ((lo - sky) + (hi - sky))
     for i in range(vals.size):
-        vals[i] = vals[i] - sky
-    med = _median(vals)
-    for i in range(vals.size):
-        vals[i] = abs(vals[i] - med)
+        vals[i] = abs((vals[i] - sky) - med)
     sigma = 1.4826 * _median(vals)
     # a Gaussian filter of sigma s scales white noise by 1 / (2 sqrt(pi) s); s = 1.5
     thresh = 3.0 * sigma / (2.0 * math.sqrt(math.pi) * 1.5)
@@ -302,7 +320,6 @@ def _start_kernel(img, w, sky_free, cx, cy, centre_given, seed_y, seed_x, wts, p
     xs = np.empty(n)
     ys = np.empty(n)
     fs = np.empty(n)
-    n_pos = 0
     k = 0
     for y in range(ny):
         for x in range(nx):
@@ -310,55 +327,56 @@ def _start_kernel(img, w, sky_free, cx, cy, centre_given, seed_y, seed_x, wts, p
                 xs[k] = x
                 ys[k] = y
                 fs[k] = data[y, x]
-                if data[y, x] > 0:
-                    n_pos += 1
                 k += 1
-    xp = np.empty(n_pos)
-    yp = np.empty(n_pos)
-    fp = np.empty(n_pos)
-    k = 0
+    # the positive ones (compacted without a branch: which pixels are positive is noise)
+    xp = np.empty(n)
+    yp = np.empty(n)
+    fp = np.empty(n)
+    n_pos = 0
     for i in range(n):
-        if fs[i] > 0:
-            xp[k] = xs[i]
-            yp[k] = ys[i]
-            fp[k] = fs[i]
-            k += 1
+        xp[n_pos] = xs[i]
+        yp[n_pos] = ys[i]
+        fp[n_pos] = fs[i]
+        n_pos += fs[i] > 0
     # 3. moments iterated in the elliptical aperture r^2 <= 9 of the current moment ellipse
     c00 = c11 = (min(ny, nx) / 8.0) ** 2
     c01 = 0.0
-    ap = np.empty(n_pos, np.bool_)
+    xa = np.empty(n_pos)
+    ya = np.empty(n_pos)
+    fa = np.empty(n_pos)
     for _ in range(4):
         dt = c00 * c11 - c01 * c01
-        tot = 0.0
+        # the pixels in the aperture, compacted; then the sums in the same order as numpy's
+        # (up to its pairwise/SIMD grouping)
         na = 0
         for i in range(n_pos):
             dx = xp[i] - xc
             dy = yp[i] - yc
             r2 = (c11 * dx * dx - 2 * c01 * dx * dy + c00 * dy * dy) / dt
-            a_in = r2 <= 9.0
-            ap[i] = a_in
-            if a_in:
-                tot += fp[i]
-                na += 1
+            xa[na] = xp[i]
+            ya[na] = yp[i]
+            fa[na] = fp[i]
+            na += r2 <= 9.0
+        tot = 0.0
+        for i in range(na):
+            tot += fa[i]
         if tot <= 0 or na < 5:
             break
         sx = sy = 0.0
-        for i in range(n_pos):
-            if ap[i]:
-                sx += fp[i] * xp[i]
-                sy += fp[i] * yp[i]
+        for i in range(na):
+            sx += fa[i] * xa[i]
+            sy += fa[i] * ya[i]
         xc = sx / tot
         yc = sy / tot
         s00 = s01 = s11 = 0.0
-        for i in range(n_pos):
-            if ap[i]:
-                ddx = xp[i] - xc
-                ddy = yp[i] - yc
-                fx = fp[i] * ddx
-                fy = fp[i] * ddy
-                s00 += fx * ddx
-                s01 += fx * ddy
-                s11 += fy * ddy
+        for i in range(na):
+            ddx = xa[i] - xc
+            ddy = ya[i] - yc
+            fx = fa[i] * ddx
+            fy = fa[i] * ddy
+            s00 += fx * ddx
+            s01 += fx * ddy
+            s11 += fy * ddy
         n00, n01, n11 = s00 / tot, s01 / tot, s11 / tot
         if not (math.isfinite(n00) and math.isfinite(n01) and math.isfinite(n11)) or \
                 n00 * n11 - n01 * n01 <= 0:
@@ -378,7 +396,7 @@ def _start_kernel(img, w, sky_free, cx, cy, centre_given, seed_y, seed_x, wts, p
     ct, st = math.cos(t), math.sin(t)
     amax = 3.0 * math.sqrt(e1) * 2.0
     a = np.empty(n)
-    fa = np.empty(n)
+    fr = np.empty(n)
     m = 0
     for i in range(n):
         dx = xs[i] - xc
@@ -387,16 +405,15 @@ def _start_kernel(img, w, sky_free, cx, cy, centre_given, seed_y, seed_x, wts, p
         v = -dx * st + dy * ct
         vq = v / q
         ai = math.sqrt(u * u + vq * vq)
-        if ai <= amax:
-            a[m] = ai
-            fa[m] = fs[i]
-            m += 1
+        a[m] = ai
+        fr[m] = fs[i]
+        m += ai <= amax
     a = a[:m]
     order = _argsort_radii(a)
     cum = np.empty(m)
     s = 0.0
     for i in range(m):
-        s += fa[order[i]]
+        s += fr[order[i]]
         cum[i] = s
     if m:
         flux = cum[m - 1]
