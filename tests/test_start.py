@@ -356,3 +356,21 @@ def test_a_mask_of_every_other_row_does_not_cut_the_target_apart():
     assert res[2].status == "converged" and a.flux > 0
     # two different halves of the pixels of one galaxy: the same galaxy to a few per cent
     assert a.re == pytest.approx(b.re, rel=0.03) and a.flux == pytest.approx(b.flux, rel=0.03)
+
+
+def test_the_kernels_median_and_sorts_equal_numpys():
+    # the compiled start's hand-written selection and sorts (numba's np.partition and
+    # np.argsort cost seconds of compilation): the median equal to np.median bit for bit (a
+    # selection picks the same elements), the sorts ordering like np.sort; arrays with ties,
+    # sorted and reversed ones (the bad cases of a quickselect), odd and even sizes; the
+    # integer-valued radii pile up in buckets of > 64 and take the heapsort fallback
+    from mogviewer.fitting import start_kernels as k
+
+    rng = np.random.default_rng(0)
+    for n in list(range(1, 34)) + [1000, 1001, 4096]:
+        for a in (rng.normal(size=n), rng.integers(0, 3, n).astype(float),
+                  np.sort(rng.normal(size=n)), np.sort(rng.normal(size=n))[::-1].copy()):
+            assert k._median(a) == np.median(a), (n, a)
+            assert np.array_equal(a[k._heap_argsort(a)], np.sort(a))
+            r = np.abs(a)
+            assert np.array_equal(r[k._argsort_radii(r)], np.sort(r))

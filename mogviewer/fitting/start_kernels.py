@@ -27,26 +27,55 @@ N_OUT = 8
 
 
 @numba.njit(cache=True, nogil=True)
-def _median(a):
-    """Median of a 1-D array: numba's ``np.median`` (a selection, as numpy's: the same
-    element, or the mean of the same two middle ones, bit for bit)."""
-    return np.median(a)
+def _select(a, k):
+    """Reorder ``a`` in place so that ``a[k]`` is its k-th smallest value (0-based),
+    ``a[:k] <= a[k] <= a[k + 1:]``, and return it: Hoare's selection (the middle element as
+    pivot), a few lines where ``np.partition`` costs numba seconds of compilation. Any correct
+    selection returns the same element as numpy's."""
+    lo, hi = 0, a.size - 1
+    while hi > lo:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
 
 
 @numba.njit(cache=True, nogil=True)
 def _middle(a):
     """The two middle order statistics ``(lo, hi)`` of a 1-D array of ``n >= 1`` values (the
     ``n // 2 - 1``-th and ``n // 2``-th smallest; both the middle one when ``n`` is odd): one
-    selection, and the median is ``hi`` or ``(lo + hi) / 2``, as numpy's."""
-    k = a.size // 2
-    part = np.partition(a, k)
-    hi = part[k]
-    if a.size % 2:
+    selection on a copy, and the median is ``hi`` or ``(lo + hi) / 2``, as numpy's."""
+    b = a.copy()
+    k = b.size // 2
+    hi = _select(b, k)
+    if b.size % 2:
         return hi, hi
-    lo = part[0]
+    lo = b[0]
     for i in range(1, k):
-        lo = max(lo, part[i])
+        lo = max(lo, b[i])
     return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _median(a):
+    """Median of a 1-D array of ``n >= 1`` values: the same element(s) as ``np.median``, and
+    for an even ``n`` the mean of the two middle ones, bit for bit."""
+    lo, hi = _middle(a)
+    return hi if a.size % 2 else 0.5 * (lo + hi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -117,13 +146,42 @@ def _flood(det, ty, tx):
 
 
 @numba.njit(cache=True, nogil=True)
+def _heap_argsort(a):
+    """The indices that sort ``a`` ascending (heapsort: a few lines, where numba's
+    ``np.argsort`` costs seconds of compilation)."""
+    m = a.size
+    order = np.arange(m)
+    for top in range(m // 2 - 1, -1, -1):
+        _sift(a, order, top, m)
+    for end in range(m - 1, 0, -1):
+        order[0], order[end] = order[end], order[0]
+        _sift(a, order, 0, end)
+    return order
+
+
+@numba.njit(cache=True, nogil=True)
+def _sift(a, order, i, n):
+    """Sift ``order[i]`` down the max-heap ``order[:n]`` keyed by ``a``."""
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            return
+        if c + 1 < n and a[order[c + 1]] > a[order[c]]:
+            c += 1
+        if a[order[c]] <= a[order[i]]:
+            return
+        order[i], order[c] = order[c], order[i]
+        i = c
+
+
+@numba.njit(cache=True, nogil=True)
 def _argsort_radii(a):
     """The indices that sort ``a`` (radii >= 0, finite) ascending, ties in index order: a
     bucket sort (``a.size`` buckets of equal width up to ``max(a)``, insertion sort in each),
     O(n) for the radii of pixels -- whose density grows smoothly with the radius -- where a
     comparison sort is O(n log n) (4 ms for the 65 536 pixels of a 256x256 stamp). A bucket
-    of more than 64 values (radii piled up: not pixels of a grid) falls back to
-    ``np.argsort`` (stable)."""
+    of more than 64 values (radii piled up: not pixels of a grid) falls back to a heapsort
+    (O(n log n); ties then in another order, which moves sums over them by rounding only)."""
     m = a.size
     order = np.empty(m, np.int64)
     if m == 0:
@@ -140,7 +198,7 @@ def _argsort_radii(a):
         start[b + 1] += 1
     for b in range(m):
         if start[b + 1] > 64:
-            return np.argsort(a, kind="mergesort")
+            return _heap_argsort(a)
         start[b + 1] += start[b]
     fill = start[:m].copy()
     for i in range(m):
