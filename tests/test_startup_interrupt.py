@@ -133,3 +133,31 @@ def test_a_warning_is_one_line_without_python_source(tmp_path, capsys):
     assert lines and all(ln.startswith("mogviewer: warning: ") for ln in lines), err
     assert ".py:" not in err and "return _model_from_stamp" not in err
     assert warnings.showwarning is before
+
+
+def test_the_command_ends_at_once_after_an_interrupt(monkeypatch):
+    """`console_main` (the console script and `python -m mogviewer`): after 130 or 143 the
+    process ends by os._exit (the interpreter's exit handlers once kept an interrupted pool
+    batch alive for more than 30 s, joining the pool's manager thread); other statuses are
+    returned for sys.exit as usual."""
+    import mogviewer.cli as cli
+
+    exits = []
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(status):
+        exits.append(status)
+        raise Exited
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    for status in (130, 143):
+        monkeypatch.setattr(cli, "main", lambda argv=None, s=status: s)
+        with pytest.raises(Exited):
+            cli.console_main([])
+    assert exits == [130, 143]
+    for status in (0, 1, 2):
+        monkeypatch.setattr(cli, "main", lambda argv=None, s=status: s)
+        assert cli.console_main([]) == status
+    assert exits == [130, 143]

@@ -140,6 +140,28 @@ def main(argv=None):
                 signal.signal(signal.SIGINT, old_int)
 
 
+def console_main(argv=None):
+    """The ``mogviewer`` command (console script and ``python -m mogviewer``): :func:`main`,
+    then the process's exit.
+
+    After Ctrl-C or SIGTERM (status 130 or 143) the rows done are written and every output is
+    complete by the time :func:`main` returns; the process then ends at once (``os._exit``,
+    stdout and stderr flushed) rather than through the interpreter's exit handlers, where
+    ``concurrent.futures`` joins a process pool's manager thread without a time limit. That
+    join kept one batch alive for more than 30 s after SIGTERM in a full test run (its pool's
+    workers had just been terminated, one perhaps while sending its results); its rows were
+    already written."""
+    status = main(argv)
+    if status in (130, 143):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(status)
+    return status
+
+
 def _from_interrupt(exc):
     """True when a KeyboardInterrupt is in ``exc``'s chain of causes and contexts."""
     seen = set()
