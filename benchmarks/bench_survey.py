@@ -159,8 +159,8 @@ if {executor!r} == "processes" and {workers} > 1:
 from mogviewer.render import kernels_ready, warmup
 import bench_survey
 from mogviewer.batch import run_batch
-if not kernels_ready():
-    warmup()            # as the CLI does: only to compile (a pool's parent never fits)
+if not kernels_ready() and not ({executor!r} == "processes" and {workers} > 1):
+    warmup()            # as the CLI does: a pool's fork server compiles for its workers
 jobs = bench_survey.plan({d!r}, psf_mode={psf_mode!r}{plan_kw})
 t_plan = time.perf_counter() - t0
 cpu_plan = resource.getrusage(resource.RUSAGE_SELF)

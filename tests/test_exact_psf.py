@@ -473,3 +473,31 @@ def test_kept_spectra_do_not_leak_between_sizes_or_threads():
     for k, sh in enumerate(shapes[:2]):
         np.testing.assert_array_equal(got[k][0], ref[sh][0])
         np.testing.assert_array_equal(got[k][1], ref[sh][1])
+
+
+def test_resolved_psfs_are_cached_without_keeping_every_psf_alive():
+    """A problem's PSF is resolved once per PSF object (a batch gives one to all its problems),
+    and the cache holds only the last few: one ExactPsf per survey job must not stay alive for
+    the worker's life (a weak-keyed cache did, through its answer holding the key: review of
+    2026-12-04)."""
+    import gc
+    import weakref
+
+    from mogviewer.fitting import problem as P
+    from mogviewer.mixture import Mixture
+    from mogviewer.render.exact import ExactPsf
+
+    g = np.arange(15) - 7.0
+    stamp = np.exp(-0.5 * (g[:, None] ** 2 + g[None] ** 2) / 1.5)
+    stamp /= stamp.sum()
+    mix = Mixture.isotropic([1.0], [1.5])
+    refs = []
+    for _ in range(60):
+        e = ExactPsf(mix, stamp, (7.0, 7.0))
+        a = P._resolve_psf(e, "auto")
+        b = P._resolve_psf(e, "auto")
+        assert a[0] is b[0] is e and a[2] == b[2] and a[2] is not b[2]   # cached; info copied
+        refs.append(weakref.ref(e))
+        del e, a, b
+    gc.collect()
+    assert sum(r() is not None for r in refs) <= 17

@@ -43,3 +43,23 @@ def test_a_pool_run_keeps_the_server_it_used(tmp_path):
     lines = [ln for ln in (tmp_path / "out.csv").read_text().splitlines()
              if ln and not ln.startswith("#")]
     assert len(lines) == 3                  # the header and two rows
+
+
+def test_dask_options_and_their_abbreviations_start_no_pool_server(monkeypatch):
+    """`--dask` / `--scheduler` (or `--da`, `--sched`: argparse takes abbreviations) use Dask,
+    not the local pool: no fork server for it; `--workers 2` alone, or with `--scale-errors`,
+    starts one."""
+    import mogviewer.batch.executors as ex
+    import mogviewer.cli as cli
+
+    started = []
+    monkeypatch.setattr(ex, "prestart", lambda: started.append(True))
+    cases = ((["--dask"], False), (["--da"], False), (["--sched", "tcp://h:1"], False),
+             (["--scheduler=tcp://h:1"], False), ([], True), (["--scale-errors"], True))
+    for args, expected in cases:
+        started.clear()
+        cli._prestart_pool(["fit", "a.fits", "--workers", "2", *args])
+        assert bool(started) is expected, args
+    started.clear()
+    cli._prestart_pool(["fit", "a.fits", "--workers=1"])
+    assert not started

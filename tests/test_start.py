@@ -7,7 +7,7 @@ last as one compiled numba call (:mod:`mogviewer.fitting.start_kernels`, issues 
 equal it to the tolerances of :func:`_assert_same_start`.
 
 Why a tolerance and not ``==``: the compiled sums run sequentially, numpy's pairwise or in SIMD
-lanes (``sum``, ``einsum``, ``cumsum`` over an ``argsort`` whose order of tied radii differs),
+lanes (``sum``, ``einsum``, ``cumsum``; tied radii in index order in both),
 and the 2x2 eigen-decomposition is in closed form, not LAPACK's; each rounds differently, by a
 few ulp of the sums (at most ~n eps ~ 1e-11 relative for the 65 536 pixels of a 256x256 stamp,
 1e-16..1e-14 in practice). Everything else is the same: the medians select the same elements
@@ -129,7 +129,10 @@ def _reference_guess(problem, centre=None):
     a = np.sqrt(u * u + (v / q) ** 2)
     sel = a <= 3.0 * math.sqrt(evals[1]) * 2.0
     a_sel = a[sel]
-    order = np.argsort(a_sel)
+    # ties in index order (a stable sort), as the compiled start orders them: np.argsort's
+    # default order of tied radii is the implementation's, and with negative pixels the half-
+    # light search over tied radii depends on it (a 14x8 integer stamp: 4.12 or 5.0)
+    order = np.argsort(a_sel, kind="stable")
     cum = np.cumsum(fs[sel][order])
     flux = float(cum[-1]) if cum.size else float(fs.sum())
     if cum.size and flux > 0:
@@ -368,9 +371,52 @@ def test_the_kernels_median_and_sorts_equal_numpys():
 
     rng = np.random.default_rng(0)
     for n in list(range(1, 34)) + [1000, 1001, 4096]:
+        # rising then falling: the order that made the middle-element pivot quadratic (a
+        # 512 px start took 2 s, review of 2026-12-04); now it ends in the heapsort fallback
+        rise_fall = 100.0 - np.abs(np.arange(n) - n / 2) + 1e-3 * (np.arange(n) % 7)
         for a in (rng.normal(size=n), rng.integers(0, 3, n).astype(float),
-                  np.sort(rng.normal(size=n)), np.sort(rng.normal(size=n))[::-1].copy()):
+                  np.sort(rng.normal(size=n)), np.sort(rng.normal(size=n))[::-1].copy(),
+                  rise_fall):
             assert k._median(a) == np.median(a), (n, a)
             assert np.array_equal(a[k._heap_argsort(a)], np.sort(a))
             r = np.abs(a)
             assert np.array_equal(r[k._argsort_radii(r)], np.sort(r))
+
+
+def test_starts_equal_the_reference_on_small_random_stamps():
+    """400 small stamps (3-19 px a side) with random masks, a fifth of them integer-valued
+    (tied radii: the start then sits on a pixel, and the half-light search crosses the ties),
+    centres given inside and outside the stamp, with and without a PSF: the same start, or the
+    same refusal (review of 2026-12-04, whose fuzzing found a tie ordered differently)."""
+    from mogviewer.mixture import Mixture
+
+    rng = np.random.default_rng(7)
+    compared = refused = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in range(400):
+            ny, nx = rng.integers(3, 20, 2)
+            img = rng.normal(size=(ny, nx))
+            for _ in range(rng.integers(0, 4)):
+                y, x = rng.integers(0, ny), rng.integers(0, nx)
+                img[max(0, y - 1):y + 2, max(0, x - 1):x + 2] += rng.uniform(3, 50)
+            iv = (rng.uniform(size=(ny, nx)) > rng.uniform(0, 0.9)).astype(float)
+            if t % 5 == 0:
+                img = np.round(img)
+            centre = None if t % 2 else (float(rng.uniform(-3, nx + 3)),
+                                         float(rng.uniform(-3, ny + 3)))
+            psf = Mixture.isotropic([1.0], [rng.uniform(0.3, 3) ** 2]) if t % 3 else None
+            try:
+                problem = FitProblem.from_arrays(img, ivar=iv, profile="exp", psf=psf)
+            except FitError:
+                continue
+            try:
+                ref = _reference_guess(problem, centre)
+            except FitError:
+                with pytest.raises(FitError):
+                    initial_guess(problem, centre=centre)
+                refused += 1
+                continue
+            _assert_same_start(initial_guess(problem, centre=centre), ref, t)
+            compared += 1
+    assert compared > 300 and refused > 0

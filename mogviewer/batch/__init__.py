@@ -33,12 +33,21 @@ __all__ = ["FitTask", "CutoutJob", "plan_cutout_jobs", "BatchSummary", "BatchInt
            "run_task", "run_batch", "load_psf", "output_stem", "plan_outputs"]
 
 
+#: the package's modules, also reachable as attributes (``batch.tasks``), as before the lazy
+#: imports
+_MODULES = ("band_task", "cutouts", "executors", "outputs", "runner", "scene_task", "tasks",
+            "worker")
+
+
 def __getattr__(name):
     if name in _WHERE:
         value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    elif name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():

@@ -156,10 +156,11 @@ def prestart():
 
     with _quiet_children():
         _set_preload()
-        started = getattr(forkserver._forkserver, "_forkserver_pid", None) is None
+        before = getattr(forkserver._forkserver, "_forkserver_pid", None)
         forkserver.ensure_running()
-    if started:
-        _UNUSED_SERVER[:] = [forkserver._forkserver._forkserver_pid]
+    pid = forkserver._forkserver._forkserver_pid
+    if pid != before:       # started now (or restarted: the one before had ended)
+        _UNUSED_SERVER[:] = [pid]
 
 
 #: The fork server :func:`prestart` started, until a pool uses it

@@ -219,7 +219,10 @@ def _prestart_pool(argv):
     :mod:`mogviewer.cli.fit` (later, same result)."""
     workers = None
     for i, a in enumerate(argv):
-        if a in ("-h", "--help", "--dask") or a.startswith("--scheduler"):
+        # --dask, --scheduler and their abbreviations (argparse takes --da, --sched ...)
+        name = a.split("=", 1)[0]
+        if a in ("-h", "--help") or (len(name) > 3 and ("--dask".startswith(name)
+                                                        or "--scheduler".startswith(name))):
             return
         if a == "--workers" and i + 1 < len(argv):
             workers = argv[i + 1]

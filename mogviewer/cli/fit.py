@@ -347,7 +347,8 @@ def _cli_fit(args):
     if not kernels_ready():
         if not args.quiet:
             print("compiling the renderer (first run only)...", file=sys.stderr, flush=True)
-        if not pool_server:     # (the fork server compiles them for its workers)
+        if not pool_server or len(tasks) < 2:
+            # (a pool's fork server compiles them for its workers; a single job runs here)
             warmup()
     unit = "files" if kind == "files" else "objects"
     progress = None if args.quiet else TextProgress(sys.stderr, unit=unit[:-1])

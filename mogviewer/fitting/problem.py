@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -355,10 +354,13 @@ UNDERSAMPLED_SIGMA = 0.5
 UNDERSAMPLED_FRACTION = 0.01
 
 
-#: ``_resolve_psf``'s answers by PSF object and mode: the PSF objects are immutable, and a
-#: batch job or a survey cell gives one PSF to all its problems (resolving it again cost 1 % of
-#: a catalogue run, and a new normalised mixture per problem missed the renderer's caches)
-_RESOLVED = weakref.WeakKeyDictionary()
+#: ``_resolve_psf``'s answers by PSF object (identity) and mode, the last few only: the PSF
+#: objects are immutable, and a batch job or a survey cell gives one PSF to all its problems
+#: (resolving it again cost 1 % of a catalogue run, and a new normalised mixture per problem
+#: missed the renderer's caches). Keyed by ``id`` with the object kept beside its answer and
+#: checked (an ``ExactPsf``'s answer holds the object itself, which a weak-keyed cache would
+#: never free; a Mixture hashes by value, 5 us a lookup), bounded like ``_psf_terms_cache``.
+_RESOLVED = {}
 
 
 def _resolve_psf(psf, mode):
@@ -369,16 +371,15 @@ def _resolve_psf(psf, mode):
         if mode == "exact":
             raise FitError("psf_mode='exact' needs a PSF image; no PSF was given")
         return None, "pixel", psf_quality_columns(None, "pixel")
-    try:
-        hit = _RESOLVED[psf].get(mode)
-    except (KeyError, TypeError):
-        hit = None
-    if hit is None:
+    key = (id(psf), mode)
+    hit = _RESOLVED.get(key)
+    if hit is not None and hit[0] is psf:
+        hit = hit[1]
+    else:
         hit = _resolve_given_psf(psf, mode)
-        try:
-            _RESOLVED.setdefault(psf, {})[mode] = hit
-        except TypeError:           # not weak-referenceable: resolved each time
-            pass
+        if len(_RESOLVED) > 16:
+            _RESOLVED.clear()
+        _RESOLVED[key] = (psf, hit)
     target, kind, info = hit
     return target, kind, dict(info)
 
