@@ -233,6 +233,45 @@ def test_ring_of_rows_gives_the_sums_of_whole_planes_bit_for_bit(shape, psf_kind
     assert np.isfinite(c1) and c1 > 0
 
 
+@pytest.mark.parametrize("sky", ["none", "constant", "plane"])
+def test_first_evaluation_puts_the_linear_parameters_at_their_optimum(sky):
+    # _NormalEvaluator.start: from one evaluation, the flux and sky terms moved to their
+    # least-squares optimum for the start's centre and shape. Checked against a fresh
+    # evaluation there: the same chi^2, A and g (the update is exact algebra on the sums:
+    # 1e-9 of chi^2, 1e-9 of the scale sqrt(A_ii A_jj)), and the gradient along every linear
+    # parameter zero (1e-7 of its scale times sqrt(chi^2); a wrong sign or a missing sky
+    # term leaves it of order one); chi^2 lower than at the start.
+    prob = simulated_problem(sky=sky)[0]
+    start = GalaxyParams(flux=2500.0, x=31.1, y=32.7, re=4.2, q=0.7, angle=60.0, sky=1.0,
+                         sky_dx=0.01, sky_dy=-0.02)
+    par = _Param(prob, start)
+    z = par.to_z(start)
+    lo, hi = par.bounds()
+    ne = _NormalEvaluator(prob, par)
+    z1, chi2, A, g, _ = ne.start(z, lo, hi)
+    lin = [i for i, n in enumerate(par.znames) if n in ("flux", "sky", "sky_dx", "sky_dy")]
+    assert len(lin) == {"none": 1, "constant": 2, "plane": 4}[sky]
+    moved = [i for i in range(z.size) if z1[i] != z[i]]
+    assert moved == lin
+    c0 = ne(z)[0]
+    c1, A1, g1, _ = ne(z1)
+    assert chi2 < c0
+    assert chi2 == pytest.approx(c1, rel=1e-9)
+    sc = np.sqrt(np.diag(A1))
+    np.testing.assert_array_less(np.abs(A - A1), 1e-9 * np.outer(sc, sc))
+    np.testing.assert_array_less(np.abs(g - g1), 1e-9 * sc * math.sqrt(c1))
+    assert np.all(np.abs(g1[lin]) < 1e-7 * sc[lin] * math.sqrt(c1))
+    # an optimum outside a bound: the start is left as it is
+    i = par.znames.index("flux")
+    lo2, hi2 = lo.copy(), hi.copy()
+    if z1[i] > z[i]:
+        hi2[i] = 0.5 * (z[i] + z1[i])
+    else:
+        lo2[i] = 0.5 * (z[i] + z1[i])
+    z2, chi2b, _, _, _ = _NormalEvaluator(prob, par).start(z, lo2, hi2)
+    assert np.array_equal(z2, z) and chi2b == pytest.approx(c0, rel=1e-12)
+
+
 def test_default_tolerances_agree_with_scipy_within_a_hundredth_of_sigma():
     # at the default stopping rule both stop within ~0.01 sigma of the optimum
     prob, truth = simulated_problem()

@@ -264,7 +264,8 @@ _small = numba.njit(cache=True, nogil=True)(_small_py)
 
 
 def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1e-9,
-                        gtol=1e-10, callback=None, ftol_predicted=False, second_order=False):
+                        gtol=1e-10, callback=None, ftol_predicted=False, second_order=False,
+                        first=None):
     """Minimise chi^2 from ``z0`` within ``[lo, hi]`` (see the module docstring).
 
     ``evaluate(z)`` returns ``(chi2, A, g, aux)``; a non-finite chi^2 marks a point the model
@@ -282,14 +283,22 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     ftol = xtol = 1e-12 (``tests/test_solver.py``); at the defaults, within 0.0022 sigma of a
     fit to 1e-13 on the bench's cases, as without it.
 
+    ``first``, if given, is ``(z, chi2, A, g, aux)`` of an evaluation the caller made at the
+    start (it may have moved ``z0``: :meth:`~mogviewer.fitting.solver._NormalEvaluator.start`
+    puts the linear parameters at their optimum); it counts as the first evaluation.
+
     With ``second_order``, the steps use the secant estimate of the second-order term when it
     predicts better (module docstring): the same optimum in fewer evaluations when the model
     does not fit the data well (11 -> 6 on IC 3478 256 px with an exponential), Gauss-Newton's
     steps while it does.
     """
-    z = np.clip(np.array(z0, dtype=float), lo, hi)
+    if first is None:
+        z = np.clip(np.array(z0, dtype=float), lo, hi)
+        chi2, A, g, aux = evaluate(z)
+    else:
+        z, chi2, A, g, aux = first
+        z = np.clip(np.array(z, dtype=float), lo, hi)
     n = z.size
-    chi2, A, g, aux = evaluate(z)
     nfev = 1
     if not _finite(chi2, A, g):
         return LMResult(z, chi2, A, g, aux, 0, nfev, "failed",
