@@ -39,6 +39,11 @@ __all__ = [
 
 def wrap_angle(angle_deg):
     """Wrap a position angle (degrees) to [0, 180)."""
+    if isinstance(angle_deg, float):    # float and numpy's float64
+        # Python's float % is numpy's mod (fmod, then the divisor's sign), without numpy's
+        # scalar machinery (0.3 against 3.6 us; GalaxyParams wraps two angles per instance)
+        a = float(angle_deg) % 180.0
+        return a - 180.0 if a >= 180.0 else a
     a = np.mod(angle_deg, 180.0)
     a = np.where(a >= 180.0, a - 180.0, a)  # mod may round up to 180 for tiny negatives
     return float(a) if np.ndim(a) == 0 else a

@@ -1,5 +1,7 @@
 """Ellipse parametrisations: people's (re, q, angle) and the optimiser's (ln r_circ, eta1, eta2)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -67,6 +69,19 @@ def test_every_unconstrained_vector_is_a_valid_ellipse():
 def test_wrap_angle_and_errors():
     assert wrap_angle(-10.0) == pytest.approx(170.0)
     assert wrap_angle(180.0) == 0.0 and wrap_angle(365.0) == pytest.approx(5.0)
+    # the scalar path (Python's %) gives numpy's answer bit for bit, inside [0, 180), on the
+    # edges where mod rounds: tiny negatives (-1e-20 % 180 rounds up to 180), -0.0, large
+    rng = np.random.default_rng(3)
+    edge = [-1e-20, -0.0, 0.0, 179.99999999999997, -180.0, 1e17, -1e17, 1e-300, -5e-324]
+    for v in edge + list(rng.normal(0, 500, 300)):
+        ref = float(np.where(np.mod(v, 180.0) >= 180.0, np.mod(v, 180.0) - 180.0,
+                             np.mod(v, 180.0)))
+        got = wrap_angle(float(v))
+        assert type(got) is float and 0.0 <= got < 180.0
+        assert got == ref and math.copysign(1, got) == math.copysign(1, ref), v
+        assert wrap_angle(np.float64(v)) == got
+    np.testing.assert_array_equal(wrap_angle(np.array(edge)),
+                                  [wrap_angle(v) for v in edge])
     with pytest.raises(ValueError, match="q = b/a must be in"):
         physical_to_eta(2.0, 1.2, 0.0)
     with pytest.raises(ValueError, match="re must be positive"):

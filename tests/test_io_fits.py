@@ -215,6 +215,32 @@ def test_dr9_default_band_and_hdu_pairing():
     assert none.noise_is_estimate
 
 
+def test_companion_in_the_image_file_is_read_from_the_open_file(tmp_path, monkeypatch):
+    # noise= the image's own path (as batch tasks with noise_hdu pass it), or a link to it:
+    # the HDU comes from the HDU list already open (the file is opened once), with the same
+    # pixels and description as when it is opened again; another file is opened as before
+    from mogviewer.io import hdus
+    from mogviewer.io import read as read_mod
+    opened = []
+    real_open = hdus._open_fits
+    for mod in (hdus, read_mod):
+        monkeypatch.setattr(mod, "_open_fits", lambda p, w: opened.append(p) or real_open(p, w))
+    link = tmp_path / "link.fits"
+    link.symlink_to(Path(DR9).resolve())
+    for noise in (DR9, str(link)):
+        opened.clear()
+        d = read_image(DR9, hdu="3", noise=noise, noise_hdu=4, noise_kind="ivar")
+        assert len(opened) == 1
+        np.testing.assert_array_equal(d.ivar, _fits_data(DR9, 4))
+        assert _has_note(d, str(noise), "HDU")
+    copy = tmp_path / "copy.fits"
+    copy.write_bytes(Path(DR9).read_bytes())
+    opened.clear()
+    d = read_image(DR9, hdu="3", noise=copy, noise_hdu=4, noise_kind="ivar")
+    assert [Path(p).name for p in opened] == [Path(DR9).name, "copy.fits"]
+    np.testing.assert_array_equal(d.ivar, _fits_data(DR9, 4))
+
+
 def test_list_hdus_dr9():
     rows = list_hdus(DR9)
     assert [r["band"] for r in rows] == [None, "g", "g", "r", "r", "z", "z"]

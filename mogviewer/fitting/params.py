@@ -43,11 +43,11 @@ class GalaxyParams:
     n: float = 1.0
 
     def __post_init__(self):
-        for f in fields(self):
-            v = float(getattr(self, f.name))
+        for name in _NAMES:
+            v = float(getattr(self, name))
             if not math.isfinite(v):
-                raise FitError(f"parameter {f.name} is not finite ({v!r})")
-            object.__setattr__(self, f.name, v)
+                raise FitError(f"parameter {name} is not finite ({v!r})")
+            object.__setattr__(self, name, v)
         if not self.n > 0:
             raise FitError(f"the Sérsic index n must be positive, got {self.n!r}")
         for sfx in ("", "2"):
@@ -58,14 +58,18 @@ class GalaxyParams:
             object.__setattr__(self, "angle" + sfx, wrap_angle(getattr(self, "angle" + sfx)))
 
     def as_dict(self):
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _NAMES}
 
     def replace(self, **changes):
         return replace(self, **changes)
 
     @classmethod
     def names(cls):
-        return tuple(f.name for f in fields(cls))
+        return _NAMES
+
+
+#: the field names in order (``dataclasses.fields`` builds its tuple anew on every call)
+_NAMES = tuple(f.name for f in fields(GalaxyParams))
 
 
 SHAPE = ("re", "q", "angle")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -262,7 +263,12 @@ def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, ki
             notes.append(f"{what}: HDU {hdu!r} ignored for the NumPy file {path}.")
         arr = _to_2d(_load_npy(path, what), f"{what} file {path}", plane, notes)
         return np.array(arr, dtype=np.float64), f"{path}", None
-    with _open_fits(path, what) as hdul:
+    # a file named again for a companion (``noise=`` the image's own path, as a batch task
+    # with ``noise_hdu`` passes it) is read from the image's open HDU list, not opened and
+    # parsed again (that was 40 % of reading a 64x64 cutout with a sigma HDU)
+    image_hdul, image_path = same_file if same_file is not None else (None, None)
+    reuse = image_hdul is not None and _same_path(path, image_path)
+    with contextlib.nullcontext(image_hdul) if reuse else _open_fits(path, what) as hdul:
         idx = (_find_hdu(hdul, hdu, path, what) if hdu is not None
                else _first_image_hdu(hdul, path, what))
         h = hdul[idx]
@@ -270,6 +276,18 @@ def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, ki
         arr = _to_2d(data, f"{what} file {path} HDU {idx}", plane, notes)
         desc = f"{path}" + ("" if idx == 0 else f" HDU {_hdu_label(idx, h)}")
         return np.array(arr, dtype=np.float64), desc, h.header
+
+def _same_path(a, b):
+    """Whether paths ``a`` and ``b`` name the same file (False if either cannot be stat'ed)."""
+    if b is None:
+        return False
+    if os.fspath(a) == os.fspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
 
 def _check_shape(arr, image, what, desc):
     if arr.shape != image.shape:
