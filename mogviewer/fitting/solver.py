@@ -393,6 +393,44 @@ def _dn_plane(problem, keep):
     return DnPlane(problem.shape, keep=keep)
 
 
+class _Layout:
+    """Index tables of a :class:`_NormalEvaluator` that depend only on the parameter names and
+    the basis (:func:`_layout`); shared between evaluators, never written to."""
+    __slots__ = ("zT", "direct", "eta_at", "lin_z", "lin_b", "cols", "offs", "flux_ix")
+
+
+_LAYOUTS = {}
+
+
+def _layout(ev, znames, suffixes):
+    """The :class:`_Layout` of evaluator ``ev`` (its ``NB``, ``i_n``, ``composite``, ``fast``
+    and basis size set) for the parameter names ``znames``: built on first use per kind of
+    problem, then looked up (building it took ~25 us of a 64 px fit's ~2 ms)."""
+    key = (znames, suffixes, ev.composite, ev.NB, ev.i_n, ev.acc.B, ev.fast)
+    lay = _LAYOUTS.get(key)
+    if lay is not None:
+        return lay
+    lay = _Layout()
+    lay.zT = ev._static_columns(list(znames))
+    lay.direct = [(n, i) for i, n in enumerate(znames)
+                  if n in ("flux", "x", "y", "sky", "sky_dx", "sky_dy", "flux2", "n")]
+    lay.eta_at = {sfx: znames.index("ln_rcirc" + sfx) for sfx in suffixes
+                  if ev.fast and "ln_rcirc" + sfx in znames}
+    planes = {"flux": 0, "sky": ev.NB, "sky_dx": ev.NB + 1, "sky_dy": ev.NB + 2}
+    lin = [(i, planes[n]) for n, i in lay.direct if n in planes and planes[n] < ev.acc.B]
+    lay.lin_z = np.array([i for i, _ in lin], dtype=np.int64)
+    lay.lin_b = np.array([b for _, b in lin], dtype=np.int64)
+    lay.cols = np.array([lay.eta_at[x] for x in suffixes if x in lay.eta_at], dtype=np.int64)
+    lay.offs = np.array([3 if x == "" else 9 for x in suffixes if x in lay.eta_at],
+                        dtype=np.int64)
+    lay.flux_ix = tuple(tuple(np.ascontiguousarray(a, dtype=np.int64) for a in ix)
+                        for ix in lay.zT[1:])
+    if len(_LAYOUTS) > 64:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = lay
+    return lay
+
+
 class _NormalEvaluator:
     """chi^2, ``J^T W J`` and ``J^T W r`` of one problem from one accumulating kernel call.
 
@@ -419,35 +457,29 @@ class _NormalEvaluator:
         self.profs = {sfx: problem.profile_mixture(sfx) for sfx in problem.suffixes}
         self.packed = None if self.family is not None else _profile_packed(self.profs[""])
         self.nfev = 0
+        # what depends only on the parameter names and the basis (the same for every fit of
+        # the same kind of problem), built once per kind (_layout)
+        self.fast = all(par.eta_mode.values())
+        lay = _layout(self, tuple(par.znames), tuple(problem.suffixes))
         # the z-space map T, split into its constant entries and those scaled by a flux
         # (all but the shape blocks, which :meth:`columns` fills per call)
-        self._zT = self._static_columns(par.znames)
+        self._zT = lay.zT
         # fast path (every component's shape in eta mode, the usual case): the values the
         # kernel needs straight from z, without building GalaxyParams (which validates every
         # field: it cost as much as a 64 px accumulation)
-        self.fast = all(par.eta_mode.values())
-        self._direct = [(n, i) for i, n in enumerate(par.znames)
-                        if n in ("flux", "x", "y", "sky", "sky_dx", "sky_dy", "flux2", "n")]
-        self._eta_at = {sfx: par.znames.index("ln_rcirc" + sfx) for sfx in problem.suffixes
-                        if self.fast}
+        self._direct = lay.direct
+        self._eta_at = lay.eta_at
+        # the free linear parameters as (z index, basis plane): the flux, the sky terms
+        self._lin_z, self._lin_b = lay.lin_z, lay.lin_b
         if self.fast:
             # compiled assembly of A and g (_eta_shape, _assemble): per-call arrays kept
-            sfxs = list(problem.suffixes)
-            self._sfx = sfxs
-            self._J = np.zeros((len(sfxs), 3, 3))
-            self._cols = np.array([self._eta_at[x] for x in sfxs], dtype=np.int64)
-            self._offs = np.array([3 if x == "" else 9 for x in sfxs], dtype=np.int64)
-            self._fl = np.zeros(len(sfxs))
+            self._sfx = list(problem.suffixes)
+            self._cols, self._offs = lay.cols, lay.offs
+            (self._i1r, self._i1c), (self._i2r, self._i2c) = lay.flux_ix
+            self._J = np.zeros((len(self._sfx), 3, 3))
+            self._fl = np.zeros(len(self._sfx))
             self._T = np.zeros(self._zT[0].shape)
-            (self._i1r, self._i1c), (self._i2r, self._i2c) = (
-                tuple(np.ascontiguousarray(a, dtype=np.int64) for a in ix)
-                for ix in self._zT[1:])
             self._vals = _Values(self.par.start)
-        # the free linear parameters as (z index, basis plane): the flux, the sky terms
-        planes = {"flux": 0, "sky": self.NB, "sky_dx": self.NB + 1, "sky_dy": self.NB + 2}
-        lin = [(i, planes[n]) for n, i in self._direct if n in planes and planes[n] < self.acc.B]
-        self._lin_z = np.array([i for i, _ in lin], dtype=np.int64)
-        self._lin_b = np.array([b for _, b in lin], dtype=np.int64)
 
     def _prof(self, p, sfx):
         if sfx == "" and self.family is not None:
@@ -601,6 +633,20 @@ class _NormalEvaluator:
         """``J^T W J`` in the free physical parameters (angles in degrees) from the basis Gram
         matrix ``gram`` accumulated at ``p``."""
         names = list(self.problem.free)
+        if self.fast and not self.composite:
+            # one component whose re, q, angle are all free and in that order (the usual
+            # case): the compiled assembly, with the physical shape Jacobian for the eta one
+            lay = _layout(self, tuple(names), ("",))
+            i = names.index("re") if "re" in names else -1
+            if i >= 0 and names[i:i + 3] == ["re", "q", "angle"]:
+                J = np.empty((1, 3, 3))
+                J[0] = shape_jacobian_physical(p.re, p.q, p.angle)
+                (i1r, i1c), (i2r, i2c) = lay.flux_ix
+                A, _ = _assemble(lay.zT[0], i1r, i1c, i2r, i2c, p.flux, 0.0, J,
+                                 np.array([i], dtype=np.int64), np.array([3], dtype=np.int64),
+                                 np.array([p.flux]), gram, np.zeros(gram.shape[0]),
+                                 np.zeros(lay.zT[0].shape))
+                return A
         dS = {}
         for sfx in self.problem.suffixes:
             Jp = shape_jacobian_physical(*(getattr(p, n + sfx) for n in SHAPE))

@@ -222,13 +222,17 @@ class _Planes(threading.local):
     def release(self):
         self.in_use = False
 
-    def get(self, role, shape):
+    def get(self, role, shape, init=None):
+        """The kept buffer of ``role`` and ``shape``; a new one is zeros, then ``init(buf)``
+        if given (for contents that depend on the shape alone and that no kernel writes)."""
         key = (role, tuple(shape))
         buf = self.kept.get(key)
         if buf is None:
             if len(self.kept) > 16:
                 self.kept.clear()
             buf = self.kept[key] = np.zeros(shape)
+            if init is not None:
+                init(buf)
         return buf
 
 
@@ -270,9 +274,19 @@ class NormalAccumulator:
             (6, min(4, H), W))
         self.B = 6 + n_ext + n_sky
         NB = 6 + n_ext          # work rows (accumulate._accumulate_rows_py): basis, res, 1,
-        self._X = np.zeros((NB + 6, 4 * W))     # gx, gy, 0, weights; four rows long
-        self._X[NB + 1] = 1.0
-        self._X[NB + 2] = np.tile(np.arange(W, dtype=np.float64) - 0.5 * (W - 1), 4)
+        # gx, gy, 0, weights; four rows long. The rows 1, gx and 0 are constant (the kernels
+        # write only the others, and only before reading them): kept from fit to fit with
+        # the other buffers
+
+        def constant_rows(X):
+            X[NB + 1] = 1.0
+            X[NB + 2] = np.tile(np.arange(W, dtype=np.float64) - 0.5 * (W - 1), 4)
+
+        if keep:
+            self._X = _planes.get("X", (NB + 6, 4 * W), constant_rows)
+        else:
+            self._X = np.zeros((NB + 6, 4 * W))
+            constant_rows(self._X)
         self._rg = np.zeros((self.B + 12, self.B + 12))
         self._gram = np.zeros((self.B, self.B))
         self._rhs = np.zeros(self.B)
