@@ -180,5 +180,10 @@ def test_fits_on_accumulated_sums_reach_the_render_paths_optimum(mode, monkeypat
         assert abs(a - b) <= 1e-6 * max(abs(a), 1.0) or abs(a - b) < 1e-3 * err, name
     # each driver stops when a step changes chi2 by < ftol = 1e-9 of it
     assert new.chi2 == pytest.approx(ref.chi2, rel=1e-8)
+    # errors to 1e-3: LM's covariance comes from the sums of its last evaluated point, one
+    # Gauss-Newton step (taken unevaluated, ftol_predicted) from the point it reports; on the
+    # Sersic case that step moves r_e by ~2e-3 sigma and the errors by up to 2.3e-4 of
+    # themselves (LM at ftol = xtol = 1e-13 against the reference: 4e-7). A wrong sum or
+    # plane moves them by percents.
     for name in prob.free:
-        assert new.errors()[name] == pytest.approx(ref.errors()[name], rel=1e-4)
+        assert new.errors()[name] == pytest.approx(ref.errors()[name], rel=1e-3)
