@@ -4,6 +4,7 @@ held to scipy's least_squares (the reference) on simulated and real data."""
 import dataclasses
 import math
 
+import numba
 import numpy as np
 import pytest
 import recovery
@@ -14,7 +15,7 @@ from mogviewer import io as io_fits
 from mogviewer.ellipse import shape_matrix
 from mogviewer.fitting import FitProblem, GalaxyParams, fit
 from mogviewer.fitting import solver as solver_mod
-from mogviewer.fitting.lm import _solve, levenberg_marquardt
+from mogviewer.fitting.lm import _solve_free, _solve_free_py, levenberg_marquardt
 from mogviewer.fitting.parametrisation import _Param
 from mogviewer.fitting.solver import _Evaluator, _NormalEvaluator
 from mogviewer.render import compile_status, render_galaxy
@@ -301,11 +302,16 @@ def test_singular_systems_give_a_finite_step():
     # null directions instead of returning inf or NaN
     A = np.array([[4.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     g = np.array([2.0, 1.0, 0.0])
-    for lam in (0.0, 1e-3):
-        d = _solve(A, g, lam)
-        assert np.all(np.isfinite(d))
-        assert d[2] == 0.0
-    np.testing.assert_allclose(A @ _solve(A, g, 0.0), g, atol=1e-12)
+    one, free = np.ones(3), np.ones(3, dtype=np.bool_)
+    for solve in (_solve_free, _solve_free_py):      # compiled, and as Python
+        for lam in (0.0, 1e-3):
+            d = solve(A, g, one, free, lam)
+            assert np.all(np.isfinite(d))
+            assert abs(d[2]) < 1e-14
+        np.testing.assert_allclose(A @ solve(A, g, one, free, 0.0), g, atol=1e-12)
+        # a held parameter keeps a zero step; scaling by Ds is undone in the result
+        d = solve(A, g, np.array([2.0, 2.0, 1.0]), np.array([True, False, True]), 0.0)
+        assert d[1] == 0.0 and d[0] == pytest.approx(0.5, rel=1e-12)
 
 
 def test_lm_on_a_degenerate_parameter_flags_the_covariance():
@@ -318,6 +324,80 @@ def test_lm_on_a_degenerate_parameter_flags_the_covariance():
     assert res.flags & res.flags.COV_NONFINITE
     assert res.flags == ref.flags
     assert res.params.re == pytest.approx(ref.params.re, rel=1e-5)
+
+
+def _compiled_cases():
+    base, truth = simulated_problem()
+    yield "exp + sky", base, truth, {}
+    yield "plane", simulated_problem(sky="plane")[0], truth, {}
+    yield "no sky", FitProblem.from_arrays(base.image, weight=base.weights, psf=recovery.PSF,
+                                           profile="exp", M=6, sky="none"), truth, {}
+    # (bounds on the centre keep the shape in eta mode, the compiled path's)
+    yield "bounded", FitProblem.from_arrays(base.image, weight=base.weights, psf=recovery.PSF,
+                                            profile="exp", M=6, bounds={"x": (29, 30.4)}), \
+        truth.replace(x=30.0), {}
+    yield "evaluation limit", base, truth.replace(re=truth.re * 3), {"max_nfev": 3}
+
+
+@pytest.mark.parametrize("label,prob,start,kw", list(_compiled_cases()),
+                         ids=[c[0] for c in _compiled_cases()])
+def test_compiled_loop_is_the_python_loop(label, prob, start, kw, monkeypatch):
+    # The whole LM loop compiled with the compiled evaluation (lm._lm_loop with
+    # solver._fast_eval), against the same loop run as Python with the Python evaluation:
+    # the same code, so the same result bit for bit (every parameter, chi^2, covariance,
+    # evaluation count, status and message), and the compiled path was taken.
+    from mogviewer.fitting import lm
+
+    calls = []
+    real = lm._lm_loop
+    monkeypatch.setattr(lm, "_lm_loop", lambda *a: calls.append(a[0]) or real(*a))
+    a = fit(prob, start, **kw)
+    assert calls == [solver_mod._fast_eval]
+    monkeypatch.setattr(solver_mod._NormalEvaluator, "_compiled_context", lambda self: None)
+    b = fit(prob, start, **kw)
+    assert len(calls) == 1
+    assert a.params == b.params and a.chi2 == b.chi2
+    np.testing.assert_array_equal(a.covariance, b.covariance)
+    assert (a.nfev, a.nit, a.status, a.message, a.flags) == (b.nfev, b.nit, b.status,
+                                                             b.message, b.flags)
+    if label == "evaluation limit":
+        assert a.status == "max_evaluations" and a.nfev == 3
+    if label == "bounded":
+        assert a.params.x == 30.4 and a.flags & a.flags.AT_BOUND
+
+
+@numba.njit
+def _toy_evaluate(z, ctx):
+    """chi^2, A, g of ``|W (y - X z)|^2`` (ctx = (X, y)): linear, with the columns of X as
+    given (a zero column or a collinear pair makes A singular)."""
+    X, y = ctx
+    r = y - X @ z
+    A = X.T @ X
+    return (r * r).sum(), A, X.T @ r, A
+
+
+def test_compiled_loop_on_a_singular_system_is_the_python_loop():
+    # a zero column (held: no scale) and a collinear pair (a singular system that only the
+    # damping makes definite; the undamped Gauss-Newton test step fails its Cholesky), with
+    # the secant term on: compiled and Python loops agree bit for bit
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 4))
+    X[:, 2] = 0.0
+    X[:, 3] = 2.0 * X[:, 1]
+    y = X @ np.array([1.0, -2.0, 0.0, 0.5]) + rng.normal(0, 0.01, 40)
+    ctx = (X, y)
+    lo, hi = np.full(4, -10.0), np.full(4, 10.0)
+    z0 = np.array([0.3, 0.1, 0.0, 0.2])
+    a = levenberg_marquardt(lambda z: _toy_evaluate(z, ctx), z0, lo, hi, second_order=True,
+                            ftol_predicted=True)
+    b = levenberg_marquardt(None, z0, lo, hi, second_order=True, ftol_predicted=True,
+                            first=(z0,) + _toy_evaluate(z0, ctx), compiled=(_toy_evaluate, ctx))
+    assert a.status == b.status == "converged"
+    np.testing.assert_array_equal(a.z, b.z)
+    assert (a.chi2, a.nfev, a.nit, a.message) == (b.chi2, b.nfev, b.nit, b.message)
+    r = y - X @ b.z
+    assert np.abs(X.T @ r).max() < 1e-9 * np.abs(X).max() * np.abs(y).max()   # normal equations
+    assert b.z[2] == z0[2]                       # the zero column's parameter is held
 
 
 def test_lm_driver_reaches_a_quadratic_minimum_and_reports_cancel():

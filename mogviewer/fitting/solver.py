@@ -27,10 +27,18 @@ from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.api import _profile_packed
 from ..render.exact import ExactDn, ExactPsf
-from ..render.normal import DnPlane, NormalAccumulator, _planes, normal_psf
+from ..render.kernels import _scratch
+from ..render.normal import (
+    DnPlane,
+    NormalAccumulator,
+    NormalPsf,
+    _galaxy_normal_kernel,
+    _planes,
+    normal_psf,
+)
 from ..render.warm import register as _register_warm
 from .flags import FitFlags, chi2nu_threshold
-from .lm import levenberg_marquardt
+from .lm import _lm_loop, levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
 from .params import SHAPE, GalaxyParams
 from .problem import _ETA_MAX, _LN_R_MAX, _LN_R_MIN, FitProblem, _FamilyProfile, psf_flags
@@ -283,6 +291,35 @@ def _assemble(T0, i1r, i1c, i2r, i2c, flux, flux2, Js, cols, offs, fl, gram, rhs
 
 
 @numba.njit(cache=True, nogil=True)
+def _fast_eval(z, ctx):
+    """``(chi2, A, g, gram)`` at ``z``, compiled, for :meth:`_NormalEvaluator._call_fast`'s
+    usual case (:meth:`_NormalEvaluator._compiled_context`): the values from ``z`` (or the
+    start's, for fixed ones), the shape and its Jacobian (:func:`_eta_shape`), the basis'
+    coefficients, one accumulating kernel call and the assembly of ``A`` and ``g``. As an
+    argument of the compiled LM loop (:func:`mogviewer.fitting.lm._lm_loop`) it keeps a
+    whole fit out of Python."""
+    (prof, psf, ring, sc, acc, T0, i1r, i1c, i2r, i2c, J, cols, offs, fl, T, zi, base,
+     NB) = ctx
+    v = base.copy()         # flux, x, y, sky, sky_dx, sky_dy
+    for k in range(6):
+        if zi[k] >= 0:
+            v[k] = z[zi[k]]
+    sxx, sxy, syy = _eta_shape(z, cols[0], J[0])
+    coef = acc[3]
+    for b in range(coef.shape[0]):
+        coef[b] = 0.0
+    coef[0] = v[0]
+    for k in range(coef.shape[0] - NB):
+        coef[NB + k] = v[3 + k]
+    _galaxy_normal_kernel(v[1], v[2], sxx, sxy, syy, prof, psf, ring, sc, acc)
+    gram = acc[4].copy()
+    rhs = acc[5].copy()
+    fl[0] = v[0]
+    A, g = _assemble(T0, i1r, i1c, i2r, i2c, v[0], 0.0, J, cols, offs, fl, gram, rhs, T)
+    return acc[6][0], A, g, gram
+
+
+@numba.njit(cache=True, nogil=True)
 def _linear_optimum(gram, rhs, zi, bi, z, lo, hi):
     """Move the linear parameters ``z[zi]`` (basis planes ``bi``) to their least-squares
     optimum given the sums ``gram``, ``rhs`` of one evaluation at ``z``: solve
@@ -480,6 +517,29 @@ class _NormalEvaluator:
             self._fl = np.zeros(len(self._sfx))
             self._T = np.zeros(self._zT[0].shape)
             self._vals = _Values(self.par.start)
+        self.ctx = self._compiled_context()
+
+    def _compiled_context(self):
+        """The arguments of :func:`_fast_eval` when it can evaluate this problem (one
+        component in eta mode, a mixture PSF, a fixed profile, the fused ring-of-rows
+        accumulation), else None."""
+        if not (self.fast and not self.composite and not self.with_n and self.packed is not None
+                and type(self.psf) is not NormalPsf and NormalAccumulator.fused
+                and NormalAccumulator.ring):
+            return None
+        acc = self.acc
+        H, W = acc.shape
+        self._coef = np.zeros(acc.B)
+        self._acc_t = (acc.data, acc.weights, acc.ext, self._coef, acc._gram, acc._rhs,
+                       acc._tot, acc._X, acc._rg)
+        names = ("flux", "x", "y", "sky", "sky_dx", "sky_dy")
+        at = dict(self._direct)
+        zi = np.array([at.get(n, -1) for n in names], dtype=np.int64)
+        base = np.array([getattr(self._vals, n) for n in names], dtype=np.float64)
+        sc = _scratch.full(W, self.packed.shape[1] * self.psf.shape[1])
+        return (self.packed, self.psf, acc._ring, sc, self._acc_t, self._zT[0], self._i1r,
+                self._i1c, self._i2r, self._i2c, self._J, self._cols, self._offs, self._fl,
+                self._T, zi, base, self.NB)
 
     def _prof(self, p, sfx):
         if sfx == "" and self.family is not None:
@@ -574,6 +634,11 @@ class _NormalEvaluator:
         """:meth:`__call__` for one component in eta mode (the usual case), with the shape,
         its Jacobian and the products ``T^T gram T``, ``T^T rhs`` compiled."""
         z = np.asarray(z, dtype=np.float64)
+        if self.ctx is not None:
+            chi2, A, g, gram = _fast_eval(z, self.ctx)
+            if with_rhs:
+                return chi2, A, g, gram, self._acc_t[5].copy()
+            return chi2, A, g, gram
         p = self._vals
         for name, i in self._direct:
             setattr(p, name, float(z[i]))
@@ -857,6 +922,7 @@ def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfe
         # one error-state context for the whole fit, not one per evaluation (~3 us each)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             res = levenberg_marquardt(ev, z0, lo, hi, first=ev.start(z0, lo, hi),
+                                      compiled=None if ev.ctx is None else (_fast_eval, ev.ctx),
                                       max_nfev=max_nfev, xtol=xtol,
                                       ftol=ftol, gtol=1e-10, ftol_predicted=True,
                                       second_order=True,
@@ -908,5 +974,21 @@ def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, m
                      elapsed=time.perf_counter() - t0, **common)
 
 
+def _warm_loop():
+    """Compile (or load) the compiled LM loop with its evaluation (:func:`_fast_eval` in
+    :func:`mogviewer.fitting.lm._lm_loop`): a fit of a small simulated galaxy takes that path
+    (the argument types are those of every fit with a mixture PSF)."""
+    from ..mixture import Mixture
+
+    yy, xx = np.mgrid[:12, :12]
+    img = 100.0 * np.exp(-0.5 * ((xx - 5.6) ** 2 + (yy - 6.2) ** 2 / 0.5) / 4.0) + 1.0
+    prob = FitProblem.from_arrays(img, sigma=np.ones(img.shape),
+                                  psf=Mixture.isotropic([1.0], [1.0]), profile="exp", M=4,
+                                  sky="constant")
+    fit(prob, GalaxyParams(flux=800.0, x=5.5, y=6.0, re=2.0, q=0.8, angle=10.0, sky=1.0),
+        max_nfev=3)
+
+
 # render.warmup() compiles the driver's kernels too, and compile_status() reports them
 _register_warm("fit driver", _warm_solver, lambda: _assemble)
+_register_warm("fit loop", _warm_loop, lambda: _lm_loop)
