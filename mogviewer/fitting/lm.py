@@ -460,19 +460,19 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     does not fit the data well (11 -> 6 on IC 3478 256 px with an exponential), Gauss-Newton's
     steps while it does.
     """
+    lo = np.ascontiguousarray(lo, dtype=np.float64)
+    hi = np.ascontiguousarray(hi, dtype=np.float64)
     if first is None:
-        z = np.clip(np.array(z0, dtype=float), lo, hi)
+        z = np.minimum(np.maximum(np.array(z0, dtype=float), lo), hi)
         chi2, A, g, aux = evaluate(z)
     else:
         z, chi2, A, g, aux = first
-        z = np.clip(np.array(z, dtype=float), lo, hi)
+        z = np.minimum(np.maximum(np.array(z, dtype=float), lo), hi)
     n = z.size
     if not _finite(chi2, A, g):
         return LMResult(z, chi2, A, g, aux, 0, 1, "failed",
                         "the model or its derivatives are not finite at the start",
                         np.zeros(n, bool))
-    lo = np.ascontiguousarray(lo, dtype=np.float64)
-    hi = np.ascontiguousarray(hi, dtype=np.float64)
     args = (z, float(chi2), A, g, aux, lo, hi, int(max_nfev), float(xtol), float(ftol),
             float(gtol), bool(ftol_predicted), bool(second_order))
     if compiled is not None and callback is None:

@@ -82,21 +82,41 @@ class _Param:
 
     def from_z(self, z):
         d = self.start.as_dict()
-        it = iter(range(len(z)))
-        for i in it:
-            base, sfx = _split(self.znames[i])
-            if base == "ln_rcirc":
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._from_z_plan()
+        for kind, i, name, sfx in plan:
+            if kind == 0:
+                d[name] = float(z[i])
+            elif kind == 1:
                 d["re" + sfx], d["q" + sfx], d["angle" + sfx] = eta_to_physical(
                     _clip_eta(z[i:i + 3]))
-                next(it)
-                next(it)
-            elif base == "ln_re":
-                d["re" + sfx] = math.exp(min(max(z[i], _LN_R_MIN), _LN_R_MAX))
             else:
-                d[self.znames[i]] = float(z[i])
+                d["re" + sfx] = math.exp(min(max(z[i], _LN_R_MIN), _LN_R_MAX))
         for sfx in self.suffixes:
             d["q" + sfx] = min(max(d["q" + sfx], _Q_MIN), 1.0)
         return GalaxyParams(**d)
+
+    _plan = None
+
+    def _from_z_plan(self):
+        """:meth:`from_z`'s steps, from the names once: ``(kind, index, name, suffix)`` with
+        kind 0 a value as it is, 1 an eta-mode shape at ``index .. index + 2``, 2 ``ln re``."""
+        plan = []
+        skip = 0
+        for i, name in enumerate(self.znames):
+            if skip:
+                skip -= 1
+                continue
+            base, sfx = _split(name)
+            if base == "ln_rcirc":
+                plan.append((1, i, name, sfx))
+                skip = 2
+            elif base == "ln_re":
+                plan.append((2, i, name, sfx))
+            else:
+                plan.append((0, i, name, sfx))
+        return plan
 
     def bounds(self):
         lo = np.full(len(self.znames), -np.inf)

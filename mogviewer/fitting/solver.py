@@ -829,11 +829,11 @@ def _fit(problem, start=None, *, callback: Callable[[FitProgress], None] | None 
     z0 = par.to_z(start)
     lo, hi = par.bounds()
     # a start on or beyond a bound is moved just inside it (TRF needs a strictly feasible start)
-    for i in range(z0.size):
-        if np.isfinite(lo[i]):
-            z0[i] = max(z0[i], lo[i] + 1e-9 * max(1.0, abs(lo[i])))
-        if np.isfinite(hi[i]):
-            z0[i] = min(z0[i], hi[i] - 1e-9 * max(1.0, abs(hi[i])))
+    for i, (lo_i, hi_i) in enumerate(zip(lo.tolist(), hi.tolist())):
+        if math.isfinite(lo_i):
+            z0[i] = max(z0[i], lo_i + 1e-9 * max(1.0, abs(lo_i)))
+        if math.isfinite(hi_i):
+            z0[i] = min(z0[i], hi_i - 1e-9 * max(1.0, abs(hi_i)))
 
     def cb(intermediate_result):
         z = intermediate_result.x
@@ -942,7 +942,7 @@ def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfe
     gram = res.aux
     p = par.from_z(res.z)
     cov, cov_ok = _covariance_from_normal(ev.physical_normal(gram, p))
-    return _result(problem, p, float(res.chi2), cov, cov_ok, bool(np.any(res.active)), flags,
+    return _result(problem, p, float(res.chi2), cov, cov_ok, bool(res.active.any()), flags,
                    res.status, res.nit, res.nfev, res.message, t0, common)
 
 
