@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ._fast import _fast_eval
+
 #: relative size below which a scaled direction counts as singular
 _RCOND = 1e-13
 #: Gauss-Newton's prediction of an accepted step's decrease of chi^2 must miss by more than
@@ -303,10 +305,12 @@ _solve_free = numba.njit(cache=True, nogil=True)(_solve_free_py)
 def _lm_loop_py(evaluate, ctx, z, chi2, A, g, aux, lo, hi, max_nfev, xtol, ftol, gtol,
                 ftol_predicted, second_order, callback):
     """The iterations of :func:`levenberg_marquardt` from an evaluated start: run as Python
-    (any ``evaluate``, a ``callback``) or compiled as :func:`_lm_loop` (``evaluate`` a
-    compiled function, no callback), the same code either way. ``evaluate(z, ctx)`` returns
-    ``(chi2, A, g, aux)``. Returns ``(z, chi2, A, g, aux, nit, nfev, end)``, ``end`` an index
-    into :data:`_ENDS`."""
+    (any ``evaluate``, a ``callback``) or compiled as :func:`_lm_loop` (no callback), the same
+    code either way. ``evaluate(z, ctx)`` returns ``(chi2, A, g, aux)``; ``None`` (compiled
+    only) means :func:`mogviewer.fitting._fast._fast_eval`, called by name so that numba's
+    cache finds the compiled loop again (a function passed as an argument is part of the
+    loop's type, new in every process). Returns ``(z, chi2, A, g, aux, nit, nfev, end)``,
+    ``end`` an index into :data:`_ENDS`."""
     n = z.shape[0]
     nfev = 1
     D = np.zeros(n)
@@ -387,7 +391,10 @@ def _lm_loop_py(evaluate, ctx, z, chi2, A, g, aux, lo, hi, max_nfev, xtol, ftol,
                 lam *= nu
                 nu *= 2.0
                 continue
-            c2, A2, g2, aux2 = evaluate(trial, ctx)
+            if evaluate is None:        # compiled: the usual fit's evaluation, by name
+                c2, A2, g2, aux2 = _fast_eval(trial, ctx)
+            else:
+                c2, A2, g2, aux2 = evaluate(trial, ctx)
             nfev += 1
             ok = _finite(c2, A2, g2)
             actual = chi2 - c2 if ok else -np.inf
@@ -440,10 +447,11 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     start (it may have moved ``z0``: :meth:`~mogviewer.fitting.solver._NormalEvaluator.start`
     puts the linear parameters at their optimum); it counts as the first evaluation.
 
-    ``compiled``, if given, is ``(function, ctx)``: a compiled ``function(z, ctx)`` that
-    returns what ``evaluate`` does, so the whole loop runs compiled (:func:`_lm_loop`, the
-    same code as in Python; with no ``callback`` only). A 64 px fit spent ~45 us per
-    evaluation in the Python loop and the evaluator's Python, a sixth of the evaluation.
+    ``compiled``, if given, is the ``ctx`` with which
+    :func:`mogviewer.fitting._fast._fast_eval` returns what ``evaluate`` does: the whole loop
+    then runs compiled (:func:`_lm_loop`, the same code as in Python; with no ``callback``
+    only). A 64 px fit spent ~45 us per evaluation in the Python loop and the evaluator's
+    Python, a sixth of the evaluation.
 
     With ``ftol_predicted``, after an accepted step whose actual decrease was above 0.25 of
     its prediction, the undamped (Gauss-Newton) step is taken *without evaluating it* when it
@@ -476,8 +484,7 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     args = (z, float(chi2), A, g, aux, lo, hi, int(max_nfev), float(xtol), float(ftol),
             float(gtol), bool(ftol_predicted), bool(second_order))
     if compiled is not None and callback is None:
-        fn, ctx = compiled
-        z, chi2, A, g, aux, nit, nfev, end = _lm_loop(fn, ctx, *args, None)
+        z, chi2, A, g, aux, nit, nfev, end = _lm_loop(None, compiled, *args, None)
     else:
         z, chi2, A, g, aux, nit, nfev, end = _lm_loop_py(_python_evaluate, evaluate, *args,
                                                          callback)
