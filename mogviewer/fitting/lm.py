@@ -69,6 +69,38 @@ class LMResult:
     active: np.ndarray  # bool per parameter: on a bound at the end
 
 
+def _cholesky_solve_py(M, y, m):
+    """Solve ``M[:m, :m] x = y[:m]`` for a symmetric positive definite ``M`` by Cholesky, in
+    place: the lower triangle of ``M`` (the only part read) becomes the factor and ``y`` the
+    solution. Returns False (``M`` and ``y`` partly overwritten) when ``M`` is not numerically
+    positive definite."""
+    for a in range(m):
+        for b in range(a + 1):
+            v = M[a, b]
+            for c in range(b):
+                v -= M[a, c] * M[b, c]
+            if a == b:
+                if not v > 0.0:
+                    return False
+                M[a, a] = math.sqrt(v)
+            else:
+                M[a, b] = v / M[b, b]
+    for a in range(m):
+        v = y[a]
+        for c in range(a):
+            v -= M[a, c] * y[c]
+        y[a] = v / M[a, a]
+    for a in range(m - 1, -1, -1):
+        v = y[a]
+        for c in range(a + 1, m):
+            v -= M[c, a] * y[c]
+        y[a] = v / M[a, a]
+    return True
+
+
+_cholesky_solve = numba.njit(cache=True, nogil=True)(_cholesky_solve_py)
+
+
 def _damped_step_py(A, g, Ds, free, lam, z, lo, hi, step, trial, work):
     """The trial step, compiled: ``(A_s + lam I) d_s = g_s`` over the ``free`` parameters in
     variables scaled by ``Ds``, by Cholesky; the step is projected into ``[lo, hi]``. Returns
@@ -86,33 +118,17 @@ def _damped_step_py(A, g, Ds, free, lam, z, lo, hi, step, trial, work):
         if free[i]:
             idx[m] = i
             m += 1
-    L = work
+    M = work
+    y = work[:, n]
     for a in range(m):
         i = idx[a]
         for b in range(a + 1):
             j = idx[b]
-            v = A[i, j] / (Ds[i] * Ds[j])
-            if a == b:
-                v += lam
-            for c in range(b):
-                v -= L[a, c] * L[b, c]
-            if a == b:
-                if not v > 0.0:
-                    return False, 0.0
-                L[a, a] = math.sqrt(v)
-            else:
-                L[a, b] = v / L[b, b]
-    y = work[:, n]
-    for a in range(m):
-        v = g[idx[a]] / Ds[idx[a]]
-        for c in range(a):
-            v -= L[a, c] * y[c]
-        y[a] = v / L[a, a]
-    for a in range(m - 1, -1, -1):
-        v = y[a]
-        for c in range(a + 1, m):
-            v -= L[c, a] * y[c]
-        y[a] = v / L[a, a]
+            M[a, b] = A[i, j] / (Ds[i] * Ds[j])
+        M[a, a] += lam
+        y[a] = g[i] / Ds[i]
+    if not _cholesky_solve(M, y, m):
+        return False, 0.0
     for a in range(m):
         i = idx[a]
         d = y[a] / Ds[i]

@@ -38,7 +38,7 @@ from ..render.normal import (
 from ..render.warm import register as _register_warm
 from ._fast import _assemble, _eta_shape, _fast_eval
 from .flags import FitFlags, chi2nu_threshold
-from .lm import _lm_loop, levenberg_marquardt
+from .lm import _cholesky_solve, _lm_loop, levenberg_marquardt
 from .parametrisation import _clip_eta, _Param
 from .params import SHAPE, GalaxyParams
 from .problem import FitProblem, _FamilyProfile, psf_flags
@@ -222,29 +222,14 @@ def _linear_optimum(gram, rhs, zi, bi, z, lo, hi):
     return the decrease of chi^2 ``d . rhs[bi]``; -1 (``z`` and ``rhs`` untouched) when the
     subsystem is not positive definite, the step is not finite or leaves ``[lo, hi]``."""
     m = zi.shape[0]
-    L = np.zeros((m, m))
-    for a in range(m):
-        for b in range(a + 1):
-            v = gram[bi[a], bi[b]]
-            for c in range(b):
-                v -= L[a, c] * L[b, c]
-            if a == b:
-                if not v > 0.0:
-                    return -1.0
-                L[a, a] = math.sqrt(v)
-            else:
-                L[a, b] = v / L[b, b]
+    M = np.empty((m, m))
     d = np.empty(m)
     for a in range(m):
-        v = rhs[bi[a]]
-        for c in range(a):
-            v -= L[a, c] * d[c]
-        d[a] = v / L[a, a]
-    for a in range(m - 1, -1, -1):
-        v = d[a]
-        for c in range(a + 1, m):
-            v -= L[c, a] * d[c]
-        d[a] = v / L[a, a]
+        for b in range(a + 1):
+            M[a, b] = gram[bi[a], bi[b]]
+        d[a] = rhs[bi[a]]
+    if not _cholesky_solve(M, d, m):
+        return -1.0
     drop = 0.0
     for a in range(m):
         t = z[zi[a]] + d[a]
