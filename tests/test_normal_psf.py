@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from mogviewer.ellipse import shape_matrix
-from mogviewer.fitting import FitProblem, fit
-from mogviewer.fitting import solver as solver_mod
+from mogviewer.fitting import FitProblem, fit, normal_eval
 from mogviewer.mixture import Mixture
 from mogviewer.profiles import get_mixture
 from mogviewer.psf import read_psf
@@ -135,7 +134,7 @@ def _spied(monkeypatch):
     def spy(psf):
         calls.append(psf)
         return normal_psf(psf)
-    monkeypatch.setattr(solver_mod, "normal_psf", spy)
+    monkeypatch.setattr(normal_eval, "normal_psf", spy)
     return calls
 
 

@@ -1,9 +1,9 @@
 """The usual fit's evaluation, compiled: chi^2, ``J^T W J`` and ``J^T W r`` from the optimiser's
 ``z`` for one galaxy component in eta mode with a mixture PSF (:func:`_fast_eval`), and the
-small pieces the evaluator in :mod:`mogviewer.fitting.solver` uses in every mode (the shape and
+small pieces the evaluator in :mod:`mogviewer.fitting.normal_eval` uses in every mode (the shape and
 its Jacobian, the assembly of ``A`` and ``g``).
 
-Apart from the solver so that the LM loop (:mod:`mogviewer.fitting.lm`) can call
+Apart from the evaluator so that the LM loop (:mod:`mogviewer.fitting.lm`) can call
 :func:`_fast_eval` by name: a compiled function passed as an argument is part of the caller's
 type, which numba's cache does not find again in a new process (the loop recompiled in every
 process, 6.4 s).

@@ -460,7 +460,7 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     ``'cancelled'`` at that point.
 
     ``first``, if given, is ``(z, chi2, A, g, aux)`` of an evaluation the caller made at the
-    start (it may have moved ``z0``: :meth:`~mogviewer.fitting.solver._NormalEvaluator.start`
+    start (it may have moved ``z0``: :meth:`~mogviewer.fitting.normal_eval._NormalEvaluator.start`
     puts the linear parameters at their optimum); it counts as the first evaluation.
 
     ``compiled``, if given, is the ``ctx`` with which
