@@ -17,6 +17,7 @@ from mogviewer.fitting import solver as solver_mod
 from mogviewer.fitting.lm import _solve_free, _solve_free_py, levenberg_marquardt
 from mogviewer.fitting.parametrisation import _Param
 from mogviewer.fitting.solver import _Evaluator, _NormalEvaluator
+from mogviewer.mixture import Mixture
 from mogviewer.render import compile_status, render_galaxy
 from mogviewer.render.api import _profile, _profile_packed, _psf_packed
 from mogviewer.render.normal import NormalAccumulator
@@ -336,6 +337,18 @@ def _compiled_cases():
                                             profile="exp", M=6, bounds={"x": (29, 30.4)}), \
         truth.replace(x=30.0), {}
     yield "evaluation limit", base, truth.replace(re=truth.re * 3), {"max_nfev": 3}
+    # a flux held below the galaxy's (the review's case): 48 evaluations at the bound, many
+    # steps with an actual/predicted ratio below 0.94, where lambda's update takes the cube
+    # (pow() in Python, products when compiled: they differed in the last bit)
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:32, :32]
+    r = np.hypot(xx - 15.3, (yy - 16.1) / 0.6)
+    img = (2000 / (2 * np.pi * 1.8 ** 2 * 0.6) * np.exp(-r / 1.8) + 2.0 + 0.01 * (xx - 15.5)
+           - 0.02 * (yy - 15.5) + rng.normal(size=(32, 32)))
+    psf = Mixture.isotropic([0.7, 0.3], [1.0, 3.0])
+    yield "flux bound", FitProblem.from_arrays(img, sigma=np.ones((32, 32)), psf=psf,
+                                               profile="exp", bounds={"flux": (0.0, 1000.0)}), \
+        GalaxyParams(flux=1800.0, x=15.0, y=16.0, re=2.5, q=0.7, angle=20.0, sky=1.5), {}
 
 
 @pytest.mark.parametrize("label,prob,start,kw", list(_compiled_cases()),
@@ -363,6 +376,30 @@ def test_compiled_loop_is_the_python_loop(label, prob, start, kw, monkeypatch):
         assert a.status == "max_evaluations" and a.nfev == 3
     if label == "bounded":
         assert a.params.x == 30.4 and a.flags & a.flags.AT_BOUND
+
+
+def test_a_second_order_model_that_fails_to_factor_is_dropped_for_the_step():
+    # Once A + S is not positive definite, the rest of that step's search (growing lambda,
+    # the undamped test step) uses A alone, as before the loop was shared with the compiled
+    # one. A 4-parameter exponential-plus-sine fit (the review's case, seed 1203 of 1500
+    # random problems; 15 of them changed): 15 evaluations and 11 iterations with the rule,
+    # 22 and 14 when A + S was tried again at every lambda.
+    t = np.linspace(0, 6, 40)
+    rng = np.random.default_rng(1203)
+    y = 3 * np.exp(-0.7 * t) + 0.5 * np.sin(2.1 * t) + rng.normal(0, 0.8, t.size)
+
+    def ev(p):
+        a, b, c, d = p
+        e, s = np.exp(-b * t), np.sin(d * t)
+        J = np.stack([e, -a * t * e, s, c * t * np.cos(d * t)], 1)
+        res = y - a * e - c * s
+        return float(res @ res), J.T @ J, J.T @ res, None
+
+    p0 = rng.uniform([0, 0, -2, 0.5], [5, 3, 2, 4])
+    r = levenberg_marquardt(ev, p0, np.array([-10, -1, -10, 0.0]), np.array([10, 5, 10, 6.0]),
+                            second_order=True, ftol_predicted=True)
+    assert (r.status, r.nfev, r.nit) == ("converged", 15, 11)
+    assert r.chi2 == pytest.approx(23.567153972777962, rel=1e-12)
 
 
 def test_lm_driver_reaches_a_quadratic_minimum_and_reports_cancel():

@@ -355,12 +355,12 @@ def _lm_loop_py(evaluate, ctx, z, chi2, A, g, aux, lo, hi, max_nfev, xtol, ftol,
             for i in range(n):
                 for j in range(n):
                     H[i, j] = A[i, j] + S[i, j]
+        use_h = aug     # once A + S fails to factor, A for the rest of this step's search
         while True:   # inner loop: grow lambda until a step is accepted
             if nfev >= max_nfev:
                 end = 1
                 break
             trial = np.empty(n)
-            use_h = aug
             if use_h:
                 ok, pred = _damped_step(H, g, Ds, f, lam, z, lo, hi, step, trial, work)
                 if not ok:      # A + S not positive definite: Gauss-Newton's model
@@ -416,7 +416,10 @@ def _lm_loop_py(evaluate, ctx, z, chi2, A, g, aux, lo, hi, max_nfev, xtol, ftol,
             actual = chi2 - c2 if ok else -np.inf
             rho = actual / pred
             if rho > 1e-4:
-                lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+                # the cube as products: ``** 3`` is pow() in Python and products when
+                # compiled, which round differently, and the two loops must agree bit for bit
+                t = 2.0 * rho - 1.0
+                lam *= max(1.0 / 3.0, 1.0 - t * t * t)
                 nu = 2.0
                 small_x = _small(step, z, xtol)
                 small_f = actual < ftol * chi2 and rho > 0.25
