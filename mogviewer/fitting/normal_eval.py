@@ -181,9 +181,7 @@ class _NormalEvaluator:
             return None
         acc = self.acc
         H, W = acc.shape
-        self._coef = np.zeros(acc.B)
-        self._acc_t = (acc.data, acc.weights, acc.ext, self._coef, acc._gram, acc._rhs,
-                       acc._tot, acc._X, acc._rg)
+        self._acc_t = acc.sums(np.zeros(acc.B))
         names = ("flux", "x", "y", "sky", "sky_dx", "sky_dy")
         at = dict(self._direct)
         zi = np.array([at.get(n, -1) for n in names], dtype=np.int64)
@@ -259,9 +257,9 @@ class _NormalEvaluator:
         ``d . rhs_L``), with no second evaluation: ``z'`` is ``z`` with them moved there. The
         start's flux is a sum over the segment (0.5-7 % from this optimum on the cutouts of
         ``bench_fit_peers.py``, where chi^2 at the start falls by 0.03-8 %); on the 64 px
-        exponential LM took 7 evaluations from it, 6 from the optimum. Only on the compiled path
-        (one component in eta mode); unchanged where the subsystem is singular or the optimum
-        falls outside the bounds."""
+        exponential LM took 7 evaluations from it, 6 from the optimum. Only for one component
+        in eta mode (:meth:`_call_fast`); unchanged where the subsystem is singular or the
+        optimum falls outside the bounds."""
         z = np.array(z, dtype=np.float64)
         if not (self.fast and not self.composite):
             return (z,) + self(z)
@@ -274,13 +272,18 @@ class _NormalEvaluator:
         drop = _linear_optimum(gram, rhs2, self._lin_z, self._lin_b, z2, lo, hi)
         if not 0.0 <= drop <= chi2:     # singular, non-finite, or outside the bounds
             return z, chi2, A, g, gram
+        A, g = self._assembled(z2, gram, rhs2)
+        return z2, chi2 - drop, A, g, gram
+
+    def _assembled(self, z, gram, rhs):
+        """``A = T^T gram T`` and ``g = T^T rhs`` at ``z`` (the shape Jacobian ``_J`` of the
+        last evaluation, the flux from ``z``), compiled (:func:`_assemble`)."""
         p = self._vals
         for name, i in self._direct:
-            setattr(p, name, float(z2[i]))
+            setattr(p, name, float(z[i]))
         self._fl[0] = p.flux
-        A, g = _assemble(self._zT[0], self._i1r, self._i1c, self._i2r, self._i2c, p.flux, 0.0,
-                         self._J, self._cols, self._offs, self._fl, gram, rhs2, self._T)
-        return z2, chi2 - drop, A, g, gram
+        return _assemble(self._zT[0], self._i1r, self._i1c, self._i2r, self._i2c, p.flux, 0.0,
+                         self._J, self._cols, self._offs, self._fl, gram, rhs, self._T)
 
     def _call_fast(self, z, with_rhs=False):
         """:meth:`__call__` for one component in eta mode (the usual case), with the shape,
@@ -301,9 +304,7 @@ class _NormalEvaluator:
         packed = self.packed if self.packed is not None else _profile_packed(
             self._prof(p, ""))
         gram, rhs, chi2 = self.acc(p.x, p.y, S3, packed, self.psf, coef)
-        self._fl[0] = p.flux
-        A, g = _assemble(self._zT[0], self._i1r, self._i1c, self._i2r, self._i2c, p.flux, 0.0,
-                         self._J, self._cols, self._offs, self._fl, gram, rhs, self._T)
+        A, g = self._assembled(z, gram, rhs)
         if with_rhs:
             return chi2, A, g, gram, rhs
         return chi2, A, g, gram

@@ -263,9 +263,9 @@ def _read_array(source, *, what, hdu=None, plane=None, notes, same_file=None, ki
             notes.append(f"{what}: HDU {hdu!r} ignored for the NumPy file {path}.")
         arr = _to_2d(_load_npy(path, what), f"{what} file {path}", plane, notes)
         return np.array(arr, dtype=np.float64), f"{path}", None
-    # a file named again for a companion (``noise=`` the image's own path, as a batch task
-    # with ``noise_hdu`` passes it) is read from the image's open HDU list, not opened and
-    # parsed again (that was 40 % of reading a 64x64 cutout with a sigma HDU)
+    # a file named again for a companion (``noise=`` the image's own path with ``noise_hdu``)
+    # is read from the image's open HDU list, not opened and parsed again (that was half of
+    # reading a 64x64 cutout with a sigma HDU named so)
     image_hdul, image_path = same_file if same_file is not None else (None, None)
     reuse = image_hdul is not None and _same_path(path, image_path)
     with contextlib.nullcontext(image_hdul) if reuse else _open_fits(path, what) as hdul:

@@ -314,8 +314,7 @@ class NormalAccumulator:
                 raise ValueError(f"coef must have {self.B} entries, got shape {coef.shape}")
         gram = self._gram
         H, W = self.shape
-        acc = (self.data, self.weights, self.ext, coef, gram, self._rhs, self._tot, self._X,
-               self._rg)
+        acc = self.sums(coef)
         if type(psf_packed) is NormalPsf:
             self._special(x, y, S3, prof_packed, psf_packed, acc)
             return gram.copy(), self._rhs.copy(), float(self._tot[0])
@@ -329,6 +328,13 @@ class NormalAccumulator:
             _galaxy_then_accumulate(float(x), float(y), float(S3[0]), float(S3[1]),
                                     float(S3[2]), prof_packed, psf_packed, self.out, sc, acc)
         return gram.copy(), self._rhs.copy(), float(self._tot[0])
+
+    def sums(self, coef):
+        """The kernels' ``acc`` argument for the model coefficients ``coef``: ``(data, weights,
+        ext, coef, gram, rhs, tot, X, rg)``, the sums (gram, rhs, tot) in this accumulator's
+        buffers (:mod:`mogviewer.render.accumulate`)."""
+        return (self.data, self.weights, self.ext, coef, self._gram, self._rhs, self._tot,
+                self._X, self._rg)
 
     def _special(self, x, y, S3, pp, npsf, acc):
         """The sums for a :class:`NormalPsf`: no PSF in one fused pass over the component
