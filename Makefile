@@ -8,8 +8,11 @@ TESTENV := QT_QPA_PLATFORM=offscreen PYQTGRAPH_QT_LIB=PyQt5
 # the suite's two halves run side by side on a 2-core machine (pytest-xdist, one process per
 # test file so module fixtures are computed once)
 XDIST := -n 2 --dist loadfile
+# the kernels compiled once, by two processes, before the suite: otherwise both of its
+# processes compile the same kernels side by side (a fresh clone's suite took 4 min, not 2)
+COMPILE := $(PY) -m mogviewer compile --jobs 2 --quiet
 
-.PHONY: run test test-all bench lint clean screenshots
+.PHONY: run test test-all bench lint clean clean-numba screenshots
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +31,11 @@ run: $(VENV)/.installed-gui
 	$(PY) -m mogviewer
 
 test: $(VENV)/.installed-test
+	$(COMPILE)
 	$(TESTENV) $(PY) -m pytest -q $(XDIST)
 
 test-all: $(VENV)/.installed-test
+	$(COMPILE)
 	$(TESTENV) $(PY) -m pytest -q $(XDIST) -m ''
 
 bench: $(VENV)/.installed-test
@@ -46,5 +51,10 @@ screenshots: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check mogviewer tests benchmarks scripts
 
-clean:
+clean: clean-numba
 	rm -rf $(VENV) build *.egg-info
+
+# numba checks a cached kernel against its own source file only: a kernel that calls one in
+# another module keeps its compiled copy of the old callee. After editing a kernel, clear them.
+clean-numba:
+	find mogviewer -path '*/__pycache__/*' \( -name '*.nbi' -o -name '*.nbc' \) -delete

@@ -40,7 +40,7 @@ import importlib  # noqa: E402
 from .. import __version__  # noqa: E402
 
 #: Modules that contribute subcommands (in help order), imported by :func:`main`.
-SUBCOMMAND_NAMES = ("fit", "info", "psf", "profiles", "sersic")
+SUBCOMMAND_NAMES = ("fit", "info", "psf", "profiles", "sersic", "compile")
 
 
 class _Terminated(KeyboardInterrupt):

@@ -348,8 +348,9 @@ def _cli_fit(args):
         if not args.quiet:
             print("compiling the renderer (first run only)...", file=sys.stderr, flush=True)
         if not pool_server or len(tasks) < 2:
-            # (a pool's fork server compiles them for its workers; a single job runs here)
-            warmup()
+            # (a pool's fork server compiles them for its workers; a single job runs here,
+            # the compiling shared by up to two processes: about half the time)
+            warmup(jobs=min(2, os.cpu_count() or 1))
     unit = "files" if kind == "files" else "objects"
     progress = None if args.quiet else TextProgress(sys.stderr, unit=unit[:-1])
     try:
