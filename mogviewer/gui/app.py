@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import sys
 import time
 
@@ -204,6 +206,64 @@ def open_args(w, args):
             c.open_psf(args.psf)
 
 
+#: exit status after a signal, as the command line's (128 + the signal's number)
+_SIGNAL_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def install_signal_handlers(app, window):
+    """SIGTERM (a logout, ``kill``, a batch system) and Ctrl-C in the launching terminal close
+    the app as closing its window does: the fit is stopped, the settings are saved; then
+    ``app.exec_()`` returns 143 or 130 and one line goes to stderr. Python runs a signal
+    handler only between bytecodes, never inside Qt's event loop, so the app ignored SIGTERM
+    (the pyqtgraph collector's timer then raised the command line's handler's exception in a
+    slot: a traceback on stderr, and the window stayed). A socket pair (``set_wakeup_fd``)
+    wakes the loop at once, and the handler schedules the close on it.
+
+    Returns a callable that restores the previous handlers and wake-up fd (for tests)."""
+    fired = []
+
+    def close(signum):
+        if fired:
+            return
+        fired.append(signum)
+        name = "interrupted" if signum == signal.SIGINT else \
+            f"terminated ({signal.Signals(signum).name})"
+        print(f"mogviewer: {name}; the window was closed and its settings saved",
+              file=sys.stderr, flush=True)
+        app.closeAllWindows()           # each window's closeEvent: fits stopped, settings saved
+        window.close()
+        app.exit(_SIGNAL_STATUS.get(signum, 128 + int(signum)))
+
+    def on_signal(signum, frame):
+        QtCore.QTimer.singleShot(0, lambda: close(signum))
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in _SIGNAL_STATUS}
+    rsock, wsock = socket.socketpair()
+    for sk in (rsock, wsock):
+        sk.setblocking(False)
+    old_fd = signal.set_wakeup_fd(wsock.fileno())
+    notifier = QtCore.QSocketNotifier(rsock.fileno(), QtCore.QSocketNotifier.Read, app)
+
+    def drain():
+        try:
+            while rsock.recv(64):
+                pass
+        except OSError:                 # nothing more to read
+            pass
+
+    notifier.activated.connect(drain)   # a Python slot: the handler runs before it
+
+    def restore():
+        notifier.setEnabled(False)
+        signal.set_wakeup_fd(old_fd)
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+        rsock.close()
+        wsock.close()
+
+    return restore
+
+
 def main(argv=None) -> int:
     """Run the app; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -225,7 +285,11 @@ def main(argv=None) -> int:
     splash.finish(w)
     QtCore.QTimer.singleShot(0, w.raise_)
     w.wait_for_warmup(warm, then=lambda: open_args(w, args))
-    return int(app.exec_())
+    restore = install_signal_handlers(app, w)
+    try:
+        return int(app.exec_())
+    finally:
+        restore()
 
 
 if __name__ == "__main__":
