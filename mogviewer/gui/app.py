@@ -290,6 +290,7 @@ def main(argv=None) -> int:
         return int(app.exec_())
     finally:
         restore()
+        engine.stop_compiling()         # a first start closed while the kernels compile
 
 
 if __name__ == "__main__":

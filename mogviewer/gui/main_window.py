@@ -450,7 +450,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def wait_for_warmup(self, thread, then=None, *, poll_ms=100):
         """Say that the renderer is being compiled while ``thread`` (from
         :func:`mogviewer.render.warmup`) runs, then call ``then()``. The first start after an
-        install compiles the numba kernels (~30 s); later starts load them from numba's cache
+        install compiles the numba kernels (45-85 s); later starts load them from numba's cache
         in a second or two."""
         if thread is None or not thread.is_alive():
             if then is not None:
@@ -458,7 +458,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.startup_progress.setVisible(True)
         self.startup_message = ("Preparing the renderer (numba compiles it on the first start "
-                                "after installation: about 30 s)\u2026")
+                                "after installation: about a minute)\u2026")
         self.statusBar().showMessage(self.startup_message)
         self.append_log(self.startup_message)
         t0 = time.monotonic()

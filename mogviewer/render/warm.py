@@ -15,7 +15,7 @@ from .exact import _warm_exact
 from .kernels import _DELTA_PACKED, _galaxy_kernel, _mixture_kernel, _scratch
 from .normal import _warm_normal
 
-__all__ = ["warmup", "register", "warm_tasks"]
+__all__ = ["warmup", "register", "warm_tasks", "cancel_compiling"]
 
 _warm_lock = threading.Lock()
 _warm = {"done": False}
@@ -72,20 +72,90 @@ def _run_task(name, module):
     return name
 
 
-def _compile_in_processes(jobs):
-    """Run :func:`warm_tasks` in ``jobs`` fresh processes, which write numba's on-disk cache;
-    this process then loads from it. numba compiles in one thread, so a cold start with two
-    processes takes about half the time of one (45 s against 85 s on two cores). Callees
-    shared by two tasks may be compiled by both; the cache files are replaced atomically, so
-    the only cost is that time."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
+#: compiling processes of this process (``subprocess.Popen``), and whether
+#: :func:`cancel_compiling` was called
+_PROCS = []
+_CANCELLED = threading.Event()
+_THREAD_NAME = "mogviewer-numba-warmup"
 
-    tasks = warm_tasks()
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
-                                mp_context=mp.get_context("spawn")) as pool:
-        for f in [pool.submit(_run_task, name, module) for name, module in tasks]:
-            f.result()
+# what a compiling process runs: its share of warm_tasks(), given as JSON
+_CHILD = ("import json, sys\n"
+          "from mogviewer.render.warm import _run_task\n"
+          "for name, module in json.loads(sys.argv[1]):\n"
+          "    _run_task(name, module)\n")
+
+
+def _shares(tasks, jobs):
+    """``tasks`` dealt to ``jobs`` processes: the first (the renderer's, the longest) alone,
+    the rest in turn to the others (two processes: 42 s and 44 s on the development
+    machine)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        return [tasks]
+    shares = [[tasks[0]]] + [[] for _ in range(min(jobs, len(tasks)) - 1)]
+    for i, t in enumerate(tasks[1:]):
+        shares[1 + i % (len(shares) - 1)].append(t)
+    return shares
+
+
+def _compile_in_processes(jobs):
+    """Run :func:`warm_tasks` in ``jobs`` fresh Python processes (:func:`_shares`), which
+    write numba's on-disk cache; this process then loads from it. numba compiles in one
+    thread, so a cold start with two processes takes about half the time of one (45 s against
+    85 s on two cores). Callees shared by two tasks may be compiled by both; the cache files
+    are replaced atomically, so the only cost is that time.
+
+    Plain processes, not a multiprocessing pool: nothing to report as leaked when the caller
+    ends with ``os._exit``, and each in its own session, so a Ctrl-C in the terminal reaches
+    only this process, which ends them. A process that fails raises RuntimeError here with
+    its last line of stderr; returns False when :func:`cancel_compiling` ended them first."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    procs = []
+    try:
+        for share in _shares(warm_tasks(), jobs):
+            # stderr to a file: a pipe nobody reads while waiting could fill and block it
+            err = tempfile.TemporaryFile()
+            p = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(share)], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=err, start_new_session=True)
+            p.err = err
+            procs.append(p)
+            _PROCS.append(p)
+        while any(p.poll() is None for p in procs) and not _CANCELLED.is_set():
+            time.sleep(0.1)
+        if _CANCELLED.is_set():             # (it may have ended them all since the test)
+            return False
+        for p in procs:
+            p.err.seek(0)
+            err = p.err.read().decode(errors="replace").strip()
+            if p.returncode != 0:
+                last = err.splitlines()[-1] if err else f"exit status {p.returncode}"
+                raise RuntimeError(f"compiling the kernels failed in a worker process: {last}")
+        return True
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.err.close()
+            _PROCS.remove(p)
+
+
+def cancel_compiling():
+    """End the processes of a :func:`warmup` with ``jobs`` that are still compiling (an app
+    that quits during its first start would otherwise leave them running for up to a
+    minute); the warm-up then returns without marking the kernels ready. Cache files are
+    written whole or not at all, so what was compiled stays."""
+    _CANCELLED.set()
+    for p in list(_PROCS):
+        if p.poll() is None:
+            p.kill()
 
 
 def warmup(*, background=False, jobs=1):
@@ -107,15 +177,15 @@ def warmup(*, background=False, jobs=1):
                 return
             if jobs > 1:
                 from .status import kernels_ready
-                if not kernels_ready():
-                    _compile_in_processes(jobs)
+                if not kernels_ready() and not _compile_in_processes(jobs):
+                    return                      # cancelled: the process is ending
             _warm_renderer()
             for warm, _ in list(_REGISTERED.values()):   # the fit driver's small kernels
                 warm()
             _warm["done"] = True
 
     if background:
-        th = threading.Thread(target=_go, name="mogviewer-numba-warmup", daemon=True)
+        th = threading.Thread(target=_go, name=_THREAD_NAME, daemon=True)
         th.start()
         return th
     _go()
