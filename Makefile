@@ -54,7 +54,7 @@ lint: $(VENV)/.installed-test
 clean: clean-numba
 	rm -rf $(VENV) build *.egg-info
 
-# numba checks a cached kernel against its own source file only: a kernel that calls one in
-# another module keeps its compiled copy of the old callee. After editing a kernel, clear them.
+# every cached kernel, deleted (mogviewer deletes them itself when a kernel source changes:
+# mogviewer/_numba_cache.py, drop_stale)
 clean-numba:
 	find mogviewer -path '*/__pycache__/*' \( -name '*.nbi' -o -name '*.nbc' \) -delete

@@ -23,9 +23,11 @@ from __future__ import annotations
 import importlib
 
 from ._numba_cache import configure as _configure_numba_cache
+from ._numba_cache import drop_stale as _drop_stale_kernels
 
 __version__ = "0.1.0"
 _configure_numba_cache()  # a writable numba cache even on a read-only shared install
+_drop_stale_kernels()     # cached kernels compiled from other kernel sources than these
 
 #: Public name -> module that defines it.
 _API = {

@@ -7,12 +7,20 @@ directory read-only) with an unwritable HOME neither works and numba refuses to 
 imported (from ``mogviewer/__init__.py``) and, only in that case, points ``NUMBA_CACHE_DIR`` at a
 private directory of this user under the system's temporary directory. A ``NUMBA_CACHE_DIR`` the
 user set is always kept.
+
+:func:`drop_stale` then deals with what numba's cache does not check: a cached kernel is
+checked against its own source file only, so a kernel that calls (inlines) one of another
+module keeps the old callee after that module changes, silently, until its own file changes. That
+happens to a developer who edits a kernel, and to a user who upgrades mogviewer (pip leaves the
+``.nbi``/``.nbc`` files it did not install). A fingerprint of every kernel source is kept beside
+the cached kernels; when it differs, they are all deleted, and numba compiles them again.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 
 # only os and stat at import: this runs first in every process (the command line's start-up
 # included, where a Ctrl-C must find mogviewer's own handler as soon as possible)
@@ -77,3 +85,112 @@ def configure():
     config = getattr(sys.modules.get("numba.core.config"), "__dict__", None)
     if config is not None:  # numba already imported: its configuration was read then
         sys.modules["numba.core.config"].CACHE_DIR = path
+
+
+#: the subpackages whose modules hold numba kernels (``cache=True``)
+KERNEL_DIRS = ("render", "fitting", "psf")
+#: the fingerprint's file, in each directory of cached kernels
+MARKER = "mogviewer-kernel-sources.sha256"
+
+
+def kernel_fingerprint(package_dir=None):
+    """SHA-256 (hex) of the kernel sources: every module of :data:`KERNEL_DIRS` that contains
+    ``njit``, by name and content."""
+    import hashlib
+
+    package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for sub in KERNEL_DIRS:
+        d = os.path.join(package_dir, sub)
+        try:
+            names = sorted(n for n in os.listdir(d) if n.endswith(".py"))
+        except OSError:
+            continue
+        for name in names:
+            try:
+                with open(os.path.join(d, name), "rb") as fh:
+                    text = fh.read()
+            except OSError:
+                continue
+            if b"njit" in text:
+                h.update(f"{sub}/{name}\0{len(text)}\0".encode())
+                h.update(text)
+    return h.hexdigest()
+
+
+def _numba_subpath(source_dir):
+    """numba's directory name for the cached kernels of ``source_dir`` under a cache root
+    (``numba.core.caching._CacheLocator.get_suitable_cache_subpath``; a test checks it)."""
+    import hashlib
+
+    source_dir = os.path.abspath(source_dir)
+    return "_".join([os.path.basename(source_dir), hashlib.sha1(source_dir.encode()).hexdigest()])
+
+
+def _user_wide_root(environ):
+    """numba's user-wide cache root (``~/.cache/numba`` on Linux), or None where unknown."""
+    if sys.platform == "darwin":
+        return os.path.join(os.path.expanduser("~"), "Library", "Caches", "numba")
+    if sys.platform.startswith("win"):
+        return None
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "numba")
+
+
+def cache_dirs(package_dir=None, environ=None):
+    """Where numba may keep mogviewer's cached kernels: each kernel directory's
+    ``__pycache__``, and its directory under ``NUMBA_CACHE_DIR`` and under numba's user-wide
+    cache (used when the install is read-only)."""
+    environ = os.environ if environ is None else environ
+    package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
+    roots = [r for r in (environ.get("NUMBA_CACHE_DIR"), _user_wide_root(environ)) if r]
+    out = []
+    for sub in KERNEL_DIRS:
+        d = os.path.join(package_dir, sub)
+        out.append(os.path.join(d, "__pycache__"))
+        out.extend(os.path.join(r, _numba_subpath(d)) for r in roots)
+    return out
+
+
+def drop_stale(package_dir=None, environ=None):
+    """Delete the cached kernels of every directory of :func:`cache_dirs` whose fingerprint
+    file differs from :func:`kernel_fingerprint` (or is missing), and record the new one.
+    Returns the number of files deleted. Never raises: a directory that cannot be read or
+    written is left to numba (which then recompiles what it cannot trust no worse than
+    before). Two processes starting at once may both delete; that costs a compile, never a
+    stale kernel."""
+    try:
+        cached = [d for d in cache_dirs(package_dir, environ) if os.path.isdir(d)]
+        if not cached:
+            return 0
+        fp = kernel_fingerprint(package_dir)
+        dropped = 0
+        for d in cached:
+            marker = os.path.join(d, MARKER)
+            try:
+                with open(marker) as fh:
+                    if fh.read().strip() == fp:
+                        continue
+            except OSError:
+                pass
+            try:
+                names = os.listdir(d)
+            except OSError:
+                continue
+            for name in names:
+                if name.endswith((".nbi", ".nbc")):
+                    try:
+                        os.unlink(os.path.join(d, name))
+                        dropped += 1
+                    except OSError:     # gone already, or open elsewhere (Windows)
+                        pass
+            try:
+                tmp = f"{marker}.{os.getpid()}"
+                with open(tmp, "w") as fh:
+                    fh.write(fp + "\n")
+                os.replace(tmp, marker)
+            except OSError:
+                pass
+        return dropped
+    except Exception:  # noqa: BLE001 - never stop an import over a cache
+        return 0
