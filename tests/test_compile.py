@@ -5,6 +5,9 @@ report. The cold compile itself (about 45 s with two processes, 85 s with one) i
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +17,14 @@ import mogviewer.fitting  # noqa: F401  (registers the fit driver's kernels)
 import mogviewer.psf  # noqa: F401  (registers the PSF fit's kernels)
 from mogviewer.cli import main
 from mogviewer.render import compile_status, warm
+
+
+@pytest.fixture(autouse=True)
+def fresh_cancel_flag(monkeypatch):
+    """Each test its own cancel flag: a window closed by an earlier test in this process
+    (MainWindow.closeEvent cancels any compiling) leaves the module's flag set, and
+    _compile_in_processes, called here directly, not through warmup(), would see it."""
+    monkeypatch.setattr(warm, "_CANCELLED", threading.Event())
 
 
 def test_tasks_cover_the_renderer_and_every_registered_layer():
@@ -83,22 +94,102 @@ def test_shares_put_the_renderer_alone_and_deal_the_rest():
     assert warm._shares(t, 9) == [[x] for x in t]
 
 
-def test_cancel_ends_the_compiling_processes(monkeypatch):
+def _slow_task(monkeypatch, tmp_path):
+    """warm_tasks() as one task that creates a marker file, then sleeps a minute."""
+    marker = tmp_path / "slow-task-running"
+    monkeypatch.setenv("MOGVIEWER_TEST_SLOW_MARKER", str(marker))
+    monkeypatch.setattr(warm, "warm_tasks", lambda: [("slow test layer", "_slow_warm")])
+    return marker
+
+
+def _wait_for(path, what):
+    t0 = time.monotonic()
+    while not path.exists():
+        assert time.monotonic() - t0 < 60, what
+        time.sleep(0.05)
+
+
+def test_cancel_ends_the_compiling_processes(monkeypatch, tmp_path):
     """An app closed during its first start: its compiling processes end at once, and the
     warm-up returns without calling the kernels ready."""
-    monkeypatch.setattr(warm, "warm_tasks", lambda: [("slow test layer", "_slow_warm")])
-    monkeypatch.setattr(warm, "_CANCELLED", threading.Event())
+    marker = _slow_task(monkeypatch, tmp_path)
     out = []
     th = threading.Thread(target=lambda: out.append(warm._compile_in_processes(2)), daemon=True)
     th.start()
-    t0 = time.monotonic()
-    while not warm._PROCS:
-        assert time.monotonic() - t0 < 30, "no compiling process started"
-        time.sleep(0.05)
+    _wait_for(marker, "the compiling process never reached its task")
     procs = list(warm._PROCS)
-    time.sleep(1.0)                          # the task is running (a minute's sleep)
-    assert all(p.poll() is None for p in procs)
+    assert procs and all(p.poll() is None for p in procs)
     warm.cancel_compiling()
     th.join(10)
     assert not th.is_alive() and out == [False]
     assert warm._PROCS == [] and all(p.poll() is not None for p in procs)
+
+
+def test_a_cancel_does_not_stop_a_later_warmup(monkeypatch):
+    from mogviewer.render import status
+    warm.cancel_compiling()                  # an earlier app's quit, say
+    seen = []
+    monkeypatch.setattr(status, "kernels_ready", lambda: False)
+    monkeypatch.setattr(warm, "_compile_in_processes",
+                        lambda jobs: seen.append(warm._CANCELLED.is_set()) or True)
+    monkeypatch.setitem(warm._warm, "done", False)
+    warm.warmup(jobs=2)
+    assert seen == [False] and warm._warm["done"]
+
+
+def test_a_failing_process_falls_back_to_compiling_here(monkeypatch):
+    from mogviewer.render import status
+    monkeypatch.setattr(status, "kernels_ready", lambda: False)
+    monkeypatch.setattr(warm, "warm_tasks", lambda: [("no such layer", warm.__name__)])
+    monkeypatch.setitem(warm._warm, "done", False)
+    with pytest.warns(RuntimeWarning, match="KeyError.*compiling in this process instead"):
+        warm.warmup(jobs=2)
+    assert warm._warm["done"] and warm._PROCS == []
+
+
+def test_the_child_ignores_a_mogviewer_in_the_working_directory(monkeypatch, tmp_path):
+    """``python -c`` puts the working directory first on the path: a folder named mogviewer
+    there was imported instead of this mogviewer (``-P`` leaves it out)."""
+    fake = tmp_path / "mogviewer"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('the working directory copy')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(warm, "warm_tasks", lambda: [("PSF fit (EM)", "mogviewer.psf._em")])
+    assert warm._compile_in_processes(2) is True
+
+
+_ORPHAN = """
+import os, sys, threading, time
+from mogviewer.render import warm
+warm.warm_tasks = lambda: [("slow test layer", "_slow_warm")]
+threading.Thread(target=warm._compile_in_processes, args=(1,), daemon=True).start()
+while not os.path.exists(os.environ["MOGVIEWER_TEST_SLOW_MARKER"]):
+    time.sleep(0.05)
+print(warm._PROCS[0].pid, flush=True)
+os._exit(0)
+"""
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"     # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc (Linux)")
+def test_a_compiling_process_ends_when_its_parent_is_gone(monkeypatch, tmp_path):
+    """The processes run in a session of their own (a terminal's Ctrl-C is the parent's): when
+    the parent ends without ending them (SIGKILL, os._exit), each ends itself."""
+    marker = _slow_task(monkeypatch, tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
+    p = subprocess.run([sys.executable, "-c", _ORPHAN], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert marker.exists()
+    pid = int(p.stdout.split()[0])
+    t0 = time.monotonic()
+    while _running(pid):
+        assert time.monotonic() - t0 < 10, "the orphaned compiling process still runs"
+        time.sleep(0.1)

@@ -10,7 +10,6 @@ package's modules, so the install's directory must be writable by whoever runs t
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -35,8 +34,9 @@ def _cli_compile(args):
     import mogviewer.psf  # noqa: F401  (registers the PSF fit's kernels)
 
     from ..render import compile_status, warmup
+    from ..render.warm import default_jobs
 
-    jobs = args.jobs or max(1, min(4, os.cpu_count() or 1))
+    jobs = args.jobs or default_jobs(4)
     before = compile_status()
     t0 = time.perf_counter()
     if not before["ready"] and not args.quiet:

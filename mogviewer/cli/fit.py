@@ -18,6 +18,7 @@ from ..errors import MogviewerError, UserError
 from ..export.files import _describe_oserror, same_file_as_any
 from ..profiles.sersic import M_FAMILY, N_MAX, N_MIN
 from ..render import kernels_ready, warmup
+from ..render.warm import default_jobs
 from . import options as opt
 from . import survey
 from .survey import TextProgress
@@ -350,7 +351,7 @@ def _cli_fit(args):
         if not pool_server or len(tasks) < 2:
             # (a pool's fork server compiles them for its workers; a single job runs here,
             # the compiling shared by up to two processes: about half the time)
-            warmup(jobs=min(2, os.cpu_count() or 1))
+            warmup(jobs=default_jobs())
     unit = "files" if kind == "files" else "objects"
     progress = None if args.quiet else TextProgress(sys.stderr, unit=unit[:-1])
     try:

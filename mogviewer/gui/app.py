@@ -219,20 +219,27 @@ def install_signal_handlers(app, window):
     slot: a traceback on stderr, and the window stayed). A socket pair (``set_wakeup_fd``)
     wakes the loop at once, and the handler schedules the close on it.
 
-    Returns a callable that restores the previous handlers and wake-up fd (for tests)."""
+    A second signal while the window closes (a close that hangs) ends the process at once
+    with the same status. Returns a callable that restores the previous handlers and wake-up
+    fd."""
     fired = []
 
     def close(signum):
-        if fired:
-            return
+        status = _SIGNAL_STATUS.get(signum, 128 + int(signum))
+        if fired:                       # a second signal while closing: out at once
+            os._exit(status)
         fired.append(signum)
+        from . import engine
         name = "interrupted" if signum == signal.SIGINT else \
             f"terminated ({signal.Signals(signum).name})"
-        print(f"mogviewer: {name}; the window was closed and its settings saved",
-              file=sys.stderr, flush=True)
-        app.closeAllWindows()           # each window's closeEvent: fits stopped, settings saved
-        window.close()
-        app.exit(_SIGNAL_STATUS.get(signum, 128 + int(signum)))
+        try:
+            engine.stop_compiling()     # before a close that might wait for the compiling
+            app.closeAllWindows()       # each window's closeEvent: fits stopped, settings saved
+            window.close()
+            print(f"mogviewer: {name}; the window was closed and its settings saved",
+                  file=sys.stderr, flush=True)
+        finally:
+            app.exit(status)
 
     def on_signal(signum, frame):
         QtCore.QTimer.singleShot(0, lambda: close(signum))
@@ -255,6 +262,7 @@ def install_signal_handlers(app, window):
 
     def restore():
         notifier.setEnabled(False)
+        notifier.setParent(None)
         signal.set_wakeup_fd(old_fd)
         for sig, h in previous.items():
             signal.signal(sig, h)
@@ -275,21 +283,24 @@ def main(argv=None) -> int:
     # compile the renderer in the background while the window opens; the files open when it is
     # ready (the first render would wait for it anyway, with the window frozen and blank)
     warm = engine.warmup()
-    splash.showMessage("Starting mogviewer\u2026 (loading the engine)",
-                       QtCore.Qt.AlignBottom | QtCore.Qt.AlignHCenter, QtGui.QColor("#dddddd"))
-    app.processEvents()
-    from .main_window import MainWindow
-    w = MainWindow()
-    install_excepthook(w)
-    w.show()
-    splash.finish(w)
-    QtCore.QTimer.singleShot(0, w.raise_)
-    w.wait_for_warmup(warm, then=lambda: open_args(w, args))
-    restore = install_signal_handlers(app, w)
-    try:
-        return int(app.exec_())
+    try:        # from here a Ctrl-C or SIGTERM (the window not up yet) ends the compiling too
+        splash.showMessage("Starting mogviewer\u2026 (loading the engine)",
+                           QtCore.Qt.AlignBottom | QtCore.Qt.AlignHCenter,
+                           QtGui.QColor("#dddddd"))
+        app.processEvents()
+        from .main_window import MainWindow
+        w = MainWindow()
+        install_excepthook(w)
+        w.show()
+        splash.finish(w)
+        QtCore.QTimer.singleShot(0, w.raise_)
+        w.wait_for_warmup(warm, then=lambda: open_args(w, args))
+        restore = install_signal_handlers(app, w)
+        try:
+            return int(app.exec_())
+        finally:
+            restore()
     finally:
-        restore()
         engine.stop_compiling()         # a first start closed while the kernels compile
 
 

@@ -12,7 +12,6 @@ the engine; this module only forwards, caches and names things.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -453,7 +452,8 @@ def warmup():
     """Compile the renderer's kernels in the background (returns at once): on the first start
     after an install, in two processes where there are two CPUs (about 45 s instead of 85;
     :func:`stop_compiling` ends them if the app quits first)."""
-    return render.warmup(background=True, jobs=min(2, os.cpu_count() or 1))
+    from ..render.warm import default_jobs
+    return render.warmup(background=True, jobs=default_jobs())
 
 
 def stop_compiling():

@@ -530,6 +530,7 @@ class MainWindow(QtWidgets.QMainWindow):
         st.sync()
 
     def closeEvent(self, ev):
+        engine.stop_compiling()         # a first start: a fit waiting for the kernels ends
         self.commands.shutdown()
         if self._psf_dialog is not None:
             self._psf_dialog.close()

@@ -15,7 +15,8 @@ from .exact import _warm_exact
 from .kernels import _DELTA_PACKED, _galaxy_kernel, _mixture_kernel, _scratch
 from .normal import _warm_normal
 
-__all__ = ["warmup", "register", "warm_tasks", "cancel_compiling"]
+__all__ = ["warmup", "register", "warm_tasks", "cancel_compiling", "default_jobs",
+           "CompileFailed"]
 
 _warm_lock = threading.Lock()
 _warm = {"done": False}
@@ -78,11 +79,23 @@ _PROCS = []
 _CANCELLED = threading.Event()
 _THREAD_NAME = "mogviewer-numba-warmup"
 
-# what a compiling process runs: its share of warm_tasks(), given as JSON
-_CHILD = ("import json, sys\n"
+# what a compiling process runs: its share of warm_tasks(), given as JSON; it ends itself
+# when its parent (argv[2]) is gone (killed, or ended by os._exit before it could end them:
+# the processes run in a session of their own, where no terminal's hang-up reaches them)
+_CHILD = ("import json, os, sys, threading, time\n"
+          "def _watch(parent=int(sys.argv[2])):\n"
+          "    while os.getppid() == parent:\n"
+          "        time.sleep(0.5)\n"
+          "    os._exit(1)\n"
+          "threading.Thread(target=_watch, daemon=True).start()\n"
           "from mogviewer.render.warm import _run_task\n"
           "for name, module in json.loads(sys.argv[1]):\n"
           "    _run_task(name, module)\n")
+
+
+class CompileFailed(RuntimeError):
+    """A compiling process of :func:`warmup` with ``jobs`` failed (or could not start):
+    :func:`warmup` then compiles in its own process, as with one job."""
 
 
 def _shares(tasks, jobs):
@@ -97,6 +110,23 @@ def _shares(tasks, jobs):
     return shares
 
 
+def _child_env():
+    """The environment of a compiling process: this process's ``sys.path`` (absolute, the
+    directory holding this mogviewer first) as PYTHONPATH, so that the child imports the same
+    mogviewer and modules; with ``-P`` (below) the child's working directory is not on it."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = [here]
+    for p in sys.path:
+        if p and os.pathsep not in p:
+            p = os.path.abspath(p)
+            if p not in path:
+                path.append(p)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+
 def _compile_in_processes(jobs):
     """Run :func:`warm_tasks` in ``jobs`` fresh Python processes (:func:`_shares`), which
     write numba's on-disk cache; this process then loads from it. numba compiles in one
@@ -104,10 +134,12 @@ def _compile_in_processes(jobs):
     85 s on two cores). Callees shared by two tasks may be compiled by both; the cache files
     are replaced atomically, so the only cost is that time.
 
-    Plain processes, not a multiprocessing pool: nothing to report as leaked when the caller
-    ends with ``os._exit``, and each in its own session, so a Ctrl-C in the terminal reaches
-    only this process, which ends them. A process that fails raises RuntimeError here with
-    its last line of stderr; returns False when :func:`cancel_compiling` ended them first."""
+    Plain processes (``python -P -c``), not a multiprocessing pool: nothing to report as
+    leaked when the caller ends with ``os._exit``, and each in its own session, so a Ctrl-C in
+    the terminal reaches only this process, which ends them (and each ends itself if this
+    process is gone). Returns True when all succeeded, False when :func:`cancel_compiling`
+    ended them first; raises :class:`CompileFailed` (the others ended at once) with a failed
+    process's last line of stderr."""
     import json
     import os
     import subprocess
@@ -115,29 +147,38 @@ def _compile_in_processes(jobs):
     import tempfile
     import time
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    if _CANCELLED.is_set():
+        return False
+    env = _child_env()
     procs = []
     try:
         for share in _shares(warm_tasks(), jobs):
             # stderr to a file: a pipe nobody reads while waiting could fill and block it
             err = tempfile.TemporaryFile()
-            p = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(share)], env=env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=err, start_new_session=True)
+            try:
+                p = subprocess.Popen(
+                    [sys.executable, "-P", "-c", _CHILD, json.dumps(share), str(os.getpid())],
+                    env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                    start_new_session=True)
+            except OSError as exc:
+                err.close()
+                raise CompileFailed(f"cannot start {sys.executable}: {exc}") from None
             p.err = err
             procs.append(p)
             _PROCS.append(p)
-        while any(p.poll() is None for p in procs) and not _CANCELLED.is_set():
+        while not _CANCELLED.is_set():
+            codes = [p.poll() for p in procs]
+            failed = [p for p, c in zip(procs, codes) if c not in (None, 0)]
+            if failed:
+                p = failed[0]
+                p.err.seek(0)
+                text = p.err.read().decode(errors="replace").strip()
+                last = text.splitlines()[-1] if text else f"exit status {p.returncode}"
+                raise CompileFailed(f"compiling the kernels failed in a worker process: {last}")
+            if all(c == 0 for c in codes):
+                return True
             time.sleep(0.1)
-        if _CANCELLED.is_set():             # (it may have ended them all since the test)
-            return False
-        for p in procs:
-            p.err.seek(0)
-            err = p.err.read().decode(errors="replace").strip()
-            if p.returncode != 0:
-                last = err.splitlines()[-1] if err else f"exit status {p.returncode}"
-                raise RuntimeError(f"compiling the kernels failed in a worker process: {last}")
-        return True
+        return False                        # (it may have ended them all since the test)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -150,12 +191,28 @@ def _compile_in_processes(jobs):
 def cancel_compiling():
     """End the processes of a :func:`warmup` with ``jobs`` that are still compiling (an app
     that quits during its first start would otherwise leave them running for up to a
-    minute); the warm-up then returns without marking the kernels ready. Cache files are
-    written whole or not at all, so what was compiled stays."""
+    minute); that warm-up then returns without marking the kernels ready. Cache files are
+    written whole or not at all, so what was compiled stays. A later :func:`warmup` starts
+    afresh."""
     _CANCELLED.set()
     for p in list(_PROCS):
         if p.poll() is None:
             p.kill()
+
+
+def default_jobs(limit=2):
+    """Compiling processes for :func:`warmup`: the CPUs this process may use, at most
+    ``limit``; 1 for a frozen executable (no Python to start)."""
+    import os
+    import sys
+
+    if getattr(sys, "frozen", False):
+        return 1
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(limit, n))
 
 
 def warmup(*, background=False, jobs=1):
@@ -168,17 +225,26 @@ def warmup(*, background=False, jobs=1):
 
     With ``jobs`` > 1 and kernels to compile, the compiling is shared among that many fresh
     processes (:func:`warm_tasks`), then this process loads the result from the cache: a cold
-    start takes about half the time on two cores. A command line's first run and ``make test``
-    use it; a worker process fails loudly (its exception is raised here).
+    start takes about half the time on two cores (:func:`default_jobs`). A command line's
+    first run, the app's first start and ``make test`` use it. If a compiling process fails
+    (:class:`CompileFailed`), a RuntimeWarning says so and this process compiles itself.
     """
+    _CANCELLED.clear()          # a cancel from now on counts (an earlier one is history)
+
     def _go():
         with _warm_lock:
             if _warm["done"]:
                 return
             if jobs > 1:
                 from .status import kernels_ready
-                if not kernels_ready() and not _compile_in_processes(jobs):
-                    return                      # cancelled: the process is ending
+                if not kernels_ready():
+                    try:
+                        if not _compile_in_processes(jobs):
+                            return              # cancelled: the process is ending
+                    except CompileFailed as exc:
+                        import warnings
+                        warnings.warn(f"{exc}; compiling in this process instead",
+                                      RuntimeWarning, stacklevel=2)
             _warm_renderer()
             for warm, _ in list(_REGISTERED.values()):   # the fit driver's small kernels
                 warm()
