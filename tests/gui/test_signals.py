@@ -11,7 +11,8 @@ import pytest
 
 # the real app (`mogviewer`, no subcommand) on the bundled sample; the signal comes from another
 # thread once the event loop runs (the main thread idle in Qt's C++ loop, as when a user's
-# session ends), 1.5 s after the handlers are installed, when the sample is open
+# session ends), 1.5 s after the handlers are installed (the sample open by then when the kernels
+# are cached, as in `make test`; else while they compile, which must end as well)
 _SCRIPT = """
 import os, signal, sys, threading
 from mogviewer.gui import app as A
