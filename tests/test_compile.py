@@ -193,3 +193,41 @@ def test_a_compiling_process_ends_when_its_parent_is_gone(monkeypatch, tmp_path)
     while _running(pid):
         assert time.monotonic() - t0 < 10, "the orphaned compiling process still runs"
         time.sleep(0.1)
+
+
+_RACER = """
+import os, sys, time
+from mogviewer.render import status, warm
+marker, log = sys.argv[1], sys.argv[2]
+status.kernels_ready = lambda: os.path.exists(marker)     # 'compiled' once one has compiled
+
+
+def compile_(jobs):
+    with open(log, "a") as fh:
+        fh.write(f"{os.getpid()} compiles\\n")
+    time.sleep(1.5)
+    open(marker, "w").close()
+    return True
+
+
+warm._compile_in_processes = compile_
+warm._warm_renderer = lambda: None
+warm._REGISTERED.clear()
+warm.warmup(jobs=2)
+print("done")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock (Windows: no lock, as documented)")
+def test_two_processes_on_a_cold_cache_compile_once(tmp_path):
+    """Two processes warming up at once (a batch's workers, the suite's, two app windows)
+    each compiled the same kernels side by side; now the second waits for the first and then
+    finds them compiled."""
+    marker, log = tmp_path / "compiled", tmp_path / "log"
+    env = dict(os.environ, TMPDIR=str(tmp_path))             # a lock file of this test's own
+    ps = [subprocess.Popen([sys.executable, "-c", _RACER, str(marker), str(log)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in ps]
+    assert all(p.returncode == 0 and o.strip() == "done" for p, (o, _) in zip(ps, outs)), outs
+    assert len(log.read_text().splitlines()) == 1

@@ -6,6 +6,7 @@ Apart from :mod:`mogviewer.render.kernels` because it compiles the fit's normal-
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 
@@ -215,6 +216,38 @@ def default_jobs(limit=2):
     return max(1, min(limit, n))
 
 
+@contextlib.contextmanager
+def _machine_lock():
+    """Held while a warm-up compiles: one process of this user and install at a time, the
+    others wait and then load what it compiled (a batch's workers, two app windows, the
+    suite's processes on a cold cache each compiled the same kernels side by side: with
+    ``jobs`` that was two compiling processes each). An exclusive ``flock`` on a file in the
+    temporary directory, released when the holder ends however it ends; no lock where there
+    is no ``fcntl`` (Windows) or no writable temporary directory."""
+    import hashlib
+    import os
+    import tempfile
+
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    key = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:12]
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = os.path.join(tempfile.gettempdir(), f"mogviewer-compile-{uid}-{key}.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def warmup(*, background=False, jobs=1):
     """Compile (or load from numba's on-disk cache) the kernels, those of a fit's normal
     equations too (:mod:`mogviewer.render.normal`); :func:`mogviewer.render.compile_status`
@@ -231,13 +264,22 @@ def warmup(*, background=False, jobs=1):
     """
     _CANCELLED.clear()          # a cancel from now on counts (an earlier one is history)
 
+    def _load():
+        _warm_renderer()
+        for warm, _ in list(_REGISTERED.values()):   # the fit driver's small kernels
+            warm()
+        _warm["done"] = True
+
     def _go():
+        from .status import kernels_ready
         with _warm_lock:
             if _warm["done"]:
                 return
-            if jobs > 1:
-                from .status import kernels_ready
-                if not kernels_ready():
+            if kernels_ready():                 # in numba's cache: loaded in a second or two
+                _load()
+                return
+            with _machine_lock():               # one process compiles, the others wait
+                if jobs > 1 and not kernels_ready():    # (or another process did it)
                     try:
                         if not _compile_in_processes(jobs):
                             return              # cancelled: the process is ending
@@ -245,10 +287,7 @@ def warmup(*, background=False, jobs=1):
                         import warnings
                         warnings.warn(f"{exc}; compiling in this process instead",
                                       RuntimeWarning, stacklevel=2)
-            _warm_renderer()
-            for warm, _ in list(_REGISTERED.values()):   # the fit driver's small kernels
-                warm()
-            _warm["done"] = True
+                _load()
 
     if background:
         th = threading.Thread(target=_go, name=_THREAD_NAME, daemon=True)
