@@ -98,3 +98,49 @@ def test_command_line_fits_a_file_in_units_of_1e120(tmp_path, factor):
         assert row[c] == pytest.approx(ref[c], rel=1e-6), c
     for c in ("flux", "flux_err", "sky", "flux_err_scaled"):
         assert row[c] == pytest.approx(ref[c] * factor, rel=1e-6), c
+
+
+def _data_scale_by_median(image, noise):
+    """The scale as it was computed before the extremes' shortcut: always from the median."""
+    import math
+
+    from mogviewer.fitting.problem import SCALE_FREE_RANGE, _median
+    typical = None
+    if noise is not None:
+        kind, arr = noise
+        with np.errstate(all="ignore"):
+            a = np.asarray(arr, dtype=float)
+            a = a[np.isfinite(a) & (a > 0)]
+            if a.size:
+                med = _median(a)
+                typical = {"sigma": med, "variance": math.sqrt(med)}.get(kind, None)
+                if typical is None:
+                    typical = 1.0 / math.sqrt(med) if med > 0 else None
+    if typical is None or not (math.isfinite(typical) and typical > 0):
+        a = np.abs(image[np.isfinite(image) & (image != 0)])
+        typical = _median(a) if a.size else 1.0
+    lo, hi = SCALE_FREE_RANGE
+    if lo <= typical <= hi or not (math.isfinite(typical) and typical > 0):
+        return 1.0
+    return 2.0 ** round(math.log2(typical))
+
+
+def test_the_extremes_shortcut_decides_as_the_median():
+    """_data_scale skips the median when the extremes' typical values are in range: it must
+    return what the median gives, for every kind of noise map and for the image alone, with
+    values inside, across and beyond the range's ends."""
+    from mogviewer.fitting.problem import _data_scale
+    rng = np.random.default_rng(11)
+    exps = [-300, -160, -60, -31, -30, -29, -15, 0, 15, 29, 30, 31, 60, 160, 300]
+    n_checked = 0
+    for _ in range(400):
+        lo_e, hi_e = sorted(rng.choice(exps, 2))
+        vals = 10.0 ** rng.uniform(lo_e, hi_e, 64)
+        vals[rng.random(64) < 0.1] = rng.choice([0.0, -1.0, np.nan, np.inf])
+        img = vals.reshape(8, 8) * rng.choice([-1.0, 1.0], (8, 8))
+        for noise in (None, ("sigma", vals), ("variance", vals), ("ivar", vals),
+                      ("weight", vals)):
+            want = _data_scale_by_median(img, noise)
+            assert _data_scale(img, noise) == want, (lo_e, hi_e, noise and noise[0])
+            n_checked += 1
+    assert n_checked == 2000

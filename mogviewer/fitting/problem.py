@@ -61,23 +61,38 @@ def _data_scale(image, noise):
     data of ordinary magnitude). ``noise``: ``(kind, array)`` or None. The typical magnitude is
     the median noise sigma when a noise array is given, else the median non-zero |pixel|."""
     typical = None
+    lo, hi = SCALE_FREE_RANGE
     if noise is not None:
         kind, arr = noise
         with np.errstate(all="ignore"):
             a = np.asarray(arr, dtype=float)
             a = a[np.isfinite(a) & (a > 0)]
             if a.size:
-                med = _median(a)
-                typical = {"sigma": med, "variance": math.sqrt(med)}.get(kind, None)
-                if typical is None:                       # ivar, weight
-                    typical = 1.0 / math.sqrt(med) if med > 0 else None
+                # the median lies between the extremes and the typical value is monotonic in
+                # it: extremes whose typical values are in range decide without the median
+                # (a cutout's usual case; the median was a third of building its problem)
+                ends = [_typical(kind, float(v)) for v in (a.min(), a.max())]
+                if None not in ends and all(lo <= t <= hi for t in ends):
+                    return 1.0
+                typical = _typical(kind, _median(a))
     if typical is None or not (math.isfinite(typical) and typical > 0):
         a = np.abs(image[np.isfinite(image) & (image != 0)])
+        if a.size and lo <= float(a.min()) and float(a.max()) <= hi:
+            return 1.0                      # (as above: the median is between them)
         typical = _median(a) if a.size else 1.0
-    lo, hi = SCALE_FREE_RANGE
     if lo <= typical <= hi or not (math.isfinite(typical) and typical > 0):
         return 1.0
     return 2.0 ** round(math.log2(typical))
+
+
+def _typical(kind, med):
+    """The typical noise sigma for the median ``med`` of a noise map of ``kind`` (None if
+    undefined); monotonic in ``med``."""
+    if kind == "sigma":
+        return med
+    if kind == "variance":
+        return math.sqrt(med)
+    return 1.0 / math.sqrt(med) if med > 0 else None          # ivar, weight
 
 
 def _scaled_noise(noise, scale):
