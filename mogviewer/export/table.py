@@ -58,7 +58,7 @@ class _Propagator:
             return 0.0
         idx = [i for i, _ in pairs]
         g = np.array([v for _, v in pairs], float)
-        C = self.cov[idx][:, idx]           # the same entries as np.ix_, without its checks
+        C = self.cov[np.ix_(idx, idx)]
         var = float(g @ C @ g)
         if not math.isfinite(var) or var < 0:
             return _NAN
