@@ -5,7 +5,8 @@ ready.
 The first fit after an install otherwise spends 45-85 s compiling (:func:`mogviewer.render.
 compile_status`); with ``--jobs 2`` the work is shared by two processes
 (:func:`mogviewer.render.warmup`). numba keeps the result in ``__pycache__`` beside the
-package's modules, so the install's directory must be writable by whoever runs this.
+package's modules, or, where that is read-only, in a per-user cache
+(:mod:`mogviewer._numba_cache`): run it as the users who will fit, or as the install's owner.
 """
 
 from __future__ import annotations
