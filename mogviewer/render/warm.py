@@ -7,8 +7,16 @@ Apart from :mod:`mogviewer.render.kernels` because it compiles the fit's normal-
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+import warnings
 
 import numpy as np
 
@@ -115,9 +123,6 @@ def _child_env():
     """The environment of a compiling process: this process's ``sys.path`` (absolute, the
     directory holding this mogviewer first) as PYTHONPATH, so that the child imports the same
     mogviewer and modules; with ``-P`` (below) the child's working directory is not on it."""
-    import os
-    import sys
-
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = [here]
     for p in sys.path:
@@ -141,13 +146,6 @@ def _compile_in_processes(jobs):
     process is gone). Returns True when all succeeded, False when :func:`cancel_compiling`
     ended them first; raises :class:`CompileFailed` (the others ended at once) with a failed
     process's last line of stderr."""
-    import json
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    import time
-
     if _CANCELLED.is_set():
         return False
     env = _child_env()
@@ -204,9 +202,6 @@ def cancel_compiling():
 def default_jobs(limit=2):
     """Compiling processes for :func:`warmup`: the CPUs this process may use, at most
     ``limit``; 1 for a frozen executable (no Python to start)."""
-    import os
-    import sys
-
     if getattr(sys, "frozen", False):
         return 1
     try:
@@ -224,10 +219,6 @@ def _machine_lock():
     ``jobs`` that was two compiling processes each). An exclusive ``flock`` on a file in the
     temporary directory, released when the holder ends however it ends; no lock where there
     is no ``fcntl`` (Windows) or no writable temporary directory."""
-    import hashlib
-    import os
-    import tempfile
-
     try:
         import fcntl
     except ImportError:
@@ -284,7 +275,6 @@ def warmup(*, background=False, jobs=1):
                         if not _compile_in_processes(jobs):
                             return              # cancelled: the process is ending
                     except CompileFailed as exc:
-                        import warnings
                         warnings.warn(f"{exc}; compiling in this process instead",
                                       RuntimeWarning, stacklevel=2)
                 _load()
