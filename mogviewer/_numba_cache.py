@@ -64,8 +64,8 @@ def choose_cache_dir(package_dir=None, environ=None):
     package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
     if _writable_dir(os.path.join(package_dir, "render", "__pycache__")):
         return None
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if _writable_dir(os.path.join(base, "numba")):
+    user_wide = _user_wide_root(environ)
+    if user_wide is not None and _writable_dir(user_wide):
         return None
     path = _private_tmp_dir()
     return None if path is None else str(path)
