@@ -229,12 +229,11 @@ def install_signal_handlers(app, window):
         if fired:                       # a second signal while closing: out at once
             os._exit(status)
         fired.append(signum)
-        from . import engine
         name = "interrupted" if signum == signal.SIGINT else \
             f"terminated ({signal.Signals(signum).name})"
         try:
-            engine.stop_compiling()     # before a close that might wait for the compiling
-            app.closeAllWindows()       # each window's closeEvent: fits stopped, settings saved
+            app.closeAllWindows()       # each window's closeEvent: compiling and fits stopped,
+            #                             settings saved
             window.close()
             print(f"mogviewer: {name}; the window was closed and its settings saved",
                   file=sys.stderr, flush=True)

@@ -452,14 +452,12 @@ def warmup():
     """Compile the renderer's kernels in the background (returns at once): on the first start
     after an install, in two processes where there are two CPUs (about 45 s instead of 85;
     :func:`stop_compiling` ends them if the app quits first)."""
-    from ..render.warm import default_jobs
-    return render.warmup(background=True, jobs=default_jobs())
+    return render.warmup(background=True, jobs=render.warm.default_jobs())
 
 
 def stop_compiling():
     """End the compiling processes of :func:`warmup`, if any (the app is quitting)."""
-    from ..render.warm import cancel_compiling
-    cancel_compiling()
+    render.warm.cancel_compiling()
 
 
 # ------------------------------------------------------------------------------- export
