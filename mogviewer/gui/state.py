@@ -20,6 +20,7 @@ request renders at once.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -211,7 +212,9 @@ class SessionState:
         self.render_interval_ms = render_interval_ms
         self._schedule = schedule
         self._pending = False
-        self._last_render_t = 0.0
+        # perf_counter counts from an unspecified origin (the boot on Linux): with 0.0 here a
+        # machine up for less than the interval deferred the first render
+        self._last_render_t = -math.inf
         self._problem = None
 
     # ------------------------------------------------------------------ convenience

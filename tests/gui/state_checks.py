@@ -139,6 +139,21 @@ def check_throttle():
     assert s.render_count == n0 + 2
 
 
+def check_first_render_at_once():
+    import mogviewer.gui.state as st
+
+    path, data = sample_data()
+    calls = []
+    real = st.time
+    st.time = SimpleNamespace(perf_counter=lambda: 1.0)   # a clock 1 s after its origin
+    try:                                                   # (a machine just booted)
+        s = SessionState(schedule=lambda ms, fn: calls.append((ms, fn)), render_interval_ms=1e6)
+        s.set_image(data, path=path)
+    finally:
+        st.time = real
+    assert s.render_count > 0 and not calls, (s.render_count, calls)   # rendered, none deferred
+
+
 def main():
     s = check_image_and_model()
     check_display(s)
@@ -146,6 +161,7 @@ def main():
     check_stale_result_cleared(s)
     check_psf_from_other_image(s)
     check_throttle()
+    check_first_render_at_once()
     bad = sorted(m for m in sys.modules if m.split(".")[0] in ("PyQt5", "pyqtgraph"))
     assert not bad, bad
     print("state checks ok")
