@@ -497,3 +497,22 @@ def test_compiled_covariance_equals_numpy_inverse_and_refuses_the_same_matrices(
     for A in bad:
         cov, ok = _covariance_from_normal(A)
         assert not ok and np.isnan(cov).all()
+
+
+def test_n_good_is_counted_once_only_for_read_only_weights():
+    import dataclasses
+    import pickle
+
+    img = np.ones((8, 8))
+    w = np.ones((8, 8))
+    w[0, 0] = 0.0
+    p = FitProblem.from_arrays(img, ivar=w, profile="exp", M=4)
+    assert not p.weights.flags.writeable and p.n_good == 63 and p.n_good == 63
+    assert "_n_good" in p.__dict__                       # kept: from_arrays' weights are frozen
+    assert dataclasses.replace(p, weights=np.zeros((8, 8))).n_good == 0   # a new problem counts
+    assert pickle.loads(pickle.dumps(p)).n_good == 63
+    w2 = np.ones((8, 8))
+    r = FitProblem(img, w2, None, "exp", 4)              # built by hand on a writable array:
+    assert r.n_good == 64
+    w2[1, 1] = 0.0                                       # its count follows the array
+    assert r.n_good == 63 and "_n_good" not in r.__dict__

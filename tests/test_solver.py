@@ -337,6 +337,18 @@ def _compiled_cases():
                                             profile="exp", M=6, bounds={"x": (29, 30.4)}), \
         truth.replace(x=30.0), {}
     yield "evaluation limit", base, truth.replace(re=truth.re * 3), {"max_nfev": 3}
+    # no PSF: the pixel's pairs formed in the compiled evaluation (_fast._pixel_pairs); the
+    # small galaxy's components are narrow, wide or both as its shape moves
+    yield "no PSF", FitProblem.from_arrays(base.image, weight=base.weights, psf=None,
+                                           profile="exp", M=6), truth, {}
+    from mogviewer.render import render_model
+
+    small = render_model(dict(flux=900.0, x=15.3, y=16.2, re=1.1, q=0.55, angle=30.0, sky=1.0),
+                         "exp", 6, None, (32, 32)) + np.random.default_rng(8).normal(
+                             size=(32, 32))
+    yield "no PSF, small", FitProblem.from_arrays(small, sigma=np.ones((32, 32)), psf=None,
+                                                  profile="exp", M=6), \
+        GalaxyParams(flux=700.0, x=15.0, y=16.0, re=2.0, q=0.8, angle=10.0, sky=0.5), {}
     # a flux held below the galaxy's (the review's case): 48 evaluations at the bound, many
     # steps with an actual/predicted ratio below 0.94, where lambda's update takes the cube
     # (pow() in Python, products when compiled: they differed in the last bit)
@@ -376,6 +388,30 @@ def test_compiled_loop_is_the_python_loop(label, prob, start, kw, monkeypatch):
         assert a.status == "max_evaluations" and a.nfev == 3
     if label == "bounded":
         assert a.params.x == 30.4 and a.flags & a.flags.AT_BOUND
+
+
+@pytest.mark.parametrize("re", [0.3, 1.6, 2.5, 8.0, 30.0, 120.0])
+def test_compiled_pixel_pairs_are_those_of_normal_psf(re):
+    # no PSF: the compiled evaluation pairs the profile's columns with the pixel as
+    # NormalPsf.pairs does (wide columns with one Gaussian first, then each narrow one with
+    # the pixel mixture), so the sums are the same bit for bit; these sizes give all narrow,
+    # mixed and all wide
+    from mogviewer.ellipse import shape_matrix
+    from mogviewer.fitting._fast import _pixel_pairs
+    from mogviewer.fitting.normal_eval import _PIXEL_PACKED
+    from mogviewer.profiles import get_mixture
+    from mogviewer.render.api import _profile_packed
+    from mogviewer.render.normal import NormalPsf
+
+    pp = _profile_packed(get_mixture("exp", 8))
+    S = shape_matrix(re, 0.45, 33.0)
+    S3 = (float(S[0, 0]), float(S[0, 1]), float(S[1, 1]))
+    want = NormalPsf(None).pairs(pp, *S3)
+    got = _pixel_pairs(pp, *_PIXEL_PACKED, *S3)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    C, K = got[0].shape[1], _PIXEL_PACKED[1].shape[1]
+    assert C == {0.3: 8 * K, 120.0: 8}.get(re, C) and (8 < C < 8 * K or re in (0.3, 120.0))
 
 
 def test_a_second_order_model_that_fails_to_factor_is_dropped_for_the_step():

@@ -16,7 +16,8 @@ import math
 import numba
 import numpy as np
 
-from ..render.normal import _galaxy_normal_kernel
+from ..render.exact import PIXEL_WIDE_VAR
+from ..render.normal import _galaxy_normal_kernel, _pairs_normal_kernel
 from .problem import _ETA_MAX, _LN_R_MAX, _LN_R_MIN
 
 
@@ -97,15 +98,53 @@ def _assemble(T0, i1r, i1c, i2r, i2c, flux, flux2, Js, cols, offs, fl, gram, rhs
 
 
 @numba.njit(cache=True, nogil=True)
+def _pixel_pairs(prof, one, comb, sxx, sxy, syy):
+    """No PSF: the profile's columns paired with the pixel as
+    :meth:`mogviewer.render.normal.NormalPsf.pairs` pairs them, compiled: the wide columns
+    (minor-axis variance ``v_m lambda_min(S) >= PIXEL_WIDE_VAR``) each with the one-Gaussian
+    pixel ``one`` (6, 1), then each narrow column with every Gaussian of the pixel mixture
+    ``comb`` (6, K), in that order (:func:`mogviewer.render.api._parts`). Returns ``(pp (3, C),
+    qq (6, C))``."""
+    lam = 0.5 * (sxx + syy) - math.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
+    M = prof.shape[1]
+    K = comb.shape[1]
+    narrow = 0
+    for m in range(M):
+        if prof[1, m] * lam < PIXEL_WIDE_VAR:
+            narrow += 1
+    C = M - narrow + narrow * K
+    pp = np.empty((3, C))
+    qq = np.empty((6, C))
+    c = 0
+    for m in range(M):
+        if not prof[1, m] * lam < PIXEL_WIDE_VAR:
+            for a in range(3):
+                pp[a, c] = prof[a, m]
+            for a in range(6):
+                qq[a, c] = one[a, 0]
+            c += 1
+    for m in range(M):
+        if prof[1, m] * lam < PIXEL_WIDE_VAR:
+            for k in range(K):
+                for a in range(3):
+                    pp[a, c] = prof[a, m]
+                for a in range(6):
+                    qq[a, c] = comb[a, k]
+                c += 1
+    return pp, qq
+
+
+@numba.njit(cache=True, nogil=True)
 def _fast_eval(z, ctx):
     """``(chi2, A, g, gram)`` at ``z``, compiled, for :meth:`_NormalEvaluator._call_fast`'s
     usual case (:meth:`_NormalEvaluator._compiled_context`): the values from ``z`` (or the
     start's, for fixed ones), the shape and its Jacobian (:func:`_eta_shape`), the basis'
-    coefficients, one accumulating kernel call and the assembly of ``A`` and ``g``. As an
+    coefficients, one accumulating kernel call (the pixel's pairs when ``pixel``: no PSF) and
+    the assembly of ``A`` and ``g``. As an
     argument of the compiled LM loop (:func:`mogviewer.fitting.lm._lm_loop`) it keeps a
     whole fit out of Python."""
     (prof, psf, ring, sc, acc, T0, i1r, i1c, i2r, i2c, J, cols, offs, fl, T, zi, base,
-     NB) = ctx
+     NB, pixel, one, comb) = ctx
     v = base.copy()         # flux, x, y, sky, sky_dx, sky_dy
     for k in range(6):
         if zi[k] >= 0:
@@ -117,7 +156,11 @@ def _fast_eval(z, ctx):
     coef[0] = v[0]
     for k in range(coef.shape[0] - NB):
         coef[NB + k] = v[3 + k]
-    _galaxy_normal_kernel(v[1], v[2], sxx, sxy, syy, prof, psf, ring, sc, acc)
+    if pixel:               # no PSF: the pixel, paired with the profile's columns
+        pp, qq = _pixel_pairs(prof, one, comb, sxx, sxy, syy)
+        _pairs_normal_kernel(v[1], v[2], sxx, sxy, syy, pp, qq, ring, sc, acc)
+    else:
+        _galaxy_normal_kernel(v[1], v[2], sxx, sxy, syy, prof, psf, ring, sc, acc)
     gram = acc[4].copy()
     rhs = acc[5].copy()
     fl[0] = v[0]

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..ellipse import shape_jacobian_eta, shape_jacobian_physical
 from ..render import render_galaxy
-from ..render.api import _profile_packed
-from ..render.exact import ExactDn, ExactPsf
+from ..render.api import _profile_packed, _psf_packed
+from ..render.exact import PIXEL_COMB, PIXEL_ONE, ExactDn, ExactPsf
 from ..render.kernels import _scratch
 from ..render.normal import DnPlane, NormalAccumulator, NormalPsf, normal_psf
 from ._fast import _assemble, _eta_shape, _fast_eval
@@ -26,6 +26,9 @@ from .params import SHAPE
 from .problem import _FamilyProfile
 
 _SKY_TERMS = {"none": 0, "constant": 1, "plane": 3}
+#: the pixel as the PSF (no PSF), packed (6, K) for the compiled evaluation: one Gaussian,
+#: and the mixture for narrow components (:mod:`mogviewer.render.exact`)
+_PIXEL_PACKED = (_psf_packed(PIXEL_ONE), _psf_packed(PIXEL_COMB))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -175,8 +178,9 @@ class _NormalEvaluator:
         """The arguments of :func:`_fast_eval` when it can evaluate this problem (one
         component in eta mode, a mixture PSF, a fixed profile, the fused ring-of-rows
         accumulation), else None."""
+        pixel = type(self.psf) is NormalPsf
         if not (self.fast and not self.composite and not self.with_n and self.packed is not None
-                and type(self.psf) is not NormalPsf and NormalAccumulator.fused
+                and (not pixel or self.psf.psf is None) and NormalAccumulator.fused
                 and NormalAccumulator.ring):
             return None
         acc = self.acc
@@ -186,10 +190,13 @@ class _NormalEvaluator:
         at = dict(self._direct)
         zi = np.array([at.get(n, -1) for n in names], dtype=np.int64)
         base = np.array([getattr(self._vals, n) for n in names], dtype=np.float64)
-        sc = _scratch.full(W, self.packed.shape[1] * self.psf.shape[1])
-        return (self.packed, self.psf, acc._ring, sc, self._acc_t, self._zT[0], self._i1r,
+        one, comb = _PIXEL_PACKED
+        # no PSF: as many pairs as every column narrow (the pixel mixture's K each) at most
+        psf = one if pixel else self.psf
+        sc = _scratch.full(W, self.packed.shape[1] * (comb if pixel else psf).shape[1])
+        return (self.packed, psf, acc._ring, sc, self._acc_t, self._zT[0], self._i1r,
                 self._i1c, self._i2r, self._i2c, self._J, self._cols, self._offs, self._fl,
-                self._T, zi, base, self.NB)
+                self._T, zi, base, self.NB, pixel, one, comb)
 
     def _prof(self, p, sfx):
         if sfx == "" and self.family is not None:
