@@ -12,11 +12,14 @@ Cases (PROVENANCE.md s2 in tests/data/real):
    mogviewer with its Gaussian-mixture fit);
 3. IC 3478 64x64 + sigma map, exponential, Moffat PSF.
 
-Columns, each timed in turns (mogviewer with scipy's least_squares, imfit, mogviewer LM once,
-mogviewer LM back to back, the same with BLAS limited to one thread, then the kernels at the
-optimum, so a burst of load from the machine's neighbours falls on all alike): medians over
-``n`` rounds and [min-max]. Every engine starts from the same point (mogviewer's moments-based
-guess, converted; the guess itself, ~10 ms at 256 px, is not timed).
+Columns, each timed in turns (mogviewer with scipy's least_squares and astropy-modeling, both
+with BLAS limited to one thread; imfit; mogviewer LM once; mogviewer LM back to back, the same
+with BLAS limited to one thread; then the kernels at the optimum, so a burst of load from the
+machine's neighbours falls on all alike): medians over ``n`` rounds and [min-max]. One thread
+each: with BLAS at its default, OpenBLAS's idle threads spin for ~0.1 s after a call and, on a
+2-core machine, the fits timed next took up to twice as long (imfit's too). Every engine
+starts from the same point (mogviewer's moments-based guess, converted; the guess itself, ~10
+ms at 256 px, is not timed).
 
 mogviewer LM is timed two ways. *Back to back*: the mean of as many fits in a row as take
 ~20 ms, as in a batch of many cutouts or a fit repeated while a handle is dragged; this is the
@@ -36,6 +39,13 @@ limited to one thread (threadpoolctl; skipped if absent): equal times mean the f
 depend on BLAS threads. pyimfit (``pip install pyimfit``, the ``bench`` extra) is optional: its
 column is skipped if absent. imfit is told ``maxThreads=1``.
 
+astropy-modeling (a core dependency, so always there) where it applies: the case without PSF,
+as ``Sersic2D`` (n fixed at 1 for the exponential) fitted by ``TRFLSQFitter`` to the unmasked
+pixels with weights ``1/sigma``. It evaluates the profile at the pixel centres (mogviewer and
+imfit integrate over the pixel; at r_e ~ 34 px the difference is small) and takes its
+Jacobian by finite differences. With a PSF it does not apply: astropy.modeling convolves
+nothing (GalSim draws but does not fit; it is among the renderers of ``bench_render.py``).
+
 A second table times problems with no PSF (the pixel integrated, issue 14) and with a PSF
 stamp used exactly, on scipy's render path (``solver="scipy"``: least_squares on the
 materialised Jacobian) against the default driver on the accumulating kernel
@@ -47,6 +57,7 @@ import argparse
 import math
 import statistics
 import time
+import warnings
 
 import numpy as np
 from astropy.io import fits
@@ -89,6 +100,12 @@ def _sersic_total(n, re, q):
     from scipy.special import gamma
     b = _b_n(n)
     return 2 * math.pi * n * math.exp(b) * b ** (-2 * n) * gamma(2 * n) * re * re * q
+
+
+def _one_blas_thread():
+    import contextlib
+
+    return threadpool_limits(limits=1) if threadpool_limits else contextlib.nullcontext()
 
 
 def _timed(f):
@@ -229,6 +246,48 @@ def imfit_values(fitter, prob):
     return dict(x=x0, y=y0, re=re, q=1 - ell, angle=(pa + 90.0) % 180.0, n=n)
 
 
+def astropy_model(prob, start):
+    """astropy-modeling's ``Sersic2D`` at mogviewer's start (no PSF only: astropy.modeling
+    convolves nothing), n fixed at 1 for the exponential: amplitude I_e from the flux,
+    ``ellip = 1 - q``, ``theta`` in radians CCW from +x, the centre 0-based as given."""
+    from astropy.modeling.models import Sersic2D
+
+    n = start.n if prob.profile == "ser" else 1.0
+    m = Sersic2D(amplitude=start.flux / _sersic_total(n, start.re, start.q), r_eff=start.re,
+                 n=n, x_0=start.x, y_0=start.y, ellip=1.0 - start.q,
+                 theta=math.radians(start.angle))
+    m.n.fixed = prob.profile != "ser"
+    m.ellip.bounds = (0.0, 0.95)
+    return m
+
+
+def astropy_data(prob):
+    """The unmasked pixels as astropy's fitters take them: x, y (0-based), data, and weights
+    ``1/sigma`` (the fitters multiply the residuals by them)."""
+    good = prob.weights > 0
+    yy, xx = np.nonzero(good)
+    return (xx.astype(float), yy.astype(float), prob.image[good],
+            np.sqrt(prob.weights[good]))
+
+
+def astropy_fit(model, data):
+    from astropy.modeling import fitting
+
+    fitter = fitting.TRFLSQFitter()
+    x, y, z, w = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # "the fit may be unsuccessful" on the maxiter
+        fitted = fitter(model, x, y, z, weights=w, maxiter=200)
+    return fitted, fitter.fit_info
+
+
+def astropy_values(m, data):
+    x, y, z, w = data
+    chi2 = float((((z - m(x, y)) * w) ** 2).sum())
+    return dict(x=m.x_0.value, y=m.y_0.value, re=m.r_eff.value, q=1 - m.ellip.value,
+                angle=math.degrees(m.theta.value) % 180.0, n=m.n.value, chi2=chi2)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=7, help="rounds (each engine once per round)")
@@ -254,7 +313,8 @@ def main(argv=None):
         par = _Param(prob, start)
         # warm-up and the fitted values
         res_lm = fit(prob, start)
-        res_sp = fit(prob, start, solver="scipy")
+        with _one_blas_thread():
+            res_sp = fit(prob, start, solver="scipy")
         p = res_lm.params
         ev = _NormalEvaluator(prob, par)
         z = par.to_z(p)
@@ -271,15 +331,29 @@ def main(argv=None):
         fam = ev.family.at(p.n) if dn is not None else None
         S3 = (S[0, 0], S[0, 1], S[1, 1])
         plane = np.zeros(prob.shape)
-        t = {k: [] for k in ("lm", "lm_run", "lm_blas1", "scipy", "imfit", "eval", "derivs",
-                             "dn")}
+        apy = apy_fit = apy_info = None
+        if prob.psf is None:      # astropy.modeling convolves with no PSF: the no-PSF case
+            apy = astropy_data(prob)
+            with _one_blas_thread():
+                apy_fit, apy_info = astropy_fit(astropy_model(prob, start), apy)
+        t = {k: [] for k in ("lm", "lm_run", "lm_blas1", "scipy", "imfit", "astropy", "eval",
+                             "derivs", "dn")}
         nfev_imfit = None
         # fits back to back: as many as take ~20 ms (at least 3), the mean per fit
         burst = max(3, math.ceil(0.02 / max(_timed(lambda: fit(prob, start)), 1e-5)))
         for _ in range(args.n):
-            t0 = _clock()
-            fit(prob, start, solver="scipy")
-            t["scipy"].append(_clock() - t0)
+            # one thread each: scipy's least_squares and astropy's fitter with BLAS limited to
+            # one thread (with more, OpenBLAS's idle threads spin ~0.1 s after the call and,
+            # on this 2-core machine, doubled the next fits' times)
+            with _one_blas_thread():
+                t0 = _clock()
+                fit(prob, start, solver="scipy")
+                t["scipy"].append(_clock() - t0)
+                if apy is not None:
+                    model = astropy_model(prob, start)
+                    t0 = _clock()
+                    astropy_fit(model, apy)
+                    t["astropy"].append(_clock() - t0)
             if fitter is not None:
                 fitter = pyimfit.Imfit(imfit_model(prob, start), psf=psf_img, maxThreads=1)
                 fitter.loadData(**imfit_data)
@@ -316,7 +390,8 @@ def main(argv=None):
                 for _ in range(reps):
                     dn(plane, p.x, p.y, S3, fam, ev.psf)
                 t["dn"].append((_clock() - t0) / reps)
-        rows.append((label, prob, res_lm, res_sp, fitter, nfev_imfit, t))
+        rows.append((label, prob, res_lm, res_sp, fitter, nfev_imfit, t,
+                     (apy_fit, apy_info, apy)))
 
     def ms(v):
         return (f"{statistics.median(v) * 1e3:.2f} [{min(v) * 1e3:.2f}-{max(v) * 1e3:.2f}]"
@@ -324,27 +399,29 @@ def main(argv=None):
 
     print(f"medians [min-max] over {args.n} rounds, ms; one thread each")
     print("| case | mogviewer LM, back to back | first fit after imfit | BLAS 1 thread | "
-          "mogviewer (scipy) | imfit | evaluations (LM, scipy, imfit) | render+derivs | d/dn "
-          "plane | accumulating eval | LM / (evals x kernel): back to back, first | scipy / LM "
-          "| imfit / LM: back to back, first |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, _prob, a, b, _fitter, nfi, t in rows:
+          "mogviewer (scipy) | imfit | astropy-modeling (TRF) | evaluations (LM, scipy, imfit, "
+          "astropy) | render+derivs | d/dn plane | accumulating eval | LM / (evals x kernel): "
+          "back to back, first | scipy / LM | imfit / LM: back to back, first | astropy / LM |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, _prob, a, b, _fitter, nfi, t, (_af, ainfo, _ad) in rows:
         run, first = statistics.median(t["lm_run"]), statistics.median(t["lm"])
         kernel = statistics.median(t["derivs"]) + (statistics.median(t["dn"]) if t["dn"]
                                                    else 0.0)
         imfit_ratio = (f"{statistics.median(t['imfit']) / run:.1f}x, "
                        f"{statistics.median(t['imfit']) / first:.1f}x" if t["imfit"] else "-")
+        apy_ratio = f"{statistics.median(t['astropy']) / run:.1f}x" if t["astropy"] else "-"
+        nfa = ainfo["nfev"] if ainfo is not None else "-"
         print(f"| {label} | {ms(t['lm_run'])} | {ms(t['lm'])} | {ms(t['lm_blas1'])} | "
-              f"{ms(t['scipy'])} | {ms(t['imfit'])} | "
-              f"{a.nfev}, {b.nfev}, {nfi if nfi is not None else '-'} | "
+              f"{ms(t['scipy'])} | {ms(t['imfit'])} | {ms(t['astropy'])} | "
+              f"{a.nfev}, {b.nfev}, {nfi if nfi is not None else '-'}, {nfa} | "
               f"{ms(t['derivs'])} | {ms(t['dn'])} | {ms(t['eval'])} | "
               f"{run / (a.nfev * kernel):.2f}, {first / (a.nfev * kernel):.2f} | "
-              f"{statistics.median(t['scipy']) / run:.1f}x | {imfit_ratio} |")
+              f"{statistics.median(t['scipy']) / run:.1f}x | {imfit_ratio} | {apy_ratio} |")
     print()
     print("fitted values (x, y 1-based; r_e px; q; PA = angle - 90 (imfit/GALFIT); n)")
     print("| case | engine | x | y | r_e | q | PA | n | chi^2 |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for label, prob, a, b, fitter, _nfi, _t in rows:
+    for label, prob, a, b, fitter, _nfi, _t, (afit, _ai, adata) in rows:
         for name, r in (("mogviewer LM", a), ("mogviewer scipy", b)):
             p = r.params
             print(f"| {label} | {name} | {p.x + 1:.4f} | {p.y + 1:.4f} | {p.re:.4f} | "
@@ -354,6 +431,11 @@ def main(argv=None):
             print(f"| {label} | imfit | {v['x'] + 1:.4f} | {v['y'] + 1:.4f} | {v['re']:.4f} | "
                   f"{v['q']:.5f} | {(v['angle'] - 90) % 180:.3f} | {v['n']:.4f} | "
                   f"{fitter.fitStatistic:.3f} |")
+        if afit is not None:
+            v = astropy_values(afit, adata)
+            print(f"| {label} | astropy-modeling | {v['x'] + 1:.4f} | {v['y'] + 1:.4f} | "
+                  f"{v['re']:.4f} | {v['q']:.5f} | {(v['angle'] - 90) % 180:.3f} | "
+                  f"{v['n']:.4f} | {v['chi2']:.3f} |")
     if not args.no_wired:
         wired_table(args.n)
     return 0
