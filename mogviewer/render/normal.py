@@ -269,9 +269,6 @@ class NormalAccumulator:
         else:
             self.out = np.zeros((6, H, W))
             self.ext = np.zeros((n_ext, H, W))
-        # the fused kernels draw into a ring of four rows (:attr:`ring`), reused per thread
-        self._ring = _planes.get("ring", (6, min(4, H), W)) if keep else np.zeros(
-            (6, min(4, H), W))
         self.B = 6 + n_ext + n_sky
         NB = 6 + n_ext          # work rows (accumulate._accumulate_rows_py): basis, res, 1,
         # gx, gy, 0, weights; four rows long. The rows 1, gx and 0 are constant (the kernels
@@ -287,6 +284,12 @@ class NormalAccumulator:
         else:
             self._X = np.zeros((NB + 6, 4 * W))
             constant_rows(self._X)
+        # the fused kernels draw into a ring of four rows (:attr:`ring`): the first six work
+        # rows themselves (four image rows each), where the sums read them without a copy
+        if H >= 4:
+            self._ring = self._X[:6].reshape(6, 4, W)
+        else:
+            self._ring = _planes.get("ring", (6, H, W)) if keep else np.zeros((6, H, W))
         self._rg = np.zeros((self.B + 12, self.B + 12))
         self._gram = np.zeros((self.B, self.B))
         self._rhs = np.zeros(self.B)
