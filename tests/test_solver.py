@@ -234,6 +234,31 @@ def test_ring_of_rows_gives_the_sums_of_whole_planes_bit_for_bit(shape, psf_kind
     assert np.isfinite(c1) and c1 > 0
 
 
+@pytest.mark.parametrize("H", [4, 5, 8])
+def test_ring_of_rows_for_a_galaxy_that_misses_the_first_rows(H):
+    # The ring is the sums' own work rows (NormalAccumulator, H > 4). A 4-row image is drawn
+    # as whole planes into a separate buffer: with the ring's view there, a small galaxy on
+    # the last row was moved over the first rows and summed twice (the review's case: gram
+    # 506.6 against 253.3). The sums against whole planes, bit for bit.
+    from mogviewer.render.normal import normal_psf
+
+    W = 40
+    rng = np.random.default_rng(H)
+    S = shape_matrix(0.1, 1.0, 0.0)
+    prof = _profile("exp", 6, None)
+    data = rng.normal(0, 1, (H, W))
+    w = rng.uniform(0.5, 2, (H, W))
+    out = []
+    for ring in (True, False):
+        acc = NormalAccumulator(data, w, n_ext=0, n_sky=1)
+        acc.ring = ring
+        out.append(acc(20.3, H - 1.0, (S[0, 0], S[0, 1], S[1, 1]), _profile_packed(prof),
+                       normal_psf(None), np.array([50.0, 0, 0, 0, 0, 0, 0.1])))
+    (G1, g1, c1), (G2, g2, c2) = out
+    assert np.array_equal(G1, G2) and np.array_equal(g1, g2) and c1 == c2
+    assert G1[0, 0] > 0
+
+
 @pytest.mark.parametrize("sky", ["none", "constant", "plane"])
 def test_first_evaluation_puts_the_linear_parameters_at_their_optimum(sky):
     # _NormalEvaluator.start: from one evaluation, the flux and sky terms moved to their
@@ -412,6 +437,23 @@ def test_compiled_pixel_pairs_are_those_of_normal_psf(re):
     np.testing.assert_array_equal(got[1], want[1])
     C, K = got[0].shape[1], _PIXEL_PACKED[1].shape[1]
     assert C == {0.3: 8 * K, 120.0: 8}.get(re, C) and (8 < C < 8 * K or re in (0.3, 120.0))
+
+
+def test_compiled_pixel_pairs_split_a_boundary_column_as_normal_psf():
+    # The review's case: v lambda_min(S) within one rounding of PIXEL_WIDE_VAR, where
+    # (Sxx - Syy) ** 2 by Python's pow and by numba's product differed in the last bit and
+    # the two sides paired the column differently (37 pairs against 72)
+    from mogviewer.fitting._fast import _pixel_pairs
+    from mogviewer.fitting.normal_eval import _PIXEL_PACKED
+    from mogviewer.render.normal import NormalPsf
+
+    S3 = (27.127019977483354, -2.404829928577739, 6.190742498297005)
+    v = 0.16897415241470176
+    pp = np.array([[0.7, 0.3], [v, 2.0], [v, 2.0]])
+    got = _pixel_pairs(pp, *_PIXEL_PACKED, *S3)
+    want = NormalPsf(None).pairs(pp, *S3)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
 
 
 def test_a_second_order_model_that_fails_to_factor_is_dropped_for_the_step():

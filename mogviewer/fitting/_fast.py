@@ -105,7 +105,8 @@ def _pixel_pairs(prof, one, comb, sxx, sxy, syy):
     pixel ``one`` (6, 1), then each narrow column with every Gaussian of the pixel mixture
     ``comb`` (6, K), in that order (:func:`mogviewer.render.api._parts`). Returns ``(pp (3, C),
     qq (6, C))``."""
-    lam = 0.5 * (sxx + syy) - math.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
+    d = sxx - syy           # as render.api._parts writes it, to the last bit
+    lam = 0.5 * (sxx + syy) - math.sqrt(0.25 * (d * d) + sxy * sxy)
     M = prof.shape[1]
     K = comb.shape[1]
     narrow = 0

@@ -336,14 +336,7 @@ class FitProblem:
 
     @property
     def n_good(self):
-        """Number of pixels of nonzero weight (counted once when the weights are read-only,
-        as :meth:`from_arrays` makes them: a fit asks twice, 30 us each at 256x256)."""
-        n = self.__dict__.get("_n_good")
-        if n is None:
-            n = int(np.count_nonzero(self.weights))
-            if not self.weights.flags.writeable:
-                object.__setattr__(self, "_n_good", n)   # frozen: the cache beside the fields
-        return n
+        return int(np.count_nonzero(self.weights))
 
     @property
     def suffixes(self):

@@ -259,7 +259,8 @@ def _parts(pp, psf, sxx, sxy, syy):
         return [] if psf.fast is None else [(pp, psf.fast)]
     if psf is not None:
         return [(pp, psf)]
-    lam = 0.5 * (sxx + syy) - math.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
+    d = sxx - syy           # d * d, not d ** 2: Python's pow and numba's product differ in
+    lam = 0.5 * (sxx + syy) - math.sqrt(0.25 * (d * d) + sxy * sxy)   # the last bit at times
     narrow = pp[1] * lam < PIXEL_WIDE_VAR
     if not narrow.any():
         return [(pp, PIXEL_ONE)]

@@ -285,8 +285,10 @@ class NormalAccumulator:
             self._X = np.zeros((NB + 6, 4 * W))
             constant_rows(self._X)
         # the fused kernels draw into a ring of four rows (:attr:`ring`): the first six work
-        # rows themselves (four image rows each), where the sums read them without a copy
-        if H >= 4:
+        # rows themselves (four image rows each), where the sums read them without a copy.
+        # Not for H <= 4: the kernels then draw whole planes into that buffer (their ring is a
+        # buffer of fewer rows than the image), whose rows the sums' copy would overwrite
+        if H > 4:
             self._ring = self._X[:6].reshape(6, 4, W)
         else:
             self._ring = _planes.get("ring", (6, H, W)) if keep else np.zeros((6, H, W))
