@@ -26,6 +26,9 @@ HOVER_HINT = "Point at an image for pixel values; drag the green ellipse or its 
 #: The window's preferred size, and the smallest it may be made (both at most the screen).
 PREFERRED_SIZE = (1560, 940)
 MINIMUM_SIZE = (760, 520)
+#: version of the saved dock layout: 1 since the log moved under the image panels (a layout
+#: saved before, with the log beside the parameters, is not restored: the new default is used)
+_LAYOUT_VERSION = 1
 
 
 def make_settings():
@@ -299,8 +302,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log_dock.setObjectName("log_dock")
         self.log_dock.setWidget(self.log_view)
         self.log_view.setMinimumHeight(36)
-        self.addDockWidget(QtCore.Qt.RightDockWidgetArea, self.log_dock)
-        self.splitDockWidget(self.params_dock, self.log_dock, QtCore.Qt.Vertical)
+        # the log under the image panels, the parameters keeping the whole right column: at
+        # 1280x720 the log shared that column with the parameters and showed one line
+        self.setCorner(QtCore.Qt.BottomRightCorner, QtCore.Qt.RightDockWidgetArea)
+        self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.log_dock)
 
         self.psf_status = QtWidgets.QLabel("PSF: none")
         self.statusBar().addPermanentWidget(self.psf_status)
@@ -441,9 +446,9 @@ class MainWindow(QtWidgets.QMainWindow):
             # full height when there is room, the log the rest
             self._docks_sized = True
             if not getattr(self, "_dock_layout_restored", False):
-                self.resizeDocks([self.params_dock, self.log_dock],
-                                 [self.params.fit_group.sizeHint().height()
-                                  + self.params.sizeHint().height() + 16, 60],
+                lines = 5 if self.height() >= 800 else 4
+                self.resizeDocks([self.log_dock],
+                                 [lines * self.log_view.fontMetrics().lineSpacing() + 36],
                                  QtCore.Qt.Vertical)
 
     # ================================================================== startup
@@ -493,7 +498,7 @@ class MainWindow(QtWidgets.QMainWindow):
         state = st.value("window/state")
         self._dock_layout_restored = False
         if isinstance(state, QtCore.QByteArray) and not state.isEmpty():
-            self._dock_layout_restored = bool(self.restoreState(state))
+            self._dock_layout_restored = bool(self.restoreState(state, _LAYOUT_VERSION))
         a = self.commands
         d = DisplayState()
         d = d.replace(stretch=a.setting("display/stretch", d.stretch, str),
@@ -516,7 +521,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def save_settings(self):
         st = self.settings
         st.setValue("window/geometry", self.saveGeometry())
-        st.setValue("window/state", self.saveState())
+        st.setValue("window/state", self.saveState(_LAYOUT_VERSION))
         d = self.state.display
         st.setValue("display/stretch", d.stretch)
         st.setValue("display/limits", d.limits)

@@ -285,6 +285,23 @@ def test_layout_at_1280x720(window, qtbot):
     assert w.minimumWidth() > 0 and w.minimumHeight() > 0
 
 
+def test_log_under_the_panels_at_1280x720(window, qtbot):
+    """The log shared the right column with the parameters and showed one line at 1280x720;
+    it now lies under the image panels with at least three lines, and the parameters keep the
+    whole column (down past the log's top edge)."""
+    w = window
+    shown(qtbot, w, 1280, 720)
+    assert w.dockWidgetArea(w.log_dock) == QtCore.Qt.BottomDockWidgetArea
+    assert w.dockWidgetArea(w.params_dock) == QtCore.Qt.RightDockWidgetArea
+    lines = w.log_view.viewport().height() / w.log_view.fontMetrics().lineSpacing()
+    assert lines >= 3, lines
+    log_top = w.log_dock.mapTo(w, QtCore.QPoint(0, 0)).y()
+    params_bottom = w.params_dock.mapTo(w, QtCore.QPoint(0, w.params_dock.height())).y()
+    panels_right = w.panels.mapTo(w, QtCore.QPoint(w.panels.width(), 0)).x()
+    assert params_bottom > log_top + w.log_dock.height() // 2
+    assert w.log_dock.mapTo(w, QtCore.QPoint(w.log_dock.width(), 0)).x() <= panels_right + 8
+
+
 def test_views_refitted_after_resize(window, qtbot):
     """After a resize the image no longer filled the panels (the view was not refitted)."""
     w, s = window, window.state
