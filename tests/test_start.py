@@ -420,3 +420,24 @@ def test_starts_equal_the_reference_on_small_random_stamps():
             _assert_same_start(initial_guess(problem, centre=centre), ref, t)
             compared += 1
     assert compared > 300 and refused > 0
+
+
+def test_nothing_to_fit_says_what_initial_guess_says():
+    # the app's check before a fit from its own start gives initial_guess's reasons
+    from mogviewer.fitting.start import nothing_to_fit
+
+    blank = FitProblem.from_arrays(np.full((16, 16), 3.0), sigma=np.ones((16, 16)),
+                                   profile="exp", M=4)
+    why = nothing_to_fit(blank)
+    assert why == "the image holds no signal: every usable pixel equals 3"
+    with pytest.raises(FitError) as exc:
+        initial_guess(blank)
+    assert str(exc.value) == why
+    img = np.full((16, 16), 3.0)
+    img[8, 8] = 9.0
+    mask = np.zeros((16, 16), bool)
+    mask[8, 8] = True                  # the only different pixel masked: blank again
+    assert nothing_to_fit(FitProblem.from_arrays(img, sigma=np.ones((16, 16)), mask=mask,
+                                                 profile="exp", M=4)) == why
+    assert nothing_to_fit(FitProblem.from_arrays(img, sigma=np.ones((16, 16)), profile="exp",
+                                                 M=4)) is None

@@ -69,6 +69,20 @@ def _psf_moments(psf):
     return m
 
 
+def nothing_to_fit(problem):
+    """Why ``problem`` has nothing to fit, or None: no usable pixel, or every usable pixel of
+    one value (an all-zero image, say). The messages are :func:`initial_guess`'s, so a caller
+    with its own start (the app) refuses what the command line refuses."""
+    good = problem.weights > 0
+    if not good.any():
+        return "no usable pixels (all masked, NaN or zero weight)"
+    v = problem.image[good]
+    lo = float(v.min())
+    if lo == float(v.max()):
+        return f"the image holds no signal: every usable pixel equals {lo * problem.scale:g}"
+    return None
+
+
 def initial_guess(problem, *, centre=None):
     """Start parameters from image moments in a central aperture.
 

@@ -662,6 +662,10 @@ class Actions(SceneActions, PosteriorActions, ExportActions, QtCore.QObject):
             return False
         if s.params is None:
             return False
+        why = engine.nothing_to_fit(problem)
+        if why is not None:       # a blank image "converged" at flux 0 with errors of 1e33
+            self.show_error("Cannot fit", f"Nothing to fit: {why}.")
+            return False
         self._fit_start = (s.params, s.result)
         s.set_busy(True)
         free = ", ".join(problem.free) or "nothing"

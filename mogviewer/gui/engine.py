@@ -363,6 +363,13 @@ def initial_guess(problem, *, centre=None):
     return fitting.initial_guess(problem, centre=centre)
 
 
+def nothing_to_fit(problem):
+    """Why there is nothing to fit (a blank image), or None (:mod:`mogviewer.fitting.start`)."""
+    from ..fitting.start import nothing_to_fit as why
+
+    return why(problem)
+
+
 def run_fit(problem, start, *, callback, should_stop):
     return fitting.fit(problem, start, callback=callback, should_stop=should_stop)
 

@@ -526,6 +526,17 @@ class SessionState:
             start = engine.initial_guess(pr)
         except engine.FitError as exc:
             self.log(f"Cannot start from moments: {exc}")
+            ny, nx = pr.shape
+            p = self.params
+            if p is None or not (-0.5 <= p.x <= nx - 0.5 and -0.5 <= p.y <= ny - 0.5):
+                # not the previous image's start (off this image, its chi^2 still shown):
+                # a neutral one at the centre, drawn on this image
+                p = engine.GalaxyParams(flux=0.0, x=(nx - 1) / 2, y=(ny - 1) / 2,
+                                        re=max(1.0, min(nx, ny) / 8), q=1.0, angle=0.0,
+                                        n=pr.n if pr.n is not None else 1.0)
+                self.log("Start placed at the image centre with flux 0: " + format_params(p))
+                self.set_params(p, origin=origin)
+            self.request_render(immediate=True)
             return
         self.log("Start from image moments: " + format_params(start))
         self.set_params(start, origin=origin)

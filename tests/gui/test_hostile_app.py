@@ -226,3 +226,24 @@ def test_wheel_over_a_parameter_scrolls_instead_of_stepping_it(window, qtbot):
     QtWidgets.QApplication.sendEvent(sp, ev)
     qtbot.wait(20)
     assert w.state.params.flux == pytest.approx(before / 1.02)   # a focused box still steps
+
+
+def test_blank_image_is_not_fitted_and_its_start_is_its_own(window, errors, tmp_path, qtbot):
+    """A new user's all-zero 64x64 image: the parameters kept the previous image's start
+    (x = 127.9, off this image) and its chi^2/nu, and Fit reported "converged" at flux 7e-25
+    with errors of 2.3e33 (the command line fails the file). Now the start is placed on the
+    new image and Fit refuses with the command line's reason."""
+    w, s = window, window.state
+    path = tmp_path / "zero.fits"
+    fits.writeto(path, np.zeros((64, 64), np.float32))
+    s.set_psf(None)
+    w.commands.open_image(str(path))
+    assert s.data.shape == (64, 64)
+    p = s.params
+    assert (p.x, p.y, p.flux) == (31.5, 31.5, 0.0)
+    assert s.images is not None and s.images.params == p          # drawn on this image
+    n_err = len(errors)
+    assert w.commands.start_fit() is False and not s.busy
+    title, text = errors[-1]
+    assert len(errors) == n_err + 1 and title == "Cannot fit"
+    assert text == "Nothing to fit: the image holds no signal: every usable pixel equals 0."
