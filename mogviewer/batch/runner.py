@@ -47,8 +47,8 @@ class BatchSummary:
     def line(self):
         """One line for people."""
         done = self.fitted + self.flagged + self.failed
-        s = (f"{done}/{self.total} {self.unit}: {self.fitted} fitted, {self.flagged} flagged, "
-             f"{self.failed} failed in {self.elapsed:.1f} s")
+        s = (f"{done}/{self.total} {self.unit}: {self.fitted} fitted without flags, "
+             f"{self.flagged} flagged, {self.failed} failed in {self.elapsed:.1f} s")
         if self.skipped:
             s += f" ({self.skipped} already in the CSV, not refitted)"
         return s + (" (interrupted)" if self.interrupted else "")

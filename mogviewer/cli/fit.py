@@ -29,7 +29,8 @@ def register_cli(sub):
     p = sub.add_parser(
         "fit", help="fit many cutouts and write a CSV (batch mode, no display needed)",
         description="Fit one galaxy per file and write one CSV row per file (units and "
-                    "conventions in the CSV's comment lines). A file that cannot be fitted "
+                    "conventions of every column in OUT.columns.txt beside the CSV). A file "
+                    "that cannot be fitted "
                     "gives a row with status 'failed' and the reason; the other files are "
                     "still fitted. Exit status: 0 all fitted (flags may be set), 1 some files "
                     "failed, 2 bad command-line input, 130 interrupted (the CSV keeps the rows "
