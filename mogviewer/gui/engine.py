@@ -491,11 +491,28 @@ def psf_source(model, path):
     return f"{path} ({model.source}, K={model.n_components})"
 
 
-def result_row(result, *, data=None, problem=None, psf_text="none", posterior=None):
+def result_row(result, *, data=None, problem=None, psf_text="none", posterior=None,
+               object_id=None):
     """One CSV row (dict) for ``result``: :func:`mogviewer.export.result_to_row`; with a
-    ``posterior`` the same percentile and diagnostic columns as ``mogviewer fit --sample``."""
-    return mexport.result_to_row(result, data, problem=problem, psf_source=psf_text,
-                                 posterior=posterior)
+    ``posterior`` the same percentile and diagnostic columns as ``mogviewer fit --sample``.
+    With ``object_id`` (:func:`object_id`) the identity columns as the command line fills them
+    for a file's target: ``object_id``, ``source_id`` 0, ``is_target``, ``kind``."""
+    row = mexport.result_to_row(result, data, problem=problem, psf_source=psf_text,
+                                posterior=posterior)
+    if object_id is not None:
+        row.update(object_id=object_id, source_id=0, is_target=True, kind="galaxy")
+    return row
+
+
+def object_id(path, options):
+    """A file's row id as ``mogviewer fit`` gives it: the file, plus the HDU, band or plane
+    chosen (:func:`mogviewer.batch.runner.default_object_id`)."""
+    from types import SimpleNamespace
+
+    from ..batch.runner import default_object_id
+
+    return default_object_id(SimpleNamespace(image=path, **{
+        k: options.get(k) for k in ("hdu", "band", "plane")}))
 
 
 def write_csv(path, rows, *, append=False, inputs=(), columns=None):

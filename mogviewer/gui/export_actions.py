@@ -88,7 +88,9 @@ class ExportActions:
 
         def go():
             row = engine.result_row(s.result, data=s.data, problem=s.problem(),
-                                    psf_text=self._psf_text(), posterior=s.posterior)
+                                    psf_text=self._psf_text(), posterior=s.posterior,
+                                    object_id=engine.object_id(s.image_path,
+                                                               s.image_options))
             engine.write_csv(path, [row], append=append, inputs=s.input_files())
 
         ok = self._export("CSV", go)

@@ -497,6 +497,10 @@ def test_exports(window, qtbot, tmp_path):
     assert len(rows) == 2
     assert float(rows[0]["x"]) == pytest.approx(result.params.x)
     assert float(rows[1]["re_pix"]) == pytest.approx(result.params.re)
+    # the identity columns as `mogviewer fit` fills them for a file's target (they were empty)
+    assert rows[0]["object_id"] == str(s.image_path) and s.image_path
+    assert (rows[0]["source_id"], rows[0]["is_target"], rows[0]["kind"]) == ("0", "True",
+                                                                             "galaxy")
     reg = tmp_path / "fit.reg"
     assert w.commands.export_region(reg)
     txt = reg.read_text()
