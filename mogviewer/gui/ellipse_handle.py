@@ -82,8 +82,12 @@ class EllipseHandle(pg.EllipseROI):
         self.sigRegionChangeFinished.connect(self._on_finished)
         self.n_sync = 0
 
+    #: handle radius in screen pixels: at most this, less on an ellipse small on screen
+    HANDLE_MAX = 9.0
+    HANDLE_MIN = 3.5
+
     def _addHandles(self):
-        self.handleSize = 9
+        self.handleSize = self.HANDLE_MAX
         self.centre_handle = self.addTranslateHandle([0.5, 0.5])
         self.major_handle = self.addScaleHandle([1.0, 0.5], [0.5, 0.5])
         self.minor_handle = self.addScaleHandle([0.5, 1.0], [0.5, 0.5])
@@ -105,6 +109,33 @@ class EllipseHandle(pg.EllipseROI):
         finally:
             self._syncing = False
         self.n_sync += 1
+        self.fit_handles()
+
+    def fit_handles(self):
+        """Handles no larger than a third of the ellipse's semi-minor axis on screen (between
+        :data:`HANDLE_MIN` and :data:`HANDLE_MAX` px): four 9 px handles covered a galaxy of
+        r_e ~ 15 screen px (a 256 px cutout in a 170 px panel) and hid its centre."""
+        vb = self.getViewBox()
+        try:
+            px = vb.viewPixelSize() if vb is not None else None
+        except Exception:  # noqa: BLE001 - a view not laid out yet: keep the size
+            px = None
+        if not px or not max(px) > 0:
+            return
+        minor = min(abs(float(self.size()[0])), abs(float(self.size()[1]))) / 2 / max(px)
+        r = float(min(self.HANDLE_MAX, max(self.HANDLE_MIN, minor / 3)))
+        for h in self.handles:
+            item = h["item"]
+            if abs(item.radius - r) > 0.25:
+                item.prepareGeometryChange()
+                item.radius = r
+                item.buildPath()
+                item._shape = None
+                item.update()
+
+    def viewTransformChanged(self):
+        super().viewTransformChanged()
+        self.fit_handles()              # a zoom or a resize changes the ellipse on screen
 
     def paint(self, p, opt, widget):
         p.save()
@@ -126,6 +157,7 @@ class EllipseHandle(pg.EllipseROI):
 
     def _on_changed(self):
         if not self._syncing:
+            self.fit_handles()
             self.dragged.emit(self.ellipse())
 
     def _on_finished(self):

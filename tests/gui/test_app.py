@@ -141,6 +141,27 @@ def test_drag_major_axis_handle_with_mouse(window, qtbot):
     assert w.panels.ellipse.ellipse()["re"] == pytest.approx(p0.re, rel=1e-6)
 
 
+def test_handles_shrink_on_a_small_ellipse_and_grow_back_when_zoomed(window, qtbot):
+    """Four 9 px handles covered a galaxy of r_e ~ 15 screen px and hid its centre: on screen
+    a handle is now at most a third of the semi-minor axis (3.5-9 px)."""
+    w, s = window, window.state
+    roi = w.panels.ellipse
+    vb = w.panels.data_plot.getViewBox()
+
+    def minor_px():
+        return min(abs(roi.size()[0]), abs(roi.size()[1])) / 2 / max(vb.viewPixelSize())
+
+    s.set_params(s.params.replace(re=6.0, q=0.6))       # small on screen, whole image shown
+    qtbot.wait(30)
+    radii = {h["item"].radius for h in roi.handles}
+    assert minor_px() < 27 and len(radii) == 1
+    assert radii.pop() == pytest.approx(max(roi.HANDLE_MIN, minor_px() / 3), abs=0.3)
+    w.state.set_view(((s.params.x - 12, s.params.x + 12), (s.params.y - 12, s.params.y + 12)))
+    qtbot.wait(30)                                       # zoomed: the ellipse is large
+    assert minor_px() > 27
+    assert all(h["item"].radius == roi.HANDLE_MAX for h in roi.handles)
+
+
 def test_drag_body_with_mouse_moves_centre(window, qtbot):
     w, s = window, window.state
     w.state.set_view(((60, 196), (60, 196)))          # as a zoom with the mouse does
