@@ -44,6 +44,15 @@ STEPS = {"flux": ("rel", 0.02), "x": ("abs", 0.5), "y": ("abs", 0.5), "re": ("re
          "q": ("abs", 0.02), "angle": ("abs", 2.0), "sky": ("abs", 0.1), "n": ("abs", 0.1)}
 
 
+def status_style(status, flags):
+    """The fit status text's colour: red when the fit did not converge (failed, cancelled, at
+    the evaluation limit), amber when it converged with flags (a converged fit with
+    ERRORS_UNDERESTIMATED read as a failure in red), the default when clean."""
+    if status != "converged":
+        return "color: #a33;"
+    return "color: #b36b00;" if flags else ""
+
+
 class ParamSpin(QtWidgets.QDoubleSpinBox):
     """A spin box that shows ``format(value, fmt)`` and steps relatively or additively."""
 
@@ -561,7 +570,7 @@ class ParamsPanel(QtWidgets.QWidget):
                 f"joint fit {res.status}, {count(res.nfev, 'evaluation')}, "
                 f"{res.elapsed:.2f} s"
                 + ("" if not flags else "\nflags: " + ", ".join(flags)))
-            self.status_label.setStyleSheet("color: #a33;" if flags else "")
+            self.status_label.setStyleSheet(status_style(res.status, flags))
             for lab in self.err_labels.values():     # the errors are in the joint summary
                 lab.setText("")
             self._on_model()
@@ -669,7 +678,7 @@ class ParamsPanel(QtWidgets.QWidget):
             mag = result.magnitude(zp, target=True)
             text += f"\nmag = {mag:.3f} (target profile's total, zeropoint {zp:g})"
         self.status_label.setText(text)
-        self.status_label.setStyleSheet("color: #a33;" if flags else "")
+        self.status_label.setStyleSheet(status_style(result.status, flags))
         self.chi2_label.setText(f"\u03c7\u00b2/\u03bd = {result.chi2_nu:.4f}  "
                                 f"(\u03bd = {result.nu})")
 

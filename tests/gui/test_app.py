@@ -362,6 +362,15 @@ def test_fit_matches_direct_call_then_undo(window, qtbot):
     assert w.params.err_labels["x"].text() == "\u00b1 " + format(errs["x"], ".2g")
     assert f"{result.chi2_nu:.4f}" in w.params.chi2_label.text()
     assert "converged" in w.params.status_label.text()
+    # a converged fit is not red: amber with flags (this one, chi^2/nu > threshold), plain
+    # without; red is for the statuses that did not converge
+    from mogviewer.gui.params_panel import status_style
+    assert result.status == "converged"
+    assert w.params.status_label.styleSheet() == status_style("converged", bool(result.flags))
+    assert status_style("converged", ["ERRORS_UNDERESTIMATED"]) == "color: #b36b00;"
+    assert status_style("converged", []) == ""
+    assert {status_style(st, []) for st in ("failed", "cancelled", "max_evaluations")} == {
+        "color: #a33;"}
     assert w.params.spins["re"].value() == pytest.approx(result.params.re)
     assert w.panels.ellipse.ellipse()["re"] == pytest.approx(result.params.re, rel=1e-6)
     assert s.images.params == result.params
