@@ -672,7 +672,8 @@ class ParamsPanel(QtWidgets.QWidget):
                 + ("" if not flags else "\nflags: " + ", ".join(flags)))
         ft = result.flux_target
         if math.isfinite(ft) and ft != result.params.flux:
-            text += f"\nCSV flux {ft:.7g} (target profile; the box: its mixture)"
+            text += (f"\n{result.profile} flux {ft:.7g} (the CSV's; the flux box holds the "
+                     f"{result.M}-Gaussian mixture's)")
         zp = None if self.state.data is None else self.state.data.zeropoint
         if zp is not None and result.params.flux > 0:
             mag = result.magnitude(zp, target=True)
