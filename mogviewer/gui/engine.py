@@ -25,6 +25,7 @@ from .. import io as mio
 from .. import psf as mpsf
 from ..errors import MogviewerError, MogviewerWarning
 from ..export import files as mfiles
+from ..fitting.start import nothing_to_fit  # noqa: F401 - the app's check before a fit
 from ..profiles import sersic as SERSIC
 from . import psf_cache
 
@@ -362,12 +363,6 @@ def psf_has_stamp(model):
 def initial_guess(problem, *, centre=None):
     return fitting.initial_guess(problem, centre=centre)
 
-
-def nothing_to_fit(problem):
-    """Why there is nothing to fit (a blank image), or None (:mod:`mogviewer.fitting.start`)."""
-    from ..fitting.start import nothing_to_fit as why
-
-    return why(problem)
 
 
 def run_fit(problem, start, *, callback, should_stop):
