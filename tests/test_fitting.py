@@ -519,3 +519,20 @@ def test_a_fit_counts_the_usable_pixels_once(monkeypatch):
     q = FitProblem(img, w, None, "exp", 4)
     w[0] = 0.0                                         # a problem built by hand on its array
     assert q.n_good == 240
+
+
+def test_a_needle_is_flagged_q_subpixel_and_a_round_galaxy_is_not():
+    # r_e >= 0.5 px with the minor axis q r_e below 0.5 px: the width is unresolved (a thin
+    # edge-on disk, or a star fitted as a galaxy); RE_SUBPIXEL stays for r_e < 0.5 px
+    from mogviewer.render import render_model
+
+    rng = np.random.default_rng(4)
+    for q, want in ((0.06, True), (0.6, False)):
+        truth = dict(flux=3000.0, x=20.3, y=19.6, re=5.0, q=q, angle=30.0, sky=0.0)
+        img = render_model(truth, "exp", 6, PSF3, (40, 40)) + rng.normal(0, 1.0, (40, 40))
+        res = fit(FitProblem.from_arrays(img, sigma=np.ones((40, 40)), psf=PSF3, profile="exp",
+                                         M=6))
+        assert res.status == "converged"
+        assert res.params.re >= 0.5 and (res.params.q * res.params.re < 0.5) == want
+        assert bool(res.flags & FitFlags.Q_SUBPIXEL) == want
+        assert not res.flags & FitFlags.RE_SUBPIXEL

@@ -247,3 +247,29 @@ def test_a_neighbour_that_strays_is_held_at_its_start(profile, offset, flux, why
     ref = fit_scene(obs, res.scene, sky="none", fitted=(True, False))
     assert res.scene.sources[0].flux == pytest.approx(ref.scene.sources[0].flux, rel=1e-5)
     assert res.scene.sources[0].re == pytest.approx(ref.scene.sources[0].re, rel=1e-5)
+
+
+def test_a_star_fitted_as_a_galaxy_is_flagged_as_a_needle():
+    # The user's case: on IC 3478 an exponential neighbour added by click on the star at
+    # (224, 152) ended with q = 0.0013 and r_e = 6.1 px (a needle 0.008 px wide) and no flag.
+    # Now it carries Q_SUBPIXEL and a note that says what to do; the target is not flagged.
+    from mogviewer import io as io_fits
+    from mogviewer.fitting import FitProblem, initial_guess
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = io_fits.read_image(f"{DATA}/imfit-sdss/ic3478rss_256.fits",
+                               mask=f"{DATA}/imfit-sdss/ic3478rss_256_mask.fits", gain=4.725,
+                               read_noise=4.3, sky_level=130.14)
+        psf = read_psf(f"{DATA}/imfit-sdss/psf_moffat_51.fits").mixture
+    st = initial_guess(FitProblem.from_image_data(d, psf=psf, profile="exp", M=6))
+    target = Galaxy(profile="exp", flux=st.flux, x=st.x, y=st.y, re=st.re, q=st.q,
+                    angle=st.angle)
+    flux = float(d.image[149:156, 221:228].sum() - 49 * st.sky)   # as "Add by click" starts it
+    star = Galaxy(profile="exp", flux=flux, x=224.0, y=152.1, re=6.0, q=1.0, angle=0.0)
+    res = fit_scene(Observation.from_arrays(d.image, ivar=d.ivar, mask=d.mask, psf=psf),
+                    Scene(sources=(target, star), sky=st.sky, target=0))
+    s = res.scene.sources[1]
+    assert s.re >= 0.5 and s.q * s.re < 0.5                       # the needle
+    assert res.flags[1] & FitFlags.Q_SUBPIXEL and not res.flags[0] & FitFlags.Q_SUBPIXEL
+    assert any("point source is the better model" in m for m in res.messages)

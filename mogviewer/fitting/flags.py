@@ -41,3 +41,6 @@ class FitFlags(enum.IntFlag):
     #: 1.2): the noise map or the model is wrong and the formal errors are too small; use the
     #: ``_err_scaled`` columns (``err sqrt(chi2/nu)``) or the posterior of a corrected noise map
     ERRORS_UNDERESTIMATED = 2048
+    #: r_e >= 0.5 px but the minor axis q r_e < 0.5 px: the width is unresolved, a needle (a
+    #: star fitted as a galaxy ends so, q near its floor; a point source is the better model)
+    Q_SUBPIXEL = 4096

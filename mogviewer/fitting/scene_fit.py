@@ -515,6 +515,11 @@ def _fit_scene_once(observation, scene, *, fitted, sky, sequential, should_stop,
         s = best.sources[i]
         if s.flux <= 0:
             f |= FitFlags.NEGATIVE_FLUX
+        if getattr(s, "kind", "") != "point" and s.re >= 0.5 and s.q * s.re < 0.5:
+            f |= FitFlags.Q_SUBPIXEL
+            notes[i].append(f"its width is unresolved (q r_e = {s.q * s.re:.2g} px, below "
+                            "0.5 px): a needle; if it is a star, a point source is the "
+                            "better model")
         if not _inside(s, ref_shape):
             f |= FitFlags.CENTRE_OUTSIDE
         if status == "cancelled":

@@ -488,6 +488,8 @@ def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, m
         flags |= FitFlags.CENTRE_OUTSIDE
     if min(p.re, p.re2 if problem.profile2 else np.inf) < 0.5:
         flags |= FitFlags.RE_SUBPIXEL
+    elif min(p.q * p.re, p.q2 * p.re2 if problem.profile2 else np.inf) < 0.5:
+        flags |= FitFlags.Q_SUBPIXEL
     if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
         flags |= FitFlags.RE_BEYOND_STAMP
     flags |= psf_flags(problem, p)
