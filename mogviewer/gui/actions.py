@@ -744,9 +744,11 @@ class Actions(SceneActions, PosteriorActions, ExportActions, QtCore.QObject):
                                               new_result=result))
         if scene is not None:
             self.undo_stack.endMacro()
-            s.log(f"Scene fit {scene.status}: chi2/nu = {scene.chi2_nu:.4f} with "
-                  f"{len(scene.scene.sources)} sources, {scene.nfev} evaluations, "
-                  f"{scene.elapsed:.2f} s")
+            # with the fit's notes on the sources (a neighbour at a bound, a needle): they
+            # were only in the joint fit's log
+            s.log("\n".join([f"Scene fit {scene.status}: chi2/nu = {scene.chi2_nu:.4f} with "
+                             f"{len(scene.scene.sources)} sources, {scene.nfev} evaluations, "
+                             f"{scene.elapsed:.2f} s"] + [f"  {m}" for m in scene.messages]))
         errs = result.errors()
         lines = [f"Fit {result.status} in {result.elapsed:.2f} s, {result.nfev} evaluations: "
                  f"chi2/nu = {result.chi2_nu:.4f} (nu = {result.nu})"]

@@ -233,3 +233,17 @@ def test_mask_regions_round_trip_exactly(window, tmp_path, errors, sample_files)
     w.commands.draw_mask("box", 20.0, 30.0, 25.0, 60.0)
     assert w.commands.export_mask_regions(str(sample_files[1])) is False   # the mask file
     assert "input file" in errors[-1][1]
+
+
+def test_a_star_added_as_a_galaxy_gets_the_needle_note_in_the_log(window, qtbot):
+    """An exponential added by click on the star at (224, 152) became a needle (q 0.001) with
+    nothing said; the log now says its width is unresolved and what to do."""
+    w, s = window, window.state
+    s.set_psf_mode("mixture")                       # a fast render for the test
+    w.commands.add_source("exp", 224.0, 152.1)
+    with qtbot.waitSignal(w.commands.fit_finished, timeout=FIT_TIMEOUT_MS):
+        assert w.commands.start_fit()
+    nb = s.neighbours[0]
+    assert nb.q * nb.re < 0.5 <= nb.re
+    log = w.log_view.toPlainText()
+    assert "width is unresolved" in log and "point source is the better model" in log
