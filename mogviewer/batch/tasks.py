@@ -274,8 +274,27 @@ def run_task(task):
             warnings.simplefilter("always")
             return _run_task(task, base, caught, step)
     except Exception as exc:  # noqa: BLE001 - the batch policy: every failure is a row
+        hidden = _interrupt_inside(exc)
+        if hidden is not None:      # Ctrl-C or SIGTERM, disguised: not a row, the end
+            raise hidden from None
         return export.failed_row(f"{step[0]}: {_short(exc)}",
                                  warnings_text=_warnings_text(caught), **base)
+
+
+def _interrupt_inside(exc):
+    """The ``KeyboardInterrupt`` (or other non-``Exception``) among ``exc``'s causes, or None.
+
+    A signal handler that raises while compiled code calls back into Python (numba boxing a
+    returned array calls ``_numba_unpickle``) comes out as ``SystemError: CPUDispatcher(...)
+    returned a result with an exception set``, with the interrupt as its cause: a batch took
+    a SIGTERM for a failed row and went on to the end."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if not isinstance(exc, Exception):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _chi2(result):
