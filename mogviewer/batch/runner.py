@@ -109,9 +109,13 @@ def failed_rows(job, reason):
 
 def default_object_id(task):
     """The id of a plain file's row: the file as given, plus the HDU/band/plane chosen."""
-    oid = str(task.image)
-    for name in ("hdu", "band", "plane"):
-        v = getattr(task, name)
+    return object_id_of(task.image, hdu=task.hdu, band=task.band, plane=task.plane)
+
+
+def object_id_of(image, *, hdu=None, band=None, plane=None):
+    """``image`` (as given) plus ``[hdu=..]``, ``[band=..]``, ``[plane=..]`` for those set."""
+    oid = str(image)
+    for name, v in (("hdu", hdu), ("band", band), ("plane", plane)):
         if v is not None:
             oid += f"[{name}={v}]"
     return oid

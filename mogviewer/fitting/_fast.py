@@ -109,23 +109,23 @@ def _pixel_pairs(prof, one, comb, sxx, sxy, syy):
     lam = 0.5 * (sxx + syy) - math.sqrt(0.25 * (d * d) + sxy * sxy)
     M = prof.shape[1]
     K = comb.shape[1]
-    narrow = 0
+    narrow = np.empty(M, dtype=np.bool_)
     for m in range(M):
-        if prof[1, m] * lam < PIXEL_WIDE_VAR:
-            narrow += 1
-    C = M - narrow + narrow * K
+        narrow[m] = prof[1, m] * lam < PIXEL_WIDE_VAR
+    n_narrow = int(narrow.sum())
+    C = M - n_narrow + n_narrow * K
     pp = np.empty((3, C))
     qq = np.empty((6, C))
     c = 0
     for m in range(M):
-        if not prof[1, m] * lam < PIXEL_WIDE_VAR:
+        if not narrow[m]:
             for a in range(3):
                 pp[a, c] = prof[a, m]
             for a in range(6):
                 qq[a, c] = one[a, 0]
             c += 1
     for m in range(M):
-        if prof[1, m] * lam < PIXEL_WIDE_VAR:
+        if narrow[m]:
             for k in range(K):
                 for a in range(3):
                     pp[a, c] = prof[a, m]

@@ -18,6 +18,16 @@ CHI2NU_NSIGMA = 5.0
 CHI2NU_FLOOR = 0.2
 
 
+#: Below this size (px) a galaxy's r_e, or its minor axis q r_e, is unresolved
+SUBPIXEL = 0.5
+
+
+def is_needle(re, q):
+    """True when r_e is resolved but the minor axis is not: ``r_e >= SUBPIXEL`` and
+    ``q r_e < SUBPIXEL`` (:attr:`FitFlags.Q_SUBPIXEL`)."""
+    return re >= SUBPIXEL and q * re < SUBPIXEL
+
+
 def chi2nu_threshold(nu):
     """The ``chi2/nu`` above which ``ERRORS_UNDERESTIMATED`` is set (see :data:`CHI2NU_FLOOR`)."""
     return 1.0 + max(CHI2NU_NSIGMA * math.sqrt(2.0 / nu), CHI2NU_FLOOR) if nu > 0 else math.inf

@@ -49,7 +49,7 @@ import numpy as np
 from ..errors import FitError
 from ..scene import Galaxy, Scene
 from .blends import split_target
-from .flags import FitFlags
+from .flags import SUBPIXEL, FitFlags, is_needle
 from .lm import levenberg_marquardt
 from .scene_model import Frame, _dphys_dz, _inverse, _Model, scene_in_frame
 
@@ -515,11 +515,11 @@ def _fit_scene_once(observation, scene, *, fitted, sky, sequential, should_stop,
         s = best.sources[i]
         if s.flux <= 0:
             f |= FitFlags.NEGATIVE_FLUX
-        if getattr(s, "kind", "") != "point" and s.re >= 0.5 and s.q * s.re < 0.5:
+        if getattr(s, "kind", "") != "point" and is_needle(s.re, s.q):
             f |= FitFlags.Q_SUBPIXEL
             notes[i].append(f"its width is unresolved (q r_e = {s.q * s.re:.2g} px, below "
-                            "0.5 px): a needle; if it is a star, a point source is the "
-                            "better model")
+                            f"{SUBPIXEL:g} px): a needle; if it is a star, a point source is "
+                            "the better model")
         if not _inside(s, ref_shape):
             f |= FitFlags.CENTRE_OUTSIDE
         if status == "cancelled":

@@ -28,7 +28,7 @@ from ..render import render_galaxy, render_galaxy_dn
 from ..render.normal import _planes
 from ..render.warm import register as _register_warm
 from ._fast import _assemble, _eta_shape
-from .flags import FitFlags, chi2nu_threshold
+from .flags import SUBPIXEL, FitFlags, chi2nu_threshold, is_needle
 from .lm import _lm_loop, levenberg_marquardt
 from .normal_eval import _linear_optimum, _NormalEvaluator
 from .parametrisation import _Param
@@ -486,9 +486,10 @@ def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, m
     ny, nx = problem.shape
     if not (-0.5 <= p.x <= nx - 0.5 and -0.5 <= p.y <= ny - 0.5):
         flags |= FitFlags.CENTRE_OUTSIDE
-    if min(p.re, p.re2 if problem.profile2 else np.inf) < 0.5:
+    shapes = [(p.re, p.q)] + ([(p.re2, p.q2)] if problem.profile2 else [])
+    if min(re for re, _ in shapes) < SUBPIXEL:
         flags |= FitFlags.RE_SUBPIXEL
-    elif min(p.q * p.re, p.q2 * p.re2 if problem.profile2 else np.inf) < 0.5:
+    elif any(is_needle(re, q) for re, q in shapes):
         flags |= FitFlags.Q_SUBPIXEL
     if max(p.re, p.re2 if problem.profile2 else 0.0) > max(ny, nx):
         flags |= FitFlags.RE_BEYOND_STAMP

@@ -75,12 +75,19 @@ def nothing_to_fit(problem):
     with its own start (the app) refuses what the command line refuses."""
     good = problem.weights > 0
     if not good.any():
-        return "no usable pixels (all masked, NaN or zero weight)"
+        return _NO_PIXELS
     v = problem.image[good]
     lo = float(v.min())
     if lo == float(v.max()):
-        return f"the image holds no signal: every usable pixel equals {lo * problem.scale:g}"
+        return _no_signal(lo * problem.scale)
     return None
+
+
+_NO_PIXELS = "no usable pixels (all masked, NaN or zero weight)"
+
+
+def _no_signal(value):
+    return f"the image holds no signal: every usable pixel equals {value:g}"
 
 
 def initial_guess(problem, *, centre=None):
@@ -136,10 +143,9 @@ def initial_guess(problem, *, centre=None):
         status, _ = _k._start_kernel(*args, int(iy[icy, icx]), int(ix[icy, icx]),
                                      _SMOOTH_WEIGHTS, psf_m, has_psf, out)
     if status == _k.NO_PIXELS:
-        raise FitError("no usable pixels (all masked, NaN or zero weight)")
+        raise FitError(_NO_PIXELS)
     if status == _k.NO_SIGNAL:
-        raise FitError("the image holds no signal: every usable pixel equals "
-                       f"{out[_k.FIRST_GOOD]:g}")
+        raise FitError(_no_signal(out[_k.FIRST_GOOD]))
     flux, xc, yc, re, q, angle, sky = (float(v) for v in out[:_k.FIRST_GOOD])
     if problem.profile2 is not None:
         # composite: a compact, rounder first component (bulge) holding 40 % of the light and

@@ -501,13 +501,11 @@ def result_row(result, *, data=None, problem=None, psf_text="none", posterior=No
 
 def object_id(path, options):
     """A file's row id as ``mogviewer fit`` gives it: the file, plus the HDU, band or plane
-    chosen (:func:`mogviewer.batch.runner.default_object_id`)."""
-    from types import SimpleNamespace
+    chosen (:func:`mogviewer.batch.runner.object_id_of`)."""
+    from ..batch.runner import object_id_of
 
-    from ..batch.runner import default_object_id
-
-    return default_object_id(SimpleNamespace(image=path, **{
-        k: options.get(k) for k in ("hdu", "band", "plane")}))
+    return object_id_of(path, hdu=options.get("hdu"), band=options.get("band"),
+                        plane=options.get("plane"))
 
 
 def write_csv(path, rows, *, append=False, inputs=(), columns=None):
