@@ -75,18 +75,30 @@ def shape_jacobian_physical(re, q, angle_deg):
 
     ``S = re^2 [c^2 + q^2 s^2, (1 - q^2) c s ; ., s^2 + q^2 c^2]`` with ``c, s = cos, sin(angle)``.
     """
+    J = np.empty((3, 3))
+    _shape_jacobian_physical_into(re, q, angle_deg, J)
+    return J
+
+
+def _shape_jacobian_physical_into(re, q, angle_deg, J):
+    """:func:`shape_jacobian_physical` written into ``J`` (3, 3), in scalar code that numba
+    compiles too (:mod:`mogviewer.fitting._fast`, for a fit's covariance): one formula, the
+    same bits either way."""
     t = math.radians(angle_deg)
     c, s = math.cos(t), math.sin(t)
     q2 = q * q
-    S = np.array([c * c + q2 * s * s, (1 - q2) * c * s, s * s + q2 * c * c])
-    dq = np.array([2 * q * s * s, -2 * q * c * s, 2 * q * c * c])
+    S0, S1, S2 = c * c + q2 * s * s, (1 - q2) * c * s, s * s + q2 * c * c
+    dq0, dq1, dq2 = 2 * q * s * s, -2 * q * c * s, 2 * q * c * c
     # d/dt: d(c^2)= -2cs, d(s^2)= 2cs, d(cs) = c^2 - s^2
-    dt = np.array([-2 * c * s * (1 - q2), (1 - q2) * (c * c - s * s), 2 * c * s * (1 - q2)])
-    J = np.empty((3, 3))
-    J[:, 0] = 2 * re * S
-    J[:, 1] = re * re * dq
-    J[:, 2] = re * re * dt * (math.pi / 180.0)
-    return J
+    dt0 = -2 * c * s * (1 - q2)
+    dt1 = (1 - q2) * (c * c - s * s)
+    dt2 = 2 * c * s * (1 - q2)
+    r2 = 2 * re
+    J[0, 0], J[1, 0], J[2, 0] = r2 * S0, r2 * S1, r2 * S2
+    r2 = re * re
+    J[0, 1], J[1, 1], J[2, 1] = r2 * dq0, r2 * dq1, r2 * dq2
+    d = math.pi / 180.0
+    J[0, 2], J[1, 2], J[2, 2] = r2 * dt0 * d, r2 * dt1 * d, r2 * dt2 * d
 
 
 def physical_to_eta(re, q, angle_deg):

@@ -12,7 +12,7 @@ from test_fitting import composite_problem, ic3478, simulated_problem
 
 from mogviewer import io as io_fits
 from mogviewer.ellipse import shape_matrix
-from mogviewer.fitting import FitProblem, GalaxyParams, fit
+from mogviewer.fitting import FitFlags, FitProblem, GalaxyParams, fit
 from mogviewer.fitting import solver as solver_mod
 from mogviewer.fitting.lm import _solve_free, _solve_free_py, levenberg_marquardt
 from mogviewer.fitting.parametrisation import _Param
@@ -133,6 +133,50 @@ def test_normal_equations_equal_those_of_the_materialised_jacobian(label, prob):
     tol = np.where(np.array(list(prob.free)) == "n", 1e-7, 1e-11)
     np.testing.assert_array_less(np.abs(Ap - Jp.T @ Jp),
                                  np.maximum.outer(tol, tol) * np.outer(scp, scp))
+
+
+def test_the_usual_fits_compiled_covariance_is_the_materialised_jacobians():
+    # The usual fit's wrap-up in one compiled call (_fast._physical_covariance_kernel: the
+    # physical normal matrix from the basis Gram matrix, then its inverse) against the
+    # covariance of the materialised physical Jacobian (_Evaluator.physical_jacobian, the
+    # renderer's planes: another chain) and against the generic assembly in numpy
+    # (_NormalEvaluator.columns). Tolerances: 1e-9 of each sigma_i sigma_j (the inverse of a
+    # 7x7 matrix with condition ~1e4 in unit-diagonal scaling loses ~4 of the 1e-11 digits the
+    # two normal matrices share); a wrong chain-rule factor or a swapped column fails by > 1e-2
+    from mogviewer.fitting._fast import _shape_jacobian_physical
+    from mogviewer.ellipse import shape_jacobian_physical
+
+    prob, truth = simulated_problem(sky="plane")
+    par = _Param(prob, truth)
+    ne = _NormalEvaluator(prob, par)
+    assert ne.physical_layout() is not None          # the compiled wrap-up's case
+    _, _, _, gram = ne(par.to_z(truth))
+    cov, ok = solver_mod._physical_covariance(ne, gram, truth)
+    assert ok
+    Jp = _Evaluator(prob, par).physical_jacobian(truth)
+    ref, ok_ref = solver_mod._covariance_from_normal(Jp.T @ Jp)
+    assert ok_ref
+    sig = np.sqrt(np.diag(ref))
+    np.testing.assert_array_less(np.abs(cov - ref), 1e-9 * np.outer(sig, sig))
+    names = list(prob.free)
+    Js = shape_jacobian_physical(truth.re, truth.q, truth.angle)
+    T = ne.columns(truth, names, {"": {names.index(n): Js[:, k]
+                                       for k, n in enumerate(("re", "q", "angle"))}})
+    A = T.T @ gram @ T
+    sc = np.sqrt(np.diag(A))
+    np.testing.assert_array_less(np.abs(ne.physical_normal(gram, truth) - A),
+                                 1e-12 * np.outer(sc, sc))
+    # the shape Jacobian compiled is ellipse.shape_jacobian_physical's, bit for bit (one
+    # formula, ellipse._shape_jacobian_physical_into, run by Python and by numba)
+    rng = np.random.default_rng(5)
+    J = np.empty((3, 3))
+    for re, q, angle in zip(rng.uniform(0.1, 300, 200), rng.uniform(1e-4, 1, 200),
+                            rng.uniform(-720, 720, 200)):
+        _shape_jacobian_physical(re, q, angle, J)
+        assert np.array_equal(J, shape_jacobian_physical(re, q, angle))
+    # not the usual case (angle held fixed): no compiled layout, the generic path
+    held = dataclasses.replace(prob, free=tuple(n for n in prob.free if n != "angle"))
+    assert _NormalEvaluator(held, _Param(held, truth)).physical_layout() is None
 
 
 def _rel_diff(a, b, names, errors):
@@ -391,17 +435,18 @@ def _compiled_cases():
 @pytest.mark.parametrize("label,prob,start,kw", list(_compiled_cases()),
                          ids=[c[0] for c in _compiled_cases()])
 def test_compiled_loop_is_the_python_loop(label, prob, start, kw, monkeypatch):
-    # The whole LM loop compiled with the compiled evaluation (lm._lm_loop with
-    # solver._fast_eval), against the same loop run as Python with the Python evaluation:
-    # the same code, so the same result bit for bit (every parameter, chi^2, covariance,
-    # evaluation count, status and message), and the compiled path was taken.
+    # The whole fit compiled (lm._lm_fast: the first evaluation at the linear optimum, then
+    # lm._lm_loop calling _fast._fast_eval), against the same start and loop run as Python
+    # with the Python evaluation: the same code, so the same result bit for bit (every
+    # parameter, chi^2, covariance, evaluation count, status and message), and the compiled
+    # path was taken.
     from mogviewer.fitting import lm
 
     calls = []
-    real = lm._lm_loop
-    monkeypatch.setattr(lm, "_lm_loop", lambda *a: calls.append(a[0]) or real(*a))
+    real = lm._lm_fast
+    monkeypatch.setattr(lm, "_lm_fast", lambda *a: calls.append(a[0]) or real(*a))
     a = fit(prob, start, **kw)
-    assert calls == [None]          # None: the loop calls _fast_eval by name
+    assert len(calls) == 1 and isinstance(calls[0], tuple)    # the compiled context
     monkeypatch.setattr(solver_mod._NormalEvaluator, "_compiled_context", lambda self: None)
     b = fit(prob, start, **kw)
     assert len(calls) == 1
@@ -413,6 +458,27 @@ def test_compiled_loop_is_the_python_loop(label, prob, start, kw, monkeypatch):
         assert a.status == "max_evaluations" and a.nfev == 3
     if label == "bounded":
         assert a.params.x == 30.4 and a.flags & a.flags.AT_BOUND
+
+
+def test_a_start_where_the_model_overflows_fails_alike_compiled_and_in_python():
+    # flux 1e300: the residuals overflow and chi^2 is inf at the first evaluation. The whole
+    # fit compiled (lm._lm_fast ends with _END_NOT_FINITE) and the Python loop (taken with a
+    # callback) give the same failed result: one evaluation, the start's values, the message
+    # that says why; not a 'converged' fit, not an exception
+    yy, xx = np.mgrid[:32, :32]
+    img = 100.0 * np.exp(-0.5 * ((xx - 15.5) ** 2 + (yy - 16.0) ** 2) / 9.0) + \
+        np.random.default_rng(1).normal(size=(32, 32))
+    prob = FitProblem.from_arrays(img, sigma=np.ones((32, 32)),
+                                  psf=Mixture.isotropic([1.0], [1.0]), profile="exp", M=6)
+    start = GalaxyParams(flux=1e300, x=15.0, y=16.0, re=3.0, q=0.8, angle=10.0)
+    seen = []
+    for kw in ({}, {"callback": seen.append}):
+        r = fit(prob, start, **kw)
+        assert r.status == "failed" and r.nfev == 1 and r.params == start
+        assert r.flags & FitFlags.NOT_CONVERGED
+        assert r.message == ("the model or its derivatives are not finite at the start; "
+                             "check the start values")
+    assert seen == []       # no accepted step to report
 
 
 @pytest.mark.parametrize("re", [0.3, 1.6, 2.5, 8.0, 30.0, 120.0])

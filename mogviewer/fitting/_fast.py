@@ -1,7 +1,8 @@
 """The usual fit's evaluation, compiled: chi^2, ``J^T W J`` and ``J^T W r`` from the optimiser's
 ``z`` for one galaxy component in eta mode with a mixture PSF (:func:`_fast_eval`), and the
 small pieces the evaluator in :mod:`mogviewer.fitting.normal_eval` uses in every mode (the shape and
-its Jacobian, the assembly of ``A`` and ``g``).
+its Jacobian, the assembly of ``A`` and ``g``, the linear parameters' optimum and its Cholesky
+solve); and the first evaluation of a fit, at that optimum (:func:`_fast_start`).
 
 Apart from the evaluator so that the LM loop (:mod:`mogviewer.fitting.lm`) can call
 :func:`_fast_eval` by name: a compiled function passed as an argument is part of the caller's
@@ -16,9 +17,119 @@ import math
 import numba
 import numpy as np
 
+from ..ellipse import _shape_jacobian_physical_into
 from ..render.exact import PIXEL_WIDE_VAR
 from ..render.normal import _galaxy_normal_kernel, _pairs_normal_kernel
 from .problem import _ETA_MAX, _LN_R_MAX, _LN_R_MIN
+
+
+@numba.njit(cache=True, nogil=True)
+def _cholesky_solve(M, y, m):
+    """Solve ``M[:m, :m] x = y[:m]`` for a symmetric positive definite ``M`` by Cholesky, in
+    place: the lower triangle of ``M`` (the only part read) becomes the factor and ``y`` the
+    solution. Returns False (``M`` and ``y`` partly overwritten) when ``M`` is not numerically
+    positive definite."""
+    for a in range(m):
+        for b in range(a + 1):
+            v = M[a, b]
+            for c in range(b):
+                v -= M[a, c] * M[b, c]
+            if a == b:
+                if not v > 0.0:
+                    return False
+                M[a, a] = math.sqrt(v)
+            else:
+                M[a, b] = v / M[b, b]
+    for a in range(m):
+        v = y[a]
+        for c in range(a):
+            v -= M[a, c] * y[c]
+        y[a] = v / M[a, a]
+    for a in range(m - 1, -1, -1):
+        v = y[a]
+        for c in range(a + 1, m):
+            v -= M[c, a] * y[c]
+        y[a] = v / M[a, a]
+    return True
+
+
+
+@numba.njit(cache=True, nogil=True)
+def _linear_optimum(gram, rhs, zi, bi, z, lo, hi):
+    """Move the linear parameters ``z[zi]`` (basis planes ``bi``) to their least-squares
+    optimum given the sums ``gram``, ``rhs`` of one evaluation at ``z``: solve
+    ``gram[bi, bi] d = rhs[bi]`` (Cholesky), ``z[zi] += d``, ``rhs -= gram[:, bi] d``, and
+    return the decrease of chi^2 ``d . rhs[bi]``; -1 (``z`` and ``rhs`` untouched) when the
+    subsystem is not positive definite, the step is not finite or leaves ``[lo, hi]``."""
+    m = zi.shape[0]
+    M = np.empty((m, m))
+    d = np.empty(m)
+    for a in range(m):
+        for b in range(a + 1):
+            M[a, b] = gram[bi[a], bi[b]]
+        d[a] = rhs[bi[a]]
+    if not _cholesky_solve(M, d, m):
+        return -1.0
+    drop = 0.0
+    for a in range(m):
+        t = z[zi[a]] + d[a]
+        if not (math.isfinite(t) and lo[zi[a]] <= t <= hi[zi[a]]):
+            return -1.0
+        drop += d[a] * rhs[bi[a]]
+    if not math.isfinite(drop):
+        return -1.0
+    for a in range(m):
+        z[zi[a]] += d[a]
+    for r in range(rhs.shape[0]):
+        v = 0.0
+        for a in range(m):
+            v += gram[r, bi[a]] * d[a]
+        rhs[r] -= v
+    return drop
+
+
+@numba.njit(cache=True, nogil=True)
+def _covariance_kernel(A, cov):
+    """:func:`mogviewer.fitting.solver._covariance_from_normal` compiled: fills ``cov`` and
+    returns 1 (usable), 0 (computed, but not finite or with a diagonal entry <= 0) or -1
+    (refused: a diagonal entry of ``A`` not positive or not finite, an entry not finite, or
+    the scaled matrix's condition number above 1e12)."""
+    n = A.shape[0]
+    As = np.empty((n, n))
+    scale = np.empty(n)
+    for i in range(n):
+        d = A[i, i]
+        if not (d > 0.0 and math.isfinite(d)):
+            return -1
+        scale[i] = math.sqrt(d)
+    for i in range(n):
+        for j in range(n):
+            v = 0.5 * (A[i, j] + A[j, i])
+            if not math.isfinite(v):
+                return -1
+            As[i, j] = v / (scale[i] * scale[j])
+    w, V = np.linalg.eigh(As)
+    amin = np.inf
+    amax = 0.0
+    for k in range(n):
+        a = abs(w[k])
+        amin = min(amin, a)
+        amax = max(amax, a)
+    if not amin * 1e12 >= amax:
+        return -1
+    ok = 1
+    for i in range(n):
+        for j in range(n):
+            v = 0.0
+            for k in range(n):
+                v += V[i, k] * V[j, k] / w[k]
+            v /= scale[i] * scale[j]
+            cov[i, j] = v
+            if not math.isfinite(v):
+                ok = 0
+        if not cov[i, i] > 0.0:
+            ok = 0
+    return ok
 
 
 @numba.njit(cache=True, nogil=True)
@@ -167,3 +278,62 @@ def _fast_eval(z, ctx):
     fl[0] = v[0]
     A, g = _assemble(T0, i1r, i1c, i2r, i2c, v[0], 0.0, J, cols, offs, fl, gram, rhs, T)
     return acc[6][0], A, g, gram
+
+
+@numba.njit(cache=True, nogil=True)
+def _fast_start(z, ctx, lin_z, lin_b, lo, hi):
+    """:meth:`~mogviewer.fitting.normal_eval._NormalEvaluator.start` compiled, for the usual
+    case of :func:`_fast_eval`: ``(z', chi2, A, g, gram)`` of one evaluation at ``z`` with the
+    linear parameters ``z[lin_z]`` (basis planes ``lin_b``) moved to their optimum
+    (:func:`_linear_optimum`) and ``A``, ``g`` assembled there; ``z`` itself (a copy) with the
+    evaluation's values where that optimum is singular, not finite or out of ``[lo, hi]``.
+    The same operations in the same order as the Python method (the tests compare them bit for
+    bit); in one compiled call with the loop, a fit crosses from Python into compiled code
+    once (:func:`mogviewer.fitting.lm._lm_fast`)."""
+    z = z.copy()
+    chi2, A, g, gram = _fast_eval(z, ctx)
+    if lin_z.shape[0] == 0 or not math.isfinite(chi2):
+        return z, chi2, A, g, gram
+    acc = ctx[4]
+    z2 = z.copy()
+    rhs = acc[5].copy()
+    drop = _linear_optimum(gram, rhs, lin_z, lin_b, z2, lo, hi)
+    if not (0.0 <= drop <= chi2):     # singular, non-finite, or outside the bounds
+        return z, chi2, A, g, gram
+    T0, i1r, i1c, i2r, i2c, J, cols, offs, fl, T, zi, base = ctx[5:17]
+    flux = z2[zi[0]] if zi[0] >= 0 else base[0]
+    fl[0] = flux
+    A, g = _assemble(T0, i1r, i1c, i2r, i2c, flux, 0.0, J, cols, offs, fl, gram, rhs, T)
+    return z2, chi2 - drop, A, g, gram
+
+
+_shape_jacobian_physical = numba.njit(cache=True, nogil=True)(_shape_jacobian_physical_into)
+
+
+@numba.njit(cache=True, nogil=True)
+def _physical_normal_kernel(T0, i1r, i1c, i2r, i2c, col, flux, re, q, angle, gram):
+    """``J^T W J`` of the usual fit's free physical parameters (one component, ``re, q,
+    angle`` free and in that order at column ``col``) from the basis Gram matrix ``gram``:
+    ``T^T gram T`` with ``T``'s constant part ``T0``, its flux entries ``(i1r, i1c)`` and, in
+    rows 3-5, the flux times the physical shape Jacobian at ``re, q, angle``
+    (:func:`mogviewer.ellipse.shape_jacobian_physical`); see
+    :meth:`~mogviewer.fitting.normal_eval._NormalEvaluator.physical_normal`."""
+    J = np.empty((1, 3, 3))
+    _shape_jacobian_physical(re, q, angle, J[0])
+    cols = np.empty(1, dtype=np.int64)
+    cols[0] = col
+    offs = np.empty(1, dtype=np.int64)
+    offs[0] = 3
+    fl = np.empty(1)
+    fl[0] = flux
+    A, _ = _assemble(T0, i1r, i1c, i2r, i2c, flux, 0.0, J, cols, offs, fl, gram,
+                     np.zeros(gram.shape[0]), np.zeros(T0.shape))
+    return A
+
+
+@numba.njit(cache=True, nogil=True)
+def _physical_covariance_kernel(T0, i1r, i1c, i2r, i2c, col, flux, re, q, angle, gram, cov):
+    """:func:`_physical_normal_kernel` then :func:`_covariance_kernel` (its return codes; the
+    inverse into ``cov``): a fit's wrap-up in one compiled call."""
+    return _covariance_kernel(
+        _physical_normal_kernel(T0, i1r, i1c, i2r, i2c, col, flux, re, q, angle, gram), cov)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ._fast import _fast_eval
+from ._fast import _cholesky_solve, _fast_eval, _fast_start
 
 #: relative size below which a scaled direction counts as singular
 _RCOND = 1e-13
@@ -67,38 +67,6 @@ class LMResult:
     status: str        # 'converged', 'max_evaluations', 'cancelled', 'failed'
     message: str
     active: np.ndarray  # bool per parameter: on a bound at the end
-
-
-def _cholesky_solve_py(M, y, m):
-    """Solve ``M[:m, :m] x = y[:m]`` for a symmetric positive definite ``M`` by Cholesky, in
-    place: the lower triangle of ``M`` (the only part read) becomes the factor and ``y`` the
-    solution. Returns False (``M`` and ``y`` partly overwritten) when ``M`` is not numerically
-    positive definite."""
-    for a in range(m):
-        for b in range(a + 1):
-            v = M[a, b]
-            for c in range(b):
-                v -= M[a, c] * M[b, c]
-            if a == b:
-                if not v > 0.0:
-                    return False
-                M[a, a] = math.sqrt(v)
-            else:
-                M[a, b] = v / M[b, b]
-    for a in range(m):
-        v = y[a]
-        for c in range(a):
-            v -= M[a, c] * y[c]
-        y[a] = v / M[a, a]
-    for a in range(m - 1, -1, -1):
-        v = y[a]
-        for c in range(a + 1, m):
-            v -= M[c, a] * y[c]
-        y[a] = v / M[a, a]
-    return True
-
-
-_cholesky_solve = numba.njit(cache=True, nogil=True)(_cholesky_solve_py)
 
 
 def _damped_step_py(A, g, Ds, free, lam, z, lo, hi, step, trial, work):
@@ -274,7 +242,10 @@ _ENDS = (
     ("converged", "no step lowers chi^2 any further"),
     ("converged", "ftol: chi^2 changes by less than ftol"),
     ("converged", "xtol: the parameters change by less than xtol"),
+    ("failed", "the model or its derivatives are not finite at the start"),
 )
+#: the index in :data:`_ENDS` of a start where the model cannot be evaluated
+_END_NOT_FINITE = 7
 
 
 def _solve_free_py(A, g, Ds, f, lam):
@@ -448,6 +419,24 @@ def _lm_loop_py(evaluate, ctx, z, chi2, A, g, aux, lo, hi, max_nfev, xtol, ftol,
 _lm_loop = numba.njit(cache=True, nogil=True)(_lm_loop_py)
 
 
+@numba.njit(cache=True, nogil=True)
+def _lm_fast(ctx, z, lin_z, lin_b, lo, hi, max_nfev, xtol, ftol, gtol, ftol_predicted,
+             second_order):
+    """The usual fit in one compiled call: the first evaluation with the linear parameters at
+    their optimum (:func:`mogviewer.fitting._fast._fast_start`), put inside ``[lo, hi]``, then
+    :func:`_lm_loop`: what :func:`levenberg_marquardt` does in Python with ``first`` from
+    :meth:`~mogviewer.fitting.normal_eval._NormalEvaluator.start`, step for step. Returns what
+    :func:`_lm_loop` does; ``end`` is :data:`_END_NOT_FINITE` when the model is not finite at
+    the start."""
+    z, chi2, A, g, aux = _fast_start(z, ctx, lin_z, lin_b, lo, hi)
+    for i in range(z.shape[0]):
+        z[i] = min(max(z[i], lo[i]), hi[i])
+    if not _finite(chi2, A, g):
+        return z, chi2, A, g, aux, 0, 1, _END_NOT_FINITE
+    return _lm_loop(None, ctx, z, chi2, A, g, aux, lo, hi, max_nfev, xtol, ftol, gtol,
+                    ftol_predicted, second_order, None)
+
+
 def _python_evaluate(z, evaluate):
     return evaluate(z)
 
@@ -466,11 +455,14 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     start (it may have moved ``z0``: :meth:`~mogviewer.fitting.normal_eval._NormalEvaluator.start`
     puts the linear parameters at their optimum); it counts as the first evaluation.
 
-    ``compiled``, if given, is the ``ctx`` with which
-    :func:`mogviewer.fitting._fast._fast_eval` returns what ``evaluate`` does: the whole loop
-    then runs compiled (:func:`_lm_loop`, the same code as in Python; with no ``callback``
-    only). A 64 px fit spent ~45 us per evaluation in the Python loop and the evaluator's
-    Python, a sixth of the evaluation.
+    ``compiled``, if given, is ``(ctx, lin_z, lin_b)``: the ``ctx`` with which
+    :func:`mogviewer.fitting._fast._fast_eval` returns what ``evaluate`` does, and the (z index,
+    basis plane) arrays of the linear parameters. With no ``callback`` the whole fit then runs
+    in one compiled call (:func:`_lm_fast`): the first evaluation with the linear parameters
+    at their optimum (what :meth:`~mogviewer.fitting.normal_eval._NormalEvaluator.start` gives
+    as ``first``; ``first`` and ``evaluate`` are not used), then the loop, the same code as in
+    Python (:func:`_lm_loop`). A 64 px fit spent ~45 us per evaluation in the Python loop and
+    the evaluator's Python, a sixth of the evaluation.
 
     With ``ftol_predicted``, after an accepted step whose actual decrease was above 0.25 of
     its prediction, the undamped (Gauss-Newton) step is taken *without evaluating it* when it
@@ -489,28 +481,36 @@ def levenberg_marquardt(evaluate, z0, lo, hi, *, max_nfev=200, xtol=1e-8, ftol=1
     """
     lo = np.ascontiguousarray(lo, dtype=np.float64)
     hi = np.ascontiguousarray(hi, dtype=np.float64)
+    if compiled is not None and callback is None:
+        ctx, lin_z, lin_b = compiled
+        z, chi2, A, g, aux, nit, nfev, end = _lm_fast(
+            ctx, np.array(z0, dtype=np.float64), lin_z, lin_b, lo, hi, int(max_nfev),
+            float(xtol), float(ftol), float(gtol), bool(ftol_predicted), bool(second_order))
+        return _lm_result(z, chi2, A, g, aux, nit, nfev, end, lo, hi)
     if first is None:
         z = np.minimum(np.maximum(np.array(z0, dtype=float), lo), hi)
         chi2, A, g, aux = evaluate(z)
     else:
         z, chi2, A, g, aux = first
         z = np.minimum(np.maximum(np.array(z, dtype=float), lo), hi)
-    n = z.size
     if not _finite(chi2, A, g):
-        return LMResult(z, chi2, A, g, aux, 0, 1, "failed",
-                        "the model or its derivatives are not finite at the start",
-                        np.zeros(n, bool))
+        return _lm_result(z, chi2, A, g, aux, 0, 1, _END_NOT_FINITE, lo, hi)
     args = (z, float(chi2), A, g, aux, lo, hi, int(max_nfev), float(xtol), float(ftol),
             float(gtol), bool(ftol_predicted), bool(second_order))
-    if compiled is not None and callback is None:
-        z, chi2, A, g, aux, nit, nfev, end = _lm_loop(None, compiled, *args, None)
-    else:
-        z, chi2, A, g, aux, nit, nfev, end = _lm_loop_py(_python_evaluate, evaluate, *args,
-                                                         callback)
+    z, chi2, A, g, aux, nit, nfev, end = _lm_loop_py(_python_evaluate, evaluate, *args,
+                                                     callback)
+    return _lm_result(z, chi2, A, g, aux, nit, nfev, end, lo, hi)
+
+
+def _lm_result(z, chi2, A, g, aux, nit, nfev, end, lo, hi):
+    """The :class:`LMResult` of a loop that ended with ``end`` (an index into :data:`_ENDS`)."""
     status, message = _ENDS[end]
     if message is None:
         message = f"{nfev} evaluations: the limit"
-    active = (z <= lo) | (z >= hi)
+    if end == _END_NOT_FINITE:
+        active = np.zeros(z.size, bool)
+    else:
+        active = (z <= lo) | (z >= hi)
     return LMResult(z, float(chi2), A, g, aux, nit, nfev, status, message, active)
 
 

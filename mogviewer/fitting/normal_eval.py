@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from ..ellipse import shape_jacobian_eta, shape_jacobian_physical
@@ -19,8 +18,14 @@ from ..render.api import _profile_packed, _psf_packed
 from ..render.exact import PIXEL_COMB, PIXEL_ONE, ExactDn, ExactPsf
 from ..render.kernels import _scratch
 from ..render.normal import DnPlane, NormalAccumulator, NormalPsf, normal_psf
-from ._fast import _assemble, _eta_shape, _fast_eval
-from .lm import _cholesky_solve
+from ._fast import (
+    _assemble,
+    _eta_shape,
+    _fast_eval,
+    _fast_start,
+    _linear_optimum,
+    _physical_normal_kernel,
+)
 from .parametrisation import _clip_eta
 from .params import SHAPE
 from .problem import _FamilyProfile
@@ -29,40 +34,6 @@ _SKY_TERMS = {"none": 0, "constant": 1, "plane": 3}
 #: the pixel as the PSF (no PSF), packed (6, K) for the compiled evaluation: one Gaussian,
 #: and the mixture for narrow components (:mod:`mogviewer.render.exact`)
 _PIXEL_PACKED = (_psf_packed(PIXEL_ONE), _psf_packed(PIXEL_COMB))
-
-
-@numba.njit(cache=True, nogil=True)
-def _linear_optimum(gram, rhs, zi, bi, z, lo, hi):
-    """Move the linear parameters ``z[zi]`` (basis planes ``bi``) to their least-squares
-    optimum given the sums ``gram``, ``rhs`` of one evaluation at ``z``: solve
-    ``gram[bi, bi] d = rhs[bi]`` (Cholesky), ``z[zi] += d``, ``rhs -= gram[:, bi] d``, and
-    return the decrease of chi^2 ``d . rhs[bi]``; -1 (``z`` and ``rhs`` untouched) when the
-    subsystem is not positive definite, the step is not finite or leaves ``[lo, hi]``."""
-    m = zi.shape[0]
-    M = np.empty((m, m))
-    d = np.empty(m)
-    for a in range(m):
-        for b in range(a + 1):
-            M[a, b] = gram[bi[a], bi[b]]
-        d[a] = rhs[bi[a]]
-    if not _cholesky_solve(M, d, m):
-        return -1.0
-    drop = 0.0
-    for a in range(m):
-        t = z[zi[a]] + d[a]
-        if not (math.isfinite(t) and lo[zi[a]] <= t <= hi[zi[a]]):
-            return -1.0
-        drop += d[a] * rhs[bi[a]]
-    if not math.isfinite(drop):
-        return -1.0
-    for a in range(m):
-        z[zi[a]] += d[a]
-    for r in range(rhs.shape[0]):
-        v = 0.0
-        for a in range(m):
-            v += gram[r, bi[a]] * d[a]
-        rhs[r] -= v
-    return drop
 
 
 class _Values:
@@ -271,6 +242,8 @@ class _NormalEvaluator:
         if not (self.fast and not self.composite):
             return (z,) + self(z)
         self.nfev += 1
+        if self.ctx is not None:    # the same steps compiled (the usual case)
+            return _fast_start(z, self.ctx, self._lin_z, self._lin_b, lo, hi)
         chi2, A, g, gram, rhs = self._call_fast(z, with_rhs=True)
         if self._lin_z.size == 0 or not math.isfinite(chi2):
             return z, chi2, A, g, gram
@@ -354,24 +327,28 @@ class _NormalEvaluator:
                 T[off:off + 3, i] = f * np.asarray(vec)
         return T
 
+    def physical_layout(self):
+        """``(T0, i1r, i1c, i2r, i2c, col)`` of the usual fit's physical parameters (one
+        component in eta mode whose re, q, angle are free and in that order, at column
+        ``col``): the constant part of ``T`` and its flux entries (:func:`_layout`) for the
+        compiled assembly; None otherwise."""
+        if not (self.fast and not self.composite):
+            return None
+        names = self.problem.free
+        i = names.index("re") if "re" in names else -1
+        if i < 0 or tuple(names[i:i + 3]) != ("re", "q", "angle"):
+            return None
+        lay = _layout(self, tuple(names), ("",))
+        (i1r, i1c), (i2r, i2c) = lay.flux_ix
+        return lay.zT[0], i1r, i1c, i2r, i2c, i
+
     def physical_normal(self, gram, p):
         """``J^T W J`` in the free physical parameters (angles in degrees) from the basis Gram
         matrix ``gram`` accumulated at ``p``."""
         names = list(self.problem.free)
-        if self.fast and not self.composite:
-            # one component whose re, q, angle are all free and in that order (the usual
-            # case): the compiled assembly, with the physical shape Jacobian for the eta one
-            lay = _layout(self, tuple(names), ("",))
-            i = names.index("re") if "re" in names else -1
-            if i >= 0 and names[i:i + 3] == ["re", "q", "angle"]:
-                J = np.empty((1, 3, 3))
-                J[0] = shape_jacobian_physical(p.re, p.q, p.angle)
-                (i1r, i1c), (i2r, i2c) = lay.flux_ix
-                A, _ = _assemble(lay.zT[0], i1r, i1c, i2r, i2c, p.flux, 0.0, J,
-                                 np.array([i], dtype=np.int64), np.array([3], dtype=np.int64),
-                                 np.array([p.flux]), gram, np.zeros(gram.shape[0]),
-                                 np.zeros(lay.zT[0].shape))
-                return A
+        fast = self.physical_layout()
+        if fast is not None:    # the usual case, compiled
+            return _physical_normal_kernel(*fast, p.flux, p.re, p.q, p.angle, gram)
         dS = {}
         for sfx in self.problem.suffixes:
             Jp = shape_jacobian_physical(*(getattr(p, n + sfx) for n in SHAPE))

@@ -19,7 +19,6 @@ import math
 import time
 from typing import Callable
 
-import numba
 import numpy as np
 
 from ..ellipse import shape_jacobian_physical, shape_matrix
@@ -27,10 +26,16 @@ from ..errors import FitError
 from ..render import render_galaxy, render_galaxy_dn
 from ..render.normal import _planes
 from ..render.warm import register as _register_warm
-from ._fast import _assemble, _eta_shape
+from ._fast import (
+    _assemble,
+    _covariance_kernel,
+    _eta_shape,
+    _linear_optimum,
+    _physical_covariance_kernel,
+)
 from .flags import SUBPIXEL, FitFlags, chi2nu_threshold, is_needle
-from .lm import _lm_loop, levenberg_marquardt
-from .normal_eval import _linear_optimum, _NormalEvaluator
+from .lm import _lm_fast, levenberg_marquardt
+from .normal_eval import _NormalEvaluator
 from .parametrisation import _Param
 from .params import SHAPE, GalaxyParams
 from .problem import FitProblem, _FamilyProfile, psf_flags
@@ -152,58 +157,33 @@ def _covariance_from_normal(A):
     A = np.ascontiguousarray(A, dtype=np.float64)
     if A.shape[0] == 0:
         return np.zeros((0, 0)), True
-    cov = np.empty_like(A)
+    return _covariance_of(A.shape[0], _covariance_kernel, A)
+
+
+def _covariance_of(n, kernel, *args):
+    """``(cov, ok)`` of ``n`` parameters from ``kernel(*args, cov)`` (the codes of
+    :func:`_covariance_kernel`; a ``LinAlgError`` is a refusal too): the covariance, or NaN
+    where it is refused."""
+    cov = np.empty((n, n))
     try:
-        ok = _covariance_kernel(A, cov)
+        ok = kernel(*args, cov)
     except np.linalg.LinAlgError:
         ok = -1
     if ok < 0:
-        return np.full(A.shape, np.nan), False
+        return np.full((n, n), np.nan), False
     return cov, bool(ok)
 
 
-@numba.njit(cache=True, nogil=True)
-def _covariance_kernel(A, cov):
-    """:func:`_covariance_from_normal` compiled: fills ``cov`` and returns 1 (usable), 0
-    (computed, but not finite or with a diagonal entry <= 0) or -1 (refused: a diagonal
-    entry of ``A`` not positive or not finite, an entry not finite, or the scaled matrix's
-    condition number above 1e12)."""
-    n = A.shape[0]
-    As = np.empty((n, n))
-    scale = np.empty(n)
-    for i in range(n):
-        d = A[i, i]
-        if not (d > 0.0 and math.isfinite(d)):
-            return -1
-        scale[i] = math.sqrt(d)
-    for i in range(n):
-        for j in range(n):
-            v = 0.5 * (A[i, j] + A[j, i])
-            if not math.isfinite(v):
-                return -1
-            As[i, j] = v / (scale[i] * scale[j])
-    w, V = np.linalg.eigh(As)
-    amin = np.inf
-    amax = 0.0
-    for k in range(n):
-        a = abs(w[k])
-        amin = min(amin, a)
-        amax = max(amax, a)
-    if not amin * 1e12 >= amax:
-        return -1
-    ok = 1
-    for i in range(n):
-        for j in range(n):
-            v = 0.0
-            for k in range(n):
-                v += V[i, k] * V[j, k] / w[k]
-            v /= scale[i] * scale[j]
-            cov[i, j] = v
-            if not math.isfinite(v):
-                ok = 0
-        if not cov[i, i] > 0.0:
-            ok = 0
-    return ok
+def _physical_covariance(ev, gram, p):
+    """``(cov, ok)`` of the free physical parameters at ``p`` from the basis Gram matrix
+    ``gram`` of evaluator ``ev``: :func:`_covariance_from_normal` of
+    :meth:`~mogviewer.fitting.normal_eval._NormalEvaluator.physical_normal`, in one compiled
+    call for the usual fit (:func:`mogviewer.fitting._fast._physical_covariance_kernel`)."""
+    lay = ev.physical_layout()
+    if lay is None:
+        return _covariance_from_normal(ev.physical_normal(gram, p))
+    return _covariance_of(len(ev.problem.free), _physical_covariance_kernel, *lay, p.flux,
+                          p.re, p.q, p.angle, gram)
 
 
 def _warm_solver():
@@ -237,12 +217,20 @@ _KNOWN_FIELDS = {"image", "weights", "psf", "profile", "M", "n", "free", "bounds
                  "profile2", "M2"}
 
 
+#: the fields of each problem class that :data:`_KNOWN_FIELDS` does not name, by class (listing
+#: the dataclass fields took ~15 us of a single 64 px fit)
+_EXTRA_FIELDS = {}
+
+
 def _accumulable(problem):
     # every PSF accumulates: a mixture in the kernel, the pixel (no PSF) as the pixel's
     # mixtures fused with the galaxy's components, the exact mode as the Gaussians in the kernel
     # plus the residual planes by FFT (render.normal.normal_psf)
-    extra = [f.name for f in dataclasses.fields(problem)
-             if f.name not in _KNOWN_FIELDS and f.name not in ("psf_mode", "psf_info", "scale")]
+    extra = _EXTRA_FIELDS.get(type(problem))
+    if extra is None:
+        extra = _EXTRA_FIELDS[type(problem)] = tuple(
+            f.name for f in dataclasses.fields(problem)
+            if f.name not in _KNOWN_FIELDS and f.name not in ("psf_mode", "psf_info", "scale"))
     return all(getattr(problem, name) is None or getattr(problem, name) is False
                for name in extra)
 
@@ -448,19 +436,22 @@ def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfe
     try:
         # one error-state context for the whole fit, not one per evaluation (~3 us each)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            res = levenberg_marquardt(ev, z0, lo, hi, first=ev.start(z0, lo, hi),
-                                      compiled=ev.ctx,
-                                      max_nfev=max_nfev, xtol=xtol,
-                                      ftol=ftol, gtol=1e-10, ftol_predicted=True,
-                                      second_order=True,
-                                      callback=cb if callback is not None
-                                      or should_stop is not None else None)
+            kw = dict(max_nfev=max_nfev, xtol=xtol, ftol=ftol, gtol=1e-10,
+                      ftol_predicted=True, second_order=True)
+            if ev.ctx is not None and callback is None and should_stop is None:
+                # the usual fit: its first evaluation and loop in one compiled call
+                res = levenberg_marquardt(None, z0, lo, hi,
+                                          compiled=(ev.ctx, ev._lin_z, ev._lin_b), **kw)
+            else:
+                res = levenberg_marquardt(ev, z0, lo, hi, first=ev.start(z0, lo, hi),
+                                          callback=cb if callback is not None
+                                          or should_stop is not None else None, **kw)
     except (np.linalg.LinAlgError, ArithmeticError) as exc:
         return failed(start, FitFlags.NOT_CONVERGED,
                       f"numerical failure ({type(exc).__name__}: {exc})", ev.nfev)
     if res.status == "failed":
         return failed(start, FitFlags.NOT_CONVERGED,
-                      f"{res.message}; check the start values", ev.nfev)
+                      f"{res.message}; check the start values", res.nfev)
     flags = FitFlags(0)
     if res.status == "cancelled":
         flags |= FitFlags.CANCELLED
@@ -468,7 +459,7 @@ def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfe
         flags |= FitFlags.NOT_CONVERGED
     gram = res.aux
     p = par.from_z(res.z)
-    cov, cov_ok = _covariance_from_normal(ev.physical_normal(gram, p))
+    cov, cov_ok = _physical_covariance(ev, gram, p)
     return _result(problem, p, float(res.chi2), cov, cov_ok, bool(res.active.any()), flags,
                    res.status, res.nit, res.nfev, res.message, t0, common)
 
@@ -504,8 +495,9 @@ def _result(problem, p, chi2, cov, cov_ok, at_bound, flags, status, nit, nfev, m
 
 
 def _warm_loop():
-    """Compile (or load) the compiled LM loop with its evaluation (:func:`_fast_eval` in
-    :func:`mogviewer.fitting.lm._lm_loop`): a fit of a small simulated galaxy takes that path
+    """Compile (or load) the compiled fit (:func:`mogviewer.fitting.lm._lm_fast`: the first
+    evaluation and the LM loop with :func:`~mogviewer.fitting._fast._fast_eval`) and its wrap-up
+    (:func:`_physical_covariance_kernel`): a fit of a small simulated galaxy takes that path
     (the argument types are those of every fit with a mixture PSF)."""
     from ..mixture import Mixture
 
@@ -520,4 +512,4 @@ def _warm_loop():
 
 # render.warmup() compiles the driver's kernels too, and compile_status() reports them
 _register_warm("fit driver", _warm_solver, lambda: _assemble)
-_register_warm("fit loop", _warm_loop, lambda: _lm_loop)
+_register_warm("fit loop", _warm_loop, lambda: _lm_fast)
