@@ -89,17 +89,19 @@ def configure():
 
 #: the subpackages whose modules hold numba kernels (``cache=True``)
 KERNEL_DIRS = ("render", "fitting", "psf")
+#: modules of the package itself whose plain Python functions kernels compile (inline):
+#: ``ellipse._shape_jacobian_physical_into`` in ``fitting._fast``. A test checks that every
+#: compiled function's source is covered (``tests/test_stale_kernels.py``)
+KERNEL_MODULES = ("ellipse.py",)
 #: the fingerprint's file, in each directory of cached kernels
 MARKER = "mogviewer-kernel-sources.sha256"
 
 
-def kernel_fingerprint(package_dir=None):
-    """SHA-256 (hex) of the kernel sources: every module of :data:`KERNEL_DIRS` that contains
-    ``njit``, by name and content."""
-    import hashlib
-
+def kernel_sources(package_dir=None):
+    """The files :func:`kernel_fingerprint` covers, as ``(name, path)``: every module of
+    :data:`KERNEL_DIRS` that contains ``njit``, and :data:`KERNEL_MODULES`."""
     package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
-    h = hashlib.sha256()
+    out = []
     for sub in KERNEL_DIRS:
         d = os.path.join(package_dir, sub)
         try:
@@ -107,14 +109,31 @@ def kernel_fingerprint(package_dir=None):
         except OSError:
             continue
         for name in names:
+            path = os.path.join(d, name)
             try:
-                with open(os.path.join(d, name), "rb") as fh:
-                    text = fh.read()
+                with open(path, "rb") as fh:
+                    if b"njit" not in fh.read():
+                        continue
             except OSError:
                 continue
-            if b"njit" in text:
-                h.update(f"{sub}/{name}\0{len(text)}\0".encode())
-                h.update(text)
+            out.append((f"{sub}/{name}", path))
+    out.extend((name, os.path.join(package_dir, name)) for name in KERNEL_MODULES)
+    return out
+
+
+def kernel_fingerprint(package_dir=None):
+    """SHA-256 (hex) of the kernel sources (:func:`kernel_sources`), by name and content."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, path in kernel_sources(package_dir):
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        h.update(f"{name}\0{len(text)}\0".encode())
+        h.update(text)
     return h.hexdigest()
 
 
@@ -152,17 +171,58 @@ def cache_dirs(package_dir=None, environ=None):
     return out
 
 
+def _dirs_numba_will_use(package_dir, environ):
+    """The directories numba will write this package's cached kernels to: under
+    ``NUMBA_CACHE_DIR`` when it is set, else each kernel directory's ``__pycache__`` (numba's
+    in-tree choice; when that cannot be created, the user-wide cache, as numba falls back)."""
+    source_dirs = [os.path.join(package_dir, sub) for sub in KERNEL_DIRS]
+    root = environ.get("NUMBA_CACHE_DIR")
+    if root:
+        return [os.path.join(root, _numba_subpath(d)) for d in source_dirs]
+    out = []
+    for d in source_dirs:
+        in_tree = os.path.join(d, "__pycache__")
+        try:
+            os.makedirs(in_tree, exist_ok=True)
+            out.append(in_tree)
+        except OSError:
+            user_wide = _user_wide_root(environ)
+            if user_wide:
+                out.append(os.path.join(user_wide, _numba_subpath(d)))
+    return out
+
+
+def _write_marker(d, fp):
+    try:
+        marker = os.path.join(d, MARKER)
+        tmp = f"{marker}.{os.getpid()}"
+        with open(tmp, "w") as fh:
+            fh.write(fp + "\n")
+        os.replace(tmp, marker)
+    except OSError:
+        pass
+
+
 def drop_stale(package_dir=None, environ=None):
     """Delete the cached kernels of every directory of :func:`cache_dirs` whose fingerprint
     file differs from :func:`kernel_fingerprint` (or is missing), and record the new one.
     Returns the number of files deleted. Never raises: a directory that cannot be read or
     written is left to numba (which then recompiles what it cannot trust no worse than
     before). Two processes starting at once may both delete; that costs a compile, never a
-    stale kernel."""
+    stale kernel.
+
+    A directory numba will write to that does not exist yet (a fresh clone's ``__pycache__``,
+    a new ``NUMBA_CACHE_DIR``) is created with the fingerprint: the kernels this process
+    compiles into it are of these sources. Without it, the next process found them unmarked
+    and deleted them, and a first single-process run (``mogviewer fit`` after
+    ``pip install -e .``) compiled everything twice.
+    """
     try:
+        environ = os.environ if environ is None else environ
+        package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
         cached = [d for d in cache_dirs(package_dir, environ) if os.path.isdir(d)]
-        if not cached:
-            return 0
+        # (those that did not exist a moment ago; the in-tree ones are created by now)
+        new = [d for d in _dirs_numba_will_use(package_dir, environ) if d not in cached]
         fp = kernel_fingerprint(package_dir)
         dropped = 0
         for d in cached:
@@ -184,13 +244,13 @@ def drop_stale(package_dir=None, environ=None):
                         dropped += 1
                     except OSError:     # gone already, or open elsewhere (Windows)
                         pass
+            _write_marker(d, fp)
+        for d in new:
             try:
-                tmp = f"{marker}.{os.getpid()}"
-                with open(tmp, "w") as fh:
-                    fh.write(fp + "\n")
-                os.replace(tmp, marker)
+                os.makedirs(d, exist_ok=True)
             except OSError:
-                pass
+                continue
+            _write_marker(d, fp)
         return dropped
     except Exception:  # noqa: BLE001 - never stop an import over a cache
         return 0

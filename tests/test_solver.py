@@ -143,8 +143,8 @@ def test_the_usual_fits_compiled_covariance_is_the_materialised_jacobians():
     # (_NormalEvaluator.columns). Tolerances: 1e-9 of each sigma_i sigma_j (the inverse of a
     # 7x7 matrix with condition ~1e4 in unit-diagonal scaling loses ~4 of the 1e-11 digits the
     # two normal matrices share); a wrong chain-rule factor or a swapped column fails by > 1e-2
-    from mogviewer.fitting._fast import _shape_jacobian_physical
     from mogviewer.ellipse import shape_jacobian_physical
+    from mogviewer.fitting._fast import _shape_jacobian_physical
 
     prob, truth = simulated_problem(sky="plane")
     par = _Param(prob, truth)
@@ -303,9 +303,12 @@ def test_ring_of_rows_for_a_galaxy_that_misses_the_first_rows(H):
     assert G1[0, 0] > 0
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 @pytest.mark.parametrize("sky", ["none", "constant", "plane"])
-def test_first_evaluation_puts_the_linear_parameters_at_their_optimum(sky):
-    # _NormalEvaluator.start: from one evaluation, the flux and sky terms moved to their
+def test_first_evaluation_puts_the_linear_parameters_at_their_optimum(sky, compiled,
+                                                                      monkeypatch):
+    # _NormalEvaluator.start, compiled (_fast._fast_start, with a compiled context) and in
+    # Python (without one): from one evaluation, the flux and sky terms moved to their
     # least-squares optimum for the start's centre and shape. Checked against a fresh
     # evaluation there: the same chi^2, A and g (the update is exact algebra on the sums:
     # 1e-9 of chi^2, 1e-9 of the scale sqrt(A_ii A_jj)), and the gradient along every linear
@@ -314,10 +317,13 @@ def test_first_evaluation_puts_the_linear_parameters_at_their_optimum(sky):
     prob = simulated_problem(sky=sky)[0]
     start = GalaxyParams(flux=2500.0, x=31.1, y=32.7, re=4.2, q=0.7, angle=60.0, sky=1.0,
                          sky_dx=0.01, sky_dy=-0.02)
+    if not compiled:
+        monkeypatch.setattr(solver_mod._NormalEvaluator, "_compiled_context", lambda self: None)
     par = _Param(prob, start)
     z = par.to_z(start)
     lo, hi = par.bounds()
     ne = _NormalEvaluator(prob, par)
+    assert (ne.ctx is not None) == compiled
     z1, chi2, A, g, _ = ne.start(z, lo, hi)
     lin = [i for i, n in enumerate(par.znames) if n in ("flux", "sky", "sky_dx", "sky_dy")]
     assert len(lin) == {"none": 1, "constant": 2, "plane": 4}[sky]
@@ -460,7 +466,7 @@ def test_compiled_loop_is_the_python_loop(label, prob, start, kw, monkeypatch):
         assert a.params.x == 30.4 and a.flags & a.flags.AT_BOUND
 
 
-def test_a_start_where_the_model_overflows_fails_alike_compiled_and_in_python():
+def test_a_start_where_the_model_overflows_fails_alike_compiled_and_in_python(monkeypatch):
     # flux 1e300: the residuals overflow and chi^2 is inf at the first evaluation. The whole
     # fit compiled (lm._lm_fast ends with _END_NOT_FINITE) and the Python loop (taken with a
     # callback) give the same failed result: one evaluation, the start's values, the message
@@ -471,9 +477,15 @@ def test_a_start_where_the_model_overflows_fails_alike_compiled_and_in_python():
     prob = FitProblem.from_arrays(img, sigma=np.ones((32, 32)),
                                   psf=Mixture.isotropic([1.0], [1.0]), profile="exp", M=6)
     start = GalaxyParams(flux=1e300, x=15.0, y=16.0, re=3.0, q=0.8, angle=10.0)
+    from mogviewer.fitting import lm
+
+    calls = []
+    real = lm._lm_fast
+    monkeypatch.setattr(lm, "_lm_fast", lambda *a: calls.append(1) or real(*a))
     seen = []
     for kw in ({}, {"callback": seen.append}):
         r = fit(prob, start, **kw)
+        assert len(calls) == 1      # the compiled fit the first time, not with a callback
         assert r.status == "failed" and r.nfev == 1 and r.params == start
         assert r.flags & FitFlags.NOT_CONVERGED
         assert r.message == ("the model or its derivatives are not finite at the start; "

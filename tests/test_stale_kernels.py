@@ -74,3 +74,61 @@ def test_fingerprint_of_the_real_package_covers_its_kernel_modules():
     marker = os.path.join(os.path.dirname(C.__file__), "render", "__pycache__", C.MARKER)
     with open(marker) as fh:
         assert fh.read().strip() == fp
+
+
+def test_a_cache_directory_that_does_not_exist_yet_is_marked_when_created(tmp_path):
+    # The first process of a fresh clone (no __pycache__ yet) or with a new NUMBA_CACHE_DIR
+    # compiles its kernels into directories that did not exist when it was imported. They are
+    # created then, with the fingerprint, so the next process keeps what this one compiled
+    # (before: it found them unmarked and deleted them: a first single-process run compiled
+    # everything twice, ~85 s each)
+    for nc_dir in (None, tmp_path / "numba-cache"):
+        root = tmp_path / ("pkg-nc" if nc_dir else "pkg")
+        for sub in C.KERNEL_DIRS:
+            (root / sub).mkdir(parents=True)
+            (root / sub / "k.py").write_text("import numba\n@numba.njit(cache=True)\n"
+                                             "def f(x):\n    return x\n")
+        env = {"HOME": str(tmp_path / "home")}
+        if nc_dir:
+            env["NUMBA_CACHE_DIR"] = str(nc_dir)
+        assert C.drop_stale(root, env) == 0
+        dirs = C._dirs_numba_will_use(os.fspath(root), env)
+        assert len(dirs) == len(C.KERNEL_DIRS)
+        if nc_dir:
+            assert all(d.startswith(str(nc_dir)) for d in dirs)
+            assert not (root / "render" / "__pycache__").exists()
+        for d in dirs:          # this process compiles into them...
+            with open(os.path.join(d, C.MARKER)) as fh:
+                assert fh.read().strip() == C.kernel_fingerprint(root)
+            open(os.path.join(d, "k.f-3.py311.nbi"), "w").close()
+        assert C.drop_stale(root, env) == 0     # ...and the next one keeps them
+        assert all(os.path.exists(os.path.join(d, "k.f-3.py311.nbi")) for d in dirs)
+
+
+def test_every_compiled_functions_source_is_in_the_fingerprint():
+    # a kernel compiled from a function of a module outside the fingerprint (as
+    # fitting._fast compiles ellipse._shape_jacobian_physical_into) would keep the old code
+    # after that module changed, silently: numba checks a cached kernel against its own
+    # file only. Every dispatcher of the kernel modules has its source among kernel_sources()
+    import importlib
+    import inspect
+
+    import numba.core.registry
+
+    import mogviewer
+
+    pkg = os.path.dirname(mogviewer.__file__)
+    covered = {os.path.realpath(p) for _, p in C.kernel_sources(pkg)}
+    seen = 0
+    for name, _ in C.kernel_sources(pkg):
+        if "/" not in name:
+            continue
+        mod = importlib.import_module("mogviewer." + name[:-3].replace("/", "."))
+        for obj in vars(mod).values():
+            if isinstance(obj, numba.core.registry.CPUDispatcher):
+                seen += 1
+                src = os.path.realpath(inspect.getsourcefile(obj.py_func))
+                assert src in covered, (obj, src)
+    assert seen > 50        # the kernels were found
+    # and a change of ellipse.py changes the fingerprint
+    assert "ellipse.py" in C.KERNEL_MODULES

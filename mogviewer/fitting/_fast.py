@@ -53,7 +53,6 @@ def _cholesky_solve(M, y, m):
     return True
 
 
-
 @numba.njit(cache=True, nogil=True)
 def _linear_optimum(gram, rhs, zi, bi, z, lo, hi):
     """Move the linear parameters ``z[zi]`` (basis planes ``bi``) to their least-squares
@@ -252,9 +251,9 @@ def _fast_eval(z, ctx):
     usual case (:meth:`_NormalEvaluator._compiled_context`): the values from ``z`` (or the
     start's, for fixed ones), the shape and its Jacobian (:func:`_eta_shape`), the basis'
     coefficients, one accumulating kernel call (the pixel's pairs when ``pixel``: no PSF) and
-    the assembly of ``A`` and ``g``. As an
-    argument of the compiled LM loop (:func:`mogviewer.fitting.lm._lm_loop`) it keeps a
-    whole fit out of Python."""
+    the assembly of ``A`` and ``g``. Called by name from the compiled LM loop
+    (:func:`mogviewer.fitting.lm._lm_loop`) and the first evaluation (:func:`_fast_start`),
+    it keeps a whole fit out of Python."""
     (prof, psf, ring, sc, acc, T0, i1r, i1c, i2r, i2c, J, cols, offs, fl, T, zi, base,
      NB, pixel, one, comb) = ctx
     v = base.copy()         # flux, x, y, sky, sky_dx, sky_dy

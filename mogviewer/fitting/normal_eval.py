@@ -267,13 +267,12 @@ class _NormalEvaluator:
 
     def _call_fast(self, z, with_rhs=False):
         """:meth:`__call__` for one component in eta mode (the usual case), with the shape,
-        its Jacobian and the products ``T^T gram T``, ``T^T rhs`` compiled."""
+        its Jacobian and the products ``T^T gram T``, ``T^T rhs`` compiled (all of it in
+        :func:`_fast_eval` when there is a compiled context; :meth:`start` then takes
+        :func:`_fast_start` and never asks for ``rhs``)."""
         z = np.asarray(z, dtype=np.float64)
         if self.ctx is not None:
-            chi2, A, g, gram = _fast_eval(z, self.ctx)
-            if with_rhs:
-                return chi2, A, g, gram, self._acc_t[5].copy()
-            return chi2, A, g, gram
+            return _fast_eval(z, self.ctx)
         p = self._vals
         for name, i in self._direct:
             setattr(p, name, float(z[i]))

@@ -447,8 +447,9 @@ def _fit_lm_with(problem, par, z0, lo, hi, start, callback, should_stop, max_nfe
                                           callback=cb if callback is not None
                                           or should_stop is not None else None, **kw)
     except (np.linalg.LinAlgError, ArithmeticError) as exc:
+        # (the compiled fit counts its evaluations inside: at least the first was made)
         return failed(start, FitFlags.NOT_CONVERGED,
-                      f"numerical failure ({type(exc).__name__}: {exc})", ev.nfev)
+                      f"numerical failure ({type(exc).__name__}: {exc})", max(ev.nfev, 1))
     if res.status == "failed":
         return failed(start, FitFlags.NOT_CONVERGED,
                       f"{res.message}; check the start values", res.nfev)
