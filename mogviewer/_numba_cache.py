@@ -97,10 +97,8 @@ KERNEL_MODULES = ("ellipse.py",)
 MARKER = "mogviewer-kernel-sources.sha256"
 
 
-def kernel_sources(package_dir=None):
-    """The files :func:`kernel_fingerprint` covers, as ``(name, path)``: every module of
-    :data:`KERNEL_DIRS` that contains ``njit``, and :data:`KERNEL_MODULES`."""
-    package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
+def _kernel_texts(package_dir):
+    """``(name, path, bytes)`` of the kernel sources (:func:`kernel_sources`), each read once."""
     out = []
     for sub in KERNEL_DIRS:
         d = os.path.join(package_dir, sub)
@@ -112,26 +110,35 @@ def kernel_sources(package_dir=None):
             path = os.path.join(d, name)
             try:
                 with open(path, "rb") as fh:
-                    if b"njit" not in fh.read():
-                        continue
+                    text = fh.read()
             except OSError:
                 continue
-            out.append((f"{sub}/{name}", path))
-    out.extend((name, os.path.join(package_dir, name)) for name in KERNEL_MODULES)
+            if b"njit" in text:
+                out.append((f"{sub}/{name}", path, text))
+    for name in KERNEL_MODULES:
+        path = os.path.join(package_dir, name)
+        try:
+            with open(path, "rb") as fh:
+                out.append((name, path, fh.read()))
+        except OSError:
+            continue
     return out
+
+
+def kernel_sources(package_dir=None):
+    """The files :func:`kernel_fingerprint` covers, as ``(name, path)``: every module of
+    :data:`KERNEL_DIRS` that contains ``njit``, and :data:`KERNEL_MODULES`."""
+    package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
+    return [(name, path) for name, path, _ in _kernel_texts(package_dir)]
 
 
 def kernel_fingerprint(package_dir=None):
     """SHA-256 (hex) of the kernel sources (:func:`kernel_sources`), by name and content."""
     import hashlib
 
+    package_dir = os.fspath(package_dir or os.path.dirname(os.path.abspath(__file__)))
     h = hashlib.sha256()
-    for name, path in kernel_sources(package_dir):
-        try:
-            with open(path, "rb") as fh:
-                text = fh.read()
-        except OSError:
-            continue
+    for name, _, text in _kernel_texts(package_dir):
         h.update(f"{name}\0{len(text)}\0".encode())
         h.update(text)
     return h.hexdigest()
@@ -184,11 +191,14 @@ def _dirs_numba_will_use(package_dir, environ):
         in_tree = os.path.join(d, "__pycache__")
         try:
             os.makedirs(in_tree, exist_ok=True)
-            out.append(in_tree)
         except OSError:
-            user_wide = _user_wide_root(environ)
-            if user_wide:
-                out.append(os.path.join(user_wide, _numba_subpath(d)))
+            pass
+        if os.access(in_tree, os.W_OK):
+            out.append(in_tree)
+            continue
+        user_wide = _user_wide_root(environ)     # a read-only install
+        if user_wide:
+            out.append(os.path.join(user_wide, _numba_subpath(d)))
     return out
 
 

@@ -132,3 +132,25 @@ def test_every_compiled_functions_source_is_in_the_fingerprint():
     assert seen > 50        # the kernels were found
     # and a change of ellipse.py changes the fingerprint
     assert "ellipse.py" in C.KERNEL_MODULES
+
+
+def test_a_read_only_install_marks_the_user_wide_cache(tmp_path, monkeypatch):
+    # the package's __pycache__ not writable (a system-wide install): numba falls back to the
+    # user-wide cache, so that is where a new directory gets the fingerprint. The test runs as
+    # any user, so "not writable" is os.access saying so
+    root = tmp_path / "pkg"
+    for sub in C.KERNEL_DIRS:
+        (root / sub / "__pycache__").mkdir(parents=True)
+        (root / sub / "k.py").write_text("import numba\n@numba.njit(cache=True)\n"
+                                         "def f(x):\n    return x\n")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path / "home")}
+    real = os.access
+    monkeypatch.setattr(C.os, "access", lambda p, mode: False if str(p).endswith(
+        "__pycache__") else real(p, mode))
+    C.drop_stale(root, env)
+    dirs = C._dirs_numba_will_use(os.fspath(root), env)
+    assert len(dirs) == len(C.KERNEL_DIRS)
+    assert all(d.startswith(str(tmp_path / "xdg" / "numba")) for d in dirs)
+    for d in dirs:
+        with open(os.path.join(d, C.MARKER)) as fh:
+            assert fh.read().strip() == C.kernel_fingerprint(root)
