@@ -297,6 +297,27 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys, extra, message
     assert (tmp_path / "o.csv").read_text() == "x"  # the existing file is never touched
 
 
+@pytest.mark.parametrize("option, what", [("--mask", "mask"), ("--noise", "noise map"),
+                                          ("--segmap", "segmentation map")])
+def test_cli_unreadable_mask_noise_or_segmap_stops_before_the_run(tmp_path, capsys, option,
+                                                                   what):
+    # new-user report: one --mask (--noise, --segmap) file serves every image, so one that is
+    # not FITS or .npy stops the run before it starts, as a bad --psf does (exit 2, the
+    # existing CSV untouched); it used to make every image a failed row and replace the CSV
+    junk = tmp_path / "junk.fits"
+    junk.write_text("not a FITS file\n")
+    out = tmp_path / "o.csv"
+    out.write_text("x")
+    argv = ["fit", str(IC / "ic3478rss_64x64.fits"), str(IC / "ic3478rss_256.fits"), option,
+            str(junk), "--csv", str(out)]
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"mogviewer: error: {option} {junk}: {what} file {junk} is "
+                               "neither a FITS file nor a .npy array")
+    assert out.read_text() == "x"
+
+
 def test_cli_append_refuses_other_columns(tmp_path, capsys):
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")

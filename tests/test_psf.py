@@ -369,6 +369,22 @@ def test_negative_total_stamp():
         P.prepare_stamp(-_gauss((11, 11), 1.5))
 
 
+def test_too_many_nans_refused_with_advice_that_works(tmp_path):
+    # 16 % NaN (new-user report): refused, and the advice names something the reader can do;
+    # the escape hatch is read_psf's keyword (the command line has no option for it), and
+    # with it the stamp reads
+    img = _gauss((25, 25), 2.0)
+    img[:4, :] = np.nan
+    np.save(tmp_path / "n.npy", img)
+    with pytest.raises(P.PsfError, match=r"100 of 625 pixels \(16.0 %\) are NaN or infinite, "
+                       r"more than the 5 % that can be masked; repair the stamp \(or, from "
+                       r"Python, give read_psf a larger max_bad_fraction\)"):
+        P.read_psf(tmp_path / "n.npy", n_components=1)
+    with pytest.warns(P.PsfWarning, match="100 of 625 pixels are NaN"):
+        model = P.read_psf(tmp_path / "n.npy", n_components=1, max_bad_fraction=0.2)
+    assert np.allclose(model.mixture.covs[0], 4 * np.eye(2), rtol=1e-4)
+
+
 def test_few_nans_are_masked_with_warning(tmp_path):
     img = _gauss((25, 25), 2.0)
     img[0, 3] = img[20, 20] = np.nan

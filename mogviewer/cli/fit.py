@@ -14,8 +14,9 @@ from ..batch import BatchInterrupted, FitTask, load_psf, plan_outputs, run_batch
 from ..batch.band_task import band_columns, psf_hdu_for_band
 from ..batch.executors import prestart, start_method
 from ..batch.tasks import _short
-from ..errors import MogviewerError, UserError
+from ..errors import ImageReadError, MogviewerError, UserError
 from ..export.files import _describe_oserror, same_file_as_any
+from ..io.hdus import check_companion_file
 from ..profiles.sersic import M_FAMILY, N_MAX, N_MIN
 from ..render import kernels_ready, warmup
 from ..render.warm import default_jobs
@@ -269,6 +270,19 @@ def _cli_fit(args):
                             f"{_describe_oserror(exc)}") from None
         if not os.access(d, os.W_OK | os.X_OK):
             raise UserError(f"{name} directory {d} is not writable")
+    # a mask, noise map or segmentation map file serves every image: one that cannot be read
+    # stops the run before it starts, as a bad --psf or --start does (it made every image a
+    # failed row, and replaced the CSV with them); an HDU of the image file stays per image
+    for option, path, hdu, what in (("--mask", args.mask, args.mask_hdu, "mask"),
+                                    ("--noise", args.noise, args.noise_hdu, "noise map"),
+                                    ("--segmap", args.segmap, None,
+                                     "segmentation map")):
+        if path is None or same_file_as_any(path, args.files):
+            continue
+        try:
+            check_companion_file(path, what, hdu)
+        except ImageReadError as exc:
+            raise UserError(f"{option} {path}: {_one_line(exc)}") from None
     if args.start:
         try:
             export.read_model_json(args.start)

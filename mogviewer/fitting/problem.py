@@ -36,6 +36,8 @@ class _FamilyProfile:
 # digits to cancellation (the renderer forms it as Cxx Cyy - Cxy^2).
 _LN_R_MIN, _LN_R_MAX, _ETA_MAX = math.log(1e-3), math.log(1e6), math.log(1e4)
 _Q_MIN = 1e-4
+#: the Sérsic index of a problem (and so of a free fit's start) when none is given
+N_START = 2.5
 
 
 #: Parameters in image units (scaled with the data); the rest are pixels, degrees or numbers.
@@ -258,7 +260,7 @@ class FitProblem:
                 raise FitError(f"the Sérsic family has M = {sersic.M_FAMILY} components; M "
                                f"cannot be chosen for profile 'ser'")
             M = sersic.M_FAMILY
-            n = 2.5 if n is None else float(n)
+            n = N_START if n is None else float(n)
             if not sersic.N_MIN <= n <= sersic.N_MAX:
                 raise FitError(f"Sérsic index n = {n:g} is outside the family's range "
                                f"{sersic.N_MIN:g} <= n <= {sersic.N_MAX:g}")

@@ -37,6 +37,7 @@ FitResult = fitting.FitResult
 FitProgress = fitting.FitProgress
 FitFlags = fitting.FitFlags
 PARAM_UNITS = fitting.PARAM_UNITS
+SERSIC_N_START = fitting.problem.N_START
 
 
 def is_user_error(exc):

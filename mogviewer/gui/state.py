@@ -282,6 +282,11 @@ class SessionState:
                 and 0 <= self.params.y < ny:
             self.request_render(immediate=True)
         else:
+            if self.params is not None and self.profile == "ser" and "n" not in self.fixed:
+                # a free index starts on another image where the command line starts it, not
+                # at the last image's fit (n = 8, at the bound, after a fit to noise); a fixed
+                # one is the user's choice and stays
+                self.set_params(self.params.replace(n=engine.SERSIC_N_START), origin="load")
             self.reset_start(origin="load")
 
     def set_psf(self, model, *, path=None, position=None, hdu=None):

@@ -118,6 +118,14 @@ def _read_companion(src, hdu, what, hdu_option, image, hdul, notes, same_file):
     return arr, desc
 
 
+def check_companion_file(path, what, hdu=None):
+    """Read the mask / noise map / segmentation map file ``path`` (HDU ``hdu``, or its first
+    image HDU) as :func:`mogviewer.io.read_image` would, and raise the same
+    :class:`ImageReadError` if it cannot be: a check before a batch, where one such file serves
+    every image (its shape against each image stays a per-image check)."""
+    _read_array(os.fspath(path), what=what, hdu=hdu, notes=[])
+
+
 def _first_line(exc):
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

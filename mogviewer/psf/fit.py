@@ -458,7 +458,8 @@ def prepare_stamp(image, *, max_bad_fraction=MAX_BAD_FRACTION, what="the PSF ima
         if frac > max_bad_fraction:
             raise PsfError(f"{what}: {nbad} of {arr.size} pixels ({100 * frac:.1f} %) are NaN or "
                            f"infinite, more than the {100 * max_bad_fraction:.0f} % that can be "
-                           f"masked; repair the stamp or raise max_bad_fraction")
+                           f"masked; repair the stamp (or, from Python, give read_psf a "
+                           f"larger max_bad_fraction)")
         msg = (f"{what}: {nbad} of {arr.size} pixels are NaN or infinite; they are masked "
                f"(left out of the fit and of the normalisation)")
         warnings.warn(msg, PsfWarning, stacklevel=3)

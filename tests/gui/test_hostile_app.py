@@ -247,3 +247,28 @@ def test_blank_image_is_not_fitted_and_its_start_is_its_own(window, errors, tmp_
     title, text = errors[-1]
     assert len(errors) == n_err + 1 and title == "Cannot fit"
     assert text == "Nothing to fit: the image holds no signal: every usable pixel equals 0."
+
+
+def test_a_free_sersic_index_starts_afresh_on_a_new_image(window, tmp_path):
+    """New-user report: a Sérsic fit of a noise image ended at n = 8 (the bound); the next
+    image opened started from n = 8 ("Start from image moments: ... n=8.000", chi^2/nu 2234 at
+    the start), where the command line starts at 2.5. A free index now starts there on a new
+    image; a fixed one is the user's choice and stays."""
+    w, s = window, window.state
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:64, :64]
+    img = 200 * np.exp(-np.hypot(xx - 31.0, (yy - 33.0) / 0.7) / 4.0) + rng.normal(size=(64, 64))
+    path = tmp_path / "gal.fits"
+    fits.writeto(path, img.astype(np.float32))
+    s.set_profile("ser")
+    s.set_params(s.params.replace(n=8.0))
+    assert s.params.n == 8.0 and "n" in s.free
+    w.commands.open_image(str(path))
+    assert s.data.shape == (64, 64)
+    assert s.params.n == engine.SERSIC_N_START == 2.5
+    assert s.problem().n == 2.5
+    # fixed: kept on the next image
+    s.set_params(s.params.replace(n=4.0))
+    s.set_fixed("n", True)
+    w.commands.open_image(str(path))
+    assert s.params.n == 4.0 and "n" not in s.free
