@@ -401,10 +401,18 @@ def posterior_rows(post):
 
 
 def corner_rgba(post, *, truths=None, dpi=72, inches=7.5):
-    """The corner plot of a posterior (the ``corner`` package, Foreman-Mackey 2016) as an
-    ``(h, w, 4)`` uint8 RGBA array, drawn with matplotlib's Agg canvas (no pyplot, no GUI:
-    safe in a worker thread). ``truths``: values marked on every panel (the best fit);
-    the 16/50/84 % quantiles are dashed lines, as in the CSV's ``_p16/_p50/_p84``."""
+    """The corner plot of a posterior (:func:`corner_figure`) as an ``(h, w, 4)`` uint8 RGBA
+    array."""
+    fig = corner_figure(post, truths=truths, dpi=dpi, inches=inches)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba(), dtype=np.uint8).copy()
+
+
+def corner_figure(post, *, truths=None, dpi=72, inches=7.5):
+    """The corner plot of a posterior (the ``corner`` package, Foreman-Mackey 2016), a
+    matplotlib figure on the Agg canvas (no pyplot, no GUI: safe in a worker thread).
+    ``truths``: values marked on every panel (the best fit); the 16/50/84 % quantiles are
+    dashed lines, as in the CSV's ``_p16/_p50/_p84``."""
     import corner
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -424,15 +432,17 @@ def corner_rgba(post, *, truths=None, dpi=72, inches=7.5):
     # into each other (new-user review); the dialog's table beside the plot holds the values
     corner.corner(samples, fig=fig, labels=labels, truths=truths, truth_color="#2a8a2a",
                   quantiles=(0.16, 0.5, 0.84), show_titles=False,
-                  label_kwargs={"fontsize": 8}, max_n_ticks=2)
+                  label_kwargs={"fontsize": 8}, max_n_ticks=2, labelpad=0.3)
+    # the axis labels clear of the 45-degree tick labels (they ran into each other: new-user
+    # trial), with the margins to hold them
+    fig.subplots_adjust(left=0.13, bottom=0.13, right=0.98, top=0.98)
     for ax in fig.axes:
         ax.tick_params(labelsize=6)
         for axis in (ax.xaxis, ax.yaxis):    # "+1.278e2" offsets overlapped the next panel
             fmt = axis.get_major_formatter()
             if hasattr(fmt, "set_useOffset"):
                 fmt.set_useOffset(False)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba(), dtype=np.uint8).copy()
+    return fig
 
 
 PARAM_LABELS = {"flux": "flux", "x": "x [px]", "y": "y [px]", "re": "r_e [px]", "q": "q",

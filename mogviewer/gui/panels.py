@@ -123,6 +123,9 @@ class ImagePanels(QtWidgets.QWidget):
                                  orientation="horizontal", width=12, colorMapMenu=False)
             cb.axis.setTextPen(pg.mkPen("#aaaaaa"))
             cb.axis.setPen(pg.mkPen("#888888"))
+            # the ticks and the caption give the values in the image's unit: no "(x0.001)"
+            # that pyqtgraph would append to the caption for small values
+            cb.axis.enableAutoSIPrefix(False)
             cb.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
             return cb
 

@@ -157,3 +157,37 @@ def test_the_sample_shortcut_uses_the_steps_box(fitted, qtbot):
         w.commands.cancel_fit()
     assert "Sampling the posterior: 1500 steps per walker" in w.log_view.toPlainText()
     assert blocker.args[0] is w.state.posterior
+
+
+@pytest.mark.parametrize("names", [["flux", "x", "y", "re", "q", "angle", "sky"],
+                                   ["flux", "x", "y", "re", "q", "angle", "n", "sky"]])
+def test_corner_plot_labels_clear_of_the_tick_labels(names):
+    # new-user trial: the axis labels ("x [px]", "angle [deg]") ran into the 45-degree tick
+    # labels (e.g. "127.925"). Every outer panel's axis label is now clear of its tick labels
+    # and inside the figure, for the 7 parameters of an exponential and the 8 of a Sérsic
+    import types
+
+    rng = np.random.default_rng(0)
+    mu = dict(flux=2.097e6, x=127.925, y=128.092, re=175.8, q=0.7784, angle=109.23, n=2.65,
+              sky=-3.986)
+    sd = dict(flux=1.2e4, x=0.013, y=0.013, re=0.9, q=0.0018, angle=0.25, n=0.02, sky=0.05)
+    m, s = (np.array([d[k] for k in names]) for d in (mu, sd))
+    post = types.SimpleNamespace(names=names, samples=m + s * rng.normal(size=(1000, len(m))))
+    fig = engine.corner_figure(post, truths=list(m))
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    whole = fig.bbox
+    k = len(names)
+    axes = np.array(fig.axes).reshape(k, k)
+    checked = 0
+    for i in range(k):
+        for ax, axis in ((axes[k - 1, i], axes[k - 1, i].xaxis), (axes[i, 0], axes[i, 0].yaxis)):
+            if ax is axes[0, 0] and axis is ax.yaxis:
+                continue        # the first histogram has no y label
+            label = axis.label.get_window_extent(r)
+            assert whole.x0 <= label.x0 and label.x1 <= whole.x1 and whole.y0 <= label.y0
+            for t in axis.get_ticklabels():
+                if t.get_text():
+                    assert not label.overlaps(t.get_window_extent(r)), (names[i], t.get_text())
+                    checked += 1
+    assert checked >= 2 * k     # the tick labels were there to check

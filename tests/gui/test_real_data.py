@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from mogviewer.gui import dialogs, engine
@@ -409,6 +410,26 @@ def test_colour_bars_show_end_values_and_units(window):
     w.nsig_spin.setValue(3.0)
     assert pan.cbar_chi.axis.labelText == "-3 \u2026 3 \u03c3"
     assert f"{s.resid_range:.4g} DNs" in pan.cbar_resid.axis.labelText
+
+
+def test_colour_bar_captions_have_no_scale_factor_on_small_values(window, tmp_path):
+    # new-user report: on an image of values ~0.1 the residual bar's caption read
+    # "-0.3724 ... 0.3724 image units (x0.001)": pyqtgraph appended its SI-prefix factor to a
+    # caption that already gives the values in the image's unit
+    w, s = window, window.state
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:48, :48]
+    img = 0.3 * np.exp(-np.hypot(xx - 23.5, yy - 24.0) / 3.0) + 0.01 * rng.normal(size=(48, 48))
+    path = tmp_path / "small.fits"
+    fits.writeto(path, img.astype(np.float32))
+    w.commands.open_image(str(path))
+    assert s.data.shape == (48, 48) and s.resid_range < 0.5
+    pan = w.panels
+    for cb, unit in ((pan.cbar_data, "image units"), (pan.cbar_resid, "image units"),
+                     (pan.cbar_chi, "\u03c3")):
+        text = cb.axis.labelString()
+        assert "(x" not in text, text
+        assert unit in text, text
 
 
 def test_percentile_presets(window):
