@@ -273,3 +273,36 @@ def test_neighbour_mask_equals_one_neighbour_at_a_time():
     assert want.any() and not want.all()       # the case is not trivial
     assert np.array_equal(got, want)
     assert not _neighbour_mask(shape, x0, y0, cx, cy, close[:0], 4.0).any()
+
+
+def test_catalogue_rows_that_cannot_be_placed_are_named_and_left_out(tmp_path, capsys):
+    # new-user report: one row with a NaN position stopped the whole run ("row 12 has no
+    # finite position", exit 2, no id named), while a row off the image was left out with a
+    # note; and a catalogue of no rows replaced the existing CSV with a header. Now a row
+    # without a finite position is left out like one off the image, each named by its id; a
+    # catalogue with nothing on the image (no rows at all, or none inside) stops with exit 2
+    # and the existing CSV untouched
+    from mogviewer import cli
+    args = ["fit", "--image", f"{DR3}/decam-520206-S16-image-sub.fits",
+            "--weight", f"{DR3}/decam-520206-S16-invvar-sub.fits",
+            "--psf", f"{DR3}/decam-520206-S16-psfex.fits", "--profile", "exp",
+            "--psf-components", "4", "--psf-mode", "mixture", "--quiet"]
+    cat = tmp_path / "c.csv"
+    cat.write_text("id,x_image,y_image\n667,30.27,50.12\nbad,nan,20\nfar,5000,5000\n"
+                   "668,38.89,17.73\n")
+    out = tmp_path / "o.csv"
+    assert cli.main(args + ["--catalog", str(cat), "--csv", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert ("1 catalogue sources have no finite position (NaN or infinite RA/Dec or x/y) "
+            "(bad): not fitted") in err
+    assert "1 catalogue sources lie outside --image (far): not fitted" in err
+    assert [r["object_id"] for r in _csv_rows(out)] == ["667", "668"]
+    keep = tmp_path / "keep.csv"
+    keep.write_text("x")
+    for text, message in (("id,x_image,y_image\n", "the table has no rows: nothing to fit"),
+                          ("id,x_image,y_image\nfar,5000,5000\nbad,nan,3\n",
+                           "none of its 2 sources lies on --image")):
+        cat.write_text(text)
+        assert cli.main(args + ["--catalog", str(cat), "--csv", str(keep)]) == 2
+        assert message in capsys.readouterr().err
+        assert keep.read_text() == "x"

@@ -273,3 +273,28 @@ def test_mixture_size_refused_before_any_file_is_read(grz, tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_one_band_takes_its_own_hdu_of_a_per_band_psf_file(tmp_path, capsys):
+    # new-user report: `--bands r --psf FILE` with a Legacy Surveys PSF file (one HDU per band,
+    # BAND = g, r, z) used HDU 0, the g PSF, with only a warning ("3 HDUs hold images ... using
+    # HDU 0"); `--band r --psf FILE` (one band, single-band mode) took the r HDU. Now both take
+    # the r HDU: the same r_e and q (to 1e-5: the joint-band driver and the single fit stop
+    # within 2e-7 of each other here); --psf-hdu still overrides (the g PSF gives an r_e
+    # further off than that, so the check can fail)
+    from pathlib import Path
+
+    d = Path(__file__).parent / "data" / "real" / "pysersic-decals-dr9"
+    img, psf = d / "cutout_59.1067_-30.4848.fits", d / "copsf_59.1067_-30.4848.fits"
+    common = ["--psf", str(psf), "--profile", "exp", "-M", "6", "--quiet"]
+    rows = {}
+    for name, extra in (("bands", ["--bands", "r"]), ("band", ["--band", "r"]),
+                        ("hdu0", ["--bands", "r", "--psf-hdu", "0"])):
+        out = tmp_path / f"{name}.csv"
+        assert cli.main(["fit", str(img), *extra, *common, "--csv", str(out)]) == 0
+        rows[name] = read_csv(out)[0]
+    capsys.readouterr()
+    assert rows["bands"]["re_pix"] == pytest.approx(rows["band"]["re_pix"], rel=1e-5)
+    assert rows["bands"]["q"] == pytest.approx(rows["band"]["q"], rel=1e-5)
+    assert abs(rows["hdu0"]["re_pix"] / rows["band"]["re_pix"] - 1) > 1e-3, (
+        rows["hdu0"]["re_pix"], rows["band"]["re_pix"])

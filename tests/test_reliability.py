@@ -210,7 +210,13 @@ def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path, delay):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    assert proc.returncode in (0, 130), err  # 0: the batch was already done
+    if proc.returncode == -signal.SIGINT:
+        # the batch was done and main() had returned (its handler restored Python's own)
+        # when the signal came: the process ends by the signal, which a shell reports as
+        # 130 too; the run is complete (on a fast machine the three fits take < 1.2 s)
+        assert "3/3 files" in err and len(_rows(tmp_path / "o.csv")) == 3, err
+    else:
+        assert proc.returncode in (0, 130), err  # 0: the batch was already done
 
 
 # ------------------------------------------------------------------------------------ display

@@ -195,7 +195,10 @@ def run_bands(task, base, caught, set_step, *, saved, profile, M, n, sky, warnin
         if ppath is None:
             raise FitError(f"band {b} has no PSF: give --band-psf {b}=FILE or a --psf file "
                            "with one HDU per band (BAND, FILTER or EXTNAME)")
-        hdu = (None if b in band_psfs else task.psf_hdu if len(task.bands) == 1
+        # the band's HDU of a --psf file with one HDU per band, for one band too (--bands r
+        # took HDU 0, the g PSF of a Legacy Surveys file); --psf-hdu, if given, for one band
+        hdu = (None if b in band_psfs
+               else task.psf_hdu if len(task.bands) == 1 and task.psf_hdu is not None
                else psf_hdu_for_band(ppath, b))
         if ppath == task.psf and hdu is None and task.psf_hdu is None and len(task.bands) > 1:
             raise FitError(f"--psf {ppath} has no HDU for band {b} (BAND, FILTER or EXTNAME "

@@ -306,7 +306,8 @@ def _cli_fit(args):
         if own is not None:
             psf_checks.append((f"--band-psf {b}=", own, None))
         elif args.psf:
-            hdu = args.psf_hdu if len(bands) == 1 else psf_hdu_for_band(args.psf, b)
+            hdu = (args.psf_hdu if len(bands) == 1 and args.psf_hdu is not None
+                   else psf_hdu_for_band(args.psf, b))
             if hdu is None and len(bands) > 1:
                 raise UserError(f"--psf {args.psf}: no HDU for band {b} (BAND, FILTER or "
                                 f"EXTNAME = {b}); give --band-psf {b}=FILE")

@@ -18,6 +18,7 @@ the whole CSV as a typed table at the end.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import Counter
@@ -192,13 +193,22 @@ def catalog_jobs(args, template):
         except Exception:  # noqa: BLE001 - a broken WCS: the catalogue must give pixels
             wcs = None
         sources = read_catalog(args.catalog, wcs=wcs, size_column=args.size_column)
-    outside = [s.id for s in sources
-               if not (-0.5 <= s.x < shape[1] - 0.5 and -0.5 <= s.y < shape[0] - 0.5)]
-    if outside:
-        print(f"mogviewer fit: note: {len(outside)} catalogue sources lie outside --image "
-              f"({', '.join(outside[:5])}{' ...' if len(outside) > 5 else ''}): not fitted",
-              file=sys.stderr)
-        sources = [s for s in sources if s.id not in set(outside)]
+    n_all = len(sources)
+    unplaced = [s.id for s in sources if not (math.isfinite(s.x) and math.isfinite(s.y))]
+    outside = [s.id for s in sources if math.isfinite(s.x) and math.isfinite(s.y)
+               and not (-0.5 <= s.x < shape[1] - 0.5 and -0.5 <= s.y < shape[0] - 0.5)]
+    for ids, why in ((unplaced, "have no finite position (NaN or infinite RA/Dec or x/y)"),
+                     (outside, "lie outside --image")):
+        if ids:
+            print(f"mogviewer fit: note: {len(ids)} catalogue sources {why} "
+                  f"({', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}): not fitted",
+                  file=sys.stderr)
+    if unplaced or outside:
+        left_out = set(unplaced) | set(outside)
+        sources = [s for s in sources if s.id not in left_out]
+    if not sources:
+        raise UserError(f"--catalog {args.catalog}: none of its {n_all} sources lies on "
+                        f"--image {args.image}: nothing to fit")
     ids = Counter(s.id for s in sources)
     twice = [i for i, n in ids.items() if n > 1]
     if twice:

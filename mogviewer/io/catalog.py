@@ -20,7 +20,6 @@ pixel ``(x0, y0)`` of the cutout's pixel (0, 0): ``x_full = x_cutout + x0``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +84,8 @@ def read_catalog(path, *, wcs=None, size_column=None):
         table = Table.read(path)
     except Exception as exc:   # noqa: BLE001 - astropy raises many kinds for a bad table
         raise UserError(f"--catalog {path}: cannot be read as a table ({exc})") from None
+    if len(table) == 0:
+        raise UserError(f"--catalog {path}: the table has no rows: nothing to fit")
     ra, dec = _column(table, _RA), _column(table, _DEC)
     x0, y0 = _column(table, _X0), _column(table, _Y0)
     x1, y1 = _column(table, _X1), _column(table, _Y1)
@@ -114,8 +115,9 @@ def read_catalog(path, *, wcs=None, size_column=None):
         sizes = np.asarray(table[sc], float)
     out = []
     for i in range(len(table)):
-        if not (math.isfinite(xs[i]) and math.isfinite(ys[i])):
-            raise UserError(f"--catalog {path}: row {i + 1} has no finite position")
+        # a row without a finite position is kept with it (NaN): the caller leaves it out,
+        # with the other sources that do not lie on the image, and says which (one bad row
+        # stopped the whole run)
         out.append(CatalogSource(id=str(table[idc][i]) if idc else str(i + 1), x=float(xs[i]),
                                  y=float(ys[i]),
                                  size=None if sizes is None else float(sizes[i])))
