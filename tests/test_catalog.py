@@ -306,3 +306,42 @@ def test_catalogue_rows_that_cannot_be_placed_are_named_and_left_out(tmp_path, c
         assert cli.main(args + ["--catalog", str(cat), "--csv", str(keep)]) == 2
         assert message in capsys.readouterr().err
         assert keep.read_text() == "x"
+
+
+def test_catalogue_centre_box_keeps_a_faint_source_off_its_bright_neighbour(tmp_path, capsys):
+    # new-user report: in catalogue mode a faint source beside a bright galaxy (whose wings
+    # reach past the neighbour mask) ran onto the galaxy and was fitted as a second copy of
+    # it, flagged only ERRORS_UNDERESTIMATED (a DR9 point source moved 24 px). The fitted
+    # centre now stays within --centre-box (3 px) of the catalogue position and a centre on
+    # the box's edge is flagged AT_BOUND; a source whose fit never reaches the box is fitted
+    # exactly as without it (the same row, digit for digit)
+    from mogviewer import cli
+    from mogviewer.mixture import Mixture
+    from mogviewer.render import render_model
+
+    psf = Mixture.isotropic([1.0], [1.5 ** 2])
+    img = render_model(dict(flux=20000.0, x=60.0, y=64.0, re=6.0, q=0.7, angle=30.0),
+                       "exp", 6, psf, (128, 128))
+    img += render_model(dict(flux=150.0, x=84.0, y=66.0, re=0.8, q=0.9, angle=0.0), "exp", 6,
+                        psf, (128, 128))
+    img += np.random.default_rng(1).normal(0, 1.0, img.shape)
+    fits.writeto(tmp_path / "f.fits", img.astype(np.float32))
+    fits.writeto(tmp_path / "w.fits", np.ones(img.shape, np.float32))
+    (tmp_path / "c.csv").write_text("id,x,y\nbright,60.0,64.0\nfaint,84.0,66.0\n")
+    rows = {}
+    for name, extra in (("box", []), ("free", ["--centre-box", "0"])):
+        out = tmp_path / f"{name}.csv"
+        assert cli.main(["fit", "--image", str(tmp_path / "f.fits"), "--weight",
+                         str(tmp_path / "w.fits"), "--catalog", str(tmp_path / "c.csv"),
+                         "--profile", "exp", "--csv", str(out), "--quiet", *extra]) == 0
+        rows[name] = {r["object_id"]: r for r in _csv_rows(out)}
+    capsys.readouterr()
+    faint = rows["box"]["faint"]
+    assert abs(float(faint["x"]) - 84.0) <= 3.0 + 1e-9
+    assert abs(float(faint["y"]) - 66.0) <= 3.0 + 1e-9
+    assert "AT_BOUND" in faint["flag_names"]
+    free = rows["free"]["faint"]
+    assert math.hypot(float(free["x"]) - 84.0, float(free["y"]) - 66.0) > 10   # what it stops
+    keys = ("x", "y", "flux", "re_pix", "q", "chi2")
+    assert [rows["box"]["bright"][k] for k in keys] == [rows["free"]["bright"][k] for k in keys]
+    assert "AT_BOUND" not in rows["box"]["bright"]["flag_names"]

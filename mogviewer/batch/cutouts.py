@@ -71,6 +71,12 @@ class CutoutJob:
     neighbour_radius : float
         Mask radius around a neighbour in pixels; with sizes, the larger of this and 1.5 times
         the neighbour's size.
+    centre_box : float or None
+        The fitted centre stays within this many pixels of the catalogue position in x and in
+        y (bounds of the fit; a centre that ends on one is flagged ``AT_BOUND``); None leaves
+        it free. A faint source beside a bright neighbour whose light reaches past the mask
+        otherwise runs onto the neighbour and is fitted as a second copy of it (a DR9 point
+        source moved 24 px onto the target, flagged only ERRORS_UNDERESTIMATED).
     """
 
     image: str
@@ -86,6 +92,7 @@ class CutoutJob:
     min_size: int = 32
     max_size: int = 256
     neighbour_radius: float = 4.0
+    centre_box: float | None = 3.0
 
     @property
     def n_objects(self):
@@ -214,10 +221,12 @@ class CutoutJob:
                                           if weight is not None else data.noise_source))
         profile = o.profile or "exp"
         sky = o.sky or "constant"
+        b = self.centre_box
         problem = FitProblem.from_image_data(
             data, psf=psf, profile=profile, M=o.M, n=o.n, sky=sky, profile2=o.profile2,
             M2=o.M2, psf_mode=o.psf_mode,
-            fixed=("n",) if o.fix_n and profile == "ser" else ())
+            fixed=("n",) if o.fix_n and profile == "ser" else (),
+            bounds=None if b is None else {"x": (cx - b, cx + b), "y": (cy - b, cy + b)})
         start = initial_guess(problem, centre=(cx, cy))
         result = fit(problem, start, max_nfev=o.max_nfev)
         reason = f"fit failed: {result.message}" if result.status == "failed" else ""
@@ -375,8 +384,9 @@ atexit.register(close_fields)   # a pool or Dask worker's fields, when it ends
 
 def plan_cutout_jobs(image, sources, options, *, hdu=None, weight=None, weight_hdu=None,
                      psf_cell=512, max_per_job=256, size=None, size_factor=10.0, min_size=32,
-                     max_size=256, neighbour_radius=4.0):
-    """The :class:`CutoutJob` s of a catalogue: sources grouped by cells of ``psf_cell`` px.
+                     max_size=256, neighbour_radius=4.0, centre_box=3.0):
+    """The :class:`CutoutJob` s of a catalogue: sources grouped by cells of ``psf_cell`` px
+    (``size`` ... ``centre_box``: as :class:`CutoutJob` takes them).
 
     Parameters
     ----------
@@ -430,5 +440,6 @@ def plan_cutout_jobs(image, sources, options, *, hdu=None, weight=None, weight_h
                                   weight_hdu=weight_hdu, sources=part, neighbours=nbs,
                                   options=options, psf_position=centre, size=size,
                                   size_factor=size_factor, min_size=min_size,
-                                  max_size=max_size, neighbour_radius=neighbour_radius))
+                                  max_size=max_size, neighbour_radius=neighbour_radius,
+                                  centre_box=centre_box))
     return jobs

@@ -66,6 +66,11 @@ def register(p):
     g.add_argument("--neighbour-radius", type=opt.positive_float, default=4.0, metavar="PIX",
                    help="catalogue mode: other sources are masked within this radius (or 1.5 "
                         "times their size), where nearer to them than to the target")
+    g.add_argument("--centre-box", type=opt.nonnegative_float, default=3.0, metavar="PIX",
+                   help="catalogue mode: the fitted centre stays within PIX pixels of the "
+                        "catalogue position in x and y (default 3; 0 leaves it free); a centre "
+                        "at the box's edge is flagged AT_BOUND. Without it a faint source "
+                        "beside a bright one can run onto it")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: append to --csv and skip the objects "
                         "(ids) already in it")
@@ -219,7 +224,8 @@ def catalog_jobs(args, template):
     return plan_cutout_jobs(args.image, sources, template, hdu=args.hdu, weight=args.weight,
                             weight_hdu=args.weight_hdu, psf_cell=args.psf_cell,
                             size=args.cutout_size, size_factor=args.size_factor,
-                            neighbour_radius=args.neighbour_radius)
+                            neighbour_radius=args.neighbour_radius,
+                            centre_box=args.centre_box or None)
 
 
 def _check_field_psf(args, sources, shape):
