@@ -345,3 +345,8 @@ def test_catalogue_centre_box_keeps_a_faint_source_off_its_bright_neighbour(tmp_
     keys = ("x", "y", "flux", "re_pix", "q", "chi2")
     assert [rows["box"]["bright"][k] for k in keys] == [rows["free"]["bright"][k] for k in keys]
     assert "AT_BOUND" not in rows["box"]["bright"]["flag_names"]
+    # the command line's default is the jobs' own
+    from mogviewer.batch.cutouts import CENTRE_BOX, CutoutJob
+    parser = cli.build_parser()
+    args = parser.parse_args(["fit", "--image", "f.fits", "--catalog", "c.csv", "--csv", "o.csv"])
+    assert args.centre_box == CENTRE_BOX == CutoutJob.centre_box == 3.0

@@ -44,6 +44,11 @@ from .tasks import _short, _warnings_text, load_psf
 __all__ = ["CutoutJob", "plan_cutout_jobs"]
 
 
+#: pixels the fitted centre may move from the catalogue position, in x and in y (the
+#: default of :class:`CutoutJob` and of ``mogviewer fit --centre-box``)
+CENTRE_BOX = 3.0
+
+
 @dataclasses.dataclass(frozen=True)
 class CutoutJob:
     """The catalogue sources of one cell of a field, to be fitted from in-memory cutouts.
@@ -92,7 +97,7 @@ class CutoutJob:
     min_size: int = 32
     max_size: int = 256
     neighbour_radius: float = 4.0
-    centre_box: float | None = 3.0
+    centre_box: float | None = CENTRE_BOX
 
     @property
     def n_objects(self):
@@ -384,7 +389,7 @@ atexit.register(close_fields)   # a pool or Dask worker's fields, when it ends
 
 def plan_cutout_jobs(image, sources, options, *, hdu=None, weight=None, weight_hdu=None,
                      psf_cell=512, max_per_job=256, size=None, size_factor=10.0, min_size=32,
-                     max_size=256, neighbour_radius=4.0, centre_box=3.0):
+                     max_size=256, neighbour_radius=4.0, centre_box=CENTRE_BOX):
     """The :class:`CutoutJob` s of a catalogue: sources grouped by cells of ``psf_cell`` px
     (``size`` ... ``centre_box``: as :class:`CutoutJob` takes them).
 

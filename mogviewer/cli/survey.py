@@ -66,6 +66,8 @@ def register(p):
     g.add_argument("--neighbour-radius", type=opt.positive_float, default=4.0, metavar="PIX",
                    help="catalogue mode: other sources are masked within this radius (or 1.5 "
                         "times their size), where nearer to them than to the target")
+    # (batch.cutouts.CENTRE_BOX, written out: this module imports nothing heavy at start-up;
+    # tests/test_catalog.py checks the two agree)
     g.add_argument("--centre-box", type=opt.nonnegative_float, default=3.0, metavar="PIX",
                    help="catalogue mode: the fitted centre stays within PIX pixels of the "
                         "catalogue position in x and y (default 3; 0 leaves it free); a centre "

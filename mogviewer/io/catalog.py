@@ -75,7 +75,9 @@ def _column(table, names):
 def read_catalog(path, *, wcs=None, size_column=None):
     """The sources of a catalogue table as :class:`CatalogSource` (0-based field pixels).
 
-    RA/Dec columns need ``wcs`` (the field's celestial WCS); x/y columns do not.
+    RA/Dec columns need ``wcs`` (the field's celestial WCS); x/y columns do not. A row
+    without a finite position is returned with NaN ``x``, ``y`` (the caller leaves it out and
+    names it); a table with no rows is refused.
     """
     from astropy.table import Table
 
