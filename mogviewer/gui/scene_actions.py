@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PyQt5 import QtWidgets
 
-from . import engine
+from . import engine, masks
 from .undo import SetSceneCommand
 
 
@@ -109,7 +109,7 @@ class SceneActions:
         s = self.state
         if s.data is None or s.busy:
             return False
-        region = (engine.ellipse_mask if shape == "ellipse" else engine.box_mask)(
+        region = (masks.ellipse_mask if shape == "ellipse" else masks.box_mask)(
             s.data.shape, x0, y0, x1, y1)
         cur = np.zeros(s.data.shape, bool) if s.user_mask is None else np.array(s.user_mask)
         new = (cur & ~region) if shape == "erase" else (cur | region)
@@ -132,7 +132,7 @@ class SceneActions:
         if s.data is None or s.busy:
             return False
         try:
-            region = engine.read_mask_regions(path, s.data.shape,
+            region = masks.read_mask_regions(path, s.data.shape,
                                               wcs=getattr(s.data, "wcs", None))
         except engine.export_error_types() as exc:
             self.show_error("Cannot read regions", str(exc))
@@ -149,7 +149,7 @@ class SceneActions:
         if s.user_mask is None:
             self.show_error("Nothing to export", "Draw or detect a mask first.")
             return False
-        ok = self._export("mask regions", lambda: engine.write_mask_regions(
+        ok = self._export("mask regions", lambda: masks.write_mask_regions(
             path, s.user_mask, inputs=s.input_files()))
         if ok:
             s.log(f"Wrote mask regions {path} ({int(s.user_mask.sum())} pixels)")
